@@ -1,0 +1,196 @@
+//! `TrainConfig`: the one resolved description of a training run.
+//!
+//! Its field names are nanoGPT's `train.py` globals, so a nanoGPT user's config file means the
+//! same thing here as there. Keys nanoGPT lacks (`flash`, `activation_checkpointing`, `optimizer`,
+//! `eval_batch_size`, `loss`, `alloc_conf`, `world_size`, `parallelism`) are named in the same
+//! style. Defaults are nanoGPT's train.py defaults (GPT-2 124M on OpenWebText).
+
+use serde::{Deserialize, Serialize};
+
+/// Training precision, as nanoGPT's `dtype` string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[serde(rename = "float32")]
+    Float32,
+    #[serde(rename = "bfloat16")]
+    BFloat16,
+    #[serde(rename = "float16")]
+    Float16,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Float32 => "float32",
+            Precision::BFloat16 => "bfloat16",
+            Precision::Float16 => "float16",
+        }
+    }
+}
+
+/// Optimizer implementation (memory of its state differs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// torch.optim.AdamW(fused=True), nanoGPT's choice on CUDA: fp32 exp_avg + exp_avg_sq.
+    #[serde(rename = "adamw")]
+    AdamW,
+    /// bitsandbytes AdamW8bit: 1 byte per state element plus block-wise quantisation constants.
+    #[serde(rename = "adamw8bit")]
+    AdamW8bit,
+    /// Plain SGD with momentum: one fp32 buffer per parameter.
+    #[serde(rename = "sgd")]
+    Sgd,
+}
+
+impl OptimizerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptimizerKind::AdamW => "adamw",
+            OptimizerKind::AdamW8bit => "adamw8bit",
+            OptimizerKind::Sgd => "sgd",
+        }
+    }
+}
+
+/// How the cross-entropy over the vocabulary is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    /// `F.cross_entropy(logits.view(-1, V), targets)`, nanoGPT's model.py.
+    #[serde(rename = "standard")]
+    Standard,
+    /// Cross-entropy over chunks of rows, each chunk's logits recomputed in backward.
+    #[serde(rename = "chunked")]
+    Chunked,
+}
+
+impl LossKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossKind::Standard => "standard",
+            LossKind::Chunked => "chunked",
+        }
+    }
+}
+
+/// Multi-GPU strategy (per-rank memory differs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parallelism {
+    #[serde(rename = "ddp")]
+    Ddp,
+    #[serde(rename = "fsdp")]
+    Fsdp,
+    #[serde(rename = "zero1")]
+    Zero1,
+    #[serde(rename = "zero2")]
+    Zero2,
+    #[serde(rename = "zero3")]
+    Zero3,
+}
+
+impl Parallelism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Parallelism::Ddp => "ddp",
+            Parallelism::Fsdp => "fsdp",
+            Parallelism::Zero1 => "zero1",
+            Parallelism::Zero2 => "zero2",
+            Parallelism::Zero3 => "zero3",
+        }
+    }
+}
+
+/// One training run, fully resolved. Field names are nanoGPT's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    // --- the model (nanoGPT's GPTConfig) ---
+    pub n_layer: u64,
+    pub n_head: u64,
+    pub n_embd: u64,
+    pub block_size: u64,
+    pub vocab_size: u64,
+    pub dropout: f64,
+    pub bias: bool,
+    // --- the run ---
+    pub batch_size: u64,
+    pub gradient_accumulation_steps: u64,
+    pub dtype: Precision,
+    pub compile: bool,
+    pub eval_iters: u64,
+    pub eval_interval: u64,
+    pub eval_only: bool,
+    pub init_from: String,
+    pub dataset: String,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+    // --- vramplan's keys, in nanoGPT's style ---
+    /// true = F.scaled_dot_product_attention; false = the manual masked-softmax path.
+    pub flash: bool,
+    pub activation_checkpointing: bool,
+    pub optimizer: OptimizerKind,
+    /// Batch size of estimate_loss(); nanoGPT uses the training batch_size (None).
+    pub eval_batch_size: Option<u64>,
+    pub loss: LossKind,
+    /// PYTORCH_CUDA_ALLOC_CONF, e.g. "expandable_segments:True"; None = PyTorch's default.
+    pub alloc_conf: Option<String>,
+    pub world_size: u64,
+    pub parallelism: Parallelism,
+}
+
+impl Default for TrainConfig {
+    /// nanoGPT's train.py defaults: GPT-2 124M, OpenWebText, batch 12 x accumulation 40.
+    fn default() -> Self {
+        TrainConfig {
+            n_layer: 12,
+            n_head: 12,
+            n_embd: 768,
+            block_size: 1024,
+            vocab_size: 50304,
+            dropout: 0.0,
+            bias: false,
+            batch_size: 12,
+            gradient_accumulation_steps: 5 * 8,
+            dtype: Precision::BFloat16,
+            compile: true,
+            eval_iters: 200,
+            eval_interval: 2000,
+            eval_only: false,
+            init_from: "scratch".to_string(),
+            dataset: "openwebtext".to_string(),
+            weight_decay: 1e-1,
+            grad_clip: 1.0,
+            flash: true,
+            activation_checkpointing: false,
+            optimizer: OptimizerKind::AdamW,
+            eval_batch_size: None,
+            loss: LossKind::Standard,
+            alloc_conf: None,
+            world_size: 1,
+            parallelism: Parallelism::Ddp,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The batch size estimate_loss() runs with.
+    pub fn eval_batch(&self) -> u64 {
+        self.eval_batch_size.unwrap_or(self.batch_size)
+    }
+
+    /// Tokens per optimizer step, over all ranks: batch_size x block_size x accumulation.
+    pub fn tokens_per_step(&self) -> Option<u64> {
+        self.batch_size
+            .checked_mul(self.block_size)?
+            .checked_mul(self.gradient_accumulation_steps)
+    }
+
+    /// PYTORCH_CUDA_ALLOC_CONF asks for expandable segments.
+    pub fn expandable_segments(&self) -> bool {
+        self.alloc_conf
+            .as_deref()
+            .is_some_and(|c| c.replace(' ', "").to_ascii_lowercase().contains("expandable_segments:true"))
+    }
+}

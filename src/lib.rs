@@ -1,0 +1,16 @@
+//! vramplan: will this transformer training run fit on my GPU?
+//!
+//! The pipeline, one stage per module: `config` (what the user runs) → `model` (the network as
+//! a sequence of ops) → `sim` (the op-level memory simulator that yields a `Timeline`) →
+//! `budget` (what the card has) → `plan` / `diagnose` / `probe` (front-ends) → `report`.
+
+pub mod budget;
+pub mod config;
+pub mod diagnose;
+pub mod error;
+pub mod model;
+pub mod plan;
+pub mod probe;
+pub mod report;
+pub mod sim;
+pub mod units;

@@ -5,6 +5,8 @@
 //! `budget` (what the card has) → `plan` / `diagnose` / `probe` (front-ends) → `report`.
 
 pub mod budget;
+pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod diagnose;
 pub mod error;

@@ -1,3 +1,33 @@
-fn main() {
-    println!("vramplan");
+//! Thin: parse the command line, dispatch, turn the outcome into an exit code.
+//! 0 fits / diagnosed, 1 does not fit, 2 bad input or usage.
+
+use clap::Parser;
+use std::process::ExitCode;
+use vramplan::cli::{split_overrides, Cli, Command};
+
+fn main() -> ExitCode {
+    let (clap_args, overrides) = split_overrides(std::env::args().collect());
+    let mut cli = match Cli::try_parse_from(clap_args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors.
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match &mut cli.command {
+        Command::Check(a) => a.run.overrides = overrides,
+        Command::Suggest(a) => a.run.overrides = overrides,
+        Command::Diagnose(a) => a.overrides = overrides,
+        Command::Probe(a) => a.overrides = overrides,
+        Command::Gpus(_) => {}
+    }
+    match vramplan::commands::run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("vramplan: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

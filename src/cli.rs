@@ -1,0 +1,170 @@
+//! The command line: clap definitions only. nanoGPT-style `--key=value` overrides are split off
+//! before clap sees the arguments (see `split_overrides`), so they can follow the config file
+//! exactly as they do for `python train.py config/x.py --batch_size=64`.
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vramplan",
+    version,
+    about = "Will this transformer training run fit on my GPU? Which tensor is the peak, and what fits instead?"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Simulate a training run's memory, phase by phase, against a GPU.
+    Check(CheckArgs),
+    /// Find the largest configuration that fits, keeping tokens per step.
+    Suggest(SuggestArgs),
+    /// Read a CUDA out-of-memory log: what failed, why, and what to change.
+    Diagnose(DiagnoseArgs),
+    /// Run the real model (candle) forward + backward + AdamW and measure its peak.
+    Probe(ProbeArgs),
+    /// List the GPU catalogue (or the cards on this machine with --live).
+    Gpus(GpusArgs),
+}
+
+/// Where the run's configuration comes from and which card it is planned for.
+#[derive(Debug, Clone, Args, Default)]
+pub struct RunArgs {
+    /// nanoGPT config (.py), TOML file, or nothing for nanoGPT's train.py defaults.
+    pub config: Option<PathBuf>,
+    /// GPU from the catalogue (name or alias, e.g. rtx3060, "NVIDIA A100-SXM4-40GB").
+    #[arg(long)]
+    pub gpu: Option<String>,
+    /// A GPU profile TOML file instead of the catalogue.
+    #[arg(long, value_name = "PATH")]
+    pub gpu_file: Option<PathBuf>,
+    /// Read the card on this machine through NVML; the budget is what is free now.
+    #[arg(long)]
+    pub live: bool,
+    /// Which card with --live.
+    #[arg(long, default_value_t = 0)]
+    pub gpu_index: u32,
+    /// Memory kept free for safety (e.g. 256MiB, 0.5GiB, 1000000).
+    #[arg(long, default_value = "256MiB")]
+    pub margin: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// nanoGPT-style overrides (--batch_size=64), collected before clap parses.
+    #[arg(skip)]
+    pub overrides: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Print nothing unless the run does not fit (for `vramplan check ... && torchrun ...`).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Show exact byte counts instead of GiB/MiB.
+    #[arg(long)]
+    pub bytes: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SuggestArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Keys the search must not change (e.g. --keep block_size).
+    #[arg(long, value_name = "KEY")]
+    pub keep: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DiagnoseArgs {
+    /// The log file, or - for standard input.
+    pub log: PathBuf,
+    /// The run's config, to name the culprit tensor and compute fixes.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// GPU to plan fixes for (otherwise taken from the log's total capacity).
+    #[arg(long)]
+    pub gpu: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(skip)]
+    pub overrides: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// nanoGPT config (.py), TOML file, or nothing for nanoGPT's defaults.
+    pub config: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Training steps to run (the peak is measured from the second).
+    #[arg(long, default_value_t = 2)]
+    pub steps: u32,
+    /// Run with this many layers and extrapolate (memory is affine in n_layer).
+    #[arg(long)]
+    pub layers: Option<u64>,
+    /// Memory kept free on a shared card.
+    #[arg(long, default_value = "256MiB")]
+    pub margin: String,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(skip)]
+    pub overrides: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GpusArgs {
+    /// The cards on this machine (NVML) instead of the catalogue.
+    #[arg(long)]
+    pub live: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Split `--key=value` arguments that are not flags of the chosen subcommand: they are
+/// nanoGPT configurator overrides. Returns (arguments for clap, overrides in order).
+pub fn split_overrides(args: Vec<String>) -> (Vec<String>, Vec<String>) {
+    let cmd = Cli::command();
+    let sub_name = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
+    let known: Vec<String> = sub_name
+        .as_deref()
+        .and_then(|name| cmd.find_subcommand(name))
+        .map(|sub| {
+            sub.get_arguments()
+                .filter_map(|a| a.get_long().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut clap_args = Vec::new();
+    let mut overrides = Vec::new();
+    for (i, arg) in args.into_iter().enumerate() {
+        let is_override = i > 0
+            && arg.starts_with("--")
+            && arg.contains('=')
+            && !known.iter().any(|k| arg[2..].split('=').next() == Some(k.as_str()));
+        if is_override {
+            overrides.push(arg);
+        } else {
+            clap_args.push(arg);
+        }
+    }
+    (clap_args, overrides)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_are_split_from_flags() {
+        let argv = ["vramplan", "check", "c.py", "--gpu=rtx3060", "--batch_size=64", "--json"];
+        let (clap_args, overrides) = split_overrides(argv.iter().map(|s| s.to_string()).collect());
+        assert_eq!(clap_args, ["vramplan", "check", "c.py", "--gpu=rtx3060", "--json"]);
+        assert_eq!(overrides, ["--batch_size=64"]);
+    }
+}

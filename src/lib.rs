@@ -5,6 +5,7 @@
 //! `budget` (what the card has) → `plan` / `diagnose` / `probe` (front-ends) → `report`.
 
 pub mod budget;
+pub mod calibration;
 pub mod cli;
 pub mod commands;
 pub mod config;

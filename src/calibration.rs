@@ -1,0 +1,179 @@
+//! The reference figures (shared/reference/torch-ref-calibration.csv) against the simulator.
+//!
+//! Each row is a nanoGPT configuration and the bytes PyTorch allocates in each phase, counted
+//! the way `torch.cuda.max_memory_allocated()` counts them (`sim_*` columns: whole allocator
+//! blocks). This module turns a row into a TrainConfig, runs the simulator with the reference's
+//! accounting, and reports the relative error of each figure.
+
+use crate::config::{Precision, TrainConfig};
+use crate::error::{Error, Result};
+use crate::sim::runtime::{default_cublas_workspace, Runtime, RuntimeKind};
+use crate::sim::{replay, simulate, DType, Phase};
+
+/// One compared figure.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub name: &'static str,
+    pub reference: u64,
+    pub simulated: u64,
+}
+
+impl Figure {
+    pub fn relative_error(&self) -> f64 {
+        (self.simulated as f64 - self.reference as f64) / self.reference as f64
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RowResult {
+    pub label: String,
+    pub figures: Vec<Figure>,
+}
+
+pub const ALLOCATED_FIGURES: [&str; 4] = ["init", "train_peak", "eval_peak", "eval2_peak"];
+pub const RESERVED_FIGURE: &str = "peak_reserved";
+
+/// Parse the CSV text and compare every row.
+pub fn evaluate(csv: &str) -> Result<Vec<RowResult>> {
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or_else(|| Error::new("calibration file is empty"))?
+        .split(',')
+        .collect();
+    let col = |name: &str| -> Result<usize> {
+        header
+            .iter()
+            .position(|h| h.trim() == name)
+            .ok_or_else(|| Error::new(format!("calibration file has no column `{name}`")))
+    };
+    let mut out = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        let get = |name: &str| -> Result<&str> {
+            let c = col(name)?;
+            f.get(c)
+                .copied()
+                .ok_or_else(|| Error::new(format!("row {}: missing `{name}`", i + 2)))
+        };
+        let num = |name: &str| -> Result<u64> {
+            get(name)?
+                .parse::<u64>()
+                .map_err(|_| Error::new(format!("row {}: `{name}` is not an integer", i + 2)))
+        };
+        let cfg = TrainConfig {
+            n_layer: num("n_layer")?,
+            n_head: num("n_head")?,
+            n_embd: num("n_embd")?,
+            block_size: num("block_size")?,
+            batch_size: num("batch")?,
+            vocab_size: num("vocab_size")?,
+            gradient_accumulation_steps: num("grad_accum")?,
+            dtype: if get("dtype")? == "fp32" {
+                Precision::Float32
+            } else {
+                Precision::BFloat16
+            },
+            flash: get("flash")? == "1",
+            dropout: get("dropout")?
+                .parse()
+                .map_err(|_| Error::new(format!("row {}: bad dropout", i + 2)))?,
+            bias: get("bias")? == "1",
+            compile: false,
+            ..TrainConfig::default()
+        };
+        let arch = get("arch")?;
+        let major: u32 = arch
+            .trim_start_matches("sm")
+            .get(..1)
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(9);
+        let rt = reference_runtime(&cfg, major);
+        let tl = simulate(&cfg, rt)?;
+        let p = replay(&tl, false);
+        let train = [Phase::Forward, Phase::Backward, Phase::Optimizer]
+            .iter()
+            .map(|&ph| p.phase(ph).peak_allocated)
+            .max()
+            .unwrap_or(0);
+        let figures = vec![
+            Figure {
+                name: "init",
+                reference: num("sim_init_alloc_bytes")?,
+                simulated: p.phase(Phase::Init).end_allocated,
+            },
+            Figure {
+                name: "train_peak",
+                reference: num("sim_train_peak_alloc_bytes")?,
+                simulated: train,
+            },
+            Figure {
+                name: "eval_peak",
+                reference: num("sim_eval_peak_alloc_bytes")?,
+                simulated: p.phase(Phase::Eval).peak_allocated,
+            },
+            Figure {
+                name: "eval2_peak",
+                reference: num("sim_eval2_peak_alloc_bytes")?,
+                simulated: p.phase(Phase::EvalAfterStep).peak_allocated,
+            },
+            Figure {
+                name: RESERVED_FIGURE,
+                reference: num("sim_peak_reserved_bytes")?,
+                simulated: p.peak_reserved,
+            },
+        ];
+        let label = format!(
+            "L{} H{} C{} T{} B{} {} {} d{} {} V{} ga{} {}",
+            cfg.n_layer,
+            cfg.n_head,
+            cfg.n_embd,
+            cfg.block_size,
+            cfg.batch_size,
+            get("dtype")?,
+            if cfg.flash { "flash" } else { "manual" },
+            cfg.dropout,
+            if cfg.bias { "bias" } else { "nobias" },
+            cfg.vocab_size,
+            cfg.gradient_accumulation_steps,
+            arch
+        );
+        out.push(RowResult { label, figures });
+    }
+    Ok(out)
+}
+
+/// PyTorch eager, as the reference ran it, on an `sm{major}x` card.
+pub fn reference_runtime(cfg: &TrainConfig, major: u32) -> Runtime {
+    Runtime {
+        kind: RuntimeKind::PytorchEager,
+        autocast: match cfg.dtype {
+            Precision::Float32 => None,
+            Precision::BFloat16 => Some(DType::BF16),
+            Precision::Float16 => Some(DType::F16),
+        },
+        cublas_workspace_bytes: default_cublas_workspace(major),
+        cublaslt_workspace_bytes: 1 << 20,
+        expandable_segments: false,
+    }
+}
+
+/// Median and worst absolute relative error of the named figures over all rows.
+pub fn summary(rows: &[RowResult], names: &[&str]) -> (f64, f64) {
+    let mut errs: Vec<f64> = rows
+        .iter()
+        .flat_map(|r| r.figures.iter())
+        .filter(|f| names.contains(&f.name))
+        .map(|f| f.relative_error().abs())
+        .collect();
+    if errs.is_empty() {
+        return (0.0, 0.0);
+    }
+    errs.sort_by(|a, b| a.total_cmp(b));
+    let median = if errs.len() % 2 == 1 {
+        errs[errs.len() / 2]
+    } else {
+        (errs[errs.len() / 2 - 1] + errs[errs.len() / 2]) / 2.0
+    };
+    (median, *errs.last().unwrap_or(&0.0))
+}

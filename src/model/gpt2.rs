@@ -1,0 +1,166 @@
+//! nanoGPT's GPT (model.py), written as the ops it runs, top to bottom.
+//!
+//! Python's variable lifetimes matter for memory, so each `drop_value` below is where the
+//! corresponding Python name is rebound or goes out of scope.
+
+use crate::config::TrainConfig;
+use crate::sim::dtype::DType;
+use crate::sim::engine::{Engine, T, V};
+use crate::sim::ops::{self, AttnKind};
+use crate::sim::timeline::{Category, Name, Shape};
+
+struct Block {
+    ln_1: (usize, Option<usize>),
+    c_attn: (usize, Option<usize>),
+    c_proj: (usize, Option<usize>),
+    ln_2: (usize, Option<usize>),
+    c_fc: (usize, Option<usize>),
+    mlp_proj: (usize, Option<usize>),
+}
+
+pub struct Gpt2 {
+    n_head: u64,
+    n_embd: u64,
+    dropout: f64,
+    flash: bool,
+    wte: usize,
+    wpe: usize,
+    blocks: Vec<Block>,
+    ln_f: (usize, Option<usize>),
+}
+
+impl Gpt2 {
+    /// `model.to(device)`: parameters in module order (children first, then buffers).
+    pub fn build(e: &mut Engine, cfg: &TrainConfig) -> Gpt2 {
+        let (c, v) = (cfg.n_embd, cfg.vocab_size);
+        let bias = cfg.bias;
+        let linear = |e: &mut Engine, l: u32, m: &'static str, w: &'static str, out, inp| {
+            let wp = e.add_param(Name::layer_param(l, m, w), &[out, inp], true);
+            let bp = bias.then(|| e.add_param(Name::layer_param(l, m, "bias"), &[out], false));
+            (wp, bp)
+        };
+        let norm = |e: &mut Engine, l: Option<u32>, m: &'static str| {
+            let wp = e.add_param(Name::at(l, m, "weight"), &[c], false);
+            let bp = bias.then(|| e.add_param(Name::at(l, m, "bias"), &[c], false));
+            (wp, bp)
+        };
+        let wte = e.add_param(Name::top("wte", "weight"), &[v, c], true);
+        let wpe = e.add_param(Name::top("wpe", "weight"), &[cfg.block_size, c], true);
+        let mut blocks = Vec::with_capacity(cfg.n_layer as usize);
+        for l in 0..cfg.n_layer as u32 {
+            let ln_1 = norm(e, Some(l), "ln_1");
+            let c_attn = linear(e, l, "attn.c_attn", "weight", 3 * c, c);
+            let c_proj = linear(e, l, "attn.c_proj", "weight", c, c);
+            if !cfg.flash {
+                // The manual path's causal mask: a (1, 1, block_size, block_size) fp32 buffer.
+                let t = cfg.block_size;
+                e.alloc(
+                    Name::layer(l, "attn.bias"),
+                    Shape::new(&[1, 1, t, t]),
+                    DType::F32,
+                    Category::Parameters,
+                );
+            }
+            let ln_2 = norm(e, Some(l), "ln_2");
+            let c_fc = linear(e, l, "mlp.c_fc", "weight", 4 * c, c);
+            let mlp_proj = linear(e, l, "mlp.c_proj", "weight", c, 4 * c);
+            blocks.push(Block {
+                ln_1,
+                c_attn,
+                c_proj,
+                ln_2,
+                c_fc,
+                mlp_proj,
+            });
+        }
+        let ln_f = norm(e, None, "ln_f");
+        Gpt2 {
+            n_head: cfg.n_head,
+            n_embd: c,
+            dropout: cfg.dropout,
+            flash: cfg.flash,
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+        }
+    }
+
+    /// `logits, loss = model(idx, targets)`.
+    pub fn forward(&self, e: &mut Engine, idx: T, targets: T) -> (V, V) {
+        let bt = e.shape(idx);
+        let (b, t) = (bt.dims()[0], bt.dims()[1]);
+        let c = self.n_embd;
+        let pos = e.alloc(Name::top("pos", ""), Shape::new(&[t]), DType::I64, Category::Other);
+        let tok_emb = ops::embedding(e, self.wte, idx, Shape::new(&[b, t, c]), Name::top("wte", "out"));
+        let pos_emb = ops::embedding(e, self.wpe, pos, Shape::new(&[t, c]), Name::top("wpe", "out"));
+        let sum = ops::add_broadcast(e, tok_emb, pos_emb, Name::top("embed", "sum"));
+        e.drop_value(tok_emb);
+        e.drop_value(pos_emb);
+        let mut x = ops::dropout(e, sum, self.dropout, Name::top("drop", "out"));
+        e.drop_value(sum);
+        for (l, block) in self.blocks.iter().enumerate() {
+            let next = self.block(e, block, x, b, t, l as u32);
+            e.drop_value(x);
+            x = next;
+        }
+        let (w, bias) = self.ln_f;
+        let xf = ops::layer_norm(e, x, w, bias, Name::top("ln_f", "out"));
+        e.drop_value(x);
+        let logits = ops::linear(e, xf, self.wte, None, None, "lm_head");
+        let loss = ops::cross_entropy(e, logits, targets);
+        e.release(pos);
+        e.drop_value(xf);
+        (logits, loss)
+    }
+
+    /// `x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))`.
+    fn block(&self, e: &mut Engine, p: &Block, x: V, b: u64, t: u64, l: u32) -> V {
+        let h = ops::layer_norm(e, x, p.ln_1.0, p.ln_1.1, Name::layer(l, "ln_1.out"));
+        let a = self.attn(e, p, h, b, t, l);
+        e.drop_value(h);
+        let x1 = ops::add(e, x, a, Name::layer(l, "resid_attn"));
+        e.drop_value(a);
+        let h2 = ops::layer_norm(e, x1, p.ln_2.0, p.ln_2.1, Name::layer(l, "ln_2.out"));
+        let m = self.mlp(e, p, h2, l);
+        e.drop_value(h2);
+        let x2 = ops::add(e, x1, m, Name::layer(l, "resid_mlp"));
+        e.drop_value(m);
+        e.drop_value(x1);
+        x2
+    }
+
+    fn attn(&self, e: &mut Engine, p: &Block, h: V, b: u64, t: u64, l: u32) -> V {
+        let qkv = ops::linear(e, h, p.c_attn.0, p.c_attn.1, Some(l), "attn.c_attn");
+        let kind = if !self.flash {
+            AttnKind::Manual
+        } else if e.dtype(qkv.t) == DType::F32 {
+            AttnKind::Efficient
+        } else {
+            AttnKind::Flash
+        };
+        let hs = self.n_embd / self.n_head;
+        let (y, att) = ops::attention(e, qkv, kind, b, t, self.n_head, hs, self.dropout, Some(l));
+        let out = ops::linear(e, y, p.c_proj.0, p.c_proj.1, Some(l), "attn.c_proj");
+        let d = ops::dropout(e, out, self.dropout, Name::layer(l, "attn.resid_dropout"));
+        e.drop_value(out);
+        // q, k, v (views of qkv), att and y are locals of CausalSelfAttention.forward.
+        e.drop_value(qkv);
+        if let Some(att) = att {
+            e.release(att);
+        }
+        e.drop_value(y);
+        d
+    }
+
+    fn mlp(&self, e: &mut Engine, p: &Block, h: V, l: u32) -> V {
+        let f = ops::linear(e, h, p.c_fc.0, p.c_fc.1, Some(l), "mlp.c_fc");
+        let g = ops::gelu(e, f, Name::layer(l, "mlp.gelu"));
+        e.drop_value(f);
+        let o = ops::linear(e, g, p.mlp_proj.0, p.mlp_proj.1, Some(l), "mlp.c_proj");
+        e.drop_value(g);
+        let d = ops::dropout(e, o, self.dropout, Name::layer(l, "mlp.dropout"));
+        e.drop_value(o);
+        d
+    }
+}

@@ -1,0 +1,142 @@
+//! The backward pass, as PyTorch's autograd engine runs it on one device.
+//!
+//! Nodes are processed in reverse creation order (the engine's priority by sequence number;
+//! for a transformer's graph that is a valid topological order). A node allocates its input
+//! gradients, then lets go of the gradient it received and of its saved tensors, then hands
+//! each gradient on. Where a tensor receives a second gradient (the residual stream, the tied
+//! wte/lm_head weight) it is added into the first in place; AccumulateGrad steals the first
+//! gradient of a parameter as its `.grad` and adds later ones into it.
+
+use super::dtype::DType;
+use super::engine::{Engine, T, V};
+use super::ops::Op;
+use super::timeline::{Category, Name, Phase, Shape};
+
+/// Where a gradient goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    /// Nothing needs it (inputs without grad, integer indices).
+    None,
+    /// Another node's input buffer.
+    Node(u32),
+    /// A parameter's AccumulateGrad.
+    Param(u32),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Node {
+    pub op: Op,
+    pub edges: [Edge; 3],
+    /// The gradient of this node's output, once it has arrived.
+    pub grad: Option<T>,
+}
+
+impl Engine {
+    /// Record a backward node when autograd is on and some input needs a gradient.
+    pub fn push_node(&mut self, op: Op, edges: [Edge; 3]) -> Edge {
+        if !self.grad_mode {
+            // Nothing was saved: `save` keeps references only when autograd records.
+            return Edge::None;
+        }
+        if edges.iter().all(|e| *e == Edge::None) {
+            op.release_saved(self);
+            return Edge::None;
+        }
+        self.tape.push(Node {
+            op,
+            edges,
+            grad: None,
+        });
+        Edge::Node((self.tape.len() - 1) as u32)
+    }
+
+    /// Hand a gradient to where it goes.
+    pub fn deliver(&mut self, edge: Edge, g: T) {
+        match edge {
+            Edge::None => self.release(g),
+            Edge::Node(n) => {
+                let n = n as usize;
+                self.tape[n].grad = Some(match self.tape[n].grad {
+                    None => g,
+                    Some(old) => self.accumulate(old, g),
+                });
+            }
+            Edge::Param(p) => {
+                let p = p as usize;
+                self.params[p].pending = Some(match self.params[p].pending {
+                    None => g,
+                    Some(old) => self.accumulate(old, g),
+                });
+                self.params[p].uses = self.params[p].uses.saturating_sub(1);
+                if self.params[p].uses == 0 {
+                    self.accumulate_grad(p);
+                }
+            }
+        }
+    }
+
+    /// Autograd's input buffer: `old += new` in place when it may, else `old + new`.
+    fn accumulate(&mut self, old: T, new: T) -> T {
+        if self.is_no_inplace(old) {
+            let r = *self.record(old);
+            let sum = self.alloc(r.name, r.shape, r.dtype, r.category);
+            self.release(old);
+            self.release(new);
+            sum
+        } else {
+            self.release(new);
+            old
+        }
+    }
+
+    /// AccumulateGrad: the first gradient becomes `.grad`; later ones are added into it.
+    fn accumulate_grad(&mut self, p: usize) {
+        let Some(g) = self.params[p].pending.take() else {
+            return;
+        };
+        match self.params[p].grad {
+            None => {
+                self.set_category(g, Category::Gradients);
+                self.params[p].grad = Some(g);
+            }
+            Some(_) => self.release(g),
+        }
+    }
+
+    /// `loss.backward()`: runs every recorded node, then drops the graph.
+    pub fn backward(&mut self, loss: V) {
+        let saved_phase = self.phase;
+        self.phase = Phase::Backward;
+        // The engine's graph root: ones_like(loss), held until the backward returns.
+        let root = self.alloc(
+            Name::top("loss", "grad"),
+            Shape::scalar(),
+            DType::F32,
+            Category::Logits,
+        );
+        self.retain(root);
+        self.deliver(loss.edge, root);
+        for n in (0..self.tape.len()).rev() {
+            let node = self.tape[n];
+            match node.grad {
+                Some(g) => {
+                    self.tape[n].grad = None;
+                    let grads = node.op.backward(self, g);
+                    for (edge, grad) in node.edges.into_iter().zip(grads) {
+                        if let Some(grad) = grad {
+                            self.deliver(edge, grad);
+                        }
+                    }
+                }
+                None => node.op.release_saved(self),
+            }
+        }
+        self.tape.clear();
+        for p in 0..self.params.len() {
+            self.params[p].uses = 0;
+            self.accumulate_grad(p);
+        }
+        self.release(root);
+        self.phase = saved_phase;
+    }
+}

@@ -1,0 +1,43 @@
+//! Element types as PyTorch stores them.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    BF16,
+    F16,
+    I64,
+    U64,
+    Bool,
+    U8,
+}
+
+impl DType {
+    pub fn size(self) -> u64 {
+        match self {
+            DType::F32 => 4,
+            DType::BF16 | DType::F16 => 2,
+            DType::I64 | DType::U64 => 8,
+            DType::Bool | DType::U8 => 1,
+        }
+    }
+
+    /// Short name as the report prints it (`bf16`, `fp32`, ...).
+    pub fn short(self) -> &'static str {
+        match self {
+            DType::F32 => "fp32",
+            DType::BF16 => "bf16",
+            DType::F16 => "fp16",
+            DType::I64 => "int64",
+            DType::U64 => "uint64",
+            DType::Bool => "bool",
+            DType::U8 => "uint8",
+        }
+    }
+
+    pub fn is_half(self) -> bool {
+        matches!(self, DType::BF16 | DType::F16)
+    }
+}

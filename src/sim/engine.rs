@@ -1,0 +1,238 @@
+//! Tensors with reference counts, the way PyTorch's storages live and die.
+//!
+//! Every holder of a tensor — a Python variable, autograd's saved tensors, autocast's cache,
+//! a parameter's `.grad`, optimizer state — is one reference. A tensor is freed the moment
+//! its last reference is released, which is exactly when PyTorch's caching allocator gets the
+//! block back.
+
+use super::autograd::{Edge, Node};
+use super::dtype::DType;
+use super::runtime::Runtime;
+use super::timeline::{Category, Event, EventKind, Name, Phase, Shape, TensorRecord, Timeline};
+
+/// A tensor id: index into `Timeline::tensors`.
+pub type T = u32;
+
+/// A value in the forward pass: a tensor and where its gradient goes.
+#[derive(Debug, Clone, Copy)]
+pub struct V {
+    pub t: T,
+    pub edge: Edge,
+}
+
+/// A model parameter (fp32 master weight) and its training state.
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub t: T,
+    pub name: Name,
+    pub shape: Shape,
+    /// Weight decay group (2-D weights) — nanoGPT's configure_optimizers puts these first.
+    pub decay: bool,
+    pub grad: Option<T>,
+    /// Gradients arrived in this backward but not yet accumulated (tied weights get two).
+    pub pending: Option<T>,
+    /// Edges into this parameter recorded in the current graph.
+    pub uses: u32,
+    pub state: Vec<T>,
+}
+
+pub struct Engine {
+    pub tl: Timeline,
+    rc: Vec<u32>,
+    /// Gradient tensors that autograd cannot accumulate into in place (transposed views).
+    no_inplace: Vec<bool>,
+    pub phase: Phase,
+    pub grad_mode: bool,
+    /// Some(dtype) inside a CUDA autocast region.
+    pub autocast: Option<DType>,
+    /// Autocast's cache of weight casts for the current region: (param index, cast).
+    cache: Vec<(usize, T)>,
+    pub tape: Vec<Node>,
+    pub params: Vec<Param>,
+    pub rt: Runtime,
+    /// Which threads have created their cuBLAS workspaces: [python thread, autograd thread].
+    workspaces: [bool; 2],
+}
+
+impl Engine {
+    pub fn new(rt: Runtime) -> Engine {
+        Engine {
+            tl: Timeline {
+                tensors: Vec::with_capacity(4096),
+                events: Vec::with_capacity(16384),
+            },
+            rc: Vec::with_capacity(4096),
+            no_inplace: Vec::with_capacity(4096),
+            phase: Phase::Init,
+            grad_mode: false,
+            autocast: None,
+            cache: Vec::new(),
+            tape: Vec::new(),
+            params: Vec::new(),
+            rt,
+            workspaces: [false; 2],
+        }
+    }
+
+    /// Allocate a tensor with one reference (its creator's).
+    pub fn alloc(&mut self, name: Name, shape: Shape, dtype: DType, category: Category) -> T {
+        // Sizes were checked against overflow before the run started (train::validate).
+        let bytes = shape.numel().unwrap_or(u64::MAX).saturating_mul(dtype.size());
+        self.alloc_bytes(name, shape, dtype, bytes, category)
+    }
+
+    pub fn alloc_bytes(
+        &mut self,
+        name: Name,
+        shape: Shape,
+        dtype: DType,
+        bytes: u64,
+        category: Category,
+    ) -> T {
+        let id = self.tl.tensors.len() as T;
+        self.tl.tensors.push(TensorRecord {
+            name,
+            shape,
+            dtype,
+            bytes,
+            category,
+            phase: self.phase,
+        });
+        self.rc.push(1);
+        self.no_inplace.push(false);
+        self.tl.events.push(Event {
+            tensor: id,
+            kind: EventKind::Alloc,
+            phase: self.phase,
+        });
+        id
+    }
+
+    pub fn retain(&mut self, t: T) {
+        self.rc[t as usize] += 1;
+    }
+
+    pub fn release(&mut self, t: T) {
+        let rc = &mut self.rc[t as usize];
+        debug_assert!(*rc > 0, "double release of tensor {t}");
+        *rc -= 1;
+        if *rc == 0 {
+            self.tl.events.push(Event {
+                tensor: t,
+                kind: EventKind::Free,
+                phase: self.phase,
+            });
+        }
+    }
+
+    /// Release a forward value held by a Python variable.
+    pub fn drop_value(&mut self, v: V) {
+        self.release(v.t);
+    }
+
+    pub fn record(&self, t: T) -> &TensorRecord {
+        &self.tl.tensors[t as usize]
+    }
+
+    pub fn shape(&self, t: T) -> Shape {
+        self.tl.tensors[t as usize].shape
+    }
+
+    pub fn dtype(&self, t: T) -> DType {
+        self.tl.tensors[t as usize].dtype
+    }
+
+    pub fn set_category(&mut self, t: T, c: Category) {
+        self.tl.tensors[t as usize].category = c;
+    }
+
+    pub fn mark_no_inplace(&mut self, t: T) {
+        self.no_inplace[t as usize] = true;
+    }
+
+    pub fn is_no_inplace(&self, t: T) -> bool {
+        self.no_inplace[t as usize]
+    }
+
+    /// cuBLAS creates its workspaces (through the caching allocator) at the first matmul of
+    /// each thread: the Python thread in the forward, autograd's thread in the backward.
+    pub fn matmul_workspace(&mut self) {
+        let thread = usize::from(self.phase == Phase::Backward);
+        if self.workspaces[thread] {
+            return;
+        }
+        self.workspaces[thread] = true;
+        let what = if thread == 0 {
+            "workspace(python thread)"
+        } else {
+            "workspace(autograd thread)"
+        };
+        for (module, bytes) in [
+            ("cublas", self.rt.cublas_workspace_bytes),
+            ("cublaslt", self.rt.cublaslt_workspace_bytes),
+        ] {
+            if bytes > 0 {
+                self.alloc_bytes(
+                    Name::top(module, what),
+                    Shape::new(&[bytes]),
+                    DType::U8,
+                    bytes,
+                    Category::Workspace,
+                );
+            }
+        }
+    }
+
+    // --- parameters ---
+
+    pub fn add_param(&mut self, name: Name, dims: &[u64], decay: bool) -> usize {
+        let shape = Shape::new(dims);
+        let t = self.alloc(name, shape, DType::F32, Category::Parameters);
+        self.params.push(Param {
+            t,
+            name,
+            shape,
+            decay,
+            grad: None,
+            pending: None,
+            uses: 0,
+            state: Vec::new(),
+        });
+        self.params.len() - 1
+    }
+
+    /// The parameter as a forward value (fp32, its gradient goes to AccumulateGrad).
+    pub fn param(&mut self, p: usize) -> V {
+        if self.grad_mode {
+            self.params[p].uses += 1;
+        }
+        V {
+            t: self.params[p].t,
+            edge: if self.grad_mode { Edge::Param(p as u32) } else { Edge::None },
+        }
+    }
+
+    // --- autocast ---
+
+    pub fn enter_autocast(&mut self, dtype: Option<DType>) {
+        self.autocast = dtype;
+    }
+
+    /// Leaving the autocast region clears its cache of weight casts.
+    pub fn exit_autocast(&mut self) {
+        self.autocast = None;
+        let cache = std::mem::take(&mut self.cache);
+        for (_, t) in cache {
+            self.release(t);
+        }
+    }
+
+    pub fn cached_cast(&self, p: usize) -> Option<T> {
+        self.cache.iter().find(|(q, _)| *q == p).map(|(_, t)| *t)
+    }
+
+    pub fn cache_insert(&mut self, p: usize, t: T) {
+        self.retain(t);
+        self.cache.push((p, t));
+    }
+}

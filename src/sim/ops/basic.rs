@@ -1,0 +1,197 @@
+//! Embedding, residual adds, dropout, layer_norm, GELU, scaling of the loss.
+
+use super::{save, Op};
+use crate::sim::autograd::Edge;
+use crate::sim::dtype::DType;
+use crate::sim::engine::{Engine, T, V};
+use crate::sim::timeline::{Category, Name, Shape};
+
+/// `nn.Embedding`: fp32 rows gathered from an fp32 table (autocast leaves it alone).
+pub fn embedding(e: &mut Engine, p: usize, idx: T, out: Shape, name: Name) -> V {
+    let w = e.param(p);
+    let t = e.alloc(name, out, DType::F32, Category::Activations);
+    let weight = e.params[p].shape;
+    let idx = save(e, idx);
+    let edge = e.push_node(Op::Embedding { idx, weight, name }, [w.edge, Edge::None, Edge::None]);
+    V { t, edge }
+}
+
+/// `tok_emb + pos_emb`: pos_emb (T, C) broadcasts over the batch.
+pub fn add_broadcast(e: &mut Engine, tok: V, pos: V, name: Name) -> V {
+    let shape = e.shape(tok.t);
+    let t = e.alloc(name, shape, DType::F32, Category::Activations);
+    let d = shape.dims();
+    let pos_shape = Shape::new(&[1, d[1], d[2]]);
+    let edge = e.push_node(
+        Op::AddBroadcast {
+            pos: pos_shape,
+            name: Name { what: "pos_grad", ..name },
+        },
+        [tok.edge, pos.edge, Edge::None],
+    );
+    V { t, edge }
+}
+
+/// The residual add: fp32 stream + branch (bf16 under autocast) promotes to fp32.
+pub fn add(e: &mut Engine, a: V, b: V, name: Name) -> V {
+    let (da, db) = (e.dtype(a.t), e.dtype(b.t));
+    let out = if da == DType::F32 || db == DType::F32 {
+        DType::F32
+    } else {
+        da
+    };
+    let shape = e.shape(a.t);
+    let t = e.alloc(name, shape, out, Category::Activations);
+    let edge = e.push_node(
+        Op::Add {
+            a: da,
+            b: db,
+            shape,
+            name: Name { what: "grad", ..name },
+        },
+        [a.edge, b.edge, Edge::None],
+    );
+    V { t, edge }
+}
+
+/// AddBackward: the gradient passes through, cast to an input's dtype where it differs.
+pub(super) fn add_backward(
+    e: &mut Engine,
+    g: T,
+    a: DType,
+    b: DType,
+    shape: Shape,
+    name: Name,
+) -> [Option<T>; 3] {
+    let out = e.dtype(g);
+    let mut grads = [None; 3];
+    for (i, dt) in [a, b].into_iter().enumerate() {
+        grads[i] = Some(if dt == out {
+            e.retain(g);
+            g
+        } else {
+            e.alloc(name, shape, dt, Category::Activations)
+        });
+    }
+    e.release(g);
+    grads
+}
+
+/// `F.dropout` in training with p > 0: `native_dropout` returns the output and a bool mask.
+/// With p == 0 or in eval mode PyTorch returns the input itself.
+pub fn dropout(e: &mut Engine, x: V, p: f64, name: Name) -> V {
+    if p == 0.0 || !e.grad_mode {
+        e.retain(x.t);
+        return x;
+    }
+    let (shape, dtype) = (e.shape(x.t), e.dtype(x.t));
+    let t = e.alloc(name, shape, dtype, Category::Activations);
+    let mask = e.alloc(
+        Name { what: "mask", ..name },
+        shape,
+        DType::Bool,
+        Category::Activations,
+    );
+    let edge = e.push_node(
+        Op::Dropout {
+            mask,
+            shape,
+            dtype,
+            name: Name { what: "grad", ..name },
+        },
+        [x.edge, Edge::None, Edge::None],
+    );
+    V { t, edge }
+}
+
+/// `F.layer_norm`, in fp32 (autocast's fp32 list): output, mean and rstd (B, T, 1).
+pub fn layer_norm(e: &mut Engine, x: V, w: usize, b: Option<usize>, name: Name) -> V {
+    let shape = e.shape(x.t);
+    let d = shape.dims();
+    let stat = Shape::new(&[d[0], d[1], 1]);
+    let wv = e.param(w);
+    let bv = b.map(|b| e.param(b));
+    let t = e.alloc(name, shape, DType::F32, Category::Activations);
+    let mean = e.alloc(Name { what: "mean", ..name }, stat, DType::F32, Category::Activations);
+    let rstd = e.alloc(Name { what: "rstd", ..name }, stat, DType::F32, Category::Activations);
+    if !e.grad_mode {
+        e.release(mean);
+        e.release(rstd);
+        return V { t, edge: Edge::None };
+    }
+    let xs = save(e, x.t);
+    let edge = e.push_node(
+        Op::LayerNorm {
+            x: xs,
+            mean,
+            rstd,
+            bias: b.is_some(),
+            c: d[2],
+            name: Name { what: "grad", ..name },
+        },
+        [x.edge, wv.edge, bv.map_or(Edge::None, |v| v.edge)],
+    );
+    V { t, edge }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn layer_norm_backward(
+    e: &mut Engine,
+    g: T,
+    x: T,
+    mean: T,
+    rstd: T,
+    bias: bool,
+    c: u64,
+    name: Name,
+) -> [Option<T>; 3] {
+    let shape = e.shape(x);
+    let gx = e.alloc(name, shape, DType::F32, Category::Activations);
+    let pshape = Shape::new(&[c]);
+    let gw = e.alloc(
+        Name { what: "weight.grad", ..name },
+        pshape,
+        DType::F32,
+        Category::Gradients,
+    );
+    let gb = bias.then(|| {
+        e.alloc(
+            Name { what: "bias.grad", ..name },
+            pshape,
+            DType::F32,
+            Category::Gradients,
+        )
+    });
+    e.release(g);
+    e.release(x);
+    e.release(mean);
+    e.release(rstd);
+    [Some(gx), Some(gw), gb]
+}
+
+/// GELU keeps its input for the backward; output in the input's dtype.
+pub fn gelu(e: &mut Engine, x: V, name: Name) -> V {
+    let r = *e.record(x.t);
+    let t = e.alloc(name, r.shape, r.dtype, Category::Activations);
+    let xs = save(e, x.t);
+    let edge = e.push_node(
+        Op::Gelu {
+            x: xs,
+            name: Name { what: "grad", ..name },
+        },
+        [x.edge, Edge::None, Edge::None],
+    );
+    V { t, edge }
+}
+
+/// `loss / gradient_accumulation_steps`.
+pub fn div_scalar(e: &mut Engine, x: V) -> V {
+    let t = e.alloc(
+        Name::top("loss", "scaled"),
+        Shape::scalar(),
+        DType::F32,
+        Category::Logits,
+    );
+    let edge = e.push_node(Op::Div, [x.edge, Edge::None, Edge::None]);
+    V { t, edge }
+}

@@ -1,0 +1,174 @@
+//! `nn.Linear` as `addmm` (with bias) or `mm` (without), under CUDA autocast or in fp32.
+//!
+//! Autocast casts the input, the weight and the bias to the half dtype, in that order. Casts
+//! of parameters are cached until the autocast region ends (so a weight's bf16 copy lives
+//! through the whole forward); the input's cast is a temporary that only the backward keeps.
+
+use super::{save, Op};
+use crate::sim::autograd::Edge;
+use crate::sim::dtype::DType;
+use crate::sim::engine::{Engine, T, V};
+use crate::sim::timeline::{Category, Name, Shape};
+
+#[derive(Debug, Clone, Copy)]
+pub struct LinearSaved {
+    /// The matmul's input as it was multiplied (the bf16 cast under autocast).
+    pub x: T,
+    /// The weight as it was multiplied (the cached cast, or the fp32 parameter).
+    pub w: T,
+    pub m: u64,
+    pub k: u64,
+    pub n: u64,
+    pub dtype: DType,
+    pub bias: bool,
+    /// fp32 weight gradients come out of mm as transposed views: autograd adds into them
+    /// out of place.
+    pub direct_param_grad: bool,
+    pub name: Name,
+}
+
+/// Cast a tensor under autocast; the cast of a parameter goes into the region's cache.
+fn cast(e: &mut Engine, x: V, to: DType, param: Option<usize>, name: Name) -> V {
+    if let Some(p) = param {
+        if let Some(t) = e.cached_cast(p) {
+            e.retain(t);
+            // A cache hit still records a ToCopy node in PyTorch only on the first cast;
+            // reuse the edge of the cached cast by recording a pass-through.
+            return V { t, edge: x.edge };
+        }
+    }
+    let r = *e.record(x.t);
+    let category = if param.is_some() {
+        Category::AutocastCopies
+    } else {
+        Category::Activations
+    };
+    let t = e.alloc(name, r.shape, to, category);
+    if let Some(p) = param {
+        e.cache_insert(p, t);
+    }
+    let grad_category = if param.is_some() {
+        Category::Gradients
+    } else {
+        r.category
+    };
+    let edge = e.push_node(
+        Op::ToCopy {
+            from: r.dtype,
+            shape: r.shape,
+            name: Name { what: "grad", ..r.name },
+            category: grad_category,
+        },
+        [x.edge, Edge::None, Edge::None],
+    );
+    V { t, edge }
+}
+
+/// y = x W^T + b for x of shape (..., K) viewed as (M, K); the output is (M, N).
+pub fn linear(
+    e: &mut Engine,
+    x: V,
+    w: usize,
+    b: Option<usize>,
+    layer: Option<u32>,
+    module: &'static str,
+) -> V {
+    // The input is viewed as (M, in_features): e.g. attention's (B, nh, T, hs) output.
+    let (n, k) = (e.params[w].shape.dims()[0], e.params[w].shape.dims()[1]);
+    let m = e.shape(x.t).numel().unwrap_or(0) / k.max(1);
+    let wv = e.param(w);
+    let bv = b.map(|b| e.param(b));
+
+    let (xm, wm, bm, dtype) = match e.autocast {
+        Some(half) => {
+            let xm = if e.dtype(x.t) == half {
+                e.retain(x.t);
+                x
+            } else {
+                cast(e, x, half, None, Name::at(layer, module, "input_cast"))
+            };
+            let wm = cast(e, wv, half, Some(w), Name::at(layer, module, "weight_cast"));
+            let bm = b
+                .zip(bv)
+                .map(|(b, bv)| cast(e, bv, half, Some(b), Name::at(layer, module, "bias_cast")));
+            (xm, wm, bm, half)
+        }
+        None => {
+            e.retain(x.t);
+            e.retain(wv.t);
+            let bm = bv.inspect(|v| e.retain(v.t));
+            (x, wv, bm, e.dtype(x.t))
+        }
+    };
+    let category = if module == "lm_head" {
+        Category::Logits
+    } else {
+        Category::Activations
+    };
+    let out = e.alloc(
+        Name::at(layer, module, if module == "lm_head" { "logits" } else { "out" }),
+        Shape::new(&[m, n]),
+        dtype,
+        category,
+    );
+    e.matmul_workspace();
+    let saved = LinearSaved {
+        x: save(e, xm.t),
+        w: save(e, wm.t),
+        m,
+        k,
+        n,
+        dtype,
+        bias: b.is_some(),
+        direct_param_grad: e.autocast.is_none(),
+        name: Name::at(layer, module, "grad"),
+    };
+    let edge = e.push_node(
+        Op::Linear(saved),
+        [xm.edge, wm.edge, bm.map_or(Edge::None, |v| v.edge)],
+    );
+    // The casts were temporaries of this call (the cache and the saved tensors keep theirs).
+    e.release(xm.t);
+    e.release(wm.t);
+    if let Some(bm) = bm {
+        e.release(bm.t);
+    }
+    V { t: out, edge }
+}
+
+/// AddmmBackward: grad input, grad weight, grad bias. MmBackward: grad weight first.
+pub(super) fn backward(e: &mut Engine, g: T, s: LinearSaved) -> [Option<T>; 3] {
+    let wcat = if s.direct_param_grad {
+        Category::Gradients
+    } else {
+        Category::Activations
+    };
+    let name = |what| Name { what, ..s.name };
+    let x_shape = Shape::new(&[s.m, s.k]);
+    let w_shape = Shape::new(&[s.n, s.k]);
+    let (gx, gw, gb);
+    if s.bias {
+        gx = e.alloc(name("input.grad"), x_shape, s.dtype, Category::Activations);
+        e.matmul_workspace();
+        gw = e.alloc(name("weight.grad"), w_shape, s.dtype, wcat);
+        gb = Some(e.alloc(name("bias.grad"), Shape::new(&[1, s.n]), s.dtype, wcat));
+    } else {
+        gw = e.alloc(name("weight.grad"), w_shape, s.dtype, wcat);
+        e.matmul_workspace();
+        gx = e.alloc(name("input.grad"), x_shape, s.dtype, Category::Activations);
+        gb = None;
+    }
+    if s.direct_param_grad {
+        e.mark_no_inplace(gw);
+    }
+    e.release(g);
+    // AddmmBackward lets go of mat1 then mat2; MmBackward of the weight first.
+    if s.bias {
+        e.release(s.x);
+        e.release(s.w);
+    } else {
+        e.release(s.w);
+        e.release(s.x);
+    }
+    [Some(gx), Some(gw), gb]
+}

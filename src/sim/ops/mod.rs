@@ -1,0 +1,172 @@
+//! The ops a transformer is made of. Each forward allocates its outputs in the dtype the
+//! runtime's cast policy gives, saves what its backward needs (one reference each), and
+//! records a backward node; each backward allocates its input gradients in PyTorch's order
+//! and then releases the gradient it got and its saved tensors.
+
+mod attention;
+mod basic;
+mod linear;
+mod loss;
+
+pub use attention::{attention, AttnKind, Attention};
+pub use basic::{add, add_broadcast, div_scalar, dropout, embedding, gelu, layer_norm};
+pub use linear::linear;
+pub use loss::cross_entropy;
+
+use super::dtype::DType;
+use super::engine::{Engine, T};
+use super::timeline::{Category, Name, Shape};
+
+/// A backward node's op and what it saved.
+#[derive(Debug, Clone, Copy)]
+pub enum Op {
+    Embedding { idx: T, weight: Shape, name: Name },
+    AddBroadcast { pos: Shape, name: Name },
+    Add { a: DType, b: DType, shape: Shape, name: Name },
+    Dropout { mask: T, shape: Shape, dtype: DType, name: Name },
+    LayerNorm { x: T, mean: T, rstd: T, bias: bool, c: u64, name: Name },
+    Linear(linear::LinearSaved),
+    /// Autocast's `_to_copy`: the backward casts the gradient back.
+    ToCopy { from: DType, shape: Shape, name: Name, category: Category },
+    Gelu { x: T, name: Name },
+    Attention(Attention),
+    LogSoftmax { out: T, shape: Shape, dtype: DType },
+    NllLoss { input: T, target: T, total_weight: T, shape: Shape },
+    Div,
+}
+
+impl Op {
+    /// Input gradients, one per edge of the node, allocated in PyTorch's order.
+    pub fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        match self {
+            Op::Embedding { idx, weight, name } => {
+                let gw = e.alloc(
+                    Name { what: "grad", ..name },
+                    weight,
+                    DType::F32,
+                    Category::Gradients,
+                );
+                e.release(g);
+                e.release(idx);
+                [Some(gw), None, None]
+            }
+            Op::AddBroadcast { pos, name } => {
+                // tok_emb's gradient is the incoming one; pos_emb's is its sum over the batch.
+                let gp = e.alloc(name, pos, DType::F32, Category::Activations);
+                [Some(g), Some(gp), None]
+            }
+            Op::Add { a, b, shape, name } => basic::add_backward(e, g, a, b, shape, name),
+            Op::Dropout {
+                mask,
+                shape,
+                dtype,
+                name,
+            } => {
+                let gx = e.alloc(name, shape, dtype, Category::Activations);
+                e.release(g);
+                e.release(mask);
+                [Some(gx), None, None]
+            }
+            Op::LayerNorm {
+                x,
+                mean,
+                rstd,
+                bias,
+                c,
+                name,
+            } => basic::layer_norm_backward(e, g, x, mean, rstd, bias, c, name),
+            Op::Linear(s) => linear::backward(e, g, s),
+            Op::ToCopy {
+                from,
+                shape,
+                name,
+                category,
+            } => {
+                let gx = e.alloc(name, shape, from, category);
+                e.release(g);
+                [Some(gx), None, None]
+            }
+            Op::Gelu { x, name } => {
+                let r = *e.record(x);
+                let gx = e.alloc(name, r.shape, r.dtype, Category::Activations);
+                e.release(g);
+                e.release(x);
+                [Some(gx), None, None]
+            }
+            Op::Attention(a) => [Some(a.backward(e, g)), None, None],
+            Op::LogSoftmax { out, shape, dtype } => {
+                let gx = e.alloc(
+                    Name::top("loss", "log_softmax.grad"),
+                    shape,
+                    dtype,
+                    Category::Logits,
+                );
+                e.release(g);
+                e.release(out);
+                [Some(gx), None, None]
+            }
+            Op::NllLoss {
+                input,
+                target,
+                total_weight,
+                shape,
+            } => {
+                let gx = e.alloc(
+                    Name::top("loss", "nll.grad"),
+                    shape,
+                    DType::F32,
+                    Category::Logits,
+                );
+                e.release(g);
+                e.release(input);
+                e.release(target);
+                e.release(total_weight);
+                [Some(gx), None, None]
+            }
+            Op::Div => {
+                let gx = e.alloc(
+                    Name::top("loss", "div.grad"),
+                    Shape::scalar(),
+                    DType::F32,
+                    Category::Logits,
+                );
+                e.release(g);
+                [Some(gx), None, None]
+            }
+        }
+    }
+
+    /// Free the saved tensors of a node that never received a gradient.
+    pub fn release_saved(self, e: &mut Engine) {
+        let saved: [Option<T>; 3] = match self {
+            Op::Embedding { idx, .. } => [Some(idx), None, None],
+            Op::Dropout { mask, .. } => [Some(mask), None, None],
+            Op::LayerNorm { x, mean, rstd, .. } => [Some(x), Some(mean), Some(rstd)],
+            Op::Linear(s) => [Some(s.x), Some(s.w), None],
+            Op::Gelu { x, .. } => [Some(x), None, None],
+            Op::Attention(a) => {
+                a.release_saved(e);
+                [None; 3]
+            }
+            Op::LogSoftmax { out, .. } => [Some(out), None, None],
+            Op::NllLoss {
+                input,
+                target,
+                total_weight,
+                ..
+            } => [Some(input), Some(target), Some(total_weight)],
+            Op::AddBroadcast { .. } | Op::Add { .. } | Op::ToCopy { .. } | Op::Div => [None; 3],
+        };
+        for t in saved.into_iter().flatten() {
+            e.release(t);
+        }
+    }
+}
+
+/// Keep a reference for backward when autograd records the op.
+pub(crate) fn save(e: &mut Engine, t: T) -> T {
+    if e.grad_mode {
+        e.retain(t);
+    }
+    t
+}

@@ -1,0 +1,91 @@
+//! Peaks read off a Timeline by replaying it through the caching-allocator model.
+
+use super::allocator::{round_size, BlockId, CachingAllocator};
+use super::timeline::{EventKind, Phase, Timeline};
+
+/// One phase's figures. A phase that happens several times (forward in every micro-step)
+/// reports its largest peak; `end_allocated` is the value when the phase last ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhasePeak {
+    /// Block-accounted, as torch.cuda.max_memory_allocated() reports.
+    pub peak_allocated: u64,
+    pub end_allocated: u64,
+    /// Caching allocator segments, as torch.cuda.max_memory_reserved() reports.
+    pub peak_reserved: u64,
+    /// Live storage bytes, each rounded up to 512 (no block accounting).
+    pub peak_live: u64,
+    /// Event index of this phase's allocated peak.
+    pub peak_event: usize,
+    pub seen: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemoryProfile {
+    pub phases: [PhasePeak; 6],
+    /// The run's largest allocated figure and where it happened.
+    pub peak_allocated: u64,
+    pub peak_event: usize,
+    pub peak_phase: Phase,
+    /// max_memory_reserved() over init, eval and the training steps.
+    pub peak_reserved: u64,
+    /// Reserved after the later eval too.
+    pub final_reserved: u64,
+}
+
+impl MemoryProfile {
+    pub fn phase(&self, p: Phase) -> &PhasePeak {
+        &self.phases[p.index()]
+    }
+}
+
+pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
+    let mut alloc = CachingAllocator::new(expandable_segments);
+    let mut block: Vec<Option<BlockId>> = vec![None; tl.tensors.len()];
+    let mut phases = [PhasePeak::default(); 6];
+    let mut live: u64 = 0;
+    let (mut peak, mut peak_event, mut peak_phase) = (0u64, 0usize, Phase::Init);
+    let mut peak_reserved = 0u64;
+    for (i, ev) in tl.events.iter().enumerate() {
+        let t = ev.tensor as usize;
+        let bytes = tl.tensors[t].bytes;
+        match ev.kind {
+            EventKind::Alloc => {
+                block[t] = alloc.malloc(bytes);
+                if bytes > 0 {
+                    live += round_size(bytes);
+                }
+            }
+            EventKind::Free => {
+                if let Some(b) = block[t].take() {
+                    alloc.free(b);
+                    live -= round_size(bytes);
+                }
+            }
+        }
+        let p = &mut phases[ev.phase.index()];
+        p.seen = true;
+        if alloc.allocated > p.peak_allocated {
+            p.peak_allocated = alloc.allocated;
+            p.peak_event = i;
+        }
+        p.peak_reserved = p.peak_reserved.max(alloc.reserved);
+        p.peak_live = p.peak_live.max(live);
+        p.end_allocated = alloc.allocated;
+        if alloc.allocated > peak {
+            peak = alloc.allocated;
+            peak_event = i;
+            peak_phase = ev.phase;
+        }
+        if ev.phase != Phase::EvalAfterStep {
+            peak_reserved = peak_reserved.max(alloc.reserved);
+        }
+    }
+    MemoryProfile {
+        phases,
+        peak_allocated: peak,
+        peak_event,
+        peak_phase,
+        peak_reserved,
+        final_reserved: alloc.reserved,
+    }
+}

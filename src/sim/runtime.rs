@@ -1,0 +1,70 @@
+//! Runtimes are data, not forks of the code: what differs between PyTorch eager, compiled
+//! PyTorch and candle is a handful of rules the ops consult.
+
+use super::dtype::DType;
+use crate::budget::GpuProfile;
+use crate::config::{Precision, TrainConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// PyTorch eager on CUDA, as nanoGPT runs it with compile=False.
+    PytorchEager,
+    /// torch.compile: not yet measured, simulated with the eager rules as an upper bound.
+    PytorchCompile,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Runtime {
+    pub kind: RuntimeKind,
+    /// CUDA autocast dtype; None = fp32 training.
+    pub autocast: Option<DType>,
+    /// cuBLAS workspace per thread that runs matmuls (by GPU architecture).
+    pub cublas_workspace_bytes: u64,
+    pub cublaslt_workspace_bytes: u64,
+    /// PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True.
+    pub expandable_segments: bool,
+}
+
+/// sm90 cuBLAS workspace per thread: 32 MiB; other architectures: 8.125 MiB (4 MiB + 4 MiB
+/// + 128 KiB in PyTorch's default CUBLAS_WORKSPACE_CONFIG). Plus 1 MiB for cuBLASLt.
+pub fn default_cublas_workspace(compute_major: u32) -> u64 {
+    if compute_major >= 9 {
+        32 << 20
+    } else {
+        8 * (1 << 20) + (1 << 17)
+    }
+}
+
+impl Runtime {
+    /// PyTorch on the given card for this config.
+    pub fn pytorch(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Runtime {
+        let autocast = match effective_precision(cfg, gpu) {
+            Precision::Float32 => None,
+            Precision::BFloat16 => Some(DType::BF16),
+            Precision::Float16 => Some(DType::F16),
+        };
+        let (ws, lt) = match gpu {
+            Some(g) => (g.cublas_workspace_bytes, g.cublaslt_workspace_bytes),
+            None => (default_cublas_workspace(9), 1 << 20),
+        };
+        Runtime {
+            kind: if cfg.compile {
+                RuntimeKind::PytorchCompile
+            } else {
+                RuntimeKind::PytorchEager
+            },
+            autocast,
+            cublas_workspace_bytes: ws,
+            cublaslt_workspace_bytes: lt,
+            expandable_segments: cfg.expandable_segments(),
+        }
+    }
+}
+
+/// nanoGPT falls back to float16 where the card has no bf16 (T4, V100, RTX 20xx).
+pub fn effective_precision(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Precision {
+    match (cfg.dtype, gpu) {
+        (Precision::BFloat16, Some(g)) if !g.bf16 => Precision::Float16,
+        (p, _) => p,
+    }
+}

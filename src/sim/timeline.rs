@@ -1,0 +1,249 @@
+//! The simulator's output: every tensor with a name, shape, dtype, bytes and category, and the
+//! ordered alloc/free events of the run, each tagged with the phase it happened in.
+
+use super::dtype::DType;
+use serde::Serialize;
+use std::fmt;
+
+/// What a tensor is for, as the report groups memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Parameters,
+    Gradients,
+    Optimizer,
+    Activations,
+    /// The loss chain: logits, log-probs, their fp32 copy and their gradients.
+    Logits,
+    /// Autocast's per-region cache of half-precision weight copies.
+    AutocastCopies,
+    /// cuBLAS / cuBLASLt workspaces, attention scratch.
+    Workspace,
+    /// Input batches, scalars, norms.
+    Other,
+}
+
+impl Category {
+    pub const ALL: [Category; 8] = [
+        Category::Parameters,
+        Category::Gradients,
+        Category::Optimizer,
+        Category::Activations,
+        Category::Logits,
+        Category::AutocastCopies,
+        Category::Workspace,
+        Category::Other,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Category::Parameters => "parameters",
+            Category::Gradients => "gradients",
+            Category::Optimizer => "optimizer",
+            Category::Activations => "activations",
+            Category::Logits => "logits",
+            Category::AutocastCopies => "autocast_copies",
+            Category::Workspace => "workspace",
+            Category::Other => "other",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Category::Parameters => "parameters",
+            Category::Gradients => "gradients",
+            Category::Optimizer => "optimizer state",
+            Category::Activations => "activations",
+            Category::Logits => "logits and loss",
+            Category::AutocastCopies => "autocast weight copies",
+            Category::Workspace => "cuBLAS workspaces",
+            Category::Other => "batches and scalars",
+        }
+    }
+}
+
+/// The phases of nanoGPT's train.py, in run order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Model moved to the device, first batch fetched.
+    Init,
+    /// estimate_loss() at iteration 0, before any step.
+    Eval,
+    Forward,
+    Backward,
+    /// clip_grad_norm_ + AdamW step + zero_grad(set_to_none=True).
+    Optimizer,
+    /// A later estimate_loss(): AdamW state alive, last micro-step's logits still referenced.
+    EvalAfterStep,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Init,
+        Phase::Eval,
+        Phase::Forward,
+        Phase::Backward,
+        Phase::Optimizer,
+        Phase::EvalAfterStep,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Phase::Init => "init",
+            Phase::Eval => "eval",
+            Phase::Forward => "forward",
+            Phase::Backward => "backward",
+            Phase::Optimizer => "optimizer",
+            Phase::EvalAfterStep => "eval_after_step",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A tensor shape; transformers never need more than four dimensions here.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    dims: [u64; 4],
+    rank: u8,
+}
+
+impl Shape {
+    pub fn new(dims: &[u64]) -> Shape {
+        assert!(dims.len() <= 4, "shapes have at most 4 dimensions");
+        let mut d = [0; 4];
+        d[..dims.len()].copy_from_slice(dims);
+        Shape {
+            dims: d,
+            rank: dims.len() as u8,
+        }
+    }
+
+    pub fn scalar() -> Shape {
+        Shape::new(&[])
+    }
+
+    pub fn dims(&self) -> &[u64] {
+        &self.dims[..self.rank as usize]
+    }
+
+    /// Number of elements; None on overflow.
+    pub fn numel(&self) -> Option<u64> {
+        self.dims().iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))
+    }
+}
+
+impl fmt::Debug for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.dims())
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.dims().iter().map(|d| d.to_string()).collect();
+        write!(f, "({})", parts.join(", "))
+    }
+}
+
+/// A tensor's name: `layer3.mlp.c_fc.out` is `Name { layer: Some(3), module: "mlp.c_fc",
+/// what: "out" }`. Static parts plus a layer index, so the simulator never formats strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Name {
+    pub layer: Option<u32>,
+    pub module: &'static str,
+    pub what: &'static str,
+}
+
+impl Name {
+    pub const fn top(module: &'static str, what: &'static str) -> Name {
+        Name {
+            layer: None,
+            module,
+            what,
+        }
+    }
+
+    pub const fn at(layer: Option<u32>, module: &'static str, what: &'static str) -> Name {
+        Name {
+            layer,
+            module,
+            what,
+        }
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(l) = self.layer {
+            write!(f, "layer{l}.")?;
+        }
+        if self.what.is_empty() {
+            f.write_str(self.module)
+        } else {
+            write!(f, "{}.{}", self.module, self.what)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TensorRecord {
+    pub name: Name,
+    pub shape: Shape,
+    pub dtype: DType,
+    /// Storage bytes (elements x element size), before the allocator's rounding.
+    pub bytes: u64,
+    pub category: Category,
+    /// The phase the tensor was born in.
+    pub phase: Phase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Alloc,
+    Free,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Event {
+    pub tensor: u32,
+    pub kind: EventKind,
+    pub phase: Phase,
+}
+
+/// Everything the run allocated and freed, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    pub tensors: Vec<TensorRecord>,
+    pub events: Vec<Event>,
+}
+
+impl Timeline {
+    /// Tensors alive just after event `at` (inclusive), in birth order.
+    pub fn live_after(&self, at: usize) -> Vec<u32> {
+        let mut alive = vec![false; self.tensors.len()];
+        for e in &self.events[..=at.min(self.events.len().saturating_sub(1))] {
+            alive[e.tensor as usize] = e.kind == EventKind::Alloc;
+        }
+        alive
+            .iter()
+            .enumerate()
+            .filter(|(_, &a)| a)
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+}
+
+impl Name {
+    /// `layer3.ln_1.out` from "ln_1.out".
+    pub const fn layer(layer: u32, label: &'static str) -> Name {
+        Name::at(Some(layer), label, "")
+    }
+
+    pub const fn layer_param(layer: u32, module: &'static str, what: &'static str) -> Name {
+        Name::at(Some(layer), module, what)
+    }
+}

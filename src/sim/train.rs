@@ -1,0 +1,236 @@
+//! nanoGPT's train.py, in the order it touches GPU memory:
+//! init (model.to(device), first batch) → estimate_loss() at iteration 0 → training steps
+//! (micro-steps of forward + backward, then clip, AdamW, zero_grad) → a later estimate_loss().
+
+use super::dtype::DType;
+use super::engine::{Engine, T, V};
+use super::ops;
+use super::runtime::Runtime;
+use super::timeline::{Category, Name, Phase, Shape, Timeline};
+use crate::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::model::Gpt2;
+
+/// Training steps simulated: the first creates AdamW's state, the second is the steady state
+/// (state alive during forward and backward).
+const STEPS: u32 = 2;
+/// Micro-steps simulated per step: the second has `.grad` alive and the first's logits still
+/// referenced; later ones repeat it exactly.
+const MICRO_STEPS: u64 = 2;
+/// Iterations of each estimate_loss(): the second has the first's logits still referenced.
+const EVAL_ITERS: u64 = 2;
+
+/// Largest single tensor the simulator accepts (1 PiB): beyond it the config is not a run.
+const MAX_TENSOR_BYTES: u64 = 1 << 50;
+
+/// Run the simulation and return the Timeline.
+pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
+    validate(cfg)?;
+    let mut e = Engine::new(rt);
+    let model = Gpt2::build(&mut e, cfg);
+    let batch = |e: &mut Engine, b: u64| -> (T, T) {
+        let s = Shape::new(&[b, cfg.block_size]);
+        let x = e.alloc(Name::top("batch", "X"), s, DType::I64, Category::Other);
+        let y = e.alloc(Name::top("batch", "Y"), s, DType::I64, Category::Other);
+        (x, y)
+    };
+    // The init figure is the model on the device. train.py then fetches the first training
+    // batch right before its loop; it is counted with the first phase that runs alongside it.
+    e.phase = Phase::Eval;
+    let (mut x, mut y) = batch(&mut e, cfg.batch_size);
+    estimate_loss(&mut e, &model, cfg, &batch);
+
+    let micro_steps = cfg.gradient_accumulation_steps.min(MICRO_STEPS);
+    let mut last: Option<(V, V)> = None;
+    for step in 0..STEPS {
+        for _ in 0..micro_steps {
+            e.phase = Phase::Forward;
+            e.grad_mode = true;
+            e.enter_autocast(rt.autocast);
+            let (logits, loss) = model.forward(&mut e, x, y);
+            // `logits, loss = model(X, Y)` drops the previous micro-step's pair.
+            if let Some((l, s)) = last.take() {
+                e.drop_value(l);
+                e.drop_value(s);
+            }
+            // `loss = loss / gradient_accumulation_steps`, even when it is 1.
+            let scaled = ops::div_scalar(&mut e, loss);
+            e.drop_value(loss);
+            e.exit_autocast();
+            // X, Y = get_batch('train'): the old batch lives on only in the graph.
+            let (nx, ny) = batch(&mut e, cfg.batch_size);
+            e.release(x);
+            e.release(y);
+            (x, y) = (nx, ny);
+            e.backward(scaled);
+            last = Some((logits, scaled));
+        }
+        e.phase = Phase::Optimizer;
+        e.grad_mode = false;
+        if cfg.grad_clip != 0.0 {
+            clip_grad_norm(&mut e);
+        }
+        adamw_step(&mut e, step == 0);
+        zero_grad(&mut e);
+    }
+
+    e.phase = Phase::EvalAfterStep;
+    estimate_loss(&mut e, &model, cfg, &batch);
+    Ok(e.tl)
+}
+
+/// estimate_loss(): model.eval(), no_grad, autocast; `logits, loss = model(X, Y)` per iteration.
+fn estimate_loss(
+    e: &mut Engine,
+    model: &Gpt2,
+    cfg: &TrainConfig,
+    batch: &dyn Fn(&mut Engine, u64) -> (T, T),
+) {
+    e.grad_mode = false;
+    let mut xy: Option<(T, T)> = None;
+    let mut out: Option<(V, V)> = None;
+    for _ in 0..EVAL_ITERS {
+        let (x, y) = batch(e, cfg.eval_batch());
+        if let Some((ox, oy)) = xy.replace((x, y)) {
+            e.release(ox);
+            e.release(oy);
+        }
+        e.enter_autocast(e.rt.autocast);
+        let (logits, loss) = model.forward(e, x, y);
+        if let Some((l, s)) = out.replace((logits, loss)) {
+            e.drop_value(l);
+            e.drop_value(s);
+        }
+        e.exit_autocast();
+    }
+    // The function returns: its locals X, Y, logits, loss go.
+    if let Some((x, y)) = xy {
+        e.release(x);
+        e.release(y);
+    }
+    if let Some((l, s)) = out {
+        e.drop_value(l);
+        e.drop_value(s);
+    }
+}
+
+/// torch.nn.utils.clip_grad_norm_ (foreach): a norm per gradient, their stack, the total,
+/// the clip coefficient; the gradients are scaled in place.
+fn clip_grad_norm(e: &mut Engine) {
+    let scalar = |e: &mut Engine, what| {
+        e.alloc(Name::top("clip_grad_norm", what), Shape::scalar(), DType::F32, Category::Other)
+    };
+    let n = e.params.iter().filter(|p| p.grad.is_some()).count() as u64;
+    let norms: Vec<T> = (0..n).map(|_| scalar(e, "norm")).collect();
+    let stack = e.alloc(
+        Name::top("clip_grad_norm", "stack"),
+        Shape::new(&[n]),
+        DType::F32,
+        Category::Other,
+    );
+    let total = scalar(e, "total_norm");
+    e.release(stack);
+    for t in norms.into_iter().rev() {
+        e.release(t);
+    }
+    let add = scalar(e, "coef");
+    let recip = scalar(e, "coef");
+    let mul = scalar(e, "coef");
+    e.release(recip);
+    e.release(add);
+    let clamped = scalar(e, "coef_clamped");
+    e.release(mul);
+    e.release(clamped);
+    e.release(total);
+}
+
+/// Parameters in nanoGPT's optimizer order: the weight-decay group (2-D), then the rest.
+fn optimizer_order(e: &Engine) -> Vec<usize> {
+    let (mut decay, mut rest): (Vec<usize>, Vec<usize>) =
+        (0..e.params.len()).partition(|&p| e.params[p].decay);
+    decay.append(&mut rest);
+    decay
+}
+
+/// Fused AdamW: `step` (a 0-dim fp32 tensor), exp_avg and exp_avg_sq, created at the first
+/// step; the fused kernel itself allocates nothing.
+fn adamw_step(e: &mut Engine, first: bool) {
+    if !first {
+        return;
+    }
+    for p in optimizer_order(e) {
+        if e.params[p].grad.is_none() {
+            continue;
+        }
+        let (name, shape) = (e.params[p].name, e.params[p].shape);
+        let step = e.alloc(
+            Name { what: "adam.step", ..name },
+            Shape::scalar(),
+            DType::F32,
+            Category::Optimizer,
+        );
+        let m = e.alloc(Name { what: "adam.exp_avg", ..name }, shape, DType::F32, Category::Optimizer);
+        let v = e.alloc(
+            Name { what: "adam.exp_avg_sq", ..name },
+            shape,
+            DType::F32,
+            Category::Optimizer,
+        );
+        e.params[p].state = vec![step, m, v];
+    }
+}
+
+/// optimizer.zero_grad(set_to_none=True).
+fn zero_grad(e: &mut Engine) {
+    for p in optimizer_order(e) {
+        if let Some(g) = e.params[p].grad.take() {
+            e.release(g);
+        }
+    }
+}
+
+/// Every tensor's bytes must fit in u64 and be a plausible size: a silly config is an error,
+/// not an overflow.
+pub fn validate(cfg: &TrainConfig) -> Result<()> {
+    let dims = [
+        ("n_layer", cfg.n_layer),
+        ("n_head", cfg.n_head),
+        ("n_embd", cfg.n_embd),
+        ("block_size", cfg.block_size),
+        ("vocab_size", cfg.vocab_size),
+        ("batch_size", cfg.batch_size),
+        ("gradient_accumulation_steps", cfg.gradient_accumulation_steps),
+    ];
+    for (key, v) in dims {
+        if v == 0 {
+            return Err(Error::new(format!("{key} must be at least 1, got 0")));
+        }
+    }
+    if cfg.n_embd % cfg.n_head != 0 {
+        return Err(Error::new(format!(
+            "n_embd ({}) must be divisible by n_head ({})",
+            cfg.n_embd, cfg.n_head
+        )));
+    }
+    let b = cfg.batch_size.max(cfg.eval_batch());
+    let (t, c, v, h) = (cfg.block_size, cfg.n_embd, cfg.vocab_size, cfg.n_head);
+    let largest = [
+        ("batch_size x block_size x vocab_size x 4 bytes (the fp32 log-probs)", [b, t, v, 4]),
+        ("batch_size x n_head x block_size^2 x 4 bytes (attention scores)", [b, h, t * t.min(1 << 32), 4]),
+        ("vocab_size x n_embd x 4 bytes (the embedding)", [v, c, 4, 1]),
+        ("batch_size x block_size x 4 n_embd x 4 bytes (the MLP)", [b, t, 4 * c.min(1 << 60), 4]),
+        ("n_layer x 12 n_embd^2 x 16 bytes (weights and AdamW state)", [cfg.n_layer, 12 * c.min(1 << 40), c, 16]),
+    ];
+    for (what, f) in largest {
+        let bytes = f.iter().try_fold(1u64, |acc, &x| acc.checked_mul(x));
+        match bytes {
+            Some(n) if n <= MAX_TENSOR_BYTES => {}
+            _ => {
+                return Err(Error::new(format!(
+                    "config too large to be a training run: {what} exceeds 1 PiB"
+                )))
+            }
+        }
+    }
+    Ok(())
+}

@@ -89,3 +89,26 @@ pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
         final_reserved: alloc.reserved,
     }
 }
+
+/// The tensors alive just after event `at`, with the allocator block each occupies (what
+/// max_memory_allocated counts for it). Their blocks add up to the allocated figure there.
+pub fn live_blocks_at(tl: &Timeline, at: usize, expandable_segments: bool) -> Vec<(u32, u64)> {
+    let mut alloc = CachingAllocator::new(expandable_segments);
+    let mut block: Vec<Option<BlockId>> = vec![None; tl.tensors.len()];
+    for ev in tl.events.iter().take(at.saturating_add(1)) {
+        let t = ev.tensor as usize;
+        match ev.kind {
+            EventKind::Alloc => block[t] = alloc.malloc(tl.tensors[t].bytes),
+            EventKind::Free => {
+                if let Some(b) = block[t].take() {
+                    alloc.free(b);
+                }
+            }
+        }
+    }
+    block
+        .iter()
+        .enumerate()
+        .filter_map(|(t, b)| b.map(|b| (t as u32, alloc.block_size(b))))
+        .collect()
+}

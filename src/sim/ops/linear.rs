@@ -105,9 +105,16 @@ pub fn linear(
     } else {
         Category::Activations
     };
+    // nn.Linear keeps the input's leading dims: (B, T, K) -> (B, T, N); the matmul itself
+    // works on the (M, K) view.
+    let xs = e.shape(x.t);
+    let out_shape = match xs.dims() {
+        [b, t, kk] if *kk == k => Shape::new(&[*b, *t, n]),
+        _ => Shape::new(&[m, n]),
+    };
     let out = e.alloc(
         Name::at(layer, module, if module == "lm_head" { "logits" } else { "out" }),
-        Shape::new(&[m, n]),
+        out_shape,
         dtype,
         category,
     );

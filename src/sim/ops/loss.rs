@@ -13,7 +13,10 @@ use crate::sim::timeline::{Category, Name, Shape};
 /// Returns the (unscaled) loss; `targets` is the int64 batch Y.
 pub fn cross_entropy(e: &mut Engine, logits: V, targets: T) -> V {
     let r = *e.record(logits.t);
-    let shape = r.shape;
+    // logits.view(-1, V): the loss works on (B·T, V).
+    let d = r.shape.dims();
+    let v = *d.last().unwrap_or(&1);
+    let shape = Shape::new(&[r.shape.numel().unwrap_or(0) / v.max(1), v]);
     let lp = e.alloc(
         Name::top("loss", "log_probs"),
         shape,

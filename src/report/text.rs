@@ -1,0 +1,195 @@
+//! The check report for people: the verdict first, then the phases, the peak's three numbers,
+//! the largest tensors and a bar per category.
+
+use super::check::CheckReport;
+use crate::sim::Category;
+use crate::units::{human, human_signed};
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::{Cell, CellAlignment, Table};
+use std::fmt::Write;
+
+/// How bytes are printed: `6.14 GiB`, or exact integers with --bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub exact_bytes: bool,
+    pub color: bool,
+}
+
+impl Style {
+    fn b(&self, bytes: u64) -> String {
+        if self.exact_bytes {
+            bytes.to_string()
+        } else {
+            human(bytes)
+        }
+    }
+
+    fn signed(&self, bytes: i64) -> String {
+        if self.exact_bytes {
+            bytes.to_string()
+        } else {
+            human_signed(bytes)
+        }
+    }
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_BORDERS_ONLY);
+    t.set_header(header.iter().map(|h| Cell::new(h)));
+    t
+}
+
+fn right(s: String) -> Cell {
+    Cell::new(s).set_alignment(CellAlignment::Right)
+}
+
+/// The one-line verdict.
+pub fn verdict(r: &CheckReport, style: Style) -> String {
+    match (&r.gpu, r.fits, r.headroom_bytes) {
+        (Some(g), Some(true), Some(h)) => format!(
+            "FITS on {} with {} headroom (peak {} on the device, {} usable)",
+            g.name,
+            style.signed(h),
+            style.b(r.peak.device_bytes),
+            style.b(g.usable_bytes)
+        ),
+        (Some(g), Some(false), Some(h)) => format!(
+            "DOES NOT FIT on {}: short by {} — first overflow at phase `{}` (peak {} on the device, {} usable)",
+            g.name,
+            style.signed(-h),
+            r.first_overflow_phase.unwrap_or(r.peak.phase),
+            style.b(r.peak.device_bytes),
+            style.b(g.usable_bytes)
+        ),
+        _ => format!(
+            "No GPU given: peak {} on the device. Add --gpu NAME (see `vramplan gpus`) or --live for a verdict.",
+            style.b(r.peak.device_bytes)
+        ),
+    }
+}
+
+pub fn render(r: &CheckReport, style: Style) -> String {
+    let mut out = String::new();
+    let c = &r.config;
+    let _ = writeln!(
+        out,
+        "GPT: {} layers, {} heads, n_embd {}, vocab {} — {:.1}M parameters",
+        c.n_layer,
+        c.n_head,
+        c.n_embd,
+        c.vocab_size,
+        r.n_params as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "Run: batch_size {} x block_size {} x gradient_accumulation_steps {} ({} tokens/step), {}, {} attention, {}{}",
+        c.batch_size,
+        c.block_size,
+        c.gradient_accumulation_steps,
+        c.tokens_per_step().map_or("?".into(), |t| t.to_string()),
+        r.runtime.dtype,
+        r.runtime.attention,
+        r.runtime.name,
+        if c.eval_batch_size.is_some() {
+            format!(", eval_batch_size {}", c.eval_batch())
+        } else {
+            String::new()
+        }
+    );
+    if let Some(g) = &r.gpu {
+        let _ = writeln!(
+            out,
+            "GPU: {} — {} total, {} usable after a {} margin ({})",
+            g.name,
+            style.b(g.total_bytes),
+            style.b(g.usable_bytes),
+            style.b(g.margin_bytes),
+            g.source
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", verdict(r, style));
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    let _ = writeln!(out);
+
+    let mut t = table(&["phase", "allocated", "reserved", "device", ""]);
+    for ph in &r.phases {
+        let mark = if r.first_overflow_phase == Some(ph.name) {
+            "◀ first overflow"
+        } else if r.peak.phase == ph.name {
+            "◀ peak"
+        } else {
+            ""
+        };
+        t.add_row(vec![
+            Cell::new(ph.name),
+            right(style.b(ph.peak_allocated_bytes)),
+            right(style.b(ph.peak_reserved_bytes)),
+            right(style.b(ph.peak_device_bytes)),
+            Cell::new(mark),
+        ]);
+    }
+    let _ = writeln!(out, "{t}");
+    let _ = writeln!(
+        out,
+        "allocated = torch.cuda.max_memory_allocated(); reserved = the caching allocator's segments\n\
+         (max_memory_reserved, what OOM messages call reserved); device = reserved + {} of CUDA\n\
+         context and kernels (what nvidia-smi shows, and what must fit in the card).",
+        style.b(r.context_bytes)
+    );
+    let _ = writeln!(out);
+
+    let _ = writeln!(out, "Largest tensors alive at the peak (phase `{}`):", r.peak.phase);
+    let mut t = table(&["tensor", "shape", "dtype", "bytes", "born in"]);
+    for tr in &r.tensors {
+        let shape: Vec<String> = tr.shape.iter().map(|d| d.to_string()).collect();
+        t.add_row(vec![
+            Cell::new(&tr.name),
+            Cell::new(format!("({})", shape.join(", "))),
+            Cell::new(tr.dtype),
+            right(style.b(tr.bytes)),
+            Cell::new(tr.phase),
+        ]);
+    }
+    let _ = writeln!(out, "{t}");
+    let _ = writeln!(out);
+
+    let _ = writeln!(out, "Memory at the peak by category:");
+    let slack = r.peak.reserved_bytes.saturating_sub(r.peak.allocated_bytes);
+    let mut rows: Vec<(&str, u64)> = Category::ALL
+        .iter()
+        .map(|&c| (c.label(), r.categories.get(c)))
+        .filter(|(_, b)| *b > 0)
+        .collect();
+    rows.push(("allocator slack (reserved − allocated)", slack));
+    rows.push(("CUDA context and kernels", r.context_bytes));
+    let max = rows.iter().map(|r| r.1).max().unwrap_or(1).max(1);
+    let mut t = table(&["category", "bytes", ""]);
+    for (label, bytes) in rows {
+        t.add_row(vec![
+            Cell::new(label),
+            right(style.b(bytes)),
+            Cell::new(bar(bytes, max, 30, style.color)),
+        ]);
+    }
+    let _ = writeln!(out, "{t}");
+    out
+}
+
+/// A unicode bar `width` cells long at `max`.
+pub fn bar(value: u64, max: u64, width: usize, color: bool) -> String {
+    const PARTS: [char; 8] = ['▏', '▎', '▍', '▌', '▋', '▊', '▉', '█'];
+    let eighths = ((value as f64 / max as f64) * (width * 8) as f64).round() as usize;
+    let mut s: String = "█".repeat(eighths / 8);
+    if eighths % 8 > 0 {
+        s.push(PARTS[eighths % 8 - 1]);
+    }
+    if color && !s.is_empty() {
+        format!("\x1b[36m{s}\x1b[0m")
+    } else {
+        s
+    }
+}

@@ -1,1 +1,42 @@
-fn main() {}
+//! Speed of the simulator: `check` on GPT-2 XL must take under 5 ms of compute.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+use vramplan::config::TrainConfig;
+use vramplan::report::check;
+
+fn gpt2_xl() -> TrainConfig {
+    TrainConfig {
+        n_layer: 48,
+        n_head: 25,
+        n_embd: 1600,
+        vocab_size: 50257,
+        bias: true,
+        batch_size: 8,
+        gradient_accumulation_steps: 8,
+        compile: false,
+        ..TrainConfig::default()
+    }
+}
+
+fn bench_check(c: &mut Criterion) {
+    let xl = gpt2_xl();
+    c.bench_function("check gpt2-xl (simulate + replay + report)", |b| {
+        b.iter(|| check::build(black_box(&xl), None, None).unwrap())
+    });
+    let rt = vramplan::sim::Runtime::pytorch(&xl, None);
+    c.bench_function("simulate gpt2-xl (timeline only)", |b| {
+        b.iter(|| vramplan::sim::simulate(black_box(&xl), rt).unwrap())
+    });
+    let tl = vramplan::sim::simulate(&xl, rt).unwrap();
+    c.bench_function("replay gpt2-xl (allocator only)", |b| {
+        b.iter(|| vramplan::sim::replay(black_box(&tl), false))
+    });
+    let small = TrainConfig::default();
+    c.bench_function("check gpt2-124m", |b| {
+        b.iter(|| check::build(black_box(&small), None, None).unwrap())
+    });
+}
+
+criterion_group!(benches, bench_check);
+criterion_main!(benches);

@@ -6,7 +6,11 @@ use vramplan::calibration::{evaluate, summary, ALLOCATED_FIGURES, RESERVED_FIGUR
 
 fn main() {
     let path = std::env::args().nth(1).unwrap_or_else(|| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/torch-ref-calibration.csv").to_string()
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/reference/torch-ref-calibration.csv"
+        )
+        .to_string()
     });
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,

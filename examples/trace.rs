@@ -12,10 +12,18 @@ fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut major = 9;
     if let Some(i) = args.iter().position(|a| a == "--arch") {
-        major = args.get(i + 1).and_then(|a| a.get(2..3)).and_then(|d| d.parse().ok()).unwrap_or(9);
+        major = args
+            .get(i + 1)
+            .and_then(|a| a.get(2..3))
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(9);
         args.drain(i..(i + 2).min(args.len()));
     }
-    let overrides: Vec<String> = args.iter().filter(|a| a.starts_with("--")).cloned().collect();
+    let overrides: Vec<String> = args
+        .iter()
+        .filter(|a| a.starts_with("--"))
+        .cloned()
+        .collect();
     let mut cfg = vramplan::config::TrainConfig::default();
     for o in &overrides {
         let (k, v) = o[2..].split_once('=').expect("--key=value");

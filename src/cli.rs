@@ -146,7 +146,9 @@ pub fn split_overrides(args: Vec<String>) -> (Vec<String>, Vec<String>) {
         let is_override = i > 0
             && arg.starts_with("--")
             && arg.contains('=')
-            && !known.iter().any(|k| arg[2..].split('=').next() == Some(k.as_str()));
+            && !known
+                .iter()
+                .any(|k| arg[2..].split('=').next() == Some(k.as_str()));
         if is_override {
             overrides.push(arg);
         } else {
@@ -162,9 +164,19 @@ mod tests {
 
     #[test]
     fn overrides_are_split_from_flags() {
-        let argv = ["vramplan", "check", "c.py", "--gpu=rtx3060", "--batch_size=64", "--json"];
+        let argv = [
+            "vramplan",
+            "check",
+            "c.py",
+            "--gpu=rtx3060",
+            "--batch_size=64",
+            "--json",
+        ];
         let (clap_args, overrides) = split_overrides(argv.iter().map(|s| s.to_string()).collect());
-        assert_eq!(clap_args, ["vramplan", "check", "c.py", "--gpu=rtx3060", "--json"]);
+        assert_eq!(
+            clap_args,
+            ["vramplan", "check", "c.py", "--gpu=rtx3060", "--json"]
+        );
         assert_eq!(overrides, ["--batch_size=64"]);
     }
 }

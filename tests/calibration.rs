@@ -12,7 +12,11 @@ fn check_file(path: &str) {
     let (rmedian, rworst) = summary(&rows, &[RESERVED_FIGURE]);
     for r in &rows {
         for f in &r.figures {
-            let limit = if f.name == RESERVED_FIGURE { 0.15 } else { 0.03 };
+            let limit = if f.name == RESERVED_FIGURE {
+                0.15
+            } else {
+                0.03
+            };
             assert!(
                 f.relative_error().abs() <= limit,
                 "{}: {} simulated {} vs reference {} ({:+.2}%)",
@@ -24,21 +28,39 @@ fn check_file(path: &str) {
             );
         }
     }
-    assert!(median <= 0.01, "allocated median error {:.3}%", 100.0 * median);
+    assert!(
+        median <= 0.01,
+        "allocated median error {:.3}%",
+        100.0 * median
+    );
     assert!(worst <= 0.03, "allocated worst error {:.3}%", 100.0 * worst);
-    assert!(rmedian <= 0.03, "reserved median error {:.3}%", 100.0 * rmedian);
-    assert!(rworst <= 0.15, "reserved worst error {:.3}%", 100.0 * rworst);
+    assert!(
+        rmedian <= 0.03,
+        "reserved median error {:.3}%",
+        100.0 * rmedian
+    );
+    assert!(
+        rworst <= 0.15,
+        "reserved worst error {:.3}%",
+        100.0 * rworst
+    );
 }
 
 #[test]
 fn calibration_file_within_target() {
-    check_file(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/reference/torch-ref-calibration.csv"));
+    check_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/reference/torch-ref-calibration.csv"
+    ));
 }
 
 /// The shared copy too, when it is beside the checkout (it may hold newer rows).
 #[test]
 fn shared_calibration_file_within_target() {
-    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/torch-ref-calibration.csv");
+    let shared = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/reference/torch-ref-calibration.csv"
+    );
     if std::path::Path::new(shared).exists() {
         check_file(shared);
     } else {

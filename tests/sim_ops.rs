@@ -30,8 +30,7 @@ fn live_bytes(e: &Engine) -> u64 {
     for ev in &e.tl.events {
         alive[ev.tensor as usize] = ev.kind == EventKind::Alloc;
     }
-    e.tl
-        .tensors
+    e.tl.tensors
         .iter()
         .zip(alive)
         .filter(|(t, a)| *a && t.category != Category::Parameters)
@@ -43,7 +42,12 @@ fn activation(e: &mut Engine, dims: &[u64], dtype: DType) -> V {
     // An input that requires grad: a param stands in for "some upstream node".
     let p = e.add_param(Name::top("input", ""), &[1], false);
     let edge = e.param(p).edge;
-    let t = e.alloc(Name::top("x", ""), Shape::new(dims), dtype, Category::Activations);
+    let t = e.alloc(
+        Name::top("x", ""),
+        Shape::new(dims),
+        dtype,
+        Category::Activations,
+    );
     V { t, edge }
 }
 
@@ -112,14 +116,22 @@ fn cross_entropy_keeps_bf16_log_probs_and_their_fp32_copy() {
     let v = 100;
     let mut e = engine(Some(DType::BF16));
     let logits = activation(&mut e, &[B, T, v], DType::BF16);
-    let y = e.alloc(Name::top("Y", ""), Shape::new(&[B, T]), DType::I64, Category::Other);
+    let y = e.alloc(
+        Name::top("Y", ""),
+        Shape::new(&[B, T]),
+        DType::I64,
+        Category::Other,
+    );
     let loss = ops::cross_entropy(&mut e, logits, y);
     e.drop_value(logits);
     e.release(y);
     e.drop_value(loss);
     // log-probs bf16 (saved by log_softmax) + fp32 copy and total_weight (saved by nll_loss)
     // + the targets (saved by nll_loss).
-    assert_eq!(live_bytes(&e), B * T * v * 2 + B * T * v * 4 + 4 + B * T * 8);
+    assert_eq!(
+        live_bytes(&e),
+        B * T * v * 2 + B * T * v * 4 + 4 + B * T * 8
+    );
 }
 
 #[test]
@@ -143,7 +155,10 @@ fn flash_attention_keeps_qkv_output_and_logsumexp() {
     e.drop_value(qkv);
     e.drop_value(y);
     // qkv through the q, k, v views; out bf16; logsumexp fp32 (B, nh, T); rng 16 + 8 bytes.
-    assert_eq!(live_bytes(&e), B * T * 3 * C * 2 + B * T * C * 2 + B * nh * T * 4 + 16 + 8);
+    assert_eq!(
+        live_bytes(&e),
+        B * T * 3 * C * 2 + B * T * C * 2 + B * nh * T * 4 + 16 + 8
+    );
 }
 
 #[test]

@@ -102,14 +102,23 @@ fn compare(name: &str, cfg: &TrainConfig) {
             let t = &tl.tensors[e.tensor as usize];
             t.bytes > 0 && t.name.what != "softmax_d" && t.name.what != "dq_accum"
         })
-        .map(|e| (e.kind == EventKind::Alloc, tl.tensors[e.tensor as usize].bytes))
+        .map(|e| {
+            (
+                e.kind == EventKind::Alloc,
+                tl.tensors[e.tensor as usize].bytes,
+            )
+        })
         .collect();
     // Rows the trace omits (frees of in-place accumulation buffers) only ever make ours longer.
     let mut j = 0;
     let mut skipped = 0;
     for (i, want) in listed.iter().enumerate() {
         while j < mine.len() && mine[j] != *want {
-            assert!(!mine[j].0, "{name}: row {i}: extra allocation of {} bytes", mine[j].1);
+            assert!(
+                !mine[j].0,
+                "{name}: row {i}: extra allocation of {} bytes",
+                mine[j].1
+            );
             skipped += 1;
             j += 1;
         }

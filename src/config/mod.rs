@@ -189,8 +189,10 @@ impl TrainConfig {
 
     /// PYTORCH_CUDA_ALLOC_CONF asks for expandable segments.
     pub fn expandable_segments(&self) -> bool {
-        self.alloc_conf
-            .as_deref()
-            .is_some_and(|c| c.replace(' ', "").to_ascii_lowercase().contains("expandable_segments:true"))
+        self.alloc_conf.as_deref().is_some_and(|c| {
+            c.replace(' ', "")
+                .to_ascii_lowercase()
+                .contains("expandable_segments:true")
+        })
     }
 }

@@ -91,9 +91,26 @@ impl Gpt2 {
         let bt = e.shape(idx);
         let (b, t) = (bt.dims()[0], bt.dims()[1]);
         let c = self.n_embd;
-        let pos = e.alloc(Name::top("pos", ""), Shape::new(&[t]), DType::I64, Category::Other);
-        let tok_emb = ops::embedding(e, self.wte, idx, Shape::new(&[b, t, c]), Name::top("wte", "out"));
-        let pos_emb = ops::embedding(e, self.wpe, pos, Shape::new(&[t, c]), Name::top("wpe", "out"));
+        let pos = e.alloc(
+            Name::top("pos", ""),
+            Shape::new(&[t]),
+            DType::I64,
+            Category::Other,
+        );
+        let tok_emb = ops::embedding(
+            e,
+            self.wte,
+            idx,
+            Shape::new(&[b, t, c]),
+            Name::top("wte", "out"),
+        );
+        let pos_emb = ops::embedding(
+            e,
+            self.wpe,
+            pos,
+            Shape::new(&[t, c]),
+            Name::top("wpe", "out"),
+        );
         let sum = ops::add_broadcast(e, tok_emb, pos_emb, Name::top("embed", "sum"));
         e.drop_value(tok_emb);
         e.drop_value(pos_emb);

@@ -191,7 +191,9 @@ pub fn build(
             }
         })
         .collect();
-    let reserved = p.peak_reserved.max(p.phase(Phase::EvalAfterStep).peak_reserved);
+    let reserved = p
+        .peak_reserved
+        .max(p.phase(Phase::EvalAfterStep).peak_reserved);
     let peak = PeakReport {
         phase: p.peak_phase.key(),
         allocated_bytes: p.peak_allocated,
@@ -213,7 +215,7 @@ pub fn build(
         }
         None => (None, None, None),
     };
-    let (categories, tensors) = peak_contents(&sim.timeline, p.peak_event, sim.runtime);
+    let (categories, tensors) = peak_contents(&sim.timeline, p);
     let n_params = sim
         .timeline
         .tensors
@@ -254,8 +256,8 @@ pub fn build(
 
 /// Category sums (of allocator blocks, so they add up to the allocated peak) and the largest
 /// tensors alive at the peak event.
-fn peak_contents(tl: &Timeline, at: usize, rt: Runtime) -> (Categories, Vec<TensorReport>) {
-    let live = live_blocks_at(tl, at, rt.expandable_segments);
+fn peak_contents(tl: &Timeline, p: &MemoryProfile) -> (Categories, Vec<TensorReport>) {
+    let live = live_blocks_at(tl, p, p.peak_event);
     let mut cats = Categories::default();
     for &(t, block) in &live {
         cats.add(tl.tensors[t as usize].category, block);

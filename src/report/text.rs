@@ -142,7 +142,11 @@ pub fn render(r: &CheckReport, style: Style) -> String {
     );
     let _ = writeln!(out);
 
-    let _ = writeln!(out, "Largest tensors alive at the peak (phase `{}`):", r.peak.phase);
+    let _ = writeln!(
+        out,
+        "Largest tensors alive at the peak (phase `{}`):",
+        r.peak.phase
+    );
     let mut t = table(&["tensor", "shape", "dtype", "bytes", "born in"]);
     for tr in &r.tensors {
         let shape: Vec<String> = tr.shape.iter().map(|d| d.to_string()).collect();

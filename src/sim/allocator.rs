@@ -13,7 +13,7 @@
 //! With `expandable_segments:True` the large pool maps 2 MiB pages on demand and reuses them
 //! without fragmentation: reserved ≈ the high-water mark of large blocks in whole pages.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 const MIN_BLOCK: u64 = 512;
 const SMALL_SIZE: u64 = 1 << 20;
@@ -47,7 +47,7 @@ struct Block {
     size: u64,
     /// Position inside its segment (for best-fit tie breaks and merging).
     segment: u32,
-    offset: u64,
+    addr: u64,
     small: bool,
     free: bool,
     prev: Option<u32>,
@@ -59,10 +59,13 @@ pub type BlockId = u32;
 #[derive(Debug, Default)]
 pub struct CachingAllocator {
     blocks: Vec<Block>,
-    /// Free blocks by pool: (size, segment, offset, id).
-    free_small: BTreeSet<(u64, u32, u64, u32)>,
-    free_large: BTreeSet<(u64, u32, u64, u32)>,
+    /// Free blocks by pool, keyed by (size, address) packed in a u128 so that the first key at
+    /// or above (size, 0) is PyTorch's best fit: smallest block, then lowest address.
+    free_small: BTreeMap<u128, u32>,
+    free_large: BTreeMap<u128, u32>,
     segments: u32,
+    /// Virtual address of the next segment.
+    next_base: u64,
     expandable: bool,
     /// Block-accounted bytes in use: what max_memory_allocated() counts.
     pub allocated: u64,
@@ -104,11 +107,14 @@ impl CachingAllocator {
         } else {
             &mut self.free_large
         };
-        let found = pool.range((size, 0, 0, 0)..).next().copied();
+        let found = pool
+            .range((u128::from(size) << 64)..)
+            .next()
+            .map(|(k, v)| (*k, *v));
         let id = match found {
-            Some(key) => {
+            Some((key, id)) => {
                 pool.remove(&key);
-                key.3
+                id
             }
             None => {
                 let seg = segment_size(size);
@@ -117,7 +123,9 @@ impl CachingAllocator {
                     self.small_reserved += seg;
                 }
                 self.segments += 1;
-                self.push_block(seg, self.segments, 0, small)
+                let base = self.next_base;
+                self.next_base += seg;
+                self.push_block(seg, self.segments, base, small)
             }
         };
         let block = self.blocks[id as usize];
@@ -128,7 +136,7 @@ impl CachingAllocator {
             remaining > SMALL_SIZE
         };
         if split {
-            let rest = self.push_block(remaining, block.segment, block.offset + size, small);
+            let rest = self.push_block(remaining, block.segment, block.addr + size, small);
             let old_next = block.next;
             {
                 let r = &mut self.blocks[rest as usize];
@@ -181,7 +189,9 @@ impl CachingAllocator {
     }
 
     fn absorb_next(&mut self, id: BlockId) {
-        let n = self.blocks[id as usize].next.expect("absorb needs a next block");
+        let n = self.blocks[id as usize]
+            .next
+            .expect("absorb needs a next block");
         let nb = self.blocks[n as usize];
         let b = &mut self.blocks[id as usize];
         b.size += nb.size;
@@ -191,11 +201,11 @@ impl CachingAllocator {
         }
     }
 
-    fn push_block(&mut self, size: u64, segment: u32, offset: u64, small: bool) -> BlockId {
+    fn push_block(&mut self, size: u64, segment: u32, addr: u64, small: bool) -> BlockId {
         self.blocks.push(Block {
             size,
             segment,
-            offset,
+            addr,
             small,
             free: true,
             prev: None,
@@ -204,17 +214,17 @@ impl CachingAllocator {
         (self.blocks.len() - 1) as BlockId
     }
 
-    fn key(&self, id: BlockId) -> (u64, u32, u64, u32) {
+    fn key(&self, id: BlockId) -> u128 {
         let b = &self.blocks[id as usize];
-        (b.size, b.segment, b.offset, id)
+        (u128::from(b.size) << 64) | u128::from(b.addr)
     }
 
     fn insert_free(&mut self, id: BlockId) {
         let k = self.key(id);
         if self.blocks[id as usize].small {
-            self.free_small.insert(k);
+            self.free_small.insert(k, id);
         } else {
-            self.free_large.insert(k);
+            self.free_large.insert(k, id);
         }
     }
 

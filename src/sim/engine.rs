@@ -77,7 +77,10 @@ impl Engine {
     /// Allocate a tensor with one reference (its creator's).
     pub fn alloc(&mut self, name: Name, shape: Shape, dtype: DType, category: Category) -> T {
         // Sizes were checked against overflow before the run started (train::validate).
-        let bytes = shape.numel().unwrap_or(u64::MAX).saturating_mul(dtype.size());
+        let bytes = shape
+            .numel()
+            .unwrap_or(u64::MAX)
+            .saturating_mul(dtype.size());
         self.alloc_bytes(name, shape, dtype, bytes, category)
     }
 
@@ -208,7 +211,11 @@ impl Engine {
         }
         V {
             t: self.params[p].t,
-            edge: if self.grad_mode { Edge::Param(p as u32) } else { Edge::None },
+            edge: if self.grad_mode {
+                Edge::Param(p as u32)
+            } else {
+                Edge::None
+            },
         }
     }
 

@@ -30,6 +30,8 @@ pub struct MemoryProfile {
     pub peak_reserved: u64,
     /// Reserved after the later eval too.
     pub final_reserved: u64,
+    /// The allocator block each tensor occupied (0 for empty tensors).
+    pub block_bytes: Vec<u64>,
 }
 
 impl MemoryProfile {
@@ -41,6 +43,7 @@ impl MemoryProfile {
 pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
     let mut alloc = CachingAllocator::new(expandable_segments);
     let mut block: Vec<Option<BlockId>> = vec![None; tl.tensors.len()];
+    let mut block_bytes = vec![0u64; tl.tensors.len()];
     let mut phases = [PhasePeak::default(); 6];
     let mut live: u64 = 0;
     let (mut peak, mut peak_event, mut peak_phase) = (0u64, 0usize, Phase::Init);
@@ -51,6 +54,9 @@ pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
         match ev.kind {
             EventKind::Alloc => {
                 block[t] = alloc.malloc(bytes);
+                if let Some(b) = block[t] {
+                    block_bytes[t] = alloc.block_size(b);
+                }
                 if bytes > 0 {
                     live += round_size(bytes);
                 }
@@ -87,28 +93,21 @@ pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
         peak_phase,
         peak_reserved,
         final_reserved: alloc.reserved,
+        block_bytes,
     }
 }
 
 /// The tensors alive just after event `at`, with the allocator block each occupies (what
 /// max_memory_allocated counts for it). Their blocks add up to the allocated figure there.
-pub fn live_blocks_at(tl: &Timeline, at: usize, expandable_segments: bool) -> Vec<(u32, u64)> {
-    let mut alloc = CachingAllocator::new(expandable_segments);
-    let mut block: Vec<Option<BlockId>> = vec![None; tl.tensors.len()];
+pub fn live_blocks_at(tl: &Timeline, profile: &MemoryProfile, at: usize) -> Vec<(u32, u64)> {
+    let mut alive = vec![false; tl.tensors.len()];
     for ev in tl.events.iter().take(at.saturating_add(1)) {
-        let t = ev.tensor as usize;
-        match ev.kind {
-            EventKind::Alloc => block[t] = alloc.malloc(tl.tensors[t].bytes),
-            EventKind::Free => {
-                if let Some(b) = block[t].take() {
-                    alloc.free(b);
-                }
-            }
-        }
+        alive[ev.tensor as usize] = ev.kind == EventKind::Alloc;
     }
-    block
+    alive
         .iter()
         .enumerate()
-        .filter_map(|(t, b)| b.map(|b| (t as u32, alloc.block_size(b))))
+        .filter(|(t, &a)| a && profile.block_bytes[*t] > 0)
+        .map(|(t, _)| (t as u32, profile.block_bytes[t]))
         .collect()
 }

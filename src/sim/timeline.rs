@@ -132,7 +132,9 @@ impl Shape {
 
     /// Number of elements; None on overflow.
     pub fn numel(&self) -> Option<u64> {
-        self.dims().iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        self.dims()
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
     }
 }
 

@@ -118,7 +118,12 @@ fn estimate_loss(
 /// the clip coefficient; the gradients are scaled in place.
 fn clip_grad_norm(e: &mut Engine) {
     let scalar = |e: &mut Engine, what| {
-        e.alloc(Name::top("clip_grad_norm", what), Shape::scalar(), DType::F32, Category::Other)
+        e.alloc(
+            Name::top("clip_grad_norm", what),
+            Shape::scalar(),
+            DType::F32,
+            Category::Other,
+        )
     };
     let n = e.params.iter().filter(|p| p.grad.is_some()).count() as u64;
     let norms: Vec<T> = (0..n).map(|_| scalar(e, "norm")).collect();
@@ -164,14 +169,28 @@ fn adamw_step(e: &mut Engine, first: bool) {
         }
         let (name, shape) = (e.params[p].name, e.params[p].shape);
         let step = e.alloc(
-            Name { what: "adam.step", ..name },
+            Name {
+                what: "adam.step",
+                ..name
+            },
             Shape::scalar(),
             DType::F32,
             Category::Optimizer,
         );
-        let m = e.alloc(Name { what: "adam.exp_avg", ..name }, shape, DType::F32, Category::Optimizer);
+        let m = e.alloc(
+            Name {
+                what: "adam.exp_avg",
+                ..name
+            },
+            shape,
+            DType::F32,
+            Category::Optimizer,
+        );
         let v = e.alloc(
-            Name { what: "adam.exp_avg_sq", ..name },
+            Name {
+                what: "adam.exp_avg_sq",
+                ..name
+            },
             shape,
             DType::F32,
             Category::Optimizer,
@@ -199,7 +218,10 @@ pub fn validate(cfg: &TrainConfig) -> Result<()> {
         ("block_size", cfg.block_size),
         ("vocab_size", cfg.vocab_size),
         ("batch_size", cfg.batch_size),
-        ("gradient_accumulation_steps", cfg.gradient_accumulation_steps),
+        (
+            "gradient_accumulation_steps",
+            cfg.gradient_accumulation_steps,
+        ),
     ];
     for (key, v) in dims {
         if v == 0 {
@@ -215,11 +237,26 @@ pub fn validate(cfg: &TrainConfig) -> Result<()> {
     let b = cfg.batch_size.max(cfg.eval_batch());
     let (t, c, v, h) = (cfg.block_size, cfg.n_embd, cfg.vocab_size, cfg.n_head);
     let largest = [
-        ("batch_size x block_size x vocab_size x 4 bytes (the fp32 log-probs)", [b, t, v, 4]),
-        ("batch_size x n_head x block_size^2 x 4 bytes (attention scores)", [b, h, t * t.min(1 << 32), 4]),
-        ("vocab_size x n_embd x 4 bytes (the embedding)", [v, c, 4, 1]),
-        ("batch_size x block_size x 4 n_embd x 4 bytes (the MLP)", [b, t, 4 * c.min(1 << 60), 4]),
-        ("n_layer x 12 n_embd^2 x 16 bytes (weights and AdamW state)", [cfg.n_layer, 12 * c.min(1 << 40), c, 16]),
+        (
+            "batch_size x block_size x vocab_size x 4 bytes (the fp32 log-probs)",
+            [b, t, v, 4],
+        ),
+        (
+            "batch_size x n_head x block_size^2 x 4 bytes (attention scores)",
+            [b, h, t * t.min(1 << 32), 4],
+        ),
+        (
+            "vocab_size x n_embd x 4 bytes (the embedding)",
+            [v, c, 4, 1],
+        ),
+        (
+            "batch_size x block_size x 4 n_embd x 4 bytes (the MLP)",
+            [b, t, 4 * c.min(1 << 60), 4],
+        ),
+        (
+            "n_layer x 12 n_embd^2 x 16 bytes (weights and AdamW state)",
+            [cfg.n_layer, 12 * c.min(1 << 40), c, 16],
+        ),
     ];
     for (what, f) in largest {
         let bytes = f.iter().try_fold(1u64, |acc, &x| acc.checked_mul(x));

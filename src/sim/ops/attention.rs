@@ -125,9 +125,24 @@ impl Attention {
             ));
         }
         let grads = if self.kind == AttnKind::Flash {
-            let dq = e.alloc(self.name("q.grad"), self.bhtd(), self.dtype, Category::Activations);
-            let dk = e.alloc(self.name("k.grad"), self.bhtd(), self.dtype, Category::Activations);
-            let dv = e.alloc(self.name("v.grad"), self.bhtd(), self.dtype, Category::Activations);
+            let dq = e.alloc(
+                self.name("q.grad"),
+                self.bhtd(),
+                self.dtype,
+                Category::Activations,
+            );
+            let dk = e.alloc(
+                self.name("k.grad"),
+                self.bhtd(),
+                self.dtype,
+                Category::Activations,
+            );
+            let dv = e.alloc(
+                self.name("v.grad"),
+                self.bhtd(),
+                self.dtype,
+                Category::Activations,
+            );
             (Some(dq), Some(dk), Some(dv))
         } else {
             // The efficient kernel writes dq, dk, dv into one (B, T, 3, nh, hs) buffer when
@@ -167,7 +182,11 @@ impl Attention {
             ga = g32;
         }
         // Softmax and the dropout on its output run in fp32 under autocast.
-        let sdt = if self.softmax_input_cast { DType::F32 } else { h };
+        let sdt = if self.softmax_input_cast {
+            DType::F32
+        } else {
+            h
+        };
         if let Some(m) = self.drop_mask {
             let gd = e.alloc(self.name("att_dropout.grad"), self.scores(), sdt, act);
             e.release(ga);
@@ -277,8 +296,18 @@ fn sdpa_forward(e: &mut Engine, a: &mut Attention, qkv: T) -> T {
     let rng = if a.kind == AttnKind::Flash {
         // Philox seed/offset as device tensors: uint64[2] and a uint64 scalar.
         [
-            Some(e.alloc(a.name("sdpa.rng_state"), Shape::new(&[2]), DType::U64, Category::Other)),
-            Some(e.alloc(a.name("sdpa.rng_offset"), Shape::scalar(), DType::U64, Category::Other)),
+            Some(e.alloc(
+                a.name("sdpa.rng_state"),
+                Shape::new(&[2]),
+                DType::U64,
+                Category::Other,
+            )),
+            Some(e.alloc(
+                a.name("sdpa.rng_offset"),
+                Shape::scalar(),
+                DType::U64,
+                Category::Other,
+            )),
         ]
     } else {
         [None, None]

@@ -12,7 +12,10 @@ pub fn embedding(e: &mut Engine, p: usize, idx: T, out: Shape, name: Name) -> V 
     let t = e.alloc(name, out, DType::F32, Category::Activations);
     let weight = e.params[p].shape;
     let idx = save(e, idx);
-    let edge = e.push_node(Op::Embedding { idx, weight, name }, [w.edge, Edge::None, Edge::None]);
+    let edge = e.push_node(
+        Op::Embedding { idx, weight, name },
+        [w.edge, Edge::None, Edge::None],
+    );
     V { t, edge }
 }
 
@@ -25,7 +28,10 @@ pub fn add_broadcast(e: &mut Engine, tok: V, pos: V, name: Name) -> V {
     let edge = e.push_node(
         Op::AddBroadcast {
             pos: pos_shape,
-            name: Name { what: "pos_grad", ..name },
+            name: Name {
+                what: "pos_grad",
+                ..name
+            },
         },
         [tok.edge, pos.edge, Edge::None],
     );
@@ -47,7 +53,10 @@ pub fn add(e: &mut Engine, a: V, b: V, name: Name) -> V {
             a: da,
             b: db,
             shape,
-            name: Name { what: "grad", ..name },
+            name: Name {
+                what: "grad",
+                ..name
+            },
         },
         [a.edge, b.edge, Edge::None],
     );
@@ -87,7 +96,10 @@ pub fn dropout(e: &mut Engine, x: V, p: f64, name: Name) -> V {
     let (shape, dtype) = (e.shape(x.t), e.dtype(x.t));
     let t = e.alloc(name, shape, dtype, Category::Activations);
     let mask = e.alloc(
-        Name { what: "mask", ..name },
+        Name {
+            what: "mask",
+            ..name
+        },
         shape,
         DType::Bool,
         Category::Activations,
@@ -97,7 +109,10 @@ pub fn dropout(e: &mut Engine, x: V, p: f64, name: Name) -> V {
             mask,
             shape,
             dtype,
-            name: Name { what: "grad", ..name },
+            name: Name {
+                what: "grad",
+                ..name
+            },
         },
         [x.edge, Edge::None, Edge::None],
     );
@@ -112,12 +127,31 @@ pub fn layer_norm(e: &mut Engine, x: V, w: usize, b: Option<usize>, name: Name) 
     let wv = e.param(w);
     let bv = b.map(|b| e.param(b));
     let t = e.alloc(name, shape, DType::F32, Category::Activations);
-    let mean = e.alloc(Name { what: "mean", ..name }, stat, DType::F32, Category::Activations);
-    let rstd = e.alloc(Name { what: "rstd", ..name }, stat, DType::F32, Category::Activations);
+    let mean = e.alloc(
+        Name {
+            what: "mean",
+            ..name
+        },
+        stat,
+        DType::F32,
+        Category::Activations,
+    );
+    let rstd = e.alloc(
+        Name {
+            what: "rstd",
+            ..name
+        },
+        stat,
+        DType::F32,
+        Category::Activations,
+    );
     if !e.grad_mode {
         e.release(mean);
         e.release(rstd);
-        return V { t, edge: Edge::None };
+        return V {
+            t,
+            edge: Edge::None,
+        };
     }
     let xs = save(e, x.t);
     let edge = e.push_node(
@@ -127,7 +161,10 @@ pub fn layer_norm(e: &mut Engine, x: V, w: usize, b: Option<usize>, name: Name) 
             rstd,
             bias: b.is_some(),
             c: d[2],
-            name: Name { what: "grad", ..name },
+            name: Name {
+                what: "grad",
+                ..name
+            },
         },
         [x.edge, wv.edge, bv.map_or(Edge::None, |v| v.edge)],
     );
@@ -149,14 +186,20 @@ pub(super) fn layer_norm_backward(
     let gx = e.alloc(name, shape, DType::F32, Category::Activations);
     let pshape = Shape::new(&[c]);
     let gw = e.alloc(
-        Name { what: "weight.grad", ..name },
+        Name {
+            what: "weight.grad",
+            ..name
+        },
         pshape,
         DType::F32,
         Category::Gradients,
     );
     let gb = bias.then(|| {
         e.alloc(
-            Name { what: "bias.grad", ..name },
+            Name {
+                what: "bias.grad",
+                ..name
+            },
             pshape,
             DType::F32,
             Category::Gradients,
@@ -177,7 +220,10 @@ pub fn gelu(e: &mut Engine, x: V, name: Name) -> V {
     let edge = e.push_node(
         Op::Gelu {
             x: xs,
-            name: Name { what: "grad", ..name },
+            name: Name {
+                what: "grad",
+                ..name
+            },
         },
         [x.edge, Edge::None, Edge::None],
     );

@@ -56,7 +56,10 @@ fn cast(e: &mut Engine, x: V, to: DType, param: Option<usize>, name: Name) -> V 
         Op::ToCopy {
             from: r.dtype,
             shape: r.shape,
-            name: Name { what: "grad", ..r.name },
+            name: Name {
+                what: "grad",
+                ..r.name
+            },
             category: grad_category,
         },
         [x.edge, Edge::None, Edge::None],
@@ -113,7 +116,11 @@ pub fn linear(
         _ => Shape::new(&[m, n]),
     };
     let out = e.alloc(
-        Name::at(layer, module, if module == "lm_head" { "logits" } else { "out" }),
+        Name::at(
+            layer,
+            module,
+            if module == "lm_head" { "logits" } else { "out" },
+        ),
         out_shape,
         dtype,
         category,

@@ -53,7 +53,12 @@ pub fn cross_entropy(e: &mut Engine, logits: V, targets: T) -> V {
         e.retain(lp);
         (lp, lp_edge)
     };
-    let out = e.alloc(Name::top("loss", "nll"), Shape::scalar(), DType::F32, Category::Logits);
+    let out = e.alloc(
+        Name::top("loss", "nll"),
+        Shape::scalar(),
+        DType::F32,
+        Category::Logits,
+    );
     let total_weight = e.alloc(
         Name::top("loss", "total_weight"),
         Shape::scalar(),

@@ -8,7 +8,7 @@ mod basic;
 mod linear;
 mod loss;
 
-pub use attention::{attention, AttnKind, Attention};
+pub use attention::{attention, Attention, AttnKind};
 pub use basic::{add, add_broadcast, div_scalar, dropout, embedding, gelu, layer_norm};
 pub use linear::linear;
 pub use loss::cross_entropy;
@@ -20,18 +20,59 @@ use super::timeline::{Category, Name, Shape};
 /// A backward node's op and what it saved.
 #[derive(Debug, Clone, Copy)]
 pub enum Op {
-    Embedding { idx: T, weight: Shape, name: Name },
-    AddBroadcast { pos: Shape, name: Name },
-    Add { a: DType, b: DType, shape: Shape, name: Name },
-    Dropout { mask: T, shape: Shape, dtype: DType, name: Name },
-    LayerNorm { x: T, mean: T, rstd: T, bias: bool, c: u64, name: Name },
+    Embedding {
+        idx: T,
+        weight: Shape,
+        name: Name,
+    },
+    AddBroadcast {
+        pos: Shape,
+        name: Name,
+    },
+    Add {
+        a: DType,
+        b: DType,
+        shape: Shape,
+        name: Name,
+    },
+    Dropout {
+        mask: T,
+        shape: Shape,
+        dtype: DType,
+        name: Name,
+    },
+    LayerNorm {
+        x: T,
+        mean: T,
+        rstd: T,
+        bias: bool,
+        c: u64,
+        name: Name,
+    },
     Linear(linear::LinearSaved),
     /// Autocast's `_to_copy`: the backward casts the gradient back.
-    ToCopy { from: DType, shape: Shape, name: Name, category: Category },
-    Gelu { x: T, name: Name },
+    ToCopy {
+        from: DType,
+        shape: Shape,
+        name: Name,
+        category: Category,
+    },
+    Gelu {
+        x: T,
+        name: Name,
+    },
     Attention(Attention),
-    LogSoftmax { out: T, shape: Shape, dtype: DType },
-    NllLoss { input: T, target: T, total_weight: T, shape: Shape },
+    LogSoftmax {
+        out: T,
+        shape: Shape,
+        dtype: DType,
+    },
+    NllLoss {
+        input: T,
+        target: T,
+        total_weight: T,
+        shape: Shape,
+    },
     Div,
 }
 
@@ -41,7 +82,10 @@ impl Op {
         match self {
             Op::Embedding { idx, weight, name } => {
                 let gw = e.alloc(
-                    Name { what: "grad", ..name },
+                    Name {
+                        what: "grad",
+                        ..name
+                    },
                     weight,
                     DType::F32,
                     Category::Gradients,

@@ -6,6 +6,122 @@
 //! style. Defaults are nanoGPT's train.py defaults (GPT-2 124M on OpenWebText).
 
 use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+mod apply;
+mod nanogpt_py;
+mod overrides;
+pub mod presets;
+mod pyexpr;
+mod pylex;
+pub mod registry;
+mod toml_file;
+pub mod validate;
+mod value;
+
+pub use overrides::{apply_overrides, to_overrides};
+pub use registry::{is_nanogpt_key, key_table};
+pub use toml_file::to_toml;
+
+/// A config as loaded: the resolved `TrainConfig`, what was skipped or derived along the way,
+/// and where it came from (for the report's header).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub config: TrainConfig,
+    pub warnings: Vec<String>,
+    /// The file's path as given, or "nanoGPT defaults".
+    pub source: String,
+}
+
+/// The formats a config file can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// nanoGPT's `config/*.py`: Python assignments.
+    NanoGptPy,
+    /// A flat TOML file with the same key names.
+    Toml,
+}
+
+/// Load a config file (or nanoGPT's defaults when `path` is None), then apply `--key=value`
+/// overrides, as `python train.py config/x.py --batch_size=8` would. The format follows the
+/// extension (.py, .toml), else the content.
+pub fn load(path: Option<&Path>, overrides: &[String]) -> crate::error::Result<Loaded> {
+    let Some(path) = path else {
+        let mut config = TrainConfig::default();
+        let warnings = apply_overrides(&mut config, overrides)?;
+        return Ok(Loaded {
+            config,
+            warnings,
+            source: "nanoGPT defaults".to_string(),
+        });
+    };
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| {
+        crate::error::Error::new(format!("{name}: cannot read the config file: {e}"))
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        crate::error::Error::new(format!(
+            "{name}: expected a UTF-8 text config (.py or .toml), found invalid UTF-8 at byte {}",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    load_str(&name, &text, overrides)
+}
+
+/// `load` on text already in memory; `name` gives the format (by extension) and names the
+/// file in messages.
+pub fn load_str(name: &str, text: &str, overrides: &[String]) -> crate::error::Result<Loaded> {
+    // Python and TOML both accept a leading UTF-8 byte-order mark; so do we.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let format = format_of(name, text)?;
+    let (mut assignments, mut warnings) = match format {
+        Format::NanoGptPy => nanogpt_py::parse(text, name)?,
+        Format::Toml => (toml_file::parse(text, name)?, Vec::new()),
+    };
+    for o in overrides {
+        assignments.push(overrides::parse_override(o)?);
+    }
+    let mut config = TrainConfig::default();
+    warnings.extend(apply::apply(&mut config, &assignments)?);
+    Ok(Loaded {
+        config,
+        warnings,
+        source: name.to_string(),
+    })
+}
+
+/// By extension; without one we know, by content: TOML parses as TOML, nanoGPT's Python does
+/// not (True/False, `5 * 8`, imports, comments after bare words).
+pub fn format_of(name: &str, text: &str) -> crate::error::Result<Format> {
+    let ext = Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("py") => return Ok(Format::NanoGptPy),
+        Some("toml") => return Ok(Format::Toml),
+        _ => {}
+    }
+    if toml::from_str::<toml::Table>(text).is_ok() {
+        return Ok(Format::Toml);
+    }
+    let python_like = pyexpr::tokenize(text).is_ok_and(|lines| {
+        !lines.is_empty()
+            && lines.iter().all(|l| {
+                matches!(
+                    l.toks.first(),
+                    Some(pyexpr::Tok::Name(_) | pyexpr::Tok::Str(_))
+                )
+            })
+            && lines.iter().any(|l| l.toks.contains(&pyexpr::Tok::Op("=")))
+    });
+    if python_like {
+        return Ok(Format::NanoGptPy);
+    }
+    Err(crate::error::Error::new(format!(
+        "{name}: cannot tell the config format: expected a nanoGPT python config (.py) or a flat TOML file (.toml)"
+    )))
+}
 
 /// Training precision, as nanoGPT's `dtype` string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +301,13 @@ impl TrainConfig {
         self.batch_size
             .checked_mul(self.block_size)?
             .checked_mul(self.gradient_accumulation_steps)
+    }
+
+    /// The checks every loader runs (sizes positive and below 2^40, n_embd % n_head == 0,
+    /// dropout in [0, 1), bytes that fit in u64, ...), for configs built in code, e.g. by
+    /// `suggest`. Messages name the key.
+    pub fn validate(&self) -> crate::error::Result<()> {
+        validate::validate(self, &std::collections::HashMap::new())
     }
 
     /// PYTORCH_CUDA_ALLOC_CONF asks for expandable segments.

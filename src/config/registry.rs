@@ -1,0 +1,408 @@
+//! Every key vramplan accepts: its type, whether it changes memory, and how it sets its
+//! `TrainConfig` field. One table, so the loaders, the overrides, `to_overrides`, `to_toml` and
+//! the README's key table can never disagree about a key.
+
+use super::value::Value;
+use super::{LossKind, OptimizerKind, Parallelism, Precision, TrainConfig};
+
+/// The Python type a key takes. nanoGPT's configurator asserts an override has the type of the
+/// default; we allow an int where a float is expected (`--dropout=0` means 0.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ty {
+    Int,
+    Float,
+    Bool,
+    Str,
+    /// int or None (vramplan's `eval_batch_size`).
+    OptInt,
+    /// str or None (vramplan's `alloc_conf`).
+    OptStr,
+}
+
+impl Ty {
+    pub(crate) fn expected(self) -> &'static str {
+        match self {
+            Ty::Int => "an int",
+            Ty::Float => "a float",
+            Ty::Bool => "True or False",
+            Ty::Str => "a string",
+            Ty::OptInt => "an int or None",
+            Ty::OptStr => "a string or None",
+        }
+    }
+
+    pub(crate) fn accepts(self, v: &Value) -> bool {
+        matches!(
+            (self, v),
+            (Ty::Int, Value::Int(_))
+                | (Ty::Float, Value::Int(_) | Value::Float(_))
+                | (Ty::Bool, Value::Bool(_))
+                | (Ty::Str, Value::Str(_))
+                | (Ty::OptInt, Value::Int(_) | Value::None)
+                | (Ty::OptStr, Value::Str(_) | Value::None)
+        )
+    }
+}
+
+/// What setting a key does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Effect {
+    /// Sets the `TrainConfig` field of the same name.
+    Field,
+    /// A nanoGPT key that does not change GPU memory: accepted, type-checked, ignored. The
+    /// constant is train.py's default, so config files may refer to it (`lr_decay_iters = max_iters`).
+    Ignored(Const),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Const {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(&'static str),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec {
+    pub name: &'static str,
+    pub ty: Ty,
+    pub effect: Effect,
+    /// A global of nanoGPT's train.py (so `python train.py --key=value` accepts it).
+    pub nanogpt: bool,
+    pub doc: &'static str,
+}
+
+const fn field(name: &'static str, ty: Ty, nanogpt: bool, doc: &'static str) -> KeySpec {
+    KeySpec {
+        name,
+        ty,
+        effect: Effect::Field,
+        nanogpt,
+        doc,
+    }
+}
+
+const fn ignored(name: &'static str, ty: Ty, default: Const, doc: &'static str) -> KeySpec {
+    KeySpec {
+        name,
+        ty,
+        effect: Effect::Ignored(default),
+        nanogpt: true,
+        doc,
+    }
+}
+
+/// The registry, in the order of nanoGPT's train.py where the key is nanoGPT's.
+pub const KEYS: &[KeySpec] = &[
+    ignored("out_dir", Ty::Str, Const::Str("out"), "checkpoint directory (ignored: no memory effect)"),
+    field("eval_interval", Ty::Int, true, "iterations between estimate_loss() calls"),
+    ignored("log_interval", Ty::Int, Const::Int(1), "iterations between log lines (ignored)"),
+    field("eval_iters", Ty::Int, true, "batches per split in estimate_loss()"),
+    field("eval_only", Ty::Bool, true, "exit after the first eval: no training step"),
+    ignored("always_save_checkpoint", Ty::Bool, Const::Bool(true), "save after every eval (ignored)"),
+    field("init_from", Ty::Str, true, "'scratch', 'resume', or 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' (GPT-2 weights: fixes the shape)"),
+    ignored("wandb_log", Ty::Bool, Const::Bool(false), "log to Weights & Biases (ignored)"),
+    ignored("wandb_project", Ty::Str, Const::Str("owt"), "W&B project (ignored)"),
+    ignored("wandb_run_name", Ty::Str, Const::Str("gpt2"), "W&B run name (ignored)"),
+    field("dataset", Ty::Str, true, "data/<dataset>; 'shakespeare_char' means vocab_size 65"),
+    field("gradient_accumulation_steps", Ty::Int, true, "micro-steps per optimizer step, over all ranks (nanoGPT divides by world_size)"),
+    field("batch_size", Ty::Int, true, "micro-batch size per rank"),
+    field("block_size", Ty::Int, true, "sequence length T"),
+    field("n_layer", Ty::Int, true, "transformer blocks"),
+    field("n_head", Ty::Int, true, "attention heads (must divide n_embd)"),
+    field("n_embd", Ty::Int, true, "model width"),
+    field("dropout", Ty::Float, true, "dropout probability in [0, 1); > 0 keeps dropout masks"),
+    field("bias", Ty::Bool, true, "bias in Linear and LayerNorm layers"),
+    ignored("learning_rate", Ty::Float, Const::Float(6e-4), "max learning rate (ignored)"),
+    ignored("max_iters", Ty::Int, Const::Int(600000), "total iterations (ignored)"),
+    field("weight_decay", Ty::Float, true, "AdamW weight decay"),
+    ignored("beta1", Ty::Float, Const::Float(0.9), "AdamW beta1 (ignored)"),
+    ignored("beta2", Ty::Float, Const::Float(0.95), "AdamW beta2 (ignored)"),
+    field("grad_clip", Ty::Float, true, "clip gradient norm at this value; 0.0 disables clipping"),
+    ignored("decay_lr", Ty::Bool, Const::Bool(true), "cosine learning-rate decay (ignored)"),
+    ignored("warmup_iters", Ty::Int, Const::Int(2000), "warm-up iterations (ignored)"),
+    ignored("lr_decay_iters", Ty::Int, Const::Int(600000), "decay horizon (ignored)"),
+    ignored("min_lr", Ty::Float, Const::Float(6e-5), "final learning rate (ignored)"),
+    ignored("backend", Ty::Str, Const::Str("nccl"), "DDP backend (ignored)"),
+    ignored("device", Ty::Str, Const::Str("cuda"), "torch device (ignored: vramplan predicts the CUDA run)"),
+    field("dtype", Ty::Str, true, "'float32', 'bfloat16' or 'float16' (autocast precision)"),
+    field("compile", Ty::Bool, true, "torch.compile the model"),
+    // vramplan's own keys, in nanoGPT's style.
+    field("vocab_size", Ty::Int, false, "vocabulary; default 50304, 50257 for gpt2* weights, 65 for shakespeare_char"),
+    field("flash", Ty::Bool, false, "True = F.scaled_dot_product_attention, False = manual masked softmax"),
+    field("activation_checkpointing", Ty::Bool, false, "recompute each block's activations in backward"),
+    field("optimizer", Ty::Str, false, "'adamw' (fused, as nanoGPT), 'adamw8bit' or 'sgd'"),
+    field("eval_batch_size", Ty::OptInt, false, "batch size of estimate_loss(); None = batch_size"),
+    field("loss", Ty::Str, false, "'standard' (F.cross_entropy) or 'chunked'"),
+    field("alloc_conf", Ty::OptStr, false, "PYTORCH_CUDA_ALLOC_CONF, e.g. 'expandable_segments:True'"),
+    field("world_size", Ty::Int, false, "number of GPUs (ranks)"),
+    field("parallelism", Ty::Str, false, "'ddp', 'fsdp', 'zero1', 'zero2' or 'zero3'"),
+];
+
+/// The spec of a key, if it exists.
+pub fn spec(name: &str) -> Option<&'static KeySpec> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// True when `python train.py --key=value` accepts the key (vramplan's own keys are not).
+pub fn is_nanogpt_key(name: &str) -> bool {
+    spec(name).is_some_and(|k| k.nanogpt)
+}
+
+/// The known key nearest to `name` by edit distance (ties: first in registry order).
+pub fn closest_key(name: &str) -> &'static str {
+    KEYS.iter()
+        .map(|k| (edit_distance(name, k.name), k.name))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+        .unwrap_or("batch_size")
+}
+
+/// "unknown key 'batchsize' (did you mean 'batch_size'?)".
+pub(crate) fn unknown_key_message(name: &str) -> String {
+    format!(
+        "unknown key '{}' (did you mean '{}'?); the keys are nanoGPT's train.py globals and vramplan's own, see the key table in README.md",
+        name.chars().take(80).collect::<String>(),
+        closest_key(name)
+    )
+}
+
+/// Levenshtein distance over chars, two rows. Inputs are capped so that a pathological
+/// "key" cannot make this quadratic in a megabyte.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().take(256).collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// The current value of a key: the field's value, or train.py's default for an ignored key.
+pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
+    if let Effect::Ignored(c) = spec.effect {
+        return match c {
+            Const::Int(i) => Value::Int(i.into()),
+            Const::Float(x) => Value::Float(x),
+            Const::Bool(b) => Value::Bool(b),
+            Const::Str(s) => Value::Str(s.to_string()),
+        };
+    }
+    let int = |v: u64| Value::Int(v.into());
+    let s = |v: &str| Value::Str(v.to_string());
+    match spec.name {
+        "n_layer" => int(cfg.n_layer),
+        "n_head" => int(cfg.n_head),
+        "n_embd" => int(cfg.n_embd),
+        "block_size" => int(cfg.block_size),
+        "vocab_size" => int(cfg.vocab_size),
+        "dropout" => Value::Float(cfg.dropout),
+        "bias" => Value::Bool(cfg.bias),
+        "batch_size" => int(cfg.batch_size),
+        "gradient_accumulation_steps" => int(cfg.gradient_accumulation_steps),
+        "dtype" => s(cfg.dtype.as_str()),
+        "compile" => Value::Bool(cfg.compile),
+        "eval_iters" => int(cfg.eval_iters),
+        "eval_interval" => int(cfg.eval_interval),
+        "eval_only" => Value::Bool(cfg.eval_only),
+        "init_from" => s(&cfg.init_from),
+        "dataset" => s(&cfg.dataset),
+        "weight_decay" => Value::Float(cfg.weight_decay),
+        "grad_clip" => Value::Float(cfg.grad_clip),
+        "flash" => Value::Bool(cfg.flash),
+        "activation_checkpointing" => Value::Bool(cfg.activation_checkpointing),
+        "optimizer" => s(cfg.optimizer.as_str()),
+        "eval_batch_size" => cfg.eval_batch_size.map_or(Value::None, int),
+        "loss" => s(cfg.loss.as_str()),
+        "alloc_conf" => cfg.alloc_conf.as_deref().map_or(Value::None, s),
+        "world_size" => int(cfg.world_size),
+        "parallelism" => s(cfg.parallelism.as_str()),
+        // Every Field key is listed above; a registry entry without a getter is a bug that
+        // the `every_field_key_round_trips` test catches. Never panic on user input.
+        _ => Value::None,
+    }
+}
+
+/// Set a field key. The value's type has been checked against `spec.ty`; this converts it
+/// and checks what a type cannot say (an enum's spelling, a negative count). The error is the
+/// "expected ..." half of a message; the caller adds where and which key.
+pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<(), String> {
+    if !spec.ty.accepts(v) {
+        return Err(format!(
+            "expected {}, got a {}",
+            spec.ty.expected(),
+            v.type_name()
+        ));
+    }
+    let name = spec.name;
+    match name {
+        "dropout" => cfg.dropout = float(v),
+        "weight_decay" => cfg.weight_decay = float(v),
+        "grad_clip" => cfg.grad_clip = float(v),
+        "bias" => cfg.bias = boolean(v),
+        "compile" => cfg.compile = boolean(v),
+        "eval_only" => cfg.eval_only = boolean(v),
+        "flash" => cfg.flash = boolean(v),
+        "activation_checkpointing" => cfg.activation_checkpointing = boolean(v),
+        "init_from" => cfg.init_from = string(v),
+        "dataset" => cfg.dataset = string(v),
+        "dtype" => {
+            cfg.dtype = choice(
+                v,
+                &[Precision::Float32, Precision::BFloat16, Precision::Float16],
+                |p| p.as_str(),
+            )?
+        }
+        "optimizer" => {
+            cfg.optimizer = choice(
+                v,
+                &[
+                    OptimizerKind::AdamW,
+                    OptimizerKind::AdamW8bit,
+                    OptimizerKind::Sgd,
+                ],
+                |o| o.as_str(),
+            )?
+        }
+        "loss" => cfg.loss = choice(v, &[LossKind::Standard, LossKind::Chunked], |l| l.as_str())?,
+        "parallelism" => {
+            let all = [
+                Parallelism::Ddp,
+                Parallelism::Fsdp,
+                Parallelism::Zero1,
+                Parallelism::Zero2,
+                Parallelism::Zero3,
+            ];
+            cfg.parallelism = choice(v, &all, |p| p.as_str())?
+        }
+        "eval_batch_size" => {
+            cfg.eval_batch_size = match v {
+                Value::None => None,
+                v => Some(count(v)?),
+            }
+        }
+        "alloc_conf" => {
+            cfg.alloc_conf = match v {
+                Value::None => None,
+                v => Some(string(v)),
+            }
+        }
+        _ => {
+            let n = count(v)?;
+            match name {
+                "n_layer" => cfg.n_layer = n,
+                "n_head" => cfg.n_head = n,
+                "n_embd" => cfg.n_embd = n,
+                "block_size" => cfg.block_size = n,
+                "vocab_size" => cfg.vocab_size = n,
+                "batch_size" => cfg.batch_size = n,
+                "gradient_accumulation_steps" => cfg.gradient_accumulation_steps = n,
+                "eval_iters" => cfg.eval_iters = n,
+                "eval_interval" => cfg.eval_interval = n,
+                "world_size" => cfg.world_size = n,
+                _ => return Err("is not a TrainConfig field (registry bug)".to_string()),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn float(v: &Value) -> f64 {
+    match v {
+        Value::Int(i) => *i as f64,
+        Value::Float(x) => *x,
+        _ => 0.0,
+    }
+}
+
+fn boolean(v: &Value) -> bool {
+    matches!(v, Value::Bool(true))
+}
+
+fn string(v: &Value) -> String {
+    match v {
+        Value::Str(s) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+/// A count or size: a non-negative int that fits u64 (zero is refused later, by validation,
+/// so that a zero from any source gets the same message).
+fn count(v: &Value) -> Result<u64, String> {
+    match v {
+        Value::Int(i) if *i < 0 => {
+            Err("expected a positive integer, got a negative one".to_string())
+        }
+        Value::Int(i) => {
+            u64::try_from(*i).map_err(|_| "expected an integer below 2^64".to_string())
+        }
+        other => Err(format!("expected an int, got a {}", other.type_name())),
+    }
+}
+
+fn choice<T: Copy>(v: &Value, all: &[T], name: impl Fn(T) -> &'static str) -> Result<T, String> {
+    let s = string(v);
+    all.iter().copied().find(|t| name(*t) == s).ok_or_else(|| {
+        let names: Vec<String> = all.iter().map(|t| format!("'{}'", name(*t))).collect();
+        format!("expected one of {}", names.join(", "))
+    })
+}
+
+/// (key, one-line description, default as nanoGPT writes it) for every key, in registry order:
+/// the README's key table.
+pub fn key_table() -> Vec<(&'static str, &'static str, String)> {
+    let defaults = TrainConfig::default();
+    KEYS.iter()
+        .map(|k| (k.name, k.doc, get(&defaults, k).to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_key_round_trips() {
+        let cfg = TrainConfig::default();
+        for k in KEYS.iter().filter(|k| k.effect == Effect::Field) {
+            let mut c = TrainConfig::default();
+            let v = get(&cfg, k);
+            set(&mut c, k, &v).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+            assert_eq!(c, cfg, "{}", k.name);
+        }
+    }
+
+    #[test]
+    fn closest_key_by_edit_distance() {
+        assert_eq!(closest_key("batchsize"), "batch_size");
+        assert_eq!(closest_key("n_embed"), "n_embd");
+        assert_eq!(
+            closest_key("gradient_accumulation"),
+            "gradient_accumulation_steps"
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn key_table_lists_every_key_once() {
+        let t = key_table();
+        assert_eq!(t.len(), KEYS.len());
+        let mut names: Vec<_> = t.iter().map(|r| r.0).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), KEYS.len());
+        assert!(t.iter().any(|r| r.0 == "dtype" && r.2 == "'bfloat16'"));
+        // The README renders it as a markdown table.
+        assert!(t.iter().all(|r| !r.1.contains('|') && !r.2.contains('|')));
+        assert!(t
+            .iter()
+            .any(|r| r.0 == "gradient_accumulation_steps" && r.2 == "40"));
+    }
+}

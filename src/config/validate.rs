@@ -1,0 +1,329 @@
+//! Checks on a resolved `TrainConfig`: what nanoGPT or PyTorch would refuse at run time, and
+//! sizes so absurd that their bytes do not fit in u64. Each error is one line that starts with
+//! where the offending value came from (file:line, override, init_from) and says what was
+//! expected.
+
+use super::presets::INIT_FROM;
+use super::value::Origin;
+use super::TrainConfig;
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+
+/// No GPU holds a tensor with a dimension this large; beyond it a config is a typo.
+pub const MAX_DIM: u64 = 1 << 40;
+
+/// (overflows, what overflows, the factors as (key, value)).
+type Check<'a> = (bool, &'a str, Vec<(&'a str, u64)>);
+
+/// PYTORCH_CUDA_ALLOC_CONF options PyTorch's caching allocator recognises (c10/cuda/CUDAAllocatorConfig.cpp).
+const ALLOC_OPTIONS: &[&str] = &[
+    "max_split_size_mb",
+    "roundup_power2_divisions",
+    "garbage_collection_threshold",
+    "expandable_segments",
+    "release_lock_on_cudamalloc",
+    "pinned_use_cuda_host_register",
+    "pinned_num_register_threads",
+    "pinned_use_background_threads",
+    "backend",
+];
+
+pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>) -> Result<()> {
+    let at = |key: &str| origins.get(key).map_or(String::new(), |o| format!("{o}: "));
+    let fail = |key: &str, value: String, expected: &str| {
+        Err(Error::new(format!(
+            "{}{key} = {value}: expected {expected}",
+            at(key)
+        )))
+    };
+
+    let sizes: [(&str, u64, &str); 9] = [
+        ("n_layer", cfg.n_layer, "layers"),
+        ("n_head", cfg.n_head, "attention heads"),
+        ("n_embd", cfg.n_embd, "model width"),
+        ("block_size", cfg.block_size, "sequence length"),
+        ("vocab_size", cfg.vocab_size, "vocabulary"),
+        ("batch_size", cfg.batch_size, "micro-batch"),
+        (
+            "gradient_accumulation_steps",
+            cfg.gradient_accumulation_steps,
+            "micro-steps per optimizer step",
+        ),
+        ("world_size", cfg.world_size, "GPUs"),
+        (
+            "eval_batch_size",
+            cfg.eval_batch_size.unwrap_or(1),
+            "eval batch",
+        ),
+    ];
+    for (key, v, what) in sizes {
+        if v == 0 {
+            return fail(
+                key,
+                "0".into(),
+                &format!("a positive integer ({what}, at least 1)"),
+            );
+        }
+        if v > MAX_DIM {
+            return fail(
+                key,
+                v.to_string(),
+                &format!("at most 2^40 = {MAX_DIM} ({what}); this is not a size a GPU can hold"),
+            );
+        }
+    }
+    if cfg.eval_interval == 0 {
+        return fail(
+            "eval_interval",
+            "0".into(),
+            "a positive integer (train.py computes iter_num % eval_interval)",
+        );
+    }
+    if !cfg.n_embd.is_multiple_of(cfg.n_head) {
+        let key = if origins.contains_key("n_head") || !origins.contains_key("n_embd") {
+            "n_head"
+        } else {
+            "n_embd"
+        };
+        return Err(Error::new(format!(
+            "{}n_embd = {} is not divisible by n_head = {}: expected n_embd % n_head == 0 (each head gets n_embd / n_head channels)",
+            at(key),
+            cfg.n_embd,
+            cfg.n_head
+        )));
+    }
+    if cfg.world_size > 1
+        && !cfg
+            .gradient_accumulation_steps
+            .is_multiple_of(cfg.world_size)
+    {
+        return Err(Error::new(format!(
+            "{}gradient_accumulation_steps = {} is not a multiple of world_size = {}: expected a multiple (nanoGPT asserts it, then gives each rank gradient_accumulation_steps / world_size micro-steps)",
+            at("gradient_accumulation_steps"),
+            cfg.gradient_accumulation_steps,
+            cfg.world_size
+        )));
+    }
+    let floats = [
+        ("dropout", cfg.dropout),
+        ("weight_decay", cfg.weight_decay),
+        ("grad_clip", cfg.grad_clip),
+    ];
+    for (key, x) in floats {
+        if !x.is_finite() || x < 0.0 {
+            return fail(key, super::value::float_repr(x), "a finite number >= 0");
+        }
+    }
+    if cfg.dropout >= 1.0 {
+        return fail(
+            "dropout",
+            super::value::float_repr(cfg.dropout),
+            "a probability in [0, 1), e.g. 0.0 or 0.1",
+        );
+    }
+    if !INIT_FROM.contains(&cfg.init_from.as_str()) {
+        let names: Vec<String> = INIT_FROM.iter().map(|n| format!("'{n}'")).collect();
+        return fail(
+            "init_from",
+            format!("'{}'", short(&cfg.init_from)),
+            &format!("one of {}", names.join(", ")),
+        );
+    }
+    if let Some(conf) = &cfg.alloc_conf {
+        check_alloc_conf(conf).map_err(|e| {
+            Error::new(format!(
+                "{}alloc_conf = '{}': {e}",
+                at("alloc_conf"),
+                short(conf)
+            ))
+        })?;
+    }
+    check_bytes(cfg, &at)
+}
+
+/// The largest products the simulator forms must fit in u64, with headroom for sums. The error
+/// names the largest factor (the likely typo) and lists the others.
+fn check_bytes(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result<()> {
+    let mul = |xs: &[u64]| xs.iter().try_fold(1u64, |acc, &x| acc.checked_mul(x));
+    let batch = cfg.batch_size.max(cfg.eval_batch());
+    let b = (
+        if cfg.eval_batch() > cfg.batch_size {
+            "eval_batch_size"
+        } else {
+            "batch_size"
+        },
+        batch,
+    );
+    let (t, v, h, c, l) = (
+        ("block_size", cfg.block_size),
+        ("vocab_size", cfg.vocab_size),
+        ("n_head", cfg.n_head),
+        ("n_embd", cfg.n_embd),
+        ("n_layer", cfg.n_layer),
+    );
+    let checks: [Check; 5] = [
+        // fp32 logits: batch x block x vocab x 4 bytes (x 16 for the loss chain and its gradients).
+        (
+            mul(&[batch, t.1, v.1, 4, 16]).is_none(),
+            "the logits (batch_size x block_size x vocab_size x 4 bytes)",
+            vec![b, t, v],
+        ),
+        // The manual attention path's (B, n_head, T, T) scores, every layer.
+        (
+            mul(&[batch, h.1, t.1, t.1, 4, 16, l.1]).is_none(),
+            "the attention scores (batch_size x n_head x block_size^2 x 4 bytes per layer)",
+            vec![b, h, t, l],
+        ),
+        // Activations: (B, T, 4 * n_embd) fp32 and friends, every layer.
+        (
+            mul(&[batch, t.1, c.1, 64, l.1]).is_none(),
+            "the activations (batch_size x block_size x n_embd per layer)",
+            vec![b, t, c, l],
+        ),
+        // Parameters + gradients + AdamW state: 12 n_embd^2 per layer plus embeddings, 16 bytes each.
+        (
+            mul(&[c.1, c.1, 13, l.1])
+                .and_then(|p| p.checked_add(mul(&[v.1.checked_add(t.1)?, c.1])?))
+                .and_then(|p| p.checked_mul(64))
+                .is_none(),
+            "the parameters, gradients and optimizer state",
+            vec![c, l, v],
+        ),
+        (
+            cfg.tokens_per_step().is_none(),
+            "the tokens per step (batch_size x block_size x gradient_accumulation_steps)",
+            vec![
+                ("batch_size", cfg.batch_size),
+                t,
+                (
+                    "gradient_accumulation_steps",
+                    cfg.gradient_accumulation_steps,
+                ),
+            ],
+        ),
+    ];
+    for (overflows, what, factors) in checks {
+        if overflows {
+            let (key, value) = factors.iter().copied().max_by_key(|f| f.1).unwrap_or(b);
+            let others: Vec<String> = factors
+                .iter()
+                .filter(|f| f.0 != key)
+                .map(|(k, v)| format!("{k} = {v}"))
+                .collect();
+            return Err(Error::new(format!(
+                "{}{key} = {value}: with {}, {what} overflow 64 bits: expected sizes a GPU can hold",
+                at(key),
+                others.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// PYTORCH_CUDA_ALLOC_CONF: comma-separated `option:value`; PyTorch refuses unknown options.
+fn check_alloc_conf(conf: &str) -> std::result::Result<(), String> {
+    for part in conf.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((key, value)) = part.split_once(':') else {
+            return Err(format!("expected option:value pairs separated by commas, e.g. 'expandable_segments:True' (got '{}')", short(part)));
+        };
+        let key = key.trim();
+        if !ALLOC_OPTIONS.contains(&key) {
+            return Err(format!(
+                "expected PyTorch allocator options ({}), got '{}'",
+                ALLOC_OPTIONS.join(", "),
+                short(key)
+            ));
+        }
+        let value = value.trim();
+        if key == "expandable_segments" && value != "True" && value != "False" {
+            return Err(format!(
+                "expected expandable_segments:True or expandable_segments:False, got '{}'",
+                short(value)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Long user strings are cut in messages so an error stays one readable line.
+fn short(s: &str) -> String {
+    let mut out: String = s.chars().take(60).collect();
+    if s.chars().count() > 60 {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(cfg: TrainConfig) -> String {
+        validate(&cfg, &HashMap::new()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        validate(&TrainConfig::default(), &HashMap::new()).unwrap();
+    }
+
+    #[test]
+    fn each_bad_class_names_its_key() {
+        let d = TrainConfig::default;
+        assert!(check(TrainConfig {
+            batch_size: 0,
+            ..d()
+        })
+        .starts_with("batch_size = 0: expected a positive integer"));
+        assert!(check(TrainConfig { n_head: 7, ..d() }).contains("n_embd % n_head == 0"));
+        assert!(check(TrainConfig {
+            dropout: 1.0,
+            ..d()
+        })
+        .starts_with("dropout = 1.0: expected a probability in [0, 1)"));
+        assert!(check(TrainConfig {
+            eval_batch_size: Some(0),
+            ..d()
+        })
+        .starts_with("eval_batch_size = 0"));
+        assert!(check(TrainConfig {
+            world_size: 0,
+            ..d()
+        })
+        .starts_with("world_size = 0"));
+        assert!(check(TrainConfig {
+            world_size: 3,
+            ..d()
+        })
+        .contains("not a multiple of world_size = 3"));
+        assert!(check(TrainConfig {
+            n_layer: (1 << 40) + 1,
+            ..d()
+        })
+        .contains("at most 2^40"));
+        assert!(check(TrainConfig {
+            batch_size: 1 << 40,
+            vocab_size: 1 << 30,
+            ..d()
+        })
+        .contains("overflow 64 bits"));
+        assert!(check(TrainConfig {
+            init_from: "gpt3".into(),
+            ..d()
+        })
+        .starts_with("init_from = 'gpt3': expected one of"));
+        assert!(check(TrainConfig {
+            alloc_conf: Some("expandable:True".into()),
+            ..d()
+        })
+        .contains("allocator options"));
+        validate(
+            &TrainConfig {
+                alloc_conf: Some("expandable_segments:True".into()),
+                ..d()
+            },
+            &HashMap::new(),
+        )
+        .unwrap();
+    }
+}

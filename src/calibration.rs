@@ -5,9 +5,10 @@
 //! blocks). This module turns a row into a TrainConfig, runs the simulator with the reference's
 //! accounting, and reports the relative error of each figure.
 
+use crate::budget::default_cublas_workspace_bytes;
 use crate::config::{Precision, TrainConfig};
 use crate::error::{Error, Result};
-use crate::sim::runtime::{default_cublas_workspace, Runtime, RuntimeKind};
+use crate::sim::runtime::{Runtime, RuntimeKind};
 use crate::sim::{replay, simulate, DType, Phase};
 
 /// One compared figure.
@@ -152,7 +153,7 @@ pub fn reference_runtime(cfg: &TrainConfig, major: u32) -> Runtime {
             Precision::BFloat16 => Some(DType::BF16),
             Precision::Float16 => Some(DType::F16),
         },
-        cublas_workspace_bytes: default_cublas_workspace(major),
+        cublas_workspace_bytes: default_cublas_workspace_bytes((major, 0)),
         cublaslt_workspace_bytes: 1 << 20,
         expandable_segments: false,
     }

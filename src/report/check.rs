@@ -17,6 +17,22 @@ pub const DEFAULT_CONTEXT_BYTES: u64 = 400 << 20;
 /// How many of the largest tensors alive at the peak the report lists.
 pub const TOP_TENSORS: usize = 12;
 
+impl Target {
+    pub fn from_budget(b: &crate::budget::Budget) -> Target {
+        Target {
+            name: b.name.clone(),
+            total_bytes: b.total_bytes,
+            usable_bytes: b.usable_bytes,
+            margin_bytes: b.margin_bytes,
+            source: match b.source {
+                crate::budget::BudgetSource::Profile => "profile",
+                crate::budget::BudgetSource::Live => "live",
+            },
+            context_bytes: b.profile.context_bytes,
+        }
+    }
+}
+
 /// The card the run is checked against.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {

@@ -25,16 +25,6 @@ pub struct Runtime {
     pub expandable_segments: bool,
 }
 
-/// sm90 cuBLAS workspace per thread: 32 MiB; other architectures: 8.125 MiB (4 MiB + 4 MiB
-/// + 128 KiB in PyTorch's default CUBLAS_WORKSPACE_CONFIG). Plus 1 MiB for cuBLASLt.
-pub fn default_cublas_workspace(compute_major: u32) -> u64 {
-    if compute_major >= 9 {
-        32 << 20
-    } else {
-        8 * (1 << 20) + (1 << 17)
-    }
-}
-
 impl Runtime {
     /// PyTorch on the given card for this config.
     pub fn pytorch(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Runtime {
@@ -45,7 +35,10 @@ impl Runtime {
         };
         let (ws, lt) = match gpu {
             Some(g) => (g.cublas_workspace_bytes, g.cublaslt_workspace_bytes),
-            None => (default_cublas_workspace(9), 1 << 20),
+            None => (
+                crate::budget::default_cublas_workspace_bytes((9, 0)),
+                crate::budget::CUBLASLT_WORKSPACE_BYTES,
+            ),
         };
         Runtime {
             kind: if cfg.compile {

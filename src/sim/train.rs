@@ -8,7 +8,7 @@ use super::ops;
 use super::runtime::Runtime;
 use super::timeline::{Category, Name, Phase, Shape, Timeline};
 use crate::config::TrainConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::Gpt2;
 
 /// Training steps simulated: the first creates AdamW's state, the second is the steady state
@@ -20,12 +20,10 @@ const MICRO_STEPS: u64 = 2;
 /// Iterations of each estimate_loss(): the second has the first's logits still referenced.
 const EVAL_ITERS: u64 = 2;
 
-/// Largest single tensor the simulator accepts (1 PiB): beyond it the config is not a run.
-const MAX_TENSOR_BYTES: u64 = 1 << 50;
-
 /// Run the simulation and return the Timeline.
 pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
-    validate(cfg)?;
+    // Sizes whose bytes overflow u64 (or are absurd) are an error, not an overflow.
+    cfg.validate()?;
     let mut e = Engine::new(rt);
     let model = Gpt2::build(&mut e, cfg);
     let batch = |e: &mut Engine, b: u64| -> (T, T) {
@@ -208,66 +206,3 @@ fn zero_grad(e: &mut Engine) {
     }
 }
 
-/// Every tensor's bytes must fit in u64 and be a plausible size: a silly config is an error,
-/// not an overflow.
-pub fn validate(cfg: &TrainConfig) -> Result<()> {
-    let dims = [
-        ("n_layer", cfg.n_layer),
-        ("n_head", cfg.n_head),
-        ("n_embd", cfg.n_embd),
-        ("block_size", cfg.block_size),
-        ("vocab_size", cfg.vocab_size),
-        ("batch_size", cfg.batch_size),
-        (
-            "gradient_accumulation_steps",
-            cfg.gradient_accumulation_steps,
-        ),
-    ];
-    for (key, v) in dims {
-        if v == 0 {
-            return Err(Error::new(format!("{key} must be at least 1, got 0")));
-        }
-    }
-    if cfg.n_embd % cfg.n_head != 0 {
-        return Err(Error::new(format!(
-            "n_embd ({}) must be divisible by n_head ({})",
-            cfg.n_embd, cfg.n_head
-        )));
-    }
-    let b = cfg.batch_size.max(cfg.eval_batch());
-    let (t, c, v, h) = (cfg.block_size, cfg.n_embd, cfg.vocab_size, cfg.n_head);
-    let largest = [
-        (
-            "batch_size x block_size x vocab_size x 4 bytes (the fp32 log-probs)",
-            [b, t, v, 4],
-        ),
-        (
-            "batch_size x n_head x block_size^2 x 4 bytes (attention scores)",
-            [b, h, t * t.min(1 << 32), 4],
-        ),
-        (
-            "vocab_size x n_embd x 4 bytes (the embedding)",
-            [v, c, 4, 1],
-        ),
-        (
-            "batch_size x block_size x 4 n_embd x 4 bytes (the MLP)",
-            [b, t, 4 * c.min(1 << 60), 4],
-        ),
-        (
-            "n_layer x 12 n_embd^2 x 16 bytes (weights and AdamW state)",
-            [cfg.n_layer, 12 * c.min(1 << 40), c, 16],
-        ),
-    ];
-    for (what, f) in largest {
-        let bytes = f.iter().try_fold(1u64, |acc, &x| acc.checked_mul(x));
-        match bytes {
-            Some(n) if n <= MAX_TENSOR_BYTES => {}
-            _ => {
-                return Err(Error::new(format!(
-                    "config too large to be a training run: {what} exceeds 1 PiB"
-                )))
-            }
-        }
-    }
-    Ok(())
-}

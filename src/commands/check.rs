@@ -1,0 +1,41 @@
+//! `vramplan check`: simulate the run and judge it against the card.
+
+use super::{load_budget, load_config, print_json, use_color};
+use crate::cli::CheckArgs;
+use crate::error::Result;
+use crate::report::text::{render, verdict, Style};
+use crate::report::{build, Target};
+
+pub fn run(args: &CheckArgs) -> Result<u8> {
+    let loaded = load_config(&args.run)?;
+    let budget = load_budget(&args.run)?;
+    let target = budget.as_ref().map(Target::from_budget);
+    let mut report = build(&loaded.config, budget.as_ref().map(|b| &b.profile), target)?;
+    let mut warnings = loaded.warnings.clone();
+    if let Some(b) = &budget {
+        warnings.extend(b.warnings.iter().cloned());
+        if let Some(others) = &b.others {
+            warnings.push(others.clone());
+        }
+    }
+    warnings.append(&mut report.warnings);
+    report.warnings = warnings;
+    let code = match report.fits {
+        Some(false) => 1,
+        _ => 0,
+    };
+    let style = Style {
+        exact_bytes: args.bytes,
+        color: use_color(),
+    };
+    if args.run.json {
+        print_json(&report)?;
+    } else if args.quiet {
+        if code != 0 {
+            eprintln!("vramplan: {}", verdict(&report, style));
+        }
+    } else {
+        print!("{}", render(&report, style));
+    }
+    Ok(code)
+}

@@ -1,0 +1,51 @@
+//! From the parsed command line to each front-end; each returns the exit code
+//! (0 fits / diagnosed, 1 does not fit, 2 is an Err and printed by main).
+
+mod check;
+mod gpus;
+
+use crate::budget::{nvml_from_env, resolve, Budget, BudgetRequest};
+use crate::cli::{Cli, Command, RunArgs};
+use crate::config::{self, Loaded};
+use crate::error::Result;
+use std::io::IsTerminal;
+
+pub fn run(cli: &Cli) -> Result<u8> {
+    match &cli.command {
+        Command::Check(a) => check::run(a),
+        Command::Suggest(_) => crate::bail!("suggest: not wired yet"),
+        Command::Diagnose(_) => crate::bail!("diagnose: not wired yet"),
+        Command::Probe(_) => crate::bail!("probe: not wired yet"),
+        Command::Gpus(a) => gpus::run(a),
+    }
+}
+
+/// The config file (or nanoGPT's defaults) with the command line's overrides applied.
+pub(crate) fn load_config(args: &RunArgs) -> Result<Loaded> {
+    config::load(args.config.as_deref(), &args.overrides)
+}
+
+/// The card to plan for: --gpu, --gpu-file, --live, or the live card when there is one.
+pub(crate) fn load_budget(args: &RunArgs) -> Result<Option<Budget>> {
+    let request = BudgetRequest {
+        gpu: args.gpu.clone(),
+        gpu_file: args.gpu_file.clone(),
+        live: args.live,
+        gpu_index: args.gpu_index,
+        margin: args.margin.clone(),
+    };
+    let nvml = nvml_from_env()?;
+    resolve(&request, &*nvml)
+}
+
+/// Colour only on a terminal, and never with NO_COLOR set.
+pub(crate) fn use_color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| crate::error::Error::new(format!("could not write JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}

@@ -38,5 +38,19 @@ fn bench_check(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_check);
+fn bench_suggest(c: &mut Criterion) {
+    // The seed case: GPT-2 124M at batch 64 on an RTX 3060 (target: under 50 ms).
+    let seed = TrainConfig {
+        batch_size: 64,
+        gradient_accumulation_steps: 1,
+        ..TrainConfig::default()
+    };
+    let gpu = vramplan::budget::find("rtx3060").unwrap();
+    let budget = vramplan::budget::Budget::from_profile(gpu, 256 << 20).unwrap();
+    c.bench_function("suggest gpt2-124m on rtx3060 (whole search)", |b| {
+        b.iter(|| vramplan::plan::suggest(black_box(&seed), &budget, &[], None).unwrap())
+    });
+}
+
+criterion_group!(benches, bench_check, bench_suggest);
 criterion_main!(benches);

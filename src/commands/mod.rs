@@ -3,6 +3,7 @@
 
 mod check;
 mod gpus;
+mod suggest;
 
 use crate::budget::{nvml_from_env, resolve, Budget, BudgetRequest};
 use crate::cli::{Cli, Command, RunArgs};
@@ -13,7 +14,7 @@ use std::io::IsTerminal;
 pub fn run(cli: &Cli) -> Result<u8> {
     match &cli.command {
         Command::Check(a) => check::run(a),
-        Command::Suggest(_) => crate::bail!("suggest: not wired yet"),
+        Command::Suggest(a) => suggest::run(a),
         Command::Diagnose(_) => crate::bail!("diagnose: not wired yet"),
         Command::Probe(_) => crate::bail!("probe: not wired yet"),
         Command::Gpus(a) => gpus::run(a),

@@ -1,1 +1,9 @@
-//! (being built)
+//! `suggest`: the largest configuration that fits, keeping the tokens per optimizer step,
+//! ranked by predicted speed. Every candidate is re-simulated; nothing here estimates memory.
+
+pub mod knobs;
+pub mod render;
+pub mod search;
+pub mod speed;
+
+pub use search::{suggest, Candidate, SuggestReport};

@@ -111,3 +111,23 @@ pub fn live_blocks_at(tl: &Timeline, profile: &MemoryProfile, at: usize) -> Vec<
         .map(|(t, _)| (t as u32, profile.block_bytes[t]))
         .collect()
 }
+
+/// Peak of live storage bytes (each rounded to 512, no block accounting): a lower bound on
+/// allocated and reserved that needs no allocator replay. `suggest` bounds its search with it.
+pub fn live_peak(tl: &Timeline) -> u64 {
+    let (mut live, mut peak) = (0u64, 0u64);
+    for ev in &tl.events {
+        let bytes = tl.tensors[ev.tensor as usize].bytes;
+        if bytes == 0 {
+            continue;
+        }
+        match ev.kind {
+            EventKind::Alloc => {
+                live += round_size(bytes);
+                peak = peak.max(live);
+            }
+            EventKind::Free => live -= round_size(bytes),
+        }
+    }
+    peak
+}

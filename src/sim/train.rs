@@ -205,4 +205,3 @@ fn zero_grad(e: &mut Engine) {
         }
     }
 }
-

@@ -1,0 +1,29 @@
+//! `vramplan suggest`: the largest config that fits, ranked by speed.
+
+use super::{load_budget, load_config, print_json};
+use crate::cli::SuggestArgs;
+use crate::error::{Error, Result};
+use crate::plan::{render::render, suggest};
+
+pub fn run(args: &SuggestArgs) -> Result<u8> {
+    let loaded = load_config(&args.run)?;
+    let budget = load_budget(&args.run)?.ok_or_else(|| {
+        Error::new("suggest needs a card: add --gpu NAME (see `vramplan gpus`) or --live")
+    })?;
+    for k in &args.keep {
+        if crate::config::registry::spec(k).is_none() {
+            crate::bail!("--keep {k}: not a config key (e.g. --keep block_size)");
+        }
+    }
+    let path = args.run.config.as_ref().map(|p| p.display().to_string());
+    let report = suggest(&loaded.config, &budget, &args.keep, path.as_deref())?;
+    if args.run.json {
+        print_json(&report)?;
+    } else {
+        for w in &loaded.warnings {
+            eprintln!("warning: {w}");
+        }
+        print!("{}", render(&report));
+    }
+    Ok(if report.best.is_some() { 0 } else { 1 })
+}

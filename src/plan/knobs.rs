@@ -1,0 +1,100 @@
+//! The memory knobs suggest may turn, each a config key `check` understands, and how to tell a
+//! nanoGPT user to turn it: a train.py flag, an environment variable, or the lines to change.
+
+use crate::config::{is_nanogpt_key, to_overrides, Precision, TrainConfig};
+
+/// A change of knobs on top of the user's config (batch and accumulation are searched after).
+#[derive(Debug, Clone)]
+pub struct Knob {
+    pub label: &'static str,
+    /// Label of the same knobs at the largest batch that keeps tokens per step exactly.
+    pub exact_label: &'static str,
+    pub apply: fn(&mut TrainConfig),
+    /// Whether this knob applies to the user's config at all.
+    pub applies: fn(&TrainConfig, bool) -> bool,
+}
+
+/// The knobs, in the order they are tried. `bf16` says whether the card has bfloat16.
+pub fn knobs() -> Vec<Knob> {
+    vec![
+        Knob {
+            label: "as configured",
+            exact_label: "as configured, exact tokens/step",
+            apply: |_| {},
+            applies: |_, _| true,
+        },
+        Knob {
+            label: "flash attention",
+            exact_label: "flash attention, exact tokens/step",
+            apply: |c| c.flash = true,
+            applies: |c, _| !c.flash,
+        },
+        Knob {
+            label: "bfloat16 autocast",
+            exact_label: "bfloat16 autocast, exact tokens/step",
+            apply: |c| c.dtype = Precision::BFloat16,
+            applies: |c, bf16| bf16 && c.dtype == Precision::Float32,
+        },
+        Knob {
+            label: "expandable segments",
+            exact_label: "expandable segments, exact tokens/step",
+            apply: |c| c.alloc_conf = Some("expandable_segments:True".to_string()),
+            applies: |c, _| !c.expandable_segments(),
+        },
+    ]
+}
+
+/// How to run `cfg` with nanoGPT, starting from the user's `base` config file.
+pub fn command(cfg: &TrainConfig, base: &TrainConfig, config_path: Option<&str>) -> String {
+    let overrides = to_overrides(cfg, base);
+    let flags: Vec<String> = overrides
+        .iter()
+        .filter(|o| {
+            let key = o.trim_start_matches('-').split('=').next().unwrap_or("");
+            is_nanogpt_key(key)
+        })
+        .cloned()
+        .collect();
+    let mut cmd = String::new();
+    if cfg.expandable_segments() && !base.expandable_segments() {
+        cmd.push_str("PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True ");
+    }
+    cmd.push_str("python train.py");
+    if let Some(p) = config_path {
+        cmd.push(' ');
+        cmd.push_str(p);
+    }
+    for f in flags {
+        cmd.push(' ');
+        cmd.push_str(&f);
+    }
+    cmd
+}
+
+/// Changes nanoGPT has no flag for: the code to change, named precisely.
+pub fn code_changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if cfg.flash && !base.flash {
+        out.push(
+            "model.py, CausalSelfAttention.__init__: use F.scaled_dot_product_attention \
+             (self.flash = True; needs PyTorch >= 2.0)"
+                .to_string(),
+        );
+    }
+    if cfg.eval_batch_size != base.eval_batch_size {
+        if let Some(b) = cfg.eval_batch_size {
+            out.push(format!(
+                "train.py, estimate_loss(): evaluate with batch {b} — e.g. X, Y = get_batch(split); \
+                 X, Y = X[:{b}], Y[:{b}] — training keeps its batch"
+            ));
+        }
+    }
+    if cfg.activation_checkpointing && !base.activation_checkpointing {
+        out.push(
+            "model.py, GPT.forward: x = torch.utils.checkpoint.checkpoint(block, x, \
+             use_reentrant=False) for each block"
+                .to_string(),
+        );
+    }
+    out
+}

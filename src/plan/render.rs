@@ -1,0 +1,99 @@
+//! The suggest report for people.
+
+use super::search::{Candidate, SuggestReport};
+use crate::units::human;
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::{Cell, CellAlignment, Table};
+use std::fmt::Write;
+
+fn row(c: &Candidate) -> Vec<Cell> {
+    let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
+    vec![
+        Cell::new(&c.label),
+        right(c.config.batch_size.to_string()),
+        right(c.config.gradient_accumulation_steps.to_string()),
+        right(c.config.block_size.to_string()),
+        right(c.tokens_per_step.to_string()),
+        right(human(c.peak_device_bytes)),
+        right(
+            c.relative_throughput
+                .map_or("?".to_string(), |r| format!("{r:.2}x")),
+        ),
+    ]
+}
+
+pub fn render(r: &SuggestReport) -> String {
+    let mut out = String::new();
+    let b = &r.baseline;
+    let _ = writeln!(
+        out,
+        "GPU: {} — {} usable ({} total, {} margin)",
+        r.gpu.name,
+        human(r.gpu.usable_bytes),
+        human(r.gpu.total_bytes),
+        human(r.margin_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "Your run: batch_size {} x gradient_accumulation_steps {} x block_size {} = {} tokens/step — peak {} on the device: {}",
+        b.config.batch_size,
+        b.config.gradient_accumulation_steps,
+        b.config.block_size,
+        b.tokens_per_step,
+        human(b.peak_device_bytes),
+        if b.fits { "fits" } else { "does NOT fit" }
+    );
+    let _ = writeln!(out);
+    match &r.best {
+        Some(best) => {
+            let _ = writeln!(
+                out,
+                "Best: {} — batch_size {}, gradient_accumulation_steps {} ({} tokens/step), peak {} of {} usable",
+                best.label,
+                best.config.batch_size,
+                best.config.gradient_accumulation_steps,
+                best.tokens_per_step,
+                human(best.peak_device_bytes),
+                human(r.gpu.usable_bytes)
+            );
+            let _ = writeln!(out, "  {}", best.command);
+            for c in &best.code_changes {
+                let _ = writeln!(out, "  and in {c}");
+            }
+            let _ = writeln!(out);
+            let mut t = Table::new();
+            t.load_style(UTF8_BORDERS_ONLY);
+            t.set_header(vec![
+                "candidate",
+                "batch",
+                "accum",
+                "block",
+                "tokens/step",
+                "device peak",
+                "speed",
+            ]);
+            t.add_row(row(best));
+            for a in &r.alternatives {
+                t.add_row(row(a));
+            }
+            let _ = writeln!(out, "{t}");
+            let _ = writeln!(
+                out,
+                "speed: predicted tokens/s relative to your config (FLOPs per token against the card's throughput)."
+            );
+            for a in &r.alternatives {
+                let _ = writeln!(out, "  {}: {}", a.label, a.command);
+                for c in &a.code_changes {
+                    let _ = writeln!(out, "    and in {c}");
+                }
+            }
+        }
+        None => {
+            let _ = writeln!(out, "Nothing fits on this card.");
+        }
+    }
+    for n in &r.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    out
+}

@@ -1,0 +1,341 @@
+//! The search. For each set of knobs: the largest batch_size whose device peak (reserved +
+//! context, over every phase, both evals included) fits, with gradient accumulation raised so
+//! the tokens per optimizer step stay at least the user's.
+//!
+//! Live bytes grow with the batch and are a lower bound on reserved memory, so they bound the
+//! search from above (binary search, no allocator replay needed); every batch under that bound
+//! is then checked from the top with the full allocator replay — reserved is not monotone in the
+//! batch (best-fit splitting makes it jump), so the first that fits is the maximum: every larger
+//! batch either fails the bound or was simulated and failed.
+
+use super::knobs::{code_changes, command, knobs};
+use super::speed::tokens_per_second;
+use crate::budget::{catalogue, Budget, GpuProfile};
+use crate::config::TrainConfig;
+use crate::error::Result;
+use crate::report::check::run_sim;
+use crate::sim::replay::live_peak;
+use crate::sim::runtime::effective_precision;
+use crate::sim::{simulate, Runtime};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+const BLOCK_HALVED: &str = "block_size halved (changes the context length)";
+
+/// The largest micro-batch considered.
+pub const MAX_BATCH: u64 = 1 << 14;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub label: String,
+    pub config: TrainConfig,
+    pub changes: Map<String, Value>,
+    pub tokens_per_step: u64,
+    pub peak_allocated_bytes: u64,
+    pub peak_device_bytes: u64,
+    pub fits: bool,
+    /// Predicted tokens/s relative to the user's config (None: card throughput unknown).
+    pub relative_throughput: Option<f64>,
+    pub command: String,
+    /// Changes nanoGPT has no flag for.
+    pub code_changes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuSummary {
+    pub name: String,
+    pub total_bytes: u64,
+    pub usable_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Baseline {
+    pub config: TrainConfig,
+    pub tokens_per_step: u64,
+    pub peak_allocated_bytes: u64,
+    pub peak_device_bytes: u64,
+    pub fits: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SuggestReport {
+    pub gpu: GpuSummary,
+    pub margin_bytes: u64,
+    pub baseline: Baseline,
+    pub best: Option<Candidate>,
+    pub alternatives: Vec<Candidate>,
+    /// Fragmentation, tokens per step that cannot be matched exactly, what would fit instead.
+    pub notes: Vec<String>,
+}
+
+/// What one simulation says.
+#[derive(Debug, Clone, Copy)]
+struct Peak {
+    allocated: u64,
+    device: u64,
+}
+
+struct Ctx<'a> {
+    gpu: &'a GpuProfile,
+    usable: u64,
+    context: u64,
+}
+
+impl Ctx<'_> {
+    fn peak(&self, cfg: &TrainConfig) -> Result<Peak> {
+        let sim = run_sim(cfg, Some(self.gpu))?;
+        Ok(Peak {
+            allocated: sim.profile.peak_allocated,
+            device: sim.profile.final_reserved.saturating_add(self.context),
+        })
+    }
+
+    /// Live bytes + context: no larger than the device peak.
+    fn lower_bound(&self, cfg: &TrainConfig) -> Result<u64> {
+        let mut c = cfg.clone();
+        c.dtype = effective_precision(cfg, Some(self.gpu));
+        let tl = simulate(&c, Runtime::pytorch(cfg, Some(self.gpu)))?;
+        Ok(live_peak(&tl).saturating_add(self.context))
+    }
+}
+
+/// `cfg` at micro-batch `b`, with the smallest accumulation that keeps `tokens` per step.
+pub fn with_batch(cfg: &TrainConfig, b: u64, tokens: u64) -> TrainConfig {
+    let mut c = cfg.clone();
+    c.batch_size = b;
+    let per_micro = b.saturating_mul(cfg.block_size).max(1);
+    c.gradient_accumulation_steps = tokens.div_ceil(per_micro).max(1);
+    c
+}
+
+/// The largest batch for which `make(b)` fits, and its peak; None when batch 1 does not.
+fn max_batch(ctx: &Ctx, make: &dyn Fn(u64) -> TrainConfig) -> Result<Option<(u64, Peak)>> {
+    let fits_bound = |b: u64| -> Result<bool> { Ok(ctx.lower_bound(&make(b))? <= ctx.usable) };
+    if !fits_bound(1)? {
+        return Ok(None);
+    }
+    // Exponential, then binary search on the lower bound: largest b with bound(b) fitting.
+    let mut lo = 1;
+    while lo < MAX_BATCH && fits_bound((lo * 2).min(MAX_BATCH))? {
+        lo = (lo * 2).min(MAX_BATCH);
+    }
+    let mut hi = (lo * 2).min(MAX_BATCH + 1);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits_bound(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    // Full simulation from the bound down.
+    for b in (1..=lo).rev() {
+        let p = ctx.peak(&make(b))?;
+        if p.device <= ctx.usable {
+            return Ok(Some((b, p)));
+        }
+    }
+    Ok(None)
+}
+
+fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Map<String, Value> {
+    let a = serde_json::to_value(cfg).unwrap_or(Value::Null);
+    let b = serde_json::to_value(base).unwrap_or(Value::Null);
+    let mut out = Map::new();
+    if let (Value::Object(a), Value::Object(b)) = (a, b) {
+        for (k, v) in a {
+            if b.get(&k) != Some(&v) {
+                out.insert(k, v);
+            }
+        }
+    }
+    out
+}
+
+/// Search and rank. `config_path` is shown in the printed nanoGPT command lines.
+pub fn suggest(
+    base: &TrainConfig,
+    budget: &Budget,
+    keep: &[String],
+    config_path: Option<&str>,
+) -> Result<SuggestReport> {
+    let gpu = &budget.profile;
+    let ctx = Ctx {
+        gpu,
+        usable: budget.usable_bytes,
+        context: gpu.context_bytes,
+    };
+    let tokens = base.tokens_per_step().unwrap_or(u64::MAX);
+    let base_peak = ctx.peak(base)?;
+    let base_speed = tokens_per_second(base, gpu);
+    let kept = |k: &str| keep.iter().any(|x| x == k);
+    let mut notes = Vec::new();
+    let mut found: Vec<Candidate> = Vec::new();
+
+    let candidate = |label: &str, cfg: TrainConfig, p: Peak| -> Candidate {
+        let speed = tokens_per_second(&cfg, gpu);
+        Candidate {
+            label: label.to_string(),
+            changes: changes(&cfg, base),
+            tokens_per_step: cfg.tokens_per_step().unwrap_or(0),
+            peak_allocated_bytes: p.allocated,
+            peak_device_bytes: p.device,
+            fits: p.device <= ctx.usable,
+            relative_throughput: speed.zip(base_speed).map(|(s, b)| s / b),
+            command: command(&cfg, base, config_path),
+            code_changes: code_changes(&cfg, base),
+            config: cfg,
+        }
+    };
+
+    let mut plain_max = None;
+    for knob in knobs() {
+        if !(knob.applies)(base, gpu.bf16) {
+            continue;
+        }
+        let mut v = base.clone();
+        (knob.apply)(&mut v);
+        if kept("batch_size") || kept("gradient_accumulation_steps") {
+            let p = ctx.peak(&v)?;
+            if p.device <= ctx.usable {
+                found.push(candidate(knob.label, v, p));
+            }
+            continue;
+        }
+        let make = |b: u64| with_batch(&v, b, tokens);
+        if let Some((b, p)) = max_batch(&ctx, &make)? {
+            if knob.label == "as configured" {
+                plain_max = Some(b);
+            }
+            found.push(candidate(knob.label, make(b), p));
+            // The largest smaller batch that keeps the tokens per step exactly, if b does not.
+            if make(b).tokens_per_step() != Some(tokens) {
+                let exact = (1..b)
+                    .rev()
+                    .find(|&e| make(e).tokens_per_step() == Some(tokens));
+                if let Some(e) = exact {
+                    let p = ctx.peak(&make(e))?;
+                    if p.device <= ctx.usable {
+                        found.push(candidate(knob.exact_label, make(e), p));
+                    }
+                }
+            }
+        }
+    }
+
+    // nanoGPT's estimate_loss() uses the training batch: when only the evals overflow, a smaller
+    // eval batch fixes it without touching training.
+    if !base_peak_fits(&ctx, base_peak) && base.eval_batch_size.is_none() {
+        let make = |b: u64| {
+            let mut c = base.clone();
+            c.eval_batch_size = Some(b.min(base.batch_size));
+            c
+        };
+        if let Some((b, p)) = max_batch(&ctx, &make)? {
+            if b < base.batch_size {
+                found.push(candidate("smaller eval batch", make(b), p));
+            }
+        }
+    }
+
+    // Shorter blocks, when the user lets us change them.
+    if !kept("block_size") && !kept("batch_size") && base.block_size >= 256 {
+        let mut v = base.clone();
+        v.block_size = base.block_size / 2;
+        let make = |b: u64| with_batch(&v, b, tokens);
+        if let Some((b, p)) = max_batch(&ctx, &make)? {
+            found.push(candidate(BLOCK_HALVED, make(b), p));
+        }
+    }
+
+    if let (Some(b), Some(exp)) = (
+        plain_max,
+        found.iter().find(|c| c.label == "expandable segments"),
+    ) {
+        if exp.config.batch_size > b {
+            notes.push(format!(
+                "fragmentation: the caching allocator's segments cap batch_size at {b}; with \
+                 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (reserved ≈ allocated, in 2 MiB \
+                 pages) batch_size {} fits",
+                exp.config.batch_size
+            ));
+        }
+    }
+    if found.iter().any(|c| c.tokens_per_step != tokens) {
+        notes.push(format!(
+            "accumulation is the smallest that reaches your {tokens} tokens per step; where the \
+             batch does not divide it, a step has a few more tokens (the tokens/step column)"
+        ));
+    }
+
+    // Rank: runs that train the same model first (a shorter block_size changes what the model
+    // learns), then predicted tokens/s, then fewer changes.
+    found.sort_by(|a, b| {
+        let sa = a.relative_throughput.unwrap_or(0.0);
+        let sb = b.relative_throughput.unwrap_or(0.0);
+        (a.label == BLOCK_HALVED)
+            .cmp(&(b.label == BLOCK_HALVED))
+            .then(sb.total_cmp(&sa))
+            .then(a.changes.len().cmp(&b.changes.len()))
+    });
+    found.dedup_by(|a, b| a.config == b.config);
+
+    if found.is_empty() {
+        notes.push(nothing_fits(&ctx, base, budget)?);
+    }
+    let mut it = found.into_iter();
+    Ok(SuggestReport {
+        gpu: GpuSummary {
+            name: budget.name.clone(),
+            total_bytes: budget.total_bytes,
+            usable_bytes: budget.usable_bytes,
+        },
+        margin_bytes: budget.margin_bytes,
+        baseline: Baseline {
+            config: base.clone(),
+            tokens_per_step: tokens,
+            peak_allocated_bytes: base_peak.allocated,
+            peak_device_bytes: base_peak.device,
+            fits: base_peak.device <= ctx.usable,
+        },
+        best: it.next(),
+        alternatives: it.collect(),
+        notes,
+    })
+}
+
+fn base_peak_fits(ctx: &Ctx, p: Peak) -> bool {
+    p.device <= ctx.usable
+}
+
+/// Batch 1 does not fit: say what the run needs at its smallest and which cards have it.
+fn nothing_fits(ctx: &Ctx, base: &TrainConfig, budget: &Budget) -> Result<String> {
+    let mut smallest = base.clone();
+    smallest.batch_size = 1;
+    smallest.eval_batch_size = None;
+    let need = ctx.peak(&smallest)?.device;
+    let mut cards: Vec<&GpuProfile> = catalogue()
+        .iter()
+        .filter(|g| g.total_bytes.saturating_sub(budget.margin_bytes) >= need)
+        .collect();
+    cards.sort_by_key(|g| g.total_bytes);
+    let names: Vec<String> = cards.iter().take(3).map(|g| g.key.clone()).collect();
+    Ok(format!(
+        "nothing fits: even batch_size 1 needs {} on the device (weights, gradients and AdamW \
+         state alone are {}), and {} has {} usable. {}",
+        crate::units::human(need),
+        crate::units::human(model_states(base)),
+        budget.name,
+        crate::units::human(budget.usable_bytes),
+        if names.is_empty() {
+            "No single card in the catalogue has that: shard the model states over several GPUs (FSDP / ZeRO).".to_string()
+        } else {
+            format!("Cards that fit it: {}.", names.join(", "))
+        }
+    ))
+}
+
+/// fp32 weights + fp32 grads + AdamW's two fp32 moments: 16 bytes per parameter.
+fn model_states(cfg: &TrainConfig) -> u64 {
+    (super::speed::n_params(cfg) * 16.0) as u64
+}

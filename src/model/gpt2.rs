@@ -3,12 +3,13 @@
 //! Python's variable lifetimes matter for memory, so each `drop_value` below is where the
 //! corresponding Python name is rebound or goes out of scope.
 
-use crate::config::TrainConfig;
+use crate::config::{LossKind, TrainConfig};
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops::{self, AttnKind};
 use crate::sim::timeline::{Category, Name, Shape};
 
+#[derive(Debug, Clone, Copy)]
 struct Block {
     ln_1: (usize, Option<usize>),
     c_attn: (usize, Option<usize>),
@@ -18,11 +19,24 @@ struct Block {
     mlp_proj: (usize, Option<usize>),
 }
 
+/// What one block's forward needs: its parameters and the model's hyper-parameters.
+#[derive(Debug, Clone, Copy)]
+struct BlockCall {
+    p: Block,
+    n_head: u64,
+    n_embd: u64,
+    dropout: f64,
+    flash: bool,
+    layer: u32,
+}
+
 pub struct Gpt2 {
     n_head: u64,
     n_embd: u64,
     dropout: f64,
     flash: bool,
+    checkpoint: bool,
+    loss: LossKind,
     wte: usize,
     wpe: usize,
     blocks: Vec<Block>,
@@ -79,6 +93,8 @@ impl Gpt2 {
             n_embd: c,
             dropout: cfg.dropout,
             flash: cfg.flash,
+            checkpoint: cfg.activation_checkpointing,
+            loss: cfg.loss,
             wte,
             wpe,
             blocks,
@@ -86,8 +102,8 @@ impl Gpt2 {
         }
     }
 
-    /// `logits, loss = model(idx, targets)`.
-    pub fn forward(&self, e: &mut Engine, idx: T, targets: T) -> (V, V) {
+    /// `logits, loss = model(idx, targets)`; with `loss = 'chunked'` no full logits exist.
+    pub fn forward(&self, e: &mut Engine, idx: T, targets: T) -> (Option<V>, V) {
         let bt = e.shape(idx);
         let (b, t) = (bt.dims()[0], bt.dims()[1]);
         let c = self.n_embd;
@@ -117,24 +133,48 @@ impl Gpt2 {
         let mut x = ops::dropout(e, sum, self.dropout, Name::top("drop", "out"));
         e.drop_value(sum);
         for (l, block) in self.blocks.iter().enumerate() {
-            let next = self.block(e, block, x, b, t, l as u32);
+            let call = BlockCall {
+                p: *block,
+                n_head: self.n_head,
+                n_embd: self.n_embd,
+                dropout: self.dropout,
+                flash: self.flash,
+                layer: l as u32,
+            };
+            let next = if self.checkpoint && e.grad_mode {
+                // x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+                e.checkpoint(
+                    std::rc::Rc::new(move |e: &mut Engine, x| call.forward(e, x)),
+                    x,
+                )
+            } else {
+                call.forward(e, x)
+            };
             e.drop_value(x);
             x = next;
         }
         let (w, bias) = self.ln_f;
         let xf = ops::layer_norm(e, x, w, bias, Name::top("ln_f", "out"));
         e.drop_value(x);
-        let logits = ops::linear(e, xf, self.wte, None, None, "lm_head");
-        let loss = ops::cross_entropy(e, logits, targets);
+        let (logits, loss) = match self.loss {
+            LossKind::Standard => {
+                let logits = ops::linear(e, xf, self.wte, None, None, "lm_head");
+                (Some(logits), ops::cross_entropy(e, logits, targets))
+            }
+            LossKind::Chunked => (None, ops::chunked_cross_entropy(e, xf, self.wte, targets)),
+        };
         e.release(pos);
         e.drop_value(xf);
         (logits, loss)
     }
+}
 
+impl BlockCall {
     /// `x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))`.
-    fn block(&self, e: &mut Engine, p: &Block, x: V, b: u64, t: u64, l: u32) -> V {
+    fn forward(&self, e: &mut Engine, x: V) -> V {
+        let (p, l) = (&self.p, self.layer);
         let h = ops::layer_norm(e, x, p.ln_1.0, p.ln_1.1, Name::layer(l, "ln_1.out"));
-        let a = self.attn(e, p, h, b, t, l);
+        let a = self.attn(e, p, h, l);
         e.drop_value(h);
         let x1 = ops::add(e, x, a, Name::layer(l, "resid_attn"));
         e.drop_value(a);
@@ -147,7 +187,9 @@ impl Gpt2 {
         x2
     }
 
-    fn attn(&self, e: &mut Engine, p: &Block, h: V, b: u64, t: u64, l: u32) -> V {
+    fn attn(&self, e: &mut Engine, p: &Block, h: V, l: u32) -> V {
+        let hd = e.shape(h.t);
+        let (b, t) = (hd.dims()[0], hd.dims()[1]);
         let qkv = ops::linear(e, h, p.c_attn.0, p.c_attn.1, Some(l), "attn.c_attn");
         let kind = if !self.flash {
             AttnKind::Manual

@@ -1,7 +1,9 @@
 //! The memory knobs suggest may turn, each a config key `check` understands, and how to tell a
 //! nanoGPT user to turn it: a train.py flag, an environment variable, or the lines to change.
 
-use crate::config::{is_nanogpt_key, to_overrides, Precision, TrainConfig};
+use crate::config::{
+    is_nanogpt_key, to_overrides, LossKind, OptimizerKind, Precision, TrainConfig,
+};
 
 /// A change of knobs on top of the user's config (batch and accumulation are searched after).
 #[derive(Debug, Clone)]
@@ -34,6 +36,24 @@ pub fn knobs() -> Vec<Knob> {
             exact_label: "bfloat16 autocast, exact tokens/step",
             apply: |c| c.dtype = Precision::BFloat16,
             applies: |c, bf16| bf16 && c.dtype == Precision::Float32,
+        },
+        Knob {
+            label: "activation checkpointing",
+            exact_label: "activation checkpointing, exact tokens/step",
+            apply: |c| c.activation_checkpointing = true,
+            applies: |c, _| !c.activation_checkpointing,
+        },
+        Knob {
+            label: "chunked cross-entropy",
+            exact_label: "chunked cross-entropy, exact tokens/step",
+            apply: |c| c.loss = LossKind::Chunked,
+            applies: |c, _| c.loss == LossKind::Standard,
+        },
+        Knob {
+            label: "8-bit AdamW",
+            exact_label: "8-bit AdamW, exact tokens/step",
+            apply: |c| c.optimizer = OptimizerKind::AdamW8bit,
+            applies: |c, _| c.optimizer == OptimizerKind::AdamW,
         },
         Knob {
             label: "expandable segments",
@@ -88,6 +108,21 @@ pub fn code_changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<String> {
                  X, Y = X[:{b}], Y[:{b}] — training keeps its batch"
             ));
         }
+    }
+    if cfg.loss == LossKind::Chunked && base.loss != LossKind::Chunked {
+        out.push(format!(
+            "model.py, GPT.forward: compute lm_head + F.cross_entropy over chunks of {} rows of \
+             x.view(-1, C), each under torch.utils.checkpoint, summing the losses (no full \
+             logits are returned)",
+            crate::sim::ops::CHUNK_ROWS
+        ));
+    }
+    if cfg.optimizer == OptimizerKind::AdamW8bit && base.optimizer != OptimizerKind::AdamW8bit {
+        out.push(
+            "model.py, configure_optimizers: bitsandbytes.optim.AdamW8bit(optim_groups, lr=..., \
+             betas=...) instead of torch.optim.AdamW (pip install bitsandbytes)"
+                .to_string(),
+        );
     }
     if cfg.activation_checkpointing && !base.activation_checkpointing {
         out.push(

@@ -21,6 +21,8 @@ pub enum Edge {
     Node(u32),
     /// A parameter's AccumulateGrad.
     Param(u32),
+    /// The input of a block being recomputed: its gradient is handed back to the checkpoint.
+    Capture,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +56,12 @@ impl Engine {
     pub fn deliver(&mut self, edge: Edge, g: T) {
         match edge {
             Edge::None => self.release(g),
+            Edge::Capture => {
+                self.captured = Some(match self.captured {
+                    None => g,
+                    Some(old) => self.accumulate(old, g),
+                });
+            }
             Edge::Node(n) => {
                 let n = n as usize;
                 self.tape[n].grad = Some(match self.tape[n].grad {
@@ -103,19 +111,8 @@ impl Engine {
         }
     }
 
-    /// `loss.backward()`: runs every recorded node, then drops the graph.
-    pub fn backward(&mut self, loss: V) {
-        let saved_phase = self.phase;
-        self.phase = Phase::Backward;
-        // The engine's graph root: ones_like(loss), held until the backward returns.
-        let root = self.alloc(
-            Name::top("loss", "grad"),
-            Shape::scalar(),
-            DType::F32,
-            Category::Logits,
-        );
-        self.retain(root);
-        self.deliver(loss.edge, root);
+    /// Run every node of the current tape in reverse creation order, then drop it.
+    fn run_tape(&mut self) {
         for n in (0..self.tape.len()).rev() {
             let node = self.tape[n];
             match node.grad {
@@ -132,6 +129,80 @@ impl Engine {
             }
         }
         self.tape.clear();
+    }
+
+    /// torch.utils.checkpoint (non-reentrant) around `f`: the forward keeps nothing but its
+    /// input; the backward re-runs `f` with autograd on (in the backward's autocast state) and
+    /// backpropagates through the recomputed graph before going on.
+    pub fn checkpoint(&mut self, f: super::engine::Recompute, x: V) -> V {
+        let grad_mode = self.grad_mode;
+        self.grad_mode = false;
+        let out = f(
+            self,
+            V {
+                t: x.t,
+                edge: Edge::None,
+            },
+        );
+        self.grad_mode = grad_mode;
+        self.recompute.push(f);
+        let id = (self.recompute.len() - 1) as u32;
+        self.retain(x.t);
+        let edge = self.push_node(
+            Op::Checkpoint { f: id, x: x.t },
+            [x.edge, Edge::None, Edge::None],
+        );
+        V { t: out.t, edge }
+    }
+
+    /// The backward of a checkpoint: recompute, then backward through the recomputation.
+    pub(crate) fn checkpoint_backward(&mut self, f: u32, x: T, g: T) -> T {
+        let outer = std::mem::take(&mut self.tape);
+        let captured = self.captured.take();
+        let f = self.recompute[f as usize].clone();
+        self.enter_autocast(self.rt.autocast);
+        let out = f(
+            self,
+            V {
+                t: x,
+                edge: Edge::Capture,
+            },
+        );
+        self.exit_autocast();
+        // Only the gradient flows on: the recomputed output itself is not needed.
+        self.deliver(out.edge, g);
+        self.release(out.t);
+        self.release(x);
+        self.run_tape();
+        self.tape = outer;
+        let gx = self.captured.take();
+        self.captured = captured;
+        gx.unwrap_or_else(|| {
+            // A block whose input gets no gradient does not occur in a GPT; keep the engine
+            // total: an empty gradient.
+            self.alloc(
+                Name::top("checkpoint", "grad"),
+                Shape::scalar(),
+                DType::F32,
+                Category::Activations,
+            )
+        })
+    }
+
+    /// `loss.backward()`: runs every recorded node, then drops the graph.
+    pub fn backward(&mut self, loss: V) {
+        let saved_phase = self.phase;
+        self.phase = Phase::Backward;
+        // The engine's graph root: ones_like(loss), held until the backward returns.
+        let root = self.alloc(
+            Name::top("loss", "grad"),
+            Shape::scalar(),
+            DType::F32,
+            Category::Logits,
+        );
+        self.retain(root);
+        self.deliver(loss.edge, root);
+        self.run_tape();
         for p in 0..self.params.len() {
             self.params[p].uses = 0;
             self.accumulate_grad(p);

@@ -20,6 +20,9 @@ pub struct V {
     pub edge: Edge,
 }
 
+/// A forward to re-run during the backward (a checkpointed block): input → output.
+pub type Recompute = std::rc::Rc<dyn Fn(&mut Engine, V) -> V>;
+
 /// A model parameter (fp32 master weight) and its training state.
 #[derive(Debug, Clone)]
 pub struct Param {
@@ -43,6 +46,13 @@ pub struct Engine {
     no_inplace: Vec<bool>,
     pub phase: Phase,
     pub grad_mode: bool,
+    /// model.train(): dropout is active (independent of grad mode: checkpointed blocks run
+    /// their forward without saving but with dropout).
+    pub training: bool,
+    /// Block forwards that activation checkpointing re-runs in the backward.
+    pub recompute: Vec<Recompute>,
+    /// The gradient that reached a recomputed block's input (Edge::Capture).
+    pub captured: Option<T>,
     /// Some(dtype) inside a CUDA autocast region.
     pub autocast: Option<DType>,
     /// Autocast's cache of weight casts for the current region: (param index, cast).
@@ -65,6 +75,9 @@ impl Engine {
             no_inplace: Vec::with_capacity(4096),
             phase: Phase::Init,
             grad_mode: false,
+            training: false,
+            recompute: Vec::new(),
+            captured: None,
             autocast: None,
             cache: Vec::new(),
             tape: Vec::new(),

@@ -7,7 +7,7 @@ use super::engine::{Engine, T, V};
 use super::ops;
 use super::runtime::Runtime;
 use super::timeline::{Category, Name, Phase, Shape, Timeline};
-use crate::config::TrainConfig;
+use crate::config::{OptimizerKind, TrainConfig};
 use crate::error::Result;
 use crate::model::Gpt2;
 
@@ -39,16 +39,19 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
     estimate_loss(&mut e, &model, cfg, &batch);
 
     let micro_steps = cfg.gradient_accumulation_steps.min(MICRO_STEPS);
-    let mut last: Option<(V, V)> = None;
+    let mut last: Option<(Option<V>, V)> = None;
     for step in 0..STEPS {
         for _ in 0..micro_steps {
             e.phase = Phase::Forward;
             e.grad_mode = true;
+            e.training = true;
             e.enter_autocast(rt.autocast);
             let (logits, loss) = model.forward(&mut e, x, y);
             // `logits, loss = model(X, Y)` drops the previous micro-step's pair.
             if let Some((l, s)) = last.take() {
-                e.drop_value(l);
+                if let Some(l) = l {
+                    e.drop_value(l);
+                }
                 e.drop_value(s);
             }
             // `loss = loss / gradient_accumulation_steps`, even when it is 1.
@@ -65,10 +68,11 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
         }
         e.phase = Phase::Optimizer;
         e.grad_mode = false;
+        e.training = false;
         if cfg.grad_clip != 0.0 {
             clip_grad_norm(&mut e);
         }
-        adamw_step(&mut e, step == 0);
+        optimizer_step(&mut e, cfg.optimizer, step == 0);
         zero_grad(&mut e);
     }
 
@@ -85,8 +89,9 @@ fn estimate_loss(
     batch: &dyn Fn(&mut Engine, u64) -> (T, T),
 ) {
     e.grad_mode = false;
+    e.training = false;
     let mut xy: Option<(T, T)> = None;
-    let mut out: Option<(V, V)> = None;
+    let mut out: Option<(Option<V>, V)> = None;
     for _ in 0..EVAL_ITERS {
         let (x, y) = batch(e, cfg.eval_batch());
         if let Some((ox, oy)) = xy.replace((x, y)) {
@@ -96,7 +101,9 @@ fn estimate_loss(
         e.enter_autocast(e.rt.autocast);
         let (logits, loss) = model.forward(e, x, y);
         if let Some((l, s)) = out.replace((logits, loss)) {
-            e.drop_value(l);
+            if let Some(l) = l {
+                e.drop_value(l);
+            }
             e.drop_value(s);
         }
         e.exit_autocast();
@@ -107,7 +114,9 @@ fn estimate_loss(
         e.release(y);
     }
     if let Some((l, s)) = out {
-        e.drop_value(l);
+        if let Some(l) = l {
+            e.drop_value(l);
+        }
         e.drop_value(s);
     }
 }
@@ -155,45 +164,47 @@ fn optimizer_order(e: &Engine) -> Vec<usize> {
     decay
 }
 
-/// Fused AdamW: `step` (a 0-dim fp32 tensor), exp_avg and exp_avg_sq, created at the first
-/// step; the fused kernel itself allocates nothing.
-fn adamw_step(e: &mut Engine, first: bool) {
+/// The optimizer's state, created lazily at the first step; the update kernels (fused AdamW,
+/// bitsandbytes' blockwise 8-bit AdamW, SGD's foreach) allocate nothing that outlives them.
+/// - AdamW: `step` (a 0-dim fp32 tensor), exp_avg and exp_avg_sq in fp32.
+/// - AdamW8bit: both moments in uint8 with an fp32 absmax per block of 256 elements, for
+///   parameters of at least 4096 elements (smaller ones keep fp32 state, as bitsandbytes does).
+/// - SGD with momentum: one fp32 momentum buffer.
+fn optimizer_step(e: &mut Engine, kind: OptimizerKind, first: bool) {
     if !first {
         return;
     }
+    let state = |e: &mut Engine, name: Name, what, shape: Shape, dtype| {
+        e.alloc(Name { what, ..name }, shape, dtype, Category::Optimizer)
+    };
     for p in optimizer_order(e) {
         if e.params[p].grad.is_none() {
             continue;
         }
         let (name, shape) = (e.params[p].name, e.params[p].shape);
-        let step = e.alloc(
-            Name {
-                what: "adam.step",
-                ..name
-            },
-            Shape::scalar(),
-            DType::F32,
-            Category::Optimizer,
-        );
-        let m = e.alloc(
-            Name {
-                what: "adam.exp_avg",
-                ..name
-            },
-            shape,
-            DType::F32,
-            Category::Optimizer,
-        );
-        let v = e.alloc(
-            Name {
-                what: "adam.exp_avg_sq",
-                ..name
-            },
-            shape,
-            DType::F32,
-            Category::Optimizer,
-        );
-        e.params[p].state = vec![step, m, v];
+        let n = shape.numel().unwrap_or(0);
+        let st = match kind {
+            OptimizerKind::AdamW => vec![
+                state(e, name, "adam.step", Shape::scalar(), DType::F32),
+                state(e, name, "adam.exp_avg", shape, DType::F32),
+                state(e, name, "adam.exp_avg_sq", shape, DType::F32),
+            ],
+            OptimizerKind::AdamW8bit if n >= 4096 => {
+                let blocks = Shape::new(&[n.div_ceil(256)]);
+                vec![
+                    state(e, name, "adam8bit.state1", shape, DType::U8),
+                    state(e, name, "adam8bit.absmax1", blocks, DType::F32),
+                    state(e, name, "adam8bit.state2", shape, DType::U8),
+                    state(e, name, "adam8bit.absmax2", blocks, DType::F32),
+                ]
+            }
+            OptimizerKind::AdamW8bit => vec![
+                state(e, name, "adam.exp_avg", shape, DType::F32),
+                state(e, name, "adam.exp_avg_sq", shape, DType::F32),
+            ],
+            OptimizerKind::Sgd => vec![state(e, name, "sgd.momentum", shape, DType::F32)],
+        };
+        e.params[p].state = st;
     }
 }
 

@@ -365,10 +365,14 @@ fn manual_forward(e: &mut Engine, a: &mut Attention, dropout: f64) -> (T, T) {
     e.release(mf);
     a.softmax = Some(save(e, sm));
     let mut att = sm;
-    if dropout > 0.0 && e.grad_mode {
+    if dropout > 0.0 && e.training {
         let d = e.alloc(a.name("att_dropout"), a.scores(), e.dtype(sm), act);
         let m = e.alloc(a.name("att_dropout.mask"), a.scores(), DType::Bool, act);
-        a.drop_mask = Some(m);
+        if e.grad_mode {
+            a.drop_mask = Some(m);
+        } else {
+            e.release(m);
+        }
         e.release(att);
         att = d;
     }

@@ -89,7 +89,7 @@ pub(super) fn add_backward(
 /// `F.dropout` in training with p > 0: `native_dropout` returns the output and a bool mask.
 /// With p == 0 or in eval mode PyTorch returns the input itself.
 pub fn dropout(e: &mut Engine, x: V, p: f64, name: Name) -> V {
-    if p == 0.0 || !e.grad_mode {
+    if p == 0.0 || !e.training {
         e.retain(x.t);
         return x;
     }
@@ -104,6 +104,14 @@ pub fn dropout(e: &mut Engine, x: V, p: f64, name: Name) -> V {
         DType::Bool,
         Category::Activations,
     );
+    if !e.grad_mode {
+        // A checkpointed forward: nothing is saved, the mask goes at once.
+        e.release(mask);
+        return V {
+            t,
+            edge: Edge::None,
+        };
+    }
     let edge = e.push_node(
         Op::Dropout {
             mask,

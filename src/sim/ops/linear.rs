@@ -28,7 +28,7 @@ pub struct LinearSaved {
 }
 
 /// Cast a tensor under autocast; the cast of a parameter goes into the region's cache.
-fn cast(e: &mut Engine, x: V, to: DType, param: Option<usize>, name: Name) -> V {
+pub(super) fn cast(e: &mut Engine, x: V, to: DType, param: Option<usize>, name: Name) -> V {
     if let Some(p) = param {
         if let Some(t) = e.cached_cast(p) {
             e.retain(t);

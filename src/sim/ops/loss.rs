@@ -4,6 +4,7 @@
 //! (bf16 log-probs, B·T × V × 2 bytes), then nll_loss, which autocast runs in fp32 — so the
 //! log-probs are copied to fp32 (B·T × V × 4 bytes) and that copy is saved for backward.
 
+use super::linear::cast;
 use super::{save, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
@@ -85,4 +86,188 @@ pub fn cross_entropy(e: &mut Engine, logits: V, targets: T) -> V {
     e.release(nll_in);
     e.release(lp);
     V { t: out, edge }
+}
+
+/// Rows of the logits computed at once by `loss = 'chunked'`.
+pub const CHUNK_ROWS: u64 = 4096;
+
+/// What the chunked loss keeps: the lm_head's input and weight as multiplied, the targets.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkedSaved {
+    pub x: T,
+    pub w: T,
+    pub target: T,
+    pub m: u64,
+    pub c: u64,
+    pub v: u64,
+    pub dtype: DType,
+}
+
+fn chunks(m: u64) -> impl Iterator<Item = u64> {
+    (0..m.div_ceil(CHUNK_ROWS)).map(move |i| (m - i * CHUNK_ROWS).min(CHUNK_ROWS))
+}
+
+/// One chunk's forward chain: logits, log-probs (and their fp32 copy under autocast).
+fn chunk_forward(e: &mut Engine, rows: u64, s: &ChunkedSaved) -> [Option<T>; 3] {
+    let shape = Shape::new(&[rows, s.v]);
+    let logits = e.alloc(
+        Name::top("lm_head", "logits_chunk"),
+        shape,
+        s.dtype,
+        Category::Logits,
+    );
+    e.matmul_workspace();
+    let lp = e.alloc(
+        Name::top("loss", "log_probs_chunk"),
+        shape,
+        s.dtype,
+        Category::Logits,
+    );
+    let lp32 = (s.dtype != DType::F32).then(|| {
+        e.alloc(
+            Name::top("loss", "log_probs_fp32_chunk"),
+            shape,
+            DType::F32,
+            Category::Logits,
+        )
+    });
+    [Some(logits), Some(lp), lp32]
+}
+
+/// `loss = 'chunked'`: lm_head + cross-entropy over CHUNK_ROWS rows at a time, each chunk
+/// under torch.utils.checkpoint, so only one chunk's logits chain is ever alive; the backward
+/// recomputes each chunk's logits. GPT.forward then returns no full logits.
+pub fn chunked_cross_entropy(e: &mut Engine, x: V, wte: usize, targets: T) -> V {
+    let xs = e.shape(x.t);
+    let (n, c) = (e.params[wte].shape.dims()[0], e.params[wte].shape.dims()[1]);
+    let m = xs.numel().unwrap_or(0) / c.max(1);
+    let wv = e.param(wte);
+    let (xm, wm, dtype) = match e.autocast {
+        Some(h) => (
+            cast(e, x, h, None, Name::top("lm_head", "input_cast")),
+            cast(e, wv, h, Some(wte), Name::top("lm_head", "weight_cast")),
+            h,
+        ),
+        None => {
+            e.retain(x.t);
+            e.retain(wv.t);
+            (x, wv, DType::F32)
+        }
+    };
+    let s = ChunkedSaved {
+        x: xm.t,
+        w: wm.t,
+        target: targets,
+        m,
+        c,
+        v: n,
+        dtype,
+    };
+    let mut loss: Option<T> = None;
+    for rows in chunks(m) {
+        let chain = chunk_forward(e, rows, &s);
+        let nll = e.alloc(
+            Name::top("loss", "nll_chunk"),
+            Shape::scalar(),
+            DType::F32,
+            Category::Logits,
+        );
+        for t in chain.into_iter().rev().flatten() {
+            e.release(t);
+        }
+        let sum = e.alloc(
+            Name::top("loss", "nll"),
+            Shape::scalar(),
+            DType::F32,
+            Category::Logits,
+        );
+        e.release(nll);
+        if let Some(old) = loss.replace(sum) {
+            e.release(old);
+        }
+    }
+    let out = loss.unwrap_or_else(|| {
+        e.alloc(
+            Name::top("loss", "nll"),
+            Shape::scalar(),
+            DType::F32,
+            Category::Logits,
+        )
+    });
+    let saved = ChunkedSaved {
+        x: save(e, xm.t),
+        w: save(e, wm.t),
+        target: save(e, targets),
+        ..s
+    };
+    let edge = e.push_node(Op::ChunkedLoss(saved), [xm.edge, wm.edge, Edge::None]);
+    e.release(xm.t);
+    e.release(wm.t);
+    V { t: out, edge }
+}
+
+/// Each chunk is recomputed, its gradient chain runs, and its slices of the input and weight
+/// gradients are accumulated.
+pub(super) fn chunked_backward(e: &mut Engine, g: T, s: ChunkedSaved) -> [Option<T>; 3] {
+    let gx = e.alloc(
+        Name::top("lm_head", "input.grad"),
+        Shape::new(&[s.m, s.c]),
+        s.dtype,
+        Category::Activations,
+    );
+    let mut gw: Option<T> = None;
+    for rows in chunks(s.m) {
+        let [logits, lp, lp32] = chunk_forward(e, rows, &s);
+        let shape = Shape::new(&[rows, s.v]);
+        let mut grad = e.alloc(
+            Name::top("loss", "nll.grad"),
+            shape,
+            DType::F32,
+            Category::Logits,
+        );
+        if let Some(t) = lp32 {
+            e.release(t);
+            let half = e.alloc(
+                Name::top("loss", "log_probs.grad"),
+                shape,
+                s.dtype,
+                Category::Logits,
+            );
+            e.release(grad);
+            grad = half;
+        }
+        let glogits = e.alloc(
+            Name::top("loss", "log_softmax.grad"),
+            shape,
+            s.dtype,
+            Category::Logits,
+        );
+        e.release(grad);
+        for t in [lp, logits].into_iter().flatten() {
+            e.release(t);
+        }
+        let gw_c = e.alloc(
+            Name::top("lm_head", "weight.grad"),
+            Shape::new(&[s.v, s.c]),
+            s.dtype,
+            Category::Activations,
+        );
+        let gx_c = e.alloc(
+            Name::top("lm_head", "input.grad_chunk"),
+            Shape::new(&[rows, s.c]),
+            s.dtype,
+            Category::Activations,
+        );
+        e.release(glogits);
+        e.release(gx_c);
+        match gw {
+            None => gw = Some(gw_c),
+            Some(_) => e.release(gw_c),
+        }
+    }
+    e.release(g);
+    e.release(s.x);
+    e.release(s.w);
+    e.release(s.target);
+    [Some(gx), gw, None]
 }

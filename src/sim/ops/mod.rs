@@ -11,7 +11,7 @@ mod loss;
 pub use attention::{attention, Attention, AttnKind};
 pub use basic::{add, add_broadcast, div_scalar, dropout, embedding, gelu, layer_norm};
 pub use linear::linear;
-pub use loss::cross_entropy;
+pub use loss::{chunked_cross_entropy, cross_entropy, CHUNK_ROWS};
 
 use super::dtype::DType;
 use super::engine::{Engine, T};
@@ -74,6 +74,13 @@ pub enum Op {
         shape: Shape,
     },
     Div,
+    /// A checkpointed block: recompute `f` on the saved input `x` in the backward.
+    Checkpoint {
+        f: u32,
+        x: T,
+    },
+    /// Cross-entropy over chunks of rows, each chunk recomputed in the backward.
+    ChunkedLoss(loss::ChunkedSaved),
 }
 
 impl Op {
@@ -167,6 +174,8 @@ impl Op {
                 e.release(total_weight);
                 [Some(gx), None, None]
             }
+            Op::Checkpoint { f, x } => [Some(e.checkpoint_backward(f, x, g)), None, None],
+            Op::ChunkedLoss(c) => loss::chunked_backward(e, g, c),
             Op::Div => {
                 let gx = e.alloc(
                     Name::top("loss", "div.grad"),
@@ -199,6 +208,8 @@ impl Op {
                 total_weight,
                 ..
             } => [Some(input), Some(target), Some(total_weight)],
+            Op::Checkpoint { x, .. } => [Some(x), None, None],
+            Op::ChunkedLoss(c) => [Some(c.x), Some(c.w), Some(c.target)],
             Op::AddBroadcast { .. } | Op::Add { .. } | Op::ToCopy { .. } | Op::Div => [None; 3],
         };
         for t in saved.into_iter().flatten() {

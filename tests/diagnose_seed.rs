@@ -188,3 +188,22 @@ fn show() {
     println!("{}", render_text(&d));
     println!("{}", serde_json::to_string_pretty(&d).unwrap());
 }
+
+#[test]
+fn more_allocated_than_the_config_explains_is_unexplained_memory() {
+    let mut ctx = seed_context();
+    // Say the simulator predicts only 3 GiB live in eval: 3.78 GiB are unexplained.
+    ctx.simulated_live_bytes_at_phase = Some(gib(3.0));
+    let d = analyze(SEED, Some(&ctx));
+    let c = d
+        .causes
+        .iter()
+        .find(|c| c.kind == CauseKind::UnexplainedMemory)
+        .expect("unexplained memory");
+    assert!(c.evidence.contains("3.78 GiB more"), "{}", c.evidence);
+    assert!(d.fixes.iter().any(|f| f.change.contains("no_grad")));
+    // And when suggest finds nothing that fits, the model is too large for the card.
+    ctx.fixes.iter_mut().for_each(|f| f.fits = Some(false));
+    let d = analyze(SEED, Some(&ctx));
+    assert_eq!(d.causes[0].kind, CauseKind::ModelTooLarge);
+}

@@ -301,19 +301,44 @@ pub fn rank(e: &Evidence<'_>) -> Vec<Cause> {
         );
     } else if let (Some(a), Some(c), Some(t), None) = (alloc, total, tried, e.simulated_live) {
         let left = free.saturating_add(unalloc.unwrap_or(0));
-        if t > left {
+        // A full card is the story even when fragmentation was the last straw.
+        if full || t > left {
             push(
                 if full { 60 } else { 45 },
                 CauseKind::UnexplainedMemory,
                 format!(
-                    "the framework holds {} ({:.0}% of the card) and only {} was left (free + \
-                 cached) for the {} request: the run's working set at this phase is larger \
-                 than the card; without the run's config vramplan cannot say which tensors \
-                 those are (pass --config)",
+                    "the framework holds {} ({:.0}% of the card), leaving {} (free + cached) \
+                     for the {} request: the run's working set at this phase is larger than \
+                     the card; without the run's config vramplan cannot say which tensors \
+                     those are (pass --config)",
                     human(a),
                     pct(a, c),
                     human(left),
                     human(t)
+                ),
+            );
+        }
+    }
+
+    // XLA states what the whole compiled computation needs at once.
+    if let Some(&total_xla) = f.extra.get("buffer_assignment_total_bytes") {
+        if total_xla >= GIB {
+            let part = |k: &str, label: &str| {
+                f.extra
+                    .get(k)
+                    .map(|b| format!(", {label} {}", human(*b)))
+                    .unwrap_or_default()
+            };
+            push(
+                55,
+                CauseKind::ModelTooLarge,
+                format!(
+                    "XLA's buffer assignment for the failing computation totals {}{}{}{}: the \
+                     compiled step needs that much at once, more than the device had left",
+                    human(total_xla),
+                    part("parameter_allocation_bytes", "parameters"),
+                    part("maybe_live_out_allocation_bytes", "live-out"),
+                    part("preallocated_temp_allocation_bytes", "temporaries"),
                 ),
             );
         }

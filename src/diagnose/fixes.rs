@@ -72,6 +72,25 @@ pub fn generic(causes: &[Cause], facts: &Facts, format: Format, phase: Phase) ->
                     None,
                 )
             }
+            // Serving runtimes size their buffers from their own flags (fixes below).
+            CauseKind::OversizedTensor if !matches!(format, Format::Llamacpp | Format::Vllm) => fix(
+                "make that tensor smaller: it grows with micro-batch × sequence length (× vocab \
+                 for logits) — a smaller micro-batch with more gradient accumulation keeps the \
+                 tokens per step; for logits, a fused/chunked cross-entropy avoids the second copy",
+                None,
+            ),
+            CauseKind::UnexplainedMemory if c.evidence.contains("config predicts") => fix(
+                "find what holds the extra memory: keep losses as loss.item() (not tensors with \
+                 their graph), evaluate under torch.no_grad(), torch.load(..., \
+                 map_location=\"cpu\"), and drop references to old optimizer state",
+                None,
+            ),
+            CauseKind::UnexplainedMemory if c.evidence.contains("working set") => fix(
+                "hold less at this phase: a smaller micro-batch with more gradient accumulation \
+                 (same tokens per step), activation checkpointing, or bf16 autocast — `vramplan \
+                 suggest` with the run's config prints the exact change and its peak",
+                None,
+            ),
             CauseKind::ModelTooLarge if format == Format::Vllm => fix(
                 "give vLLM a budget the model fits: raise --gpu-memory-utilization if the GPU \
                  is not shared, lower --max-model-len / --max-num-seqs, add --enforce-eager",

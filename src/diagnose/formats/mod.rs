@@ -130,7 +130,9 @@ impl Markers {
                 // `stream_executor` and `_bfc` are XLA's as much as TensorFlow's: not markers.
                 r"(?i)tensorflow|/job:localhost",
                 r"(?i)jax|xla_extension|pjrt",
-                r"(?i)ggml|llama_",
+                // Every llama.cpp failure path prints a ggml_ function; `llama_` alone also
+                // matches PyTorch projects (llama_recipes).
+                r"(?i)ggml",
             ])
             .expect("static regex set")
         });

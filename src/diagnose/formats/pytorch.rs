@@ -140,7 +140,7 @@ pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
     let bare = super::has(text, &["error:"]).then(|| r.bare.find_iter(text));
     for b in bare.into_iter().flatten() {
         let ctx = super::context(n, b.start(), 3, 3).to_ascii_lowercase();
-        if m.ggml && (ctx.contains("ggml") || ctx.contains("llama")) {
+        if m.ggml && ctx.contains("ggml") {
             continue;
         }
         out.push(Report::new(Format::Pytorch1, b.start()));

@@ -254,3 +254,31 @@ fn wordings_beyond_the_corpus() {
     );
     assert!(!d.is_oom);
 }
+
+#[test]
+fn launcher_prefixes_beyond_the_corpus() {
+    let clean = parse(SEED);
+    // srun --label, DeepSpeed's logger, a vLLM V1 engine core.
+    same_facts(
+        &clean,
+        &prefix(&fold(SEED, 90), "0: "),
+        "srun --label + fold",
+    );
+    same_facts(
+        &clean,
+        &prefix(
+            SEED,
+            "[2024-01-01 12:00:00,123] [INFO] [engine.py:42:step] ",
+        ),
+        "deepspeed logger",
+    );
+    same_facts(
+        &clean,
+        &prefix(
+            SEED,
+            "(EngineCore_0 pid=123) ERROR 05-18 14:27:49 [core.py:962] ",
+        ),
+        "vllm v1 engine core",
+    );
+    assert_eq!(parse(&prefix(&fold(SEED, 90), "0: ")).phase, Phase::Eval);
+}

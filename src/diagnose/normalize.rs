@@ -74,7 +74,9 @@ fn res() -> &'static Res {
             // Stream prefixes: the key (a, b or c) says which process the line came from.
             stream: r(concat!(
                 r"^(?:\[(?P<a>rank\d+|default\d+)\]:|\[\d+,\s*(?P<b>\d+)\]<std(?:out|err)>:",
-                r"|\((?P<c>[A-Za-z_][\w-]*(?:\s+rank=\d+)?\s+pid=\d+)\)|\[vllm\])[ \t]?"
+                r"|\((?P<c>[A-Za-z_][\w-]*(?:\s+rank=\d+)?\s+pid=\d+)\)|\[vllm\]",
+                // srun --label: `3: ` at the very start (Rust backtraces are indented).
+                r"|(?P<d>\d{1,4}):(?: |$))[ \t]?"
             )),
             // docker-compose pads the service name and adds ` | `; only at the very start.
             compose: r(r"^([a-z0-9][\w.-]*)[ \t]+\|[ \t]?"),
@@ -143,9 +145,9 @@ fn strip_prefixes(line: &str) -> Phys<'_> {
     // Prefixes nest (compose → vLLM process → logger); a few rounds strip them all.
     for _ in 0..6 {
         let before = t.len();
-        if matches!(first(t), b'[' | b'(') {
+        if matches!(first(t), b'[' | b'(' | b'0'..=b'9') {
             if let Some(c) = r.stream.captures(t) {
-                if let Some(k) = c.name("a").or(c.name("b")).or(c.name("c")) {
+                if let Some(k) = ["a", "b", "c", "d"].iter().find_map(|g| c.name(g)) {
                     key = k.as_str();
                 }
                 t = &t[c.get(0).map_or(0, |m| m.end())..];

@@ -1,0 +1,277 @@
+//! PyTorch's caching-allocator messages, 1.x and 2.x wordings, CUDA/ROCm/XPU, plus the bare
+//! `CUDA error: out of memory` and Apple's MPS variant.
+//!
+//! The message is found by its anchor (`… out of memory. Tried to allocate X`) and each clause
+//! is then looked up separately inside the message, so an extra clause (private pools,
+//! `allowed;`, several `Process N has …` lines), a missing one (Windows prints no "this
+//! process"), a typo (`capacty`) or a poster's rewording does not break the rest. Words are
+//! joined by `\s*` because a rejoined hard wrap may have dropped the space.
+
+use super::{cap_size, find_size, re, span_end, LogTensor, Markers, Report};
+use crate::diagnose::normalize::Normalized;
+use crate::diagnose::size::{dtype_bytes, dtype_short, shape_bytes};
+use crate::diagnose::types::{Format, OtherProcess};
+use regex::Regex;
+use std::sync::OnceLock;
+
+struct Res {
+    anchor: Regex,
+    bare: Regex,
+    mps: Regex,
+    total: [Regex; 2],
+    free: [Regex; 2],
+    this_process: [Regex; 2],
+    process: Regex,
+    allocated: [Regex; 2],
+    private: Regex,
+    unallocated: [Regex; 2],
+    reserved_total: Regex,
+    allowed: Regex,
+    device: [Regex; 2],
+    buffer: Regex,
+}
+
+fn res() -> &'static Res {
+    static R: OnceLock<Res> = OnceLock::new();
+    R.get_or_init(|| Res {
+        // No `\b` before the device: a second rank's message can be glued onto the first
+        // (`…PYTORCH_CUDA_ALLOC_CONFCUDA out of memory.`).
+        anchor: re(r"(?:CUDA|HIP|XPU|MUSA|NPU)\s*out\s*of\s*memory\.?\s*Tried\s*to\s*allocate\s*(?P<v>SIZE)"),
+        bare: re(r"(?:CUDA|HIP)\s*error:\s*out\s*of\s*memory"),
+        mps: re(r"MPS\s*backend\s*out\s*of\s*memory\s*\(MPS\s*allocated:\s*(?P<a>SIZE),\s*other\s*allocations:\s*(?P<o>SIZE),\s*max\s*allowed:\s*(?P<m>SIZE)\)\.\s*Tried\s*to\s*allocate\s*(?P<v>SIZE)"),
+        total: [
+            re(r"total\s*capac(?:i)?ty\s*of\s*(?P<v>SIZE)"),
+            re(r"(?P<v>SIZE)\s*total\b"),
+        ],
+        free: [
+            re(r"of\s*which\s*(?P<v>SIZE)\s*is\s*free"),
+            re(r"(?P<v>SIZE)\s*(?:is\s*)?free\b"),
+        ],
+        this_process: [
+            re(r"this\s*process\s*has\s*(?P<v>SIZE)"),
+            re(r"(?P<v>SIZE)\s*(?:memory\s*)?in\s*use\s*by\s*this\s*process"),
+        ],
+        process: re(r"Process\s*(?P<pid>\d+)\s*has\s*(?P<v>SIZE)\s*memory\s*in\s*use"),
+        allocated: [
+            re(r"allocated\s*memory\s*(?P<v>SIZE)\s*is\s*allocated\s*by\s*PyTorch"),
+            re(r"(?P<v>SIZE)\s*already\s*allocated"),
+        ],
+        private: re(r"with\s*(?P<v>SIZE)\s*allocated\s*in\s*private\s*pools"),
+        unallocated: [
+            re(r"(?P<v>SIZE)\s*is\s*reserved\s*by\s*PyTorch\s*but\s*unallocated"),
+            re(r"(?P<v>SIZE)\s*cached\s*\)"),
+        ],
+        reserved_total: re(r"(?P<v>SIZE)\s*reserved\s*in\s*total"),
+        allowed: re(r"(?P<v>SIZE)\s*allowed\s*;"),
+        device: [
+            re(r"\(\s*GPU\s*(?P<d>\d*)\s*;"),
+            re(r"GPU\s*(?P<d>\d*)\s*has\b"),
+        ],
+        // Inductor's generated code names the buffer it was creating when the OOM hit.
+        buffer: re(r"(?P<name>buf\d+)\s*=\s*empty_strided_cuda\(\s*\((?P<shape>[\d,\s]*)\)\s*,\s*\([\d,\s]*\)\s*,\s*(?P<dtype>torch\.\w+)"),
+    })
+}
+
+fn first_size(res: &[Regex], span: &str) -> Option<crate::diagnose::size::Size> {
+    res.iter().find_map(|r| find_size(r, span))
+}
+
+pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
+    let r = res();
+    let text = &n.text;
+    let anchors: Vec<_> = if super::has(text, &["Tried"]) {
+        r.anchor.captures_iter(text).collect()
+    } else {
+        Vec::new()
+    };
+    for (k, c) in anchors.iter().enumerate() {
+        let whole = c.get(0).expect("match");
+        let at = whole.start();
+        let next = anchors.get(k + 1).map(|c| c.get(0).expect("match").start());
+        let end = span_end(n, at, next).max(whole.end());
+        let span = &text[whole.end()..end];
+        let line_start = n.lines[n.line_at(at)].start;
+        let head = &text[line_start..at];
+        let mut rep = Report::new(Format::Pytorch2, at);
+        rep.format = wording(span, head);
+        rep.set("tried_to_allocate_bytes", cap_size(c, "v"));
+        rep.set("total_capacity_bytes", first_size(&r.total, span));
+        rep.set("free_bytes", first_size(&r.free, span));
+        rep.set("process_in_use_bytes", first_size(&r.this_process, span));
+        rep.set(
+            "allocated_by_framework_bytes",
+            first_size(&r.allocated, span),
+        );
+        rep.set("private_pools_bytes", find_size(&r.private, span));
+        rep.set(
+            "reserved_unallocated_bytes",
+            first_size(&r.unallocated, span),
+        );
+        rep.set("reserved_total_bytes", find_size(&r.reserved_total, span));
+        rep.set("allowed_bytes", find_size(&r.allowed, span));
+        rep.device = r
+            .device
+            .iter()
+            .find_map(|d| d.captures(span))
+            .and_then(|c| c.name("d"))
+            .map(|d| d.as_str().to_string())
+            .filter(|d| !d.is_empty());
+        for p in r.process.captures_iter(span) {
+            let Some(pid) = p.name("pid").and_then(|x| x.as_str().parse().ok()) else {
+                continue;
+            };
+            let size = cap_size(&p, "v");
+            if let Some(s) = size.as_ref().filter(|s| s.bytes.is_none()) {
+                rep.bogus
+                    .push((format!("process {pid}"), s.printed.clone()));
+            }
+            rep.facts.other_processes.push(OtherProcess {
+                pid,
+                bytes: size.and_then(|s| s.bytes),
+            });
+        }
+        rep.in_vllm = m.vllm;
+        infer_self(&mut rep);
+        rep.tensors = inductor_buffers(n, at);
+        out.push(rep);
+    }
+    // A bare `CUDA error: out of memory` (cudaMalloc outside the allocator, or a kernel
+    // launch): PyTorch 1.x's wording, with nothing stated. llama.cpp prints it too.
+    let bare = super::has(text, &["error:"]).then(|| r.bare.find_iter(text));
+    for b in bare.into_iter().flatten() {
+        let ctx = super::context(n, b.start(), 3, 3).to_ascii_lowercase();
+        if m.ggml && ctx.contains("ggml") {
+            continue;
+        }
+        out.push(Report::new(Format::Pytorch1, b.start()));
+    }
+    let mps = super::has(text, &["MPS"]).then(|| r.mps.captures_iter(text));
+    for c in mps.into_iter().flatten() {
+        let mut rep = Report::new(Format::Pytorch2, c.get(0).map_or(0, |x| x.start()));
+        rep.device = Some("mps".into());
+        rep.set("tried_to_allocate_bytes", cap_size(&c, "v"));
+        rep.set("allocated_by_framework_bytes", cap_size(&c, "a"));
+        rep.set("other_allocations_bytes", cap_size(&c, "o"));
+        rep.set("allowed_bytes", cap_size(&c, "m"));
+        out.push(rep);
+    }
+}
+
+/// pytorch2 or pytorch1, by wording. 2.1+ writes `Tried to allocate X. GPU 0 has a total
+/// capacity…`; up to 2.0 it wrote `Tried to allocate X (GPU 0; … total capacity; …)`. That
+/// older wording carried on through 2.0, so it is dated by the exception class: `RuntimeError`
+/// is 1.x; `OutOfMemoryError` (added in 1.13) with the full allocator hint is the 1.13–2.0
+/// window, mostly 2.0. A message cut before its hint cannot be dated and stays 1.x.
+fn wording(span: &str, head: &str) -> Format {
+    let after = span.trim_start();
+    if after.starts_with('.') || !after.starts_with('(') && !span.contains("total capacity;") {
+        return Format::Pytorch2;
+    }
+    let oom_class = head.contains("OutOfMemoryError") && !head.contains("RuntimeError");
+    if oom_class && span.contains("PYTORCH_CUDA_ALLOC_CONF") {
+        Format::Pytorch2
+    } else {
+        Format::Pytorch1
+    }
+}
+
+/// Containers hide which `Process N` is this one (PIDs differ across namespaces) and print no
+/// "this process" clause. The one that holds at least what PyTorch allocated plus its cache,
+/// and the least such, is this process; the rest are others.
+fn infer_self(rep: &mut Report) {
+    let f = &mut rep.facts;
+    if f.process_in_use_bytes.is_some() || f.other_processes.is_empty() {
+        return;
+    }
+    let Some(alloc) = f.allocated_by_framework_bytes else {
+        return;
+    };
+    let need = alloc
+        .saturating_add(f.reserved_unallocated_bytes.unwrap_or(0))
+        // Two printed figures, each ± half a unit in the last place.
+        .saturating_sub(crate::units::GIB / 100);
+    let best = f
+        .other_processes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.bytes.filter(|&b| b >= need).map(|b| (i, b)))
+        .min_by_key(|&(_, b)| b);
+    if let Some((i, b)) = best {
+        let p = f.other_processes.remove(i);
+        f.process_in_use_bytes = Some(b);
+        rep.self_pid = Some(p.pid);
+        rep.notes.push(format!(
+            "the log names no \"this process\"; Process {} ({}) holds what PyTorch allocated \
+             plus its cache, so it is taken to be this process (a container's PID namespace \
+             hides the mapping)",
+            p.pid,
+            crate::units::human(b)
+        ));
+    }
+}
+
+/// Shapes that inductor's generated code was allocating on the lines just before the message.
+fn inductor_buffers(n: &Normalized, at: usize) -> Vec<LogTensor> {
+    let ctx = super::context(n, at, 6, 0);
+    res()
+        .buffer
+        .captures_iter(&ctx)
+        .filter_map(|c| {
+            let shape = super::parse_dims(c.name("shape")?.as_str())?;
+            let dtype = c.name("dtype")?.as_str();
+            let bytes = shape_bytes(&shape, dtype_bytes(dtype)?)?;
+            Some(LogTensor {
+                name: format!("{} (inductor buffer)", c.name("name")?.as_str()),
+                shape,
+                dtype: dtype_short(dtype),
+                bytes,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::normalize::normalize;
+    use crate::diagnose::size::parse_size;
+
+    fn one(t: &str) -> Report {
+        let n = normalize(t);
+        let mut out = Vec::new();
+        scan(&n, Markers::default(), &mut out);
+        out.remove(0)
+    }
+
+    #[test]
+    fn new_wording_with_private_pools_and_gpu7() {
+        let r = one("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU7 has a total capacity of 31.51 GiB of which 196.06 MiB is free. Including non-PyTorch memory, this process has 31.31 GiB memory in use. Of the allocated memory 28.34 GiB is allocated by PyTorch, with 19.83 GiB allocated in private pools (e.g., CUDA Graphs), and 2.63 GiB is reserved by PyTorch but unallocated.");
+        assert_eq!(r.format, Format::Pytorch2);
+        assert_eq!(r.device.as_deref(), Some("7"));
+        assert_eq!(
+            r.facts.private_pools_bytes,
+            parse_size("19.83 GiB").unwrap().bytes
+        );
+        assert!(r.facts.reserved_unallocated_bytes.is_some());
+    }
+
+    #[test]
+    fn old_wording_and_cached() {
+        let r = one("RuntimeError: CUDA out of memory. Tried to allocate 384.00 MiB (GPU 2; 10.73 GiB total capacity; 9.59 GiB already allocated; 290.56 MiB free; 25.84 MiB cached)");
+        assert_eq!(r.format, Format::Pytorch1);
+        assert_eq!(r.device.as_deref(), Some("2"));
+        assert_eq!(
+            r.facts.reserved_unallocated_bytes,
+            parse_size("25.84 MiB").unwrap().bytes
+        );
+        assert_eq!(r.facts.reserved_total_bytes, None);
+    }
+
+    #[test]
+    fn bogus_in_use_is_null() {
+        let r = one("torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 318.00 MiB. GPU 0 has a total capacty of 6.00 GiB of which 0 bytes is free. Including non-PyTorch memory, this process has 17179869184.00 GiB memory in use. Of the allocated memory 5.00 GiB is allocated by PyTorch, and 271.88 MiB is reserved by PyTorch but unallocated.");
+        assert_eq!(r.facts.process_in_use_bytes, None);
+        assert_eq!(r.facts.free_bytes, Some(0));
+        assert_eq!(r.bogus.len(), 1);
+    }
+}

@@ -1,0 +1,318 @@
+//! Turn pasted text into clean logical lines before any format is matched.
+//!
+//! Real pastes carry ANSI colours, CRLF, `\r` progress bars, markdown bold and quote marks,
+//! per-line prefixes (torchrun `[rank3]:`, docker-compose `svc-1  | `, vLLM `(Worker pid=1)`,
+//! glog/absl/vLLM logger headers, ISO timestamps) and terminal hard wraps at 80–150 columns that
+//! cut a message anywhere, even inside a number. The format parsers are written against the
+//! result: one logical line per message, prefixes gone, lines of one stream (rank, container,
+//! worker) kept together so that interleaved ranks do not splice into each other.
+
+use regex::Regex;
+use std::sync::OnceLock;
+
+/// A logical line: one or more physical lines rejoined.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// Index of its first physical line in the paste (the original order across streams).
+    pub idx: usize,
+    /// Which stream (rank, container, worker) it came from; 0 is "no prefix".
+    pub stream: usize,
+    /// Byte offset of the line in [`Normalized::text`].
+    pub start: usize,
+    /// The text, without prefix and without its newline.
+    pub text: String,
+}
+
+/// The cleaned paste: `text` holds every logical line followed by `\n`, grouped by stream
+/// (streams in order of first appearance, lines in paste order within a stream).
+#[derive(Debug, Clone, Default)]
+pub struct Normalized {
+    pub text: String,
+    pub lines: Vec<Line>,
+}
+
+impl Normalized {
+    /// The logical line that contains byte offset `pos` of `text`.
+    pub fn line_at(&self, pos: usize) -> usize {
+        match self.lines.binary_search_by(|l| l.start.cmp(&pos)) {
+            Ok(i) => i,
+            Err(i) => i.saturating_sub(1),
+        }
+    }
+
+    /// End (exclusive) of the logical line starting at `lines[i]`, without its newline.
+    pub fn line_end(&self, i: usize) -> usize {
+        self.lines
+            .get(i)
+            .map(|l| l.start + l.text.len())
+            .unwrap_or(self.text.len())
+    }
+}
+
+struct Res {
+    ansi: Regex,
+    control: Regex,
+    cr: Regex,
+    bold: Regex,
+    stream: Regex,
+    compose: Regex,
+    record: Regex,
+    structural: Regex,
+}
+
+fn res() -> &'static Res {
+    static R: OnceLock<Res> = OnceLock::new();
+    R.get_or_init(|| {
+        let r = |s: &str| Regex::new(s).expect("static regex");
+        Res {
+            // CSI and OSC sequences, a lone ESC, and the `[31m` that is left when a paste
+            // dropped the ESC byte.
+            ansi: r(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b|\[(?:\d{1,3};){0,4}\d{1,3}m"),
+            control: r(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"),
+            cr: r(r"\r\n?"),
+            bold: r(r"\*\*"),
+            // Stream prefixes: the key (a, b or c) says which process the line came from.
+            stream: r(concat!(
+                r"^(?:\[(?P<a>rank\d+|default\d+)\]:|\[\d+,\s*(?P<b>\d+)\]<std(?:out|err)>:",
+                r"|\((?P<c>[A-Za-z_][\w-]*(?:\s+rank=\d+)?\s+pid=\d+)\)|\[vllm\]",
+                // srun --label: `3: ` at the very start (Rust backtraces are indented).
+                r"|(?P<d>\d{1,4}):(?: |$))[ \t]?"
+            )),
+            // docker-compose pads the service name and adds ` | `; only at the very start.
+            compose: r(r"^([a-z0-9][\w.-]*)[ \t]+\|[ \t]?"),
+            // Record prefixes (one alternation, tried once per round): a logger or timestamp
+            // header starts a new record, so a line carrying one never continues a wrap.
+            record: r(concat!(
+                // ISO date-time, optionally bracketed, optionally followed by ` | `.
+                r"^(?:\[?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]?:?[ \t]*(?:\|[ \t]*)?",
+                // vLLM: `ERROR 11-18 18:07:28 engine.py:366] ` or `[file.py:962] `.
+                r"|(?:INFO|WARNING|WARN|ERROR|DEBUG|CRITICAL|FATAL)[ \t]+\d\d-\d\d[ \t]+\d\d:\d\d:\d\d(?:\.\d+)?[ \t]+\[?[^\]\s]+:\d+\][ \t]?",
+                // `ERROR | stderr | ` after a timestamp (FastChat-style loggers).
+                r"|(?:INFO|WARNING|WARN|ERROR|DEBUG|CRITICAL|FATAL)[ \t]*\|[ \t]*(?:[\w.]+[ \t]*\|[ \t]*)?",
+                // DeepSpeed: `[INFO] [logging.py:96:log_dist] `.
+                r"|\[(?:INFO|WARNING|WARN|ERROR|DEBUG|CRITICAL)\][ \t]*(?:\[[^\]]*\][ \t]*)?",
+                // glog/absl: `W0217 08:19:10.679000 140475426195264 file.py:851] `.
+                r"|[IWEF]\d{4}[ \t]+\d\d:\d\d:\d\d\.\d+[ \t]+\d+[ \t]+[^\s\]]+:\d+\][ \t]?",
+                // Old TensorFlow glog without time: `E c:\\...\\cuda_blas.cc:372] `.
+                r"|[IWEF][ \t]+[^\s\]]+:\d+\][ \t]?",
+                // llama.cpp: `1.06.520.077 E `.
+                r"|\d+\.\d\d\.\d\d\d\.\d\d\d[ \t]+[IWEDT][ \t]",
+                // A bare clock time.
+                r"|\[?\d\d:\d\d:\d\d(?:[.,]\d+)?\]?[ \t])"
+            )),
+            // Lines that begin something new: tracebacks, frames, exceptions, log headers.
+            structural: r(concat!(
+                r"^(?:Traceback \(most recent|During handling|The above exception|File |frame #\d|",
+                r"\d+: |#\d+ |\[\[|Hint:|note:|thread '|stack backtrace|Error:|\$ |>>>|[-=_]{3}|",
+                r"[A-Za-z_][\w.]*(?:Error|Exception|Exhausted|Warning|Exit|Interrupt)\b|",
+                r"[A-Za-z_][\w.]*:\s)"
+            )),
+        }
+    })
+}
+
+/// Physical line after cleaning: prefix removed, stream key and whether a record header was seen.
+struct Phys<'a> {
+    stream_key: &'a str,
+    record: bool,
+    text: &'a str,
+    /// Width as displayed (before prefix removal): what a terminal wrapped on.
+    width: usize,
+}
+
+fn strip_prefixes(line: &str) -> Phys<'_> {
+    let r = res();
+    let width = line.chars().count();
+    let mut t = line;
+    let mut key = "";
+    let mut record = false;
+    // Markdown quotes from issue threads.
+    while let Some(rest) = t.strip_prefix("> ").or_else(|| t.strip_prefix(">\t")) {
+        t = rest;
+    }
+    // Cheap first-byte tests keep a megabyte of ordinary log lines off the regexes.
+    let first = |t: &str| t.as_bytes().first().copied().unwrap_or(b' ');
+    if first(t).is_ascii_lowercase() || first(t).is_ascii_digit() {
+        if let Some(c) = t.contains(" |").then(|| r.compose.captures(t)).flatten() {
+            let name = c.get(1).map_or("", |m| m.as_str());
+            // A bare number or a logger level before a pipe is a table, not a compose service.
+            if name.chars().any(|ch| ch.is_ascii_lowercase()) {
+                key = name;
+                t = &t[c.get(0).map_or(0, |m| m.end())..];
+            }
+        }
+    }
+    // Prefixes nest (compose → vLLM process → logger); a few rounds strip them all.
+    for _ in 0..6 {
+        let before = t.len();
+        if matches!(first(t), b'[' | b'(' | b'0'..=b'9') {
+            if let Some(c) = r.stream.captures(t) {
+                if let Some(k) = ["a", "b", "c", "d"].iter().find_map(|g| c.name(g)) {
+                    key = k.as_str();
+                }
+                t = &t[c.get(0).map_or(0, |m| m.end())..];
+            }
+        }
+        let b = first(t);
+        if b.is_ascii_digit() || b == b'[' || b.is_ascii_uppercase() {
+            if let Some(m) = r.record.find(t).filter(|m| m.end() > 0) {
+                record = true;
+                t = &t[m.end()..];
+            }
+        }
+        if t.len() == before {
+            break;
+        }
+    }
+    Phys {
+        stream_key: key,
+        record,
+        text: t,
+        width,
+    }
+}
+
+/// Characters that are noise in any log: ANSI codes, markdown bold, control bytes.
+fn clean(input: &str) -> String {
+    let r = res();
+    // Each pass only when its bytes are there (regex is_match: fast even in a debug build).
+    let mut s = if r.ansi.is_match(input) {
+        r.ansi.replace_all(input, "").into_owned()
+    } else {
+        input.to_string()
+    };
+    if r.cr.is_match(&s) {
+        s = r.cr.replace_all(&s, "\n").into_owned();
+    }
+    if r.bold.is_match(&s) {
+        s = r.bold.replace_all(&s, "").into_owned();
+    }
+    if r.control.is_match(&s) {
+        s = r.control.replace_all(&s, "").into_owned();
+    }
+    s
+}
+
+/// Is `next` (a physical line) the continuation of a hard-wrapped line of width `prev_width`?
+fn continues(prev_width: usize, prev_text: &str, next: &Phys<'_>) -> bool {
+    // Wraps happen at 80–150 columns; a word-boundary wrap ends a little short of the limit.
+    prev_width >= 60
+        && !prev_text.is_empty()
+        && !next.record
+        && !next.text.is_empty()
+        // Indented lines are code and frames; a cut that lands on a space leaves just one.
+        && !next.text.starts_with("  ")
+        && !next.text.starts_with('\t')
+        && !res().structural.is_match(next.text.trim_start())
+}
+
+/// Clean, strip prefixes, rejoin wraps, group by stream.
+pub fn normalize(input: &str) -> Normalized {
+    let cleaned = clean(input);
+    let mut keys: Vec<String> = vec![String::new()];
+    // Per stream: logical lines under construction, each with the width of its last piece.
+    let mut per_stream: Vec<Vec<(Line, usize)>> = vec![Vec::new()];
+    let mut last_stream = 0;
+    for (idx, raw) in cleaned.split('\n').enumerate() {
+        // Code fences from markdown pastes carry nothing.
+        if raw.trim_start().starts_with("```") {
+            continue;
+        }
+        let p = strip_prefixes(raw);
+        let mut sid = match keys.iter().position(|k| k == p.stream_key) {
+            Some(i) => i,
+            None => {
+                keys.push(p.stream_key.to_string());
+                per_stream.push(Vec::new());
+                keys.len() - 1
+            }
+        };
+        // A terminal wraps after docker-compose or torchrun added the prefix: the wrapped
+        // remainder has none, and belongs to the stream of the line it continues.
+        if sid == 0 && !p.record && last_stream != 0 {
+            if let Some((last, width)) = per_stream[last_stream].last() {
+                if continues(*width, &last.text, &p) {
+                    sid = last_stream;
+                }
+            }
+        }
+        last_stream = sid;
+        let lines = &mut per_stream[sid];
+        if let Some((last, width)) = lines.last_mut() {
+            if continues(*width, &last.text, &p) {
+                last.text.push_str(p.text);
+                *width = p.width;
+                continue;
+            }
+        }
+        lines.push((
+            Line {
+                idx,
+                stream: sid,
+                start: 0,
+                text: p.text.to_string(),
+            },
+            p.width,
+        ));
+    }
+    let mut out = Normalized {
+        text: String::with_capacity(cleaned.len()),
+        lines: Vec::new(),
+    };
+    for stream in per_stream {
+        for (mut line, _) in stream {
+            line.start = out.text.len();
+            out.text.push_str(&line.text);
+            out.text.push('\n');
+            out.lines.push(line);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_prefixes_and_colours() {
+        let n = normalize("\x1b[31m[rank0]: torch.OutOfMemoryError: x\x1b[0m\r\nvllm-1  | ERROR 11-18 18:07:28 engine.py:366] ValueError: y\n");
+        let texts: Vec<&str> = n
+            .lines
+            .iter()
+            .map(|l| l.text.as_str())
+            .filter(|t| !t.is_empty())
+            .collect();
+        assert_eq!(texts, ["torch.OutOfMemoryError: x", "ValueError: y"]);
+    }
+
+    #[test]
+    fn rejoins_a_wrap_inside_a_number() {
+        let a = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 6.1";
+        let text = format!(
+            "{a}{}\n4 GiB. GPU 0 has a total capacity of 11.69 GiB\n",
+            " ".repeat(0)
+        );
+        // The first piece is < 60 columns, so pad it the way a terminal at 80 would wrap.
+        let padded = text.replace("Tried", "Tried           ");
+        let n = normalize(&padded);
+        assert!(n.lines[0].text.contains("6.14 GiB. GPU 0"), "{:?}", n.lines);
+    }
+
+    #[test]
+    fn interleaved_ranks_stay_apart() {
+        let long = "x".repeat(70);
+        let t = format!("[rank0]: a {long}\n[rank1]: b {long}\n[rank0]: tail0\n[rank1]: tail1\n");
+        let n = normalize(&t);
+        let texts: Vec<&str> = n
+            .lines
+            .iter()
+            .map(|l| l.text.as_str())
+            .filter(|t| !t.is_empty())
+            .collect();
+        assert!(
+            texts[0].ends_with("tail0") && texts[1].ends_with("tail1"),
+            "{texts:?}"
+        );
+    }
+}

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use std::process::Command;
 use vramplan::budget::{find, Budget};
-use vramplan::config::{apply_overrides, load, TrainConfig};
+use vramplan::config::{apply_overrides, is_nanogpt_key, load, TrainConfig};
 use vramplan::plan::search::with_batch;
 use vramplan::report::check;
 
@@ -122,10 +122,32 @@ fn the_printed_command_parses_back_to_the_suggested_config() {
         )
         .unwrap()
         .config;
-        // Keys nanoGPT has no flag for travel in the environment / code changes.
+        // Keys nanoGPT has no flag for travel as an environment prefix or a code change.
         let want: TrainConfig = serde_json::from_value(cand["config"].clone()).unwrap();
-        if cmd.starts_with("PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True") {
-            apply_overrides(&mut cfg, &["--alloc_conf=expandable_segments:True".into()]).unwrap();
+        for (key, value) in cand["changes"].as_object().unwrap() {
+            if is_nanogpt_key(key) {
+                continue;
+            }
+            if key == "alloc_conf" {
+                assert!(cmd.starts_with("PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"));
+            } else {
+                assert!(
+                    !cand["code_changes"].as_array().unwrap().is_empty(),
+                    "{key} changed but no code change is given"
+                );
+            }
+            let v = match value {
+                Value::String(s) => s.clone(),
+                Value::Bool(b) => {
+                    if *b {
+                        "True".into()
+                    } else {
+                        "False".into()
+                    }
+                }
+                other => other.to_string(),
+            };
+            apply_overrides(&mut cfg, &[format!("--{key}={v}")]).unwrap();
         }
         assert_eq!(cfg, want, "{cmd}");
     }

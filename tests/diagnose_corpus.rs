@@ -241,22 +241,3 @@ fn decoys_are_not_vram_ooms() {
     let json = serde_json::to_value(&d).unwrap();
     assert_eq!(json["is_oom"], Value::Bool(false));
 }
-
-/// `cargo test --test diagnose_corpus dump -- --ignored --nocapture`: every diagnosis, for review.
-#[test]
-#[ignore]
-fn dump() {
-    let dir = corpus_dir().unwrap_or_else(|| PathBuf::from(FIXTURES));
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
-    for log in logs {
-        let d = parse(&read(&log));
-        println!("===== {}", log.display());
-        println!("{}", vramplan::diagnose::render_text(&d));
-        println!("{}", serde_json::to_string(&d).unwrap());
-    }
-}

@@ -179,16 +179,6 @@ fn without_a_config_hypotheses_name_both_equal_sized_shapes() {
     assert!(render_text(&d).contains("hypotheses"));
 }
 
-/// `cargo test --test diagnose_seed show -- --ignored --nocapture`: the seed report, for review.
-#[test]
-#[ignore]
-fn show() {
-    println!("{}", render_text(&parse(SEED)));
-    let d = analyze(SEED, Some(&seed_context()));
-    println!("{}", render_text(&d));
-    println!("{}", serde_json::to_string_pretty(&d).unwrap());
-}
-
 #[test]
 fn more_allocated_than_the_config_explains_is_unexplained_memory() {
     let mut ctx = seed_context();

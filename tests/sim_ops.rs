@@ -20,6 +20,7 @@ fn engine(autocast: Option<DType>) -> Engine {
         expandable_segments: false,
     });
     e.grad_mode = true;
+    e.training = true;
     e.enter_autocast(autocast);
     e
 }

@@ -2,6 +2,7 @@
 //! (0 fits / diagnosed, 1 does not fit, 2 is an Err and printed by main).
 
 mod check;
+mod diagnose;
 mod gpus;
 mod suggest;
 
@@ -15,7 +16,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
     match &cli.command {
         Command::Check(a) => check::run(a),
         Command::Suggest(a) => suggest::run(a),
-        Command::Diagnose(_) => crate::bail!("diagnose: not wired yet"),
+        Command::Diagnose(a) => diagnose::run(a),
         Command::Probe(_) => crate::bail!("probe: not wired yet"),
         Command::Gpus(a) => gpus::run(a),
     }

@@ -19,15 +19,80 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Simulate a training run's memory, phase by phase, against a GPU.
+    #[command(after_help = CHECK_EXAMPLES)]
     Check(CheckArgs),
     /// Find the largest configuration that fits, keeping tokens per step.
+    #[command(after_help = SUGGEST_EXAMPLES)]
     Suggest(SuggestArgs),
     /// Read a CUDA out-of-memory log: what failed, why, and what to change.
+    #[command(after_help = DIAGNOSE_EXAMPLES)]
     Diagnose(DiagnoseArgs),
     /// Run the real model (candle) forward + backward + AdamW and measure its peak.
+    #[command(after_help = PROBE_EXAMPLES)]
     Probe(ProbeArgs),
     /// List the GPU catalogue (or the cards on this machine with --live).
+    #[command(after_help = GPUS_EXAMPLES)]
     Gpus(GpusArgs),
+    /// Where a tensor or a category of memory comes from: which op, why that dtype, when it
+    /// is born and freed.
+    #[command(after_help = EXPLAIN_EXAMPLES)]
+    Explain(ExplainArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Example:\n  vramplan completions bash > ~/.local/share/bash-completion/completions/vramplan"
+    )]
+    Completions(CompletionsArgs),
+}
+
+const CHECK_EXAMPLES: &str = "Examples:
+  vramplan check                                     nanoGPT's train.py defaults (GPT-2 124M)
+  vramplan check config/train_gpt2.py --gpu rtx3060
+  vramplan check run.toml --gpu a100-40gb --json
+  vramplan check config/train_gpt2.py --gpu rtx3060 --batch_size=64 --compile=False
+  vramplan check cfg.py --gpu a100-40gb --quiet && torchrun --nproc_per_node=1 train.py cfg.py
+
+Exit codes: 0 fits (or no GPU given), 1 does not fit, 2 bad input.";
+
+const SUGGEST_EXAMPLES: &str = "Examples:
+  vramplan suggest --gpu rtx3060
+  vramplan suggest config/train_gpt2.py --gpu rtx3060 --batch_size=64
+  vramplan suggest run.toml --gpu a100-40gb --json
+  vramplan suggest run.toml --gpu rtx3060 --margin 0.5GiB --keep block_size
+
+Exit codes: 0 something fits, 1 nothing fits, 2 bad input.";
+
+const DIAGNOSE_EXAMPLES: &str = "Examples:
+  vramplan diagnose crash.log
+  pbpaste | vramplan diagnose -
+  vramplan diagnose crash.log --config config/train_gpt2.py --batch_size=64
+  vramplan diagnose crash.log --json";
+
+const PROBE_EXAMPLES: &str = "Examples:
+  vramplan probe --n_layer=2 --batch_size=2             a real forward + backward + AdamW on the CPU
+  vramplan probe config/train_shakespeare_char.py --device cuda --json";
+
+const GPUS_EXAMPLES: &str = "Examples:
+  vramplan gpus
+  vramplan gpus --json
+  vramplan gpus --live";
+
+const EXPLAIN_EXAMPLES: &str = "Examples:
+  vramplan explain lm_head.logits fixtures/configs/seed-rtx3060.py
+  vramplan explain loss.log_probs_fp32 --batch_size=8
+  vramplan explain optimizer config/train_gpt2.py";
+
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// A tensor name as `check` prints it (lm_head.logits, layer3.mlp.c_fc.out) or a category
+    /// (parameters, gradients, optimizer, activations, logits, autocast_copies, workspace).
+    pub what: String,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
 }
 
 /// Where the run's configuration comes from and which card it is planned for.

@@ -21,7 +21,8 @@ fn main() -> ExitCode {
         Command::Suggest(a) => a.run.overrides = overrides,
         Command::Diagnose(a) => a.overrides = overrides,
         Command::Probe(a) => a.overrides = overrides,
-        Command::Gpus(_) => {}
+        Command::Explain(a) => a.run.overrides = overrides,
+        Command::Gpus(_) | Command::Completions(_) => {}
     }
     match vramplan::commands::run(&cli) {
         Ok(code) => ExitCode::from(code),

@@ -4,6 +4,7 @@
 mod check;
 mod diagnose;
 mod gpus;
+mod misc;
 mod suggest;
 
 use crate::budget::{nvml_from_env, resolve, Budget, BudgetRequest};
@@ -19,6 +20,8 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Diagnose(a) => diagnose::run(a),
         Command::Probe(_) => crate::bail!("probe: not wired yet"),
         Command::Gpus(a) => gpus::run(a),
+        Command::Explain(a) => misc::explain(a),
+        Command::Completions(a) => misc::completions(a),
     }
 }
 

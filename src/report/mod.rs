@@ -1,6 +1,7 @@
 //! What `check` reports: the simulated run against a budget, as data (JSON) and as text.
 
 pub mod check;
+pub mod explain;
 pub mod text;
 
 pub use check::{build, CheckReport, Target};

@@ -1,0 +1,23 @@
+//! `explain` and `completions`.
+
+use super::{load_budget, load_config};
+use crate::cli::{Cli, CompletionsArgs, ExplainArgs};
+use crate::error::Result;
+use crate::report::explain::explain as explain_text;
+use clap::CommandFactory;
+
+pub fn explain(args: &ExplainArgs) -> Result<u8> {
+    let cfg = load_config(&args.run)?.config;
+    let budget = load_budget(&args.run)?;
+    print!(
+        "{}",
+        explain_text(&args.what, &cfg, budget.as_ref().map(|b| &b.profile))?
+    );
+    Ok(0)
+}
+
+pub fn completions(args: &CompletionsArgs) -> Result<u8> {
+    let mut cmd = Cli::command();
+    clap_complete::generate(args.shell, &mut cmd, "vramplan", &mut std::io::stdout());
+    Ok(0)
+}

@@ -1,0 +1,190 @@
+//! `vramplan explain`: the text a person needs to believe a number — which op makes a tensor,
+//! why it has that dtype, who keeps it alive, and when it is born and freed in the run.
+
+use super::check::run_sim;
+use crate::budget::GpuProfile;
+use crate::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::sim::replay::live_blocks_at;
+use crate::sim::timeline::EventKind;
+use crate::sim::{Category, Phase};
+use crate::units::human;
+use std::fmt::Write;
+
+/// What each kind of tensor is, by the end of its name. `{dt}` is its dtype.
+const TENSORS: &[(&str, &str)] = &[
+    ("lm_head.logits", "lm_head applied to the final layer norm's output (the weight is wte, tied): a matmul, which CUDA autocast runs in {dt}; shape (B, T, V). train.py keeps `logits` referenced until the next forward returns, so during a forward two of them can be alive."),
+    ("loss.log_probs", "F.cross_entropy on logits.view(-1, V): it calls log_softmax with the logits' own dtype ({dt}), and log_softmax saves its output for the backward."),
+    ("loss.log_probs_fp32", "nll_loss is on autocast's fp32 list, so the half-precision log-probs are copied to fp32 (B·T × V × 4 bytes); nll_loss saves that copy for the backward. It is usually the largest tensor of a small GPT."),
+    ("loss.nll.grad", "nll_loss_backward's output: the gradient of the fp32 log-probs, a full (B·T, V) fp32 tensor."),
+    ("loss.log_probs.grad", "the log-probs' gradient cast back from fp32 to the log-probs' dtype (the backward of autocast's copy)."),
+    ("loss.log_softmax.grad", "log_softmax's backward: the logits' gradient, (B·T, V) in the logits' dtype."),
+    ("mlp.c_fc.out", "the MLP's first Linear (C → 4C): a matmul in {dt} under autocast; GELU saves it for its backward."),
+    ("mlp.gelu", "GELU of c_fc's output, in its input's dtype ({dt}); mlp.c_proj saves it as its matmul input."),
+    ("attn.c_attn.out", "the fused q, k, v projection (C → 3C) in {dt}; q, k and v are views of it, so attention keeps it whole while it saves q, k, v."),
+    ("attn.sdpa.out", "scaled_dot_product_attention's output (B, nh, T, hs) in {dt}; the flash kernel saves it for its backward."),
+    ("attn.sdpa.logsumexp", "the attention kernel's fp32 logsumexp per row (B, nh, T), saved for its backward."),
+    ("input_cast", "autocast's cast of a Linear's fp32 input to {dt}; the matmul saves it to compute the weight's gradient."),
+    ("weight_cast", "autocast's cast of an fp32 weight to {dt}. Autocast caches it until the autocast region (the forward) ends, and the matmul saves it for the input's gradient."),
+    ("bias_cast", "autocast's cached {dt} cast of a bias; nothing saves it, so it goes when the autocast region ends."),
+    (".mean", "layer_norm's per-row mean (B, T, 1), fp32, saved for its backward."),
+    (".rstd", "layer_norm's per-row reciprocal standard deviation (B, T, 1), fp32, saved for its backward."),
+    ("ln_1.out", "layer_norm output, fp32 (autocast keeps layer_norm in fp32); the next Linear casts it to the half dtype."),
+    ("ln_2.out", "layer_norm output, fp32 (autocast keeps layer_norm in fp32); the next Linear casts it to the half dtype."),
+    ("ln_f.out", "the final layer_norm output, fp32; lm_head casts it for its matmul."),
+    ("resid_attn", "the residual stream after attention: fp32 + {dt} promotes to fp32; the next layer_norm saves it."),
+    ("resid_mlp", "the residual stream after the MLP, fp32; the next block's layer_norm saves it."),
+    (".mask", "dropout's bool mask (one byte per element), saved for its backward."),
+    ("adam.exp_avg", "AdamW's first moment, fp32, created at the first optimizer step and kept for the rest of the run."),
+    ("adam.exp_avg_sq", "AdamW's second moment, fp32, created at the first optimizer step and kept for the rest of the run."),
+    ("weight.grad", "a weight's gradient; the backward's matmul computes it in the compute dtype, and for fp32 parameters it is cast to fp32 and kept as .grad until zero_grad(set_to_none=True)."),
+    ("workspace(python thread)", "cuBLAS's workspace for the thread that runs the forward's matmuls, allocated through PyTorch's caching allocator at the first matmul and kept."),
+    ("workspace(autograd thread)", "cuBLAS's workspace for autograd's backward thread, allocated at the first backward matmul and kept."),
+    ("wte.weight", "the token embedding, fp32 (V × C): the master weight, shared with lm_head."),
+];
+
+const CATEGORIES: &[(Category, &str)] = &[
+    (Category::Parameters, "the fp32 master weights, on the device from model.to(device) to the end."),
+    (Category::Gradients, "the parameters' .grad, created in the first backward (AccumulateGrad keeps the first gradient, later micro-steps add into it) and freed by zero_grad(set_to_none=True)."),
+    (Category::Optimizer, "the optimizer's state, created lazily at the first step and kept: AdamW holds two fp32 moments per parameter."),
+    (Category::Activations, "what the forward saves for the backward (matmul inputs, layer_norm inputs and statistics, attention outputs, dropout masks) and the backward's transient gradients."),
+    (Category::Logits, "the loss chain: logits, their log-probs, the fp32 copy nll_loss saves, and their gradients — B·T·V-sized tensors, the largest of a small GPT."),
+    (Category::AutocastCopies, "autocast's cache of half-precision weight copies, kept until the forward's autocast region ends."),
+    (Category::Workspace, "cuBLAS/cuBLASLt workspaces (one set per thread that runs matmuls) and attention scratch."),
+    (Category::Other, "input batches (int64), positions, and scalars such as norms and the loss."),
+];
+
+fn describe(name: &str, dtype: &str) -> String {
+    TENSORS
+        .iter()
+        .filter(|(suffix, _)| name.ends_with(suffix))
+        .max_by_key(|(suffix, _)| suffix.len())
+        .map(|(_, text)| text.replace("{dt}", dtype))
+        .unwrap_or_else(|| format!("a tensor of {name}'s op, in {dtype}"))
+}
+
+pub fn explain(what: &str, cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<String> {
+    let sim = run_sim(cfg, gpu)?;
+    let tl = &sim.timeline;
+    let mut out = String::new();
+    if let Some(&(cat, text)) = CATEGORIES
+        .iter()
+        .find(|(c, _)| c.key() == what || c.label() == what)
+    {
+        let live = live_blocks_at(tl, &sim.profile, sim.profile.peak_event);
+        let mut items: Vec<(u32, u64)> = live
+            .into_iter()
+            .filter(|(t, _)| tl.tensors[*t as usize].category == cat)
+            .collect();
+        let total: u64 = items.iter().map(|x| x.1).sum();
+        items.sort_by_key(|x| std::cmp::Reverse(x.1));
+        let _ = writeln!(out, "{}: {text}", cat.label());
+        let _ = writeln!(
+            out,
+            "At the run's peak (phase `{}`): {} in {} tensors.",
+            sim.profile.peak_phase.key(),
+            human(total),
+            items.len()
+        );
+        for (t, b) in items.iter().take(8) {
+            let r = &tl.tensors[*t as usize];
+            let _ = writeln!(
+                out,
+                "  {:<40} {:<20} {:>6} {:>12}",
+                r.name.to_string(),
+                r.shape.to_string(),
+                r.dtype.short(),
+                human(*b)
+            );
+        }
+        return Ok(out);
+    }
+    let ids: Vec<u32> = (0..tl.tensors.len() as u32)
+        .filter(|&t| tl.tensors[t as usize].name.to_string() == what)
+        .collect();
+    let Some(&first) = ids.first() else {
+        let mut names: Vec<String> = tl.tensors.iter().map(|t| t.name.to_string()).collect();
+        names.sort();
+        names.dedup();
+        let close: Vec<&String> = names
+            .iter()
+            .filter(|n| n.contains(what) || what.contains(n.as_str()))
+            .take(5)
+            .collect();
+        return Err(Error::new(format!(
+            "no tensor or category named `{what}` in this run{}",
+            if close.is_empty() {
+                " (categories: parameters, gradients, optimizer, activations, logits, autocast_copies, workspace, other)".to_string()
+            } else {
+                format!(
+                    ": did you mean {}?",
+                    close
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        )));
+    };
+    let r = &tl.tensors[first as usize];
+    let _ = writeln!(
+        out,
+        "{} {} {} = {}",
+        r.name,
+        r.shape,
+        r.dtype.short(),
+        human(r.bytes)
+    );
+    let _ = writeln!(out, "{}", describe(what, r.dtype.short()));
+    let _ = writeln!(out, "Category: {}.", r.category.label());
+    // Lifetimes: each instance's birth and death phases.
+    let mut lines = Vec::new();
+    for &t in &ids {
+        let mut born = None;
+        let mut died = None;
+        for e in &tl.events {
+            if e.tensor == t {
+                match e.kind {
+                    EventKind::Alloc => born = Some(e.phase),
+                    EventKind::Free => died = Some(e.phase),
+                }
+            }
+        }
+        if let Some(b) = born {
+            lines.push(format!(
+                "born in {}, {}",
+                b.key(),
+                died.map_or(
+                    "alive at the end of the run".to_string(),
+                    |d: Phase| format!("freed in {}", d.key())
+                )
+            ));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "Allocated {} times in the simulated run (2 evals of 2 iterations, 2 steps):",
+        ids.len()
+    );
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for l in lines {
+        match counts.iter_mut().find(|(x, _)| *x == l) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((l, 1)),
+        }
+    }
+    for (l, n) in counts {
+        let _ = writeln!(out, "  {n} x {l}");
+    }
+    let at_peak = live_blocks_at(tl, &sim.profile, sim.profile.peak_event)
+        .iter()
+        .filter(|(t, _)| ids.contains(t))
+        .count();
+    let _ = writeln!(
+        out,
+        "At the run's peak (phase `{}`): {at_peak} alive.",
+        sim.profile.peak_phase.key()
+    );
+    Ok(out)
+}

@@ -13,7 +13,7 @@
 //! With `expandable_segments:True` the large pool maps 2 MiB pages on demand and reuses them
 //! without fragmentation: reserved ≈ the high-water mark of large blocks in whole pages.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 const MIN_BLOCK: u64 = 512;
 const SMALL_SIZE: u64 = 1 << 20;
@@ -21,6 +21,7 @@ const SMALL_BUFFER: u64 = 2 << 20;
 const LARGE_BUFFER: u64 = 20 << 20;
 const MIN_LARGE_ALLOC: u64 = 10 << 20;
 const ROUND_LARGE: u64 = 2 << 20;
+const ID_MASK: u128 = (1 << 40) - 1;
 
 /// PyTorch's round_size: at least 512 bytes, a multiple of 512.
 pub fn round_size(bytes: u64) -> u64 {
@@ -59,10 +60,11 @@ pub type BlockId = u32;
 #[derive(Debug, Default)]
 pub struct CachingAllocator {
     blocks: Vec<Block>,
-    /// Free blocks by pool, keyed by (size, address) packed in a u128 so that the first key at
-    /// or above (size, 0) is PyTorch's best fit: smallest block, then lowest address.
-    free_small: BTreeMap<u128, u32>,
-    free_large: BTreeMap<u128, u32>,
+    /// Free blocks by pool as (size, address, block id) packed in one u128 — 40, 48 and 40
+    /// bits — so that the first key at or above (size, 0, 0) is PyTorch's best fit: the
+    /// smallest block, then the lowest address.
+    free_small: BTreeSet<u128>,
+    free_large: BTreeSet<u128>,
     segments: u32,
     /// Virtual address of the next segment.
     next_base: u64,
@@ -107,14 +109,11 @@ impl CachingAllocator {
         } else {
             &mut self.free_large
         };
-        let found = pool
-            .range((u128::from(size) << 64)..)
-            .next()
-            .map(|(k, v)| (*k, *v));
+        let found = pool.range((u128::from(size) << 88)..).next().copied();
         let id = match found {
-            Some((key, id)) => {
+            Some(key) => {
                 pool.remove(&key);
-                id
+                (key & ID_MASK) as u32
             }
             None => {
                 let seg = segment_size(size);
@@ -183,6 +182,11 @@ impl CachingAllocator {
         self.insert_free(id);
     }
 
+    /// How many free blocks each pool holds (small, large).
+    pub fn free_blocks(&self) -> (usize, usize) {
+        (self.free_small.len(), self.free_large.len())
+    }
+
     /// Size the block occupies (what allocated counts for it).
     pub fn block_size(&self, id: BlockId) -> u64 {
         self.blocks[id as usize].size
@@ -216,15 +220,15 @@ impl CachingAllocator {
 
     fn key(&self, id: BlockId) -> u128 {
         let b = &self.blocks[id as usize];
-        (u128::from(b.size) << 64) | u128::from(b.addr)
+        (u128::from(b.size) << 88) | (u128::from(b.addr) << 40) | u128::from(id)
     }
 
     fn insert_free(&mut self, id: BlockId) {
         let k = self.key(id);
         if self.blocks[id as usize].small {
-            self.free_small.insert(k, id);
+            self.free_small.insert(k);
         } else {
-            self.free_large.insert(k, id);
+            self.free_large.insert(k);
         }
     }
 

@@ -66,9 +66,11 @@ fn check(log_path: &Path, json_path: &Path, t: &mut Tally) {
     let mine = serde_json::to_value(&d.facts).expect("facts serialise");
     let printed = &side["facts_as_printed"];
     for (key, want) in side["facts"].as_object().into_iter().flatten() {
-        // 1.0's "X cached" is reserved-but-unallocated (PyTorch printed cached − allocated).
+        // The mapping: the sidecar's `cached_bytes` is `reserved_total_bytes` here.
+        // (PyTorch 1.0–1.3 printed cached − allocated; where that is below what is allocated
+        // the same figure is also reported as reserved_unallocated_bytes — checked below.)
         let field = if key == "cached_bytes" {
-            "reserved_unallocated_bytes"
+            "reserved_total_bytes"
         } else {
             key
         };

@@ -24,7 +24,9 @@ struct Res {
     process: Regex,
     allocated: [Regex; 2],
     private: Regex,
-    unallocated: [Regex; 2],
+    unallocated: Regex,
+    /// PyTorch 1.0–1.3's "X cached)".
+    cached: Regex,
     reserved_total: Regex,
     allowed: Regex,
     device: [Regex; 2],
@@ -57,10 +59,8 @@ fn res() -> &'static Res {
             re(r"(?P<v>SIZE)\s*already\s*allocated"),
         ],
         private: re(r"with\s*(?P<v>SIZE)\s*allocated\s*in\s*private\s*pools"),
-        unallocated: [
-            re(r"(?P<v>SIZE)\s*is\s*reserved\s*by\s*PyTorch\s*but\s*unallocated"),
-            re(r"(?P<v>SIZE)\s*cached\s*\)"),
-        ],
+        unallocated: re(r"(?P<v>SIZE)\s*is\s*reserved\s*by\s*PyTorch\s*but\s*unallocated"),
+        cached: re(r"(?P<v>SIZE)\s*cached\s*\)"),
         reserved_total: re(r"(?P<v>SIZE)\s*reserved\s*in\s*total"),
         allowed: re(r"(?P<v>SIZE)\s*allowed\s*;"),
         device: [
@@ -105,9 +105,23 @@ pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
         rep.set("private_pools_bytes", find_size(&r.private, span));
         rep.set(
             "reserved_unallocated_bytes",
-            first_size(&r.unallocated, span),
+            find_size(&r.unallocated, span),
         );
         rep.set("reserved_total_bytes", find_size(&r.reserved_total, span));
+        if let Some(cached) = find_size(&r.cached, span) {
+            // The old wording's "cached" is the figure later versions call "reserved in total"
+            // (the JSON contract of issue 4). PyTorch 1.0–1.3 printed cached − allocated there,
+            // though: when it is below what is allocated it can only be the reserved-but-
+            // unallocated part, so it is that fact too, and the causes read it as such.
+            let below_allocated = matches!(
+                (cached.bytes, rep.facts.allocated_by_framework_bytes),
+                (Some(c), Some(a)) if c < a
+            );
+            if below_allocated && rep.facts.reserved_unallocated_bytes.is_none() {
+                rep.set("reserved_unallocated_bytes", Some(cached.clone()));
+            }
+            rep.set("reserved_total_bytes", Some(cached));
+        }
         rep.set("allowed_bytes", find_size(&r.allowed, span));
         rep.device = r
             .device
@@ -264,7 +278,11 @@ mod tests {
             r.facts.reserved_unallocated_bytes,
             parse_size("25.84 MiB").unwrap().bytes
         );
-        assert_eq!(r.facts.reserved_total_bytes, None);
+        // The issue's contract: the old "cached" is the reserved-in-total figure of that wording.
+        assert_eq!(
+            r.facts.reserved_total_bytes,
+            parse_size("25.84 MiB").unwrap().bytes
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod explain;
+pub mod svg;
 pub mod text;
 
 pub use check::{build, CheckReport, Target};

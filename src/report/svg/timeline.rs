@@ -1,0 +1,424 @@
+//! The run's memory over time: live allocator blocks stacked by category over the Timeline's
+//! events, the device line (reserved + context), the card's usable memory, the peak and its
+//! largest tensor, and the phases along the x axis.
+
+use super::annotate::{legend, peak_marker, phase_strip};
+use super::draw::{fit_text, num, ticks, x_axis, y_axis_gib, Anchor, Rect, Scale, Svg};
+use crate::sim::allocator::CachingAllocator;
+use crate::sim::timeline::EventKind;
+use crate::sim::{Category, MemoryProfile, Phase, Timeline};
+use crate::units::{human, GIB};
+use std::fmt::Write;
+
+/// At most this many points per curve: each keeps its bucket's highest moment, so no peak is
+/// lost to the downsampling.
+pub const MAX_POINTS: usize = 2000;
+
+pub(super) const W: f64 = 1200.0;
+const H: f64 = 612.0;
+/// The plot area; the legend sits to its right, the phases under it.
+pub(super) const PLOT: Rect = Rect {
+    x0: 78.0,
+    y0: 70.0,
+    x1: 900.0,
+    y1: 500.0,
+};
+
+/// Layer 0 is the CUDA context, then the categories in `Category::ALL` order (bottom to top).
+pub(super) const LAYERS: usize = 9;
+const CONTEXT_LABEL: &str = "CUDA context";
+
+pub(super) fn layer_color(l: usize) -> &'static str {
+    [
+        "#cfcfcf", // context
+        "#4e79a7", // parameters
+        "#f28e2b", // gradients
+        "#59a14f", // optimizer state
+        "#edc948", // activations
+        "#b07aa1", // logits and loss
+        "#76b7b2", // autocast copies
+        "#9c755f", // workspace
+        "#8c8c8c", // other
+    ][l]
+}
+
+pub(super) fn layer_label(l: usize) -> &'static str {
+    if l == 0 {
+        CONTEXT_LABEL
+    } else {
+        Category::ALL[l - 1].label()
+    }
+}
+
+pub(super) fn layer_key(l: usize) -> &'static str {
+    if l == 0 {
+        "context"
+    } else {
+        Category::ALL[l - 1].key()
+    }
+}
+
+pub(super) fn phase_color(p: Phase) -> &'static str {
+    match p {
+        Phase::Init => "#9a9a9a",
+        Phase::Eval => "#6baed6",
+        Phase::Forward => "#74c476",
+        Phase::Backward => "#fd8d3c",
+        Phase::Optimizer => "#9e9ac8",
+        Phase::EvalAfterStep => "#3182bd",
+    }
+}
+
+/// Events `start..end` drawn as one point: the category bytes at the bucket's highest
+/// allocated moment, and the highest reserved.
+struct Bucket {
+    start: usize,
+    end: usize,
+    layers: [u64; LAYERS],
+    reserved: u64,
+}
+
+impl Bucket {
+    fn through(&self, l: usize) -> u64 {
+        self.layers[..=l].iter().sum()
+    }
+}
+
+struct Series {
+    buckets: Vec<Bucket>,
+    at_peak: [u64; LAYERS],
+    final_reserved: u64,
+}
+
+/// Replays the events once: category bytes (the profile's allocator blocks, so they add up to
+/// the allocated figure) and the allocator's reserved bytes after each event.
+fn collect(tl: &Timeline, profile: &MemoryProfile, context: u64, expandable: bool) -> Series {
+    let n = tl.events.len();
+    let per = n.div_ceil(MAX_POINTS).max(1);
+    let mut alloc = CachingAllocator::new(expandable);
+    let mut blocks = vec![None; tl.tensors.len()];
+    let mut layers = [0u64; LAYERS];
+    layers[0] = context;
+    let mut buckets: Vec<Bucket> = Vec::with_capacity(n.div_ceil(per));
+    let mut best = 0u64;
+    let mut at_peak = layers;
+    for (i, ev) in tl.events.iter().enumerate() {
+        let t = ev.tensor as usize;
+        let l = 1 + tl.tensors[t].category as usize;
+        match ev.kind {
+            EventKind::Alloc => {
+                blocks[t] = alloc.malloc(tl.tensors[t].bytes);
+                if blocks[t].is_some() {
+                    layers[l] += profile.block_bytes[t];
+                }
+            }
+            EventKind::Free => {
+                if let Some(b) = blocks[t].take() {
+                    alloc.free(b);
+                    layers[l] = layers[l].saturating_sub(profile.block_bytes[t]);
+                }
+            }
+        }
+        if i == profile.peak_event {
+            at_peak = layers;
+        }
+        let total: u64 = layers.iter().sum();
+        if i % per == 0 {
+            buckets.push(Bucket {
+                start: i,
+                end: i + 1,
+                layers,
+                reserved: alloc.reserved,
+            });
+            best = total;
+        } else if let Some(b) = buckets.last_mut() {
+            b.end = i + 1;
+            b.reserved = b.reserved.max(alloc.reserved);
+            if total > best {
+                best = total;
+                b.layers = layers;
+            }
+        }
+    }
+    Series {
+        buckets,
+        at_peak,
+        final_reserved: alloc.reserved,
+    }
+}
+
+/// Where the chart has ink, per bucket: (x from, x to, y of the stack's top, y of the device
+/// line), in pixels.
+pub(super) struct Ink {
+    pub(super) columns: Vec<(f64, f64, f64, f64)>,
+}
+
+impl Ink {
+    fn over(&self, x0: f64, x1: f64) -> impl Iterator<Item = &(f64, f64, f64, f64)> {
+        self.columns.iter().filter(move |c| c.0 <= x1 && c.1 >= x0)
+    }
+
+    /// The highest (smallest y) the stack reaches between x0 and x1.
+    pub(super) fn stack_top(&self, x0: f64, x1: f64) -> f64 {
+        self.over(x0, x1).map(|c| c.2).fold(f64::INFINITY, f64::min)
+    }
+
+    /// The device line's y range between x0 and x1 (risers included).
+    pub(super) fn device_span(&self, x0: f64, x1: f64) -> (f64, f64) {
+        self.over(x0, x1)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), c| {
+                (lo.min(c.3), hi.max(c.3))
+            })
+    }
+}
+
+/// Runs of one phase: (phase, first event, one past the last).
+fn phase_runs(tl: &Timeline) -> Vec<(Phase, usize, usize)> {
+    let mut runs: Vec<(Phase, usize, usize)> = Vec::new();
+    for (i, ev) in tl.events.iter().enumerate() {
+        match runs.last_mut() {
+            Some(r) if r.0 == ev.phase => r.2 = i + 1,
+            _ => runs.push((ev.phase, i, i + 1)),
+        }
+    }
+    runs
+}
+
+/// A step outline through `value` of each bucket: `close` makes it an area down to the axis.
+fn step_path(buckets: &[Bucket], xs: &Scale, y: &dyn Fn(&Bucket) -> f64, close: bool) -> String {
+    let (Some(first), Some(last)) = (buckets.first(), buckets.last()) else {
+        return String::new();
+    };
+    let base = PLOT.y1;
+    let mut d = String::new();
+    let mut level = num(y(first));
+    if close {
+        let _ = write!(
+            d,
+            "M{},{}V{}",
+            num(xs.at(first.start as f64)),
+            num(base),
+            level
+        );
+    } else {
+        let _ = write!(d, "M{},{}", num(xs.at(first.start as f64)), level);
+    }
+    for b in &buckets[1..] {
+        let next = num(y(b));
+        if next != level {
+            let _ = write!(d, "H{}V{}", num(xs.at(b.start as f64)), next);
+            level = next;
+        }
+    }
+    let _ = write!(d, "H{}", num(xs.at(last.end as f64)));
+    if close {
+        let _ = write!(d, "V{}Z", num(base));
+    }
+    d
+}
+
+/// The timeline chart. `usable_bytes`: the card's usable memory, drawn as a line (None: no
+/// card). `context_bytes`: the CUDA context, stacked under the tensors so the stack and the
+/// device line compare with the card's usable memory.
+///
+/// The device line needs the allocator's reserved bytes after every event, which the profile
+/// does not keep: the Timeline is replayed again in the allocator mode (expandable segments or
+/// not) that reproduces the profile's final reserved figure.
+pub fn timeline_svg(
+    tl: &Timeline,
+    profile: &MemoryProfile,
+    usable_bytes: Option<u64>,
+    context_bytes: u64,
+) -> String {
+    let mut s = collect(tl, profile, context_bytes, false);
+    if s.final_reserved != profile.final_reserved {
+        let alt = collect(tl, profile, context_bytes, true);
+        if alt.final_reserved == profile.final_reserved {
+            s = alt;
+        }
+    }
+    let n = tl.events.len();
+    let gib = |b: u64| b as f64 / GIB as f64;
+    let peak_total = profile.peak_allocated.saturating_add(context_bytes);
+    let max_stack = s.buckets.iter().map(|b| b.through(LAYERS - 1)).max();
+    let device_peak = s
+        .buckets
+        .iter()
+        .map(|b| b.reserved)
+        .max()
+        .unwrap_or(0)
+        .saturating_add(context_bytes);
+    let top = [
+        max_stack.unwrap_or(0),
+        device_peak,
+        usable_bytes.unwrap_or(0),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0);
+    let yt = ticks(gib(top) * 1.12, 6, false);
+    let xs = Scale {
+        d0: 0.0,
+        d1: n.max(1) as f64,
+        r0: PLOT.x0,
+        r1: PLOT.x1,
+    };
+    let ys = Scale {
+        d0: 0.0,
+        d1: *yt.last().unwrap_or(&1.0),
+        r0: PLOT.y1,
+        r1: PLOT.y0,
+    };
+    let yb = |b: u64| ys.at(gib(b));
+    let present: Vec<usize> = (0..LAYERS)
+        .filter(|&l| s.at_peak[l] > 0 || s.buckets.iter().any(|b| b.layers[l] > 0))
+        .collect();
+
+    let mut svg = Svg::new(W, H, "vramplan: simulated GPU memory over a training run");
+    svg.text(
+        PLOT.x0,
+        26.0,
+        16.0,
+        Anchor::Start,
+        r#"font-weight="bold" class="title""#,
+        "Simulated GPU memory over a training run",
+    );
+    let mut sub = format!(
+        "allocated peak {} in {}",
+        human(profile.peak_allocated),
+        profile.peak_phase.key()
+    );
+    let _ = write!(
+        sub,
+        " · device peak {} (reserved + context)",
+        human(device_peak)
+    );
+    if let Some(u) = usable_bytes {
+        let verdict = if device_peak <= u {
+            format!("fits, {} headroom", human(u - device_peak))
+        } else {
+            format!("does not fit, short by {}", human(device_peak - u))
+        };
+        let _ = write!(sub, " · {} usable: {verdict}", human(u));
+    }
+    svg.text(
+        PLOT.x0,
+        48.0,
+        12.5,
+        Anchor::Start,
+        r##"fill="#444" class="subtitle""##,
+        &fit_text(&sub, 12.5, W - PLOT.x0 - 12.0),
+    );
+
+    // Phases as faint bands behind everything in the plot.
+    let runs = phase_runs(tl);
+    for &(p, a, b) in &runs {
+        svg.rect(
+            Rect::new(xs.at(a as f64), PLOT.y0, xs.at(b as f64), PLOT.y1),
+            &format!(
+                r#"class="phase-tint" data-phase="{}" fill="{}" fill-opacity="0.12""#,
+                p.key(),
+                phase_color(p)
+            ),
+        );
+    }
+    y_axis_gib(&mut svg, &ys, &yt, PLOT.x0, PLOT.x1);
+
+    // Stacked areas, painted top layer first so each lower one covers its share.
+    for &l in present.iter().rev() {
+        let d = step_path(&s.buckets, &xs, &|b| yb(b.through(l)), true);
+        svg.raw(&format!(
+            r#"<path class="area" data-layer="{}" d="{d}" fill="{}" stroke="none"><title>{}</title></path>"#,
+            layer_key(l),
+            layer_color(l),
+            layer_label(l)
+        ));
+    }
+    let d = step_path(
+        &s.buckets,
+        &xs,
+        &|b| yb(b.reserved.saturating_add(context_bytes)),
+        false,
+    );
+    svg.raw(&format!(
+        r##"<path id="device-line" d="{d}" fill="none" stroke="#222" stroke-width="1.5" stroke-dasharray="6 4"><title>reserved + CUDA context (what nvidia-smi shows)</title></path>"##
+    ));
+
+    // Axes.
+    svg.line(PLOT.x0, PLOT.y0, PLOT.x0, PLOT.y1, r##"stroke="#333""##);
+    svg.line(PLOT.x0, PLOT.y1, PLOT.x1, PLOT.y1, r##"stroke="#333""##);
+    x_axis(
+        &mut svg,
+        &xs,
+        &ticks(n.max(1) as f64, 8, true)
+            .into_iter()
+            .filter(|&t| t <= n as f64)
+            .collect::<Vec<_>>(),
+        PLOT.y1,
+        PLOT.y1 + 19.0,
+    );
+
+    // The card's usable memory.
+    if let Some(u) = usable_bytes {
+        let y = yb(u);
+        svg.line(
+            PLOT.x0,
+            y,
+            PLOT.x1,
+            y,
+            r##"id="limit" class="limit" stroke="#d62728" stroke-width="2""##,
+        );
+        let label = format!("usable on the card: {}", human(u));
+        let above = Rect::of_text(PLOT.x0 + 6.0, y - 6.0, 12.0, Anchor::Start, &label);
+        let ly = if above.y0 >= PLOT.y0 && svg.is_free(&above) {
+            y - 6.0
+        } else {
+            y + 15.0
+        };
+        svg.text(
+            PLOT.x0 + 6.0,
+            ly,
+            12.0,
+            Anchor::Start,
+            r##"fill="#d62728" font-weight="bold" class="limit-label""##,
+            &label,
+        );
+    }
+
+    phase_strip(&mut svg, &xs, &runs);
+    svg.text(
+        (PLOT.x0 + PLOT.x1) / 2.0,
+        H - 12.0,
+        12.0,
+        Anchor::Middle,
+        r##"fill="#333" class="axis-title""##,
+        &format!("allocator events in run order ({n} allocations and frees)"),
+    );
+    legend(&mut svg, &present, &s.at_peak, usable_bytes.is_some());
+    if n > 0 {
+        let ink = Ink {
+            columns: s
+                .buckets
+                .iter()
+                .map(|b| {
+                    (
+                        xs.at(b.start as f64),
+                        xs.at(b.end as f64),
+                        yb(b.through(LAYERS - 1)),
+                        yb(b.reserved.saturating_add(context_bytes)),
+                    )
+                })
+                .collect(),
+        };
+        peak_marker(
+            &mut svg,
+            tl,
+            profile,
+            &xs,
+            yb(peak_total),
+            usable_bytes.map(yb),
+            &ink,
+        );
+    }
+    svg.finish()
+}

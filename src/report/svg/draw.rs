@@ -314,6 +314,31 @@ pub fn place_box(
     None
 }
 
+/// Where the limit line's label goes: just above or just below the line at `y`, at the plot's
+/// left or right end, the first spot clear of other labels and not `blocked` (the curves).
+/// Returns the text's x, baseline and anchor; above at the left when nothing is clear.
+pub fn limit_label_spot(
+    svg: &Svg,
+    label: &str,
+    y: f64,
+    plot: &Rect,
+    blocked: &dyn Fn(&Rect) -> bool,
+) -> (f64, f64, Anchor) {
+    let spots = [
+        (plot.x0 + 6.0, y - 6.0, Anchor::Start),
+        (plot.x0 + 6.0, y + 15.0, Anchor::Start),
+        (plot.x1 - 6.0, y - 6.0, Anchor::End),
+        (plot.x1 - 6.0, y + 15.0, Anchor::End),
+    ];
+    spots
+        .into_iter()
+        .find(|&(x, ty, a)| {
+            let r = Rect::of_text(x, ty, 12.0, a, label);
+            r.inside(plot) && svg.is_free(&r.grow(2.0)) && !blocked(&r.grow(2.0))
+        })
+        .unwrap_or(spots[if y - 20.0 < plot.y0 { 1 } else { 0 }])
+}
+
 /// `s` shortened with an ellipsis to fit `width` at font size `size`.
 pub fn fit_text(s: &str, size: f64, width: f64) -> String {
     if text_width(s, size) <= width {

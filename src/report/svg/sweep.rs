@@ -2,8 +2,8 @@
 //! and the chosen point.
 
 use super::draw::{
-    escape, fit_text, num, place_box, text_width, ticks, wrap, x_axis, y_axis_gib, Anchor, Rect,
-    Scale, Svg,
+    escape, fit_text, limit_label_spot, num, place_box, text_width, ticks, wrap, x_axis,
+    y_axis_gib, Anchor, Rect, Scale, Svg,
 };
 use crate::error::Result;
 use crate::units::{human, GIB};
@@ -144,18 +144,15 @@ pub fn sweep_svg(
         ly,
         r##"id="limit" class="limit" stroke="#d62728" stroke-width="2""##,
     );
+    let marks = curve_marks(series, &at);
     let label = format!("usable on the card: {}", human(usable_bytes));
-    let above = Rect::of_text(PLOT.x0 + 6.0, ly - 6.0, 12.0, Anchor::Start, &label);
-    let label_y = if above.y0 >= PLOT.y0 {
-        ly - 6.0
-    } else {
-        ly + 15.0
-    };
+    let clear = |r: &Rect| marks.iter().any(|m| m.overlaps(r));
+    let (lx, label_y, anchor) = limit_label_spot(&svg, &label, ly, &PLOT, &clear);
     svg.text(
-        PLOT.x0 + 6.0,
+        lx,
         label_y,
         12.0,
-        Anchor::Start,
+        anchor,
         r##"fill="#d62728" font-weight="bold" class="limit-label""##,
         &label,
     );
@@ -200,24 +197,6 @@ pub fn sweep_svg(
         let limit = Rect::new(PLOT.x0, ly - 4.0, PLOT.x1, ly + 4.0);
         let ring = Rect::new(cx - 12.0, cy - 12.0, cx + 12.0, cy + 12.0);
         // Clear of the limit line and of every curve's points.
-        let mut marks: Vec<Rect> = Vec::new();
-        for s in series {
-            let mut pts: Vec<(f64, f64)> = s.points.iter().map(|&p| at(p)).collect();
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-            for w in pts.windows(2) {
-                let ((x0, y0), (x1, y1)) = (w[0], w[1]);
-                let n = (((x1 - x0).hypot(y1 - y0)) / 6.0).ceil().max(1.0) as usize;
-                for i in 0..=n {
-                    let f = i as f64 / n as f64;
-                    let (x, y) = (x0 + f * (x1 - x0), y0 + f * (y1 - y0));
-                    marks.push(Rect::new(x - 5.0, y - 5.0, x + 5.0, y + 5.0));
-                }
-            }
-            marks.extend(
-                pts.iter()
-                    .map(|&(x, y)| Rect::new(x - 5.0, y - 5.0, x + 5.0, y + 5.0)),
-            );
-        }
         let blocked = |r: &Rect| {
             r.overlaps(&limit) || r.overlaps(&ring) || marks.iter().any(|m| m.overlaps(r))
         };
@@ -264,6 +243,27 @@ pub fn sweep_svg(
         ));
     }
     svg.finish()
+}
+
+/// Small boxes along every curve (its points and its segments, every 6 px), for labels to
+/// stay off.
+fn curve_marks(series: &[SweepSeries], at: &dyn Fn((u64, u64)) -> (f64, f64)) -> Vec<Rect> {
+    let mark = |(x, y): (f64, f64)| Rect::new(x - 5.0, y - 5.0, x + 5.0, y + 5.0);
+    let mut marks = Vec::new();
+    for s in series {
+        let mut pts: Vec<(f64, f64)> = s.points.iter().map(|&p| at(p)).collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for w in pts.windows(2) {
+            let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+            let n = ((x1 - x0).hypot(y1 - y0) / 6.0).ceil().max(1.0) as usize;
+            for i in 0..=n {
+                let f = i as f64 / n as f64;
+                marks.push(mark((x0 + f * (x1 - x0), y0 + f * (y1 - y0))));
+            }
+        }
+        marks.extend(pts.into_iter().map(mark));
+    }
+    marks
 }
 
 fn legend(svg: &mut Svg, series: &[SweepSeries]) {

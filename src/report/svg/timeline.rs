@@ -3,7 +3,9 @@
 //! largest tensor, and the phases along the x axis.
 
 use super::annotate::{legend, peak_marker, phase_strip};
-use super::draw::{fit_text, num, ticks, x_axis, y_axis_gib, Anchor, Rect, Scale, Svg};
+use super::draw::{
+    fit_text, limit_label_spot, num, ticks, x_axis, y_axis_gib, Anchor, Rect, Scale, Svg,
+};
 use crate::sim::allocator::CachingAllocator;
 use crate::sim::timeline::EventKind;
 use crate::sim::{Category, MemoryProfile, Phase, Timeline};
@@ -358,6 +360,22 @@ pub fn timeline_svg(
         PLOT.y1 + 19.0,
     );
 
+    // Where the stack and the device line are, to keep labels off them.
+    let ink = Ink {
+        columns: s
+            .buckets
+            .iter()
+            .map(|b| {
+                (
+                    xs.at(b.start as f64),
+                    xs.at(b.end as f64),
+                    yb(b.through(LAYERS - 1)),
+                    yb(b.reserved.saturating_add(context_bytes)),
+                )
+            })
+            .collect(),
+    };
+
     // The card's usable memory.
     if let Some(u) = usable_bytes {
         let y = yb(u);
@@ -369,17 +387,16 @@ pub fn timeline_svg(
             r##"id="limit" class="limit" stroke="#d62728" stroke-width="2""##,
         );
         let label = format!("usable on the card: {}", human(u));
-        let above = Rect::of_text(PLOT.x0 + 6.0, y - 6.0, 12.0, Anchor::Start, &label);
-        let ly = if above.y0 >= PLOT.y0 && svg.is_free(&above) {
-            y - 6.0
-        } else {
-            y + 15.0
+        let clear = |r: &Rect| {
+            let (lo, hi) = ink.device_span(r.x0, r.x1);
+            r.y1 > ink.stack_top(r.x0, r.x1) || !(r.y1 < lo || r.y0 > hi)
         };
+        let (x, ty, anchor) = limit_label_spot(&svg, &label, y, &PLOT, &clear);
         svg.text(
-            PLOT.x0 + 6.0,
-            ly,
+            x,
+            ty,
             12.0,
-            Anchor::Start,
+            anchor,
             r##"fill="#d62728" font-weight="bold" class="limit-label""##,
             &label,
         );
@@ -396,20 +413,6 @@ pub fn timeline_svg(
     );
     legend(&mut svg, &present, &s.at_peak, usable_bytes.is_some());
     if n > 0 {
-        let ink = Ink {
-            columns: s
-                .buckets
-                .iter()
-                .map(|b| {
-                    (
-                        xs.at(b.start as f64),
-                        xs.at(b.end as f64),
-                        yb(b.through(LAYERS - 1)),
-                        yb(b.reserved.saturating_add(context_bytes)),
-                    )
-                })
-                .collect(),
-        };
         peak_marker(
             &mut svg,
             tl,

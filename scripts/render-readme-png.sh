@@ -6,8 +6,7 @@
 #   docs/img/sweep.png     suggest's peak against batch_size, per knob, with its pick marked
 # Not a test: run it by hand after changing the charts, look at the PNGs, commit them.
 #
-# The SVGs come from the library through examples/render_svg.rs (the same functions that
-# `check --svg` and `suggest --svg` call). The converter is the first found of resvg and
+# The SVGs come from `vramplan check --svg` and `vramplan suggest --svg`. The converter is the first found of resvg and
 # rsvg-convert; with neither, librsvg2-bin is installed with apt-get (root) or resvg with
 # cargo install.
 set -euo pipefail
@@ -19,7 +18,10 @@ out=docs/img
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-cargo run --quiet --example render_svg -- "$tmp" "$config" "${flags[@]}"
+cargo build --quiet --release
+target/release/vramplan check "$config" "${flags[@]}" --svg "$tmp/timeline.svg" >/dev/null
+# suggest starts from the user's own run (batch 64 x 1), as in the README's example.
+target/release/vramplan suggest "$config" --gpu rtx3060 --svg "$tmp/sweep.svg" >/dev/null
 
 converter() {
     if command -v resvg >/dev/null; then

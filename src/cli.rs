@@ -133,6 +133,9 @@ pub struct CheckArgs {
     /// Show exact byte counts instead of GiB/MiB.
     #[arg(long)]
     pub bytes: bool,
+    /// Also draw the memory timeline (live bytes by category over the run) as an SVG file.
+    #[arg(long, value_name = "PATH")]
+    pub svg: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -142,6 +145,9 @@ pub struct SuggestArgs {
     /// Keys the search must not change (e.g. --keep block_size).
     #[arg(long, value_name = "KEY")]
     pub keep: Vec<String>,
+    /// Also draw peak device memory against batch_size for each knob as an SVG file.
+    #[arg(long, value_name = "PATH")]
+    pub svg: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

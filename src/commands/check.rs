@@ -1,8 +1,10 @@
 //! `vramplan check`: simulate the run and judge it against the card.
 
-use super::{load_budget, load_config, print_json, use_color};
+use super::{load_budget, load_config, print_json, use_color, write_file};
 use crate::cli::CheckArgs;
 use crate::error::Result;
+use crate::report::check::run_sim;
+use crate::report::svg::timeline_svg;
 use crate::report::text::{render, verdict, Style};
 use crate::report::{build, Target};
 
@@ -20,6 +22,16 @@ pub fn run(args: &CheckArgs) -> Result<u8> {
     }
     warnings.append(&mut report.warnings);
     report.warnings = warnings;
+    if let Some(path) = &args.svg {
+        let sim = run_sim(&loaded.config, budget.as_ref().map(|b| &b.profile))?;
+        let svg = timeline_svg(
+            &sim.timeline,
+            &sim.profile,
+            report.gpu.as_ref().map(|g| g.usable_bytes),
+            report.context_bytes,
+        );
+        write_file(path, &svg)?;
+    }
     let code = match report.fits {
         Some(false) => 1,
         _ => 0,

@@ -48,6 +48,17 @@ pub(crate) fn use_color() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
+/// Write a picture the user asked for; the error names the path.
+pub(crate) fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| {
+        crate::error::Error::new(format!(
+            "{}: cannot write the SVG ({}): check the directory exists and is writable",
+            path.display(),
+            e.kind()
+        ))
+    })
+}
+
 pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| crate::error::Error::new(format!("could not write JSON: {e}")))?;

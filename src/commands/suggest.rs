@@ -1,8 +1,9 @@
 //! `vramplan suggest`: the largest config that fits, ranked by speed.
 
-use super::{load_budget, load_config, print_json};
+use super::{load_budget, load_config, print_json, write_file};
 use crate::cli::SuggestArgs;
 use crate::error::{Error, Result};
+use crate::plan::sweep::sweep_chart;
 use crate::plan::{render::render, suggest};
 
 pub fn run(args: &SuggestArgs) -> Result<u8> {
@@ -17,6 +18,9 @@ pub fn run(args: &SuggestArgs) -> Result<u8> {
     }
     let path = args.run.config.as_ref().map(|p| p.display().to_string());
     let report = suggest(&loaded.config, &budget, &args.keep, path.as_deref())?;
+    if let Some(path) = &args.svg {
+        write_file(path, &sweep_chart(&loaded.config, &budget, &report)?)?;
+    }
     if args.run.json {
         print_json(&report)?;
     } else {

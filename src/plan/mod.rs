@@ -5,5 +5,6 @@ pub mod knobs;
 pub mod render;
 pub mod search;
 pub mod speed;
+pub mod sweep;
 
 pub use search::{suggest, Candidate, SuggestReport};

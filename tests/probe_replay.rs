@@ -44,3 +44,42 @@ fn formula_equals_replay_on_random_shapes() {
     }
     assert!(checked > 500);
 }
+
+/// `cargo test --test probe_replay fixture_table -- --ignored --nocapture`: the markdown table
+/// of docs/candle-runtime.md (fixture vs formula).
+#[test]
+#[ignore]
+fn fixture_table() {
+    let text = std::fs::read_to_string("fixtures/probe/measured-cpu.json").unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    println!("| shape | dtype | phase | start (measured) | peak (measured) | peak (formula) | error |");
+    println!("| --- | --- | --- | ---: | ---: | ---: | ---: |");
+    for r in json["runs"].as_array().unwrap() {
+        let cfg = &r["config"];
+        let g = |k: &str| cfg[k].as_u64().unwrap() as usize;
+        let d = Dims {
+            b: g("batch_size"),
+            t: g("block_size"),
+            c: g("n_embd"),
+            h: g("n_head"),
+            v: g("vocab_size"),
+            l: g("n_layer"),
+            bias: cfg["bias"].as_bool().unwrap(),
+            bf16: r["dtype"] == "bfloat16",
+            dropout: false,
+        };
+        for (p, f) in r["phases"].as_array().unwrap().iter().zip(&formula(d)) {
+            let m = p["measured_peak_bytes"].as_u64().unwrap();
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {:+.3}% |",
+                r["name"].as_str().unwrap(),
+                r["dtype"].as_str().unwrap(),
+                p["phase"].as_str().unwrap(),
+                p["start_bytes"],
+                m,
+                f.peak,
+                100.0 * (f.peak as f64 - m as f64) / m as f64
+            );
+        }
+    }
+}

@@ -144,14 +144,18 @@ impl PeakMeter for CudaMeter {
     }
     fn peak(&self) -> Result<u64> {
         self.sync()?;
-        self.attr(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH)
+        // A reset HIGH mark may read 0 until the next allocation: never report below current.
+        let high = self.attr(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?;
+        let current = self.attr(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?;
+        Ok(high.max(current))
     }
     fn overhead_bytes(&self) -> Result<Option<u64>> {
         self.overhead()
     }
     fn reserved_peak(&self) -> Result<Option<u64>> {
         self.sync()?;
-        self.attr(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)
-            .map(Some)
+        let high = self.attr(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)?;
+        let current = self.attr(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?;
+        Ok(Some(high.max(current)))
     }
 }

@@ -285,13 +285,23 @@ pub fn run_with(
     let plan = super::plan(config.n_layer, args.layers, &session.live, &bound)?;
     let mut report = ProbeReport::new(&session.name, config, session.live.clone());
     report.notes.extend(plan.notes.iter().cloned());
+    if args.steps < 2 {
+        report.notes.push(
+            "measured on the first step: includes what it leaves for good (gemm buffers on CPU)"
+                .to_string(),
+        );
+    }
     let mut runs = Vec::new();
-    for &layers in &plan.layers {
+    let mut layer_counts = plan.layers.clone();
+    let mut i = 0;
+    while let Some(&layers) = layer_counts.get(i) {
+        i += 1;
+        let device = &session.device;
         match measure(
             config,
             layers,
             args.steps,
-            &session.device,
+            device,
             &*session.meter,
             progress,
         ) {
@@ -301,6 +311,18 @@ pub fn run_with(
                     "out of memory in the {phase} with {layers} layers: {message}"
                 ));
                 report.out_of_memory = true;
+                runs.clear();
+                // The full model did not fit after all: fall back to half the layers, once.
+                let k = config.n_layer / 2;
+                if layer_counts.len() == 1 && k >= 2 {
+                    let half = (k / 2).max(1);
+                    report.notes.push(format!(
+                        "retrying with {half} and {k} layers to extrapolate"
+                    ));
+                    layer_counts = vec![half, k];
+                    i = 0;
+                    continue;
+                }
                 break;
             }
             Err(Failure::Error(e)) => return Err(e),

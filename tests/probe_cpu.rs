@@ -262,6 +262,32 @@ fn extrapolation_from_two_layer_counts_matches_the_full_run() {
     })
 }
 
+/// `--device cuda` where there is no GPU (or no CUDA in this build) is a plain error.
+#[test]
+fn cuda_without_a_gpu_is_a_plain_error() {
+    on_worker(|| {
+        let c = config(&SPECS[0], false);
+        let args = ProbeArgs {
+            config: None,
+            device: "cuda:0".to_string(),
+            steps: 2,
+            layers: None,
+            margin: "256MiB".to_string(),
+            json: false,
+            overrides: Vec::new(),
+        };
+        match run_with(&args, &c, None, &Progress::silent()) {
+            Err(e) => assert!(e.message().starts_with("probe:"), "{e}"),
+            Ok(r) => assert_eq!(r.device, "cuda:0"),
+        }
+        let bad = ProbeArgs {
+            device: "tpu".to_string(),
+            ..args
+        };
+        assert!(run_with(&bad, &c, None, &Progress::silent()).is_err());
+    })
+}
+
 /// The committed fixture is reproduced by the documented formula within 1% per phase.
 #[test]
 fn fixture_matches_the_documented_formula() {

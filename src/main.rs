@@ -4,6 +4,12 @@
 use clap::Parser;
 use std::process::ExitCode;
 use vramplan::cli::{split_overrides, Cli, Command};
+use vramplan::probe::meter::CountingAlloc;
+
+/// Counts heap bytes (current and peak) so that `vramplan probe --device cpu` measures exactly;
+/// two relaxed atomic adds per allocation cost nothing the other commands would notice.
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 fn main() -> ExitCode {
     let (clap_args, overrides) = split_overrides(std::env::args().collect());

@@ -52,7 +52,9 @@ fn formula_equals_replay_on_random_shapes() {
 fn fixture_table() {
     let text = std::fs::read_to_string("fixtures/probe/measured-cpu.json").unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    println!("| shape | dtype | phase | start (measured) | peak (measured) | peak (formula) | error |");
+    println!(
+        "| shape | dtype | phase | start (measured) | peak (measured) | peak (formula) | error |"
+    );
     println!("| --- | --- | --- | ---: | ---: | ---: | ---: |");
     for r in json["runs"].as_array().unwrap() {
         let cfg = &r["config"];

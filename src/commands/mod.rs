@@ -5,6 +5,7 @@ mod check;
 mod diagnose;
 mod gpus;
 mod misc;
+mod probe;
 mod suggest;
 
 use crate::budget::{nvml_from_env, resolve, Budget, BudgetRequest};
@@ -18,7 +19,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Check(a) => check::run(a),
         Command::Suggest(a) => suggest::run(a),
         Command::Diagnose(a) => diagnose::run(a),
-        Command::Probe(_) => crate::bail!("probe: not wired yet"),
+        Command::Probe(a) => probe::run(a),
         Command::Gpus(a) => gpus::run(a),
         Command::Explain(a) => misc::explain(a),
         Command::Completions(a) => misc::completions(a),

@@ -1,0 +1,76 @@
+//! `--live` end to end through a fake NVML reading (VRAMPLAN_FAKE_NVML): a shared RTX 3060 with
+//! two other processes. The budget is what is free now, and the report says who holds the rest.
+
+use serde_json::Value;
+use std::process::Command;
+
+const FAKE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/nvml/rtx3060-shared.json"
+);
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vramplan"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("VRAMPLAN_FAKE_NVML", FAKE)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn reading() -> Value {
+    serde_json::from_str::<Value>(&std::fs::read_to_string(FAKE).unwrap()).unwrap()[0].clone()
+}
+
+#[test]
+fn live_budget_is_free_memory_less_the_margin() {
+    let (code, out, err) = run(&["check", "--live", "--json", "--batch_size=2"]);
+    assert!(code == 0 || code == 1, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let free = reading()["free_bytes"].as_u64().unwrap();
+    assert_eq!(v["gpu"]["source"], "live");
+    assert_eq!(
+        v["gpu"]["usable_bytes"].as_u64().unwrap(),
+        free - (256 << 20)
+    );
+    let warnings = v["warnings"].to_string();
+    assert!(warnings.contains("2 other processes hold"), "{warnings}");
+    assert!(warnings.contains("pid 1234 python"), "{warnings}");
+}
+
+#[test]
+fn without_gpu_flags_the_live_card_is_used() {
+    let (_, out, _) = run(&["check", "--json", "--batch_size=2"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["gpu"]["source"], "live");
+    assert!(v["fits"].is_boolean());
+}
+
+#[test]
+fn gpus_live_lists_the_card_and_its_processes() {
+    let (code, out, _) = run(&["gpus", "--live"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("RTX 3060"), "{out}");
+    assert!(out.contains("1234"), "{out}");
+}
+
+#[test]
+fn no_driver_is_one_plain_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vramplan"))
+        .args(["check", "--live"])
+        .env_remove("VRAMPLAN_FAKE_NVML")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "vramplan: no NVIDIA driver found (libnvidia-ml.so.1): use --gpu NAME to plan for a card from the catalogue"
+    );
+}

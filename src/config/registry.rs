@@ -137,6 +137,14 @@ pub const KEYS: &[KeySpec] = &[
     field("alloc_conf", Ty::OptStr, false, "PYTORCH_CUDA_ALLOC_CONF, e.g. 'expandable_segments:True'"),
     field("world_size", Ty::Int, false, "number of GPUs (ranks)"),
     field("parallelism", Ty::Str, false, "'ddp', 'fsdp', 'zero1', 'zero2' or 'zero3'"),
+    // Architectures beyond nanoGPT's GPT (src/config/model_keys.rs).
+    field("model_type", Ty::Str, false, "'gpt2' (nanoGPT's GPT), or Hugging Face's 'llama', 'mistral', 'qwen2', 'gemma', 'gpt_neox'"),
+    field("n_kv_head", Ty::OptInt, false, "key/value heads (grouped-query attention); None = n_head"),
+    field("head_dim", Ty::OptInt, false, "channels per attention head; None = n_embd / n_head"),
+    field("intermediate_size", Ty::OptInt, false, "MLP hidden width; None = 4 * n_embd"),
+    field("tie_word_embeddings", Ty::Bool, false, "lm_head shares the token embedding's weight (nanoGPT: always)"),
+    field("rotary_pct", Ty::Float, false, "fraction of head_dim that rotary embeddings rotate (GPT-NeoX: 0.25)"),
+    field("parallel_residual", Ty::Bool, false, "x + attn(ln1(x)) + mlp(ln2(x)), GPT-NeoX's use_parallel_residual"),
 ];
 
 /// The spec of a key, if it exists.
@@ -195,6 +203,9 @@ pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
             Const::Str(s) => Value::Str(s.to_string()),
         };
     }
+    if let Some(v) = super::model_keys::get(cfg, spec.name) {
+        return v;
+    }
     let int = |v: u64| Value::Int(v.into());
     let s = |v: &str| Value::Str(v.to_string());
     match spec.name {
@@ -242,6 +253,9 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
         ));
     }
     let name = spec.name;
+    if let Some(r) = super::model_keys::set(cfg, name, v) {
+        return r;
+    }
     match name {
         "dropout" => cfg.dropout = float(v),
         "weight_decay" => cfg.weight_decay = float(v),

@@ -5,13 +5,23 @@
 
 mod attention;
 mod basic;
+mod eager;
 mod linear;
 mod loss;
+mod pointwise;
+mod rms_norm;
+mod rotary;
+mod sdpa;
 
 pub use attention::{attention, Attention, AttnKind};
 pub use basic::{add, add_broadcast, div_scalar, dropout, embedding, gelu, layer_norm};
+pub use eager::{scores_attention, ScoresKind};
 pub use linear::linear;
 pub use loss::{chunked_cross_entropy, cross_entropy, CHUNK_ROWS};
+pub use pointwise::{heads_view, mul, promote, scale, silu, split3, to_dtype};
+pub use rms_norm::{rms_norm, RmsStyle};
+pub use rotary::{rope, rotary_tables};
+pub use sdpa::{kernel_for, sdpa, Heads, SdpaKernel};
 
 use super::dtype::DType;
 use super::engine::{Engine, T};
@@ -81,6 +91,40 @@ pub enum Op {
     },
     /// Cross-entropy over chunks of rows, each chunk recomputed in the backward.
     ChunkedLoss(loss::ChunkedSaved),
+    // --- the Hugging Face decoders' ops ---
+    RmsNorm(rms_norm::RmsSaved),
+    Rope(rotary::RopeSaved),
+    Silu {
+        x: T,
+        name: Name,
+    },
+    Mul(pointwise::MulSaved),
+    /// `x * s` for a 0-dim `s` without grad (Gemma's embedding scale).
+    Scale {
+        s: T,
+        shape: Shape,
+        dtype: DType,
+        name: Name,
+    },
+    /// A view whose backward reshape copies the gradient.
+    ViewCopy {
+        shape: Shape,
+        dtype: DType,
+        name: Name,
+    },
+    /// A chunk of a 3-way split whose gradient its last sibling collects.
+    SplitPart,
+    /// The last chunk: SplitBackward concatenates all three.
+    SplitCat {
+        parts: [u32; 2],
+        shape: Shape,
+        dtype: DType,
+        name: Name,
+    },
+    /// SDPA (flash / efficient) on separate q, k, v, with native GQA.
+    Sdpa(sdpa::SdpaSaved),
+    /// Attention with materialised scores (HF eager, SDPA's math fallback).
+    Scores(eager::EagerSaved),
 }
 
 impl Op {
@@ -186,6 +230,46 @@ impl Op {
                 e.release(g);
                 [Some(gx), None, None]
             }
+            Op::RmsNorm(s) => rms_norm::backward(e, g, s),
+            Op::Rope(s) => rotary::backward(e, g, s),
+            Op::Silu { x, name } => {
+                let r = *e.record(x);
+                let gx = e.alloc(name, r.shape, r.dtype, Category::Activations);
+                e.release(g);
+                e.release(x);
+                [Some(gx), None, None]
+            }
+            Op::Mul(s) => pointwise::mul_backward(e, g, s),
+            Op::Scale {
+                s,
+                shape,
+                dtype,
+                name,
+            } => {
+                let gx = e.alloc(name, shape, dtype, Category::Activations);
+                e.release(g);
+                e.release(s);
+                [Some(gx), None, None]
+            }
+            Op::ViewCopy { shape, dtype, name } => {
+                let gx = e.alloc(name, shape, dtype, Category::Activations);
+                e.release(g);
+                [Some(gx), None, None]
+            }
+            // Its gradient was taken by the last chunk; one that arrives alone passes on.
+            Op::SplitPart => [Some(g), None, None],
+            Op::SplitCat {
+                parts,
+                shape,
+                dtype,
+                name,
+            } => [
+                Some(pointwise::split_backward(e, g, parts, shape, dtype, name)),
+                None,
+                None,
+            ],
+            Op::Sdpa(s) => s.backward(e, g),
+            Op::Scores(s) => eager::backward(e, g, s),
         }
     }
 
@@ -210,7 +294,32 @@ impl Op {
             } => [Some(input), Some(target), Some(total_weight)],
             Op::Checkpoint { x, .. } => [Some(x), None, None],
             Op::ChunkedLoss(c) => [Some(c.x), Some(c.w), Some(c.target)],
-            Op::AddBroadcast { .. } | Op::Add { .. } | Op::ToCopy { .. } | Op::Div => [None; 3],
+            Op::RmsNorm(s) => {
+                s.release_saved(e);
+                [None; 3]
+            }
+            Op::Rope(s) => {
+                s.release_saved(e);
+                [None; 3]
+            }
+            Op::Sdpa(s) => {
+                s.release_saved(e);
+                [None; 3]
+            }
+            Op::Scores(s) => {
+                s.release_saved(e);
+                [None; 3]
+            }
+            Op::Silu { x, .. } => [Some(x), None, None],
+            Op::Mul(s) => [s.a, s.b, None],
+            Op::Scale { s, .. } => [Some(s), None, None],
+            Op::AddBroadcast { .. }
+            | Op::Add { .. }
+            | Op::ToCopy { .. }
+            | Op::Div
+            | Op::ViewCopy { .. }
+            | Op::SplitPart
+            | Op::SplitCat { .. } => [None; 3],
         };
         for t in saved.into_iter().flatten() {
             e.release(t);

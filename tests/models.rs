@@ -234,6 +234,15 @@ fn every_knob_runs_and_nothing_outlives_the_run() {
         &["--loss=chunked"],
         &["--tie_word_embeddings=False"],
         &["--optimizer=adamw8bit"],
+        &["--lora_rank=4"],
+        &[
+            "--lora_rank=4",
+            "--lora_targets=all-linear",
+            "--lora_dropout=0.1",
+        ],
+        &["--lora_rank=4", "--activation_checkpointing=True"],
+        &["--lora_rank=4", "--flash=False", "--loss=chunked"],
+        &["--lora_rank=4", "--dtype=float32"],
     ];
     for m in models {
         for k in knobs {

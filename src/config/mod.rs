@@ -295,6 +295,19 @@ pub struct TrainConfig {
     /// Attention and MLP read the same input and add to it together [use_parallel_residual].
     #[serde(default)]
     pub parallel_residual: bool,
+    // --- LoRA (PEFT): frozen base weights in `dtype`, fp32 adapters A (r x in), B (out x r) ---
+    /// Adapter rank; 0 = full fine-tuning [LoraConfig.r].
+    #[serde(default)]
+    pub lora_rank: u64,
+    /// Adapter scale numerator (scaling = alpha / r); no memory effect [lora_alpha].
+    #[serde(default = "model_keys::sixteen")]
+    pub lora_alpha: f64,
+    /// Dropout on the adapters' input [lora_dropout].
+    #[serde(default)]
+    pub lora_dropout: f64,
+    /// Comma-separated Linear names, 'all-linear', or '' for PEFT's default [target_modules].
+    #[serde(default = "model_keys::lora_default_targets")]
+    pub lora_targets: String,
 }
 
 impl Default for TrainConfig {
@@ -334,6 +347,10 @@ impl Default for TrainConfig {
             tie_word_embeddings: true,
             rotary_pct: 1.0,
             parallel_residual: false,
+            lora_rank: 0,
+            lora_alpha: 16.0,
+            lora_dropout: 0.0,
+            lora_targets: model_keys::lora_default_targets(),
         }
     }
 }

@@ -145,6 +145,10 @@ pub const KEYS: &[KeySpec] = &[
     field("tie_word_embeddings", Ty::Bool, false, "lm_head shares the token embedding's weight (nanoGPT: always)"),
     field("rotary_pct", Ty::Float, false, "fraction of head_dim that rotary embeddings rotate (GPT-NeoX: 0.25)"),
     field("parallel_residual", Ty::Bool, false, "x + attn(ln1(x)) + mlp(ln2(x)), GPT-NeoX's use_parallel_residual"),
+    field("lora_rank", Ty::Int, false, "LoRA adapter rank; 0 = full fine-tuning (base weights frozen in dtype otherwise)"),
+    field("lora_alpha", Ty::Float, false, "LoRA scale numerator (alpha / rank); no memory effect"),
+    field("lora_dropout", Ty::Float, false, "dropout on the LoRA adapters' input (keeps a mask per adapter)"),
+    field("lora_targets", Ty::Str, false, "Linear layers LoRA wraps: comma-separated names, 'all-linear', or '' for PEFT's default (q_proj,v_proj; NeoX: query_key_value)"),
 ];
 
 /// The spec of a key, if it exists.

@@ -8,6 +8,39 @@ use crate::config::{ModelType, TrainConfig};
 /// Parameters as PyTorch counts them (`sum(p.numel() for p in model.parameters())`): a tied
 /// lm_head once, buffers (nanoGPT's causal mask, rotary's inv_freq) not at all.
 pub fn n_params(cfg: &TrainConfig) -> u64 {
+    base_params(cfg) + lora_params(cfg)
+}
+
+/// LoRA's adapters: r × (in + out) for each targeted Linear of each layer.
+pub fn lora_params(cfg: &TrainConfig) -> u64 {
+    let (c, r) = (cfg.n_embd, cfg.lora_rank);
+    let (q, kv, i) = (
+        cfg.n_head * cfg.head_size(),
+        cfg.kv_heads() * cfg.head_size(),
+        cfg.mlp_width(),
+    );
+    let per_layer: u64 = cfg
+        .lora_target_list()
+        .iter()
+        .map(|t| {
+            let (inp, out) = match *t {
+                "q_proj" => (c, q),
+                "k_proj" | "v_proj" => (c, kv),
+                "o_proj" => (q, c),
+                "gate_proj" | "up_proj" | "dense_h_to_4h" => (c, i),
+                "down_proj" | "dense_4h_to_h" => (i, c),
+                "query_key_value" => (c, 3 * c),
+                "dense" => (c, c),
+                _ => (0, 0),
+            };
+            r * (inp + out)
+        })
+        .sum();
+    cfg.n_layer * per_layer
+}
+
+/// The model's own weights (frozen under LoRA).
+pub fn base_params(cfg: &TrainConfig) -> u64 {
     let (c, l, v) = (cfg.n_embd, cfg.n_layer, cfg.vocab_size);
     let embeddings = if cfg.tie_word_embeddings {
         v * c

@@ -22,22 +22,21 @@
 //! `flash = False`. Each `drop_value` is where a Python name goes out of scope or is rebound.
 
 use super::hf::{lm_head_and_loss, Shared};
+use super::lora::{self, Params, Proj};
 use crate::config::{LossKind, ModelType, TrainConfig};
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops::{self, Heads, RmsStyle, ScoresKind};
 use crate::sim::timeline::{Category, Name, Shape};
 
-type Lin = (usize, Option<usize>);
-
 #[derive(Debug, Clone, Copy)]
 struct Layer {
-    q: Lin,
-    k: Lin,
-    v: Lin,
-    o: Lin,
-    gate: usize,
-    up: usize,
-    down: usize,
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    o: Proj,
+    gate: Proj,
+    up: Proj,
+    down: Proj,
     input_ln: usize,
     post_ln: usize,
 }
@@ -67,6 +66,7 @@ pub struct Llama {
     embed_scale: bool,
     c: u64,
     checkpoint: bool,
+    lora: bool,
     loss: LossKind,
     embed: usize,
     layers: Vec<Layer>,
@@ -83,23 +83,19 @@ impl Llama {
         // attention_bias: q, k, v and o; Qwen2 has q, k, v biases only.
         let qkv_bias = cfg.bias;
         let o_bias = cfg.bias && cfg.model_type != ModelType::Qwen2;
-        let lin = |e: &mut Engine, l: u32, m: &'static str, out: u64, inp: u64, bias: bool| {
-            let w = e.add_param(Name::layer_param(l, m, "weight"), &[out, inp], true);
-            let b = bias.then(|| e.add_param(Name::layer_param(l, m, "bias"), &[out], false));
-            (w, b)
-        };
-        let embed = e.add_param(Name::top("embed_tokens", "weight"), &[v, c], true);
+        let ps = Params::new(cfg);
+        let embed = ps.weight(e, Name::top("embed_tokens", "weight"), &[v, c], true);
         let mut layers = Vec::with_capacity(cfg.n_layer as usize);
         for l in 0..cfg.n_layer as u32 {
-            let q = lin(e, l, "self_attn.q_proj", nh * hd, c, qkv_bias);
-            let k = lin(e, l, "self_attn.k_proj", nkv * hd, c, qkv_bias);
-            let vp = lin(e, l, "self_attn.v_proj", nkv * hd, c, qkv_bias);
-            let o = lin(e, l, "self_attn.o_proj", c, nh * hd, o_bias);
-            let gate = lin(e, l, "mlp.gate_proj", i, c, false).0;
-            let up = lin(e, l, "mlp.up_proj", i, c, false).0;
-            let down = lin(e, l, "mlp.down_proj", c, i, false).0;
+            let q = ps.linear(e, l, "self_attn.q_proj", (nh * hd, c), qkv_bias);
+            let k = ps.linear(e, l, "self_attn.k_proj", (nkv * hd, c), qkv_bias);
+            let vp = ps.linear(e, l, "self_attn.v_proj", (nkv * hd, c), qkv_bias);
+            let o = ps.linear(e, l, "self_attn.o_proj", (c, nh * hd), o_bias);
+            let gate = ps.linear(e, l, "mlp.gate_proj", (i, c), false);
+            let up = ps.linear(e, l, "mlp.up_proj", (i, c), false);
+            let down = ps.linear(e, l, "mlp.down_proj", (c, i), false);
             let norm =
-                |e: &mut Engine, m| e.add_param(Name::layer_param(l, m, "weight"), &[c], false);
+                |e: &mut Engine, m| ps.weight(e, Name::layer_param(l, m, "weight"), &[c], false);
             let input_ln = norm(e, "input_layernorm");
             let post_ln = norm(e, "post_attention_layernorm");
             layers.push(Layer {
@@ -114,7 +110,7 @@ impl Llama {
                 post_ln,
             });
         }
-        let norm = e.add_param(Name::top("norm", "weight"), &[c], false);
+        let norm = ps.weight(e, Name::top("norm", "weight"), &[c], false);
         // rotary_emb.inv_freq: a buffer (head_dim / 2 fp32), not a parameter.
         e.alloc(
             Name::top("rotary_emb", "inv_freq"),
@@ -125,7 +121,7 @@ impl Llama {
         let lm_head = if cfg.tie_word_embeddings {
             embed
         } else {
-            e.add_param(Name::top("lm_head", "weight"), &[v, c], true)
+            ps.weight(e, Name::top("lm_head", "weight"), &[v, c], true)
         };
         let gemma = cfg.model_type == ModelType::Gemma;
         Llama {
@@ -144,6 +140,7 @@ impl Llama {
             embed_scale: gemma,
             c,
             checkpoint: cfg.activation_checkpointing,
+            lora: cfg.lora_rank > 0,
             loss: cfg.loss,
             embed,
             layers,
@@ -156,13 +153,17 @@ impl Llama {
     pub fn forward(&self, e: &mut Engine, idx: T, targets: T) -> (Option<V>, V) {
         let bt = e.shape(idx);
         let (b, t) = (bt.dims()[0], bt.dims()[1]);
-        let inputs_embeds = ops::embedding(
+        let mut inputs_embeds = ops::embedding(
             e,
             self.embed,
             idx,
             Shape::new(&[b, t, self.c]),
             Name::top("embed_tokens", "out"),
         );
+        if self.lora && self.checkpoint {
+            // enable_input_require_grads(): frozen embeddings, checkpointed layers.
+            inputs_embeds = ops::requires_grad(e, inputs_embeds);
+        }
         // Gemma: hidden_states = inputs_embeds * normalizer (inputs_embeds stays a local).
         let mut x = if self.embed_scale {
             ops::scale(e, inputs_embeds, Name::top("embed", "scaled"))
@@ -254,9 +255,9 @@ impl LayerCall {
             layer: l,
         };
         // q_proj(h).view(B, T, -1, hd).transpose(1, 2), and the same for k and v.
-        let q = ops::linear(e, h, p.q.0, p.q.1, l, "self_attn.q_proj");
-        let k = ops::linear(e, h, p.k.0, p.k.1, l, "self_attn.k_proj");
-        let v = ops::linear(e, h, p.v.0, p.v.1, l, "self_attn.v_proj");
+        let q = lora::forward(e, h, p.q, l, "self_attn.q_proj");
+        let k = lora::forward(e, h, p.k, l, "self_attn.k_proj");
+        let v = lora::forward(e, h, p.v, l, "self_attn.v_proj");
         let qv = ops::heads_view(e, q, heads.name("query_states"));
         let kv = ops::heads_view(e, k, heads.name("key_states"));
         e.drop_value(q);
@@ -287,7 +288,7 @@ impl LayerCall {
                 None => ops::scores_attention(e, qe, ke, v, None, ScoresKind::Math, heads),
             }
         };
-        let o = ops::linear(e, y, p.o.0, p.o.1, l, "self_attn.o_proj");
+        let o = lora::forward(e, y, p.o, l, "self_attn.o_proj");
         // The attention forward's locals: the rotated q and k, v, attn_output.
         for x in [y, qe, ke, v] {
             e.drop_value(x);
@@ -298,18 +299,18 @@ impl LayerCall {
     /// LlamaMLP.forward: down_proj(act_fn(gate_proj(x)) * up_proj(x)).
     fn mlp(&self, e: &mut Engine, h: V) -> V {
         let (p, l) = (&self.p, Some(self.layer));
-        let g = ops::linear(e, h, p.gate, None, l, "mlp.gate_proj");
+        let g = lora::forward(e, h, p.gate, l, "mlp.gate_proj");
         let a = if self.d.gelu {
             ops::gelu(e, g, self.name("mlp.act_fn"))
         } else {
             ops::silu(e, g, self.name("mlp.act_fn"))
         };
         e.drop_value(g);
-        let u = ops::linear(e, h, p.up, None, l, "mlp.up_proj");
+        let u = lora::forward(e, h, p.up, l, "mlp.up_proj");
         let prod = ops::mul(e, a, u, self.name("mlp.gate_up"));
         e.drop_value(a);
         e.drop_value(u);
-        let out = ops::linear(e, prod, p.down, None, l, "mlp.down_proj");
+        let out = lora::forward(e, prod, p.down, l, "mlp.down_proj");
         e.drop_value(prod);
         out
     }

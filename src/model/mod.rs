@@ -6,9 +6,10 @@ pub mod count;
 pub mod gpt2;
 pub mod hf;
 pub mod llama;
+pub mod lora;
 pub mod neox;
 
-pub use count::n_params;
+pub use count::{base_params, lora_params, n_params};
 pub use gpt2::Gpt2;
 pub use llama::Llama;
 pub use neox::Neox;

@@ -17,6 +17,7 @@
 //! (B, nh, T, 3·hd) and chunks it; rotary rotates the first `rotary_pct · hd` dims of q and k.
 
 use super::hf::{lm_head_and_loss, Shared};
+use super::lora::{self, Params, Proj};
 use crate::config::{LossKind, TrainConfig};
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops::{self, Heads, ScoresKind};
@@ -28,10 +29,10 @@ type Lin = (usize, Option<usize>);
 struct Layer {
     ln1: Lin,
     ln2: Lin,
-    qkv: Lin,
-    dense: Lin,
-    fc_in: Lin,
-    fc_out: Lin,
+    qkv: Proj,
+    dense: Proj,
+    fc_in: Proj,
+    fc_out: Proj,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +55,7 @@ pub struct Neox {
     parallel: bool,
     eager: bool,
     checkpoint: bool,
+    lora: bool,
     loss: LossKind,
     embed_in: usize,
     layers: Vec<Layer>,
@@ -67,17 +69,16 @@ impl Neox {
     pub fn build(e: &mut Engine, cfg: &TrainConfig) -> Neox {
         let (c, v, i) = (cfg.n_embd, cfg.vocab_size, cfg.mlp_width());
         let bias = cfg.bias;
+        let ps = Params::new(cfg);
         let lin = |e: &mut Engine, l: u32, m: &'static str, out: u64, inp: u64| {
-            let w = e.add_param(Name::layer_param(l, m, "weight"), &[out, inp], true);
-            let b = bias.then(|| e.add_param(Name::layer_param(l, m, "bias"), &[out], false));
-            (w, b)
+            ps.linear(e, l, m, (out, inp), bias)
         };
         let norm = |e: &mut Engine, l: Option<u32>, m: &'static str| {
-            let w = e.add_param(Name::at(l, m, "weight"), &[c], false);
-            let b = bias.then(|| e.add_param(Name::at(l, m, "bias"), &[c], false));
+            let w = ps.weight(e, Name::at(l, m, "weight"), &[c], false);
+            let b = bias.then(|| ps.weight(e, Name::at(l, m, "bias"), &[c], false));
             (w, b)
         };
-        let embed_in = e.add_param(Name::top("embed_in", "weight"), &[v, c], true);
+        let embed_in = ps.weight(e, Name::top("embed_in", "weight"), &[v, c], true);
         let mut layers = Vec::with_capacity(cfg.n_layer as usize);
         for l in 0..cfg.n_layer as u32 {
             let ln1 = norm(e, Some(l), "input_layernorm");
@@ -105,7 +106,7 @@ impl Neox {
         let embed_out = if cfg.tie_word_embeddings {
             embed_in
         } else {
-            e.add_param(Name::top("embed_out", "weight"), &[v, c], true)
+            ps.weight(e, Name::top("embed_out", "weight"), &[v, c], true)
         };
         Neox {
             c,
@@ -115,6 +116,7 @@ impl Neox {
             parallel: cfg.parallel_residual,
             eager: !cfg.flash,
             checkpoint: cfg.activation_checkpointing,
+            lora: cfg.lora_rank > 0,
             loss: cfg.loss,
             embed_in,
             layers,
@@ -133,6 +135,10 @@ impl Neox {
             Shape::new(&[b, t, self.c]),
             Name::top("embed_in", "out"),
         );
+        if self.lora && self.checkpoint {
+            // enable_input_require_grads(): frozen embeddings, checkpointed layers.
+            x = ops::requires_grad(e, x);
+        }
         let dtype = e.dtype(x.t);
         let shared = Shared::new(e, b, t, self.rot, dtype, self.eager);
         for (l, p) in self.layers.iter().enumerate() {
@@ -235,7 +241,7 @@ impl LayerCall {
             hd: self.hd,
             layer: l,
         };
-        let qkv = ops::linear(e, h, p.qkv.0, p.qkv.1, l, "attention.query_key_value");
+        let qkv = lora::forward(e, h, p.qkv, l, "attention.query_key_value");
         let [q, k, v] = ops::split3(e, qkv, heads.name("qkv"));
         let sh = &self.shared;
         let dims = [b, self.nh, t, self.hd];
@@ -252,7 +258,7 @@ impl LayerCall {
                 None => ops::scores_attention(e, qe, ke, v, None, ScoresKind::Math, heads),
             }
         };
-        let o = ops::linear(e, y, p.dense.0, p.dense.1, l, "attention.dense");
+        let o = lora::forward(e, y, p.dense, l, "attention.dense");
         for x in [y, qe, ke, v, qkv] {
             e.drop_value(x);
         }
@@ -262,10 +268,10 @@ impl LayerCall {
     /// GPTNeoXMLP.forward: dense_4h_to_h(act(dense_h_to_4h(x))), GELU.
     fn mlp(&self, e: &mut Engine, h: V) -> V {
         let (p, l) = (&self.p, Some(self.layer));
-        let f = ops::linear(e, h, p.fc_in.0, p.fc_in.1, l, "mlp.dense_h_to_4h");
+        let f = lora::forward(e, h, p.fc_in, l, "mlp.dense_h_to_4h");
         let g = ops::gelu(e, f, self.name("mlp.act"));
         e.drop_value(f);
-        let o = ops::linear(e, g, p.fc_out.0, p.fc_out.1, l, "mlp.dense_4h_to_h");
+        let o = lora::forward(e, g, p.fc_out, l, "mlp.dense_4h_to_h");
         e.drop_value(g);
         o
     }

@@ -18,7 +18,9 @@ pub use basic::{add, add_broadcast, div_scalar, dropout, embedding, gelu, layer_
 pub use eager::{scores_attention, ScoresKind};
 pub use linear::linear;
 pub use loss::{chunked_cross_entropy, cross_entropy, CHUNK_ROWS};
-pub use pointwise::{heads_view, mul, promote, scale, silu, split3, to_dtype};
+pub use pointwise::{
+    heads_view, mul, mul_scalar, promote, requires_grad, scale, silu, split3, to_dtype,
+};
 pub use rms_norm::{rms_norm, RmsStyle};
 pub use rotary::{rope, rotary_tables};
 pub use sdpa::{kernel_for, sdpa, Heads, SdpaKernel};
@@ -33,6 +35,7 @@ pub enum Op {
     Embedding {
         idx: T,
         weight: Shape,
+        dtype: DType,
         name: Name,
     },
     AddBroadcast {
@@ -56,6 +59,8 @@ pub enum Op {
         mean: T,
         rstd: T,
         bias: bool,
+        /// The weight (and bias) need gradients (false when frozen).
+        w_grad: bool,
         c: u64,
         name: Name,
     },
@@ -106,8 +111,9 @@ pub enum Op {
         dtype: DType,
         name: Name,
     },
-    /// A view whose backward reshape copies the gradient.
-    ViewCopy {
+    /// A node that keeps nothing and whose backward allocates one gradient shaped like its
+    /// input: a view whose backward `reshape` copies, `x * python_float`.
+    Pointwise {
         shape: Shape,
         dtype: DType,
         name: Name,
@@ -121,6 +127,9 @@ pub enum Op {
         dtype: DType,
         name: Name,
     },
+    /// `output.requires_grad_(True)` on a tensor with no grad_fn: its gradient is computed
+    /// by the ops that use it, then dropped.
+    Sink,
     /// SDPA (flash / efficient) on separate q, k, v, with native GQA.
     Sdpa(sdpa::SdpaSaved),
     /// Attention with materialised scores (HF eager, SDPA's math fallback).
@@ -131,14 +140,19 @@ impl Op {
     /// Input gradients, one per edge of the node, allocated in PyTorch's order.
     pub fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
         match self {
-            Op::Embedding { idx, weight, name } => {
+            Op::Embedding {
+                idx,
+                weight,
+                dtype,
+                name,
+            } => {
                 let gw = e.alloc(
                     Name {
                         what: "grad",
                         ..name
                     },
                     weight,
-                    DType::F32,
+                    dtype,
                     Category::Gradients,
                 );
                 e.release(g);
@@ -167,9 +181,10 @@ impl Op {
                 mean,
                 rstd,
                 bias,
+                w_grad,
                 c,
                 name,
-            } => basic::layer_norm_backward(e, g, x, mean, rstd, bias, c, name),
+            } => basic::layer_norm_backward(e, g, x, mean, rstd, (bias, w_grad), c, name),
             Op::Linear(s) => linear::backward(e, g, s),
             Op::ToCopy {
                 from,
@@ -251,7 +266,7 @@ impl Op {
                 e.release(s);
                 [Some(gx), None, None]
             }
-            Op::ViewCopy { shape, dtype, name } => {
+            Op::Pointwise { shape, dtype, name } => {
                 let gx = e.alloc(name, shape, dtype, Category::Activations);
                 e.release(g);
                 [Some(gx), None, None]
@@ -268,6 +283,10 @@ impl Op {
                 None,
                 None,
             ],
+            Op::Sink => {
+                e.release(g);
+                [None; 3]
+            }
             Op::Sdpa(s) => s.backward(e, g),
             Op::Scores(s) => eager::backward(e, g, s),
         }
@@ -279,7 +298,7 @@ impl Op {
             Op::Embedding { idx, .. } => [Some(idx), None, None],
             Op::Dropout { mask, .. } => [Some(mask), None, None],
             Op::LayerNorm { x, mean, rstd, .. } => [Some(x), Some(mean), Some(rstd)],
-            Op::Linear(s) => [Some(s.x), Some(s.w), None],
+            Op::Linear(s) => [s.x, s.w, None],
             Op::Gelu { x, .. } => [Some(x), None, None],
             Op::Attention(a) => {
                 a.release_saved(e);
@@ -317,9 +336,10 @@ impl Op {
             | Op::Add { .. }
             | Op::ToCopy { .. }
             | Op::Div
-            | Op::ViewCopy { .. }
+            | Op::Pointwise { .. }
             | Op::SplitPart
-            | Op::SplitCat { .. } => [None; 3],
+            | Op::SplitCat { .. }
+            | Op::Sink => [None; 3],
         };
         for t in saved.into_iter().flatten() {
             e.release(t);

@@ -128,7 +128,7 @@ pub fn heads_view(e: &mut Engine, x: V, name: Name) -> V {
     e.retain(x.t);
     let r = *e.record(x.t);
     let edge = e.push_node(
-        Op::ViewCopy {
+        Op::Pointwise {
             shape: r.shape,
             dtype: r.dtype,
             name: Name {
@@ -220,4 +220,40 @@ pub fn to_dtype(e: &mut Engine, x: V, to: DType, name: Name) -> V {
         [x.edge, Edge::None, Edge::None],
     );
     V { t, edge }
+}
+
+/// `x * scaling` with a Python float (LoRA's `alpha / r`): MulBackward1 keeps nothing.
+pub fn mul_scalar(e: &mut Engine, x: V, name: Name) -> V {
+    let r = *e.record(x.t);
+    let t = e.alloc(name, r.shape, r.dtype, Category::Activations);
+    let edge = e.push_node(
+        Op::Pointwise {
+            shape: r.shape,
+            dtype: r.dtype,
+            name: Name {
+                what: "grad",
+                ..name
+            },
+        },
+        [x.edge, Edge::None, Edge::None],
+    );
+    V { t, edge }
+}
+
+/// `x.requires_grad_(True)` in a forward hook (transformers' `enable_input_require_grads`, which
+/// `gradient_checkpointing_enable` calls for PEFT models): a frozen embedding's output becomes
+/// something autograd computes a gradient for, so that checkpointed layers recompute.
+pub fn requires_grad(e: &mut Engine, x: V) -> V {
+    if !e.grad_mode || x.edge != Edge::None {
+        return x;
+    }
+    e.tape.push(crate::sim::autograd::Node {
+        op: Op::Sink,
+        edges: [Edge::None; 3],
+        grad: None,
+    });
+    V {
+        t: x.t,
+        edge: Edge::Node((e.tape.len() - 1) as u32),
+    }
 }

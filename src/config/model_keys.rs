@@ -272,6 +272,16 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             )));
         }
     }
+    if cfg.model_type != ModelType::Gpt2 && super::presets::gpt2_shape(&cfg.init_from).is_some() {
+        return fail(
+            "init_from",
+            format!("'{}'", cfg.init_from),
+            format!(
+                "'scratch' or 'resume' with model_type = '{}' (init_from='gpt2*' loads nanoGPT's GPT-2)",
+                cfg.model_type.as_str()
+            ),
+        );
+    }
     if let Some(kv) = cfg.n_kv_head {
         if kv > cfg.n_head || !cfg.n_head.is_multiple_of(kv) {
             return fail(

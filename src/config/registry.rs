@@ -112,7 +112,7 @@ pub const KEYS: &[KeySpec] = &[
     field("n_head", Ty::Int, true, "attention heads (must divide n_embd)"),
     field("n_embd", Ty::Int, true, "model width"),
     field("dropout", Ty::Float, true, "dropout probability in [0, 1); > 0 keeps dropout masks"),
-    field("bias", Ty::Bool, true, "bias in Linear and LayerNorm layers"),
+    field("bias", Ty::Bool, true, "bias in Linear and LayerNorm layers (llama, mistral, gemma: attention_bias; qwen2: q/k/v biases)"),
     ignored("learning_rate", Ty::Float, Const::Float(6e-4), "max learning rate (ignored)"),
     ignored("max_iters", Ty::Int, Const::Int(600000), "total iterations (ignored)"),
     field("weight_decay", Ty::Float, true, "AdamW weight decay"),

@@ -192,6 +192,7 @@ fn heads(nh: u64, nkv: u64, hd: u64) -> Heads {
         nkv,
         hd,
         layer: None,
+        module: "self_attn",
     }
 }
 

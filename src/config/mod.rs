@@ -10,6 +10,7 @@ use std::path::Path;
 
 mod apply;
 pub mod hf_json;
+pub mod lora;
 pub mod model_keys;
 pub mod models;
 mod nanogpt_py;

@@ -253,6 +253,7 @@ impl LayerCall {
             nkv: d.nkv,
             hd: d.hd,
             layer: l,
+            module: "self_attn",
         };
         // q_proj(h).view(B, T, -1, hd).transpose(1, 2), and the same for k and v.
         let q = lora::forward(e, h, p.q, l, "self_attn.q_proj");

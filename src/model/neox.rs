@@ -240,6 +240,7 @@ impl LayerCall {
             nkv: self.nh,
             hd: self.hd,
             layer: l,
+            module: "attention",
         };
         let qkv = lora::forward(e, h, p.qkv, l, "attention.query_key_value");
         let [q, k, v] = ops::split3(e, qkv, heads.name("qkv"));

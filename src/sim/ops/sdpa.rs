@@ -38,11 +38,13 @@ pub struct Heads {
     pub nkv: u64,
     pub hd: u64,
     pub layer: Option<u32>,
+    /// The attention module's name ("self_attn", GPT-NeoX's "attention").
+    pub module: &'static str,
 }
 
 impl Heads {
     pub fn name(&self, what: &'static str) -> Name {
-        Name::at(self.layer, "self_attn", what)
+        Name::at(self.layer, self.module, what)
     }
 
     /// (B, heads, T, hd).

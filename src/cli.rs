@@ -100,6 +100,14 @@ pub struct CompletionsArgs {
 pub struct RunArgs {
     /// nanoGPT config (.py), TOML file, or nothing for nanoGPT's train.py defaults.
     pub config: Option<PathBuf>,
+    /// A built-in model (gpt2 … gpt2-xl, llama-3.2-1b/3b, llama-3.1-8b, mistral-7b,
+    /// qwen2.5-0.5b/1.5b/7b, gemma-2b, pythia-1b); the config file and overrides apply on top.
+    #[arg(long, value_name = "NAME", conflicts_with = "hf_config")]
+    pub model: Option<String>,
+    /// A Hugging Face config.json to build the model from (model_type llama, mistral, qwen2,
+    /// gemma, gpt_neox or gpt2); the config file and overrides apply on top.
+    #[arg(long, value_name = "PATH")]
+    pub hf_config: Option<PathBuf>,
     /// GPU from the catalogue (name or alias, e.g. rtx3060, "NVIDIA A100-SXM4-40GB").
     #[arg(long)]
     pub gpu: Option<String>,

@@ -26,9 +26,15 @@ pub fn run(cli: &Cli) -> Result<u8> {
     }
 }
 
-/// The config file (or nanoGPT's defaults) with the command line's overrides applied.
+/// The model (--model / --hf-config, if given), then the config file (or nanoGPT's defaults),
+/// then the command line's overrides.
 pub(crate) fn load_config(args: &RunArgs) -> Result<Loaded> {
-    config::load(args.config.as_deref(), &args.overrides)
+    let model = match (&args.model, &args.hf_config) {
+        (Some(name), _) => Some(config::ModelSource::Preset(name)),
+        (None, Some(path)) => Some(config::ModelSource::HfConfig(path)),
+        (None, None) => None,
+    };
+    config::load_with_model(args.config.as_deref(), model, &args.overrides)
 }
 
 /// The card to plan for: --gpu, --gpu-file, --live, or the live card when there is one.

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 mod apply;
+pub mod hf_json;
+pub mod lora;
+pub mod model_keys;
+pub mod models;
 mod nanogpt_py;
 mod overrides;
 pub mod presets;
@@ -19,6 +23,8 @@ mod toml_file;
 pub mod validate;
 mod value;
 
+pub use model_keys::ModelType;
+pub use models::{load_with_model, ModelSource};
 pub use overrides::{apply_overrides, to_overrides};
 pub use registry::{is_nanogpt_key, key_table};
 pub use toml_file::to_toml;
@@ -55,29 +61,30 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> crate::error::Result<L
             source: "nanoGPT defaults".to_string(),
         });
     };
+    let (name, text) = read_text(path, "a UTF-8 text config (.py or .toml)")?;
+    load_str(&name, &text, overrides)
+}
+
+/// A text file's name as given and its content; `what` says what was expected.
+pub(crate) fn read_text(path: &Path, what: &str) -> crate::error::Result<(String, String)> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| {
         crate::error::Error::new(format!("{name}: cannot read the config file: {e}"))
     })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         crate::error::Error::new(format!(
-            "{name}: expected a UTF-8 text config (.py or .toml), found invalid UTF-8 at byte {}",
+            "{name}: expected {what}, found invalid UTF-8 at byte {}",
             e.utf8_error().valid_up_to()
         ))
     })?;
-    load_str(&name, &text, overrides)
+    Ok((name, text))
 }
 
 /// `load` on text already in memory; `name` gives the format (by extension) and names the
 /// file in messages.
 pub fn load_str(name: &str, text: &str, overrides: &[String]) -> crate::error::Result<Loaded> {
     // Python and TOML both accept a leading UTF-8 byte-order mark; so do we.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let format = format_of(name, text)?;
-    let (mut assignments, mut warnings) = match format {
-        Format::NanoGptPy => nanogpt_py::parse(text, name)?,
-        Format::Toml => (toml_file::parse(text, name)?, Vec::new()),
-    };
+    let (mut assignments, mut warnings) = file_assignments(name, text)?;
     for o in overrides {
         assignments.push(overrides::parse_override(o)?);
     }
@@ -87,6 +94,19 @@ pub fn load_str(name: &str, text: &str, overrides: &[String]) -> crate::error::R
         config,
         warnings,
         source: name.to_string(),
+    })
+}
+
+/// The assignments of a config file's text, in file order, and the loader's warnings.
+pub(crate) fn file_assignments(
+    name: &str,
+    text: &str,
+) -> crate::error::Result<(Vec<value::Assignment>, Vec<String>)> {
+    // Python and TOML both accept a leading UTF-8 byte-order mark; so do we.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    Ok(match format_of(name, text)? {
+        Format::NanoGptPy => nanogpt_py::parse(text, name)?,
+        Format::Toml => (toml_file::parse(text, name)?, Vec::new()),
     })
 }
 
@@ -254,6 +274,41 @@ pub struct TrainConfig {
     pub alloc_conf: Option<String>,
     pub world_size: u64,
     pub parallelism: Parallelism,
+    // --- architectures beyond nanoGPT's GPT (Hugging Face config.json names in brackets) ---
+    /// The decoder: nanoGPT's GPT or a Hugging Face architecture [model_type].
+    #[serde(default)]
+    pub model_type: ModelType,
+    /// Key/value heads for grouped-query attention; None = n_head [num_key_value_heads].
+    #[serde(default)]
+    pub n_kv_head: Option<u64>,
+    /// Channels per head; None = n_embd / n_head [head_dim].
+    #[serde(default)]
+    pub head_dim: Option<u64>,
+    /// The MLP's hidden width; None = 4 * n_embd [intermediate_size].
+    #[serde(default)]
+    pub intermediate_size: Option<u64>,
+    /// lm_head shares the token embedding's weight [tie_word_embeddings].
+    #[serde(default = "model_keys::yes")]
+    pub tie_word_embeddings: bool,
+    /// Fraction of each head's dims that rotary rotates [rotary_pct / partial_rotary_factor].
+    #[serde(default = "model_keys::one")]
+    pub rotary_pct: f64,
+    /// Attention and MLP read the same input and add to it together [use_parallel_residual].
+    #[serde(default)]
+    pub parallel_residual: bool,
+    // --- LoRA (PEFT): frozen base weights in `dtype`, fp32 adapters A (r x in), B (out x r) ---
+    /// Adapter rank; 0 = full fine-tuning [LoraConfig.r].
+    #[serde(default)]
+    pub lora_rank: u64,
+    /// Adapter scale numerator (scaling = alpha / r); no memory effect [lora_alpha].
+    #[serde(default = "model_keys::sixteen")]
+    pub lora_alpha: f64,
+    /// Dropout on the adapters' input [lora_dropout].
+    #[serde(default)]
+    pub lora_dropout: f64,
+    /// Comma-separated Linear names, 'all-linear', or '' for PEFT's default [target_modules].
+    #[serde(default = "model_keys::lora_default_targets")]
+    pub lora_targets: String,
 }
 
 impl Default for TrainConfig {
@@ -286,6 +341,17 @@ impl Default for TrainConfig {
             alloc_conf: None,
             world_size: 1,
             parallelism: Parallelism::Ddp,
+            model_type: ModelType::Gpt2,
+            n_kv_head: None,
+            head_dim: None,
+            intermediate_size: None,
+            tie_word_embeddings: true,
+            rotary_pct: 1.0,
+            parallel_residual: false,
+            lora_rank: 0,
+            lora_alpha: 16.0,
+            lora_dropout: 0.0,
+            lora_targets: model_keys::lora_default_targets(),
         }
     }
 }

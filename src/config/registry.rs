@@ -112,7 +112,7 @@ pub const KEYS: &[KeySpec] = &[
     field("n_head", Ty::Int, true, "attention heads (must divide n_embd)"),
     field("n_embd", Ty::Int, true, "model width"),
     field("dropout", Ty::Float, true, "dropout probability in [0, 1); > 0 keeps dropout masks"),
-    field("bias", Ty::Bool, true, "bias in Linear and LayerNorm layers"),
+    field("bias", Ty::Bool, true, "bias in Linear and LayerNorm layers (llama, mistral, gemma: attention_bias; qwen2: q/k/v biases)"),
     ignored("learning_rate", Ty::Float, Const::Float(6e-4), "max learning rate (ignored)"),
     ignored("max_iters", Ty::Int, Const::Int(600000), "total iterations (ignored)"),
     field("weight_decay", Ty::Float, true, "AdamW weight decay"),
@@ -137,6 +137,18 @@ pub const KEYS: &[KeySpec] = &[
     field("alloc_conf", Ty::OptStr, false, "PYTORCH_CUDA_ALLOC_CONF, e.g. 'expandable_segments:True'"),
     field("world_size", Ty::Int, false, "number of GPUs (ranks)"),
     field("parallelism", Ty::Str, false, "'ddp', 'fsdp', 'zero1', 'zero2' or 'zero3'"),
+    // Architectures beyond nanoGPT's GPT (src/config/model_keys.rs).
+    field("model_type", Ty::Str, false, "'gpt2' (nanoGPT's GPT), or Hugging Face's 'llama', 'mistral', 'qwen2', 'gemma', 'gpt_neox'"),
+    field("n_kv_head", Ty::OptInt, false, "key/value heads (grouped-query attention); None = n_head"),
+    field("head_dim", Ty::OptInt, false, "channels per attention head; None = n_embd / n_head"),
+    field("intermediate_size", Ty::OptInt, false, "MLP hidden width; None = 4 * n_embd"),
+    field("tie_word_embeddings", Ty::Bool, false, "lm_head shares the token embedding's weight (nanoGPT: always)"),
+    field("rotary_pct", Ty::Float, false, "fraction of head_dim that rotary embeddings rotate (GPT-NeoX: 0.25)"),
+    field("parallel_residual", Ty::Bool, false, "x + attn(ln1(x)) + mlp(ln2(x)), GPT-NeoX's use_parallel_residual"),
+    field("lora_rank", Ty::Int, false, "LoRA adapter rank; 0 = full fine-tuning (base weights frozen in dtype otherwise)"),
+    field("lora_alpha", Ty::Float, false, "LoRA scale numerator (alpha / rank); no memory effect"),
+    field("lora_dropout", Ty::Float, false, "dropout on the LoRA adapters' input (keeps a mask per adapter)"),
+    field("lora_targets", Ty::Str, false, "Linear layers LoRA wraps: comma-separated names, 'all-linear', or '' for PEFT's default (q_proj,v_proj; NeoX: query_key_value)"),
 ];
 
 /// The spec of a key, if it exists.
@@ -195,6 +207,9 @@ pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
             Const::Str(s) => Value::Str(s.to_string()),
         };
     }
+    if let Some(v) = super::model_keys::get(cfg, spec.name) {
+        return v;
+    }
     let int = |v: u64| Value::Int(v.into());
     let s = |v: &str| Value::Str(v.to_string());
     match spec.name {
@@ -242,6 +257,9 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
         ));
     }
     let name = spec.name;
+    if let Some(r) = super::model_keys::set(cfg, name, v) {
+        return r;
+    }
     match name {
         "dropout" => cfg.dropout = float(v),
         "weight_decay" => cfg.weight_decay = float(v),

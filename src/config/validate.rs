@@ -79,7 +79,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             "a positive integer (train.py computes iter_num % eval_interval)",
         );
     }
-    if !cfg.n_embd.is_multiple_of(cfg.n_head) {
+    if cfg.head_dim.is_none() && !cfg.n_embd.is_multiple_of(cfg.n_head) {
         let key = if origins.contains_key("n_head") || !origins.contains_key("n_embd") {
             "n_head"
         } else {
@@ -138,6 +138,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             ))
         })?;
     }
+    super::model_keys::validate(cfg, origins)?;
     check_bytes(cfg, &at)
 }
 
@@ -154,13 +155,25 @@ fn check_bytes(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result<()> {
         },
         batch,
     );
-    let (t, v, h, c, l) = (
+    let (t, v, h, l) = (
         ("block_size", cfg.block_size),
         ("vocab_size", cfg.vocab_size),
         ("n_head", cfg.n_head),
-        ("n_embd", cfg.n_embd),
         ("n_layer", cfg.n_layer),
     );
+    // The widest per-token dimension: the model, the MLP, or all heads' channels.
+    let c = [
+        ("n_embd", Some(cfg.n_embd)),
+        ("intermediate_size", cfg.intermediate_size),
+        (
+            "head_dim",
+            cfg.head_dim.map(|d| d.saturating_mul(cfg.n_head)),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k, v?)))
+    .max_by_key(|x| x.1)
+    .unwrap_or(("n_embd", cfg.n_embd));
     let checks: [Check; 5] = [
         // fp32 logits: batch x block x vocab x 4 bytes (x 16 for the loss chain and its gradients).
         (

@@ -15,18 +15,9 @@ use crate::config::{LossKind, Precision, TrainConfig};
 const HALF_UTILISATION_TOKENS: f64 = 4096.0;
 const MAX_UTILISATION: f64 = 0.5;
 
-/// Parameters of the GPT (tied embedding counted once), as nanoGPT counts them.
+/// Parameters of the model (a tied embedding counted once), for any `model_type`.
 pub fn n_params(cfg: &TrainConfig) -> f64 {
-    let (c, l, v, t) = (
-        cfg.n_embd as f64,
-        cfg.n_layer as f64,
-        cfg.vocab_size as f64,
-        cfg.block_size as f64,
-    );
-    let bias = if cfg.bias { 1.0 } else { 0.0 };
-    // ln_1, ln_2 weights; c_attn, c_proj, c_fc, mlp.c_proj matrices; 11·C of biases.
-    let per_layer = 12.0 * c * c + 2.0 * c + bias * 11.0 * c;
-    v * c + t * c + l * per_layer + c * (1.0 + bias)
+    crate::model::n_params(cfg) as f64
 }
 
 pub fn flops_per_token(cfg: &TrainConfig) -> f64 {

@@ -248,12 +248,13 @@ pub fn build(
                 RuntimeKind::PytorchCompile => "pytorch-compile",
             },
             dtype: precision.as_str(),
-            attention: if !cfg.flash {
-                "manual"
-            } else if sim.runtime.autocast.is_some() {
-                "flash"
-            } else {
-                "memory-efficient"
+            attention: match (cfg.flash, sim.runtime.autocast.is_some()) {
+                (false, _) if cfg.model_type != crate::config::ModelType::Gpt2 => "eager",
+                (false, _) => "manual",
+                (true, true) => "flash",
+                // fp32 with grouped-query attention: SDPA's math kernel.
+                (true, false) if cfg.kv_heads() != cfg.n_head => "math",
+                (true, false) => "memory-efficient",
             },
             upper_bound: sim.runtime.kind == RuntimeKind::PytorchCompile,
         },

@@ -72,9 +72,18 @@ pub fn verdict(r: &CheckReport, style: Style) -> String {
 pub fn render(r: &CheckReport, style: Style) -> String {
     let mut out = String::new();
     let c = &r.config;
+    let (arch, kv) = match c.model_type {
+        crate::config::ModelType::Gpt2 => ("GPT", String::new()),
+        m => (
+            m.as_str(),
+            c.n_kv_head
+                .filter(|&k| k != c.n_head)
+                .map_or(String::new(), |k| format!(" ({k} key/value)")),
+        ),
+    };
     let _ = writeln!(
         out,
-        "GPT: {} layers, {} heads, n_embd {}, vocab {} — {:.1}M parameters",
+        "{arch}: {} layers, {} heads{kv}, n_embd {}, vocab {} — {:.1}M parameters",
         c.n_layer,
         c.n_head,
         c.n_embd,

@@ -23,7 +23,7 @@ pub struct V {
 /// A forward to re-run during the backward (a checkpointed block): input → output.
 pub type Recompute = std::rc::Rc<dyn Fn(&mut Engine, V) -> V>;
 
-/// A model parameter (fp32 master weight) and its training state.
+/// A model parameter (an fp32 master weight, or a frozen weight) and its training state.
 #[derive(Debug, Clone)]
 pub struct Param {
     pub t: T,
@@ -31,6 +31,8 @@ pub struct Param {
     pub shape: Shape,
     /// Weight decay group (2-D weights) — nanoGPT's configure_optimizers puts these first.
     pub decay: bool,
+    /// False for frozen weights: never an edge, never a gradient.
+    pub requires_grad: bool,
     pub grad: Option<T>,
     /// Gradients arrived in this backward but not yet accumulated (tied weights get two).
     pub pending: Option<T>,
@@ -201,14 +203,29 @@ impl Engine {
 
     // --- parameters ---
 
+    /// A trainable fp32 parameter (a master weight).
     pub fn add_param(&mut self, name: Name, dims: &[u64], decay: bool) -> usize {
+        self.add_param_as(name, dims, decay, DType::F32, true)
+    }
+
+    /// A parameter of any dtype; `requires_grad = false` freezes it (LoRA's base weights): no
+    /// gradient, no optimizer state, and the ops that use it save nothing for it.
+    pub fn add_param_as(
+        &mut self,
+        name: Name,
+        dims: &[u64],
+        decay: bool,
+        dtype: DType,
+        requires_grad: bool,
+    ) -> usize {
         let shape = Shape::new(dims);
-        let t = self.alloc(name, shape, DType::F32, Category::Parameters);
+        let t = self.alloc(name, shape, dtype, Category::Parameters);
         self.params.push(Param {
             t,
             name,
             shape,
             decay,
+            requires_grad,
             grad: None,
             pending: None,
             uses: 0,
@@ -217,14 +234,15 @@ impl Engine {
         self.params.len() - 1
     }
 
-    /// The parameter as a forward value (fp32, its gradient goes to AccumulateGrad).
+    /// The parameter as a forward value (its gradient goes to AccumulateGrad, if it has one).
     pub fn param(&mut self, p: usize) -> V {
-        if self.grad_mode {
+        let grad = self.grad_mode && self.params[p].requires_grad;
+        if grad {
             self.params[p].uses += 1;
         }
         V {
             t: self.params[p].t,
-            edge: if self.grad_mode {
+            edge: if grad {
                 Edge::Param(p as u32)
             } else {
                 Edge::None

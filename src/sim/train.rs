@@ -9,7 +9,7 @@ use super::runtime::Runtime;
 use super::timeline::{Category, Name, Phase, Shape, Timeline};
 use crate::config::{OptimizerKind, TrainConfig};
 use crate::error::Result;
-use crate::model::Gpt2;
+use crate::model::Model;
 
 /// Training steps simulated: the first creates AdamW's state, the second is the steady state
 /// (state alive during forward and backward).
@@ -25,7 +25,7 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
     // Sizes whose bytes overflow u64 (or are absurd) are an error, not an overflow.
     cfg.validate()?;
     let mut e = Engine::new(rt);
-    let model = Gpt2::build(&mut e, cfg);
+    let model = Model::build(&mut e, cfg);
     let batch = |e: &mut Engine, b: u64| -> (T, T) {
         let s = Shape::new(&[b, cfg.block_size]);
         let x = e.alloc(Name::top("batch", "X"), s, DType::I64, Category::Other);
@@ -84,7 +84,7 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
 /// estimate_loss(): model.eval(), no_grad, autocast; `logits, loss = model(X, Y)` per iteration.
 fn estimate_loss(
     e: &mut Engine,
-    model: &Gpt2,
+    model: &Model,
     cfg: &TrainConfig,
     batch: &dyn Fn(&mut Engine, u64) -> (T, T),
 ) {

@@ -6,14 +6,20 @@ use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::timeline::{Category, Name, Shape};
 
-/// `nn.Embedding`: fp32 rows gathered from an fp32 table (autocast leaves it alone).
+/// `nn.Embedding`: rows gathered from the table, in its dtype (autocast leaves it alone).
 pub fn embedding(e: &mut Engine, p: usize, idx: T, out: Shape, name: Name) -> V {
     let w = e.param(p);
-    let t = e.alloc(name, out, DType::F32, Category::Activations);
+    let dtype = e.dtype(w.t);
+    let t = e.alloc(name, out, dtype, Category::Activations);
     let weight = e.params[p].shape;
     let idx = save(e, idx);
     let edge = e.push_node(
-        Op::Embedding { idx, weight, name },
+        Op::Embedding {
+            idx,
+            weight,
+            dtype,
+            name,
+        },
         [w.edge, Edge::None, Edge::None],
     );
     V { t, edge }
@@ -129,6 +135,30 @@ pub fn dropout(e: &mut Engine, x: V, p: f64, name: Name) -> V {
 
 /// `F.layer_norm`, in fp32 (autocast's fp32 list): output, mean and rstd (B, T, 1).
 pub fn layer_norm(e: &mut Engine, x: V, w: usize, b: Option<usize>, name: Name) -> V {
+    // Autocast casts a half-precision input to fp32 (a bf16 residual stream, e.g. a frozen
+    // bf16 base under LoRA); the norm keeps the cast.
+    let input = match e.autocast {
+        Some(_) if e.dtype(x.t) != DType::F32 => super::linear::cast(
+            e,
+            x,
+            DType::F32,
+            None,
+            Name {
+                what: "input_fp32",
+                ..name
+            },
+        ),
+        _ => {
+            e.retain(x.t);
+            x
+        }
+    };
+    let out = layer_norm_fp32(e, input, w, b, name);
+    e.drop_value(input);
+    out
+}
+
+fn layer_norm_fp32(e: &mut Engine, x: V, w: usize, b: Option<usize>, name: Name) -> V {
     let shape = e.shape(x.t);
     let d = shape.dims();
     let stat = Shape::new(&[d[0], d[1], 1]);
@@ -168,6 +198,7 @@ pub fn layer_norm(e: &mut Engine, x: V, w: usize, b: Option<usize>, name: Name) 
             mean,
             rstd,
             bias: b.is_some(),
+            w_grad: wv.edge != Edge::None,
             c: d[2],
             name: Name {
                 what: "grad",
@@ -186,23 +217,25 @@ pub(super) fn layer_norm_backward(
     x: T,
     mean: T,
     rstd: T,
-    bias: bool,
+    (bias, w_grad): (bool, bool),
     c: u64,
     name: Name,
 ) -> [Option<T>; 3] {
     let shape = e.shape(x);
     let gx = e.alloc(name, shape, DType::F32, Category::Activations);
     let pshape = Shape::new(&[c]);
-    let gw = e.alloc(
-        Name {
-            what: "weight.grad",
-            ..name
-        },
-        pshape,
-        DType::F32,
-        Category::Gradients,
-    );
-    let gb = bias.then(|| {
+    let gw = w_grad.then(|| {
+        e.alloc(
+            Name {
+                what: "weight.grad",
+                ..name
+            },
+            pshape,
+            DType::F32,
+            Category::Gradients,
+        )
+    });
+    let gb = (bias && w_grad).then(|| {
         e.alloc(
             Name {
                 what: "bias.grad",
@@ -217,7 +250,7 @@ pub(super) fn layer_norm_backward(
     e.release(x);
     e.release(mean);
     e.release(rstd);
-    [Some(gx), Some(gw), gb]
+    [Some(gx), gw, gb]
 }
 
 /// GELU keeps its input for the backward; output in the input's dtype.

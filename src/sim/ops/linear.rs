@@ -12,18 +12,24 @@ use crate::sim::timeline::{Category, Name, Shape};
 
 #[derive(Debug, Clone, Copy)]
 pub struct LinearSaved {
-    /// The matmul's input as it was multiplied (the bf16 cast under autocast).
-    pub x: T,
-    /// The weight as it was multiplied (the cached cast, or the fp32 parameter).
-    pub w: T,
+    /// The matmul's input as it was multiplied (the bf16 cast under autocast); saved only
+    /// when the weight needs a gradient (a frozen weight's matmul keeps no input).
+    pub x: Option<T>,
+    /// The weight as it was multiplied (the cached cast, or the parameter itself); saved only
+    /// when the input needs a gradient.
+    pub w: Option<T>,
     pub m: u64,
     pub k: u64,
     pub n: u64,
     pub dtype: DType,
     pub bias: bool,
-    /// fp32 weight gradients come out of mm as transposed views: autograd adds into them
-    /// out of place.
+    /// Weight gradients of a weight used as stored (fp32 without autocast, bf16 under bf16
+    /// autocast) come out of mm as transposed views: autograd adds into them out of place.
     pub direct_param_grad: bool,
+    /// Which gradients the backward computes (PyTorch's task_should_compute_output).
+    pub need_x: bool,
+    pub need_w: bool,
+    pub need_b: bool,
     pub name: Name,
 }
 
@@ -90,10 +96,17 @@ pub fn linear(
             } else {
                 cast(e, x, half, None, Name::at(layer, module, "input_cast"))
             };
-            let wm = cast(e, wv, half, Some(w), Name::at(layer, module, "weight_cast"));
-            let bm = b
-                .zip(bv)
-                .map(|(b, bv)| cast(e, bv, half, Some(b), Name::at(layer, module, "bias_cast")));
+            // A weight stored in the half dtype already (a frozen bf16 base) is used as is.
+            let param_cast = |e: &mut Engine, v: V, p: usize, what| {
+                if e.dtype(v.t) == half {
+                    e.retain(v.t);
+                    v
+                } else {
+                    cast(e, v, half, Some(p), Name::at(layer, module, what))
+                }
+            };
+            let wm = param_cast(e, wv, w, "weight_cast");
+            let bm = b.zip(bv).map(|(b, bv)| param_cast(e, bv, b, "bias_cast"));
             (xm, wm, bm, half)
         }
         None => {
@@ -126,15 +139,19 @@ pub fn linear(
         category,
     );
     e.matmul_workspace();
+    let (need_x, need_w) = (xm.edge != Edge::None, wm.edge != Edge::None);
     let saved = LinearSaved {
-        x: save(e, xm.t),
-        w: save(e, wm.t),
+        x: need_w.then(|| save(e, xm.t)),
+        w: need_x.then(|| save(e, wm.t)),
         m,
         k,
         n,
         dtype,
         bias: b.is_some(),
-        direct_param_grad: e.autocast.is_none(),
+        direct_param_grad: wm.t == wv.t,
+        need_x,
+        need_w,
+        need_b: bm.is_some_and(|v| v.edge != Edge::None),
         name: Name::at(layer, module, "grad"),
     };
     let edge = e.push_node(
@@ -161,28 +178,28 @@ pub(super) fn backward(e: &mut Engine, g: T, s: LinearSaved) -> [Option<T>; 3] {
     let x_shape = Shape::new(&[s.m, s.k]);
     let w_shape = Shape::new(&[s.n, s.k]);
     let (gx, gw, gb);
+    let alloc = |e: &mut Engine, need: bool, what, shape, cat| {
+        need.then(|| e.alloc(name(what), shape, s.dtype, cat))
+    };
     if s.bias {
-        gx = e.alloc(name("input.grad"), x_shape, s.dtype, Category::Activations);
+        gx = alloc(e, s.need_x, "input.grad", x_shape, Category::Activations);
         e.matmul_workspace();
-        gw = e.alloc(name("weight.grad"), w_shape, s.dtype, wcat);
-        gb = Some(e.alloc(name("bias.grad"), Shape::new(&[1, s.n]), s.dtype, wcat));
+        gw = alloc(e, s.need_w, "weight.grad", w_shape, wcat);
+        gb = alloc(e, s.need_b, "bias.grad", Shape::new(&[1, s.n]), wcat);
     } else {
-        gw = e.alloc(name("weight.grad"), w_shape, s.dtype, wcat);
+        gw = alloc(e, s.need_w, "weight.grad", w_shape, wcat);
         e.matmul_workspace();
-        gx = e.alloc(name("input.grad"), x_shape, s.dtype, Category::Activations);
+        gx = alloc(e, s.need_x, "input.grad", x_shape, Category::Activations);
         gb = None;
     }
-    if s.direct_param_grad {
+    if let Some(gw) = gw.filter(|_| s.direct_param_grad) {
         e.mark_no_inplace(gw);
     }
     e.release(g);
     // AddmmBackward lets go of mat1 then mat2; MmBackward of the weight first.
-    if s.bias {
-        e.release(s.x);
-        e.release(s.w);
-    } else {
-        e.release(s.w);
-        e.release(s.x);
+    let order = if s.bias { [s.x, s.w] } else { [s.w, s.x] };
+    for t in order.into_iter().flatten() {
+        e.release(t);
     }
-    [Some(gx), Some(gw), gb]
+    [gx, gw, gb]
 }

@@ -101,6 +101,8 @@ pub struct ChunkedSaved {
     pub c: u64,
     pub v: u64,
     pub dtype: DType,
+    /// The weight needs a gradient (false for a frozen lm_head).
+    pub w_grad: bool,
 }
 
 fn chunks(m: u64) -> impl Iterator<Item = u64> {
@@ -142,10 +144,19 @@ pub fn chunked_cross_entropy(e: &mut Engine, x: V, wte: usize, targets: T) -> V 
     let (n, c) = (e.params[wte].shape.dims()[0], e.params[wte].shape.dims()[1]);
     let m = xs.numel().unwrap_or(0) / c.max(1);
     let wv = e.param(wte);
+    // Autocast casts what is not in the half dtype already (a frozen bf16 lm_head is not).
+    let to_half = |e: &mut Engine, v: V, h, p, what| {
+        if e.dtype(v.t) == h {
+            e.retain(v.t);
+            v
+        } else {
+            cast(e, v, h, p, Name::top("lm_head", what))
+        }
+    };
     let (xm, wm, dtype) = match e.autocast {
         Some(h) => (
-            cast(e, x, h, None, Name::top("lm_head", "input_cast")),
-            cast(e, wv, h, Some(wte), Name::top("lm_head", "weight_cast")),
+            to_half(e, x, h, None, "input_cast"),
+            to_half(e, wv, h, Some(wte), "weight_cast"),
             h,
         ),
         None => {
@@ -162,6 +173,7 @@ pub fn chunked_cross_entropy(e: &mut Engine, x: V, wte: usize, targets: T) -> V 
         c,
         v: n,
         dtype,
+        w_grad: wv.edge != Edge::None,
     };
     let mut loss: Option<T> = None;
     for rows in chunks(m) {
@@ -246,12 +258,14 @@ pub(super) fn chunked_backward(e: &mut Engine, g: T, s: ChunkedSaved) -> [Option
         for t in [lp, logits].into_iter().flatten() {
             e.release(t);
         }
-        let gw_c = e.alloc(
-            Name::top("lm_head", "weight.grad"),
-            Shape::new(&[s.v, s.c]),
-            s.dtype,
-            Category::Activations,
-        );
+        let gw_c = s.w_grad.then(|| {
+            e.alloc(
+                Name::top("lm_head", "weight.grad"),
+                Shape::new(&[s.v, s.c]),
+                s.dtype,
+                Category::Activations,
+            )
+        });
         let gx_c = e.alloc(
             Name::top("lm_head", "input.grad_chunk"),
             Shape::new(&[rows, s.c]),
@@ -260,9 +274,10 @@ pub(super) fn chunked_backward(e: &mut Engine, g: T, s: ChunkedSaved) -> [Option
         );
         e.release(glogits);
         e.release(gx_c);
-        match gw {
-            None => gw = Some(gw_c),
-            Some(_) => e.release(gw_c),
+        match (gw, gw_c) {
+            (None, c) => gw = c,
+            (Some(_), Some(c)) => e.release(c),
+            (Some(_), None) => {}
         }
     }
     e.release(g);

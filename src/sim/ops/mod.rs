@@ -5,13 +5,25 @@
 
 mod attention;
 mod basic;
+mod eager;
 mod linear;
 mod loss;
+mod pointwise;
+mod rms_norm;
+mod rotary;
+mod sdpa;
 
 pub use attention::{attention, Attention, AttnKind};
 pub use basic::{add, add_broadcast, div_scalar, dropout, embedding, gelu, layer_norm};
+pub use eager::{scores_attention, ScoresKind};
 pub use linear::linear;
 pub use loss::{chunked_cross_entropy, cross_entropy, CHUNK_ROWS};
+pub use pointwise::{
+    heads_view, mul, mul_scalar, promote, requires_grad, scale, silu, split3, to_dtype,
+};
+pub use rms_norm::{rms_norm, RmsStyle};
+pub use rotary::{rope, rotary_tables};
+pub use sdpa::{kernel_for, sdpa, Heads, SdpaKernel};
 
 use super::dtype::DType;
 use super::engine::{Engine, T};
@@ -23,6 +35,7 @@ pub enum Op {
     Embedding {
         idx: T,
         weight: Shape,
+        dtype: DType,
         name: Name,
     },
     AddBroadcast {
@@ -46,6 +59,8 @@ pub enum Op {
         mean: T,
         rstd: T,
         bias: bool,
+        /// The weight (and bias) need gradients (false when frozen).
+        w_grad: bool,
         c: u64,
         name: Name,
     },
@@ -81,20 +96,63 @@ pub enum Op {
     },
     /// Cross-entropy over chunks of rows, each chunk recomputed in the backward.
     ChunkedLoss(loss::ChunkedSaved),
+    // --- the Hugging Face decoders' ops ---
+    RmsNorm(rms_norm::RmsSaved),
+    Rope(rotary::RopeSaved),
+    Silu {
+        x: T,
+        name: Name,
+    },
+    Mul(pointwise::MulSaved),
+    /// `x * s` for a 0-dim `s` without grad (Gemma's embedding scale).
+    Scale {
+        s: T,
+        shape: Shape,
+        dtype: DType,
+        name: Name,
+    },
+    /// A node that keeps nothing and whose backward allocates one gradient shaped like its
+    /// input: a view whose backward `reshape` copies, `x * python_float`.
+    Pointwise {
+        shape: Shape,
+        dtype: DType,
+        name: Name,
+    },
+    /// A chunk of a 3-way split whose gradient its last sibling collects.
+    SplitPart,
+    /// The last chunk: SplitBackward concatenates all three.
+    SplitCat {
+        parts: [u32; 2],
+        shape: Shape,
+        dtype: DType,
+        name: Name,
+    },
+    /// `output.requires_grad_(True)` on a tensor with no grad_fn: its gradient is computed
+    /// by the ops that use it, then dropped.
+    Sink,
+    /// SDPA (flash / efficient) on separate q, k, v, with native GQA.
+    Sdpa(sdpa::SdpaSaved),
+    /// Attention with materialised scores (HF eager, SDPA's math fallback).
+    Scores(eager::EagerSaved),
 }
 
 impl Op {
     /// Input gradients, one per edge of the node, allocated in PyTorch's order.
     pub fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
         match self {
-            Op::Embedding { idx, weight, name } => {
+            Op::Embedding {
+                idx,
+                weight,
+                dtype,
+                name,
+            } => {
                 let gw = e.alloc(
                     Name {
                         what: "grad",
                         ..name
                     },
                     weight,
-                    DType::F32,
+                    dtype,
                     Category::Gradients,
                 );
                 e.release(g);
@@ -123,9 +181,10 @@ impl Op {
                 mean,
                 rstd,
                 bias,
+                w_grad,
                 c,
                 name,
-            } => basic::layer_norm_backward(e, g, x, mean, rstd, bias, c, name),
+            } => basic::layer_norm_backward(e, g, x, mean, rstd, (bias, w_grad), c, name),
             Op::Linear(s) => linear::backward(e, g, s),
             Op::ToCopy {
                 from,
@@ -186,6 +245,50 @@ impl Op {
                 e.release(g);
                 [Some(gx), None, None]
             }
+            Op::RmsNorm(s) => rms_norm::backward(e, g, s),
+            Op::Rope(s) => rotary::backward(e, g, s),
+            Op::Silu { x, name } => {
+                let r = *e.record(x);
+                let gx = e.alloc(name, r.shape, r.dtype, Category::Activations);
+                e.release(g);
+                e.release(x);
+                [Some(gx), None, None]
+            }
+            Op::Mul(s) => pointwise::mul_backward(e, g, s),
+            Op::Scale {
+                s,
+                shape,
+                dtype,
+                name,
+            } => {
+                let gx = e.alloc(name, shape, dtype, Category::Activations);
+                e.release(g);
+                e.release(s);
+                [Some(gx), None, None]
+            }
+            Op::Pointwise { shape, dtype, name } => {
+                let gx = e.alloc(name, shape, dtype, Category::Activations);
+                e.release(g);
+                [Some(gx), None, None]
+            }
+            // Its gradient was taken by the last chunk; one that arrives alone passes on.
+            Op::SplitPart => [Some(g), None, None],
+            Op::SplitCat {
+                parts,
+                shape,
+                dtype,
+                name,
+            } => [
+                Some(pointwise::split_backward(e, g, parts, shape, dtype, name)),
+                None,
+                None,
+            ],
+            Op::Sink => {
+                e.release(g);
+                [None; 3]
+            }
+            Op::Sdpa(s) => s.backward(e, g),
+            Op::Scores(s) => eager::backward(e, g, s),
         }
     }
 
@@ -195,7 +298,7 @@ impl Op {
             Op::Embedding { idx, .. } => [Some(idx), None, None],
             Op::Dropout { mask, .. } => [Some(mask), None, None],
             Op::LayerNorm { x, mean, rstd, .. } => [Some(x), Some(mean), Some(rstd)],
-            Op::Linear(s) => [Some(s.x), Some(s.w), None],
+            Op::Linear(s) => [s.x, s.w, None],
             Op::Gelu { x, .. } => [Some(x), None, None],
             Op::Attention(a) => {
                 a.release_saved(e);
@@ -210,7 +313,33 @@ impl Op {
             } => [Some(input), Some(target), Some(total_weight)],
             Op::Checkpoint { x, .. } => [Some(x), None, None],
             Op::ChunkedLoss(c) => [Some(c.x), Some(c.w), Some(c.target)],
-            Op::AddBroadcast { .. } | Op::Add { .. } | Op::ToCopy { .. } | Op::Div => [None; 3],
+            Op::RmsNorm(s) => {
+                s.release_saved(e);
+                [None; 3]
+            }
+            Op::Rope(s) => {
+                s.release_saved(e);
+                [None; 3]
+            }
+            Op::Sdpa(s) => {
+                s.release_saved(e);
+                [None; 3]
+            }
+            Op::Scores(s) => {
+                s.release_saved(e);
+                [None; 3]
+            }
+            Op::Silu { x, .. } => [Some(x), None, None],
+            Op::Mul(s) => [s.a, s.b, None],
+            Op::Scale { s, .. } => [Some(s), None, None],
+            Op::AddBroadcast { .. }
+            | Op::Add { .. }
+            | Op::ToCopy { .. }
+            | Op::Div
+            | Op::Pointwise { .. }
+            | Op::SplitPart
+            | Op::SplitCat { .. }
+            | Op::Sink => [None; 3],
         };
         for t in saved.into_iter().flatten() {
             e.release(t);

@@ -1,0 +1,240 @@
+//! A Hugging Face `config.json` as a layer of assignments with vramplan's key names, each
+//! pointing at the line of the JSON field it came from.
+//!
+//! What is read, per `model_type`:
+//! - `gpt2`: n_layer, n_head, n_embd, n_positions (→ block_size), vocab_size; biases everywhere.
+//! - `llama`, `mistral`, `qwen2`, `gemma`: num_hidden_layers, num_attention_heads, hidden_size,
+//!   num_key_value_heads, head_dim, intermediate_size, vocab_size, tie_word_embeddings,
+//!   attention_bias (Qwen2 always has q/k/v biases).
+//! - `gpt_neox`: the same sizes, rotary_pct (or partial_rotary_factor), use_parallel_residual.
+//!
+//! Fields that do not change training memory are not read: `max_position_embeddings` (the
+//! sequence trained is `block_size`), `rope_theta`/`rope_scaling` (the cos/sin tables are the
+//! same size), `sliding_window` (no effect up to the window with SDPA), `torch_dtype` (the
+//! checkpoint's storage: training keeps fp32 master weights under autocast, per `dtype`).
+
+use super::model_keys::ModelType;
+use super::value::{Assignment, Origin, Rhs, Value};
+use crate::error::{Error, Result};
+use serde_json::{Map, Value as Json};
+
+/// A parsed config.json and where its fields are.
+struct Fields<'a> {
+    map: Map<String, Json>,
+    text: &'a str,
+    path: &'a str,
+}
+
+impl Fields<'_> {
+    fn origin(&self, key: &str) -> Origin {
+        let needle = format!("\"{key}\"");
+        let line = self
+            .text
+            .find(&needle)
+            .map_or(1, |at| self.text[..at].matches('\n').count() + 1);
+        Origin::File {
+            path: self.path.to_string(),
+            line,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Json> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn int(&self, key: &str) -> Result<Option<u64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                Error::new(format!(
+                    "{}: \"{key}\": {}: expected a non-negative integer",
+                    self.origin(key),
+                    brief(v)
+                ))
+            }),
+        }
+    }
+
+    fn required(&self, key: &str) -> Result<u64> {
+        self.int(key)?.ok_or_else(|| {
+            Error::new(format!(
+                "{}: no \"{key}\": expected it in a config.json of this model_type",
+                self.path
+            ))
+        })
+    }
+
+    fn boolean(&self, key: &str) -> Result<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| {
+                Error::new(format!(
+                    "{}: \"{key}\": {}: expected true or false",
+                    self.origin(key),
+                    brief(v)
+                ))
+            }),
+        }
+    }
+
+    fn float(&self, key: &str) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+                Error::new(format!(
+                    "{}: \"{key}\": {}: expected a number",
+                    self.origin(key),
+                    brief(v)
+                ))
+            }),
+        }
+    }
+}
+
+fn brief(v: &Json) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 60 {
+        s.chars().take(59).chain(std::iter::once('…')).collect()
+    } else {
+        s
+    }
+}
+
+/// The assignments a config.json stands for (model shape only), and warnings about fields
+/// read but not simulated.
+pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<String>)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let json: Json = serde_json::from_str(text).map_err(|e| {
+        Error::new(format!(
+            "{path}:{}: not valid JSON: {e}; expected a Hugging Face config.json",
+            e.line()
+        ))
+    })?;
+    let Json::Object(map) = json else {
+        return Err(Error::new(format!(
+            "{path}: expected a JSON object (a Hugging Face config.json), got {}",
+            brief(&json)
+        )));
+    };
+    let f = Fields { map, text, path };
+    let Some(mt) = f.get("model_type") else {
+        return Err(Error::new(format!(
+            "{path}: no \"model_type\": expected a Hugging Face config.json whose model_type is one of {}",
+            ModelType::names()
+        )));
+    };
+    let name = mt.as_str().unwrap_or_default();
+    let Some(model_type) = ModelType::parse(name) else {
+        return Err(Error::new(format!(
+            "{}: model_type = {}: expected one of {} (the architectures vramplan simulates)",
+            f.origin("model_type"),
+            brief(mt),
+            ModelType::names()
+        )));
+    };
+    let mut out = Vec::new();
+    let mut warnings = Vec::new();
+    let mut put = |key: &str, from: &str, v: Value| {
+        out.push(Assignment {
+            key: key.to_string(),
+            rhs: Rhs::Known(v),
+            origin: f.origin(from),
+        })
+    };
+    let int = |v: u64| Value::Int(v.into());
+    put("model_type", "model_type", Value::Str(name.to_string()));
+    if model_type == ModelType::Gpt2 {
+        put("n_layer", "n_layer", int(f.required("n_layer")?));
+        put("n_head", "n_head", int(f.required("n_head")?));
+        let c = f.required("n_embd")?;
+        put("n_embd", "n_embd", int(c));
+        put(
+            "block_size",
+            "n_positions",
+            int(f.int("n_positions")?.unwrap_or(1024)),
+        );
+        put(
+            "vocab_size",
+            "vocab_size",
+            int(f.int("vocab_size")?.unwrap_or(50257)),
+        );
+        put("bias", "model_type", Value::Bool(true));
+        if let Some(tie) = f.boolean("tie_word_embeddings")? {
+            put(
+                "tie_word_embeddings",
+                "tie_word_embeddings",
+                Value::Bool(tie),
+            );
+        }
+        if let Some(inner) = f.int("n_inner")? {
+            if inner != 4 * c {
+                return Err(Error::new(format!(
+                    "{}: \"n_inner\": {inner}: expected null or 4 * n_embd = {} (nanoGPT's GPT has a 4x MLP)",
+                    f.origin("n_inner"),
+                    4 * c
+                )));
+            }
+        }
+        return Ok((out, warnings));
+    }
+    put(
+        "n_layer",
+        "num_hidden_layers",
+        int(f.required("num_hidden_layers")?),
+    );
+    let heads = f.required("num_attention_heads")?;
+    put("n_head", "num_attention_heads", int(heads));
+    put("n_embd", "hidden_size", int(f.required("hidden_size")?));
+    put("vocab_size", "vocab_size", int(f.required("vocab_size")?));
+    put(
+        "intermediate_size",
+        "intermediate_size",
+        int(f.required("intermediate_size")?),
+    );
+    if let Some(kv) = f.int("num_key_value_heads")? {
+        put("n_kv_head", "num_key_value_heads", int(kv));
+    }
+    if let Some(hd) = f.int("head_dim")? {
+        put("head_dim", "head_dim", int(hd));
+    }
+    // Each class's default when the file leaves it out.
+    let tie_default = matches!(model_type, ModelType::Gemma);
+    let tie = f.boolean("tie_word_embeddings")?.unwrap_or(tie_default);
+    put(
+        "tie_word_embeddings",
+        "tie_word_embeddings",
+        Value::Bool(tie),
+    );
+    let bias = match model_type {
+        // Qwen2Attention: q_proj, k_proj, v_proj with bias=True, o_proj without.
+        ModelType::Qwen2 => true,
+        // GPT-NeoX: every Linear and LayerNorm has a bias.
+        ModelType::GptNeox => true,
+        _ => f.boolean("attention_bias")?.unwrap_or(false),
+    };
+    put("bias", "attention_bias", Value::Bool(bias));
+    if model_type == ModelType::GptNeox {
+        let pct = match f.float("rotary_pct")? {
+            Some(p) => Some(("rotary_pct", p)),
+            None => f
+                .float("partial_rotary_factor")?
+                .map(|p| ("partial_rotary_factor", p)),
+        };
+        let (from, pct) = pct.unwrap_or(("model_type", 0.25));
+        put("rotary_pct", from, Value::Float(pct));
+        let par = f.boolean("use_parallel_residual")?.unwrap_or(true);
+        put(
+            "parallel_residual",
+            "use_parallel_residual",
+            Value::Bool(par),
+        );
+    }
+    if f.boolean("mlp_bias")? == Some(true) {
+        warnings.push(format!(
+            "{}: mlp_bias = true is not simulated (the MLP is built without biases; they are {} parameters per layer at most)",
+            f.origin("mlp_bias"),
+            "3 x intermediate_size"
+        ));
+    }
+    Ok((out, warnings))
+}

@@ -1,0 +1,121 @@
+//! LoRA's keys beyond their types: which Linear layers each architecture has for PEFT's
+//! `target_modules`, PEFT's defaults, and the checks.
+
+use super::model_keys::ModelType;
+use super::TrainConfig;
+use crate::error::{Error, Result};
+
+/// The Linear layers LoRA can wrap, by model type (PEFT's `target_modules` names).
+pub fn lora_modules(m: ModelType) -> &'static [&'static str] {
+    match m {
+        ModelType::Gpt2 => &[],
+        ModelType::GptNeox => &["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+        _ => &[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
+    }
+}
+
+/// PEFT's default targets (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
+fn lora_peft_defaults(m: ModelType) -> &'static [&'static str] {
+    match m {
+        ModelType::Gpt2 => &[],
+        ModelType::GptNeox => &["query_key_value"],
+        _ => &["q_proj", "v_proj"],
+    }
+}
+
+/// LoRA: a rank the model can take, a dropout probability, targets the architecture has.
+pub(crate) fn validate(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result<()> {
+    let fail = |key: &str, value: String, expected: String| {
+        Err(Error::new(format!(
+            "{}{key} = {value}: expected {expected}",
+            at(key)
+        )))
+    };
+    if !(cfg.lora_alpha.is_finite() && cfg.lora_alpha > 0.0) {
+        return fail(
+            "lora_alpha",
+            super::value::float_repr(cfg.lora_alpha),
+            "a positive number (the adapters' scale is lora_alpha / lora_rank)".into(),
+        );
+    }
+    if !(cfg.lora_dropout >= 0.0 && cfg.lora_dropout < 1.0) {
+        return fail(
+            "lora_dropout",
+            super::value::float_repr(cfg.lora_dropout),
+            "a probability in [0, 1)".into(),
+        );
+    }
+    if cfg.lora_rank == 0 {
+        return Ok(());
+    }
+    if cfg.model_type == ModelType::Gpt2 {
+        return fail(
+            "lora_rank",
+            cfg.lora_rank.to_string(),
+            format!(
+                "0 for model_type = 'gpt2' (nanoGPT's GPT has no LoRA), or a Hugging Face model_type ({})",
+                ModelType::names()
+            ),
+        );
+    }
+    if cfg.lora_rank > cfg.n_embd.min(cfg.mlp_width()) {
+        return fail(
+            "lora_rank",
+            cfg.lora_rank.to_string(),
+            format!(
+                "at most min(n_embd, intermediate_size) = {} (a low rank)",
+                cfg.n_embd.min(cfg.mlp_width())
+            ),
+        );
+    }
+    let known = lora_modules(cfg.model_type);
+    let targets = cfg.lora_target_list();
+    let unknown = targets.iter().find(|t| !known.contains(t));
+    if targets.is_empty() || unknown.is_some() {
+        return fail(
+            "lora_targets",
+            format!(
+                "'{}'",
+                cfg.lora_targets.chars().take(80).collect::<String>()
+            ),
+            format!(
+                "'all-linear' or a comma-separated list of {}'s Linear layers: {}",
+                cfg.model_type.as_str(),
+                known.join(", ")
+            ),
+        );
+    }
+    Ok(())
+}
+
+impl TrainConfig {
+    /// The Linear layers LoRA wraps (empty with LoRA off).
+    pub fn lora_target_list(&self) -> Vec<&'static str> {
+        if self.lora_rank == 0 {
+            return Vec::new();
+        }
+        let known = lora_modules(self.model_type);
+        match self.lora_targets.trim() {
+            "all-linear" => return known.to_vec(),
+            "" => return lora_peft_defaults(self.model_type).to_vec(),
+            _ => {}
+        }
+        let mut out = Vec::new();
+        for t in self.lora_targets.split(',').map(str::trim) {
+            // Names the architecture lacks are kept as themselves for the error above.
+            match known.iter().find(|k| **k == t) {
+                Some(k) => out.push(*k),
+                None => out.push(""),
+            }
+        }
+        out
+    }
+}

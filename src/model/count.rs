@@ -1,0 +1,81 @@
+//! Parameter counts from a config's shape alone, for what needs a size before simulating
+//! (suggest's step-time ranking, the "model states alone" message). The simulator builds the
+//! same parameters as tensors; a test checks the two agree, and both against the published
+//! counts of the presets.
+
+use crate::config::{ModelType, TrainConfig};
+
+/// Parameters as PyTorch counts them (`sum(p.numel() for p in model.parameters())`): a tied
+/// lm_head once, buffers (nanoGPT's causal mask, rotary's inv_freq) not at all.
+pub fn n_params(cfg: &TrainConfig) -> u64 {
+    base_params(cfg) + lora_params(cfg)
+}
+
+/// LoRA's adapters: r × (in + out) for each targeted Linear of each layer.
+pub fn lora_params(cfg: &TrainConfig) -> u64 {
+    let (c, r) = (cfg.n_embd, cfg.lora_rank);
+    let (q, kv, i) = (
+        cfg.n_head * cfg.head_size(),
+        cfg.kv_heads() * cfg.head_size(),
+        cfg.mlp_width(),
+    );
+    let per_layer: u64 = cfg
+        .lora_target_list()
+        .iter()
+        .map(|t| {
+            let (inp, out) = match *t {
+                "q_proj" => (c, q),
+                "k_proj" | "v_proj" => (c, kv),
+                "o_proj" => (q, c),
+                "gate_proj" | "up_proj" | "dense_h_to_4h" => (c, i),
+                "down_proj" | "dense_4h_to_h" => (i, c),
+                "query_key_value" => (c, 3 * c),
+                "dense" => (c, c),
+                _ => (0, 0),
+            };
+            r * (inp + out)
+        })
+        .sum();
+    cfg.n_layer * per_layer
+}
+
+/// The model's own weights (frozen under LoRA).
+pub fn base_params(cfg: &TrainConfig) -> u64 {
+    let (c, l, v) = (cfg.n_embd, cfg.n_layer, cfg.vocab_size);
+    let embeddings = if cfg.tie_word_embeddings {
+        v * c
+    } else {
+        2 * v * c
+    };
+    match cfg.model_type {
+        ModelType::Gpt2 => {
+            let bias = u64::from(cfg.bias);
+            // ln_1, ln_2 (weight, bias); c_attn, c_proj, c_fc, mlp.c_proj (and their biases).
+            let per_layer = 12 * c * c + 2 * c + bias * (2 * c + 3 * c + c + 4 * c + c);
+            v * c + cfg.block_size * c + l * per_layer + c * (1 + bias)
+        }
+        ModelType::GptNeox => {
+            let i = cfg.mlp_width();
+            // Two LayerNorms, query_key_value and dense, dense_h_to_4h and dense_4h_to_h, each
+            // with a bias.
+            let per_layer = 4 * c + (3 * c * c + 3 * c) + (c * c + c) + (c * i + i) + (i * c + c);
+            embeddings + l * per_layer + 2 * c
+        }
+        ModelType::Llama | ModelType::Mistral | ModelType::Qwen2 | ModelType::Gemma => {
+            let (hd, nh, kv, i) = (cfg.head_size(), cfg.n_head, cfg.kv_heads(), cfg.mlp_width());
+            let q = c * nh * hd;
+            let kvp = 2 * c * kv * hd;
+            let o = nh * hd * c;
+            let mlp = 3 * c * i;
+            let bias = if !cfg.bias {
+                0
+            } else if cfg.model_type == ModelType::Qwen2 {
+                nh * hd + 2 * kv * hd
+            } else {
+                nh * hd + 2 * kv * hd + c
+            };
+            let per_layer = q + kvp + o + mlp + 2 * c + bias;
+            embeddings + l * per_layer + c
+        }
+    }
+}

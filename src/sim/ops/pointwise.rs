@@ -1,0 +1,259 @@
+//! Pointwise ops of the Hugging Face decoders: SiLU, the gate × up product of a gated MLP,
+//! Gemma's embedding scale, and the head views around attention whose backward copies.
+//!
+//! No autocast rule covers these: their output dtype is PyTorch's type promotion of the inputs.
+
+use super::{save, Op};
+use crate::sim::autograd::Edge;
+use crate::sim::dtype::DType;
+use crate::sim::engine::{Engine, T, V};
+use crate::sim::timeline::{Category, Name, Shape};
+
+/// PyTorch's type promotion of two floating dtypes: equal stays, anything mixed is fp32
+/// (bf16 with fp16 promotes to fp32 as well).
+pub fn promote(a: DType, b: DType) -> DType {
+    if a == b {
+        a
+    } else {
+        DType::F32
+    }
+}
+
+/// `F.silu(x)`: SiluBackward keeps its input; the output has the input's dtype.
+pub fn silu(e: &mut Engine, x: V, name: Name) -> V {
+    let r = *e.record(x.t);
+    let t = e.alloc(name, r.shape, r.dtype, Category::Activations);
+    let xs = save(e, x.t);
+    let edge = e.push_node(
+        Op::Silu {
+            x: xs,
+            name: Name {
+                what: "grad",
+                ..name
+            },
+        },
+        [x.edge, Edge::None, Edge::None],
+    );
+    V { t, edge }
+}
+
+/// What `a * b` kept: each input is saved for the other's gradient when that one needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct MulSaved {
+    pub a: Option<T>,
+    pub b: Option<T>,
+    pub a_dtype: DType,
+    pub b_dtype: DType,
+    pub shape: Shape,
+    pub name: Name,
+}
+
+/// `a * b` for tensors of one shape (the SwiGLU product `act_fn(gate) * up`).
+pub fn mul(e: &mut Engine, a: V, b: V, name: Name) -> V {
+    let (ra, rb) = (*e.record(a.t), *e.record(b.t));
+    let t = e.alloc(
+        name,
+        ra.shape,
+        promote(ra.dtype, rb.dtype),
+        Category::Activations,
+    );
+    // MulBackward0 saves `other` when self needs a gradient, `self` when other does.
+    let sa = (b.edge != Edge::None).then(|| save(e, a.t));
+    let sb = (a.edge != Edge::None).then(|| save(e, b.t));
+    let saved = MulSaved {
+        a: sa.filter(|_| e.grad_mode),
+        b: sb.filter(|_| e.grad_mode),
+        a_dtype: ra.dtype,
+        b_dtype: rb.dtype,
+        shape: ra.shape,
+        name: Name {
+            what: "grad",
+            ..name
+        },
+    };
+    let edge = e.push_node(Op::Mul(saved), [a.edge, b.edge, Edge::None]);
+    V { t, edge }
+}
+
+/// MulBackward0: self's gradient (grad × other), then other's (grad × self), each in its
+/// input's dtype.
+pub(super) fn mul_backward(e: &mut Engine, g: T, s: MulSaved) -> [Option<T>; 3] {
+    let ga =
+        s.b.map(|_| e.alloc(s.name, s.shape, s.a_dtype, Category::Activations));
+    let gb =
+        s.a.map(|_| e.alloc(s.name, s.shape, s.b_dtype, Category::Activations));
+    e.release(g);
+    for t in [s.a, s.b].into_iter().flatten() {
+        e.release(t);
+    }
+    [ga, gb, None]
+}
+
+/// `x * s` with `s` a 0-dim tensor that needs no gradient (Gemma's `inputs_embeds *
+/// normalizer`): MulBackward0 keeps the scalar only.
+pub fn scale(e: &mut Engine, x: V, name: Name) -> V {
+    let r = *e.record(x.t);
+    let s = e.alloc(
+        Name {
+            what: "normalizer",
+            ..name
+        },
+        Shape::scalar(),
+        r.dtype,
+        Category::Other,
+    );
+    let t = e.alloc(name, r.shape, r.dtype, Category::Activations);
+    let ss = save(e, s);
+    let edge = e.push_node(
+        Op::Scale {
+            s: ss,
+            shape: r.shape,
+            dtype: r.dtype,
+            name: Name {
+                what: "grad",
+                ..name
+            },
+        },
+        [x.edge, Edge::None, Edge::None],
+    );
+    // `normalizer` is a local of the model's forward: it goes when the multiply is done.
+    e.release(s);
+    V { t, edge }
+}
+
+/// `linear(x).view(B, T, h, d).transpose(1, 2)`: a view in the forward (same storage, one more
+/// reference). The gradient that comes back is contiguous in (B, h, T, d) order (rotary's
+/// slice backward allocates it so), so ViewBackward's `reshape` to (B, T, h·d) copies it.
+pub fn heads_view(e: &mut Engine, x: V, name: Name) -> V {
+    e.retain(x.t);
+    let r = *e.record(x.t);
+    let edge = e.push_node(
+        Op::Pointwise {
+            shape: r.shape,
+            dtype: r.dtype,
+            name: Name {
+                what: "grad",
+                ..name
+            },
+        },
+        [x.edge, Edge::None, Edge::None],
+    );
+    V { t: x.t, edge }
+}
+
+/// GPT-NeoX's `qkv.view(B, T, h, 3d).transpose(1, 2).chunk(3, dim=-1)`: three views of one
+/// storage. SplitBackward has one input slot per chunk and runs once all three have arrived:
+/// it concatenates them (B, h, T, 3d), and the reshape back to (B, T, 3C) copies.
+///
+/// Modelled as three nodes created in order q, k, v; the last one (the first to run in the
+/// backward) collects its siblings' gradients from the tape.
+pub fn split3(e: &mut Engine, x: V, name: Name) -> [V; 3] {
+    let r = *e.record(x.t);
+    let mut out = [V {
+        t: x.t,
+        edge: Edge::None,
+    }; 3];
+    let first = e.tape.len() as u32;
+    for (i, o) in out.iter_mut().enumerate() {
+        e.retain(x.t);
+        let op = if i < 2 {
+            Op::SplitPart
+        } else {
+            Op::SplitCat {
+                parts: [first, first + 1],
+                shape: r.shape,
+                dtype: r.dtype,
+                name: Name {
+                    what: "grad",
+                    ..name
+                },
+            }
+        };
+        o.edge = e.push_node(op, [x.edge, Edge::None, Edge::None]);
+    }
+    out
+}
+
+/// SplitBackward: cat(dq, dk, dv) along the last dim, then the reshape's copy.
+pub(super) fn split_backward(
+    e: &mut Engine,
+    g: T,
+    parts: [u32; 2],
+    shape: Shape,
+    dtype: DType,
+    name: Name,
+) -> T {
+    let mut grads = vec![g];
+    for p in parts {
+        if let Some(t) = e.tape.get_mut(p as usize).and_then(|n| n.grad.take()) {
+            grads.push(t);
+        }
+    }
+    let cat = e.alloc(name, shape, dtype, Category::Activations);
+    for t in grads {
+        e.release(t);
+    }
+    let copy = e.alloc(name, shape, dtype, Category::Activations);
+    e.release(cat);
+    copy
+}
+
+/// `x.to(dtype)` / `x.float()`: a copy in x's category (ToCopyBackward casts the gradient
+/// back), or x itself when it has the dtype already.
+pub fn to_dtype(e: &mut Engine, x: V, to: DType, name: Name) -> V {
+    let r = *e.record(x.t);
+    if r.dtype == to {
+        e.retain(x.t);
+        return x;
+    }
+    let t = e.alloc(name, r.shape, to, r.category);
+    let edge = e.push_node(
+        Op::ToCopy {
+            from: r.dtype,
+            shape: r.shape,
+            name: Name {
+                what: "grad",
+                ..name
+            },
+            category: r.category,
+        },
+        [x.edge, Edge::None, Edge::None],
+    );
+    V { t, edge }
+}
+
+/// `x * scaling` with a Python float (LoRA's `alpha / r`): MulBackward1 keeps nothing.
+pub fn mul_scalar(e: &mut Engine, x: V, name: Name) -> V {
+    let r = *e.record(x.t);
+    let t = e.alloc(name, r.shape, r.dtype, Category::Activations);
+    let edge = e.push_node(
+        Op::Pointwise {
+            shape: r.shape,
+            dtype: r.dtype,
+            name: Name {
+                what: "grad",
+                ..name
+            },
+        },
+        [x.edge, Edge::None, Edge::None],
+    );
+    V { t, edge }
+}
+
+/// `x.requires_grad_(True)` in a forward hook (transformers' `enable_input_require_grads`, which
+/// `gradient_checkpointing_enable` calls for PEFT models): a frozen embedding's output becomes
+/// something autograd computes a gradient for, so that checkpointed layers recompute.
+pub fn requires_grad(e: &mut Engine, x: V) -> V {
+    if !e.grad_mode || x.edge != Edge::None {
+        return x;
+    }
+    e.tape.push(crate::sim::autograd::Node {
+        op: Op::Sink,
+        edges: [Edge::None; 3],
+        grad: None,
+    });
+    V {
+        t: x.t,
+        edge: Edge::Node((e.tape.len() - 1) as u32),
+    }
+}

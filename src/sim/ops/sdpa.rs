@@ -1,0 +1,231 @@
+//! `F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=...)` on separate q, k, v
+//! tensors, as Hugging Face's sdpa attention calls it (transformers'
+//! `integrations/sdpa_attention.py`).
+//!
+//! Grouped-query attention: with PyTorch ≥ 2.5 and no attention mask (packed or unpadded
+//! batches, where HF skips the causal mask and passes `is_causal=True`), HF does not expand k and
+//! v with `repeat_kv` but passes `enable_gqa=True`. PyTorch's flash kernel takes k and v with
+//! fewer heads as they are; its backward allocates dk and dv at the full head count
+//! (`dk_expanded`, `dv_expanded`) and sums them over each group. The memory-efficient kernel
+//! does not support GQA, so fp32 GQA falls back to the math kernel (see `eager.rs`).
+//!
+//! Autocast puts SDPA on its lower-precision list: fp32 inputs (the rotated q and k, promoted
+//! by fp32 cos/sin) are cast to bf16 first, and the kernel keeps the casts.
+
+use super::linear::cast;
+use super::Op;
+use crate::sim::autograd::Edge;
+use crate::sim::dtype::DType;
+use crate::sim::engine::{Engine, T, V};
+use crate::sim::timeline::{Category, Name, Shape};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdpaKernel {
+    /// bf16 / fp16: flash-attention 2 (native GQA).
+    Flash,
+    /// fp32 with as many k/v heads as q heads.
+    Efficient,
+}
+
+/// Head counts and sizes of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    pub b: u64,
+    pub t: u64,
+    /// Query heads.
+    pub nh: u64,
+    /// Key/value heads (== nh without GQA).
+    pub nkv: u64,
+    pub hd: u64,
+    pub layer: Option<u32>,
+    /// The attention module's name ("self_attn", GPT-NeoX's "attention").
+    pub module: &'static str,
+}
+
+impl Heads {
+    pub fn name(&self, what: &'static str) -> Name {
+        Name::at(self.layer, self.module, what)
+    }
+
+    /// (B, heads, T, hd).
+    pub fn bhtd(&self, heads: u64) -> Shape {
+        Shape::new(&[self.b, heads, self.t, self.hd])
+    }
+
+    /// The output as o_proj sees it: (B, T, nh·hd).
+    pub fn out(&self) -> Shape {
+        Shape::new(&[self.b, self.t, self.nh * self.hd])
+    }
+
+    pub fn scores(&self) -> Shape {
+        Shape::new(&[self.b, self.nh, self.t, self.t])
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SdpaSaved {
+    kernel: SdpaKernel,
+    h: Heads,
+    dtype: DType,
+    q: T,
+    k: T,
+    v: T,
+    out: T,
+    lse: Option<T>,
+    rng: [Option<T>; 2],
+}
+
+fn round_up(x: u64, m: u64) -> u64 {
+    x.div_ceil(m) * m
+}
+
+/// The kernel PyTorch's dispatcher picks for these inputs, or None for the math fallback.
+pub fn kernel_for(dtype: DType, h: &Heads) -> Option<SdpaKernel> {
+    if dtype.is_half() {
+        Some(SdpaKernel::Flash)
+    } else if h.nkv == h.nh {
+        Some(SdpaKernel::Efficient)
+    } else {
+        None
+    }
+}
+
+/// Autocast's casts of SDPA's inputs (the lower-precision list): a copy unless already half.
+pub(super) fn autocast_inputs(e: &mut Engine, q: V, k: V, v: V, h: &Heads) -> [V; 3] {
+    let names = [h.name("q_cast"), h.name("k_cast"), h.name("v_cast")];
+    let mut out = [q, k, v];
+    for (x, name) in out.iter_mut().zip(names) {
+        match e.autocast {
+            Some(half) if e.dtype(x.t) != half => *x = cast(e, *x, half, None, name),
+            _ => e.retain(x.t),
+        }
+    }
+    out
+}
+
+/// SDPA with the flash or memory-efficient kernel; returns the output, (B, T, nh·hd) in
+/// memory. The caller's `transpose(1, 2).contiguous()` and `reshape` are views of it.
+pub fn sdpa(e: &mut Engine, q: V, k: V, v: V, kernel: SdpaKernel, h: Heads) -> V {
+    let [q, k, v] = autocast_inputs(e, q, k, v, &h);
+    let dtype = e.dtype(q.t);
+    let training = e.grad_mode;
+    let out = e.alloc(h.name("sdpa.out"), h.out(), dtype, Category::Activations);
+    let lse_rows = match kernel {
+        SdpaKernel::Flash => h.t,
+        // The efficient kernel pads logsumexp to 32 rows, and skips it without grad.
+        SdpaKernel::Efficient if training => round_up(h.t, 32),
+        SdpaKernel::Efficient => 0,
+    };
+    let lse = (lse_rows > 0).then(|| {
+        e.alloc(
+            h.name("sdpa.logsumexp"),
+            Shape::new(&[h.b, h.nh, lse_rows]),
+            DType::F32,
+            Category::Activations,
+        )
+    });
+    let rng = if kernel == SdpaKernel::Flash {
+        [
+            Some(e.alloc(
+                h.name("sdpa.rng_state"),
+                Shape::new(&[2]),
+                DType::U64,
+                Category::Other,
+            )),
+            Some(e.alloc(
+                h.name("sdpa.rng_offset"),
+                Shape::scalar(),
+                DType::U64,
+                Category::Other,
+            )),
+        ]
+    } else {
+        [None, None]
+    };
+    let record = training && [q.edge, k.edge, v.edge].iter().any(|e| *e != Edge::None);
+    if !record {
+        for t in [rng[1], rng[0], lse].into_iter().flatten() {
+            e.release(t);
+        }
+        for x in [q, k, v] {
+            e.release(x.t);
+        }
+        return V {
+            t: out,
+            edge: Edge::None,
+        };
+    }
+    // The kernel keeps q, k, v (its references replace the casts' temporaries), the output,
+    // logsumexp and the rng state.
+    e.retain(out);
+    let saved = SdpaSaved {
+        kernel,
+        h,
+        dtype,
+        q: q.t,
+        k: k.t,
+        v: v.t,
+        out,
+        lse,
+        rng,
+    };
+    let edge = e.push_node(Op::Sdpa(saved), [q.edge, k.edge, v.edge]);
+    V { t: out, edge }
+}
+
+impl SdpaSaved {
+    pub(super) fn release_saved(self, e: &mut Engine) {
+        let all = [
+            Some(self.q),
+            Some(self.k),
+            Some(self.v),
+            Some(self.out),
+            self.lse,
+            self.rng[0],
+            self.rng[1],
+        ];
+        for t in all.into_iter().flatten() {
+            e.release(t);
+        }
+    }
+
+    /// dq, dk, dv (each in the layout the kernel writes, then seen through transposes).
+    pub(super) fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let h = self.h;
+        let act = Category::Activations;
+        let mut scratch = Vec::new();
+        if self.kernel == SdpaKernel::Flash {
+            // flash-attn 2: softmax_d (B, nh, T₁₂₈) and dq_accum (B, T₁₂₈, nh, hd₃₂) in fp32.
+            let t128 = round_up(h.t, 128);
+            let hd_r = round_up(h.hd, if h.hd <= 128 { 32 } else { 64 });
+            scratch.push(e.alloc(
+                h.name("softmax_d"),
+                Shape::new(&[h.b, h.nh, t128]),
+                DType::F32,
+                Category::Workspace,
+            ));
+            scratch.push(e.alloc(
+                h.name("dq_accum"),
+                Shape::new(&[h.b, t128, h.nh, hd_r]),
+                DType::F32,
+                Category::Workspace,
+            ));
+        }
+        let dq = e.alloc(h.name("q.grad"), h.bhtd(h.nh), self.dtype, act);
+        let dk = e.alloc(h.name("k.grad"), h.bhtd(h.nkv), self.dtype, act);
+        let dv = e.alloc(h.name("v.grad"), h.bhtd(h.nkv), self.dtype, act);
+        if h.nkv != h.nh {
+            // MQA / GQA: gradients at the full head count, then summed over each group.
+            let dk_e = e.alloc(h.name("k.grad_expanded"), h.bhtd(h.nh), self.dtype, act);
+            let dv_e = e.alloc(h.name("v.grad_expanded"), h.bhtd(h.nh), self.dtype, act);
+            scratch.push(dk_e);
+            scratch.push(dv_e);
+        }
+        for s in scratch.into_iter().rev() {
+            e.release(s);
+        }
+        e.release(g);
+        self.release_saved(e);
+        [Some(dq), Some(dk), Some(dv)]
+    }
+}

@@ -168,6 +168,12 @@ pub struct DiagnoseArgs {
     /// GPU to plan fixes for (otherwise taken from the log's total capacity).
     #[arg(long)]
     pub gpu: Option<String>,
+    /// A built-in model instead of (or under) the config file, as for `check`.
+    #[arg(long, value_name = "NAME", conflicts_with = "hf_config")]
+    pub model: Option<String>,
+    /// A Hugging Face config.json to build the model from, as for `check`.
+    #[arg(long, value_name = "PATH")]
+    pub hf_config: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
     #[arg(skip)]

@@ -17,9 +17,14 @@ const MIN_CANDIDATE_BYTES: u64 = 1 << 20;
 
 pub fn run(args: &DiagnoseArgs) -> Result<u8> {
     let text = read_log(&args.log)?;
-    let ctx = match (&args.config, args.overrides.is_empty()) {
-        (None, true) => None,
-        _ => Some(context(args, &text)?),
+    let has_model = args.config.is_some()
+        || args.model.is_some()
+        || args.hf_config.is_some()
+        || !args.overrides.is_empty();
+    let ctx = if has_model {
+        Some(context(args, &text)?)
+    } else {
+        None
     };
     let d = analyze(&text, ctx.as_ref());
     if args.json {
@@ -70,7 +75,12 @@ fn card(args: &DiagnoseArgs, total: Option<u64>) -> Result<GpuProfile> {
 }
 
 fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
-    let cfg = config::load(args.config.as_deref(), &args.overrides)?.config;
+    let model = match (&args.model, &args.hf_config) {
+        (Some(name), _) => Some(config::ModelSource::Preset(name)),
+        (None, Some(path)) => Some(config::ModelSource::HfConfig(path)),
+        (None, None) => None,
+    };
+    let cfg = config::load_with_model(args.config.as_deref(), model, &args.overrides)?.config;
     let facts = parse(text).facts;
     let mut gpu = card(args, facts.total_capacity_bytes)?;
     // The log states this process's memory outside PyTorch (context, kernels): use it rather
@@ -102,6 +112,20 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
         };
         let path = args.config.as_ref().map(|p| p.display().to_string());
         let s = suggest(&cfg, &budget, &[], path.as_deref())?;
+        if s.best.is_none() {
+            // Nothing fits at any batch: say so with the numbers (the diagnoser turns a fix
+            // list where nothing fits into the model_too_large cause).
+            return Ok(MatchContext {
+                candidates: candidates(&sim.timeline),
+                simulated_live_bytes_at_phase: live,
+                fixes: vec![Fix {
+                    change: s.notes.join(" "),
+                    command: None,
+                    predicted_peak_bytes: Some(s.baseline.peak_device_bytes),
+                    fits: Some(false),
+                }],
+            });
+        }
         s.best
             .into_iter()
             .chain(s.alternatives)

@@ -18,7 +18,7 @@ pub mod runtime;
 pub mod timeline;
 pub mod train;
 
-pub use candle::{candle_phase_peaks, simulate_candle};
+pub use candle::{candle_phase_peaks, phase_bytes, simulate_candle, PhaseBytes};
 pub use dtype::DType;
 pub use replay::{replay, MemoryProfile, PhasePeak};
 pub use runtime::Runtime;

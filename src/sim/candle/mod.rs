@@ -57,8 +57,7 @@ fn dims(cfg: &TrainConfig) -> Result<Dims> {
 
 /// One training step of the probe in candle, as src/probe/run.rs runs it: the model, AdamW
 /// (m and v created with it) and a batch at rest (Init); the forward to the loss (Forward);
-/// `loss.backward()` (Backward); `opt.step(&grads)` with the loss still alive, then the grads
-/// and the loss dropped (Optimizer).
+/// `loss.backward()` (Backward); `opt.step(&grads)` with the loss still alive (Optimizer).
 pub fn simulate_candle(cfg: &TrainConfig) -> Result<Timeline> {
     let d = dims(cfg)?;
     record::install(Engine::new(Runtime::candle()));
@@ -74,44 +73,74 @@ pub fn simulate_candle(cfg: &TrainConfig) -> Result<Timeline> {
         let grads = backward(&loss);
         record::set_phase(Phase::Optimizer);
         opt.step(&grads);
-        drop(grads);
-        drop(loss);
-        // The model, AdamW and the batch stay (a later step starts from the same state): the
-        // engine is taken first, so dropping them records nothing.
+        // The Timeline ends where the probe's optimizer phase does: the step done, the grads
+        // and the loss still alive. They, the model, AdamW and the batch are dropped after the
+        // engine is taken, so none of that is recorded (the next step starts from Init's state).
         let engine = record::take().expect("the candle runtime's engine was installed");
-        drop((model, opt, x, y));
+        drop((grads, loss, model, opt, x, y));
         Ok(engine.tl)
     }
 }
 
-/// Each measured phase's peak bytes above what the process held before the model was built
-/// (the probe's baseline): the live bytes when the phase starts, or more during it.
-pub fn phase_peaks(tl: &Timeline) -> Vec<(String, u64)> {
-    let mut peaks = [None::<u64>; 3];
+/// One phase as the probe measures it, in bytes above what the process held before the model
+/// was built: in use when it starts, at most during it (never below the start), when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseBytes {
+    pub name: &'static str,
+    pub start: u64,
+    pub peak: u64,
+    pub end: u64,
+}
+
+/// The probe's phases read off a candle Timeline: candle has no caching allocator, so the bytes
+/// in use are exactly the live storages (no rounding, no blocks).
+pub fn phase_bytes(tl: &Timeline) -> Vec<PhaseBytes> {
+    let mut out: Vec<PhaseBytes> = PHASES
+        .iter()
+        .map(|&(_, name)| PhaseBytes {
+            name,
+            start: 0,
+            peak: 0,
+            end: 0,
+        })
+        .collect();
+    let mut seen = [false; 3];
     let mut live = 0u64;
     for ev in &tl.events {
-        let bytes = tl.tensors[ev.tensor as usize].bytes;
         let slot = PHASES.iter().position(|(p, _)| *p == ev.phase);
         if let Some(i) = slot {
-            peaks[i].get_or_insert(live);
+            if !seen[i] {
+                seen[i] = true;
+                out[i].start = live;
+                out[i].peak = live;
+            }
         }
+        let bytes = tl.tensors[ev.tensor as usize].bytes;
         match ev.kind {
             EventKind::Alloc => live += bytes,
             EventKind::Free => live -= bytes,
         }
         if let Some(i) = slot {
-            peaks[i] = peaks[i].map(|p| p.max(live));
+            out[i].peak = out[i].peak.max(live);
+            out[i].end = live;
         }
     }
-    PHASES
-        .iter()
-        .zip(peaks)
-        .map(|((_, name), p)| (name.to_string(), p.unwrap_or(live)))
-        .collect()
+    // A phase that allocated nothing sits at the previous phase's end.
+    for i in 0..out.len() {
+        if !seen[i] {
+            let prev = if i == 0 { live } else { out[i - 1].end };
+            (out[i].start, out[i].peak, out[i].end) = (prev, prev, prev);
+        }
+    }
+    out
 }
 
 /// The simulator's prediction for `vramplan probe`: forward, backward and optimizer peaks in
 /// bytes above the probe's baseline.
 pub fn candle_phase_peaks(cfg: &TrainConfig) -> Result<Vec<(String, u64)>> {
-    Ok(phase_peaks(&simulate_candle(cfg)?))
+    let tl = simulate_candle(cfg)?;
+    Ok(phase_bytes(&tl)
+        .into_iter()
+        .map(|p| (p.name.to_string(), p.peak))
+        .collect())
 }

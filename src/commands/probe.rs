@@ -18,7 +18,9 @@ pub fn run(args: &ProbeArgs) -> Result<u8> {
     // The simulator's candle runtime predicts each phase: the report compares it with the
     // measurement, and the safety plan decides with it what may run.
     let predict = |c: &TrainConfig| candle_phase_peaks(c).ok();
-    let report = run_with(args, &cfg, Some(&predict), &progress)?;
+    let report = run_with(args, &cfg, Some(&predict), &progress);
+    progress.finish();
+    let report = report?;
     if args.json {
         print_json(&report)?;
     } else {

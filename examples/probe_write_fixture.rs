@@ -12,9 +12,12 @@ use vramplan::probe::run::{measure, Progress};
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
-/// (name, B, T, C, H, V, L, bias): the backward peak sits in the cross-entropy (tiny-gpt,
+/// (name, B, T, C, H, V, L, bias)
+type Spec = (&'static str, u64, u64, u64, u64, u64, u64, bool);
+
+/// The backward peak sits in the cross-entropy (tiny-gpt,
 /// wide-vocab), the GELU backward (char-level) and the attention softmax (long-context).
-const SPECS: [(&str, u64, u64, u64, u64, u64, u64, bool); 4] = [
+const SPECS: [Spec; 4] = [
     ("tiny-gpt", 4, 64, 128, 4, 2048, 2, true),
     ("wide-vocab", 8, 128, 256, 8, 8192, 4, false),
     ("char-level", 16, 128, 192, 6, 65, 3, false),

@@ -144,3 +144,75 @@ pub fn candle_phase_peaks(cfg: &TrainConfig) -> Result<Vec<(String, u64)>> {
         .map(|p| (p.name.to_string(), p.peak))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(bias: bool) -> TrainConfig {
+        TrainConfig {
+            batch_size: 2,
+            block_size: 16,
+            n_embd: 32,
+            n_head: 4,
+            vocab_size: 50,
+            n_layer: 2,
+            bias,
+            dropout: 0.0,
+            ..TrainConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_timeline_names_categorises_and_phases_every_storage() {
+        let tl = simulate_candle(&tiny(true)).unwrap();
+        let names: Vec<String> = tl.tensors.iter().map(|t| t.name.to_string()).collect();
+        for n in [
+            "wte.weight",
+            "layer1.mlp.c_fc.weight",
+            "layer0.mlp.c_fc.matmul",
+            "layer1.attn.c_proj.exp_avg",
+            "batch.x",
+        ] {
+            assert!(names.iter().any(|m| m == n), "{n} missing");
+        }
+        let cats = |c: Category| tl.tensors.iter().filter(|t| t.category == c).count();
+        // 2 + 2 + 12 per layer + 2 parameters with biases; m and v for each.
+        assert_eq!(cats(Category::Parameters), 28);
+        assert!(cats(Category::Optimizer) >= 56);
+        for c in [Category::Gradients, Category::Activations, Category::Logits] {
+            assert!(cats(c) > 0, "{c:?}");
+        }
+        for p in [
+            Phase::Init,
+            Phase::Forward,
+            Phase::Backward,
+            Phase::Optimizer,
+        ] {
+            assert!(tl.events.iter().any(|e| e.phase == p), "{p:?}");
+        }
+        // Parameters and optimizer state are never freed within the step.
+        assert!(tl.events.iter().all(|e| e.kind == EventKind::Alloc
+            || !matches!(tl.tensors[e.tensor as usize].category, Category::Parameters)));
+    }
+
+    #[test]
+    fn phases_chain_and_peaks_are_the_prediction() {
+        let cfg = tiny(false);
+        let p = phase_bytes(&simulate_candle(&cfg).unwrap());
+        assert_eq!(
+            p.iter().map(|p| p.name).collect::<Vec<_>>(),
+            ["forward", "backward", "optimizer"]
+        );
+        assert_eq!((p[1].start, p[2].start), (p[0].end, p[1].end));
+        assert!(p.iter().all(|p| p.peak >= p.start && p.peak >= p.end));
+        let peaks = candle_phase_peaks(&cfg).unwrap();
+        assert_eq!(
+            peaks.iter().map(|x| x.1).collect::<Vec<_>>(),
+            p.iter().map(|p| p.peak).collect::<Vec<_>>()
+        );
+        // The loss pins the graph: the forward frees nothing.
+        assert_eq!(p[0].peak, p[0].end);
+        assert!(candle_phase_peaks(&TrainConfig { n_head: 5, ..cfg }).is_err());
+    }
+}

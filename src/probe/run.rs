@@ -276,17 +276,19 @@ impl Session {
     }
 }
 
-/// Run the probe as `vramplan probe` does. `predict`, where given (the simulator's `candle`
-/// runtime), gives the predicted peak of each phase for a config; it decides whether the full
-/// model may run and fills the report's predicted fields. Without it a coarse, pessimistic bound
-/// guards the device.
+/// Run the probe as `vramplan probe` does, predicted by the simulator's `candle` runtime.
 pub fn run(args: &ProbeArgs, config: &TrainConfig) -> Result<ProbeReport> {
-    run_with(args, config, None, &Progress::new())
+    let predict = |c: &TrainConfig| crate::sim::candle_phase_peaks(c).ok();
+    run_with(args, config, Some(&predict), &Progress::new())
 }
 
 /// Predicted peak bytes of each phase, by name, for a config.
 pub type Predictor<'a> = &'a dyn Fn(&TrainConfig) -> Option<Vec<(String, u64)>>;
 
+/// The probe with an explicit predictor. `predict`, where given (the simulator's `candle`
+/// runtime), gives the predicted peak of each phase for a config; it decides whether the full
+/// model may run and fills the report's predicted fields. Without it a coarse, pessimistic bound
+/// guards the device.
 pub fn run_with(
     args: &ProbeArgs,
     config: &TrainConfig,

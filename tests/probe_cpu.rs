@@ -1,18 +1,15 @@
-//! The CPU probe against the hand count (docs/candle-runtime.md): gradients reach every
-//! parameter, measurements are deterministic and match the count within 1% per phase, and
-//! extrapolating from two layer counts matches the full run.
+//! The CPU probe against the simulator's candle runtime (`vramplan::sim::candle`, rules in
+//! docs/candle-runtime.md): gradients reach every parameter, measurements are deterministic and
+//! match the prediction within 1% per phase (start, peak and end; f32 and bf16; several
+//! shapes), and extrapolating from two layer counts matches the full run.
 //!
 //! A counting global allocator sees every thread of this binary, so the tests take one lock and
 //! run one at a time, and all candle work runs on one long-lived worker thread: gemm keeps
 //! per-thread buffers that a finishing test thread would otherwise free in the middle of the
 //! next test's measurement.
 
-mod probe_handcount;
-
 use candle_core::{DType, Device};
 use candle_nn::VarMap;
-use probe_handcount::formula::formula;
-use probe_handcount::gpt::{replay, Dims, Phase};
 use std::sync::{mpsc, Mutex, OnceLock};
 use vramplan::cli::ProbeArgs;
 use vramplan::config::{Precision, TrainConfig};
@@ -20,6 +17,7 @@ use vramplan::probe::meter::{CountingAlloc, CpuMeter};
 use vramplan::probe::model::{named_params, Gpt, Shape};
 use vramplan::probe::run::{measure, run_with, tokens, Progress};
 use vramplan::probe::LayerRun;
+use vramplan::sim::{phase_bytes, simulate_candle, PhaseBytes};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -86,18 +84,9 @@ fn config(spec: &Spec, bf16: bool) -> TrainConfig {
     }
 }
 
-fn dims(c: &TrainConfig) -> Dims {
-    Dims {
-        b: c.batch_size as usize,
-        t: c.block_size as usize,
-        c: c.n_embd as usize,
-        h: c.n_head as usize,
-        v: c.vocab_size as usize,
-        l: c.n_layer as usize,
-        bias: c.bias,
-        bf16: c.dtype == Precision::BFloat16,
-        dropout: c.dropout > 0.0,
-    }
+/// The candle runtime's phases for `c`.
+fn predicted(c: &TrainConfig) -> Vec<PhaseBytes> {
+    phase_bytes(&simulate_candle(c).expect("the candle runtime simulates the config"))
 }
 
 fn probe(c: &TrainConfig) -> LayerRun {
@@ -112,8 +101,10 @@ fn rel(measured: u64, counted: u64) -> f64 {
     (counted as f64 - measured as f64).abs() / measured as f64
 }
 
-fn assert_close(what: &str, run: &LayerRun, count: &[Phase; 3], tol: f64) {
+fn assert_close(what: &str, run: &LayerRun, count: &[PhaseBytes], tol: f64) {
+    assert_eq!(run.phases.len(), count.len());
     for (m, h) in run.phases.iter().zip(count) {
+        assert_eq!(m.name, h.name);
         for (field, a, b) in [
             ("start", m.start_bytes, h.start),
             ("peak", m.measured_peak_bytes, h.peak),
@@ -122,7 +113,7 @@ fn assert_close(what: &str, run: &LayerRun, count: &[Phase; 3], tol: f64) {
             let e = rel(a, b);
             assert!(
                 e <= tol,
-                "{what} {} {field}: measured {a}, counted {b} ({:.3}%)",
+                "{what} {} {field}: measured {a}, predicted {b} ({:.3}%)",
                 m.name,
                 100.0 * e
             );
@@ -170,33 +161,49 @@ fn every_parameter_gets_a_gradient() {
 }
 
 #[test]
-fn measured_phases_match_the_hand_count_within_one_percent() {
+fn measured_phases_match_the_candle_runtime_within_one_percent() {
     on_worker(|| {
-        for spec in [&SPECS[0], &SPECS[2]] {
+        for spec in [&SPECS[0], &SPECS[2], &SPECS[3]] {
             for bf16 in [false, true] {
                 let c = config(spec, bf16);
-                let run = probe(&c);
                 let what = format!("{} {}", spec.0, c.dtype.as_str());
-                assert_close(&format!("{what} formula"), &run, &formula(dims(&c)), 0.01);
-                assert_close(&format!("{what} replay"), &run, &replay(dims(&c)), 0.01);
+                assert_close(&what, &probe(&c), &predicted(&c), 0.01);
             }
         }
     })
 }
 
 #[test]
-fn dropout_is_counted_by_the_replay() {
+fn dropout_is_predicted_by_the_candle_runtime() {
     on_worker(|| {
         let c = TrainConfig {
             dropout: 0.1,
             ..config(&SPECS[0], false)
         };
-        assert_close(
-            "tiny-gpt dropout replay",
-            &probe(&c),
-            &replay(dims(&c)),
-            0.01,
-        );
+        assert_close("tiny-gpt dropout", &probe(&c), &predicted(&c), 0.01);
+    })
+}
+
+/// What `vramplan probe` prints: the predicted column filled in by the candle runtime.
+#[test]
+fn the_report_compares_measurement_with_prediction() {
+    on_worker(|| {
+        let c = config(&SPECS[2], true);
+        let args = ProbeArgs {
+            config: None,
+            device: "cpu".to_string(),
+            steps: 2,
+            layers: None,
+            margin: "256MiB".to_string(),
+            json: false,
+            overrides: Vec::new(),
+        };
+        let predict = |c: &TrainConfig| vramplan::sim::candle_phase_peaks(c).ok();
+        let report = run_with(&args, &c, Some(&predict), &Progress::silent()).unwrap();
+        let text = vramplan::probe::render_text(&report);
+        assert!(text.contains("predicted"), "{text}");
+        let e = report.peak.relative_error.expect("a predicted peak");
+        assert!(e.abs() <= 0.01, "peak error {e}\n{text}");
     })
 }
 
@@ -288,110 +295,63 @@ fn cuda_without_a_gpu_is_a_plain_error() {
     })
 }
 
-/// The committed fixture is reproduced by the documented formula within 1% per phase.
+/// The committed fixture (4 shapes × f32 and bf16, examples/probe_write_fixture.rs) is
+/// predicted by the candle runtime within 1% per phase, and the safety check's coarse bound
+/// stays above it. `--nocapture` prints the table of docs/candle-runtime.md.
 #[test]
-fn fixture_matches_the_documented_formula() {
-    on_worker(|| {
-        let text = std::fs::read_to_string("fixtures/probe/measured-cpu.json").unwrap();
-        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let runs = json["runs"].as_array().unwrap();
-        assert!(runs.len() >= 8, "at least 4 shapes in f32 and bf16");
-        for r in runs {
-            let cfg = &r["config"];
-            let g = |k: &str| cfg[k].as_u64().unwrap() as usize;
-            let d = Dims {
-                b: g("batch_size"),
-                t: g("block_size"),
-                c: g("n_embd"),
-                h: g("n_head"),
-                v: g("vocab_size"),
-                l: g("n_layer"),
-                bias: cfg["bias"].as_bool().unwrap(),
-                bf16: r["dtype"] == "bfloat16",
-                dropout: false,
-            };
-            let f = formula(d);
-            // The safety check's bound stays above the real peak.
-            let c = TrainConfig {
-                batch_size: d.b as u64,
-                block_size: d.t as u64,
-                n_embd: d.c as u64,
-                n_head: d.h as u64,
-                vocab_size: d.v as u64,
-                n_layer: d.l as u64,
-                bias: d.bias,
-                dtype: if d.bf16 {
-                    Precision::BFloat16
-                } else {
-                    Precision::Float32
-                },
-                ..TrainConfig::default()
-            };
-            let highest = f.iter().map(|p| p.peak).max().unwrap();
-            assert!(
-                vramplan::probe::coarse_bound(&c) >= highest,
-                "{r}: bound below the peak"
+fn fixture_matches_the_candle_runtime() {
+    let text = std::fs::read_to_string("fixtures/probe/measured-cpu.json").unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert!(runs.len() >= 8, "at least 4 shapes in f32 and bf16");
+    println!(
+        "| shape | dtype | phase | start (measured) | peak (measured) | peak (predicted) | error |"
+    );
+    println!("| --- | --- | --- | ---: | ---: | ---: | ---: |");
+    for r in runs {
+        let cfg = &r["config"];
+        let g = |k: &str| cfg[k].as_u64().unwrap();
+        let c = TrainConfig {
+            batch_size: g("batch_size"),
+            block_size: g("block_size"),
+            n_embd: g("n_embd"),
+            n_head: g("n_head"),
+            vocab_size: g("vocab_size"),
+            n_layer: g("n_layer"),
+            bias: cfg["bias"].as_bool().unwrap(),
+            dropout: 0.0,
+            dtype: if r["dtype"] == "bfloat16" {
+                Precision::BFloat16
+            } else {
+                Precision::Float32
+            },
+            ..TrainConfig::default()
+        };
+        let pred = predicted(&c);
+        let highest = pred.iter().map(|p| p.peak).max().unwrap();
+        assert!(
+            vramplan::probe::coarse_bound(&c) >= highest,
+            "{r}: bound below the peak"
+        );
+        for (p, h) in r["phases"].as_array().unwrap().iter().zip(&pred) {
+            let (start, peak, end) = (
+                p["start_bytes"].as_u64().unwrap(),
+                p["measured_peak_bytes"].as_u64().unwrap(),
+                p["end_bytes"].as_u64().unwrap(),
             );
-            for (p, h) in r["phases"].as_array().unwrap().iter().zip(&f) {
-                let (start, peak) = (
-                    p["start_bytes"].as_u64().unwrap(),
-                    p["measured_peak_bytes"].as_u64().unwrap(),
-                );
-                assert!(
-                    rel(start, h.start) <= 0.01 && rel(peak, h.peak) <= 0.01,
-                    "{r}: {p} vs {h:?}"
-                );
-            }
+            println!(
+                "| {} | {} | {} | {start} | {peak} | {} | {:+.3}% |",
+                r["name"].as_str().unwrap(),
+                r["dtype"].as_str().unwrap(),
+                h.name,
+                h.peak,
+                100.0 * (h.peak as f64 - peak as f64) / peak as f64
+            );
+            assert_eq!(p["phase"], h.name);
+            assert!(
+                rel(start, h.start) <= 0.01 && rel(peak, h.peak) <= 0.01 && rel(end, h.end) <= 0.01,
+                "{r}: {p} vs {h:?}"
+            );
         }
-    })
-}
-
-/// `cargo test --test probe_cpu write_fixture -- --ignored` rewrites the fixture.
-#[test]
-#[ignore]
-fn write_fixture() {
-    on_worker(|| {
-        let mut runs = Vec::new();
-        for spec in &SPECS {
-            for bf16 in [false, true] {
-                let c = config(spec, bf16);
-                let run = probe(&c);
-                let phases: Vec<_> = run
-                    .phases
-                    .iter()
-                    .map(|p| {
-                        serde_json::json!({
-                            "phase": p.name,
-                            "start_bytes": p.start_bytes,
-                            "measured_peak_bytes": p.measured_peak_bytes,
-                            "end_bytes": p.end_bytes,
-                        })
-                    })
-                    .collect();
-                runs.push(serde_json::json!({
-                    "name": spec.0,
-                    "config": {
-                        "batch_size": c.batch_size, "block_size": c.block_size, "n_embd": c.n_embd,
-                        "n_head": c.n_head, "vocab_size": c.vocab_size, "n_layer": c.n_layer,
-                        "bias": c.bias, "dropout": c.dropout,
-                    },
-                    "dtype": c.dtype.as_str(),
-                    "runtime_bytes": run.runtime_bytes,
-                    "phases": phases,
-                }));
-            }
-        }
-        let doc = serde_json::json!({
-            "what": "vramplan probe on CPU: candle 0.11.1 GPT (src/probe/model.rs), forward + backward + AdamW, step 2 of 2, counting global allocator",
-            "bytes": "heap bytes above what the process held before the model was built, minus what the first step left for good (runtime_bytes: gemm's per-thread buffers); the loss stays alive through the optimizer step (candle's backward_step order)",
-            "machine": format!("{} {}, {} threads", std::env::consts::ARCH, std::env::consts::OS, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
-            "runs": runs,
-        });
-        std::fs::create_dir_all("fixtures/probe").unwrap();
-        std::fs::write(
-            "fixtures/probe/measured-cpu.json",
-            serde_json::to_string_pretty(&doc).unwrap() + "\n",
-        )
-        .unwrap();
-    })
+    }
 }

@@ -2,10 +2,11 @@
 
 use super::print_json;
 use crate::cli::ProbeArgs;
-use crate::config;
+use crate::config::{self, TrainConfig};
 use crate::error::Result;
 use crate::probe::render_text;
 use crate::probe::run::{run_with, Progress};
+use crate::sim::candle_phase_peaks;
 
 pub fn run(args: &ProbeArgs) -> Result<u8> {
     let cfg = config::load(args.config.as_deref(), &args.overrides)?.config;
@@ -14,7 +15,12 @@ pub fn run(args: &ProbeArgs) -> Result<u8> {
     } else {
         Progress::new()
     };
-    let report = run_with(args, &cfg, None, &progress)?;
+    // The simulator's candle runtime predicts each phase: the report compares it with the
+    // measurement, and the safety plan decides with it what may run.
+    let predict = |c: &TrainConfig| candle_phase_peaks(c).ok();
+    let report = run_with(args, &cfg, Some(&predict), &progress);
+    progress.finish();
+    let report = report?;
     if args.json {
         print_json(&report)?;
     } else {

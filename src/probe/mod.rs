@@ -175,8 +175,8 @@ pub fn plan(
     }
 }
 
-/// A coarse, deliberately pessimistic bound on the probe's peak for the safety check, used until
-/// the simulator's `candle` runtime predicts it (docs/candle-runtime.md has the exact count): the
+/// A coarse, deliberately pessimistic bound on the probe's peak for the safety check, used when
+/// no prediction is given (`vramplan probe` passes the simulator's `candle` runtime): the
 /// documented terms with every activation at 4 bytes, the backward's candidate points summed
 /// instead of maximised, AdamW's 14 temporaries of the largest parameter, plus 10%.
 pub fn coarse_bound(c: &TrainConfig) -> u64 {

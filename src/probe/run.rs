@@ -10,6 +10,7 @@ use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 
 /// The phases of one training step, in order.
@@ -61,24 +62,44 @@ pub fn tokens(shape: &Shape, seed: u64, device: &Device) -> candle_core::Result<
     Tensor::from_vec(ids, (b, t), device)
 }
 
-/// Progress on stderr, one line per phase, only when stderr is a terminal.
+/// An indicatif spinner on stderr with the phase as its message, drawn only when stderr is a
+/// terminal (never for --json or in tests). It redraws on each phase change, from the calling
+/// thread: a steady tick would run a drawing thread whose allocations the CPU meter would count.
 pub struct Progress {
-    enabled: bool,
+    bar: Option<ProgressBar>,
 }
 
 impl Progress {
     pub fn new() -> Self {
-        Progress {
-            enabled: std::io::stderr().is_terminal(),
+        if !std::io::stderr().is_terminal() {
+            return Self::silent();
         }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{spinner} probe: {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        bar.set_style(style);
+        Progress { bar: Some(bar) }
     }
     pub fn silent() -> Self {
-        Progress { enabled: false }
+        Progress { bar: None }
     }
     fn phase(&self, layers: u64, step: u32, steps: u32, phase: &str) {
-        if self.enabled {
-            eprintln!("probe: {layers} layers, step {step}/{steps}: {phase}");
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("{layers} layers, step {step}/{steps}: {phase}"));
+            bar.tick();
         }
+    }
+    /// Clear the spinner (before the report is printed).
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -255,17 +276,19 @@ impl Session {
     }
 }
 
-/// Run the probe as `vramplan probe` does. `predict`, where given (the simulator's `candle`
-/// runtime), gives the predicted peak of each phase for a config; it decides whether the full
-/// model may run and fills the report's predicted fields. Without it a coarse, pessimistic bound
-/// guards the device.
+/// Run the probe as `vramplan probe` does, predicted by the simulator's `candle` runtime.
 pub fn run(args: &ProbeArgs, config: &TrainConfig) -> Result<ProbeReport> {
-    run_with(args, config, None, &Progress::new())
+    let predict = |c: &TrainConfig| crate::sim::candle_phase_peaks(c).ok();
+    run_with(args, config, Some(&predict), &Progress::new())
 }
 
 /// Predicted peak bytes of each phase, by name, for a config.
 pub type Predictor<'a> = &'a dyn Fn(&TrainConfig) -> Option<Vec<(String, u64)>>;
 
+/// The probe with an explicit predictor. `predict`, where given (the simulator's `candle`
+/// runtime), gives the predicted peak of each phase for a config; it decides whether the full
+/// model may run and fills the report's predicted fields. Without it a coarse, pessimistic bound
+/// guards the device.
 pub fn run_with(
     args: &ProbeArgs,
     config: &TrainConfig,

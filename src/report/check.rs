@@ -246,6 +246,7 @@ pub fn build(
             name: match sim.runtime.kind {
                 RuntimeKind::PytorchEager => "pytorch",
                 RuntimeKind::PytorchCompile => "pytorch-compile",
+                RuntimeKind::Candle => "candle",
             },
             dtype: precision.as_str(),
             attention: match (cfg.flash, sim.runtime.autocast.is_some()) {

@@ -12,12 +12,14 @@ pub enum DType {
     U64,
     Bool,
     U8,
+    /// candle's token ids.
+    U32,
 }
 
 impl DType {
     pub fn size(self) -> u64 {
         match self {
-            DType::F32 => 4,
+            DType::F32 | DType::U32 => 4,
             DType::BF16 | DType::F16 => 2,
             DType::I64 | DType::U64 => 8,
             DType::Bool | DType::U8 => 1,
@@ -34,6 +36,7 @@ impl DType {
             DType::U64 => "uint64",
             DType::Bool => "bool",
             DType::U8 => "uint8",
+            DType::U32 => "uint32",
         }
     }
 

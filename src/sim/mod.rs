@@ -9,6 +9,7 @@
 
 pub mod allocator;
 pub mod autograd;
+pub mod candle;
 pub mod dtype;
 pub mod engine;
 pub mod ops;
@@ -17,6 +18,7 @@ pub mod runtime;
 pub mod timeline;
 pub mod train;
 
+pub use candle::{candle_phase_peaks, phase_bytes, simulate_candle, PhaseBytes};
 pub use dtype::DType;
 pub use replay::{replay, MemoryProfile, PhasePeak};
 pub use runtime::Runtime;

@@ -11,6 +11,9 @@ pub enum RuntimeKind {
     PytorchEager,
     /// torch.compile: not yet measured, simulated with the eager rules as an upper bound.
     PytorchCompile,
+    /// candle 0.11 (the probe's runtime): no autocast, no caching allocator, no cuBLAS
+    /// workspaces counted; its retention rules live in `sim::candle`.
+    Candle,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +53,19 @@ impl Runtime {
             cublas_workspace_bytes: ws,
             cublaslt_workspace_bytes: lt,
             expandable_segments: cfg.expandable_segments(),
+        }
+    }
+}
+
+impl Runtime {
+    /// candle, as the probe runs it (the dtype is the model's own: no autocast).
+    pub fn candle() -> Runtime {
+        Runtime {
+            kind: RuntimeKind::Candle,
+            autocast: None,
+            cublas_workspace_bytes: 0,
+            cublaslt_workspace_bytes: 0,
+            expandable_segments: false,
         }
     }
 }

@@ -1,8 +1,11 @@
 //! candle-core src/backprop.rs `Tensor::backward` and candle-nn src/optim.rs `AdamW::step`, for
 //! the ops the probe's GPT uses, with candle's statement order (what is created first, what a
-//! `let` keeps alive to the end of the match arm).
+//! `let` keeps alive to the end of the match arm). Runs in the current phase: the caller sets
+//! Backward or Optimizer.
 
-use super::tensor::{sorted_nodes, Bin, Op, Un, DT, T};
+use super::record::{self, Scope};
+use super::tensor::{sorted_nodes, Bin, Op, Un, T};
+use crate::sim::timeline::Category;
 use std::collections::HashMap;
 
 /// The GradStore: tensor id → gradient.
@@ -21,20 +24,30 @@ impl Grads {
     }
 }
 
+/// The backward of a node runs in its module's scope: its temporaries and the gradients it
+/// accumulates are named after the module, as gradients (the loss chain's stay logits).
+fn grad_scope(s: &Scope) -> Scope {
+    let category = match s.category {
+        Category::Logits => Category::Logits,
+        _ => Category::Gradients,
+    };
+    Scope::new(s.layer, s.module, category)
+}
+
+/// candle's `Tensor::backward`: nodes in reverse topological order, each node's gradient
+/// removed from the store and its inputs' gradients accumulated out of place.
 pub fn backward(loss: &T) -> Grads {
     let sorted = sorted_nodes(loss);
     let mut grads = Grads(HashMap::new());
-    grads.0.insert(loss.id(), T::new(loss.dims(), loss.dt())); // ones_like().contiguous()
-                                                               // HC_TRACE=1 prints each node's op, the bytes before it and its high-water mark.
-    let trace = std::env::var("HC_TRACE").is_ok();
+    let outer = record::enter(grad_scope(&loss.0.scope));
+    grads
+        .0
+        .insert(loss.id(), T::new(loss.dims(), loss.dt(), "ones")); // ones_like().contiguous()
     for node in sorted.iter() {
         if node.is_var() {
             continue;
         }
-        let before = super::tensor::live();
-        if trace {
-            super::tensor::reset_peak();
-        }
+        record::enter(grad_scope(&node.0.scope));
         // `let grad = grads.remove(node); let grad = grad.detach();` — the removed tensor (and
         // whatever its op keeps) lives to the end of this iteration.
         let removed = grads.0.remove(&node.id()).expect("grad not populated");
@@ -136,7 +149,7 @@ pub fn backward(loss: &T) -> Grads {
                 let pad = |n: usize| {
                     let mut p = dims.clone();
                     p[*d] = n;
-                    T::new(&p, grad.dt())
+                    T::new(&p, grad.dt(), "zeros")
                 };
                 let left = (*start > 0).then(|| pad(*start));
                 let rest = dims[*d] - start - len;
@@ -168,17 +181,8 @@ pub fn backward(loss: &T) -> Grads {
             Op::Unary(_, u) => panic!("backward of {u:?} not replayed"),
             Op::Cat(..) | Op::Indexed3(..) => panic!("backward of cat/index_add not replayed"),
         }
-        if trace {
-            let (p, l) = (super::tensor::peak(), super::tensor::live());
-            println!(
-                "{:<12} {:?} before {before} peak +{} after {l} grads {}",
-                op.name(),
-                node.dims(),
-                p - before,
-                grads.0.len()
-            );
-        }
     }
+    record::enter(outer);
     grads
 }
 
@@ -192,11 +196,12 @@ impl AdamW {
         let vars = vars
             .iter()
             .map(|v| {
-                (
-                    v.clone(),
-                    T::var(v.dims(), v.dt()),
-                    T::var(v.dims(), v.dt()),
-                )
+                let s = v.0.scope;
+                let outer = record::enter(Scope::new(s.layer, s.module, Category::Optimizer));
+                let m = T::var(v.dims(), v.dt(), "exp_avg");
+                let m2 = T::var(v.dims(), v.dt(), "exp_avg_sq");
+                record::enter(outer);
+                (v.clone(), m, m2)
             })
             .collect();
         AdamW { vars }
@@ -205,6 +210,8 @@ impl AdamW {
     pub fn step(&self, grads: &Grads) {
         for (theta, m, v) in &self.vars {
             if let Some(g) = grads.0.get(&theta.id()) {
+                let s = theta.0.scope;
+                let outer = record::enter(Scope::new(s.layer, s.module, Category::Optimizer));
                 let next_m = m.affine(0.9).add(&g.affine(0.1));
                 let next_v = v.affine(0.95).add(&g.unary(Un::Sqr).affine(0.05));
                 let m_hat = next_m.affine(2.0);
@@ -214,16 +221,8 @@ impl AdamW {
                 let next_theta = next_theta.sub(&adjusted.affine(1e-3));
                 // m.set / v.set / theta.set copy into the existing storages.
                 drop((next_m, next_v, next_theta));
+                record::enter(outer);
             }
         }
-    }
-}
-
-/// The dtype for a precision name.
-pub fn dt_of(bf16: bool) -> DT {
-    if bf16 {
-        DT::BF16
-    } else {
-        DT::F32
     }
 }

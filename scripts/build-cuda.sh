@@ -50,7 +50,8 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "${PINS[*]}" ]]; then
     echo "== installing CUDA 13.0 toolchain into $VENV"
     [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV" || skip "$PYTHON -m venv failed"
     "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || skip "no pip in $VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PINS[@]}"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PINS[@]}" ||
+        skip "pip could not install the CUDA 13.0 wheels from PyPI (no network?)"
     echo "${PINS[*]}" >"$STAMP"
 fi
 CU=$(ls -d "$VENV"/lib/python3*/site-packages/nvidia/cu13 | head -n1)

@@ -10,6 +10,12 @@ use crate::sim::candle_phase_peaks;
 
 pub fn run(args: &ProbeArgs) -> Result<u8> {
     let cfg = config::load(args.config.as_deref(), &args.overrides)?.config;
+    if cfg.model_type != crate::config::ModelType::Gpt2 {
+        crate::bail!(
+            "probe runs nanoGPT's GPT only (model_type 'gpt2'), not '{}': use check for this model",
+            cfg.model_type.as_str()
+        );
+    }
     let progress = if args.json {
         Progress::silent()
     } else {

@@ -267,13 +267,4 @@ mod tests {
         assert!(plan(12, Some(1), &None, &bound).is_err());
         assert_eq!(plan(12, None, &None, &bound).unwrap().layers, [12]);
     }
-
-    #[test]
-    fn margins_parse_like_the_cli_default() {
-        use super::run::parse_bytes;
-        assert_eq!(parse_bytes("256MiB").unwrap(), 256 << 20);
-        assert_eq!(parse_bytes("0.5GiB").unwrap(), 1 << 29);
-        assert_eq!(parse_bytes("1000000").unwrap(), 1_000_000);
-        assert!(parse_bytes("lots").is_err());
-    }
 }

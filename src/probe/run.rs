@@ -193,27 +193,6 @@ pub fn measure(
     result.ok_or_else(|| Failure::Error(Error::new("probe: no step was measured")))
 }
 
-/// `256MiB`, `0.5GiB`, `1000000` → bytes.
-pub fn parse_bytes(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        _ => crate::bail!("--margin {s:?}: expected bytes such as 256MiB, 0.5GiB or 1000000"),
-    };
-    match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok((v * mult as f64) as u64),
-        _ => crate::bail!("--margin {s:?}: expected bytes such as 256MiB, 0.5GiB or 1000000"),
-    }
-}
-
 /// An opened device: candle's handle, its meter and what it had free before the probe.
 pub struct Session {
     pub name: String,
@@ -295,7 +274,8 @@ pub fn run_with(
     predict: Option<Predictor>,
     progress: &Progress,
 ) -> Result<ProbeReport> {
-    let margin = parse_bytes(&args.margin)?;
+    // The same parser as check's --margin: one set of units and errors for every command.
+    let margin = crate::budget::parse_bytes(&args.margin)?;
     let session = Session::open(&args.device, margin)?;
     let bound = |layers: u64| -> u64 {
         let mut c = config.clone();

@@ -66,7 +66,16 @@ pub fn knobs() -> Vec<Knob> {
 
 /// How to run `cfg` with nanoGPT, starting from the user's `base` config file.
 pub fn command(cfg: &TrainConfig, base: &TrainConfig, config_path: Option<&str>) -> String {
-    let overrides = to_overrides(cfg, base);
+    // train.py reads only its own python config files: for a TOML (or no) config the flags
+    // spell out everything that differs from train.py's defaults instead.
+    let nanogpt_file = config_path.filter(|p| p.ends_with(".py"));
+    let defaults = TrainConfig::default();
+    let from = if nanogpt_file.is_some() {
+        base
+    } else {
+        &defaults
+    };
+    let overrides = to_overrides(cfg, from);
     let flags: Vec<String> = overrides
         .iter()
         .filter(|o| {
@@ -80,7 +89,7 @@ pub fn command(cfg: &TrainConfig, base: &TrainConfig, config_path: Option<&str>)
         cmd.push_str("PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True ");
     }
     cmd.push_str("python train.py");
-    if let Some(p) = config_path {
+    if let Some(p) = nanogpt_file {
         cmd.push(' ');
         cmd.push_str(p);
     }

@@ -61,6 +61,35 @@ impl Shared {
         }
     }
 
+    /// One decoder layer, as HF's GradientCheckpointingLayer runs it: with activation
+    /// checkpointing under torch.utils.checkpoint, keeping these shared tables (the layer's
+    /// inputs besides `x`) until its recomputation in the backward is done.
+    pub fn run_layer<C: Copy + 'static>(
+        self,
+        e: &mut Engine,
+        x: V,
+        checkpoint: bool,
+        call: C,
+        forward: fn(&C, &mut Engine, V) -> V,
+    ) -> V {
+        if !(checkpoint && e.grad_mode) {
+            return forward(&call, e, x);
+        }
+        self.retain(e);
+        let shared = self;
+        e.checkpoint(
+            std::rc::Rc::new(move |e: &mut Engine, x| {
+                let y = forward(&call, e, x);
+                if e.grad_mode {
+                    // The recomputation has run: the checkpoint lets go of its inputs.
+                    shared.release(e);
+                }
+                y
+            }),
+            x,
+        )
+    }
+
     fn tensors(&self) -> impl Iterator<Item = T> {
         [Some(self.cos), Some(self.sin), self.mask]
             .into_iter()

@@ -180,23 +180,7 @@ impl Llama {
                 shared,
                 layer: l as u32,
             };
-            let next = if self.checkpoint && e.grad_mode {
-                // GradientCheckpointingLayer: torch.utils.checkpoint(layer, hidden_states, ...).
-                shared.retain(e);
-                e.checkpoint(
-                    std::rc::Rc::new(move |e: &mut Engine, x| {
-                        let y = call.forward(e, x);
-                        if e.grad_mode {
-                            // The recomputation has run: the checkpoint lets go of its inputs.
-                            call.shared.release(e);
-                        }
-                        y
-                    }),
-                    x,
-                )
-            } else {
-                call.forward(e, x)
-            };
+            let next = shared.run_layer(e, x, self.checkpoint, call, LayerCall::forward);
             e.drop_value(x);
             x = next;
         }

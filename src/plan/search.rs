@@ -14,8 +14,9 @@ use crate::budget::{catalogue, Budget, GpuProfile};
 use crate::config::TrainConfig;
 use crate::error::Result;
 use crate::report::check::run_sim;
-use crate::sim::replay::live_peak;
+use crate::sim::replay::{category_peak, live_peak};
 use crate::sim::runtime::effective_precision;
+use crate::sim::Category;
 use crate::sim::{simulate, Runtime};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -313,7 +314,17 @@ fn nothing_fits(ctx: &Ctx, base: &TrainConfig, budget: &Budget) -> Result<String
     let mut smallest = base.clone();
     smallest.batch_size = 1;
     smallest.eval_batch_size = None;
-    let need = ctx.peak(&smallest)?.device;
+    let sim = run_sim(&smallest, Some(ctx.gpu))?;
+    let need = sim.profile.final_reserved.saturating_add(ctx.context);
+    // Weights, gradients and optimizer state at their largest together, as simulated.
+    let states = category_peak(
+        &sim.timeline,
+        &[
+            Category::Parameters,
+            Category::Gradients,
+            Category::Optimizer,
+        ],
+    );
     let mut cards: Vec<&GpuProfile> = catalogue()
         .iter()
         .filter(|g| g.total_bytes.saturating_sub(budget.margin_bytes) >= need)
@@ -321,10 +332,10 @@ fn nothing_fits(ctx: &Ctx, base: &TrainConfig, budget: &Budget) -> Result<String
     cards.sort_by_key(|g| g.total_bytes);
     let names: Vec<String> = cards.iter().take(3).map(|g| g.key.clone()).collect();
     Ok(format!(
-        "nothing fits: even batch_size 1 needs {} on the device (weights, gradients and AdamW \
-         state alone are {}), and {} has {} usable. {}",
+        "nothing fits: even batch_size 1 needs {} on the device (weights, gradients and \
+         optimizer state alone reach {}), and {} has {} usable. {}",
         crate::units::human(need),
-        crate::units::human(model_states(base)),
+        crate::units::human(states),
         budget.name,
         crate::units::human(budget.usable_bytes),
         if names.is_empty() {
@@ -333,9 +344,4 @@ fn nothing_fits(ctx: &Ctx, base: &TrainConfig, budget: &Budget) -> Result<String
             format!("Cards that fit it: {}.", names.join(", "))
         }
     ))
-}
-
-/// fp32 weights + fp32 grads + AdamW's two fp32 moments: 16 bytes per parameter.
-fn model_states(cfg: &TrainConfig) -> u64 {
-    (super::speed::n_params(cfg) * 16.0) as u64
 }

@@ -131,3 +131,23 @@ pub fn live_peak(tl: &Timeline) -> u64 {
     }
     peak
 }
+
+/// The largest live bytes of tensors in `categories` at any point of the run (e.g. the model
+/// states: parameters, gradients and optimizer state together).
+pub fn category_peak(tl: &Timeline, categories: &[super::Category]) -> u64 {
+    let (mut live, mut peak) = (0u64, 0u64);
+    for ev in &tl.events {
+        let t = &tl.tensors[ev.tensor as usize];
+        if !categories.contains(&t.category) {
+            continue;
+        }
+        match ev.kind {
+            EventKind::Alloc => {
+                live += t.bytes;
+                peak = peak.max(live);
+            }
+            EventKind::Free => live -= t.bytes,
+        }
+    }
+    peak
+}

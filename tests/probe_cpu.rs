@@ -328,11 +328,6 @@ fn fixture_matches_the_candle_runtime() {
             ..TrainConfig::default()
         };
         let pred = predicted(&c);
-        let highest = pred.iter().map(|p| p.peak).max().unwrap();
-        assert!(
-            vramplan::probe::coarse_bound(&c) >= highest,
-            "{r}: bound below the peak"
-        );
         for (p, h) in r["phases"].as_array().unwrap().iter().zip(&pred) {
             let (start, peak, end) = (
                 p["start_bytes"].as_u64().unwrap(),

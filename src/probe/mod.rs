@@ -15,7 +15,6 @@ mod report;
 pub use report::{render_text, LiveMemory, PeakReport, PhaseReport, ProbeReport};
 pub use run::{run, run_with, Predictor, Progress};
 
-use crate::config::TrainConfig;
 use crate::error::Result;
 use crate::units::human;
 use serde::Serialize;
@@ -172,38 +171,6 @@ pub fn plan(
                 notes,
             })
         }
-    }
-}
-
-/// A coarse, deliberately pessimistic bound on the probe's peak for the safety check, used when
-/// no prediction is given (`vramplan probe` passes the simulator's `candle` runtime): the
-/// documented terms with every activation at 4 bytes, the backward's candidate points summed
-/// instead of maximised, AdamW's 14 temporaries of the largest parameter, plus 10%.
-pub fn coarse_bound(c: &TrainConfig) -> u64 {
-    let (b, t, ch, h, v, l) = (
-        c.batch_size as f64,
-        c.block_size as f64,
-        c.n_embd as f64,
-        c.n_head as f64,
-        c.vocab_size as f64,
-        c.n_layer as f64,
-    );
-    let (n, s, bt, btv) = (b * t * ch, b * h * t * t, b * t, b * t * v);
-    let per_layer = 12.0 * ch * ch + 13.0 * ch;
-    let params = v * ch + t * ch + l * per_layer + 2.0 * ch;
-    let start = 12.0 * params + 8.0 * bt + t * t + 4.0 * t + 4.0;
-    let forward =
-        4.0 * (l * (45.0 * n + 7.0 * s + 12.0 * bt) + 12.0 * n + t * ch + 5.0 * btv + 10.0 * bt);
-    let backward = 28.0 * btv
-        + 4.0 * (80.0 * n + 12.0 * s + 2.0 * v * ch + t * ch + 4.0 * ch * ch)
-        + 4.0 * l * (s + per_layer)
-        + 4.0 * params;
-    let optimizer = 56.0 * (v * ch).max(4.0 * ch * ch).max(t * ch);
-    let bytes = 1.1 * (start + forward + backward + optimizer);
-    if bytes.is_finite() && bytes < u64::MAX as f64 {
-        bytes as u64
-    } else {
-        u64::MAX
     }
 }
 

@@ -266,8 +266,9 @@ pub type Predictor<'a> = &'a dyn Fn(&TrainConfig) -> Option<Vec<(String, u64)>>;
 
 /// The probe with an explicit predictor. `predict`, where given (the simulator's `candle`
 /// runtime), gives the predicted peak of each phase for a config; it decides whether the full
-/// model may run and fills the report's predicted fields. Without it a coarse, pessimistic bound
-/// guards the device.
+/// model may run and fills the report's predicted fields. Without it the safety plan still asks
+/// the simulator's candle runtime (there is no second estimate); a config the simulator cannot
+/// run counts as not fitting, so only fewer layers are tried.
 pub fn run_with(
     args: &ProbeArgs,
     config: &TrainConfig,
@@ -282,8 +283,9 @@ pub fn run_with(
         c.n_layer = layers;
         predict
             .and_then(|p| p(&c))
+            .or_else(|| crate::sim::candle_phase_peaks(&c).ok())
             .and_then(|v| v.iter().map(|p| p.1).max())
-            .unwrap_or_else(|| super::coarse_bound(&c))
+            .unwrap_or(u64::MAX)
     };
     let plan = super::plan(config.n_layer, args.layers, &session.live, &bound)?;
     let mut report = ProbeReport::new(&session.name, config, session.live.clone());

@@ -255,11 +255,17 @@ pub(super) fn layer_norm_backward(
 
 /// GELU keeps its input for the backward; output in the input's dtype.
 pub fn gelu(e: &mut Engine, x: V, name: Name) -> V {
+    activation(e, x, name)
+}
+
+/// A pointwise activation (GELU, SiLU): its backward keeps the input; the output has the
+/// input's dtype (neither is on autocast's lists).
+pub(super) fn activation(e: &mut Engine, x: V, name: Name) -> V {
     let r = *e.record(x.t);
     let t = e.alloc(name, r.shape, r.dtype, Category::Activations);
     let xs = save(e, x.t);
     let edge = e.push_node(
-        Op::Gelu {
+        Op::Activation {
             x: xs,
             name: Name {
                 what: "grad",

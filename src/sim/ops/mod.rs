@@ -72,7 +72,8 @@ pub enum Op {
         name: Name,
         category: Category,
     },
-    Gelu {
+    /// A pointwise activation that keeps its input for the backward (GELU, SiLU).
+    Activation {
         x: T,
         name: Name,
     },
@@ -99,10 +100,6 @@ pub enum Op {
     // --- the Hugging Face decoders' ops ---
     RmsNorm(rms_norm::RmsSaved),
     Rope(rotary::RopeSaved),
-    Silu {
-        x: T,
-        name: Name,
-    },
     Mul(pointwise::MulSaved),
     /// `x * s` for a 0-dim `s` without grad (Gemma's embedding scale).
     Scale {
@@ -196,7 +193,7 @@ impl Op {
                 e.release(g);
                 [Some(gx), None, None]
             }
-            Op::Gelu { x, name } => {
+            Op::Activation { x, name } => {
                 let r = *e.record(x);
                 let gx = e.alloc(name, r.shape, r.dtype, Category::Activations);
                 e.release(g);
@@ -247,13 +244,6 @@ impl Op {
             }
             Op::RmsNorm(s) => rms_norm::backward(e, g, s),
             Op::Rope(s) => rotary::backward(e, g, s),
-            Op::Silu { x, name } => {
-                let r = *e.record(x);
-                let gx = e.alloc(name, r.shape, r.dtype, Category::Activations);
-                e.release(g);
-                e.release(x);
-                [Some(gx), None, None]
-            }
             Op::Mul(s) => pointwise::mul_backward(e, g, s),
             Op::Scale {
                 s,
@@ -299,7 +289,7 @@ impl Op {
             Op::Dropout { mask, .. } => [Some(mask), None, None],
             Op::LayerNorm { x, mean, rstd, .. } => [Some(x), Some(mean), Some(rstd)],
             Op::Linear(s) => [s.x, s.w, None],
-            Op::Gelu { x, .. } => [Some(x), None, None],
+            Op::Activation { x, .. } => [Some(x), None, None],
             Op::Attention(a) => {
                 a.release_saved(e);
                 [None; 3]
@@ -329,7 +319,6 @@ impl Op {
                 s.release_saved(e);
                 [None; 3]
             }
-            Op::Silu { x, .. } => [Some(x), None, None],
             Op::Mul(s) => [s.a, s.b, None],
             Op::Scale { s, .. } => [Some(s), None, None],
             Op::AddBroadcast { .. }

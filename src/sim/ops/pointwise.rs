@@ -21,20 +21,7 @@ pub fn promote(a: DType, b: DType) -> DType {
 
 /// `F.silu(x)`: SiluBackward keeps its input; the output has the input's dtype.
 pub fn silu(e: &mut Engine, x: V, name: Name) -> V {
-    let r = *e.record(x.t);
-    let t = e.alloc(name, r.shape, r.dtype, Category::Activations);
-    let xs = save(e, x.t);
-    let edge = e.push_node(
-        Op::Silu {
-            x: xs,
-            name: Name {
-                what: "grad",
-                ..name
-            },
-        },
-        [x.edge, Edge::None, Edge::None],
-    );
-    V { t, edge }
+    super::basic::activation(e, x, name)
 }
 
 /// What `a * b` kept: each input is saved for the other's gradient when that one needs it.

@@ -1,13 +1,12 @@
 //! `vramplan explain`: the text a person needs to believe a number — which op makes a tensor,
 //! why it has that dtype, who keeps it alive, and when it is born and freed in the run.
 
-use super::check::run_sim;
+use super::check::{lifetime, run_sim};
 use crate::budget::GpuProfile;
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::sim::replay::live_blocks_at;
-use crate::sim::timeline::EventKind;
-use crate::sim::{Category, Phase};
+use crate::sim::Category;
 use crate::units::human;
 use std::fmt::Write;
 
@@ -141,26 +140,15 @@ pub fn explain(what: &str, cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Resul
     // Lifetimes: each instance's birth and death phases.
     let mut lines = Vec::new();
     for &t in &ids {
-        let mut born = None;
-        let mut died = None;
-        for e in &tl.events {
-            if e.tensor == t {
-                match e.kind {
-                    EventKind::Alloc => born = Some(e.phase),
-                    EventKind::Free => died = Some(e.phase),
-                }
-            }
-        }
-        if let Some(b) = born {
-            lines.push(format!(
-                "born in {}, {}",
-                b.key(),
-                died.map_or(
-                    "alive at the end of the run".to_string(),
-                    |d: Phase| format!("freed in {}", d.key())
-                )
-            ));
-        }
+        let (born, died) = lifetime(tl, t);
+        lines.push(format!(
+            "born in {}, {}",
+            tl.events[born].phase.key(),
+            died.map_or("alive at the end of the run".to_string(), |d| format!(
+                "freed in {}",
+                tl.events[d].phase.key()
+            ))
+        ));
     }
     let _ = writeln!(
         out,

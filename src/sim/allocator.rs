@@ -182,11 +182,6 @@ impl CachingAllocator {
         self.insert_free(id);
     }
 
-    /// How many free blocks each pool holds (small, large).
-    pub fn free_blocks(&self) -> (usize, usize) {
-        (self.free_small.len(), self.free_large.len())
-    }
-
     /// Size the block occupies (what allocated counts for it).
     pub fn block_size(&self, id: BlockId) -> u64 {
         self.blocks[id as usize].size

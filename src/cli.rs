@@ -50,6 +50,7 @@ const CHECK_EXAMPLES: &str = "Examples:
   vramplan check run.toml --gpu a100-40gb --json
   vramplan check config/train_gpt2.py --gpu rtx3060 --batch_size=64 --compile=False
   vramplan check cfg.py --gpu a100-40gb --quiet && torchrun --nproc_per_node=1 train.py cfg.py
+  vramplan check --model llama-3.1-8b --mode inference --gpu a100-80gb --batch_size=8 --block_size=8192
 
 Exit codes: 0 fits (or no GPU given), 1 does not fit, 2 bad input.";
 
@@ -58,6 +59,7 @@ const SUGGEST_EXAMPLES: &str = "Examples:
   vramplan suggest config/train_gpt2.py --gpu rtx3060 --batch_size=64
   vramplan suggest run.toml --gpu a100-40gb --json
   vramplan suggest run.toml --gpu rtx3060 --margin 0.5GiB --keep block_size
+  vramplan suggest --model llama-3.1-8b --mode inference --gpu l4 --block_size=8192
 
 Exit codes: 0 something fits, 1 nothing fits, 2 bad input.";
 
@@ -126,6 +128,10 @@ pub struct RunArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// train (nanoGPT's train.py) or inference (frozen weights, KV cache, prefill + decode);
+    /// the same as the override --mode=... after the config file.
+    #[arg(long, value_parser = ["train", "inference"])]
+    pub mode: Option<String>,
     /// nanoGPT-style overrides (--batch_size=64), collected before clap parses.
     #[arg(skip)]
     pub overrides: Vec<String>,

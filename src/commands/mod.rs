@@ -34,7 +34,12 @@ pub(crate) fn load_config(args: &RunArgs) -> Result<Loaded> {
         (None, Some(path)) => Some(config::ModelSource::HfConfig(path)),
         (None, None) => None,
     };
-    config::load_with_model(args.config.as_deref(), model, &args.overrides)
+    // --mode is sugar for the override --mode=..., applied last.
+    let mut overrides = args.overrides.clone();
+    if let Some(mode) = &args.mode {
+        overrides.push(format!("--mode={mode}"));
+    }
+    config::load_with_model(args.config.as_deref(), model, &overrides)
 }
 
 /// The card to plan for: --gpu, --gpu-file, --live, or the live card when there is one.

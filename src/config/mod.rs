@@ -10,6 +10,7 @@ use std::path::Path;
 
 mod apply;
 pub mod hf_json;
+pub mod infer_keys;
 pub mod lora;
 pub mod model_keys;
 pub mod models;
@@ -23,6 +24,7 @@ mod toml_file;
 pub mod validate;
 mod value;
 
+pub use infer_keys::{KvCacheDtype, Mode};
 pub use model_keys::ModelType;
 pub use models::{load_with_model, ModelSource};
 pub use overrides::{apply_overrides, to_overrides};
@@ -309,6 +311,28 @@ pub struct TrainConfig {
     /// Comma-separated Linear names, 'all-linear', or '' for PEFT's default [target_modules].
     #[serde(default = "model_keys::lora_default_targets")]
     pub lora_targets: String,
+    // --- inference (src/config/infer_keys.rs) ---
+    /// Train (nanoGPT's train.py) or serve the model.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Tokens of the prefill; None = block_size.
+    #[serde(default)]
+    pub prompt_len: Option<u64>,
+    /// The KV cache's element type; None = the weights' dtype.
+    #[serde(default)]
+    pub kv_cache_dtype: Option<KvCacheDtype>,
+    /// Logits of every prompt position instead of the last one.
+    #[serde(default = "infer_keys::no")]
+    pub logits_all: bool,
+    /// vLLM's --gpu-memory-utilization.
+    #[serde(default = "infer_keys::default_utilization")]
+    pub gpu_memory_utilization: f64,
+    /// vLLM's --max-num-batched-tokens (the profile forward's tokens); None = vLLM's default.
+    #[serde(default)]
+    pub max_num_batched_tokens: Option<u64>,
+    /// vLLM's --max-num-seqs.
+    #[serde(default = "infer_keys::default_max_num_seqs")]
+    pub max_num_seqs: u64,
 }
 
 impl Default for TrainConfig {
@@ -352,6 +376,13 @@ impl Default for TrainConfig {
             lora_alpha: 16.0,
             lora_dropout: 0.0,
             lora_targets: model_keys::lora_default_targets(),
+            mode: Mode::Train,
+            prompt_len: None,
+            kv_cache_dtype: None,
+            logits_all: false,
+            gpu_memory_utilization: infer_keys::default_utilization(),
+            max_num_batched_tokens: None,
+            max_num_seqs: infer_keys::default_max_num_seqs(),
         }
     }
 }

@@ -149,6 +149,14 @@ pub const KEYS: &[KeySpec] = &[
     field("lora_alpha", Ty::Float, false, "LoRA scale numerator (alpha / rank); no memory effect"),
     field("lora_dropout", Ty::Float, false, "dropout on the LoRA adapters' input (keeps a mask per adapter)"),
     field("lora_targets", Ty::Str, false, "Linear layers LoRA wraps: comma-separated names, 'all-linear', or '' for PEFT's default (q_proj,v_proj; NeoX: query_key_value)"),
+    // Inference (src/config/infer_keys.rs): block_size is the context, batch_size the sequences.
+    field("mode", Ty::Str, false, "'train' (nanoGPT's train.py) or 'inference' (frozen weights, KV cache for block_size tokens, prefill + decode)"),
+    field("prompt_len", Ty::OptInt, false, "inference: tokens of the prefill; None = block_size (a full context, the worst case)"),
+    field("kv_cache_dtype", Ty::OptStr, false, "inference: KV cache element type, 'float32', 'bfloat16', 'float16' or 'fp8'; None = dtype"),
+    field("logits_all", Ty::Bool, false, "inference: logits of every prompt position (False: the last position only, as generate() and vLLM do)"),
+    field("gpu_memory_utilization", Ty::Float, false, "inference: vLLM's --gpu-memory-utilization, the fraction of the card vLLM may use"),
+    field("max_num_batched_tokens", Ty::OptInt, false, "inference: vLLM's profile forward size; None = max(block_size, 2048) (vLLM V0's default)"),
+    field("max_num_seqs", Ty::Int, false, "inference: vLLM's --max-num-seqs (sequences in the profile run)"),
 ];
 
 /// The spec of a key, if it exists.
@@ -210,6 +218,9 @@ pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
     if let Some(v) = super::model_keys::get(cfg, spec.name) {
         return v;
     }
+    if let Some(v) = super::infer_keys::get(cfg, spec.name) {
+        return v;
+    }
     let int = |v: u64| Value::Int(v.into());
     let s = |v: &str| Value::Str(v.to_string());
     match spec.name {
@@ -258,6 +269,9 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
     }
     let name = spec.name;
     if let Some(r) = super::model_keys::set(cfg, name, v) {
+        return r;
+    }
+    if let Some(r) = super::infer_keys::set(cfg, name, v) {
         return r;
     }
     match name {

@@ -3,10 +3,12 @@
 //! Python's variable lifetimes matter for memory, so each `drop_value` below is where the
 //! corresponding Python name is rebound or goes out of scope.
 
+use super::lora::Params;
+use super::{logits_head, Head, Output};
 use crate::config::{LossKind, TrainConfig};
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
-use crate::sim::ops::{self, AttnKind};
+use crate::sim::ops::{self, AttnKind, Heads};
 use crate::sim::timeline::{Category, Name, Shape};
 
 #[derive(Debug, Clone, Copy)]
@@ -48,18 +50,20 @@ impl Gpt2 {
     pub fn build(e: &mut Engine, cfg: &TrainConfig) -> Gpt2 {
         let (c, v) = (cfg.n_embd, cfg.vocab_size);
         let bias = cfg.bias;
+        // Trainable fp32 master weights, or frozen in `dtype` for inference.
+        let ps = Params::new(cfg);
         let linear = |e: &mut Engine, l: u32, m: &'static str, w: &'static str, out, inp| {
-            let wp = e.add_param(Name::layer_param(l, m, w), &[out, inp], true);
-            let bp = bias.then(|| e.add_param(Name::layer_param(l, m, "bias"), &[out], false));
+            let wp = ps.weight(e, Name::layer_param(l, m, w), &[out, inp], true);
+            let bp = bias.then(|| ps.weight(e, Name::layer_param(l, m, "bias"), &[out], false));
             (wp, bp)
         };
         let norm = |e: &mut Engine, l: Option<u32>, m: &'static str| {
-            let wp = e.add_param(Name::at(l, m, "weight"), &[c], false);
-            let bp = bias.then(|| e.add_param(Name::at(l, m, "bias"), &[c], false));
+            let wp = ps.weight(e, Name::at(l, m, "weight"), &[c], false);
+            let bp = bias.then(|| ps.weight(e, Name::at(l, m, "bias"), &[c], false));
             (wp, bp)
         };
-        let wte = e.add_param(Name::top("wte", "weight"), &[v, c], true);
-        let wpe = e.add_param(Name::top("wpe", "weight"), &[cfg.block_size, c], true);
+        let wte = ps.weight(e, Name::top("wte", "weight"), &[v, c], true);
+        let wpe = ps.weight(e, Name::top("wpe", "weight"), &[cfg.block_size, c], true);
         let mut blocks = Vec::with_capacity(cfg.n_layer as usize);
         for l in 0..cfg.n_layer as u32 {
             let ln_1 = norm(e, Some(l), "ln_1");
@@ -103,7 +107,8 @@ impl Gpt2 {
     }
 
     /// `logits, loss = model(idx, targets)`; with `loss = 'chunked'` no full logits exist.
-    pub fn forward(&self, e: &mut Engine, idx: T, targets: T) -> (Option<V>, V) {
+    /// Without targets (inference), `logits = self.lm_head(x[:, [-1], :])`.
+    pub fn forward(&self, e: &mut Engine, idx: T, head: Head) -> Output {
         let bt = e.shape(idx);
         let (b, t) = (bt.dims()[0], bt.dims()[1]);
         let c = self.n_embd;
@@ -156,16 +161,19 @@ impl Gpt2 {
         let (w, bias) = self.ln_f;
         let xf = ops::layer_norm(e, x, w, bias, Name::top("ln_f", "out"));
         e.drop_value(x);
-        let (logits, loss) = match self.loss {
-            LossKind::Standard => {
+        let out = match (head, self.loss) {
+            (Head::Loss(targets), LossKind::Standard) => {
                 let logits = ops::linear(e, xf, self.wte, None, None, "lm_head");
-                (Some(logits), ops::cross_entropy(e, logits, targets))
+                Output::Loss(Some(logits), ops::cross_entropy(e, logits, targets))
             }
-            LossKind::Chunked => (None, ops::chunked_cross_entropy(e, xf, self.wte, targets)),
+            (Head::Loss(targets), LossKind::Chunked) => {
+                Output::Loss(None, ops::chunked_cross_entropy(e, xf, self.wte, targets))
+            }
+            (Head::Logits { all }, _) => Output::Logits(logits_head(e, xf, self.wte, all, true)),
         };
         e.release(pos);
         e.drop_value(xf);
-        (logits, loss)
+        out
     }
 }
 
@@ -199,7 +207,22 @@ impl BlockCall {
             AttnKind::Flash
         };
         let hs = self.n_embd / self.n_head;
-        let (y, att) = ops::attention(e, qkv, kind, b, t, self.n_head, hs, self.dropout, Some(l));
+        let (y, att) = match ops::decode_context(e) {
+            // Decode: the new token's q (a view of qkv) over the cached keys and values.
+            Some(ctx) => {
+                let heads = Heads {
+                    b,
+                    t,
+                    nh: self.n_head,
+                    nkv: self.n_head,
+                    hd: hs,
+                    layer: Some(l),
+                    module: "attn",
+                };
+                (ops::decode_attention(e, qkv, heads, ctx), None)
+            }
+            None => ops::attention(e, qkv, kind, b, t, self.n_head, hs, self.dropout, Some(l)),
+        };
         let out = ops::linear(e, y, p.c_proj.0, p.c_proj.1, Some(l), "attn.c_proj");
         let d = ops::dropout(e, out, self.dropout, Name::layer(l, "attn.resid_dropout"));
         e.drop_value(out);

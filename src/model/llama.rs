@@ -23,6 +23,7 @@
 
 use super::hf::{lm_head_and_loss, Shared};
 use super::lora::{self, Params, Proj};
+use super::{logits_head, Head, Output};
 use crate::config::{LossKind, ModelType, TrainConfig};
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops::{self, Heads, RmsStyle, ScoresKind};
@@ -150,7 +151,7 @@ impl Llama {
     }
 
     /// `outputs = model(input_ids, labels=labels)`: (logits, loss).
-    pub fn forward(&self, e: &mut Engine, idx: T, targets: T) -> (Option<V>, V) {
+    pub fn forward(&self, e: &mut Engine, idx: T, head: Head) -> Output {
         let bt = e.shape(idx);
         let (b, t) = (bt.dims()[0], bt.dims()[1]);
         let mut inputs_embeds = ops::embedding(
@@ -191,7 +192,14 @@ impl Llama {
         e.drop_value(inputs_embeds);
         shared.release(e);
         e.release(shared.positions);
-        let out = lm_head_and_loss(e, xf, self.lm_head, targets, self.loss);
+        let out = match head {
+            Head::Loss(targets) => {
+                let (logits, loss) = lm_head_and_loss(e, xf, self.lm_head, targets, self.loss);
+                Output::Loss(logits, loss)
+            }
+            // `logits_to_keep=1`: `hidden_states[:, -1:, :]`, a view.
+            Head::Logits { all } => Output::Logits(logits_head(e, xf, self.lm_head, all, false)),
+        };
         e.drop_value(xf);
         out
     }
@@ -264,7 +272,9 @@ impl LayerCall {
         let ke = rope(e, kv, d.nkv, "k_embed");
         e.drop_value(qv);
         e.drop_value(kv);
-        let y = if d.eager {
+        let y = if let Some(ctx) = ops::decode_context(e) {
+            ops::decode_attention(e, qe, heads, ctx)
+        } else if d.eager {
             ops::scores_attention(e, qe, ke, v, sh.mask, ScoresKind::Eager, heads)
         } else {
             let half = e.autocast.unwrap_or(e.dtype(qe.t));

@@ -16,7 +16,7 @@
 //! input needs only the weight. What else a layer keeps (norms, attention, the MLP's
 //! activations) is unchanged: those ops need their inputs for the input gradients.
 
-use crate::config::{Precision, TrainConfig};
+use crate::config::{Mode, Precision, TrainConfig};
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, V};
 use crate::sim::ops;
@@ -34,6 +34,9 @@ pub struct Proj {
 
 /// Makes the model's parameters, frozen or trainable as the run asks.
 pub struct Params {
+    /// Inference: every weight frozen in `base`, no adapters (the model loaded with
+    /// `torch_dtype=...` and put in eval mode).
+    all_frozen: bool,
     lora_rank: u64,
     lora_dropout: f64,
     targets: Vec<&'static str>,
@@ -44,6 +47,7 @@ pub struct Params {
 impl Params {
     pub fn new(cfg: &TrainConfig) -> Params {
         Params {
+            all_frozen: cfg.mode == Mode::Inference,
             lora_rank: cfg.lora_rank,
             lora_dropout: cfg.lora_dropout,
             targets: cfg.lora_target_list(),
@@ -55,9 +59,10 @@ impl Params {
         }
     }
 
-    /// A non-Linear weight (embeddings, norms, lm_head): trainable fp32, or frozen under LoRA.
+    /// A non-Linear weight (embeddings, norms, lm_head): trainable fp32, or frozen under LoRA
+    /// and in inference.
     pub fn weight(&self, e: &mut Engine, name: Name, dims: &[u64], decay: bool) -> usize {
-        if self.lora_rank > 0 {
+        if self.all_frozen || self.lora_rank > 0 {
             e.add_param_as(name, dims, decay, self.base, false)
         } else {
             e.add_param(name, dims, decay)

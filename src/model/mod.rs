@@ -37,10 +37,61 @@ impl Model {
 
     /// `logits, loss = model(X, Y)`; `logits` is None when no full logits exist (chunked loss).
     pub fn forward(&self, e: &mut Engine, idx: T, targets: T) -> (Option<V>, V) {
-        match self {
-            Model::Gpt2(m) => m.forward(e, idx, targets),
-            Model::Llama(m) => m.forward(e, idx, targets),
-            Model::Neox(m) => m.forward(e, idx, targets),
+        match self.run(e, idx, Head::Loss(targets)) {
+            Output::Loss(logits, loss) => (logits, loss),
+            // Head::Loss always ends in a loss; were it not, the logits are the closest value.
+            Output::Logits(logits) => (None, logits),
         }
     }
+
+    /// Inference: `logits = model(idx)` with no targets — the last position's logits of each
+    /// sequence, or every position's with `all`.
+    pub fn logits(&self, e: &mut Engine, idx: T, all: bool) -> V {
+        match self.run(e, idx, Head::Logits { all }) {
+            Output::Logits(logits) => logits,
+            Output::Loss(logits, loss) => {
+                if let Some(l) = logits {
+                    e.drop_value(l);
+                }
+                loss
+            }
+        }
+    }
+
+    fn run(&self, e: &mut Engine, idx: T, head: Head) -> Output {
+        match self {
+            Model::Gpt2(m) => m.forward(e, idx, head),
+            Model::Llama(m) => m.forward(e, idx, head),
+            Model::Neox(m) => m.forward(e, idx, head),
+        }
+    }
+}
+
+/// What the model computes after its last norm.
+#[derive(Debug, Clone, Copy)]
+pub enum Head {
+    /// Training and estimate_loss(): logits and the loss against these targets.
+    Loss(T),
+    /// Inference: logits only, of the last position (or of every position with `all`).
+    Logits { all: bool },
+}
+
+/// The model's return value for each `Head`.
+pub enum Output {
+    /// (logits, None when no full logits exist: the chunked loss), loss.
+    Loss(Option<V>, V),
+    Logits(V),
+}
+
+/// Inference's lm_head over the last position (`copy`: nanoGPT's gather; otherwise HF's view)
+/// or over all positions.
+pub(crate) fn logits_head(e: &mut Engine, x: V, weight: usize, all: bool, copy: bool) -> V {
+    if all {
+        return crate::sim::ops::linear(e, x, weight, None, None, "lm_head");
+    }
+    let name = crate::sim::Name::top("lm_head", "input_last");
+    let last = crate::sim::ops::last_position(e, x, copy, name);
+    let logits = crate::sim::ops::linear(e, last, weight, None, None, "lm_head");
+    e.drop_value(last);
+    logits
 }

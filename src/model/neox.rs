@@ -18,6 +18,7 @@
 
 use super::hf::{lm_head_and_loss, Shared};
 use super::lora::{self, Params, Proj};
+use super::{logits_head, Head, Output};
 use crate::config::{LossKind, TrainConfig};
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops::{self, Heads, ScoresKind};
@@ -125,7 +126,7 @@ impl Neox {
         }
     }
 
-    pub fn forward(&self, e: &mut Engine, idx: T, targets: T) -> (Option<V>, V) {
+    pub fn forward(&self, e: &mut Engine, idx: T, head: Head) -> Output {
         let bt = e.shape(idx);
         let (b, t) = (bt.dims()[0], bt.dims()[1]);
         let mut x = ops::embedding(
@@ -161,7 +162,14 @@ impl Neox {
         e.drop_value(x);
         shared.release(e);
         e.release(shared.positions);
-        let out = lm_head_and_loss(e, xf, self.embed_out, targets, self.loss);
+        let out = match head {
+            Head::Loss(targets) => {
+                let (logits, loss) = lm_head_and_loss(e, xf, self.embed_out, targets, self.loss);
+                Output::Loss(logits, loss)
+            }
+            // `logits_to_keep=1`: `hidden_states[:, -1:, :]`, a view.
+            Head::Logits { all } => Output::Logits(logits_head(e, xf, self.embed_out, all, false)),
+        };
         e.drop_value(xf);
         out
     }
@@ -236,7 +244,9 @@ impl LayerCall {
         let ke = ops::rope(e, k, sh.cos, sh.sin, dims, self.rot, heads.name("k_embed"));
         e.drop_value(q);
         e.drop_value(k);
-        let y = if self.eager {
+        let y = if let Some(ctx) = ops::decode_context(e) {
+            ops::decode_attention(e, qe, heads, ctx)
+        } else if self.eager {
             ops::scores_attention(e, qe, ke, v, sh.mask, ScoresKind::Eager, heads)
         } else {
             let half = e.autocast.unwrap_or(e.dtype(qe.t));

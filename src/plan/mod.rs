@@ -6,5 +6,6 @@ pub mod render;
 pub mod search;
 pub mod speed;
 pub mod sweep;
+pub mod vllm;
 
 pub use search::{suggest, Candidate, SuggestReport};

@@ -2,12 +2,15 @@
 //! the largest tensors at the peak and where the memory goes by category.
 
 use crate::budget::GpuProfile;
+use crate::config::Mode;
 use crate::config::TrainConfig;
 use crate::error::Result;
 use crate::sim::replay::live_blocks_at;
 use crate::sim::runtime::{effective_precision, RuntimeKind};
 use crate::sim::timeline::EventKind;
-use crate::sim::{replay, simulate, Category, MemoryProfile, Phase, Runtime, Timeline};
+use crate::sim::{
+    replay, simulate, simulate_inference, Category, MemoryProfile, Phase, Runtime, Timeline,
+};
 use serde::Serialize;
 
 /// CUDA context and loaded kernels when no card is known: the middle of the 200-520 MiB that
@@ -73,6 +76,13 @@ pub struct Categories {
     pub autocast_copies: u64,
     pub workspace: u64,
     pub other: u64,
+    /// Inference only (absent from a training run's JSON).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub kv_cache: u64,
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
 }
 
 impl Categories {
@@ -86,6 +96,7 @@ impl Categories {
             Category::AutocastCopies => &mut self.autocast_copies,
             Category::Workspace => &mut self.workspace,
             Category::Other => &mut self.other,
+            Category::KvCache => &mut self.kv_cache,
         };
         *slot += bytes;
     }
@@ -100,6 +111,7 @@ impl Categories {
             Category::AutocastCopies => self.autocast_copies,
             Category::Workspace => self.workspace,
             Category::Other => self.other,
+            Category::KvCache => self.kv_cache,
         }
     }
 
@@ -143,6 +155,9 @@ pub struct CheckReport {
     pub fits: Option<bool>,
     pub headroom_bytes: Option<i64>,
     pub context_bytes: u64,
+    /// Inference on a known card: what vLLM's start-up would size the KV cache to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vllm: Option<crate::plan::vllm::VllmBudget>,
     pub warnings: Vec<String>,
 }
 
@@ -158,7 +173,10 @@ pub fn run_sim(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<Simulated>
     let runtime = Runtime::pytorch(cfg, gpu);
     let mut sim_cfg = cfg.clone();
     sim_cfg.dtype = effective_precision(cfg, gpu);
-    let timeline = simulate(&sim_cfg, runtime)?;
+    let timeline = match cfg.mode {
+        Mode::Train => simulate(&sim_cfg, runtime)?,
+        Mode::Inference => simulate_inference(&sim_cfg, runtime)?,
+    };
     let profile = replay(&timeline, runtime.expandable_segments);
     Ok(Simulated {
         runtime,
@@ -182,7 +200,7 @@ pub fn build(
             gpu.map_or("this card", |g| g.name.as_str())
         ));
     }
-    if sim.runtime.kind == RuntimeKind::PytorchCompile {
+    if sim.runtime.kind == RuntimeKind::PytorchCompile && cfg.mode == Mode::Train {
         warnings.push(
             "compile=True: simulated with eager PyTorch's rules, an upper bound — torch.compile \
              fuses away most fp32 loss temporaries and autocast's weight copies, and its own \
@@ -194,8 +212,11 @@ pub fn build(
         .as_ref()
         .map_or(DEFAULT_CONTEXT_BYTES, |t| t.context_bytes);
     let p = &sim.profile;
+    // Only the phases the run went through: training's six, or inference's init, prefill and
+    // decode.
     let phases: Vec<PhaseReport> = Phase::ALL
         .iter()
+        .filter(|&&ph| p.phase(ph).seen)
         .map(|&ph| {
             let s = p.phase(ph);
             PhaseReport {
@@ -232,6 +253,15 @@ pub fn build(
         None => (None, None, None),
     };
     let (categories, tensors) = peak_contents(&sim.timeline, p);
+    let vllm = match (&target, cfg.mode) {
+        (Some(t), Mode::Inference) => Some(crate::plan::vllm::vllm_budget(
+            cfg,
+            gpu,
+            t.total_bytes,
+            t.context_bytes,
+        )?),
+        _ => None,
+    };
     let n_params = sim
         .timeline
         .tensors
@@ -249,7 +279,7 @@ pub fn build(
                 RuntimeKind::Candle => "candle",
             },
             dtype: precision.as_str(),
-            attention: match (cfg.flash, sim.runtime.autocast.is_some()) {
+            attention: match (cfg.flash, precision != crate::config::Precision::Float32) {
                 (false, _) if cfg.model_type != crate::config::ModelType::Gpt2 => "eager",
                 (false, _) => "manual",
                 (true, true) => "flash",
@@ -257,7 +287,7 @@ pub fn build(
                 (true, false) if cfg.kv_heads() != cfg.n_head => "math",
                 (true, false) => "memory-efficient",
             },
-            upper_bound: sim.runtime.kind == RuntimeKind::PytorchCompile,
+            upper_bound: sim.runtime.kind == RuntimeKind::PytorchCompile && cfg.mode == Mode::Train,
         },
         n_params,
         phases,
@@ -268,6 +298,7 @@ pub fn build(
         fits,
         headroom_bytes: headroom,
         context_bytes: context,
+        vllm,
         warnings,
     })
 }

@@ -90,7 +90,20 @@ pub fn render(r: &CheckReport, style: Style) -> String {
         c.vocab_size,
         r.n_params as f64 / 1e6
     );
-    let _ = writeln!(
+    if c.mode == crate::config::Mode::Inference {
+        let _ = writeln!(
+            out,
+            "Inference: batch_size {} sequences x block_size {} tokens of KV cache ({}), prefill of {} tokens, logits of {}, {}, {} attention",
+            c.batch_size,
+            c.block_size,
+            crate::sim::infer::kv_dtype(c).short(),
+            c.prompt_tokens(),
+            if c.logits_all { "every position" } else { "the last position" },
+            r.runtime.dtype,
+            r.runtime.attention,
+        );
+    } else {
+        let _ = writeln!(
         out,
         "Run: batch_size {} x block_size {} x gradient_accumulation_steps {} ({} tokens/step), {}, {} attention, {}{}",
         c.batch_size,
@@ -106,6 +119,7 @@ pub fn render(r: &CheckReport, style: Style) -> String {
             String::new()
         }
     );
+    }
     if let Some(g) = &r.gpu {
         let _ = writeln!(
             out,
@@ -189,7 +203,40 @@ pub fn render(r: &CheckReport, style: Style) -> String {
         ]);
     }
     let _ = writeln!(out, "{t}");
+    if let Some(v) = &r.vllm {
+        vllm_section(&mut out, v, style);
+    }
     out
+}
+
+/// What vLLM's start-up would find on this card.
+fn vllm_section(out: &mut String, v: &crate::plan::vllm::VllmBudget, style: Style) {
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "vLLM at --gpu-memory-utilization {:.2}: budget {} = {:.2} x {}; weights {}, profile run peak {} ({} tokens in {} sequences, weights included, simulated), non-torch {} (calibrated context)",
+        v.gpu_memory_utilization,
+        style.b(v.budget_bytes),
+        v.gpu_memory_utilization,
+        style.b(v.total_bytes),
+        style.b(v.weights_bytes),
+        style.b(v.profile_peak_bytes),
+        v.profile_tokens,
+        v.profile_seqs,
+        style.b(v.non_torch_bytes),
+    );
+    let _ = writeln!(
+        out,
+        "  KV cache {} → {} blocks of {} (16 tokens) = {} tokens for --max-model-len {}",
+        style.signed(v.kv_cache_bytes),
+        v.num_gpu_blocks,
+        style.b(v.block_bytes),
+        v.max_tokens,
+        v.max_model_len
+    );
+    if let Some(e) = &v.error {
+        let _ = writeln!(out, "  vLLM would refuse to start: {e}");
+    }
 }
 
 /// A unicode bar `width` cells long at `max`.

@@ -14,6 +14,8 @@ pub enum DType {
     U8,
     /// candle's token ids.
     U32,
+    /// fp8 (e4m3 / e5m2): vLLM's `--kv-cache-dtype fp8`.
+    F8,
 }
 
 impl DType {
@@ -22,7 +24,7 @@ impl DType {
             DType::F32 | DType::U32 => 4,
             DType::BF16 | DType::F16 => 2,
             DType::I64 | DType::U64 => 8,
-            DType::Bool | DType::U8 => 1,
+            DType::Bool | DType::U8 | DType::F8 => 1,
         }
     }
 
@@ -37,6 +39,7 @@ impl DType {
             DType::Bool => "bool",
             DType::U8 => "uint8",
             DType::U32 => "uint32",
+            DType::F8 => "fp8",
         }
     }
 

@@ -64,6 +64,8 @@ pub struct Engine {
     pub rt: Runtime,
     /// Which threads have created their cuBLAS workspaces: [python thread, autograd thread].
     workspaces: [bool; 2],
+    /// Inference: the KV cache the attention layers write and decode steps read.
+    pub kv: Option<super::ops::KvCache>,
 }
 
 impl Engine {
@@ -86,6 +88,7 @@ impl Engine {
             params: Vec::new(),
             rt,
             workspaces: [false; 2],
+            kv: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod autograd;
 pub mod candle;
 pub mod dtype;
 pub mod engine;
+pub mod infer;
 pub mod ops;
 pub mod replay;
 pub mod runtime;
@@ -20,6 +21,7 @@ pub mod train;
 
 pub use candle::{candle_phase_peaks, phase_bytes, simulate_candle, PhaseBytes};
 pub use dtype::DType;
+pub use infer::{simulate_inference, simulate_vllm_profile};
 pub use replay::{replay, MemoryProfile, PhasePeak};
 pub use runtime::Runtime;
 pub use timeline::{Category, Name, Phase, Shape, Timeline};

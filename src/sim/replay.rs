@@ -21,7 +21,7 @@ pub struct PhasePeak {
 
 #[derive(Debug, Clone)]
 pub struct MemoryProfile {
-    pub phases: [PhasePeak; 6],
+    pub phases: [PhasePeak; Phase::ALL.len()],
     /// The run's largest allocated figure and where it happened.
     pub peak_allocated: u64,
     pub peak_event: usize,
@@ -44,7 +44,7 @@ pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
     let mut alloc = CachingAllocator::new(expandable_segments);
     let mut block: Vec<Option<BlockId>> = vec![None; tl.tensors.len()];
     let mut block_bytes = vec![0u64; tl.tensors.len()];
-    let mut phases = [PhasePeak::default(); 6];
+    let mut phases = [PhasePeak::default(); Phase::ALL.len()];
     let mut live: u64 = 0;
     let (mut peak, mut peak_event, mut peak_phase) = (0u64, 0usize, Phase::Init);
     let mut peak_reserved = 0u64;

@@ -3,7 +3,7 @@
 
 use super::dtype::DType;
 use crate::budget::GpuProfile;
-use crate::config::{Precision, TrainConfig};
+use crate::config::{Mode, Precision, TrainConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -32,6 +32,8 @@ impl Runtime {
     /// PyTorch on the given card for this config.
     pub fn pytorch(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Runtime {
         let autocast = match effective_precision(cfg, gpu) {
+            // Inference runs the model in the dtype it was loaded in: no autocast.
+            _ if cfg.mode == Mode::Inference => None,
             Precision::Float32 => None,
             Precision::BFloat16 => Some(DType::BF16),
             Precision::Float16 => Some(DType::F16),

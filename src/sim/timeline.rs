@@ -21,10 +21,12 @@ pub enum Category {
     Workspace,
     /// Input batches, scalars, norms.
     Other,
+    /// Inference: the keys and values every layer keeps for the tokens seen so far.
+    KvCache,
 }
 
 impl Category {
-    pub const ALL: [Category; 8] = [
+    pub const ALL: [Category; 9] = [
         Category::Parameters,
         Category::Gradients,
         Category::Optimizer,
@@ -33,6 +35,7 @@ impl Category {
         Category::AutocastCopies,
         Category::Workspace,
         Category::Other,
+        Category::KvCache,
     ];
 
     pub fn key(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Category {
             Category::AutocastCopies => "autocast_copies",
             Category::Workspace => "workspace",
             Category::Other => "other",
+            Category::KvCache => "kv_cache",
         }
     }
 
@@ -58,6 +62,7 @@ impl Category {
             Category::AutocastCopies => "autocast weight copies",
             Category::Workspace => "cuBLAS workspaces",
             Category::Other => "batches and scalars",
+            Category::KvCache => "KV cache",
         }
     }
 }
@@ -76,16 +81,22 @@ pub enum Phase {
     Optimizer,
     /// A later estimate_loss(): AdamW state alive, last micro-step's logits still referenced.
     EvalAfterStep,
+    /// Inference: the forward over the prompt, filling the KV cache.
+    Prefill,
+    /// Inference: one new token per sequence, attending to the whole cache.
+    Decode,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 6] = [
+    pub const ALL: [Phase; 8] = [
         Phase::Init,
         Phase::Eval,
         Phase::Forward,
         Phase::Backward,
         Phase::Optimizer,
         Phase::EvalAfterStep,
+        Phase::Prefill,
+        Phase::Decode,
     ];
 
     pub fn key(self) -> &'static str {
@@ -96,6 +107,8 @@ impl Phase {
             Phase::Backward => "backward",
             Phase::Optimizer => "optimizer",
             Phase::EvalAfterStep => "eval_after_step",
+            Phase::Prefill => "prefill",
+            Phase::Decode => "decode",
         }
     }
 

@@ -28,7 +28,9 @@ pub fn embedding(e: &mut Engine, p: usize, idx: T, out: Shape, name: Name) -> V 
 /// `tok_emb + pos_emb`: pos_emb (T, C) broadcasts over the batch.
 pub fn add_broadcast(e: &mut Engine, tok: V, pos: V, name: Name) -> V {
     let shape = e.shape(tok.t);
-    let t = e.alloc(name, shape, DType::F32, Category::Activations);
+    // fp32 embeddings in training; a model loaded in bf16 adds in bf16.
+    let dtype = super::promote(e.dtype(tok.t), e.dtype(pos.t));
+    let t = e.alloc(name, shape, dtype, Category::Activations);
     let d = shape.dims();
     let pos_shape = Shape::new(&[1, d[1], d[2]]);
     let edge = e.push_node(
@@ -164,7 +166,9 @@ fn layer_norm_fp32(e: &mut Engine, x: V, w: usize, b: Option<usize>, name: Name)
     let stat = Shape::new(&[d[0], d[1], 1]);
     let wv = e.param(w);
     let bv = b.map(|b| e.param(b));
-    let t = e.alloc(name, shape, DType::F32, Category::Activations);
+    // fp32 under autocast (the input was cast); a half input without autocast (a model loaded
+    // in bf16 for inference) gives a half output, with mean and rstd still in fp32.
+    let t = e.alloc(name, shape, e.dtype(x.t), Category::Activations);
     let mean = e.alloc(
         Name {
             what: "mean",

@@ -6,6 +6,7 @@
 mod attention;
 mod basic;
 mod eager;
+mod kv_cache;
 mod linear;
 mod loss;
 mod pointwise;
@@ -16,6 +17,7 @@ mod sdpa;
 pub use attention::{attention, Attention, AttnKind};
 pub use basic::{add, add_broadcast, div_scalar, dropout, embedding, gelu, layer_norm};
 pub use eager::{scores_attention, ScoresKind};
+pub use kv_cache::{alloc_kv_cache, decode_attention, decode_context, last_position, KvCache};
 pub use linear::linear;
 pub use loss::{chunked_cross_entropy, cross_entropy, CHUNK_ROWS};
 pub use pointwise::{

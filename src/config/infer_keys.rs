@@ -1,0 +1,264 @@
+//! The keys of `mode = 'inference'`: serving a model instead of training it. Names follow
+//! nanoGPT's style; the vLLM ones keep vLLM's engine-argument names (`--gpu-memory-utilization`
+//! is `gpu_memory_utilization` here). In inference `block_size` is the context each sequence
+//! may reach (vLLM's `--max-model-len`; the KV cache is sized for it) and `batch_size` the
+//! sequences served together.
+
+use super::value::{Origin, Value};
+use super::TrainConfig;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// What the run does with the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Mode {
+    /// nanoGPT's train.py.
+    #[default]
+    #[serde(rename = "train")]
+    Train,
+    /// Weights frozen in `dtype`, a KV cache, one prefill and one decode step.
+    #[serde(rename = "inference")]
+    Inference,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Train => "train",
+            Mode::Inference => "inference",
+        }
+    }
+}
+
+/// The KV cache's element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvCacheDtype {
+    #[serde(rename = "float32")]
+    Float32,
+    #[serde(rename = "bfloat16")]
+    BFloat16,
+    #[serde(rename = "float16")]
+    Float16,
+    /// vLLM's `--kv-cache-dtype fp8` (e4m3 / e5m2): one byte per element.
+    #[serde(rename = "fp8")]
+    Fp8,
+}
+
+impl KvCacheDtype {
+    pub const ALL: [KvCacheDtype; 4] = [
+        KvCacheDtype::Float32,
+        KvCacheDtype::BFloat16,
+        KvCacheDtype::Float16,
+        KvCacheDtype::Fp8,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvCacheDtype::Float32 => "float32",
+            KvCacheDtype::BFloat16 => "bfloat16",
+            KvCacheDtype::Float16 => "float16",
+            KvCacheDtype::Fp8 => "fp8",
+        }
+    }
+}
+
+pub(crate) fn no() -> bool {
+    false
+}
+
+/// vLLM's default `--gpu-memory-utilization`.
+pub(crate) fn default_utilization() -> f64 {
+    0.9
+}
+
+/// vLLM's default `--max-num-seqs`.
+pub(crate) fn default_max_num_seqs() -> u64 {
+    256
+}
+
+/// Names of the keys this module owns.
+pub(crate) const NAMES: &[&str] = &[
+    "mode",
+    "prompt_len",
+    "kv_cache_dtype",
+    "logits_all",
+    "gpu_memory_utilization",
+    "max_num_batched_tokens",
+    "max_num_seqs",
+];
+
+/// The current value of one of these keys.
+pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
+    let opt = |v: Option<u64>| v.map_or(Value::None, |v| Value::Int(v.into()));
+    Some(match name {
+        "mode" => Value::Str(cfg.mode.as_str().to_string()),
+        "prompt_len" => opt(cfg.prompt_len),
+        "kv_cache_dtype" => cfg
+            .kv_cache_dtype
+            .map_or(Value::None, |d| Value::Str(d.as_str().to_string())),
+        "logits_all" => Value::Bool(cfg.logits_all),
+        "gpu_memory_utilization" => Value::Float(cfg.gpu_memory_utilization),
+        "max_num_batched_tokens" => opt(cfg.max_num_batched_tokens),
+        "max_num_seqs" => Value::Int(cfg.max_num_seqs.into()),
+        _ => return None,
+    })
+}
+
+/// Set one of these keys (its type already checked); None when the key is not one of them.
+pub(crate) fn set(
+    cfg: &mut TrainConfig,
+    name: &str,
+    v: &Value,
+) -> Option<std::result::Result<(), String>> {
+    let count = |v: &Value| -> std::result::Result<Option<u64>, String> {
+        match v {
+            Value::None => Ok(None),
+            Value::Int(i) if *i < 0 => {
+                Err("expected a positive integer, got a negative one".to_string())
+            }
+            Value::Int(i) => u64::try_from(*i)
+                .map(Some)
+                .map_err(|_| "expected an integer below 2^64".to_string()),
+            other => Err(format!("expected an int, got a {}", other.type_name())),
+        }
+    };
+    let r = match (name, v) {
+        ("mode", Value::Str(s)) => match s.as_str() {
+            "train" => {
+                cfg.mode = Mode::Train;
+                Ok(())
+            }
+            "inference" => {
+                cfg.mode = Mode::Inference;
+                Ok(())
+            }
+            _ => Err("expected one of 'train', 'inference'".to_string()),
+        },
+        ("prompt_len", v) => count(v).map(|x| cfg.prompt_len = x),
+        ("max_num_batched_tokens", v) => count(v).map(|x| cfg.max_num_batched_tokens = x),
+        ("max_num_seqs", v) => match count(v) {
+            Ok(Some(n)) => {
+                cfg.max_num_seqs = n;
+                Ok(())
+            }
+            Ok(None) => Err("expected an int, got None".to_string()),
+            Err(e) => Err(e),
+        },
+        ("kv_cache_dtype", Value::None) => {
+            cfg.kv_cache_dtype = None;
+            Ok(())
+        }
+        ("kv_cache_dtype", Value::Str(s)) => {
+            match KvCacheDtype::ALL.iter().find(|d| d.as_str() == s) {
+                Some(d) => {
+                cfg.kv_cache_dtype = Some(*d);
+                Ok(())
+            },
+                None => Err(
+                    "expected None (the weights' dtype) or one of 'float32', 'bfloat16', 'float16', 'fp8'"
+                        .to_string(),
+                ),
+            }
+        }
+        ("logits_all", Value::Bool(b)) => {
+            cfg.logits_all = *b;
+            Ok(())
+        }
+        ("gpu_memory_utilization", Value::Float(_) | Value::Int(_)) => {
+            cfg.gpu_memory_utilization = match v {
+                Value::Float(x) => *x,
+                Value::Int(i) => *i as f64,
+                _ => 0.0,
+            };
+            Ok(())
+        }
+        _ if NAMES.contains(&name) => Err(format!("got a {}", v.type_name())),
+        _ => return None,
+    };
+    Some(r)
+}
+
+/// The checks these keys need beyond their types; messages name where the value came from.
+pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>) -> Result<()> {
+    let at = |key: &str| origins.get(key).map_or(String::new(), |o| format!("{o}: "));
+    let fail = |key: &str, value: String, expected: String| {
+        Err(Error::new(format!(
+            "{}{key} = {value}: expected {expected}",
+            at(key)
+        )))
+    };
+    let u = cfg.gpu_memory_utilization;
+    if !(u.is_finite() && u > 0.0 && u <= 1.0) {
+        return fail(
+            "gpu_memory_utilization",
+            super::value::float_repr(u),
+            "a fraction of the card in (0, 1], e.g. 0.9 (vLLM's default)".into(),
+        );
+    }
+    match cfg.prompt_len {
+        Some(0) => {
+            return fail(
+                "prompt_len",
+                "0".into(),
+                "a positive integer or None".into(),
+            )
+        }
+        Some(p) if p > cfg.block_size => {
+            return fail(
+                "prompt_len",
+                p.to_string(),
+                format!(
+                    "at most block_size = {} (the context the KV cache holds)",
+                    cfg.block_size
+                ),
+            )
+        }
+        _ => {}
+    }
+    if cfg.max_num_batched_tokens == Some(0) {
+        return fail(
+            "max_num_batched_tokens",
+            "0".into(),
+            "a positive integer or None".into(),
+        );
+    }
+    let max = super::validate::MAX_DIM;
+    for (key, v) in [
+        (
+            "max_num_batched_tokens",
+            cfg.max_num_batched_tokens.unwrap_or(1),
+        ),
+        ("max_num_seqs", cfg.max_num_seqs),
+    ] {
+        if v == 0 || v > max {
+            return fail(
+                key,
+                v.to_string(),
+                format!("a positive integer below 2^40 = {max}"),
+            );
+        }
+    }
+    if cfg.mode == Mode::Inference && cfg.lora_rank > 0 {
+        return fail(
+            "lora_rank",
+            cfg.lora_rank.to_string(),
+            "0 with mode = 'inference' (serve a merged model: adapters are a training-time option here)".into(),
+        );
+    }
+    Ok(())
+}
+
+impl TrainConfig {
+    /// Tokens of the prefill: `prompt_len`, or a full context.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.prompt_len.unwrap_or(self.block_size)
+    }
+
+    /// vLLM V0's default `max_num_batched_tokens` without chunked prefill:
+    /// `max(max_model_len, 2048)` (vllm/config.py, SchedulerConfig).
+    pub fn batched_tokens(&self) -> u64 {
+        self.max_num_batched_tokens
+            .unwrap_or(self.block_size.max(2048))
+    }
+}

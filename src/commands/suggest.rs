@@ -16,6 +16,22 @@ pub fn run(args: &SuggestArgs) -> Result<u8> {
             crate::bail!("--keep {k}: not a config key (e.g. --keep block_size)");
         }
     }
+    if loaded.config.mode == crate::config::Mode::Inference {
+        let report = crate::plan::infer::suggest_inference(
+            &loaded.config,
+            &budget,
+            args.run.model.as_deref(),
+        )?;
+        if args.run.json {
+            print_json(&report)?;
+        } else {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            print!("{}", crate::plan::infer::render(&report));
+        }
+        return Ok(if report.largest_batch.is_some() { 0 } else { 1 });
+    }
     let path = args.run.config.as_ref().map(|p| p.display().to_string());
     let report = suggest(&loaded.config, &budget, &args.keep, path.as_deref())?;
     if let Some(path) = &args.svg {

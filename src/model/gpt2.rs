@@ -219,7 +219,7 @@ impl BlockCall {
                     layer: Some(l),
                     module: "attn",
                 };
-                (ops::decode_attention(e, qkv, heads, ctx), None)
+                (ops::decode_attention(e, qkv, heads, ctx, !self.flash), None)
             }
             None => ops::attention(e, qkv, kind, b, t, self.n_head, hs, self.dropout, Some(l)),
         };

@@ -273,7 +273,7 @@ impl LayerCall {
         e.drop_value(qv);
         e.drop_value(kv);
         let y = if let Some(ctx) = ops::decode_context(e) {
-            ops::decode_attention(e, qe, heads, ctx)
+            ops::decode_attention(e, qe, heads, ctx, d.eager)
         } else if d.eager {
             ops::scores_attention(e, qe, ke, v, sh.mask, ScoresKind::Eager, heads)
         } else {

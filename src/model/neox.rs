@@ -245,7 +245,7 @@ impl LayerCall {
         e.drop_value(q);
         e.drop_value(k);
         let y = if let Some(ctx) = ops::decode_context(e) {
-            ops::decode_attention(e, qe, heads, ctx)
+            ops::decode_attention(e, qe, heads, ctx, self.eager)
         } else if self.eager {
             ops::scores_attention(e, qe, ke, v, sh.mask, ScoresKind::Eager, heads)
         } else {

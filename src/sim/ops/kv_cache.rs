@@ -78,17 +78,19 @@ pub fn last_position(e: &mut Engine, x: V, copy: bool, name: Name) -> V {
 /// One decode step's attention: q (B, nh, 1, hd) over `ctx` cached tokens of every layer.
 /// Returns the output as o_proj sees it, (B, 1, nh·hd).
 ///
-/// - A half q runs vLLM's paged attention / flash-attention's `flash_attn_with_kvcache`: the
+/// - SDPA / flash with a half q (`eager` false) runs vLLM's paged attention or
+///   flash-attention's `flash_attn_with_kvcache`: the
 ///   output and the fp32 logsumexp (B, nh, 1), nothing of the cache's size. (Split-KV scratch
 ///   of flash-decoding is a few (splits, B, nh, hd) fp32 rows: not modelled.)
-/// - Otherwise Hugging Face's eager attention over the cache: `repeat_kv` copies of the cached
+/// - Otherwise (eager attention, or fp32) Hugging Face's eager attention over the cache:
+///   `repeat_kv` copies of the cached
 ///   k and v at the full head count (with grouped-query attention), the (B, nh, 1, ctx)
 ///   scores, their fp32 softmax cast back, `attn @ v` and its contiguous transpose.
-pub fn decode_attention(e: &mut Engine, q: V, h: Heads, ctx: u64) -> V {
+pub fn decode_attention(e: &mut Engine, q: V, h: Heads, ctx: u64, eager: bool) -> V {
     let dtype = e.dtype(q.t);
     let act = Category::Activations;
     let out_shape = Shape::new(&[h.b, 1, h.nh * h.hd]);
-    if dtype.is_half() {
+    if dtype.is_half() && !eager {
         let out = e.alloc(h.name("decode.out"), out_shape, dtype, act);
         let lse = e.alloc(
             h.name("decode.logsumexp"),

@@ -1,0 +1,255 @@
+//! `suggest --mode inference`: the largest batch at the configured context, the largest context
+//! at batch 1 and at the configured batch, and the vLLM flags that fit. Every candidate is a
+//! full inference simulation (weights, KV cache, prefill, decode) replayed through the
+//! allocator; the search is binary on the device peak, so the answer `n` was simulated to fit
+//! and `n + 1` was simulated not to.
+
+use super::search::GpuSummary;
+use super::vllm::{vllm_budget, VllmBudget, BLOCK_TOKENS};
+use crate::budget::Budget;
+use crate::config::{Mode, TrainConfig};
+use crate::error::Result;
+use crate::report::check::run_sim;
+use serde::Serialize;
+
+/// The largest batch or context considered.
+pub const MAX_SEARCH: u64 = 1 << 24;
+
+/// One configuration and its simulated device peak.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fit {
+    pub batch_size: u64,
+    pub block_size: u64,
+    pub peak_device_bytes: u64,
+    /// The `vramplan check` overrides that reproduce it.
+    pub command: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InferenceSuggestion {
+    pub gpu: GpuSummary,
+    pub margin_bytes: u64,
+    /// The configuration as given.
+    pub baseline: Fit,
+    pub baseline_fits: bool,
+    /// The most sequences at the configured block_size.
+    pub largest_batch: Option<Fit>,
+    /// The longest context for one sequence.
+    pub largest_context_batch1: Option<Fit>,
+    /// The longest context at the configured batch_size.
+    pub largest_context: Option<Fit>,
+    /// vLLM's start-up at the configured gpu_memory_utilization.
+    pub vllm: VllmBudget,
+    /// `vllm serve` command lines that start on this card.
+    pub vllm_commands: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+struct Ctx<'a> {
+    budget: &'a Budget,
+}
+
+impl Ctx<'_> {
+    fn device_peak(&self, cfg: &TrainConfig) -> Result<u64> {
+        let sim = run_sim(cfg, Some(&self.budget.profile))?;
+        Ok(sim
+            .profile
+            .final_reserved
+            .saturating_add(self.budget.profile.context_bytes))
+    }
+
+    fn fit(&self, cfg: &TrainConfig) -> Result<Option<Fit>> {
+        let peak = self.device_peak(cfg)?;
+        Ok((peak <= self.budget.usable_bytes).then(|| fit(cfg, peak)))
+    }
+
+    /// The largest n in 1..=MAX_SEARCH with `make(n)` fitting, by doubling then bisection.
+    fn largest(&self, make: &dyn Fn(u64) -> TrainConfig) -> Result<Option<Fit>> {
+        let Some(mut best) = self.fit(&make(1))? else {
+            return Ok(None);
+        };
+        let (mut lo, mut hi) = (1u64, None);
+        while hi.is_none() && lo < MAX_SEARCH {
+            let n = (lo * 2).min(MAX_SEARCH);
+            match self.fit(&make(n))? {
+                Some(f) => {
+                    lo = n;
+                    best = f;
+                }
+                None => hi = Some(n),
+            }
+        }
+        let Some(mut hi) = hi else {
+            return Ok(Some(best));
+        };
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match self.fit(&make(mid))? {
+                Some(f) => {
+                    lo = mid;
+                    best = f;
+                }
+                None => hi = mid,
+            }
+        }
+        Ok(Some(best))
+    }
+}
+
+fn fit(cfg: &TrainConfig, peak: u64) -> Fit {
+    Fit {
+        batch_size: cfg.batch_size,
+        block_size: cfg.block_size,
+        peak_device_bytes: peak,
+        command: format!(
+            "vramplan check --mode inference --batch_size={} --block_size={}",
+            cfg.batch_size, cfg.block_size
+        ),
+    }
+}
+
+/// `cfg` with another context; a prompt longer than it is cut to it.
+fn with_context(cfg: &TrainConfig, block: u64) -> TrainConfig {
+    let mut c = cfg.clone();
+    c.block_size = block;
+    c.prompt_len = cfg.prompt_len.map(|p| p.min(block));
+    c
+}
+
+/// Search on `budget`'s card; `model` names the model in the `vllm serve` lines.
+pub fn suggest_inference(
+    base: &TrainConfig,
+    budget: &Budget,
+    model: Option<&str>,
+) -> Result<InferenceSuggestion> {
+    let mut base = base.clone();
+    base.mode = Mode::Inference;
+    let ctx = Ctx { budget };
+    let base_peak = ctx.device_peak(&base)?;
+    let largest_batch = ctx.largest(&|b| {
+        let mut c = base.clone();
+        c.batch_size = b;
+        c
+    })?;
+    let largest_context_batch1 = ctx.largest(&|t| {
+        let mut c = with_context(&base, t);
+        c.batch_size = 1;
+        c
+    })?;
+    let largest_context = if base.batch_size == 1 {
+        largest_context_batch1.clone()
+    } else {
+        ctx.largest(&|t| with_context(&base, t))?
+    };
+    let total = budget.total_bytes;
+    let vllm = vllm_budget(
+        &base,
+        Some(&budget.profile),
+        total,
+        budget.profile.context_bytes,
+    )?;
+    let name = model.unwrap_or("MODEL");
+    let mut vllm_commands = Vec::new();
+    let mut notes = Vec::new();
+    // The utilization that gives a full context, and the context the configured one gives.
+    match vllm.utilization_for(base.block_size) {
+        Some(u) => vllm_commands.push(VllmBudget::command(name, u, base.block_size)),
+        None => notes.push(format!(
+            "vLLM cannot hold one sequence of {} tokens on this card even at --gpu-memory-utilization 1.0: weights {} and the profile run's peak leave too little for the KV cache",
+            base.block_size,
+            crate::units::human(vllm.weights_bytes)
+        )),
+    }
+    if vllm.max_tokens >= BLOCK_TOKENS {
+        // At the configured utilization: the configured context if it fits, else what does.
+        let len = vllm.max_tokens.min(base.block_size);
+        vllm_commands.push(VllmBudget::command(name, vllm.gpu_memory_utilization, len));
+    }
+    Ok(InferenceSuggestion {
+        gpu: GpuSummary {
+            name: budget.name.clone(),
+            total_bytes: budget.total_bytes,
+            usable_bytes: budget.usable_bytes,
+        },
+        margin_bytes: budget.margin_bytes,
+        baseline_fits: base_peak <= budget.usable_bytes,
+        baseline: fit(&base, base_peak),
+        largest_batch,
+        largest_context_batch1,
+        largest_context,
+        vllm,
+        vllm_commands,
+        notes,
+    })
+}
+
+/// The report for people.
+pub fn render(r: &InferenceSuggestion) -> String {
+    use crate::units::human;
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "GPU: {} — {} usable ({} total, {} margin)",
+        r.gpu.name,
+        human(r.gpu.usable_bytes),
+        human(r.gpu.total_bytes),
+        human(r.margin_bytes)
+    );
+    let b = &r.baseline;
+    let _ = writeln!(
+        out,
+        "Your inference: batch_size {} x block_size {} — peak {} on the device: {}",
+        b.batch_size,
+        b.block_size,
+        human(b.peak_device_bytes),
+        if r.baseline_fits {
+            "fits"
+        } else {
+            "does not fit"
+        }
+    );
+    let _ = writeln!(out);
+    let line = |out: &mut String, what: &str, f: &Option<Fit>| {
+        let _ = match f {
+            Some(f) => writeln!(
+                out,
+                "{what}: batch_size {} x block_size {} (peak {})\n  {}",
+                f.batch_size,
+                f.block_size,
+                human(f.peak_device_bytes),
+                f.command
+            ),
+            None => writeln!(out, "{what}: nothing fits, not even 1"),
+        };
+    };
+    line(&mut out, "Largest batch at this context", &r.largest_batch);
+    line(
+        &mut out,
+        "Longest context at batch 1",
+        &r.largest_context_batch1,
+    );
+    line(
+        &mut out,
+        "Longest context at this batch",
+        &r.largest_context,
+    );
+    let _ = writeln!(out);
+    let v = &r.vllm;
+    let _ = writeln!(
+        out,
+        "vLLM at --gpu-memory-utilization {:.2}: {} KV-cache blocks = {} tokens ({} concurrent sequences of {} tokens)",
+        v.gpu_memory_utilization,
+        v.num_gpu_blocks,
+        v.max_tokens,
+        v.max_tokens / v.max_model_len.max(1),
+        v.max_model_len
+    );
+    for c in &r.vllm_commands {
+        let _ = writeln!(out, "  {c}");
+    }
+    for n in &r.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    out
+}

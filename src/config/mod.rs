@@ -23,6 +23,7 @@ mod toml_file;
 pub mod validate;
 mod value;
 
+pub use lora::Quantization;
 pub use model_keys::ModelType;
 pub use models::{load_with_model, ModelSource};
 pub use overrides::{apply_overrides, to_overrides};
@@ -309,6 +310,13 @@ pub struct TrainConfig {
     /// Comma-separated Linear names, 'all-linear', or '' for PEFT's default [target_modules].
     #[serde(default = "model_keys::lora_default_targets")]
     pub lora_targets: String,
+    // --- bitsandbytes quantization of the base Linear weights (QLoRA, 4/8-bit inference) ---
+    /// 'none', 'nf4' or 'fp4' (Linear4bit), 'int8' (Linear8bitLt) [BitsAndBytesConfig].
+    #[serde(default)]
+    pub quantization: Quantization,
+    /// 4-bit absmax constants quantized again to 8 bits [bnb_4bit_use_double_quant].
+    #[serde(default = "model_keys::yes")]
+    pub double_quant: bool,
 }
 
 impl Default for TrainConfig {
@@ -352,6 +360,8 @@ impl Default for TrainConfig {
             lora_alpha: 16.0,
             lora_dropout: 0.0,
             lora_targets: model_keys::lora_default_targets(),
+            quantization: Quantization::None,
+            double_quant: true,
         }
     }
 }

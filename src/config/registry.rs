@@ -149,6 +149,8 @@ pub const KEYS: &[KeySpec] = &[
     field("lora_alpha", Ty::Float, false, "LoRA scale numerator (alpha / rank); no memory effect"),
     field("lora_dropout", Ty::Float, false, "dropout on the LoRA adapters' input (keeps a mask per adapter)"),
     field("lora_targets", Ty::Str, false, "Linear layers LoRA wraps: comma-separated names, 'all-linear', or '' for PEFT's default (q_proj,v_proj; NeoX: query_key_value)"),
+    field("quantization", Ty::Str, false, "bitsandbytes base Linear weights: 'none', 'nf4' or 'fp4' (4-bit, QLoRA), 'int8' (LLM.int8)"),
+    field("double_quant", Ty::Bool, false, "4-bit: quantize the absmax constants again to 8 bits (bnb_4bit_use_double_quant)"),
 ];
 
 /// The spec of a key, if it exists.

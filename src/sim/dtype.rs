@@ -14,15 +14,19 @@ pub enum DType {
     U8,
     /// candle's token ids.
     U32,
+    /// LLM.int8() weights and quantized activations.
+    I8,
+    /// int8 matmuls accumulate in int32.
+    I32,
 }
 
 impl DType {
     pub fn size(self) -> u64 {
         match self {
-            DType::F32 | DType::U32 => 4,
+            DType::F32 | DType::U32 | DType::I32 => 4,
             DType::BF16 | DType::F16 => 2,
             DType::I64 | DType::U64 => 8,
-            DType::Bool | DType::U8 => 1,
+            DType::Bool | DType::U8 | DType::I8 => 1,
         }
     }
 
@@ -37,6 +41,8 @@ impl DType {
             DType::Bool => "bool",
             DType::U8 => "uint8",
             DType::U32 => "uint32",
+            DType::I8 => "int8",
+            DType::I32 => "int32",
         }
     }
 

@@ -9,6 +9,7 @@ mod eager;
 mod linear;
 mod loss;
 mod pointwise;
+pub mod quant;
 mod rms_norm;
 mod rotary;
 mod sdpa;
@@ -19,7 +20,7 @@ pub use eager::{scores_attention, ScoresKind};
 pub use linear::linear;
 pub use loss::{chunked_cross_entropy, cross_entropy, CHUNK_ROWS};
 pub use pointwise::{
-    heads_view, mul, mul_scalar, promote, requires_grad, scale, silu, split3, to_dtype,
+    clone, heads_view, mul, mul_scalar, promote, requires_grad, scale, silu, split3, to_dtype,
 };
 pub use rms_norm::{rms_norm, RmsStyle};
 pub use rotary::{rope, rotary_tables};
@@ -131,6 +132,10 @@ pub enum Op {
     Sdpa(sdpa::SdpaSaved),
     /// Attention with materialised scores (HF eager, SDPA's math fallback).
     Scores(eager::EagerSaved),
+    /// A bitsandbytes matmul on a frozen quantized weight (keeps the int8 path's input).
+    QuantLinear(quant::QuantSaved),
+    /// `x.clone()`: CloneBackward passes the gradient on as it is.
+    Clone,
 }
 
 impl Op {
@@ -279,6 +284,8 @@ impl Op {
             }
             Op::Sdpa(s) => s.backward(e, g),
             Op::Scores(s) => eager::backward(e, g, s),
+            Op::QuantLinear(s) => quant::backward(e, g, s),
+            Op::Clone => [Some(g), None, None],
         }
     }
 
@@ -321,6 +328,7 @@ impl Op {
             }
             Op::Mul(s) => [s.a, s.b, None],
             Op::Scale { s, .. } => [Some(s), None, None],
+            Op::QuantLinear(s) => [s.x, None, None],
             Op::AddBroadcast { .. }
             | Op::Add { .. }
             | Op::ToCopy { .. }
@@ -328,6 +336,7 @@ impl Op {
             | Op::Pointwise { .. }
             | Op::SplitPart
             | Op::SplitCat { .. }
+            | Op::Clone
             | Op::Sink => [None; 3],
         };
         for t in saved.into_iter().flatten() {

@@ -214,3 +214,29 @@ fn qlora_llama_8b_fits_a_24gb_card_and_bf16_lora_needs_more_memory() {
     assert!(qlora < 11 * gib, "QLoRA peak {qlora}");
     assert!(lora > qlora + 5 * gib, "LoRA {lora} vs QLoRA {qlora}");
 }
+
+#[test]
+fn double_quantization_costs_the_papers_0_127_bits_per_parameter() {
+    // QLoRA (Dettmers et al. 2023, section 3): constants take 32/64 = 0.5 bits per parameter
+    // without double quantization, 8/64 + 32/(64 * 256) = 0.127 with it.
+    let bits = |dq: &str| {
+        let o: Vec<String> = ["--lora_rank=16", "--quantization=nf4", dq]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let c = load_with_model(None, Some(ModelSource::Preset("llama-3.1-8b")), &o)
+            .unwrap()
+            .config;
+        let tl = simulate(&c, Runtime::pytorch(&c, None)).unwrap();
+        // Embeddings, lm_head (untied) and norms stay fp32; adapters are fp32.
+        let (v, h, l) = (c.vocab_size, c.n_embd, c.n_layer);
+        let rest = 2 * v * h + (2 * l + 1) * h;
+        let quantized = base_params(&c) - rest;
+        let storage =
+            bytes(&tl, |t| t.category == Category::Parameters) - 4 * rest - 4 * lora_params(&c);
+        (storage * 8) as f64 / quantized as f64 - 4.0
+    };
+    let (with, without) = (bits("--double_quant=True"), bits("--double_quant=False"));
+    assert!((with - 0.127).abs() < 0.0005, "{with}");
+    assert!((without - 0.5).abs() < 0.0005, "{without}");
+}

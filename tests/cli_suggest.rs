@@ -52,8 +52,10 @@ fn assert_maximal(config: Option<&str>, overrides: &[&str], gpu: &str) {
             let fewer = (cfg.gradient_accumulation_steps - 1) * cfg.batch_size * cfg.block_size;
             assert!(fewer < tokens, "accumulation could be smaller");
         }
-        // Maximal: one more in the micro-batch does not fit (for the searched candidates).
-        if !cand["label"].as_str().unwrap().contains("exact") {
+        // Maximal: one more in the micro-batch does not fit (for the searched candidates),
+        // unless one micro-step already reaches the tokens per step: the search stops there.
+        let capped = cfg.batch_size * cfg.block_size >= tokens;
+        if !cand["label"].as_str().unwrap().contains("exact") && !capped {
             let bigger = with_batch(&cfg, cfg.batch_size + 1, tokens);
             let (peak, _) = device_peak(&bigger, gpu);
             assert!(
@@ -162,4 +164,49 @@ fn nothing_fits_is_exit_1_with_the_numbers() {
     let notes = v["notes"].to_string();
     assert!(notes.contains("nothing fits"), "{notes}");
     assert!(notes.contains("Cards that fit it"), "{notes}");
+}
+
+#[test]
+fn a_lora_run_gets_trainer_arguments_and_the_qlora_knob() {
+    // Llama-3.1-8B LoRA at 8 x 2048 tokens does not fit a 24 GB card; the knobs together do,
+    // QLoRA among them, and the command is the Trainer's arguments for that config.
+    let (code, v) = suggest_json(&[
+        "--model",
+        "llama-3.1-8b",
+        "--gpu",
+        "rtx4090",
+        "--lora_rank=16",
+        "--block_size=2048",
+        "--batch_size=8",
+        "--gradient_accumulation_steps=4",
+        "--compile=False",
+    ]);
+    assert_eq!(code, 0, "{v}");
+    let all: Vec<&Value> = std::iter::once(&v["best"])
+        .chain(v["alternatives"].as_array().unwrap())
+        .collect();
+    let every = all
+        .iter()
+        .find(|c| c["label"] == "every memory knob at once")
+        .expect("the combined knobs fit");
+    let cfg: TrainConfig = serde_json::from_value(every["config"].clone()).unwrap();
+    assert_eq!(cfg.quantization, vramplan::config::Quantization::Nf4);
+    let (peak, usable) = device_peak(&cfg, "rtx4090");
+    assert!(peak <= usable);
+    let cmd = every["command"].as_str().unwrap();
+    assert!(
+        cmd.contains(&format!("per_device_train_batch_size={},", cfg.batch_size))
+            && cmd.contains(&format!(
+                "gradient_accumulation_steps={}",
+                cfg.gradient_accumulation_steps
+            ))
+            && cmd.contains("gradient_checkpointing=True")
+            && !cmd.contains("train.py"),
+        "{cmd}"
+    );
+    assert!(every["code_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c.as_str().unwrap().contains("load_in_4bit=True")));
 }

@@ -1,9 +1,63 @@
 //! LoRA's keys beyond their types: which Linear layers each architecture has for PEFT's
-//! `target_modules`, PEFT's defaults, and the checks.
+//! `target_modules`, PEFT's defaults, bitsandbytes' quantization of the base weights (QLoRA),
+//! and the checks.
 
 use super::model_keys::ModelType;
 use super::TrainConfig;
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// How the base Linear weights are stored (transformers' `BitsAndBytesConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Quantization {
+    /// Weights in the run's dtype.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// `load_in_4bit`, `bnb_4bit_quant_type="nf4"`: two weights per byte, an absmax per 64.
+    #[serde(rename = "nf4")]
+    Nf4,
+    /// `bnb_4bit_quant_type="fp4"`: the same storage as NF4, another code.
+    #[serde(rename = "fp4")]
+    Fp4,
+    /// `load_in_8bit` (LLM.int8()): int8 weights and an fp32 scale per output row.
+    #[serde(rename = "int8")]
+    Int8,
+}
+
+impl Quantization {
+    pub const ALL: [Quantization; 4] = [
+        Quantization::None,
+        Quantization::Nf4,
+        Quantization::Fp4,
+        Quantization::Int8,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quantization::None => "none",
+            Quantization::Nf4 => "nf4",
+            Quantization::Fp4 => "fp4",
+            Quantization::Int8 => "int8",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Quantization> {
+        Quantization::ALL.into_iter().find(|q| q.as_str() == s)
+    }
+
+    pub fn names() -> String {
+        let n: Vec<String> = Quantization::ALL
+            .iter()
+            .map(|q| format!("'{}'", q.as_str()))
+            .collect();
+        n.join(", ")
+    }
+
+    pub fn is_4bit(self) -> bool {
+        matches!(self, Quantization::Nf4 | Quantization::Fp4)
+    }
+}
 
 /// The Linear layers LoRA can wrap, by model type (PEFT's `target_modules` names).
 pub fn lora_modules(m: ModelType) -> &'static [&'static str] {
@@ -52,6 +106,26 @@ pub(crate) fn validate(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result
             super::value::float_repr(cfg.lora_dropout),
             "a probability in [0, 1)".into(),
         );
+    }
+    if cfg.quantization != Quantization::None {
+        if cfg.model_type == ModelType::Gpt2 {
+            return fail(
+                "quantization",
+                format!("'{}'", cfg.quantization.as_str()),
+                format!(
+                    "'none' for model_type = 'gpt2' (bitsandbytes quantizes Hugging Face models: {})",
+                    ModelType::names()
+                ),
+            );
+        }
+        // Serving a quantized model needs no adapters; training one does.
+        if cfg.lora_rank == 0 && cfg.mode != super::Mode::Inference {
+            return fail(
+                "quantization",
+                format!("'{}'", cfg.quantization.as_str()),
+                "lora_rank > 0 with quantized base weights (they are frozen: QLoRA trains adapters), mode = 'inference', or quantization = 'none'".into(),
+            );
+        }
     }
     if cfg.lora_rank == 0 {
         return Ok(());

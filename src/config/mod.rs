@@ -25,6 +25,7 @@ pub mod validate;
 mod value;
 
 pub use infer_keys::{KvCacheDtype, Mode};
+pub use lora::Quantization;
 pub use model_keys::ModelType;
 pub use models::{load_with_model, ModelSource};
 pub use overrides::{apply_overrides, to_overrides};
@@ -333,6 +334,13 @@ pub struct TrainConfig {
     /// vLLM's --max-num-seqs.
     #[serde(default = "infer_keys::default_max_num_seqs")]
     pub max_num_seqs: u64,
+    // --- bitsandbytes quantization of the base Linear weights (QLoRA, 4/8-bit inference) ---
+    /// 'none', 'nf4' or 'fp4' (Linear4bit), 'int8' (Linear8bitLt) [BitsAndBytesConfig].
+    #[serde(default)]
+    pub quantization: Quantization,
+    /// 4-bit absmax constants quantized again to 8 bits [bnb_4bit_use_double_quant].
+    #[serde(default = "model_keys::yes")]
+    pub double_quant: bool,
 }
 
 impl Default for TrainConfig {
@@ -383,6 +391,8 @@ impl Default for TrainConfig {
             gpu_memory_utilization: infer_keys::default_utilization(),
             max_num_batched_tokens: None,
             max_num_seqs: infer_keys::default_max_num_seqs(),
+            quantization: Quantization::None,
+            double_quant: true,
         }
     }
 }

@@ -106,6 +106,8 @@ pub(crate) const NAMES: &[&str] = &[
     "lora_alpha",
     "lora_dropout",
     "lora_targets",
+    "quantization",
+    "double_quant",
 ];
 
 /// The current value of one of these keys.
@@ -123,6 +125,8 @@ pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
         "lora_alpha" => Value::Float(cfg.lora_alpha),
         "lora_dropout" => Value::Float(cfg.lora_dropout),
         "lora_targets" => Value::Str(cfg.lora_targets.clone()),
+        "quantization" => Value::Str(cfg.quantization.as_str().to_string()),
+        "double_quant" => Value::Bool(cfg.double_quant),
         _ => return None,
     })
 }
@@ -193,6 +197,20 @@ pub(crate) fn set(
         },
         ("lora_targets", Value::Str(t)) => {
             cfg.lora_targets = t.clone();
+            Ok(())
+        }
+        ("quantization", Value::Str(s)) => match super::lora::Quantization::parse(s) {
+            Some(q) => {
+                cfg.quantization = q;
+                Ok(())
+            }
+            None => Err(format!(
+                "expected one of {}",
+                super::lora::Quantization::names()
+            )),
+        },
+        ("double_quant", Value::Bool(b)) => {
+            cfg.double_quant = *b;
             Ok(())
         }
         _ if NAMES.contains(&name) => Err(format!("got a {}", v.type_name())),

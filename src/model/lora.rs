@@ -15,17 +15,28 @@
 //! needs its input for its gradient). The frozen matmuls keep no input: the gradient of their
 //! input needs only the weight. What else a layer keeps (norms, attention, the MLP's
 //! activations) is unchanged: those ops need their inputs for the input gradients.
+//!
+//! QLoRA (`quantization = 'nf4'`, bitsandbytes): the targeted and untargeted Linear base
+//! weights are stored quantized (sim/ops/quant.rs), every other weight — embeddings, norms,
+//! lm_head, the Linear biases — is cast to fp32 by `prepare_model_for_kbit_training`, frozen.
+//! bnb's `Linear4bit.forward` casts the input to the compute dtype, multiplies against a
+//! freshly dequantized weight, and casts the result back to the input's dtype; PEFT's
+//! bitsandbytes LoRA layer then clones that result ("defensively", as its comment says) and,
+//! under autocast, feeds `x` to the adapters without its fp32 cast.
 
-use crate::config::{Mode, Precision, TrainConfig};
+use crate::config::{Mode, Precision, Quantization, TrainConfig};
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, V};
-use crate::sim::ops;
-use crate::sim::timeline::Name;
+use crate::sim::ops::{self, quant::QuantWeight};
+use crate::sim::timeline::{Category, Name};
 
 /// A Linear layer: its weight and bias, and its LoRA adapters (A, B) if it is a target.
 #[derive(Debug, Clone, Copy)]
 pub struct Proj {
+    /// The weight parameter (for a quantized Linear, its packed data).
     pub w: usize,
+    /// The bitsandbytes storage when the base weight is quantized.
+    pub quant: Option<QuantWeight>,
     pub b: Option<usize>,
     pub lora: Option<(usize, usize)>,
     /// `lora_dropout` (0.0 = `nn.Identity`).
@@ -42,6 +53,8 @@ pub struct Params {
     targets: Vec<&'static str>,
     /// The dtype of frozen base weights.
     base: DType,
+    quantization: Quantization,
+    double_quant: bool,
 }
 
 impl Params {
@@ -56,13 +69,21 @@ impl Params {
                 Precision::BFloat16 => DType::BF16,
                 Precision::Float16 => DType::F16,
             },
+            quantization: cfg.quantization,
+            double_quant: cfg.double_quant,
         }
     }
 
     /// A non-Linear weight (embeddings, norms, lm_head): trainable fp32, or frozen under LoRA
     /// and in inference.
     pub fn weight(&self, e: &mut Engine, name: Name, dims: &[u64], decay: bool) -> usize {
-        if self.all_frozen || self.lora_rank > 0 {
+        if self.all_frozen {
+            // Inference: loaded with torch_dtype; bitsandbytes leaves the rest in that dtype.
+            e.add_param_as(name, dims, decay, self.base, false)
+        } else if self.quantization != Quantization::None {
+            // prepare_model_for_kbit_training: what bitsandbytes left unquantized goes fp32.
+            e.add_param_as(name, dims, decay, DType::F32, false)
+        } else if self.lora_rank > 0 {
             e.add_param_as(name, dims, decay, self.base, false)
         } else {
             e.add_param(name, dims, decay)
@@ -79,7 +100,15 @@ impl Params {
         (out, inp): (u64, u64),
         bias: bool,
     ) -> Proj {
-        let w = self.weight(e, Name::layer_param(l, module, "weight"), &[out, inp], true);
+        let quant = (self.quantization != Quantization::None).then(|| {
+            let name = |what| Name::layer_param(l, module, what);
+            let nested = self.double_quant;
+            ops::quant::quantize(e, self.quantization, (out, inp), nested, self.base, &name)
+        });
+        let w = match quant {
+            Some(q) => q.data,
+            None => self.weight(e, Name::layer_param(l, module, "weight"), &[out, inp], true),
+        };
         let b = bias.then(|| self.weight(e, Name::layer_param(l, module, "bias"), &[out], false));
         let short = module.rsplit('.').next().unwrap_or(module);
         let lora = self.targets.contains(&short).then(|| {
@@ -98,6 +127,7 @@ impl Params {
         });
         Proj {
             w,
+            quant,
             b,
             lora,
             dropout: self.lora_dropout,
@@ -107,14 +137,75 @@ impl Params {
 
 /// `layer(x)`: nn.Linear, or PEFT's LoRA Linear when the layer has adapters.
 pub fn forward(e: &mut Engine, x: V, p: Proj, layer: Option<u32>, module: &'static str) -> V {
+    if let Some(q) = p.quant {
+        return quantized_forward(e, x, p, q, layer, module);
+    }
     let result = ops::linear(e, x, p.w, p.b, layer, module);
-    let Some((a, b)) = p.lora else {
+    let Some(adapters) = p.lora else {
         return result;
     };
     let name = |what| Name::at(layer, module, what);
     let x32 = ops::to_dtype(e, x, DType::F32, name("lora_input_fp32"));
-    let xd = ops::dropout(e, x32, p.dropout, name("lora_dropout"));
-    e.drop_value(x32);
+    adapters_forward(e, result, x32, adapters, p.dropout, (layer, module))
+}
+
+/// bitsandbytes' Linear4bit / Linear8bitLt forward, and PEFT's LoRA layer for them.
+fn quantized_forward(
+    e: &mut Engine,
+    x: V,
+    p: Proj,
+    q: QuantWeight,
+    layer: Option<u32>,
+    module: &'static str,
+) -> V {
+    let name = |what| Name::at(layer, module, what);
+    let inp = e.dtype(x.t);
+    // compute_dtype = bnb_4bit_compute_dtype (the run's half dtype); int8 runs in fp16 on
+    // bf16 inputs too, but returns the input's dtype: counted in the input's half dtype.
+    let compute = e.autocast.unwrap_or(inp);
+    let xc = ops::to_dtype(e, x, compute, name("input_compute"));
+    // `self.bias.to(self.compute_dtype)`: a copy of the fp32 bias for each call.
+    let bias = p.b.and_then(|b| {
+        let (bt, shape) = (e.params[b].t, e.params[b].shape);
+        (e.dtype(bt) != compute)
+            .then(|| e.alloc(name("bias_compute"), shape, compute, Category::Activations))
+    });
+    let y = ops::quant::quant_matmul(e, xc, q, (layer, module));
+    e.drop_value(xc);
+    if let Some(b) = bias {
+        e.release(b);
+    }
+    // `.to(inp_dtype)`
+    let result = ops::to_dtype(e, y, inp, name("out_input_dtype"));
+    e.drop_value(y);
+    let Some(adapters) = p.lora else {
+        return result;
+    };
+    let cloned = ops::clone(e, result, name("out_clone"));
+    e.drop_value(result);
+    // Under autocast PEFT leaves x as it is; without, it casts x to the adapters' fp32.
+    let xa = if e.autocast.is_some() {
+        e.retain(x.t);
+        x
+    } else {
+        ops::to_dtype(e, x, DType::F32, name("lora_input_fp32"))
+    };
+    adapters_forward(e, cloned, xa, adapters, p.dropout, (layer, module))
+}
+
+/// `result + lora_B(lora_A(dropout(x))) * scaling`; consumes `result` and `x` (a local of
+/// the forward that goes once dropout has run).
+fn adapters_forward(
+    e: &mut Engine,
+    result: V,
+    x: V,
+    (a, b): (usize, usize),
+    dropout: f64,
+    (layer, module): (Option<u32>, &'static str),
+) -> V {
+    let name = |what| Name::at(layer, module, what);
+    let xd = ops::dropout(e, x, dropout, name("lora_dropout"));
+    e.drop_value(x);
     let (ma, mb) = adapter_modules(module);
     let ha = ops::linear(e, xd, a, None, layer, ma);
     e.drop_value(xd);

@@ -2,7 +2,8 @@
 //! nanoGPT user to turn it: a train.py flag, an environment variable, or the lines to change.
 
 use crate::config::{
-    is_nanogpt_key, to_overrides, LossKind, OptimizerKind, Precision, TrainConfig,
+    is_nanogpt_key, to_overrides, LossKind, ModelType, OptimizerKind, Precision, Quantization,
+    TrainConfig,
 };
 
 /// A change of knobs on top of the user's config (batch and accumulation are searched after).
@@ -56,6 +57,12 @@ pub fn knobs() -> Vec<Knob> {
             applies: |c, _| c.optimizer == OptimizerKind::AdamW,
         },
         Knob {
+            label: "4-bit base weights (QLoRA)",
+            exact_label: "4-bit base weights (QLoRA), exact tokens/step",
+            apply: |c| c.quantization = Quantization::Nf4,
+            applies: |c, _| c.lora_rank > 0 && c.quantization == Quantization::None,
+        },
+        Knob {
             label: "expandable segments",
             exact_label: "expandable segments, exact tokens/step",
             apply: |c| c.alloc_conf = Some("expandable_segments:True".to_string()),
@@ -64,8 +71,12 @@ pub fn knobs() -> Vec<Knob> {
     ]
 }
 
-/// How to run `cfg` with nanoGPT, starting from the user's `base` config file.
+/// How to run `cfg` with nanoGPT, starting from the user's `base` config file (Hugging Face
+/// models: the Trainer's arguments).
 pub fn command(cfg: &TrainConfig, base: &TrainConfig, config_path: Option<&str>) -> String {
+    if cfg.model_type != ModelType::Gpt2 {
+        return super::hf_args::command(cfg, base);
+    }
     // train.py reads only its own python config files: for a TOML (or no) config the flags
     // spell out everything that differs from train.py's defaults instead.
     let nanogpt_file = config_path.filter(|p| p.ends_with(".py"));
@@ -102,6 +113,9 @@ pub fn command(cfg: &TrainConfig, base: &TrainConfig, config_path: Option<&str>)
 
 /// Changes nanoGPT has no flag for: the code to change, named precisely.
 pub fn code_changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<String> {
+    if cfg.model_type != ModelType::Gpt2 {
+        return super::hf_args::code_changes(cfg, base);
+    }
     let mut out = Vec::new();
     if cfg.flash && !base.flash {
         out.push(

@@ -110,17 +110,24 @@ pub fn with_batch(cfg: &TrainConfig, b: u64, tokens: u64) -> TrainConfig {
 }
 
 /// The largest batch for which `make(b)` fits, and its peak; None when batch 1 does not.
-fn max_batch(ctx: &Ctx, make: &dyn Fn(u64) -> TrainConfig) -> Result<Option<(u64, Peak)>> {
+/// `cap` bounds the batch (beyond the batch that reaches the tokens per step in one micro-step,
+/// a larger one only changes the optimisation).
+fn max_batch(
+    ctx: &Ctx,
+    make: &dyn Fn(u64) -> TrainConfig,
+    cap: u64,
+) -> Result<Option<(u64, Peak)>> {
+    let cap = cap.clamp(1, MAX_BATCH);
     let fits_bound = |b: u64| -> Result<bool> { Ok(ctx.lower_bound(&make(b))? <= ctx.usable) };
     if !fits_bound(1)? {
         return Ok(None);
     }
     // Exponential, then binary search on the lower bound: largest b with bound(b) fitting.
     let mut lo = 1;
-    while lo < MAX_BATCH && fits_bound((lo * 2).min(MAX_BATCH))? {
-        lo = (lo * 2).min(MAX_BATCH);
+    while lo < cap && fits_bound((lo * 2).min(cap))? {
+        lo = (lo * 2).min(cap);
     }
-    let mut hi = (lo * 2).min(MAX_BATCH + 1);
+    let mut hi = (lo * 2).min(cap + 1);
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
         if fits_bound(mid)? {
@@ -189,26 +196,46 @@ pub fn suggest(
         }
     };
 
-    let mut plain_max = None;
-    for knob in knobs() {
-        if !(knob.applies)(base, gpu.bf16) {
-            continue;
-        }
+    // Each knob alone, then all of them at once for runs that no single knob rescues.
+    let applicable: Vec<_> = knobs()
+        .into_iter()
+        .filter(|k| (k.applies)(base, gpu.bf16))
+        .collect();
+    let mut variants: Vec<(&str, &str, TrainConfig)> = applicable
+        .iter()
+        .map(|k| {
+            let mut v = base.clone();
+            (k.apply)(&mut v);
+            (k.label, k.exact_label, v)
+        })
+        .collect();
+    if applicable.len() > 2 {
         let mut v = base.clone();
-        (knob.apply)(&mut v);
+        for k in &applicable {
+            (k.apply)(&mut v);
+        }
+        variants.push((
+            "every memory knob at once",
+            "every memory knob at once, exact tokens/step",
+            v,
+        ));
+    }
+    let mut plain_max = None;
+    for (label, exact_label, v) in variants {
         if kept("batch_size") || kept("gradient_accumulation_steps") {
             let p = ctx.peak(&v)?;
             if p.device <= ctx.usable {
-                found.push(candidate(knob.label, v, p));
+                found.push(candidate(label, v, p));
             }
             continue;
         }
         let make = |b: u64| with_batch(&v, b, tokens);
-        if let Some((b, p)) = max_batch(&ctx, &make)? {
-            if knob.label == "as configured" {
+        let cap = tokens.div_ceil(v.block_size);
+        if let Some((b, p)) = max_batch(&ctx, &make, cap)? {
+            if label == "as configured" {
                 plain_max = Some(b);
             }
-            found.push(candidate(knob.label, make(b), p));
+            found.push(candidate(label, make(b), p));
             // The largest smaller batch that keeps the tokens per step exactly, if b does not.
             if make(b).tokens_per_step() != Some(tokens) {
                 let exact = (1..b)
@@ -217,7 +244,7 @@ pub fn suggest(
                 if let Some(e) = exact {
                     let p = ctx.peak(&make(e))?;
                     if p.device <= ctx.usable {
-                        found.push(candidate(knob.exact_label, make(e), p));
+                        found.push(candidate(exact_label, make(e), p));
                     }
                 }
             }
@@ -232,7 +259,7 @@ pub fn suggest(
             c.eval_batch_size = Some(b.min(base.batch_size));
             c
         };
-        if let Some((b, p)) = max_batch(&ctx, &make)? {
+        if let Some((b, p)) = max_batch(&ctx, &make, base.batch_size)? {
             if b < base.batch_size {
                 found.push(candidate("smaller eval batch", make(b), p));
             }
@@ -244,7 +271,7 @@ pub fn suggest(
         let mut v = base.clone();
         v.block_size = base.block_size / 2;
         let make = |b: u64| with_batch(&v, b, tokens);
-        if let Some((b, p)) = max_batch(&ctx, &make)? {
+        if let Some((b, p)) = max_batch(&ctx, &make, tokens.div_ceil(v.block_size))? {
             found.push(candidate(BLOCK_HALVED, make(b), p));
         }
     }

@@ -262,13 +262,9 @@ pub fn build(
         )?),
         _ => None,
     };
-    let n_params = sim
-        .timeline
-        .tensors
-        .iter()
-        .filter(|t| t.category == Category::Parameters && t.name.module != "attn.bias")
-        .map(|t| t.shape.numel().unwrap_or(0))
-        .sum();
+    // The model's parameter count (adapters included), whatever their storage on the device
+    // (4-bit weights pack two per byte).
+    let n_params = crate::model::n_params(cfg);
     Ok(CheckReport {
         config: cfg.clone(),
         gpu: target,

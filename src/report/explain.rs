@@ -40,6 +40,12 @@ const TENSORS: &[(&str, &str)] = &[
     ("workspace(python thread)", "cuBLAS's workspace for the thread that runs the forward's matmuls, allocated through PyTorch's caching allocator at the first matmul and kept."),
     ("workspace(autograd thread)", "cuBLAS's workspace for autograd's backward thread, allocated at the first backward matmul and kept."),
     ("wte.weight", "the token embedding, fp32 (V × C): the master weight, shared with lm_head."),
+    ("weight_dequant", "bitsandbytes dequantizes the whole quantized weight to {dt} (out × in) for each matmul — in the forward, and again in the backward for the input's gradient — and frees it right after: one such copy is alive at a time."),
+    ("absmax_dequant", "double quantization: the uint8 absmax constants dequantized to fp32 before the weight is, freed when dequantize returns."),
+    ("weight.absmax", "the 4-bit weight's absmax per block of 64 weights, quantized again to uint8 (double quantization); with its fp32 absmax2 per 256 blocks and a 0-dim offset."),
+    ("weight.staged", "loading a quantized model: each weight comes to the device in the checkpoint's dtype, is quantized, and this copy is freed — the largest one can stay as a cached segment."),
+    ("out_input_dtype", "bnb's Linear4bit casts its result back to the input's dtype ({dt}): with prepare_model_for_kbit_training the stream is fp32."),
+    ("out_clone", "PEFT's LoRA layer over a 4-bit Linear clones the base result (a defensive copy) before adding the adapters' output."),
 ];
 
 const CATEGORIES: &[(Category, &str)] = &[

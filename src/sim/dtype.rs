@@ -16,15 +16,19 @@ pub enum DType {
     U32,
     /// fp8 (e4m3 / e5m2): vLLM's `--kv-cache-dtype fp8`.
     F8,
+    /// LLM.int8() weights and quantized activations.
+    I8,
+    /// int8 matmuls accumulate in int32.
+    I32,
 }
 
 impl DType {
     pub fn size(self) -> u64 {
         match self {
-            DType::F32 | DType::U32 => 4,
+            DType::F32 | DType::U32 | DType::I32 => 4,
             DType::BF16 | DType::F16 => 2,
             DType::I64 | DType::U64 => 8,
-            DType::Bool | DType::U8 | DType::F8 => 1,
+            DType::Bool | DType::U8 | DType::I8 | DType::F8 => 1,
         }
     }
 
@@ -40,6 +44,8 @@ impl DType {
             DType::U8 => "uint8",
             DType::U32 => "uint32",
             DType::F8 => "fp8",
+            DType::I8 => "int8",
+            DType::I32 => "int32",
         }
     }
 

@@ -15,7 +15,8 @@ pub enum Category {
     Activations,
     /// The loss chain: logits, log-probs, their fp32 copy and their gradients.
     Logits,
-    /// Autocast's per-region cache of half-precision weight copies.
+    /// Half-precision copies of weights: autocast's per-region cache of casts, and the
+    /// copies bitsandbytes dequantizes for each matmul.
     AutocastCopies,
     /// cuBLAS / cuBLASLt workspaces, attention scratch.
     Workspace,
@@ -59,7 +60,7 @@ impl Category {
             Category::Optimizer => "optimizer state",
             Category::Activations => "activations",
             Category::Logits => "logits and loss",
-            Category::AutocastCopies => "autocast weight copies",
+            Category::AutocastCopies => "half weight copies",
             Category::Workspace => "cuBLAS workspaces",
             Category::Other => "batches and scalars",
             Category::KvCache => "KV cache",

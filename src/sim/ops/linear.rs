@@ -33,9 +33,12 @@ pub struct LinearSaved {
     pub name: Name,
 }
 
-/// Cast a tensor under autocast; the cast of a parameter goes into the region's cache.
+/// Cast a tensor under autocast; the cast of a parameter goes into the region's cache —
+/// only a leaf that requires grad (autocast's `cached_cast` rule): a frozen fp32 weight (QLoRA's
+/// lm_head) is cast again at each use, a temporary like an input's cast.
 pub(super) fn cast(e: &mut Engine, x: V, to: DType, param: Option<usize>, name: Name) -> V {
-    if let Some(p) = param {
+    let cached = param.filter(|&p| e.params[p].requires_grad);
+    if let Some(p) = cached {
         if let Some(t) = e.cached_cast(p) {
             e.retain(t);
             // A cache hit still records a ToCopy node in PyTorch only on the first cast;
@@ -50,7 +53,7 @@ pub(super) fn cast(e: &mut Engine, x: V, to: DType, param: Option<usize>, name: 
         Category::Activations
     };
     let t = e.alloc(name, r.shape, to, category);
-    if let Some(p) = param {
+    if let Some(p) = cached {
         e.cache_insert(p, t);
     }
     let grad_category = if param.is_some() {

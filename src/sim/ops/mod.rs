@@ -10,6 +10,7 @@ mod kv_cache;
 mod linear;
 mod loss;
 mod pointwise;
+pub mod quant;
 mod rms_norm;
 mod rotary;
 mod sdpa;
@@ -21,7 +22,7 @@ pub use kv_cache::{alloc_kv_cache, decode_attention, decode_context, last_positi
 pub use linear::linear;
 pub use loss::{chunked_cross_entropy, cross_entropy, CHUNK_ROWS};
 pub use pointwise::{
-    heads_view, mul, mul_scalar, promote, requires_grad, scale, silu, split3, to_dtype,
+    clone, heads_view, mul, mul_scalar, promote, requires_grad, scale, silu, split3, to_dtype,
 };
 pub use rms_norm::{rms_norm, RmsStyle};
 pub use rotary::{rope, rotary_tables};
@@ -133,6 +134,10 @@ pub enum Op {
     Sdpa(sdpa::SdpaSaved),
     /// Attention with materialised scores (HF eager, SDPA's math fallback).
     Scores(eager::EagerSaved),
+    /// A bitsandbytes matmul on a frozen quantized weight (keeps the int8 path's input).
+    QuantLinear(quant::QuantSaved),
+    /// `x.clone()`: CloneBackward passes the gradient on as it is.
+    Clone,
 }
 
 impl Op {
@@ -281,6 +286,8 @@ impl Op {
             }
             Op::Sdpa(s) => s.backward(e, g),
             Op::Scores(s) => eager::backward(e, g, s),
+            Op::QuantLinear(s) => quant::backward(e, g, s),
+            Op::Clone => [Some(g), None, None],
         }
     }
 
@@ -323,6 +330,7 @@ impl Op {
             }
             Op::Mul(s) => [s.a, s.b, None],
             Op::Scale { s, .. } => [Some(s), None, None],
+            Op::QuantLinear(s) => [s.x, None, None],
             Op::AddBroadcast { .. }
             | Op::Add { .. }
             | Op::ToCopy { .. }
@@ -330,6 +338,7 @@ impl Op {
             | Op::Pointwise { .. }
             | Op::SplitPart
             | Op::SplitCat { .. }
+            | Op::Clone
             | Op::Sink => [None; 3],
         };
         for t in saved.into_iter().flatten() {

@@ -244,3 +244,11 @@ pub fn requires_grad(e: &mut Engine, x: V) -> V {
         edge: Edge::Node((e.tape.len() - 1) as u32),
     }
 }
+
+/// `x.clone()`: a copy whose backward hands the gradient on unchanged.
+pub fn clone(e: &mut Engine, x: V, name: Name) -> V {
+    let r = *e.record(x.t);
+    let t = e.alloc(name, r.shape, r.dtype, r.category);
+    let edge = e.push_node(Op::Clone, [x.edge, Edge::None, Edge::None]);
+    V { t, edge }
+}

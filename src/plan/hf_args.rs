@@ -1,0 +1,79 @@
+//! How to run a suggested config with Hugging Face's Trainer (or TRL's SFTTrainer, which takes
+//! the same arguments): the `TrainingArguments` that differ, and the loading and PEFT changes
+//! that have no argument. nanoGPT's runs get train.py command lines instead (knobs.rs).
+
+use crate::config::{LossKind, OptimizerKind, Precision, TrainConfig};
+
+/// `TrainingArguments(...)` for `cfg`, with the environment prefix it needs.
+pub fn command(cfg: &TrainConfig, base: &TrainConfig) -> String {
+    let mut args = vec![
+        format!("per_device_train_batch_size={}", cfg.batch_size),
+        format!(
+            "gradient_accumulation_steps={}",
+            cfg.gradient_accumulation_steps
+        ),
+    ];
+    if cfg.eval_batch() != cfg.batch_size {
+        args.push(format!("per_device_eval_batch_size={}", cfg.eval_batch()));
+    }
+    if cfg.activation_checkpointing {
+        args.push("gradient_checkpointing=True".into());
+    }
+    match cfg.dtype {
+        Precision::BFloat16 => args.push("bf16=True".into()),
+        Precision::Float16 => args.push("fp16=True".into()),
+        Precision::Float32 => {}
+    }
+    args.push(
+        match cfg.optimizer {
+            OptimizerKind::AdamW => "optim=\"adamw_torch_fused\"",
+            OptimizerKind::AdamW8bit => "optim=\"adamw_bnb_8bit\"",
+            OptimizerKind::Sgd => "optim=\"sgd\"",
+        }
+        .into(),
+    );
+    if cfg.loss == LossKind::Chunked {
+        // Liger's fused linear cross-entropy never materialises the full logits.
+        args.push("use_liger_kernel=True".into());
+    }
+    let mut cmd = String::new();
+    if cfg.expandable_segments() && !base.expandable_segments() {
+        cmd.push_str("PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True ");
+    }
+    cmd.push_str(&format!(
+        "TrainingArguments({}), sequences of {} tokens",
+        args.join(", "),
+        cfg.block_size
+    ));
+    cmd
+}
+
+/// What no TrainingArguments flag changes.
+pub fn code_changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if cfg.flash && !base.flash {
+        out.push(
+            "the model's loading: from_pretrained(..., attn_implementation=\"sdpa\") instead of \"eager\""
+                .into(),
+        );
+    }
+    if cfg.quantization.is_4bit() && !base.quantization.is_4bit() {
+        out.push(
+            "the model's loading: from_pretrained(..., quantization_config=BitsAndBytesConfig(load_in_4bit=True, \
+             bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True, \
+             bnb_4bit_compute_dtype=torch.bfloat16)), then \
+             peft.prepare_model_for_kbit_training(model) before get_peft_model"
+                .to_string(),
+        );
+    }
+    if cfg.loss == LossKind::Chunked && base.loss != LossKind::Chunked {
+        out.push(
+            "the environment: pip install liger-kernel (use_liger_kernel=True patches the model's loss)"
+                .into(),
+        );
+    }
+    if cfg.optimizer == OptimizerKind::AdamW8bit && base.optimizer != OptimizerKind::AdamW8bit {
+        out.push("the environment: pip install bitsandbytes (optim=\"adamw_bnb_8bit\")".into());
+    }
+    out
+}

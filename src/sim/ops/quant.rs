@@ -1,0 +1,232 @@
+//! bitsandbytes' quantized Linear layers: the frozen base weights of QLoRA and of 4/8-bit
+//! inference, what they keep on the device and the bf16 copies each matmul makes.
+//!
+//! Storage (`Params4bit` / `Int8Params`, one set of tensors per Linear):
+//! - 4-bit (NF4 / FP4): the packed weight, uint8 of `ceil(out*in / 2)` elements; an absmax per
+//!   block of 64 weights — fp32, or with double quantization uint8 plus an fp32 absmax per 256
+//!   of those and a 0-dim fp32 offset; the 16-entry fp32 code of the 4-bit type.
+//! - int8 (LLM.int8()): the int8 weight (out × in) and an fp32 scale per output row (SCB).
+//!
+//! Loading (`Params4bit.to(cuda)` → `quantize_4bit`): the weight comes to the device in the
+//! half dtype, its fp32 absmax and packed data are made, then the half copy goes.
+//!
+//! Forward (`MatMul4Bit`): `F.linear(A, dequantize_4bit(B).t(), bias)` — the absmax is
+//! dequantized to fp32 (double quant), the whole weight to the compute dtype (out × in), the
+//! matmul runs, and the copy goes; the Function saves only the packed weight. Its backward
+//! dequantizes again for `grad_A = grad_out @ W`. `MatMul8bitLt` quantizes the input row-wise
+//! to int8, multiplies in int32 and dequantizes; its backward dequantizes the int8 weight
+//! (`CB.to(dtype) * SCB / 127`) and, as the Function keeps it, needs the input saved.
+
+use super::{save, Op};
+use crate::config::Quantization;
+use crate::sim::autograd::Edge;
+use crate::sim::dtype::DType;
+use crate::sim::engine::{Engine, T, V};
+use crate::sim::timeline::{Category, Name, Shape};
+
+/// bitsandbytes' 4-bit block size (weights per absmax).
+pub const BLOCK_4BIT: u64 = 64;
+/// Double quantization's block size (absmax values per fp32 second-level absmax).
+pub const BLOCK_NESTED: u64 = 256;
+
+/// A quantized Linear's storage on the device and its shape.
+#[derive(Debug, Clone, Copy)]
+pub struct QuantWeight {
+    pub kind: Quantization,
+    pub out: u64,
+    pub inp: u64,
+    /// The packed (4-bit) or int8 weight: a frozen parameter.
+    pub data: usize,
+    /// 4-bit with double quantization: the absmax is stored in uint8.
+    pub nested: bool,
+}
+
+/// `Params4bit(w).to(cuda)` / `Int8Params(w).to(cuda)`: the weight arrives in `half`, is
+/// quantized, and the half copy is freed. Returns the storage; `name(what)` names its tensors.
+pub fn quantize(
+    e: &mut Engine,
+    kind: Quantization,
+    (out, inp): (u64, u64),
+    nested: bool,
+    half: DType,
+    name: &dyn Fn(&'static str) -> Name,
+) -> QuantWeight {
+    let n = out * inp;
+    let staged = e.alloc(
+        name("weight.staged"),
+        Shape::new(&[out, inp]),
+        half,
+        Category::Other,
+    );
+    let keep = |e: &mut Engine, what, dims: &[u64], dtype| {
+        e.alloc(name(what), Shape::new(dims), dtype, Category::Parameters);
+    };
+    let data;
+    if kind.is_4bit() {
+        let blocks = n.div_ceil(BLOCK_4BIT);
+        // quantize_4bit: absmax (fp32), then the packed output.
+        let absmax = e.alloc(
+            name("weight.absmax_fp32"),
+            Shape::new(&[blocks]),
+            DType::F32,
+            if nested {
+                Category::Other
+            } else {
+                Category::Parameters
+            },
+        );
+        data = e.add_param_as(name("weight"), &[n.div_ceil(2), 1], false, DType::U8, false);
+        keep(e, "weight.code", &[16], DType::F32);
+        if nested {
+            // offset = absmax.mean(); absmax -= offset; quantize_blockwise(absmax, 256).
+            keep(e, "weight.offset", &[], DType::F32);
+            keep(e, "weight.absmax", &[blocks], DType::U8);
+            keep(
+                e,
+                "weight.absmax2",
+                &[blocks.div_ceil(BLOCK_NESTED)],
+                DType::F32,
+            );
+            e.release(absmax);
+        }
+    } else {
+        data = e.add_param_as(name("weight"), &[out, inp], false, DType::I8, false);
+        keep(e, "weight.SCB", &[out], DType::F32);
+    }
+    e.release(staged);
+    QuantWeight {
+        kind,
+        out,
+        inp,
+        data,
+        nested,
+    }
+}
+
+/// What a quantized Linear's backward needs: the storage is a parameter (always alive).
+#[derive(Debug, Clone, Copy)]
+pub struct QuantSaved {
+    pub q: QuantWeight,
+    pub m: u64,
+    /// The compute dtype the gradient arrives in.
+    pub dtype: DType,
+    /// int8: the input the Function keeps.
+    pub x: Option<T>,
+    pub name: Name,
+}
+
+/// The weight dequantized to `dtype` for one matmul (and, for double quantization, the fp32
+/// absmax it needs first): allocated, then the absmax goes when dequantize returns. The
+/// caller frees the weight after the matmul.
+fn dequantize(e: &mut Engine, q: &QuantWeight, dtype: DType, name: Name) -> T {
+    let absmax = (q.kind.is_4bit() && q.nested).then(|| {
+        e.alloc(
+            Name {
+                what: "absmax_dequant",
+                ..name
+            },
+            Shape::new(&[(q.out * q.inp).div_ceil(BLOCK_4BIT)]),
+            DType::F32,
+            Category::Activations,
+        )
+    });
+    let w = e.alloc(
+        Name {
+            what: "weight_dequant",
+            ..name
+        },
+        Shape::new(&[q.out, q.inp]),
+        dtype,
+        Category::AutocastCopies,
+    );
+    if let Some(a) = absmax {
+        e.release(a);
+    }
+    w
+}
+
+/// `bnb.matmul_4bit(x, W.t(), bias)` / `bnb.matmul(x, W, state=...)` for x of compute dtype
+/// `dtype` viewed as (M, in): the output (…, out) in `dtype`. A bias is added inside the
+/// matmul (addmm): no tensor of its own.
+pub fn quant_matmul(
+    e: &mut Engine,
+    x: V,
+    q: QuantWeight,
+    (layer, module): (Option<u32>, &'static str),
+) -> V {
+    let dtype = e.dtype(x.t);
+    let xs = e.shape(x.t);
+    let m = xs.numel().unwrap_or(0) / q.inp.max(1);
+    let out_shape = match xs.dims() {
+        [b, t, k] if *k == q.inp => Shape::new(&[*b, *t, q.out]),
+        _ => Shape::new(&[m, q.out]),
+    };
+    let name = |what| Name::at(layer, module, what);
+    let out;
+    let mut saved_x = None;
+    if q.kind.is_4bit() {
+        let w = dequantize(e, &q, dtype, name("grad"));
+        out = e.alloc(name("out"), out_shape, dtype, Category::Activations);
+        e.matmul_workspace();
+        e.release(w);
+    } else {
+        // double_quant(A): int8 rows and their fp32 scales; igemmlt's int32 result; the
+        // dequantized output.
+        let ca = e.alloc(
+            name("input_int8"),
+            Shape::new(&[m, q.inp]),
+            DType::I8,
+            Category::Activations,
+        );
+        let sca = e.alloc(
+            name("input_scale"),
+            Shape::new(&[m]),
+            DType::F32,
+            Category::Activations,
+        );
+        let acc = e.alloc(
+            name("out_int32"),
+            Shape::new(&[m, q.out]),
+            DType::I32,
+            Category::Activations,
+        );
+        out = e.alloc(name("out"), out_shape, dtype, Category::Activations);
+        for t in [acc, sca, ca] {
+            e.release(t);
+        }
+        if x.edge != Edge::None {
+            saved_x = Some(save(e, x.t));
+        }
+    }
+    let edge = e.push_node(
+        Op::QuantLinear(QuantSaved {
+            q,
+            m,
+            dtype,
+            x: saved_x,
+            name: name("grad"),
+        }),
+        [x.edge, Edge::None, Edge::None],
+    );
+    V { t: out, edge }
+}
+
+/// grad_A = grad_out @ dequantize(W): the weight dequantized again, the input's gradient.
+pub(super) fn backward(e: &mut Engine, g: T, s: QuantSaved) -> [Option<T>; 3] {
+    let w = dequantize(e, &s.q, s.dtype, s.name);
+    let gx = e.alloc(
+        Name {
+            what: "input.grad",
+            ..s.name
+        },
+        Shape::new(&[s.m, s.q.inp]),
+        s.dtype,
+        Category::Activations,
+    );
+    e.release(w);
+    e.release(g);
+    if let Some(x) = s.x {
+        e.release(x);
+    }
+    [Some(gx), None, None]
+}

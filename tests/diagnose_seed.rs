@@ -78,6 +78,7 @@ fn seed_context() -> MatchContext {
             predicted_peak_bytes: Some(gib(9.1)),
             fits: Some(true),
         }],
+        explanation: None,
     }
 }
 

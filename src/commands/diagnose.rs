@@ -5,6 +5,7 @@ use super::print_json;
 use crate::budget::{catalogue, find, Budget, BudgetSource, GpuProfile};
 use crate::cli::DiagnoseArgs;
 use crate::config;
+use crate::diagnose::types::{Format, Phase as DiagPhase};
 use crate::diagnose::{analyze, parse, render::render_text, Candidate, Fix, MatchContext};
 use crate::error::{Error, Result};
 use crate::plan::suggest;
@@ -80,9 +81,16 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
         (None, Some(path)) => Some(config::ModelSource::HfConfig(path)),
         (None, None) => None,
     };
-    let cfg = config::load_with_model(args.config.as_deref(), model, &args.overrides)?.config;
-    let facts = parse(text).facts;
+    // Engine settings a vLLM log prints come first; the user's overrides win over them.
+    let mut overrides = crate::diagnose::vllm_fixes::log_settings(text);
+    overrides.extend(args.overrides.iter().cloned());
+    let cfg = config::load_with_model(args.config.as_deref(), model, &overrides)?.config;
+    let parsed = parse(text);
+    let facts = parsed.facts;
     let mut gpu = card(args, facts.total_capacity_bytes)?;
+    if parsed.format == Some(Format::Vllm) && parsed.phase == DiagPhase::KvCache {
+        return crate::diagnose::vllm_fixes::vllm_context(&cfg, &gpu);
+    }
     // The log states this process's memory outside PyTorch (context, kernels): use it rather
     // than a per-card default.
     if let Some(own) = facts.non_framework_in_process_bytes() {
@@ -124,6 +132,7 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
                     predicted_peak_bytes: Some(s.baseline.peak_device_bytes),
                     fits: Some(false),
                 }],
+                explanation: None,
             });
         }
         s.best
@@ -156,6 +165,7 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
         candidates: candidates(&sim.timeline),
         simulated_live_bytes_at_phase: live,
         fixes,
+        explanation: None,
     })
 }
 

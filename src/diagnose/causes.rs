@@ -17,6 +17,8 @@ pub struct Evidence<'a> {
     pub live_twin: Option<&'a str>,
     pub simulated_live: Option<u64>,
     pub ctx_fixes: &'a [Fix],
+    /// The run's own arithmetic behind the failure, from the simulator (vLLM's budget).
+    pub explanation: Option<&'a str>,
 }
 
 fn pct(part: u64, whole: u64) -> f64 {
@@ -280,10 +282,19 @@ pub fn rank(e: &Evidence<'_>) -> Vec<Cause> {
         push(
             80,
             CauseKind::ModelTooLarge,
-            "vLLM had no memory left for KV-cache blocks once \
-             the weights and its profiling run took their share of gpu_memory_utilization × \
-             the card: the model at this max_model_len does not fit that budget"
-                .into(),
+            e.explanation.map_or_else(
+                || {
+                    "vLLM had no memory left for KV-cache blocks once the weights and its \
+                     profiling run took their share of gpu_memory_utilization × the card: the \
+                     model at this max_model_len does not fit that budget. \
+                     gpu_memory_utilization is vLLM's whole share of the card (weights, \
+                     activations and cache), not the cache's: lowering it to share the GPU \
+                     leaves the cache less, which is why the message asks to increase it \
+                     (give --model/--config and --gpu for the numbers)"
+                        .to_string()
+                },
+                str::to_string,
+            ),
         );
     } else if e.phase == Phase::ModelLoad {
         let held = match (alloc, total) {

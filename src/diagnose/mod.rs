@@ -19,6 +19,7 @@ pub mod phase;
 pub mod render;
 pub mod size;
 pub mod types;
+pub mod vllm_fixes;
 
 pub use culprit::{gpt_hypotheses, match_request, match_request_with, Candidate, Match, Request};
 pub use render::render_text;
@@ -34,6 +35,8 @@ pub struct MatchContext {
     pub candidates: Vec<Candidate>,
     pub simulated_live_bytes_at_phase: Option<u64>,
     pub fixes: Vec<Fix>,
+    /// The run's own arithmetic behind the failure (vLLM's KV-cache budget), when known.
+    pub explanation: Option<String>,
 }
 
 /// The diagnosis; serialises to issue 4's `--json` names. `hypotheses`, `other_reports` and
@@ -132,6 +135,7 @@ pub fn analyze(text: &str, ctx: Option<&MatchContext>) -> Diagnosis {
         live_twin: live_twin.as_deref(),
         simulated_live: ctx.and_then(|c| c.simulated_live_bytes_at_phase),
         ctx_fixes,
+        explanation: ctx.and_then(|c| c.explanation.as_deref()),
     };
     let mut causes = causes::rank(&ev);
     if causes.is_empty() {

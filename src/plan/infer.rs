@@ -47,6 +47,8 @@ pub struct InferenceSuggestion {
 
 struct Ctx<'a> {
     budget: &'a Budget,
+    /// `--model NAME` when the model came from a preset, for the printed commands.
+    model: String,
 }
 
 impl Ctx<'_> {
@@ -60,7 +62,7 @@ impl Ctx<'_> {
 
     fn fit(&self, cfg: &TrainConfig) -> Result<Option<Fit>> {
         let peak = self.device_peak(cfg)?;
-        Ok((peak <= self.budget.usable_bytes).then(|| fit(cfg, peak)))
+        Ok((peak <= self.budget.usable_bytes).then(|| fit(cfg, peak, &self.model)))
     }
 
     /// The largest n in 1..=MAX_SEARCH with `make(n)` fitting, by doubling then bisection.
@@ -96,13 +98,13 @@ impl Ctx<'_> {
     }
 }
 
-fn fit(cfg: &TrainConfig, peak: u64) -> Fit {
+fn fit(cfg: &TrainConfig, peak: u64, model: &str) -> Fit {
     Fit {
         batch_size: cfg.batch_size,
         block_size: cfg.block_size,
         peak_device_bytes: peak,
         command: format!(
-            "vramplan check --mode inference --batch_size={} --block_size={}",
+            "vramplan check{model} --mode inference --batch_size={} --block_size={}",
             cfg.batch_size, cfg.block_size
         ),
     }
@@ -124,7 +126,10 @@ pub fn suggest_inference(
 ) -> Result<InferenceSuggestion> {
     let mut base = base.clone();
     base.mode = Mode::Inference;
-    let ctx = Ctx { budget };
+    let ctx = Ctx {
+        budget,
+        model: model.map_or(String::new(), |m| format!(" --model {m}")),
+    };
     let base_peak = ctx.device_peak(&base)?;
     let largest_batch = ctx.largest(&|b| {
         let mut c = base.clone();
@@ -173,7 +178,7 @@ pub fn suggest_inference(
         },
         margin_bytes: budget.margin_bytes,
         baseline_fits: base_peak <= budget.usable_bytes,
-        baseline: fit(&base, base_peak),
+        baseline: fit(&base, base_peak, &ctx.model),
         largest_batch,
         largest_context_batch1,
         largest_context,

@@ -1,0 +1,124 @@
+//! vLLM's "No available memory for the cache blocks" with the model known: vLLM's start-up
+//! arithmetic (`plan::vllm`, its profile run simulated by the Engine) on the log's card, and the
+//! flags that would start: the utilization that holds a full context, a shorter
+//! `--max-model-len`, or quantized weights.
+
+use super::{Fix, MatchContext};
+use crate::budget::GpuProfile;
+use crate::config::{Mode, ModelType, Quantization, TrainConfig};
+use crate::error::Result;
+use crate::plan::vllm::{vllm_budget, VllmBudget};
+use crate::units::{human, human_signed};
+use regex::Regex;
+
+/// Engine settings the log prints (`gpu_memory_utilization=0.4`, `max_seq_len=4096`,
+/// `max_model_len=4096`) as overrides, to be applied before the user's own.
+pub fn log_settings(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let pick = |re: &str| {
+        Regex::new(re)
+            .ok()
+            .and_then(|r| r.captures_iter(text).last())
+            .and_then(|c| c.get(1).map(|m| m.as_str().to_string()))
+    };
+    if let Some(u) = pick(r"gpu_memory_utilization\s*=\s*([0-9]*\.?[0-9]+)") {
+        out.push(format!("--gpu_memory_utilization={u}"));
+    }
+    if let Some(n) = pick(r"max_(?:seq|model)_len\s*=\s*([0-9]+)") {
+        out.push(format!("--block_size={n}"));
+    }
+    out
+}
+
+/// The diagnosis context of a vLLM KV-cache failure for `cfg` on `gpu`.
+pub fn vllm_context(cfg: &TrainConfig, gpu: &GpuProfile) -> Result<MatchContext> {
+    let mut cfg = cfg.clone();
+    cfg.mode = Mode::Inference;
+    let (total, outside) = (gpu.total_bytes, gpu.context_bytes);
+    let v = vllm_budget(&cfg, Some(gpu), total, outside)?;
+    let mut explanation = format!(
+        "vLLM's budget is gpu_memory_utilization × the card = {:.2} × {} = {}; the weights take {} and its profile run peaks at {} (weights included; {} tokens in {} sequences, simulated), plus {} outside PyTorch (CUDA context): {} is left for the KV cache, {} blocks of 16 tokens ({} each) for --max-model-len {}. gpu_memory_utilization is vLLM's whole share of the card, not the cache's: lowering it to share the GPU leaves the cache less, which is why the message asks to increase it",
+        v.gpu_memory_utilization,
+        human(total),
+        human(v.budget_bytes),
+        human(v.weights_bytes),
+        human(v.profile_peak_bytes),
+        v.profile_tokens,
+        v.profile_seqs,
+        human(outside),
+        human_signed(v.kv_cache_bytes),
+        v.num_gpu_blocks,
+        human(v.block_bytes),
+        v.max_model_len,
+    );
+    if v.num_gpu_blocks > 0 {
+        explanation.push_str(&format!(
+            "; the simulation does leave {} blocks at this budget, so something outside this model took the rest: other processes on the card, a larger profile run (max_num_seqs, max_num_batched_tokens) or a different card than assumed",
+            v.num_gpu_blocks
+        ));
+    }
+    Ok(MatchContext {
+        candidates: Vec::new(),
+        simulated_live_bytes_at_phase: None,
+        fixes: fixes(&cfg, gpu, &v)?,
+        explanation: Some(explanation),
+    })
+}
+
+fn fixes(cfg: &TrainConfig, gpu: &GpuProfile, v: &VllmBudget) -> Result<Vec<Fix>> {
+    let mut out = Vec::new();
+    let len = v.max_model_len;
+    let budget_at = |u: f64| (v.total_bytes as f64 * u) as u64;
+    if let Some(u) = v.utilization_for(len) {
+        out.push(Fix {
+            change: format!(
+                "raise --gpu-memory-utilization to {u:.2} (if nothing else uses the card): the KV cache then holds one full {len}-token sequence"
+            ),
+            command: Some(VllmBudget::command("MODEL", u, len)),
+            predicted_peak_bytes: Some(budget_at(u)),
+            fits: Some(true),
+        });
+    }
+    if v.max_tokens > 0 && v.max_tokens < len {
+        out.push(Fix {
+            change: format!(
+                "keep --gpu-memory-utilization {:.2} and shorten --max-model-len to {} (what its {} blocks hold)",
+                v.gpu_memory_utilization, v.max_tokens, v.num_gpu_blocks
+            ),
+            command: Some(VllmBudget::command(
+                "MODEL",
+                v.gpu_memory_utilization,
+                v.max_tokens,
+            )),
+            predicted_peak_bytes: Some(v.budget_bytes),
+            fits: Some(true),
+        });
+    }
+    if cfg.model_type != ModelType::Gpt2 && cfg.quantization == Quantization::None {
+        for q in [Quantization::Int8, Quantization::Nf4] {
+            let mut c = cfg.clone();
+            c.quantization = q;
+            let qv = vllm_budget(&c, Some(gpu), v.total_bytes, v.non_torch_bytes)?;
+            if qv.max_tokens >= len {
+                out.push(Fix {
+                    change: format!(
+                        "serve a quantized model (bitsandbytes {}): weights {} instead of {}, {} blocks at --gpu-memory-utilization {:.2}",
+                        q.as_str(),
+                        human(qv.weights_bytes),
+                        human(v.weights_bytes),
+                        qv.num_gpu_blocks,
+                        v.gpu_memory_utilization
+                    ),
+                    command: Some(format!(
+                        "vllm serve MODEL --quantization bitsandbytes --gpu-memory-utilization {:.2} --max-model-len {len}",
+                        v.gpu_memory_utilization
+                    )),
+                    predicted_peak_bytes: Some(v.budget_bytes),
+                    fits: Some(true),
+                });
+                break;
+            }
+        }
+    }
+    Ok(out)
+}

@@ -251,3 +251,34 @@ fn vllm_blocks_by_hand() {
     assert!(at(u) >= 32);
     assert!(at(u - 0.01) < 32);
 }
+
+#[test]
+fn every_architecture_keeps_its_kv_heads_and_weights_in_bf16() {
+    // (preset, kv heads after the overrides): Gemma 2B is multi-query (1 kv head).
+    for (preset, extra, kv_heads) in [
+        ("llama-3.2-1b", vec![], NKV),
+        ("mistral-7b", vec![], NKV),
+        ("qwen2.5-0.5b", vec![], NKV),
+        ("gemma-2b", vec!["--n_kv_head=1", "--head_dim=16"], 1),
+        ("pythia-1b", vec!["--n_kv_head=None"], NH),
+        ("gpt2", vec![], NH),
+    ] {
+        let c = cfg(preset, &extra);
+        let tl = run(&c);
+        // 2 (k, v) × layers × kv heads × head dim 16 × 32 tokens × 2 sequences × 2 bytes.
+        assert_eq!(
+            bytes(&tl, |t| t.category == Category::KvCache),
+            2 * L * kv_heads * HD * T * B * 2,
+            "{preset}"
+        );
+        // The weights: the parameter count (model::n_params counts shapes, not the simulator)
+        // at 2 bytes each; GPT-NeoX and Llama keep a rotary inv_freq buffer outside them.
+        assert_eq!(
+            bytes(&tl, |t| t.category == Category::Parameters),
+            2 * vramplan::model::n_params(&c),
+            "{preset}"
+        );
+        let logits = named(&tl, "lm_head.logits");
+        assert!(logits.iter().all(|t| t.bytes == B * V * 2), "{preset}");
+    }
+}

@@ -282,3 +282,28 @@ fn every_architecture_keeps_its_kv_heads_and_weights_in_bf16() {
         assert!(logits.iter().all(|t| t.bytes == B * V * 2), "{preset}");
     }
 }
+
+#[test]
+fn cuda_graph_pool_is_the_largest_captured_decode_forward() {
+    // vLLM V0 captures decode batches up to 256 (max_num_seqs 256): the pool holds that
+    // forward's peak, here the lm_head's logits (256, 1, 50000) bf16 = 25,600,000 bytes with the
+    // final norm's output (256, 1, 64) bf16 = 32,768 bytes alive beside them.
+    let c = cfg(
+        "llama-3.2-1b",
+        &["--vocab_size=50000", "--cuda_graphs=True"],
+    );
+    assert_eq!(c.graph_capture_batch(), 256);
+    let tl = run(&c);
+    let pool = named(&tl, "cuda_graphs.pool");
+    assert_eq!(pool.len(), 1);
+    assert_eq!(pool[0].bytes, 256 * 50_000 * 2 + 256 * 64 * 2);
+    assert_eq!(pool[0].phase, Phase::Init);
+    // Capture sizes 1, 2, 4, 8, 16, ...: 5 sequences capture the graph of 8, 3 that of 4.
+    let mut c = c;
+    c.max_num_seqs = 5;
+    assert_eq!(c.graph_capture_batch(), 8);
+    c.max_num_seqs = 3;
+    assert_eq!(c.graph_capture_batch(), 4);
+    c.max_num_seqs = 1000;
+    assert_eq!(c.graph_capture_batch(), 256);
+}

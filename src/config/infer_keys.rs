@@ -86,6 +86,7 @@ pub(crate) const NAMES: &[&str] = &[
     "gpu_memory_utilization",
     "max_num_batched_tokens",
     "max_num_seqs",
+    "cuda_graphs",
 ];
 
 /// The current value of one of these keys.
@@ -101,6 +102,7 @@ pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
         "gpu_memory_utilization" => Value::Float(cfg.gpu_memory_utilization),
         "max_num_batched_tokens" => opt(cfg.max_num_batched_tokens),
         "max_num_seqs" => Value::Int(cfg.max_num_seqs.into()),
+        "cuda_graphs" => Value::Bool(cfg.cuda_graphs),
         _ => return None,
     })
 }
@@ -160,6 +162,10 @@ pub(crate) fn set(
                         .to_string(),
                 ),
             }
+        }
+        ("cuda_graphs", Value::Bool(b)) => {
+            cfg.cuda_graphs = *b;
+            Ok(())
         }
         ("logits_all", Value::Bool(b)) => {
             cfg.logits_all = *b;
@@ -253,6 +259,16 @@ impl TrainConfig {
     /// Tokens of the prefill: `prompt_len`, or a full context.
     pub fn prompt_tokens(&self) -> u64 {
         self.prompt_len.unwrap_or(self.block_size)
+    }
+
+    /// The largest decode batch vLLM V0 captures a CUDA graph for: its capture sizes are
+    /// 1, 2, 4 and multiples of 8 up to 256 (`_BATCH_SIZES_TO_CAPTURE`), those up to
+    /// `max_num_seqs` rounded up to that list.
+    pub fn graph_capture_batch(&self) -> u64 {
+        match self.max_num_seqs {
+            0..=4 => self.max_num_seqs.max(1).next_power_of_two(),
+            n => n.div_ceil(8).saturating_mul(8).min(256),
+        }
     }
 
     /// vLLM V0's default `max_num_batched_tokens` without chunked prefill:

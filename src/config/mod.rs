@@ -334,6 +334,9 @@ pub struct TrainConfig {
     /// vLLM's --max-num-seqs.
     #[serde(default = "infer_keys::default_max_num_seqs")]
     pub max_num_seqs: u64,
+    /// Decode CUDA graphs captured (vLLM without --enforce-eager): their memory pool.
+    #[serde(default = "infer_keys::no")]
+    pub cuda_graphs: bool,
     // --- bitsandbytes quantization of the base Linear weights (QLoRA, 4/8-bit inference) ---
     /// 'none', 'nf4' or 'fp4' (Linear4bit), 'int8' (Linear8bitLt) [BitsAndBytesConfig].
     #[serde(default)]
@@ -391,6 +394,7 @@ impl Default for TrainConfig {
             gpu_memory_utilization: infer_keys::default_utilization(),
             max_num_batched_tokens: None,
             max_num_seqs: infer_keys::default_max_num_seqs(),
+            cuda_graphs: false,
             quantization: Quantization::None,
             double_quant: true,
         }

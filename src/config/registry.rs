@@ -157,6 +157,7 @@ pub const KEYS: &[KeySpec] = &[
     field("gpu_memory_utilization", Ty::Float, false, "inference: vLLM's --gpu-memory-utilization, the fraction of the card vLLM may use"),
     field("max_num_batched_tokens", Ty::OptInt, false, "inference: vLLM's profile forward size; None = max(block_size, 2048) (vLLM V0's default)"),
     field("max_num_seqs", Ty::Int, false, "inference: vLLM's --max-num-seqs (sequences in the profile run)"),
+    field("cuda_graphs", Ty::Bool, false, "inference: keep the private memory pool of vLLM's decode CUDA graphs (False = --enforce-eager, HF generate())"),
     field("quantization", Ty::Str, false, "bitsandbytes base Linear weights: 'none', 'nf4' or 'fp4' (4-bit, QLoRA), 'int8' (LLM.int8)"),
     field("double_quant", Ty::Bool, false, "4-bit: quantize the absmax constants again to 8 bits (bnb_4bit_use_double_quant)"),
 ];

@@ -60,6 +60,17 @@ pub fn simulate_inference(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
     ));
     e.grad_mode = false;
     e.training = false;
+    if cfg.cuda_graphs {
+        // vLLM captures its decode graphs after allocating the cache; the pool stays.
+        let pool = graph_pool_bytes(cfg, rt)?;
+        e.alloc_bytes(
+            Name::top("cuda_graphs", "pool"),
+            Shape::new(&[pool]),
+            DType::U8,
+            pool,
+            Category::Workspace,
+        );
+    }
 
     e.phase = Phase::Prefill;
     let prompt = cfg.prompt_tokens();
@@ -74,6 +85,45 @@ pub fn simulate_inference(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
     let last = step(&mut e, &model, b, 1, false);
     e.release(last);
     Ok(e.tl)
+}
+
+/// The private memory pool of vLLM's decode CUDA graphs (modelled). V0 captures the largest
+/// batch first and every smaller graph shares its pool ("reverse order to share the memory
+/// pool", `capture_model`), so the pool is what the largest captured decode forward allocates:
+/// simulated here as one decode step of `graph_capture_batch()` sequences (one token each, a
+/// full cache), counting the activations and logits alive at its peak. A lower bound: the
+/// pool's own segment rounding and each graph's kernel state are not modelled.
+pub fn graph_pool_bytes(cfg: &TrainConfig, rt: Runtime) -> Result<u64> {
+    let mut e = Engine::new(rt);
+    let model = Model::build(&mut e, cfg);
+    e.kv = Some(ops::KvCache {
+        layers: Vec::new(),
+        past: cfg.block_size.saturating_sub(1),
+    });
+    e.phase = Phase::Decode;
+    let b = cfg.graph_capture_batch();
+    let idx = e.alloc(
+        Name::top("batch", "input_ids"),
+        Shape::new(&[b, 1]),
+        DType::I64,
+        Category::Other,
+    );
+    let logits = model.logits(&mut e, idx, false);
+    e.drop_value(logits);
+    e.release(idx);
+    let profile = super::replay(&e.tl, false);
+    Ok(
+        super::replay::live_blocks_at(&e.tl, &profile, profile.peak_event)
+            .into_iter()
+            .filter(|&(t, _)| {
+                matches!(
+                    e.tl.tensors[t as usize].category,
+                    Category::Activations | Category::Logits
+                )
+            })
+            .map(|(_, block)| block)
+            .sum(),
+    )
 }
 
 /// One forward of `b` sequences of `t` new tokens, then greedy sampling of the next token:

@@ -81,11 +81,15 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
         (None, Some(path)) => Some(config::ModelSource::HfConfig(path)),
         (None, None) => None,
     };
+    let parsed = parse(text);
     // Engine settings a vLLM log prints come first; the user's overrides win over them.
-    let mut overrides = crate::diagnose::vllm_fixes::log_settings(text);
+    let mut overrides = if parsed.format == Some(Format::Vllm) {
+        crate::diagnose::vllm_fixes::log_settings(text)
+    } else {
+        Vec::new()
+    };
     overrides.extend(args.overrides.iter().cloned());
     let cfg = config::load_with_model(args.config.as_deref(), model, &overrides)?.config;
-    let parsed = parse(text);
     let facts = parsed.facts;
     let mut gpu = card(args, facts.total_capacity_bytes)?;
     if parsed.format == Some(Format::Vllm) && parsed.phase == DiagPhase::KvCache {
@@ -97,7 +101,7 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
         gpu.context_bytes = own;
     }
     let sim = run_sim(&cfg, Some(&gpu))?;
-    let phase = parse(text).phase;
+    let phase = parsed.phase;
     let live = sim_phase(phase.as_str()).map(|p| sim.profile.phase(p).peak_allocated);
     // What the run can have: the card less what other processes hold now, less the margin.
     let outside = facts.outside_process_bytes().unwrap_or(0);

@@ -122,3 +122,18 @@ fn fixes(cfg: &TrainConfig, gpu: &GpuProfile, v: &VllmBudget) -> Result<Vec<Fix>
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_the_engine_line_prints() {
+        let line = "Initializing an LLM engine with config: model='m', dtype=torch.bfloat16, max_seq_len=4096, gpu_memory_utilization=0.4, seed=0)";
+        assert_eq!(
+            log_settings(line),
+            ["--gpu_memory_utilization=0.4", "--block_size=4096"]
+        );
+        assert!(log_settings("ValueError: No available memory for the cache blocks.").is_empty());
+    }
+}

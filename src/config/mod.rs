@@ -11,6 +11,7 @@ use std::path::Path;
 mod apply;
 pub mod hf_json;
 pub mod infer_keys;
+mod kinds;
 pub mod lora;
 pub mod model_keys;
 pub mod models;
@@ -25,6 +26,7 @@ pub mod validate;
 mod value;
 
 pub use infer_keys::{KvCacheDtype, Mode};
+pub use kinds::{LossKind, OptimizerKind, Parallelism, Precision};
 pub use lora::Quantization;
 pub use model_keys::ModelType;
 pub use models::{load_with_model, ModelSource};
@@ -144,102 +146,6 @@ pub fn format_of(name: &str, text: &str) -> crate::error::Result<Format> {
     Err(crate::error::Error::new(format!(
         "{name}: cannot tell the config format: expected a nanoGPT python config (.py) or a flat TOML file (.toml)"
     )))
-}
-
-/// Training precision, as nanoGPT's `dtype` string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    #[serde(rename = "float32")]
-    Float32,
-    #[serde(rename = "bfloat16")]
-    BFloat16,
-    #[serde(rename = "float16")]
-    Float16,
-}
-
-impl Precision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::Float32 => "float32",
-            Precision::BFloat16 => "bfloat16",
-            Precision::Float16 => "float16",
-        }
-    }
-}
-
-/// Optimizer implementation (memory of its state differs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    /// torch.optim.AdamW(fused=True), nanoGPT's choice on CUDA: fp32 exp_avg + exp_avg_sq.
-    #[serde(rename = "adamw")]
-    AdamW,
-    /// bitsandbytes AdamW8bit: 1 byte per state element plus block-wise quantisation constants.
-    #[serde(rename = "adamw8bit")]
-    AdamW8bit,
-    /// Plain SGD with momentum: one fp32 buffer per parameter.
-    #[serde(rename = "sgd")]
-    Sgd,
-}
-
-impl OptimizerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OptimizerKind::AdamW => "adamw",
-            OptimizerKind::AdamW8bit => "adamw8bit",
-            OptimizerKind::Sgd => "sgd",
-        }
-    }
-}
-
-/// How the cross-entropy over the vocabulary is computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LossKind {
-    /// `F.cross_entropy(logits.view(-1, V), targets)`, nanoGPT's model.py.
-    #[serde(rename = "standard")]
-    Standard,
-    /// Cross-entropy over chunks of rows, each chunk's logits recomputed in backward.
-    #[serde(rename = "chunked")]
-    Chunked,
-}
-
-impl LossKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LossKind::Standard => "standard",
-            LossKind::Chunked => "chunked",
-        }
-    }
-}
-
-/// Multi-GPU strategy (per-rank memory differs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Parallelism {
-    #[serde(rename = "ddp")]
-    Ddp,
-    #[serde(rename = "fsdp")]
-    Fsdp,
-    #[serde(rename = "zero1")]
-    Zero1,
-    #[serde(rename = "zero2")]
-    Zero2,
-    #[serde(rename = "zero3")]
-    Zero3,
-}
-
-impl Parallelism {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Parallelism::Ddp => "ddp",
-            Parallelism::Fsdp => "fsdp",
-            Parallelism::Zero1 => "zero1",
-            Parallelism::Zero2 => "zero2",
-            Parallelism::Zero3 => "zero3",
-        }
-    }
 }
 
 /// One training run, fully resolved. Field names are nanoGPT's.

@@ -57,6 +57,7 @@ const CATEGORIES: &[(Category, &str)] = &[
     (Category::AutocastCopies, "autocast's cache of half-precision weight copies, kept until the forward's autocast region ends."),
     (Category::Workspace, "cuBLAS/cuBLASLt workspaces (one set per thread that runs matmuls) and attention scratch."),
     (Category::Other, "input batches (int64), positions, and scalars such as norms and the loss."),
+    (Category::KvCache, "inference: every layer's keys and values for batch_size sequences of block_size tokens (2 × layers × kv_heads × head_dim × tokens × batch × bytes), allocated once before the first forward and written in place by each forward."),
 ];
 
 fn describe(name: &str, dtype: &str) -> String {

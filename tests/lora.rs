@@ -2,13 +2,14 @@
 //! adapters with both, and what a layer keeps for backward once its frozen matmuls keep no
 //! inputs.
 
+mod common;
+
+use common::{after_forward, bytes, preset};
 use vramplan::config::{load_with_model, ModelSource, TrainConfig};
-use vramplan::model::{base_params, lora_params, Model};
-use vramplan::sim::dtype::DType;
-use vramplan::sim::engine::Engine;
-use vramplan::sim::runtime::{Runtime, RuntimeKind};
-use vramplan::sim::timeline::{Category, EventKind, Name, Shape};
-use vramplan::sim::{simulate, Timeline};
+use vramplan::model::{base_params, lora_params};
+use vramplan::sim::runtime::Runtime;
+use vramplan::sim::simulate;
+use vramplan::sim::timeline::Category;
 
 const B: u64 = 2;
 const T: u64 = 32;
@@ -20,7 +21,7 @@ const I: u64 = 160;
 const R: u64 = 8;
 
 fn cfg(extra: &[&str]) -> TrainConfig {
-    let mut o: Vec<String> = [
+    let mut o = vec![
         "--batch_size=2",
         "--block_size=32",
         "--vocab_size=100",
@@ -30,18 +31,9 @@ fn cfg(extra: &[&str]) -> TrainConfig {
         "--intermediate_size=160",
         "--lora_rank=8",
         "--compile=False",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    o.extend(extra.iter().map(|s| s.to_string()));
-    load_with_model(None, Some(ModelSource::Preset("llama-3.2-1b")), &o)
-        .unwrap()
-        .config
-}
-
-fn bytes(tl: &Timeline, f: impl Fn(&vramplan::sim::timeline::TensorRecord) -> bool) -> u64 {
-    tl.tensors.iter().filter(|t| f(t)).map(|t| t.bytes).sum()
+    ];
+    o.extend_from_slice(extra);
+    preset("llama-3.2-1b", &o)
 }
 
 #[test]
@@ -77,42 +69,6 @@ fn base_frozen_in_bf16_adapters_fp32_with_grads_and_adamw_state() {
     let c = cfg(&["--n_layer=2", "--activation_checkpointing=True"]);
     let tl = simulate(&c, Runtime::pytorch(&c, None)).unwrap();
     assert_eq!(bytes(&tl, |t| t.category == Category::Optimizer), adamw);
-}
-
-/// Bytes alive after one training forward: (autocast copies, other non-parameters).
-fn after_forward(c: &TrainConfig) -> (u64, u64) {
-    let mut e = Engine::new(Runtime {
-        kind: RuntimeKind::PytorchEager,
-        autocast: Some(DType::BF16),
-        cublas_workspace_bytes: 0,
-        cublaslt_workspace_bytes: 0,
-        expandable_segments: false,
-    });
-    let model = Model::build(&mut e, c);
-    let s = Shape::new(&[B, T]);
-    let x = e.alloc(Name::top("batch", "X"), s, DType::I64, Category::Other);
-    let y = e.alloc(Name::top("batch", "Y"), s, DType::I64, Category::Other);
-    e.grad_mode = true;
-    e.training = true;
-    e.enter_autocast(Some(DType::BF16));
-    let _ = model.forward(&mut e, x, y);
-    e.exit_autocast();
-    let mut alive = vec![false; e.tl.tensors.len()];
-    for ev in &e.tl.events {
-        alive[ev.tensor as usize] = ev.kind == EventKind::Alloc;
-    }
-    let sum = |f: &dyn Fn(Category) -> bool| -> u64 {
-        e.tl.tensors
-            .iter()
-            .zip(&alive)
-            .filter(|(t, a)| **a && f(t.category))
-            .map(|(t, _)| t.bytes)
-            .sum()
-    };
-    (
-        sum(&|c| c == Category::AutocastCopies),
-        sum(&|c| !matches!(c, Category::Parameters | Category::AutocastCopies)),
-    )
 }
 
 #[test]

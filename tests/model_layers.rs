@@ -2,62 +2,19 @@
 //! keeps from its forward for the backward (the difference between a 2-layer and a 1-layer
 //! model after `loss = model(X, Y)`), under bf16 autocast with fp32 master weights.
 
-use vramplan::config::{load_with_model, ModelSource, TrainConfig};
-use vramplan::model::Model;
-use vramplan::sim::dtype::DType;
-use vramplan::sim::engine::Engine;
-use vramplan::sim::runtime::{Runtime, RuntimeKind};
-use vramplan::sim::timeline::{Category, EventKind, Name, Shape};
+mod common;
+
+use common::{after_forward, preset};
+use vramplan::config::TrainConfig;
 
 const B: u64 = 2;
 const T: u64 = 32;
 
 fn cfg(model: &str, overrides: &[&str]) -> TrainConfig {
-    let mut o = vec![
-        format!("--batch_size={B}"),
-        format!("--block_size={T}"),
-        "--vocab_size=100".to_string(),
-    ];
-    o.extend(overrides.iter().map(|s| s.to_string()));
-    load_with_model(None, Some(ModelSource::Preset(model)), &o)
-        .unwrap()
-        .config
-}
-
-/// Live bytes by category after one training forward (autocast region left, loss kept).
-fn after_forward(c: &TrainConfig) -> (u64, u64) {
-    let mut e = Engine::new(Runtime {
-        kind: RuntimeKind::PytorchEager,
-        autocast: Some(DType::BF16),
-        cublas_workspace_bytes: 0,
-        cublaslt_workspace_bytes: 0,
-        expandable_segments: false,
-    });
-    let model = Model::build(&mut e, c);
-    let s = Shape::new(&[B, T]);
-    let x = e.alloc(Name::top("batch", "X"), s, DType::I64, Category::Other);
-    let y = e.alloc(Name::top("batch", "Y"), s, DType::I64, Category::Other);
-    e.grad_mode = true;
-    e.training = true;
-    e.enter_autocast(Some(DType::BF16));
-    let _ = model.forward(&mut e, x, y);
-    e.exit_autocast();
-    let mut alive = vec![false; e.tl.tensors.len()];
-    for ev in &e.tl.events {
-        alive[ev.tensor as usize] = ev.kind == EventKind::Alloc;
-    }
-    let sum = |f: &dyn Fn(Category) -> bool| -> u64 {
-        e.tl.tensors
-            .iter()
-            .zip(&alive)
-            .filter(|(t, a)| **a && f(t.category))
-            .map(|(t, _)| t.bytes)
-            .sum()
-    };
-    (
-        sum(&|c| c == Category::AutocastCopies),
-        sum(&|c| !matches!(c, Category::Parameters | Category::AutocastCopies)),
-    )
+    let (b, t) = (format!("--batch_size={B}"), format!("--block_size={T}"));
+    let mut o = vec![b.as_str(), t.as_str(), "--vocab_size=100"];
+    o.extend_from_slice(overrides);
+    preset(model, &o)
 }
 
 /// (weight casts, everything else) one layer adds.

@@ -3,10 +3,13 @@
 //! prepare_model_for_kbit_training, and the dequantized copy every quantized matmul makes in
 //! the forward and again in the backward.
 
+mod common;
+
+use common::{bytes, preset};
 use vramplan::config::{load_with_model, ModelSource, TrainConfig};
 use vramplan::model::{base_params, lora_params};
 use vramplan::sim::runtime::Runtime;
-use vramplan::sim::timeline::{Category, EventKind, Phase, TensorRecord};
+use vramplan::sim::timeline::{Category, EventKind, Phase};
 use vramplan::sim::{simulate, Timeline};
 
 const C: u64 = 64;
@@ -18,7 +21,7 @@ const V: u64 = 100;
 const L: u64 = 2;
 
 fn cfg(extra: &[&str]) -> TrainConfig {
-    let mut o: Vec<String> = [
+    let mut o = vec![
         "--batch_size=2",
         "--block_size=32",
         "--vocab_size=100",
@@ -30,18 +33,9 @@ fn cfg(extra: &[&str]) -> TrainConfig {
         "--lora_rank=8",
         "--compile=False",
         "--gradient_accumulation_steps=1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    o.extend(extra.iter().map(|s| s.to_string()));
-    load_with_model(None, Some(ModelSource::Preset("llama-3.2-1b")), &o)
-        .unwrap()
-        .config
-}
-
-fn bytes(tl: &Timeline, f: impl Fn(&TensorRecord) -> bool) -> u64 {
-    tl.tensors.iter().filter(|t| f(t)).map(|t| t.bytes).sum()
+    ];
+    o.extend_from_slice(extra);
+    preset("llama-3.2-1b", &o)
 }
 
 /// The seven Linear layers of a Llama layer, (out, in).

@@ -52,5 +52,34 @@ fn bench_suggest(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_check, bench_suggest);
+/// Llama-3.1-8B (32 layers, 128k vocabulary): QLoRA training and bf16 inference.
+fn bench_llama(c: &mut Criterion) {
+    let load = |o: &[&str]| {
+        let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+        vramplan::config::load_with_model(
+            None,
+            Some(vramplan::config::ModelSource::Preset("llama-3.1-8b")),
+            &o,
+        )
+        .unwrap()
+        .config
+    };
+    let qlora = load(&[
+        "--lora_rank=16",
+        "--quantization=nf4",
+        "--batch_size=1",
+        "--block_size=2048",
+        "--activation_checkpointing=True",
+        "--compile=False",
+    ]);
+    c.bench_function("check llama-3.1-8b qlora", |b| {
+        b.iter(|| check::build(black_box(&qlora), None, None).unwrap())
+    });
+    let serve = load(&["--mode=inference", "--batch_size=8", "--block_size=8192"]);
+    c.bench_function("check llama-3.1-8b inference", |b| {
+        b.iter(|| check::build(black_box(&serve), None, None).unwrap())
+    });
+}
+
+criterion_group!(benches, bench_check, bench_suggest, bench_llama);
 criterion_main!(benches);

@@ -73,6 +73,7 @@ pub struct Categories {
     pub autocast_copies: u64,
     pub workspace: u64,
     pub other: u64,
+    pub communication: u64,
 }
 
 impl Categories {
@@ -86,6 +87,7 @@ impl Categories {
             Category::AutocastCopies => &mut self.autocast_copies,
             Category::Workspace => &mut self.workspace,
             Category::Other => &mut self.other,
+            Category::Communication => &mut self.communication,
         };
         *slot += bytes;
     }
@@ -100,6 +102,7 @@ impl Categories {
             Category::AutocastCopies => self.autocast_copies,
             Category::Workspace => self.workspace,
             Category::Other => self.other,
+            Category::Communication => self.communication,
         }
     }
 
@@ -236,7 +239,11 @@ pub fn build(
         .timeline
         .tensors
         .iter()
-        .filter(|t| t.category == Category::Parameters && t.name.module != "attn.bias")
+        .filter(|t| {
+            t.category == Category::Parameters
+                && t.name.module != "attn.bias"
+                && !crate::sim::parallel::is_flat_buffer(&t.name)
+        })
         .map(|t| t.shape.numel().unwrap_or(0))
         .sum();
     Ok(CheckReport {

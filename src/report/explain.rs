@@ -51,6 +51,7 @@ const CATEGORIES: &[(Category, &str)] = &[
     (Category::AutocastCopies, "autocast's cache of half-precision weight copies, kept until the forward's autocast region ends."),
     (Category::Workspace, "cuBLAS/cuBLASLt workspaces (one set per thread that runs matmuls) and attention scratch."),
     (Category::Other, "input batches (int64), positions, and scalars such as norms and the loss."),
+    (Category::Communication, "multi-GPU buffers in PyTorch's allocator: DDP's flat gradient buckets (a second copy of every gradient), DeepSpeed's reduce bucket, FSDP/ZeRO-3's all-gathered parameters and unsharded gradients."),
 ];
 
 fn describe(name: &str, dtype: &str) -> String {
@@ -113,7 +114,7 @@ pub fn explain(what: &str, cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Resul
         return Err(Error::new(format!(
             "no tensor or category named `{what}` in this run{}",
             if close.is_empty() {
-                " (categories: parameters, gradients, optimizer, activations, logits, autocast_copies, workspace, other)".to_string()
+                " (categories: parameters, gradients, optimizer, activations, logits, autocast_copies, workspace, other, communication)".to_string()
             } else {
                 format!(
                     ": did you mean {}?",

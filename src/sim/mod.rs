@@ -13,6 +13,7 @@ pub mod candle;
 pub mod dtype;
 pub mod engine;
 pub mod ops;
+pub mod parallel;
 pub mod replay;
 pub mod runtime;
 pub mod timeline;

@@ -21,10 +21,13 @@ pub enum Category {
     Workspace,
     /// Input batches, scalars, norms.
     Other,
+    /// Multi-GPU buffers in PyTorch's allocator: DDP's gradient buckets, ZeRO's reduce
+    /// bucket, FSDP/ZeRO-3's all-gathered parameters and unsharded gradients.
+    Communication,
 }
 
 impl Category {
-    pub const ALL: [Category; 8] = [
+    pub const ALL: [Category; 9] = [
         Category::Parameters,
         Category::Gradients,
         Category::Optimizer,
@@ -33,6 +36,7 @@ impl Category {
         Category::AutocastCopies,
         Category::Workspace,
         Category::Other,
+        Category::Communication,
     ];
 
     pub fn key(self) -> &'static str {
@@ -45,6 +49,7 @@ impl Category {
             Category::AutocastCopies => "autocast_copies",
             Category::Workspace => "workspace",
             Category::Other => "other",
+            Category::Communication => "communication",
         }
     }
 
@@ -58,6 +63,7 @@ impl Category {
             Category::AutocastCopies => "autocast weight copies",
             Category::Workspace => "cuBLAS workspaces",
             Category::Other => "batches and scalars",
+            Category::Communication => "communication buffers",
         }
     }
 }

@@ -27,7 +27,7 @@ pub(super) const PLOT: Rect = Rect {
 };
 
 /// Layer 0 is the CUDA context, then the categories in `Category::ALL` order (bottom to top).
-pub(super) const LAYERS: usize = 9;
+pub(super) const LAYERS: usize = 10;
 const CONTEXT_LABEL: &str = "CUDA context";
 
 pub(super) fn layer_color(l: usize) -> &'static str {
@@ -41,6 +41,7 @@ pub(super) fn layer_color(l: usize) -> &'static str {
         "#76b7b2", // autocast copies
         "#9c755f", // workspace
         "#8c8c8c", // other
+        "#e15759", // communication buffers
     ][l]
 }
 

@@ -1,0 +1,318 @@
+//! One rank of a multi-GPU run, counted by hand on a tiny GPT-2, and ZeRO's model states
+//! against DeepSpeed's published formulas.
+//!
+//! The tiny model (bias=False, n_layer 2, n_embd 128, vocab 1000, block_size 256) has, in
+//! nanoGPT's module order and optimizer groups:
+//!   decay (2-D): wte 1000·128 = 128000, wpe 256·128 = 32768, per layer c_attn 384·128 = 49152,
+//!                attn.c_proj 128·128 = 16384, c_fc 512·128 = 65536, mlp.c_proj 128·512 = 65536
+//!                → 128000 + 32768 + 2·196608 = 553984
+//!   no decay:    ln_1, ln_2 per layer and ln_f, 128 each → 5·128 = 640
+//!   Ψ = 554624 parameters.
+
+use vramplan::config::{apply_overrides, TrainConfig};
+use vramplan::sim::parallel::{bucket_assignment, REDUCE_BUCKET_ELEMENTS};
+use vramplan::sim::{simulate, Category, DType, Phase, Runtime, Timeline};
+
+const DECAY: u64 = 553_984;
+const NO_DECAY: u64 = 640;
+const PSI: u64 = DECAY + NO_DECAY;
+
+fn cfg(overrides: &[&str]) -> TrainConfig {
+    let mut c = TrainConfig {
+        n_layer: 2,
+        n_head: 4,
+        n_embd: 128,
+        block_size: 256,
+        vocab_size: 1000,
+        batch_size: 4,
+        gradient_accumulation_steps: 8,
+        compile: false,
+        ..TrainConfig::default()
+    };
+    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    apply_overrides(&mut c, &o).unwrap();
+    c
+}
+
+fn run(c: &TrainConfig) -> Timeline {
+    simulate(c, Runtime::pytorch(c, None)).unwrap()
+}
+
+/// Ids of the tensors named `module.what`, in creation order.
+fn named(tl: &Timeline, module: &str, what: &str) -> Vec<usize> {
+    (0..tl.tensors.len())
+        .filter(|&i| tl.tensors[i].name.module == module && tl.tensors[i].name.what == what)
+        .collect()
+}
+
+fn bytes(tl: &Timeline, ids: &[usize]) -> Vec<u64> {
+    ids.iter().map(|&i| tl.tensors[i].bytes).collect()
+}
+
+/// The phase in which a tensor was freed, or None if it lives to the end.
+fn freed_in(tl: &Timeline, t: usize) -> Option<Phase> {
+    tl.events
+        .iter()
+        .rev()
+        .find(|e| e.tensor as usize == t && e.kind == vramplan::sim::timeline::EventKind::Free)
+        .map(|e| e.phase)
+}
+
+/// Live bytes of `cats` right before the first event of `phase`.
+fn live_before(tl: &Timeline, phase: Phase, cats: &[Category]) -> u64 {
+    let mut live = 0u64;
+    for e in &tl.events {
+        if e.phase == phase {
+            break;
+        }
+        let r = &tl.tensors[e.tensor as usize];
+        if cats.contains(&r.category) {
+            match e.kind {
+                vramplan::sim::timeline::EventKind::Alloc => live += r.bytes,
+                vramplan::sim::timeline::EventKind::Free => live -= r.bytes,
+            }
+        }
+    }
+    live
+}
+
+fn forward_passes(tl: &Timeline) -> usize {
+    named(tl, "lm_head", "logits")
+        .into_iter()
+        .filter(|&i| tl.tensors[i].phase == Phase::Forward)
+        .count()
+}
+
+#[test]
+fn nanogpt_gives_each_rank_its_share_of_the_accumulation() {
+    // Two optimizer steps are simulated, each with min(micro-steps, 2) forwards.
+    // ga 4 on one GPU: 4 // 1 = 4 micro-steps → 2 simulated per step → 4 forwards.
+    assert_eq!(forward_passes(&run(&cfg(&["--gradient_accumulation_steps=4"]))), 4);
+    // ga 4 over 4 ranks: 4 // 4 = 1 micro-step per rank → 1 per step → 2 forwards.
+    let c = cfg(&["--gradient_accumulation_steps=4", "--world_size=4"]);
+    assert_eq!(forward_passes(&run(&c)), 2);
+    // The tokens per optimizer step stay global: 4 × 256 × 4 either way.
+    assert_eq!(c.batch_size * c.block_size * c.gradient_accumulation_steps, 4096);
+}
+
+#[test]
+fn bucket_assignment_closes_a_bucket_once_it_reaches_its_limit() {
+    let mib = 1u64 << 20;
+    let f = DType::F32;
+    // 0.6 + 0.6 MiB reach the 1 MiB first limit; 30 MiB alone reaches 25 MiB; three 10 MiB
+    // tensors reach it on the third; the last 1 MiB is a leftover bucket.
+    let sizes = [
+        (6 * mib / 10, f),
+        (6 * mib / 10, f),
+        (30 * mib, f),
+        (10 * mib, f),
+        (10 * mib, f),
+        (10 * mib, f),
+        (mib, f),
+    ];
+    let b = bucket_assignment(&sizes, &[mib, 25 * mib]);
+    assert_eq!(b, vec![vec![0, 1], vec![2], vec![3, 4, 5], vec![6]]);
+    // Tensors of another dtype fill a bucket of their own.
+    let mixed = [(mib, f), (mib, DType::BF16), (mib, f)];
+    assert_eq!(
+        bucket_assignment(&mixed, &[2 * mib]),
+        vec![vec![0, 2], vec![1]]
+    );
+}
+
+#[test]
+fn ddp_allocates_every_gradient_bucket_at_construction() {
+    let single = run(&cfg(&[]));
+    let tl = run(&cfg(&["--world_size=4", "--parallelism=ddp"]));
+    assert!(named(&single, "ddp", "grad_bucket").is_empty());
+    // fp32 parameters in order (bytes): wte 512000, wpe 131072, layer0: ln_1 512,
+    // c_attn 196608, c_proj 65536, ln_2 512, c_fc 262144 — the running sum reaches the
+    // 1 MiB (1048576) first limit at c_fc: 512000 + 131072 + 512 + 196608 + 65536 + 512
+    // + 262144 = 1168384. The rest (layer0.mlp.c_proj 262144, layer1 787456, ln_f 512 =
+    // 1050112) stays under 25 MiB: a leftover bucket. The Reducer gets them reversed.
+    let buckets = named(&tl, "ddp", "grad_bucket");
+    assert_eq!(bytes(&tl, &buckets), vec![1_050_112, 1_168_384]);
+    assert_eq!(1_050_112 + 1_168_384, 4 * PSI, "a second copy of every fp32 gradient");
+    for &b in &buckets {
+        assert_eq!(tl.tensors[b].category, Category::Communication);
+        assert_eq!(tl.tensors[b].phase, Phase::Init);
+        assert_eq!(freed_in(&tl, b), None, "buckets live for the whole run");
+    }
+    // _sync_module_states: all 2218496 bytes fit one 250 MiB broadcast bucket, freed at init.
+    let flat = named(&tl, "ddp", "broadcast_flat");
+    assert_eq!(bytes(&tl, &flat), vec![4 * PSI]);
+    assert_eq!(freed_in(&tl, flat[0]), Some(Phase::Init));
+    // Everything else is the single-GPU run's: parameters, gradients and AdamW state whole.
+    let states = [Category::Parameters, Category::Gradients, Category::Optimizer];
+    assert_eq!(
+        live_before(&tl, Phase::EvalAfterStep, &states),
+        live_before(&single, Phase::EvalAfterStep, &states)
+    );
+}
+
+/// ZeRO's group layout for the tiny model over 4 ranks: alignment 2 × 4 = 8 elements;
+/// 553984 = 8 · 69248 and 640 = 8 · 80 need no padding. Rank 0's partitions: 553984 / 4 =
+/// 138496 and 640 / 4 = 160 elements.
+const P_DECAY: u64 = 138_496;
+const P_NO_DECAY: u64 = 160;
+
+fn zero_model_states(stage: u32) -> Timeline {
+    run(&cfg(&[
+        "--world_size=4",
+        &format!("--parallelism=zero{stage}"),
+    ]))
+}
+
+#[test]
+fn zero_partitions_master_weights_and_adam_state() {
+    for stage in [1, 2] {
+        let tl = zero_model_states(stage);
+        // The module in bf16, flattened per group: 553984 · 2 and 640 · 2 bytes.
+        let flats = named(&tl, "flat_param", "bit16_group");
+        assert_eq!(bytes(&tl, &flats), vec![1_107_968, 1_280], "stage {stage}");
+        // Parameters themselves are views: no bytes of their own.
+        let wte = named(&tl, "wte", "weight");
+        assert_eq!(bytes(&tl, &wte), vec![0]);
+        assert_eq!(tl.tensors[wte[0]].dtype, DType::BF16);
+        // fp32 master partitions and FusedAdam's two moments on each (no step tensor).
+        let fp32 = named(&tl, "zero", "fp32_partition");
+        assert_eq!(bytes(&tl, &fp32), vec![P_DECAY * 4, P_NO_DECAY * 4]);
+        assert_eq!(
+            bytes(&tl, &named(&tl, "zero", "adam.exp_avg")),
+            vec![P_DECAY * 4, P_NO_DECAY * 4]
+        );
+        assert_eq!(
+            bytes(&tl, &named(&tl, "zero", "adam.exp_avg_sq")),
+            vec![P_DECAY * 4, P_NO_DECAY * 4]
+        );
+        assert!(named(&tl, "zero", "adam.step").is_empty());
+        // All of it exists from deepspeed.initialize on (initialize_optimizer_states).
+        for t in fp32.iter().chain(&flats) {
+            assert_eq!(tl.tensors[*t].phase, Phase::Init);
+            assert_eq!(freed_in(&tl, *t), None);
+        }
+        // Model states that stay: 2·Ψ + 12·Ψ/4 = 1109248 + 1663872 bytes.
+        let kept = live_before(
+            &tl,
+            Phase::EvalAfterStep,
+            &[Category::Parameters, Category::Optimizer],
+        );
+        assert_eq!(kept, 2 * PSI + 12 * PSI / 4);
+    }
+}
+
+#[test]
+fn zero2_reduces_through_one_bucket_into_a_gradient_partition() {
+    let tl = zero_model_states(2);
+    // The reduce bucket: reduce_bucket_size = 5e8 bf16 elements, one per backward, freed by
+    // the epilogue of that backward.
+    let ipg = named(&tl, "zero", "ipg_buffer");
+    assert_eq!(REDUCE_BUCKET_ELEMENTS, 500_000_000);
+    // 8 // 4 = 2 micro-steps per rank, 2 steps: 4 backwards.
+    assert_eq!(bytes(&tl, &ipg), vec![1_000_000_000; 4]);
+    for &b in &ipg {
+        assert_eq!(tl.tensors[b].phase, Phase::Backward);
+        assert_eq!(freed_in(&tl, b), Some(Phase::Backward));
+    }
+    // grads_in_partition: the numel of every parameter overlapping rank 0's partitions —
+    // decay [0, 138496): wte (0..128000) and wpe (128000..160768); no decay [0, 160):
+    // layer0.ln_1 (0..128) and layer0.ln_2 (128..256) → 128000 + 32768 + 128 + 128 = 161024
+    // bf16 elements = 322048 bytes, once per backward.
+    let gip = named(&tl, "zero", "grads_in_partition");
+    assert_eq!(bytes(&tl, &gip), vec![322_048; 4]);
+    // The first micro-step's stays (averaged_gradients) until the step; the second's is added
+    // into it and freed by its epilogue.
+    assert_eq!(freed_in(&tl, gip[0]), Some(Phase::Optimizer));
+    assert_eq!(freed_in(&tl, gip[1]), Some(Phase::Backward));
+    // No parameter keeps a .grad of its own past the backward.
+    assert!(named(&tl, "wte", "grad").is_empty() || {
+        named(&tl, "wte", "grad")
+            .iter()
+            .all(|&g| freed_in(&tl, g) == Some(Phase::Backward))
+    });
+    // The step: per group a bf16 flat of the partition and its fp32 copy (138496 · 2 and
+    // 138496 · 4, then 160 · 2 and 160 · 4), all freed in the step.
+    let flat = named(&tl, "zero", "grad_partition_flat");
+    assert_eq!(
+        bytes(&tl, &flat),
+        vec![P_DECAY * 2, P_NO_DECAY * 2, P_DECAY * 2, P_NO_DECAY * 2]
+    );
+}
+
+#[test]
+fn zero1_keeps_only_the_gradients_of_its_partition_after_the_backward() {
+    let tl = zero_model_states(1);
+    assert!(named(&tl, "zero", "ipg_buffer").is_empty());
+    // At the boundary the gradients are all-reduced in one flattened chunk per dtype (Ψ is far
+    // below 5e8): the bf16 weights' 553984 elements and the fp32 norm gradients' 640 (the
+    // simulator's layer_norm gives fp32 weight gradients).
+    let flats = named(&tl, "zero", "allreduce_flat");
+    assert_eq!(
+        bytes(&tl, &flats),
+        vec![DECAY * 2, NO_DECAY * 4, DECAY * 2, NO_DECAY * 4]
+    );
+    // Right before the step, only the gradients of parameters overlapping rank 0's partitions
+    // are alive: wte + wpe in bf16 (160768 · 2) and layer0's ln_1 and ln_2 weights in fp32
+    // (256 · 4).
+    let grads = live_before(&tl, Phase::Optimizer, &[Category::Gradients]);
+    assert_eq!(grads, 160_768 * 2 + 256 * 4);
+}
+
+/// DeepSpeed's model-state formulas (ZeRO paper, K = 12 bytes of optimizer state per
+/// parameter with mixed precision Adam): baseline (2 + 2 + K)Ψ, stage 1 4Ψ + KΨ/N, stage 2
+/// 2Ψ + (2 + K)Ψ/N. The simulator's per-rank parameters + optimizer state (what lives the
+/// whole run) equal 2Ψ + KΨ/N exactly for this model (no alignment padding); its gradients
+/// differ in shape from the formula's, for the reasons each assertion gives.
+#[test]
+fn zero_model_states_against_deepspeeds_formulas() {
+    let (n, k) = (4u64, 12u64);
+    for stage in [1, 2] {
+        let tl = zero_model_states(stage);
+        let states = live_before(
+            &tl,
+            Phase::EvalAfterStep,
+            &[Category::Parameters, Category::Optimizer],
+        );
+        assert_eq!(states, 2 * PSI + k * PSI / n);
+        // Gradients at their largest, over the whole run.
+        let grads = vramplan::sim::replay::category_peak(&tl, &[Category::Gradients]);
+        match stage {
+            1 => {
+                // The formula's 2Ψ: every bf16 gradient, accumulated over the micro-steps
+                // (norm gradients are fp32 in the simulator: + 640 · 2). In the second
+                // micro-step the tied wte/lm_head weight has, beside its .grad, lm_head's
+                // pending gradient, the embedding's and their out-of-place sum alive at once:
+                // + 3 × 128000 · 2 — a transient the formula does not count.
+                assert_eq!(grads, 2 * PSI + NO_DECAY * 2 + 3 * 256_000);
+                // So the model states at their largest are the paper's 4Ψ + KΨ/N plus those.
+                let all = [Category::Parameters, Category::Gradients, Category::Optimizer];
+                let peak = vramplan::sim::replay::category_peak(&tl, &all);
+                assert_eq!(peak, 4 * PSI + k * PSI / n + NO_DECAY * 2 + 3 * 256_000);
+            }
+            _ => {
+                // The formula's 2Ψ/N = 277312 is the partition; DeepSpeed allocates the
+                // gradients of whole parameters that overlap it (322048) and, at the step, an
+                // fp32 copy of the partition (4Ψ/N) — the formula leaves both out; autograd's
+                // own gradient of one parameter lives until its hook copies it to the bucket.
+                // and of the bf16 flatten it is cast from (2Ψ/N); together: 322048 + 6 · 138496.
+                assert_eq!(grads, 322_048 + 6 * P_DECAY);
+                // The model states at their largest (in the step) against the paper's stage-2
+                // formula 2Ψ + 14Ψ/N: over it by exactly those two differences.
+                let all = [Category::Parameters, Category::Gradients, Category::Optimizer];
+                let peak = vramplan::sim::replay::category_peak(&tl, &all);
+                let paper = 2 * PSI + (2 + k) * PSI / n;
+                assert_eq!(peak, paper + (322_048 - 2 * PSI / n) + 6 * P_DECAY);
+                // DeepSpeed's estimate_zero2_model_states_mem_needs(cpu_offload=False):
+                // 4Ψ + int(16Ψ/N) — it budgets every gradient whole (2Ψ) and the fp32 gradient
+                // partition; the simulator's peak stays under it.
+                let estimate = 4 * PSI + 16 * PSI / n;
+                assert!(peak <= estimate, "{peak} > {estimate}");
+            }
+        }
+        // The reduce bucket is outside the formulas: 5e8 elements whatever Ψ is.
+        let comm = vramplan::sim::replay::category_peak(&tl, &[Category::Communication]);
+        if stage == 2 {
+            assert_eq!(comm, 1_000_000_000);
+        }
+    }
+}

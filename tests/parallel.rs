@@ -87,12 +87,18 @@ fn forward_passes(tl: &Timeline) -> usize {
 fn nanogpt_gives_each_rank_its_share_of_the_accumulation() {
     // Two optimizer steps are simulated, each with min(micro-steps, 2) forwards.
     // ga 4 on one GPU: 4 // 1 = 4 micro-steps → 2 simulated per step → 4 forwards.
-    assert_eq!(forward_passes(&run(&cfg(&["--gradient_accumulation_steps=4"]))), 4);
+    assert_eq!(
+        forward_passes(&run(&cfg(&["--gradient_accumulation_steps=4"]))),
+        4
+    );
     // ga 4 over 4 ranks: 4 // 4 = 1 micro-step per rank → 1 per step → 2 forwards.
     let c = cfg(&["--gradient_accumulation_steps=4", "--world_size=4"]);
     assert_eq!(forward_passes(&run(&c)), 2);
     // The tokens per optimizer step stay global: 4 × 256 × 4 either way.
-    assert_eq!(c.batch_size * c.block_size * c.gradient_accumulation_steps, 4096);
+    assert_eq!(
+        c.batch_size * c.block_size * c.gradient_accumulation_steps,
+        4096
+    );
 }
 
 #[test]
@@ -132,7 +138,11 @@ fn ddp_allocates_every_gradient_bucket_at_construction() {
     // 1050112) stays under 25 MiB: a leftover bucket. The Reducer gets them reversed.
     let buckets = named(&tl, "ddp", "grad_bucket");
     assert_eq!(bytes(&tl, &buckets), vec![1_050_112, 1_168_384]);
-    assert_eq!(1_050_112 + 1_168_384, 4 * PSI, "a second copy of every fp32 gradient");
+    assert_eq!(
+        1_050_112 + 1_168_384,
+        4 * PSI,
+        "a second copy of every fp32 gradient"
+    );
     for &b in &buckets {
         assert_eq!(tl.tensors[b].category, Category::Communication);
         assert_eq!(tl.tensors[b].phase, Phase::Init);
@@ -143,7 +153,11 @@ fn ddp_allocates_every_gradient_bucket_at_construction() {
     assert_eq!(bytes(&tl, &flat), vec![4 * PSI]);
     assert_eq!(freed_in(&tl, flat[0]), Some(Phase::Init));
     // Everything else is the single-GPU run's: parameters, gradients and AdamW state whole.
-    let states = [Category::Parameters, Category::Gradients, Category::Optimizer];
+    let states = [
+        Category::Parameters,
+        Category::Gradients,
+        Category::Optimizer,
+    ];
     assert_eq!(
         live_before(&tl, Phase::EvalAfterStep, &states),
         live_before(&single, Phase::EvalAfterStep, &states)
@@ -225,11 +239,13 @@ fn zero2_reduces_through_one_bucket_into_a_gradient_partition() {
     assert_eq!(freed_in(&tl, gip[0]), Some(Phase::Optimizer));
     assert_eq!(freed_in(&tl, gip[1]), Some(Phase::Backward));
     // No parameter keeps a .grad of its own past the backward.
-    assert!(named(&tl, "wte", "grad").is_empty() || {
-        named(&tl, "wte", "grad")
-            .iter()
-            .all(|&g| freed_in(&tl, g) == Some(Phase::Backward))
-    });
+    assert!(
+        named(&tl, "wte", "grad").is_empty() || {
+            named(&tl, "wte", "grad")
+                .iter()
+                .all(|&g| freed_in(&tl, g) == Some(Phase::Backward))
+        }
+    );
     // The step: per group a bf16 flat of the partition and its fp32 copy (138496 · 2 and
     // 138496 · 4, then 160 · 2 and 160 · 4), all freed in the step.
     let flat = named(&tl, "zero", "grad_partition_flat");
@@ -285,7 +301,11 @@ fn zero_model_states_against_deepspeeds_formulas() {
                 // + 3 × 128000 · 2 — a transient the formula does not count.
                 assert_eq!(grads, 2 * PSI + NO_DECAY * 2 + 3 * 256_000);
                 // So the model states at their largest are the paper's 4Ψ + KΨ/N plus those.
-                let all = [Category::Parameters, Category::Gradients, Category::Optimizer];
+                let all = [
+                    Category::Parameters,
+                    Category::Gradients,
+                    Category::Optimizer,
+                ];
                 let peak = vramplan::sim::replay::category_peak(&tl, &all);
                 assert_eq!(peak, 4 * PSI + k * PSI / n + NO_DECAY * 2 + 3 * 256_000);
             }
@@ -298,7 +318,11 @@ fn zero_model_states_against_deepspeeds_formulas() {
                 assert_eq!(grads, 322_048 + 6 * P_DECAY);
                 // The model states at their largest (in the step) against the paper's stage-2
                 // formula 2Ψ + 14Ψ/N: over it by exactly those two differences.
-                let all = [Category::Parameters, Category::Gradients, Category::Optimizer];
+                let all = [
+                    Category::Parameters,
+                    Category::Gradients,
+                    Category::Optimizer,
+                ];
                 let peak = vramplan::sim::replay::category_peak(&tl, &all);
                 let paper = 2 * PSI + (2 + k) * PSI / n;
                 assert_eq!(peak, paper + (322_048 - 2 * PSI / n) + 6 * P_DECAY);
@@ -315,4 +339,119 @@ fn zero_model_states_against_deepspeeds_formulas() {
             assert_eq!(comm, 1_000_000_000);
         }
     }
+}
+
+/// Largest live bytes of `cats` over the events of `phase`.
+fn peak_in(tl: &Timeline, phase: Phase, cats: &[Category]) -> u64 {
+    let (mut live, mut peak) = (0u64, 0u64);
+    for e in &tl.events {
+        let r = &tl.tensors[e.tensor as usize];
+        if !cats.contains(&r.category) {
+            continue;
+        }
+        match e.kind {
+            vramplan::sim::timeline::EventKind::Alloc => live += r.bytes,
+            vramplan::sim::timeline::EventKind::Free => live -= r.bytes,
+        }
+        if e.phase == phase {
+            peak = peak.max(live);
+        }
+    }
+    peak
+}
+
+/// FSDP units of the tiny model with 4 layers over 4 ranks: a block is ln_1 128 + c_attn
+/// 49152 + c_proj 16384 + ln_2 128 + c_fc 65536 + mlp.c_proj 65536 = 196864 elements
+/// (= 4 · 49216, no padding); the root is wte 128000 + wpe 32768 + ln_f 128 = 160896
+/// (= 4 · 40224).
+const BLOCK: u64 = 196_864;
+const ROOT: u64 = 160_896;
+
+fn fsdp(strategy: &str) -> Timeline {
+    run(&cfg(&[
+        "--n_layer=4",
+        "--world_size=4",
+        &format!("--parallelism={strategy}"),
+    ]))
+}
+
+#[test]
+fn fsdp_keeps_fp32_shards_and_sharded_state() {
+    let tl = fsdp("fsdp");
+    // One fp32 shard per unit, blocks first (auto-wrap is bottom-up), then the root.
+    let shards = named(&tl, "flat_param", "fsdp_shard");
+    let block_shard = BLOCK / 4 * 4;
+    let root_shard = ROOT / 4 * 4;
+    assert_eq!(
+        bytes(&tl, &shards),
+        vec![
+            block_shard,
+            block_shard,
+            block_shard,
+            block_shard,
+            root_shard
+        ]
+    );
+    // The parameters are bf16 views (MixedPrecision param_dtype) without storage.
+    let w = named(&tl, "wte", "weight");
+    assert_eq!(
+        (bytes(&tl, &w), tl.tensors[w[0]].dtype),
+        (vec![0], DType::BF16)
+    );
+    // torch AdamW on each flat shard at the first step: step (4 bytes) and two fp32 moments.
+    assert_eq!(
+        bytes(&tl, &named(&tl, "fsdp", "adam.exp_avg")),
+        vec![
+            block_shard,
+            block_shard,
+            block_shard,
+            block_shard,
+            root_shard
+        ]
+    );
+    assert_eq!(named(&tl, "fsdp", "adam.step").len(), 5);
+    // No autocast weight copies: the gathered parameters are bf16 already.
+    assert_eq!(peak_in(&tl, Phase::Forward, &[Category::AutocastCopies]), 0);
+    // A block's backward: its unsharded bf16 gradient (196864 · 2), reduce-scattered to a
+    // bf16 shard (49216 · 2) and kept as an fp32 shard (49216 · 4) until zero_grad.
+    let flat = named(&tl, "fsdp", "unsharded_grad");
+    assert_eq!(tl.tensors[flat[0]].bytes, BLOCK * 2);
+    let kept = named(&tl, "fsdp", "grad_shard");
+    assert_eq!(tl.tensors[kept[0]].bytes, BLOCK / 4 * 4);
+    assert_eq!(freed_in(&tl, kept[0]), Some(Phase::Optimizer));
+    // Per-rank sharded model states: (4 + 4 + 8) bytes · Ψ / 4 plus 5 step tensors —
+    // Ψ = 160896 + 4 · 196864 = 948352 for this 4-layer model.
+    let psi = ROOT + 4 * BLOCK;
+    let states = live_before(
+        &tl,
+        Phase::EvalAfterStep,
+        &[Category::Parameters, Category::Optimizer],
+    );
+    assert_eq!(states, (4 + 8) * psi / 4 + 5 * 4);
+}
+
+#[test]
+fn fsdp_gathers_one_block_in_the_forward_and_prefetches_one_in_the_backward() {
+    let (block, root) = (BLOCK * 2, ROOT * 2);
+    // The bf16 cast of a block's local shard for the all-gather: 49216 · 2 bytes.
+    let mp = BLOCK / 4 * 2;
+    let full = fsdp("fsdp");
+    // FULL_SHARD forward: the root (never resharded after forward) and the block running,
+    // plus the next block's mp shard while it is gathered (the previous one is freed).
+    assert_eq!(
+        peak_in(&full, Phase::Forward, &[Category::Communication]),
+        root + block + mp
+    );
+    // Backward: the root, the block whose backward runs, and the one BACKWARD_PRE prefetches.
+    assert_eq!(
+        peak_in(&full, Phase::Backward, &[Category::Communication]),
+        root + 2 * block + mp
+    );
+    // SHARD_GRAD_OP keeps every block gathered from its forward to its backward: by the last
+    // block's gather, the root and all four.
+    let grad_op = fsdp("fsdp_grad_op");
+    assert_eq!(
+        peak_in(&grad_op, Phase::Forward, &[Category::Communication]),
+        root + 4 * block + mp
+    );
 }

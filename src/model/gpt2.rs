@@ -7,6 +7,7 @@ use crate::config::{LossKind, TrainConfig};
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops::{self, AttnKind};
+use crate::sim::parallel;
 use crate::sim::timeline::{Category, Name, Shape};
 
 #[derive(Debug, Clone, Copy)]
@@ -141,6 +142,7 @@ impl Gpt2 {
                 flash: self.flash,
                 layer: l as u32,
             };
+            parallel::unit_enter(e, Some(l as u32));
             let next = if self.checkpoint && e.grad_mode {
                 // x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
                 e.checkpoint(
@@ -150,6 +152,7 @@ impl Gpt2 {
             } else {
                 call.forward(e, x)
             };
+            let next = parallel::unit_exit(e, l as u32, next);
             e.drop_value(x);
             x = next;
         }

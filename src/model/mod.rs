@@ -37,6 +37,8 @@ impl Model {
 
     /// `logits, loss = model(X, Y)`; `logits` is None when no full logits exist (chunked loss).
     pub fn forward(&self, e: &mut Engine, idx: T, targets: T) -> (Option<V>, V) {
+        // FSDP's root unit (embeddings, final norm, lm_head) is gathered before the first op.
+        crate::sim::parallel::unit_enter(e, None);
         match self {
             Model::Gpt2(m) => m.forward(e, idx, targets),
             Model::Llama(m) => m.forward(e, idx, targets),

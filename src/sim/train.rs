@@ -216,19 +216,19 @@ pub(crate) fn optimizer_state(
             st.push(state(e, name, "adam.exp_avg_sq", shape, DType::F32));
             st
         }
-            OptimizerKind::AdamW8bit if n >= 4096 => {
-                let blocks = Shape::new(&[n.div_ceil(256)]);
-                vec![
-                    state(e, name, "adam8bit.state1", shape, DType::U8),
-                    state(e, name, "adam8bit.absmax1", blocks, DType::F32),
-                    state(e, name, "adam8bit.state2", shape, DType::U8),
-                    state(e, name, "adam8bit.absmax2", blocks, DType::F32),
-                ]
-            }
-            OptimizerKind::AdamW8bit => vec![
-                state(e, name, "adam.exp_avg", shape, DType::F32),
-                state(e, name, "adam.exp_avg_sq", shape, DType::F32),
-            ],
+        OptimizerKind::AdamW8bit if n >= 4096 => {
+            let blocks = Shape::new(&[n.div_ceil(256)]);
+            vec![
+                state(e, name, "adam8bit.state1", shape, DType::U8),
+                state(e, name, "adam8bit.absmax1", blocks, DType::F32),
+                state(e, name, "adam8bit.state2", shape, DType::U8),
+                state(e, name, "adam8bit.absmax2", blocks, DType::F32),
+            ]
+        }
+        OptimizerKind::AdamW8bit => vec![
+            state(e, name, "adam.exp_avg", shape, DType::F32),
+            state(e, name, "adam.exp_avg_sq", shape, DType::F32),
+        ],
         OptimizerKind::Sgd => vec![state(e, name, "sgd.momentum", shape, DType::F32)],
     }
 }

@@ -117,6 +117,11 @@ pub enum Op {
     },
     /// A chunk of a 3-way split whose gradient its last sibling collects.
     SplitPart,
+    /// The output of an FSDP unit: its backward is the unit's pre-backward hook (gather the
+    /// unit's parameters, prefetch the next); the gradient passes through.
+    Unshard {
+        unit: u32,
+    },
     /// The last chunk: SplitBackward concatenates all three.
     SplitCat {
         parts: [u32; 2],
@@ -263,6 +268,10 @@ impl Op {
             }
             // Its gradient was taken by the last chunk; one that arrives alone passes on.
             Op::SplitPart => [Some(g), None, None],
+            Op::Unshard { unit } => {
+                crate::sim::parallel::pre_backward(e, unit);
+                [Some(g), None, None]
+            }
             Op::SplitCat {
                 parts,
                 shape,
@@ -327,6 +336,7 @@ impl Op {
             | Op::Div
             | Op::Pointwise { .. }
             | Op::SplitPart
+            | Op::Unshard { .. }
             | Op::SplitCat { .. }
             | Op::Sink => [None; 3],
         };

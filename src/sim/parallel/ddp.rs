@@ -64,7 +64,11 @@ pub fn bucket_assignment(tensors: &[(u64, DType)], limits: &[u64]) -> Vec<Vec<us
             o.limit += 1;
         }
     }
-    done.extend(open.into_iter().map(|o| o.members).filter(|m| !m.is_empty()));
+    done.extend(
+        open.into_iter()
+            .map(|o| o.members)
+            .filter(|m| !m.is_empty()),
+    );
     done.sort_by_key(|b| b[0]);
     done
 }

@@ -7,6 +7,10 @@
 //! - `zero1` / `zero2` — DeepSpeed's ZeRO optimizer: the module in half precision, fp32 master
 //!   weights and Adam moments partitioned over the ranks; stage 2 also partitions the
 //!   gradients through a contiguous reduce bucket (zero.rs).
+//! - `fsdp` / `fsdp_grad_op` — PyTorch FSDP FULL_SHARD / SHARD_GRAD_OP: parameters, gradients
+//!   and optimizer state sharded per unit (a transformer block, and the root), each unit
+//!   all-gathered around its forward and its backward (fsdp.rs). The models mark their units
+//!   with `unit_enter` / `unit_exit`.
 //!
 //! The policy acts through hooks train.rs calls at the points where the real engines act:
 //! before the model is built (parameter storage), after it is built (flattening, buckets,
@@ -15,10 +19,13 @@
 //! untouched.
 
 mod ddp;
+mod fsdp;
 mod zero;
 
+use super::autograd::Edge;
 use super::dtype::DType;
-use super::engine::Engine;
+use super::engine::{Engine, V};
+use super::ops::Op;
 use super::timeline::Phase;
 use crate::config::{Parallelism, TrainConfig};
 
@@ -31,6 +38,7 @@ pub struct Dist {
     pub world: u64,
     pub mode: Parallelism,
     zero: Option<zero::Zero>,
+    fsdp: Option<fsdp::Fsdp>,
 }
 
 impl Dist {
@@ -40,6 +48,7 @@ impl Dist {
             world: 1,
             mode: Parallelism::Ddp,
             zero: None,
+            fsdp: None,
         }
     }
 
@@ -75,8 +84,9 @@ pub fn setup(e: &mut Engine, cfg: &TrainConfig) {
         world: cfg.world_size.max(1),
         mode: cfg.parallelism,
         zero: None,
+        fsdp: None,
     };
-    if zero::stage(cfg.parallelism).is_some() {
+    if zero::stage(cfg.parallelism).is_some() || fsdp_strategy(cfg.parallelism).is_some() {
         e.param_view = Some(module_dtype(e));
     }
 }
@@ -86,18 +96,54 @@ pub fn after_build(e: &mut Engine, cfg: &TrainConfig) {
     if !e.dist.active() {
         return;
     }
-    match zero::stage(e.dist.mode) {
-        Some(stage) => {
-            let z = zero::Zero::build(e, stage, cfg.optimizer);
-            e.dist.zero = Some(z);
-        }
-        None => ddp::construct(e),
+    if let Some(stage) = zero::stage(e.dist.mode) {
+        let z = zero::Zero::build(e, stage, cfg.optimizer);
+        e.dist.zero = Some(z);
+    } else if let Some(full_shard) = fsdp_strategy(e.dist.mode) {
+        let f = fsdp::Fsdp::build(e, full_shard, cfg.optimizer);
+        e.dist.fsdp = Some(f);
+    } else {
+        ddp::construct(e);
     }
+}
+
+/// Some(reshard after forward) for the FSDP strategies: FULL_SHARD true, SHARD_GRAD_OP false.
+fn fsdp_strategy(p: Parallelism) -> Option<bool> {
+    match p {
+        Parallelism::Fsdp => Some(true),
+        Parallelism::FsdpGradOp => Some(false),
+        _ => None,
+    }
+}
+
+/// A unit's forward starts (`layer` None: the root, at the model's first op).
+pub fn unit_enter(e: &mut Engine, layer: Option<u32>) {
+    with_fsdp(e, |f, e| f.enter(e, layer));
+}
+
+/// Block `layer`'s forward has produced `x`: under FSDP its output carries the unit's
+/// pre-backward hook on the tape, and FULL_SHARD frees the unit's gathered parameters.
+pub fn unit_exit(e: &mut Engine, layer: u32, x: V) -> V {
+    if e.dist.fsdp.is_none() {
+        return x;
+    }
+    let edge = e.push_node(
+        Op::Unshard { unit: layer },
+        [x.edge, Edge::None, Edge::None],
+    );
+    with_fsdp(e, |f, e| f.exit(e, layer));
+    V { t: x.t, edge }
+}
+
+/// The backward reached block `layer`'s output (Op::Unshard).
+pub fn pre_backward(e: &mut Engine, layer: u32) {
+    with_fsdp(e, |f, e| f.pre_backward(e, layer));
 }
 
 /// Right before `loss.backward()` (DeepSpeed's `engine.backward` allocates its reduce bucket).
 pub fn before_backward(e: &mut Engine) {
     in_backward(e, |e| with_zero(e, |z, e| z.before_backward(e)));
+    in_backward(e, |e| with_fsdp(e, |f, e| f.root_pre_backward(e)));
 }
 
 /// Right after `loss.backward()`; `boundary`: the micro-step that ends the accumulation.
@@ -116,13 +162,15 @@ fn in_backward(e: &mut Engine, f: impl FnOnce(&mut Engine) -> Option<()>) {
 pub fn grad_ready(e: &mut Engine, p: usize) {
     if e.dist.zero.is_some() {
         with_zero(e, |z, e| z.grad_ready(e, p));
+    } else if e.dist.fsdp.is_some() {
+        with_fsdp(e, |f, e| f.grad_ready(e, p));
     }
 }
 
 /// The optimizer step when the multi-GPU engine owns it (DeepSpeed); false: train.py's own
 /// clip + step + zero_grad run.
 pub fn optimizer_step(e: &mut Engine) -> bool {
-    with_zero(e, |z, e| z.step(e)).is_some()
+    with_zero(e, |z, e| z.step(e)).is_some() || with_fsdp(e, |f, e| f.step(e)).is_some()
 }
 
 /// Run `f` on the ZeRO state, if any, with the engine borrowed alongside.
@@ -130,6 +178,13 @@ fn with_zero<R>(e: &mut Engine, f: impl FnOnce(&mut zero::Zero, &mut Engine) -> 
     let mut z = e.dist.zero.take()?;
     let r = f(&mut z, e);
     e.dist.zero = Some(z);
+    Some(r)
+}
+
+fn with_fsdp<R>(e: &mut Engine, f: impl FnOnce(&mut fsdp::Fsdp, &mut Engine) -> R) -> Option<R> {
+    let mut s = e.dist.fsdp.take()?;
+    let r = f(&mut s, e);
+    e.dist.fsdp = Some(s);
     Some(r)
 }
 

@@ -281,7 +281,9 @@ impl Zero {
             allreduce_flat(e, &chunk);
         }
         for (i, p) in members {
-            let Some(g) = e.params[p].grad.take() else { continue };
+            let Some(g) = e.params[p].grad.take() else {
+                continue;
+            };
             if self.groups[i].in_partition.contains(&p) {
                 self.kept.push((i, g));
             } else {
@@ -314,8 +316,9 @@ impl Zero {
                 e.release(f);
             }
             // averaged_gradients[i] = None: the gradients behind those views go.
-            let (mine, others): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut self.kept).into_iter().partition(|k| k.0 == i);
+            let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.kept)
+                .into_iter()
+                .partition(|k| k.0 == i);
             self.kept = others;
             for (_, g) in mine {
                 e.release(g);

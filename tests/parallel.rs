@@ -455,3 +455,51 @@ fn fsdp_gathers_one_block_in_the_forward_and_prefetches_one_in_the_backward() {
         root + 4 * block + mp
     );
 }
+
+/// ZeRO-3 on the tiny 2-layer model over 4 ranks: every parameter's numel divides by 4, so
+/// rank 0's partitions are exactly Ψ/4 = 138656 elements; every parameter but wte (128000 >
+/// 1e5) is persistent: 554624 − 128000 = 426624 elements kept whole in bf16.
+#[test]
+fn zero3_partitions_everything_and_gathers_only_large_parameters() {
+    use vramplan::sim::parallel::PERSISTENCE_THRESHOLD;
+    assert_eq!(PERSISTENCE_THRESHOLD, 100_000);
+    let (n, k) = (4u64, 12u64);
+    let tl = zero_model_states(3);
+    let parts = named(&tl, "flat_param", "ds_partitions");
+    assert_eq!(bytes(&tl, &parts), vec![DECAY / 4 * 2, NO_DECAY / 4 * 2]);
+    let persistent: u64 = bytes(&tl, &named(&tl, "flat_param", "ds_persistent"))
+        .iter()
+        .sum();
+    assert_eq!(persistent, (PSI - 128_000) * 2);
+    // The persistent gradient partition buffer (2Ψ/N) and the 5e8-element reduce bucket.
+    assert_eq!(
+        bytes(&tl, &named(&tl, "zero", "grad_partitions_flat_buffer")),
+        vec![PSI / 4 * 2]
+    );
+    assert_eq!(
+        bytes(&tl, &named(&tl, "zero", "ipg_bucket_flat_buffer")),
+        vec![1_000_000_000]
+    );
+    // Only the root unit has a parameter to gather (wte, 128000 bf16 elements): gathered
+    // for the root's forward and for its backward.
+    let gathered = named(&tl, "fsdp", "gathered_params");
+    assert!(!gathered.is_empty());
+    assert!(bytes(&tl, &gathered).iter().all(|&b| b == 256_000));
+    // The paper's stage-3 model states (4 + K)Ψ/N are exactly the partitions, the gradient
+    // buffer and the optimizer's; the persistence threshold adds the small parameters whole.
+    let states = live_before(
+        &tl,
+        Phase::EvalAfterStep,
+        &[
+            Category::Parameters,
+            Category::Gradients,
+            Category::Optimizer,
+        ],
+    );
+    assert_eq!(states, (4 + k) * PSI / n + persistent);
+    // DeepSpeed's estimate_zero3_model_states_mem_needs(cpu_offload=False):
+    // 4 × largest layer (wte: 128000) + 18Ψ/N — it counts the fp32 gradient copy of the step
+    // (4Ψ/N, a transient here) and not the persistent parameters.
+    let estimate = 4 * 128_000 + 18 * PSI / n;
+    assert_eq!(estimate + persistent - 4 * 128_000 - 2 * PSI / n, states);
+}

@@ -1,4 +1,6 @@
-//! PyTorch FSDP (FullyShardedDataParallel with FlatParameters, use_orig_params=False), rank 0.
+//! Sharded parameters gathered unit by unit, rank 0: PyTorch FSDP (FullyShardedDataParallel
+//! with FlatParameters, use_orig_params=False), and DeepSpeed's ZeRO-3, whose partitions and
+//! buffers are zero3.rs's and whose gathers follow the same unit schedule.
 //!
 //! Wrap policy: one unit per transformer block (transformer_auto_wrap_policy) and the root for
 //! the rest (embeddings, final norm, the tied lm_head). Each unit's parameters are one flat
@@ -21,6 +23,7 @@
 //! parameters go (post-backward reshard).
 
 use super::zero::FLAT_MODULE;
+use super::zero3::Zero3;
 use crate::config::OptimizerKind;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T};
@@ -31,8 +34,12 @@ use crate::sim::train::optimizer_state;
 struct Unit {
     /// Trainable parameters in it.
     params: Vec<usize>,
+    /// Elements all-gathered for it: FSDP's padded flat parameter; ZeRO-3's parameters that
+    /// are not persistent.
     padded: u64,
     shard: u64,
+    /// Gradients arrived (ZeRO-3 copies them out at once).
+    arrivals: usize,
     gathered: Option<T>,
     /// Gradients of its parameters arrived in this backward.
     arrived: Vec<T>,
@@ -40,8 +47,16 @@ struct Unit {
     state: Vec<T>,
 }
 
+/// Whose sharding this is.
+#[derive(Debug, Clone)]
+pub(super) enum Layout {
+    Fsdp,
+    Zero3(Zero3),
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct Fsdp {
+    layout: Layout,
     reshard_after_forward: bool,
     /// MixedPrecision's param_dtype (= reduce_dtype).
     dtype: DType,
@@ -54,19 +69,7 @@ impl Fsdp {
     /// Wrapping: each unit flattened and sharded; rank 0 keeps its fp32 shard.
     pub(super) fn build(e: &mut Engine, full_shard: bool, kind: OptimizerKind) -> Fsdp {
         let world = e.dist.world;
-        let layers = e
-            .params
-            .iter()
-            .filter_map(|p| p.name.layer)
-            .max()
-            .map_or(0, |l| l as usize + 1);
-        let mut members: Vec<Vec<usize>> = vec![Vec::new(); layers + 1];
-        for (p, param) in e.params.iter().enumerate() {
-            if param.requires_grad {
-                members[param.name.layer.map_or(layers, |l| l as usize)].push(p);
-            }
-        }
-        let units = members
+        let units = units(e)
             .into_iter()
             .map(|params| {
                 let numel: u64 = params
@@ -81,18 +84,11 @@ impl Fsdp {
                     DType::F32,
                     Category::Parameters,
                 );
-                Unit {
-                    params,
-                    padded,
-                    shard,
-                    gathered: None,
-                    arrived: Vec::new(),
-                    grad_shard: None,
-                    state: Vec::new(),
-                }
+                Unit::new(params, padded, shard)
             })
             .collect();
         Fsdp {
+            layout: Layout::Fsdp,
             reshard_after_forward: full_shard,
             dtype: super::module_dtype(e),
             kind,
@@ -100,6 +96,60 @@ impl Fsdp {
         }
     }
 
+    /// DeepSpeed ZeRO-3: its partitions and buffers, and the same units to gather (each
+    /// unit's non-persistent parameters, released after the unit's forward).
+    pub(super) fn build_zero3(e: &mut Engine, kind: OptimizerKind) -> Fsdp {
+        let z = Zero3::build(e, kind);
+        let units = units(e)
+            .into_iter()
+            .map(|params| {
+                let gathered = params.iter().map(|&p| z.gathered_numel(e, p)).sum();
+                Unit::new(params, gathered, 0)
+            })
+            .collect();
+        Fsdp {
+            layout: Layout::Zero3(z),
+            reshard_after_forward: true,
+            dtype: super::module_dtype(e),
+            kind,
+            units,
+        }
+    }
+}
+
+/// Trainable parameters per unit: blocks 0..n_layer (by their layer), then the root.
+fn units(e: &Engine) -> Vec<Vec<usize>> {
+    let layers = e
+        .params
+        .iter()
+        .filter_map(|p| p.name.layer)
+        .max()
+        .map_or(0, |l| l as usize + 1);
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); layers + 1];
+    for (p, param) in e.params.iter().enumerate() {
+        if param.requires_grad {
+            members[param.name.layer.map_or(layers, |l| l as usize)].push(p);
+        }
+    }
+    members
+}
+
+impl Unit {
+    fn new(params: Vec<usize>, padded: u64, shard: u64) -> Unit {
+        Unit {
+            params,
+            padded,
+            shard,
+            arrivals: 0,
+            gathered: None,
+            arrived: Vec::new(),
+            grad_shard: None,
+            state: Vec::new(),
+        }
+    }
+}
+
+impl Fsdp {
     fn index(&self, layer: Option<u32>) -> usize {
         let root = self.units.len() - 1;
         layer.map_or(root, |l| (l as usize).min(root))
@@ -107,12 +157,14 @@ impl Fsdp {
 
     /// All-gather a unit (no-op if it is gathered).
     fn unshard(&mut self, e: &mut Engine, u: usize) {
-        if self.units[u].gathered.is_some() || self.units[u].params.is_empty() {
+        if self.units[u].gathered.is_some() || self.units[u].padded == 0 {
             return;
         }
         let (shard, padded) = (self.units[u].shard, self.units[u].padded);
-        // The local shard cast to param_dtype for the all-gather, freed once it is done.
-        let mp_shard = (self.dtype != DType::F32).then(|| {
+        // FSDP casts the local fp32 shard to param_dtype for the all-gather, freed once it is
+        // done; ZeRO-3's partitions are bf16 already.
+        let fsdp_mp = matches!(self.layout, Layout::Fsdp) && self.dtype != DType::F32;
+        let mp_shard = fsdp_mp.then(|| {
             e.alloc(
                 Name::top("fsdp", "mp_shard"),
                 Shape::new(&[shard]),
@@ -173,10 +225,24 @@ impl Fsdp {
         let Some(u) = self.units.iter().position(|u| u.params.contains(&p)) else {
             return;
         };
-        if let Some(g) = e.params[p].grad.take() {
-            self.units[u].arrived.push(g);
+        let Some(g) = e.params[p].grad.take() else {
+            return;
+        };
+        self.units[u].arrivals += 1;
+        let done = self.units[u].arrivals == self.units[u].params.len();
+        if let Layout::Zero3(z) = &mut self.layout {
+            // Copied into the reduce bucket and reduce-scattered into the persistent gradient
+            // partition; the unit is released once all its gradients are out.
+            z.grad_ready(e, g);
+            if done {
+                self.units[u].arrivals = 0;
+                self.reshard(e, u);
+            }
+            return;
         }
-        if self.units[u].arrived.len() == self.units[u].params.len() {
+        self.units[u].arrived.push(g);
+        if done {
+            self.units[u].arrivals = 0;
             self.post_backward(e, u);
         }
     }
@@ -222,6 +288,10 @@ impl Fsdp {
 
     /// The optimizer on the shards (state at the first step), then zero_grad(set_to_none).
     pub(super) fn step(&mut self, e: &mut Engine) {
+        if let Layout::Zero3(z) = &self.layout {
+            z.step(e);
+            return;
+        }
         for u in 0..self.units.len() {
             if self.units[u].grad_shard.is_some() && self.units[u].state.is_empty() {
                 let shape = Shape::new(&[self.units[u].shard]);

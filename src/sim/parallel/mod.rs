@@ -7,6 +7,8 @@
 //! - `zero1` / `zero2` — DeepSpeed's ZeRO optimizer: the module in half precision, fp32 master
 //!   weights and Adam moments partitioned over the ranks; stage 2 also partitions the
 //!   gradients through a contiguous reduce bucket (zero.rs).
+//! - `zero3` — DeepSpeed's ZeRO-3: parameters partitioned too, gathered per unit (zero3.rs,
+//!   on fsdp.rs's schedule).
 //! - `fsdp` / `fsdp_grad_op` — PyTorch FSDP FULL_SHARD / SHARD_GRAD_OP: parameters, gradients
 //!   and optimizer state sharded per unit (a transformer block, and the root), each unit
 //!   all-gathered around its forward and its backward (fsdp.rs). The models mark their units
@@ -21,6 +23,7 @@
 mod ddp;
 mod fsdp;
 mod zero;
+mod zero3;
 
 use super::autograd::Edge;
 use super::dtype::DType;
@@ -31,6 +34,7 @@ use crate::config::{Parallelism, TrainConfig};
 
 pub use ddp::bucket_assignment;
 pub use zero::{REDUCE_BUCKET_ELEMENTS, ZERO_ALIGNMENT};
+pub use zero3::PERSISTENCE_THRESHOLD;
 
 /// The rank's policy and its state.
 #[derive(Debug, Clone)]
@@ -86,7 +90,7 @@ pub fn setup(e: &mut Engine, cfg: &TrainConfig) {
         zero: None,
         fsdp: None,
     };
-    if zero::stage(cfg.parallelism).is_some() || fsdp_strategy(cfg.parallelism).is_some() {
+    if cfg.parallelism != Parallelism::Ddp {
         e.param_view = Some(module_dtype(e));
     }
 }
@@ -99,6 +103,9 @@ pub fn after_build(e: &mut Engine, cfg: &TrainConfig) {
     if let Some(stage) = zero::stage(e.dist.mode) {
         let z = zero::Zero::build(e, stage, cfg.optimizer);
         e.dist.zero = Some(z);
+    } else if e.dist.mode == Parallelism::Zero3 {
+        let f = fsdp::Fsdp::build_zero3(e, cfg.optimizer);
+        e.dist.fsdp = Some(f);
     } else if let Some(full_shard) = fsdp_strategy(e.dist.mode) {
         let f = fsdp::Fsdp::build(e, full_shard, cfg.optimizer);
         e.dist.fsdp = Some(f);

@@ -147,6 +147,17 @@ pub struct CheckReport {
     pub headroom_bytes: Option<i64>,
     pub context_bytes: u64,
     pub warnings: Vec<String>,
+    /// Multi-GPU runs: the figures are one rank's (rank 0).
+    pub ranks: Option<RanksReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RanksReport {
+    pub world_size: u64,
+    pub parallelism: &'static str,
+    pub rank: u64,
+    /// gradient_accumulation_steps / world_size: the micro-steps each rank runs per step.
+    pub micro_steps_per_rank: u64,
 }
 
 /// Everything a front-end needs from one simulation.
@@ -276,6 +287,14 @@ pub fn build(
         headroom_bytes: headroom,
         context_bytes: context,
         warnings,
+        ranks: (cfg.world_size > 1 || cfg.parallelism != crate::config::Parallelism::Ddp).then(|| {
+            RanksReport {
+                world_size: cfg.world_size,
+                parallelism: cfg.parallelism.as_str(),
+                rank: 0,
+                micro_steps_per_rank: crate::sim::parallel::micro_steps(cfg),
+            }
+        }),
     })
 }
 

@@ -503,3 +503,34 @@ fn zero3_partitions_everything_and_gathers_only_large_parameters() {
     let estimate = 4 * 128_000 + 18 * PSI / n;
     assert_eq!(estimate + persistent - 4 * 128_000 - 2 * PSI / n, states);
 }
+
+#[test]
+fn check_says_whose_memory_it_shows() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vramplan"))
+            .arg("check")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("VRAMPLAN_FAKE_NVML")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--world_size=8", "--parallelism=zero2", "--compile=False"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // 40 // 8 = 5 micro-steps per rank.
+    assert!(
+        text.contains("Per rank (rank 0 of 8, zero2): 5 micro-steps per rank per step"),
+        "{text}"
+    );
+    let out = run(&["--world_size=4", "--parallelism=fsdp", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ranks"]["world_size"], 4);
+    assert_eq!(v["ranks"]["parallelism"], "fsdp");
+    assert_eq!(v["ranks"]["micro_steps_per_rank"], 10);
+    assert!(v["categories"]["communication"].as_u64().unwrap() > 0);
+    // One GPU: no ranks object, no header line.
+    let out = run(&["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["ranks"].is_null());
+    assert_eq!(v["categories"]["communication"], 0);
+}

@@ -2,9 +2,10 @@
 //! ranked by predicted speed. Every candidate is re-simulated; nothing here estimates memory.
 
 pub mod knobs;
+pub mod multi;
 pub mod render;
 pub mod search;
 pub mod speed;
 pub mod sweep;
 
-pub use search::{suggest, Candidate, SuggestReport};
+pub use search::{suggest, suggest_multi, Candidate, SuggestReport};

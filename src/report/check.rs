@@ -287,14 +287,14 @@ pub fn build(
         headroom_bytes: headroom,
         context_bytes: context,
         warnings,
-        ranks: (cfg.world_size > 1 || cfg.parallelism != crate::config::Parallelism::Ddp).then(|| {
-            RanksReport {
+        ranks: (cfg.world_size > 1 || cfg.parallelism != crate::config::Parallelism::Ddp).then(
+            || RanksReport {
                 world_size: cfg.world_size,
                 parallelism: cfg.parallelism.as_str(),
                 rank: 0,
                 micro_steps_per_rank: crate::sim::parallel::micro_steps(cfg),
-            }
-        }),
+            },
+        ),
     })
 }
 

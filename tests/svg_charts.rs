@@ -241,7 +241,7 @@ fn check_timeline(cfg: &TrainConfig, usable: Option<u64>) -> String {
     }
 
     // Every category alive at the peak is in the legend, with its bytes there.
-    let mut at_peak = [0u64; 8];
+    let mut at_peak = [0u64; Category::ALL.len()];
     for (t, block) in live_blocks_at(&tl, &p, p.peak_event) {
         at_peak[tl.tensors[t as usize].category as usize] += block;
     }

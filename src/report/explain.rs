@@ -40,6 +40,16 @@ const TENSORS: &[(&str, &str)] = &[
     ("workspace(python thread)", "cuBLAS's workspace for the thread that runs the forward's matmuls, allocated through PyTorch's caching allocator at the first matmul and kept."),
     ("workspace(autograd thread)", "cuBLAS's workspace for autograd's backward thread, allocated at the first backward matmul and kept."),
     ("wte.weight", "the token embedding, fp32 (V × C): the master weight, shared with lm_head."),
+    ("ddp.grad_bucket", "DistributedDataParallel's flat gradient bucket (bucket_cap_mb = 25, the first one 1 MiB), allocated for every bucket when DDP wraps the model: gradients are copied in, all-reduced and copied back, so the buckets together are a second copy of every gradient, kept for the whole run."),
+    ("ddp.broadcast_flat", "DDP's constructor broadcasting rank 0's parameters: a flattened copy of up to 250 MiB of them, two in flight, freed as each broadcast finishes."),
+    ("flat_param.bit16_group", "DeepSpeed ZeRO's flattened {dt} copy of one optimizer group's parameters (padded to 2 × world_size elements); the module's parameters are views into it."),
+    ("zero.fp32_partition", "ZeRO's fp32 master copy of this rank's partition of a parameter group, created at deepspeed.initialize."),
+    ("zero.ipg_buffer", "ZeRO-2's contiguous reduce bucket: reduce_bucket_size (5e8) elements of {dt}, allocated by each engine.backward and released by its epilogue, whatever the model's size."),
+    ("zero.grads_in_partition", "ZeRO-2's reduce-scattered gradients: the whole numel of every parameter that overlaps this rank's partition, in {dt}."),
+    ("flat_param.fsdp_shard", "FSDP's local shard of one unit's flat parameter, fp32: the unit's numel padded to a multiple of world_size, over world_size."),
+    ("fsdp.gathered_params", "an FSDP unit (a transformer block, or the root) all-gathered in {dt} for its forward or backward; FULL_SHARD frees it after the unit's forward, and the backward gathers it again with the next unit prefetched."),
+    ("fsdp.unsharded_grad", "the gradient of an FSDP unit's flat parameter, full size, before its reduce-scatter into this rank's shard."),
+    ("zero.ipg_bucket_flat_buffer", "ZeRO-3's reduce bucket: reduce_bucket_size (5e8) elements of {dt}, allocated at initialisation and kept."),
 ];
 
 const CATEGORIES: &[(Category, &str)] = &[

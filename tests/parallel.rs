@@ -534,3 +534,56 @@ fn check_says_whose_memory_it_shows() {
     assert!(v["ranks"].is_null());
     assert_eq!(v["categories"]["communication"], 0);
 }
+
+/// Tensor parallelism of degree 2 on the tiny model: Megatron pads the vocabulary to a
+/// multiple of 128 × 2 = 256 → 1024 rows, 512 per rank; c_attn (3·128/2 = 192, 128),
+/// attn.c_proj (128, 64), c_fc (256, 128), mlp.c_proj (128, 256); norms and wpe whole.
+#[test]
+fn tensor_parallel_splits_heads_width_and_vocabulary() {
+    let tl = run(&cfg(&["--world_size=2", "--parallelism=tp"]));
+    let params: u64 = tl
+        .tensors
+        .iter()
+        .filter(|t| t.category == Category::Parameters && t.phase == Phase::Init)
+        .map(|t| t.bytes)
+        .sum();
+    // wte 512·128 + wpe 256·128 + 2 × (ln_1 128 + 192·128 + 128·64 + ln_2 128 + 256·128
+    // + 128·256) + ln_f 128 = 65536 + 32768 + 2 · 98560 + 128 = 295552 fp32 parameters.
+    assert_eq!(params, 295_552 * 4);
+    // Every rank runs every micro-step (no data parallelism): 8 → 2 simulated per step.
+    assert_eq!(forward_passes(&tl), 4);
+    // Logits are this rank's vocabulary slice: (4, 256, 512) bf16; the vocab-parallel loss
+    // keeps their fp32 copy as its softmax (no log-probs), which becomes the gradient.
+    let logits = named(&tl, "lm_head", "logits");
+    assert_eq!(tl.tensors[logits[0]].bytes, 4 * 256 * 512 * 2);
+    let softmax = named(&tl, "loss", "logits_fp32");
+    let trained: Vec<usize> = softmax
+        .into_iter()
+        .filter(|&t| tl.tensors[t].phase == Phase::Forward)
+        .collect();
+    assert_eq!(tl.tensors[trained[0]].bytes, 4 * 256 * 512 * 4);
+    assert_eq!(freed_in(&tl, trained[0]), Some(Phase::Backward));
+    assert!(named(&tl, "loss", "log_probs").is_empty());
+    // The MLP's hidden activation is 512 / 2 wide: (4, 256, 256) bf16.
+    let fc_out: Vec<usize> = (0..tl.tensors.len())
+        .filter(|&i| {
+            let n = &tl.tensors[i].name;
+            n.layer == Some(0) && n.module == "mlp.c_fc" && n.what == "out"
+        })
+        .collect();
+    assert_eq!(tl.tensors[fc_out[0]].bytes, 4 * 256 * 256 * 2);
+}
+
+#[test]
+fn tensor_parallel_needs_heads_divisible_by_the_degree() {
+    let mut c = cfg(&[]);
+    c.world_size = 3;
+    c.parallelism = vramplan::config::Parallelism::Tp;
+    let err = simulate(&c, Runtime::pytorch(&c, None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("n_head = 4 is not divisible by world_size = 3"),
+        "{err}"
+    );
+}

@@ -229,6 +229,9 @@ pub enum Parallelism {
     Zero2,
     #[serde(rename = "zero3")]
     Zero3,
+    /// Megatron-style tensor parallelism of degree world_size (no data parallelism).
+    #[serde(rename = "tp")]
+    Tp,
 }
 
 impl Parallelism {
@@ -240,6 +243,7 @@ impl Parallelism {
             Parallelism::Zero1 => "zero1",
             Parallelism::Zero2 => "zero2",
             Parallelism::Zero3 => "zero3",
+            Parallelism::Tp => "tp",
         }
     }
 }

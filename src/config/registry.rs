@@ -136,7 +136,7 @@ pub const KEYS: &[KeySpec] = &[
     field("loss", Ty::Str, false, "'standard' (F.cross_entropy) or 'chunked'"),
     field("alloc_conf", Ty::OptStr, false, "PYTORCH_CUDA_ALLOC_CONF, e.g. 'expandable_segments:True'"),
     field("world_size", Ty::Int, false, "number of GPUs (ranks)"),
-    field("parallelism", Ty::Str, false, "'ddp', 'fsdp' (FULL_SHARD), 'fsdp_grad_op' (SHARD_GRAD_OP), 'zero1', 'zero2' or 'zero3'"),
+    field("parallelism", Ty::Str, false, "'ddp', 'fsdp' (FULL_SHARD), 'fsdp_grad_op' (SHARD_GRAD_OP), 'zero1', 'zero2', 'zero3' or 'tp' (tensor parallel of degree world_size)"),
     // Architectures beyond nanoGPT's GPT (src/config/model_keys.rs).
     field("model_type", Ty::Str, false, "'gpt2' (nanoGPT's GPT), or Hugging Face's 'llama', 'mistral', 'qwen2', 'gemma', 'gpt_neox'"),
     field("n_kv_head", Ty::OptInt, false, "key/value heads (grouped-query attention); None = n_head"),
@@ -298,6 +298,7 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
                 Parallelism::Zero1,
                 Parallelism::Zero2,
                 Parallelism::Zero3,
+                Parallelism::Tp,
             ];
             cfg.parallelism = choice(v, &all, |p| p.as_str())?
         }

@@ -92,7 +92,9 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             cfg.n_head
         )));
     }
-    if cfg.world_size > 1
+    if cfg.parallelism == super::Parallelism::Tp {
+        tensor_parallel(cfg, &at)?;
+    } else if cfg.world_size > 1
         && !cfg
             .gradient_accumulation_steps
             .is_multiple_of(cfg.world_size)
@@ -144,6 +146,33 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
 
 /// The largest products the simulator forms must fit in u64, with headroom for sums. The error
 /// names the largest factor (the likely typo) and lists the others.
+/// Tensor parallelism splits the heads and the vocabulary over world_size ranks; it is modelled
+/// for nanoGPT's GPT with the standard loss (Megatron's vocab-parallel cross-entropy).
+fn tensor_parallel(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result<()> {
+    let w = cfg.world_size;
+    if cfg.model_type != super::ModelType::Gpt2 {
+        return Err(Error::new(format!(
+            "{}parallelism = 'tp': expected model_type 'gpt2' (tensor parallelism is modelled for nanoGPT's GPT only), got '{}'",
+            at("parallelism"),
+            cfg.model_type.as_str()
+        )));
+    }
+    if cfg.loss != super::LossKind::Standard {
+        return Err(Error::new(format!(
+            "{}parallelism = 'tp': expected loss = 'standard' (the vocab-parallel cross-entropy replaces it)",
+            at("parallelism")
+        )));
+    }
+    if !cfg.n_head.is_multiple_of(w) {
+        return Err(Error::new(format!(
+            "{}n_head = {} is not divisible by world_size = {w}: expected n_head % world_size == 0 under parallelism = 'tp' (each rank computes n_head / world_size heads)",
+            at("n_head"),
+            cfg.n_head
+        )));
+    }
+    Ok(())
+}
+
 fn check_bytes(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result<()> {
     let mul = |xs: &[u64]| xs.iter().try_fold(1u64, |acc, &x| acc.checked_mul(x));
     let batch = cfg.batch_size.max(cfg.eval_batch());

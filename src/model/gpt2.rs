@@ -24,14 +24,17 @@ struct Block {
 #[derive(Debug, Clone, Copy)]
 struct BlockCall {
     p: Block,
+    /// Heads on this rank (n_head / tensor-parallel degree).
     n_head: u64,
-    n_embd: u64,
+    head_size: u64,
     dropout: f64,
     flash: bool,
     layer: u32,
 }
 
 pub struct Gpt2 {
+    /// Tensor-parallel degree: heads, MLP width and vocabulary are split over this many ranks.
+    tp: u64,
     n_head: u64,
     n_embd: u64,
     dropout: f64,
@@ -47,7 +50,11 @@ pub struct Gpt2 {
 impl Gpt2 {
     /// `model.to(device)`: parameters in module order (children first, then buffers).
     pub fn build(e: &mut Engine, cfg: &TrainConfig) -> Gpt2 {
-        let (c, v) = (cfg.n_embd, cfg.vocab_size);
+        // Megatron's split for tensor parallelism (tp = 1: the whole model): q/k/v and c_fc
+        // are column-parallel (out / tp), the projections row-parallel (in / tp, bias whole),
+        // the embedding vocab-parallel; norms and wpe are replicated.
+        let tp = parallel::tp_degree(cfg);
+        let (c, v) = (cfg.n_embd, parallel::vocab_per_rank(cfg));
         let bias = cfg.bias;
         let linear = |e: &mut Engine, l: u32, m: &'static str, w: &'static str, out, inp| {
             let wp = e.add_param(Name::layer_param(l, m, w), &[out, inp], true);
@@ -64,8 +71,8 @@ impl Gpt2 {
         let mut blocks = Vec::with_capacity(cfg.n_layer as usize);
         for l in 0..cfg.n_layer as u32 {
             let ln_1 = norm(e, Some(l), "ln_1");
-            let c_attn = linear(e, l, "attn.c_attn", "weight", 3 * c, c);
-            let c_proj = linear(e, l, "attn.c_proj", "weight", c, c);
+            let c_attn = linear(e, l, "attn.c_attn", "weight", 3 * c / tp, c);
+            let c_proj = linear(e, l, "attn.c_proj", "weight", c, c / tp);
             if !cfg.flash {
                 // The manual path's causal mask: a (1, 1, block_size, block_size) fp32 buffer.
                 let t = cfg.block_size;
@@ -77,8 +84,8 @@ impl Gpt2 {
                 );
             }
             let ln_2 = norm(e, Some(l), "ln_2");
-            let c_fc = linear(e, l, "mlp.c_fc", "weight", 4 * c, c);
-            let mlp_proj = linear(e, l, "mlp.c_proj", "weight", c, 4 * c);
+            let c_fc = linear(e, l, "mlp.c_fc", "weight", 4 * c / tp, c);
+            let mlp_proj = linear(e, l, "mlp.c_proj", "weight", c, 4 * c / tp);
             blocks.push(Block {
                 ln_1,
                 c_attn,
@@ -90,6 +97,7 @@ impl Gpt2 {
         }
         let ln_f = norm(e, None, "ln_f");
         Gpt2 {
+            tp,
             n_head: cfg.n_head,
             n_embd: c,
             dropout: cfg.dropout,
@@ -114,13 +122,23 @@ impl Gpt2 {
             DType::I64,
             Category::Other,
         );
-        let tok_emb = ops::embedding(
-            e,
-            self.wte,
-            idx,
-            Shape::new(&[b, t, c]),
-            Name::top("wte", "out"),
-        );
+        let tok_emb = if self.tp > 1 {
+            ops::vocab_parallel_embedding(
+                e,
+                self.wte,
+                idx,
+                Shape::new(&[b, t, c]),
+                Name::top("wte", "out"),
+            )
+        } else {
+            ops::embedding(
+                e,
+                self.wte,
+                idx,
+                Shape::new(&[b, t, c]),
+                Name::top("wte", "out"),
+            )
+        };
         let pos_emb = ops::embedding(
             e,
             self.wpe,
@@ -136,8 +154,8 @@ impl Gpt2 {
         for (l, block) in self.blocks.iter().enumerate() {
             let call = BlockCall {
                 p: *block,
-                n_head: self.n_head,
-                n_embd: self.n_embd,
+                n_head: self.n_head / self.tp,
+                head_size: self.n_embd / self.n_head,
                 dropout: self.dropout,
                 flash: self.flash,
                 layer: l as u32,
@@ -162,7 +180,12 @@ impl Gpt2 {
         let (logits, loss) = match self.loss {
             LossKind::Standard => {
                 let logits = ops::linear(e, xf, self.wte, None, None, "lm_head");
-                (Some(logits), ops::cross_entropy(e, logits, targets))
+                let loss = if self.tp > 1 {
+                    ops::vocab_parallel_cross_entropy(e, logits, targets)
+                } else {
+                    ops::cross_entropy(e, logits, targets)
+                };
+                (Some(logits), loss)
             }
             LossKind::Chunked => (None, ops::chunked_cross_entropy(e, xf, self.wte, targets)),
         };
@@ -201,7 +224,7 @@ impl BlockCall {
         } else {
             AttnKind::Flash
         };
-        let hs = self.n_embd / self.n_head;
+        let hs = self.head_size;
         let (y, att) = ops::attention(e, qkv, kind, b, t, self.n_head, hs, self.dropout, Some(l));
         let out = ops::linear(e, y, p.c_proj.0, p.c_proj.1, Some(l), "attn.c_proj");
         let d = ops::dropout(e, out, self.dropout, Name::layer(l, "attn.resid_dropout"));

@@ -122,6 +122,17 @@ pub fn launch(cfg: &TrainConfig, base: &TrainConfig, config_path: Option<&str>) 
         Parallelism::Zero1 | Parallelism::Zero2 | Parallelism::Zero3 => {
             return format!("deepspeed --num_gpus {w} train.py --deepspeed ds_config.json");
         }
+        // Megatron-LM: one data-parallel replica of degree-w tensor parallelism.
+        Parallelism::Tp => {
+            return format!(
+                "torchrun --nproc_per_node={w} pretrain_gpt.py --tensor-model-parallel-size {w} \
+                 --micro-batch-size {} --global-batch-size {} --seq-length {}",
+                cfg.batch_size,
+                cfg.batch_size
+                    .saturating_mul(cfg.gradient_accumulation_steps),
+                cfg.block_size
+            );
+        }
     };
     single.replacen("python train.py", &launcher, 1)
 }

@@ -246,17 +246,21 @@ pub fn build(
         None => (None, None, None),
     };
     let (categories, tensors) = peak_contents(&sim.timeline, p);
-    let n_params = sim
-        .timeline
-        .tensors
-        .iter()
-        .filter(|t| {
-            t.category == Category::Parameters
-                && t.name.module != "attn.bias"
-                && !crate::sim::parallel::is_flat_buffer(&t.name)
-        })
-        .map(|t| t.shape.numel().unwrap_or(0))
-        .sum();
+    // Under tensor parallelism a rank holds a slice of the model; the header counts the model.
+    let n_params = if cfg.parallelism == crate::config::Parallelism::Tp {
+        crate::model::n_params(cfg)
+    } else {
+        sim.timeline
+            .tensors
+            .iter()
+            .filter(|t| {
+                t.category == Category::Parameters
+                    && t.name.module != "attn.bias"
+                    && !crate::sim::parallel::is_flat_buffer(&t.name)
+            })
+            .map(|t| t.shape.numel().unwrap_or(0))
+            .sum()
+    };
     Ok(CheckReport {
         config: cfg.clone(),
         gpu: target,

@@ -9,6 +9,9 @@
 //!   gradients through a contiguous reduce bucket (zero.rs).
 //! - `zero3` — DeepSpeed's ZeRO-3: parameters partitioned too, gathered per unit (zero3.rs,
 //!   on fsdp.rs's schedule).
+//! - `tp` — Megatron-style tensor parallelism of degree world_size: the model's own
+//!   dimensions are split (heads, MLP width, vocabulary; model/gpt2.rs reads `tp_degree`),
+//!   with the vocab-parallel embedding and cross-entropy ops (sim/ops/tp.rs).
 //! - `fsdp` / `fsdp_grad_op` — PyTorch FSDP FULL_SHARD / SHARD_GRAD_OP: parameters, gradients
 //!   and optimizer state sharded per unit (a transformer block, and the root), each unit
 //!   all-gathered around its forward and its backward (fsdp.rs). The models mark their units
@@ -62,6 +65,8 @@ impl Dist {
     fn active(&self) -> bool {
         match self.mode {
             Parallelism::Ddp => self.world > 1,
+            // Tensor parallelism is in the model's dimensions (tp_degree), not a wrapper.
+            Parallelism::Tp => false,
             _ => true,
         }
     }
@@ -78,7 +83,34 @@ fn module_dtype(e: &Engine) -> DType {
 /// gradient_accumulation_steps divides by the world size and gives each rank its share
 /// (validate() checks the divisibility); tokens per step stay global.
 pub fn micro_steps(cfg: &TrainConfig) -> u64 {
+    if cfg.parallelism == Parallelism::Tp {
+        // Every tensor-parallel rank runs every micro-step on the same batch.
+        return cfg.gradient_accumulation_steps;
+    }
     (cfg.gradient_accumulation_steps / cfg.world_size.max(1)).max(1)
+}
+
+/// The tensor-parallel degree (1 unless `parallelism = 'tp'`).
+pub fn tp_degree(cfg: &TrainConfig) -> u64 {
+    if cfg.parallelism == Parallelism::Tp {
+        cfg.world_size.max(1)
+    } else {
+        1
+    }
+}
+
+/// Megatron pads the vocabulary to a multiple of `make_vocab_size_divisible_by` (128) × the
+/// tensor-parallel degree; each rank holds an equal slice of the rows.
+pub const VOCAB_DIVISIBLE_BY: u64 = 128;
+
+/// Rows of the vocabulary on each tensor-parallel rank.
+pub fn vocab_per_rank(cfg: &TrainConfig) -> u64 {
+    let tp = tp_degree(cfg);
+    if tp == 1 {
+        return cfg.vocab_size;
+    }
+    let multiple = VOCAB_DIVISIBLE_BY * tp;
+    cfg.vocab_size.div_ceil(multiple) * multiple / tp
 }
 
 /// Before `model.to(device)`: under ZeRO the trainable parameters become views into the
@@ -90,7 +122,10 @@ pub fn setup(e: &mut Engine, cfg: &TrainConfig) {
         zero: None,
         fsdp: None,
     };
-    if cfg.parallelism != Parallelism::Ddp {
+    if zero::stage(cfg.parallelism).is_some()
+        || cfg.parallelism == Parallelism::Zero3
+        || fsdp_strategy(cfg.parallelism).is_some()
+    {
         e.param_view = Some(module_dtype(e));
     }
 }

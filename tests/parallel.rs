@@ -587,3 +587,24 @@ fn tensor_parallel_needs_heads_divisible_by_the_degree() {
         "{err}"
     );
 }
+
+#[test]
+fn ddp_gradient_as_bucket_view_keeps_no_second_copy() {
+    let copy = run(&cfg(&["--world_size=4"]));
+    let view = run(&cfg(&["--world_size=4", "--ddp_bucket_view=True"]));
+    // Right before the first optimizer step: every fp32 gradient (4Ψ bytes) as its own
+    // tensor by default; with bucket views the gradients are the buckets' storage.
+    assert_eq!(
+        live_before(&copy, Phase::Optimizer, &[Category::Gradients]),
+        4 * PSI
+    );
+    assert_eq!(
+        live_before(&view, Phase::Optimizer, &[Category::Gradients]),
+        0
+    );
+    // The buckets are the same either way.
+    assert_eq!(
+        bytes(&view, &named(&view, "ddp", "grad_bucket")),
+        vec![1_050_112, 1_168_384]
+    );
+}

@@ -10,7 +10,8 @@
 //! `gradient_as_bucket_view=False` the parameters' `.grad` stay separate tensors: autograd's
 //! hooks copy each gradient into its bucket view, the bucket is all-reduced in place, and the
 //! result is copied back — so the buckets together are a second copy of every gradient, alive
-//! from construction to the end of the run. ("Two 25 MiB buckets" understates it: 25 MiB is
+//! from construction to the end of the run. With `gradient_as_bucket_view=True`
+//! (`ddp_bucket_view`) the `.grad` become views into the buckets instead: no second copy. ("Two 25 MiB buckets" understates it: 25 MiB is
 //! each bucket's cap, and every bucket is allocated at construction, so their sum is the size
 //! of all trainable parameters.) NCCL's own buffers are cudaMalloc'd outside PyTorch's
 //! allocator and are not in these figures.
@@ -91,6 +92,20 @@ pub(super) fn construct(e: &mut Engine) {
             Category::Communication,
         );
     }
+}
+
+/// gradient_as_bucket_view=True: the Reducer's hook copies a parameter's new `.grad` into its
+/// bucket view and makes `.grad` that view — autograd's own gradient storage goes. Later
+/// micro-steps accumulate into the view in place.
+pub(super) fn grad_as_bucket_view(e: &mut Engine, p: usize) {
+    let Some(g) = e.params[p].grad else { return };
+    let r = *e.record(g);
+    if r.bytes == 0 {
+        return;
+    }
+    let view = e.alloc_bytes(r.name, r.shape, r.dtype, 0, Category::Gradients);
+    e.params[p].grad = Some(view);
+    e.release(g);
 }
 
 /// `_sync_module_states`: rank 0's parameters broadcast in flattened 250 MiB buckets, two in

@@ -46,6 +46,8 @@ pub struct Dist {
     pub mode: Parallelism,
     zero: Option<zero::Zero>,
     fsdp: Option<fsdp::Fsdp>,
+    /// DDP with gradient_as_bucket_view=True and its buckets built.
+    bucket_view: bool,
 }
 
 impl Dist {
@@ -56,6 +58,7 @@ impl Dist {
             mode: Parallelism::Ddp,
             zero: None,
             fsdp: None,
+            bucket_view: false,
         }
     }
 
@@ -121,6 +124,7 @@ pub fn setup(e: &mut Engine, cfg: &TrainConfig) {
         mode: cfg.parallelism,
         zero: None,
         fsdp: None,
+        bucket_view: false,
     };
     if zero::stage(cfg.parallelism).is_some()
         || cfg.parallelism == Parallelism::Zero3
@@ -146,6 +150,7 @@ pub fn after_build(e: &mut Engine, cfg: &TrainConfig) {
         e.dist.fsdp = Some(f);
     } else {
         ddp::construct(e);
+        e.dist.bucket_view = cfg.ddp_bucket_view;
     }
 }
 
@@ -206,6 +211,8 @@ pub fn grad_ready(e: &mut Engine, p: usize) {
         with_zero(e, |z, e| z.grad_ready(e, p));
     } else if e.dist.fsdp.is_some() {
         with_fsdp(e, |f, e| f.grad_ready(e, p));
+    } else if e.dist.bucket_view {
+        ddp::grad_as_bucket_view(e, p);
     }
 }
 

@@ -80,8 +80,21 @@ pub(super) struct Zero {
     kept: Vec<(usize, T)>,
 }
 
-fn numel(e: &Engine, p: usize) -> u64 {
+pub(super) fn numel(e: &Engine, p: usize) -> u64 {
     e.params[p].shape.numel().unwrap_or(0)
+}
+
+/// DeepSpeed's parameter groups: the client optimizer's (nanoGPT's configure_optimizers: the
+/// 2-D weights with decay, then the rest), trainable parameters only, empty groups dropped.
+pub(super) fn param_groups(e: &Engine) -> Vec<Vec<usize>> {
+    let (decay, rest): (Vec<usize>, Vec<usize>) = optimizer_order(e)
+        .into_iter()
+        .filter(|&p| e.params[p].requires_grad)
+        .partition(|&p| e.params[p].decay);
+    [decay, rest]
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .collect()
 }
 
 impl Zero {
@@ -89,12 +102,8 @@ impl Zero {
     pub(super) fn build(e: &mut Engine, stage: u8, kind: OptimizerKind) -> Zero {
         let world = e.dist.world;
         let dtype = module_dtype(e);
-        let (decay, rest): (Vec<usize>, Vec<usize>) = optimizer_order(e)
-            .into_iter()
-            .filter(|&p| e.params[p].requires_grad)
-            .partition(|&p| e.params[p].decay);
         let mut groups = Vec::new();
-        for params in [decay, rest].into_iter().filter(|g| !g.is_empty()) {
+        for params in param_groups(e) {
             let total: u64 = params.iter().map(|&p| numel(e, p)).sum();
             let align = ZERO_ALIGNMENT * world;
             let padded = total.div_ceil(align) * align;

@@ -16,12 +16,12 @@
 //! `stage3_prefetch_bucket_size` (5e7) elements; gathering a whole transformer block at once is
 //! coarser — an upper bound when a block is larger than the window.
 
-use super::zero::{FLAT_MODULE, REDUCE_BUCKET_ELEMENTS};
+use super::zero::{numel, param_groups, FLAT_MODULE, REDUCE_BUCKET_ELEMENTS};
 use crate::config::OptimizerKind;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T};
 use crate::sim::timeline::{Category, Name, Shape};
-use crate::sim::train::{optimizer_order, optimizer_state};
+use crate::sim::train::optimizer_state;
 
 /// `stage3_param_persistence_threshold` default, in elements.
 pub const PERSISTENCE_THRESHOLD: u64 = 100_000;
@@ -32,20 +32,12 @@ pub(super) struct Zero3 {
     groups: Vec<u64>,
 }
 
-fn numel(e: &Engine, p: usize) -> u64 {
-    e.params[p].shape.numel().unwrap_or(0)
-}
-
 impl Zero3 {
     pub(super) fn build(e: &mut Engine, kind: OptimizerKind) -> Zero3 {
         let world = e.dist.world;
         let dtype = super::module_dtype(e);
-        let (decay, rest): (Vec<usize>, Vec<usize>) = optimizer_order(e)
-            .into_iter()
-            .filter(|&p| e.params[p].requires_grad)
-            .partition(|&p| e.params[p].decay);
         let mut groups = Vec::new();
-        for params in [decay, rest].into_iter().filter(|g| !g.is_empty()) {
+        for params in param_groups(e) {
             let part: u64 = params.iter().map(|&p| numel(e, p).div_ceil(world)).sum();
             e.alloc(
                 Name::top(FLAT_MODULE, "ds_partitions"),

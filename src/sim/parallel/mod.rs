@@ -116,8 +116,8 @@ pub fn vocab_per_rank(cfg: &TrainConfig) -> u64 {
     cfg.vocab_size.div_ceil(multiple) * multiple / tp
 }
 
-/// Before `model.to(device)`: under ZeRO the trainable parameters become views into the
-/// flat half-precision groups the optimizer builds.
+/// Before `model.to(device)`: under ZeRO and FSDP the trainable parameters become views (no
+/// storage of their own) into the flat buffers those engines own.
 pub fn setup(e: &mut Engine, cfg: &TrainConfig) {
     e.dist = Dist {
         world: cfg.world_size.max(1),

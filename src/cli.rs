@@ -162,6 +162,10 @@ pub struct SuggestArgs {
     /// Also draw peak device memory against batch_size for each knob as an SVG file.
     #[arg(long, value_name = "PATH")]
     pub svg: Option<PathBuf>,
+    /// Plan over up to N GPUs: the smallest world size (2, 4, 8, …) and parallelism that fit
+    /// per rank, with the torchrun / accelerate / deepspeed launch line.
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

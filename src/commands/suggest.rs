@@ -4,7 +4,7 @@ use super::{load_budget, load_config, print_json, write_file};
 use crate::cli::SuggestArgs;
 use crate::error::{Error, Result};
 use crate::plan::sweep::sweep_chart;
-use crate::plan::{render::render, suggest};
+use crate::plan::{render::render, suggest, suggest_multi};
 
 pub fn run(args: &SuggestArgs) -> Result<u8> {
     let loaded = load_config(&args.run)?;
@@ -33,7 +33,18 @@ pub fn run(args: &SuggestArgs) -> Result<u8> {
         return Ok(if report.largest_batch.is_some() { 0 } else { 1 });
     }
     let path = args.run.config.as_ref().map(|p| p.display().to_string());
-    let report = suggest(&loaded.config, &budget, &args.keep, path.as_deref())?;
+    let mut report = suggest(&loaded.config, &budget, &args.keep, path.as_deref())?;
+    if args.gpus == Some(0) {
+        crate::bail!("--gpus 0: expected a number of GPUs of at least 1");
+    }
+    // Several GPUs when asked, or when nothing fits one card.
+    let max_gpus = args.gpus.or(report
+        .best
+        .is_none()
+        .then_some(crate::plan::multi::DEFAULT_MAX_GPUS));
+    if let Some(n) = max_gpus.filter(|&n| n > 1) {
+        report.multi_gpu = Some(suggest_multi(&loaded.config, &budget, n, path.as_deref())?);
+    }
     if let Some(path) = &args.svg {
         write_file(path, &sweep_chart(&loaded.config, &budget, &report)?)?;
     }
@@ -45,5 +56,13 @@ pub fn run(args: &SuggestArgs) -> Result<u8> {
         }
         print!("{}", render(&report));
     }
-    Ok(if report.best.is_some() { 0 } else { 1 })
+    let multi_fits = report
+        .multi_gpu
+        .as_ref()
+        .is_some_and(|m| !m.fitting.is_empty());
+    Ok(if report.best.is_some() || multi_fits {
+        0
+    } else {
+        1
+    })
 }

@@ -76,14 +76,21 @@ impl LossKind {
 pub enum Parallelism {
     #[serde(rename = "ddp")]
     Ddp,
+    /// FSDP FULL_SHARD.
     #[serde(rename = "fsdp")]
     Fsdp,
+    /// FSDP SHARD_GRAD_OP: parameters stay gathered from a unit's forward to its backward.
+    #[serde(rename = "fsdp_grad_op")]
+    FsdpGradOp,
     #[serde(rename = "zero1")]
     Zero1,
     #[serde(rename = "zero2")]
     Zero2,
     #[serde(rename = "zero3")]
     Zero3,
+    /// Megatron-style tensor parallelism of degree world_size (no data parallelism).
+    #[serde(rename = "tp")]
+    Tp,
 }
 
 impl Parallelism {
@@ -91,9 +98,11 @@ impl Parallelism {
         match self {
             Parallelism::Ddp => "ddp",
             Parallelism::Fsdp => "fsdp",
+            Parallelism::FsdpGradOp => "fsdp_grad_op",
             Parallelism::Zero1 => "zero1",
             Parallelism::Zero2 => "zero2",
             Parallelism::Zero3 => "zero3",
+            Parallelism::Tp => "tp",
         }
     }
 }

@@ -183,6 +183,9 @@ pub struct TrainConfig {
     pub alloc_conf: Option<String>,
     pub world_size: u64,
     pub parallelism: Parallelism,
+    /// DDP(gradient_as_bucket_view=True): `.grad` become views into the Reducer's buckets.
+    #[serde(default)]
+    pub ddp_bucket_view: bool,
     // --- architectures beyond nanoGPT's GPT (Hugging Face config.json names in brackets) ---
     /// The decoder: nanoGPT's GPT or a Hugging Face architecture [model_type].
     #[serde(default)]
@@ -282,6 +285,7 @@ impl Default for TrainConfig {
             alloc_conf: None,
             world_size: 1,
             parallelism: Parallelism::Ddp,
+            ddp_bucket_view: false,
             model_type: ModelType::Gpt2,
             n_kv_head: None,
             head_dim: None,

@@ -136,7 +136,8 @@ pub const KEYS: &[KeySpec] = &[
     field("loss", Ty::Str, false, "'standard' (F.cross_entropy) or 'chunked'"),
     field("alloc_conf", Ty::OptStr, false, "PYTORCH_CUDA_ALLOC_CONF, e.g. 'expandable_segments:True'"),
     field("world_size", Ty::Int, false, "number of GPUs (ranks)"),
-    field("parallelism", Ty::Str, false, "'ddp', 'fsdp', 'zero1', 'zero2' or 'zero3'"),
+    field("ddp_bucket_view", Ty::Bool, false, "DDP(gradient_as_bucket_view=True): gradients are views into DDP's buckets"),
+    field("parallelism", Ty::Str, false, "'ddp', 'fsdp' (FULL_SHARD), 'fsdp_grad_op' (SHARD_GRAD_OP), 'zero1', 'zero2', 'zero3' or 'tp' (tensor parallel of degree world_size)"),
     // Architectures beyond nanoGPT's GPT (src/config/model_keys.rs).
     field("model_type", Ty::Str, false, "'gpt2' (nanoGPT's GPT), or Hugging Face's 'llama', 'mistral', 'qwen2', 'gemma', 'gpt_neox'"),
     field("n_kv_head", Ty::OptInt, false, "key/value heads (grouped-query attention); None = n_head"),
@@ -247,6 +248,7 @@ pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
         "grad_clip" => Value::Float(cfg.grad_clip),
         "flash" => Value::Bool(cfg.flash),
         "activation_checkpointing" => Value::Bool(cfg.activation_checkpointing),
+        "ddp_bucket_view" => Value::Bool(cfg.ddp_bucket_view),
         "optimizer" => s(cfg.optimizer.as_str()),
         "eval_batch_size" => cfg.eval_batch_size.map_or(Value::None, int),
         "loss" => s(cfg.loss.as_str()),
@@ -286,6 +288,7 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
         "eval_only" => cfg.eval_only = boolean(v),
         "flash" => cfg.flash = boolean(v),
         "activation_checkpointing" => cfg.activation_checkpointing = boolean(v),
+        "ddp_bucket_view" => cfg.ddp_bucket_view = boolean(v),
         "init_from" => cfg.init_from = string(v),
         "dataset" => cfg.dataset = string(v),
         "dtype" => {
@@ -311,9 +314,11 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
             let all = [
                 Parallelism::Ddp,
                 Parallelism::Fsdp,
+                Parallelism::FsdpGradOp,
                 Parallelism::Zero1,
                 Parallelism::Zero2,
                 Parallelism::Zero3,
+                Parallelism::Tp,
             ];
             cfg.parallelism = choice(v, &all, |p| p.as_str())?
         }

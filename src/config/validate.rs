@@ -92,7 +92,10 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             cfg.n_head
         )));
     }
-    if cfg.world_size > 1
+    combinations(cfg, &at)?;
+    if cfg.parallelism == super::Parallelism::Tp {
+        tensor_parallel(cfg, &at)?;
+    } else if cfg.world_size > 1
         && !cfg
             .gradient_accumulation_steps
             .is_multiple_of(cfg.world_size)
@@ -141,6 +144,54 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
     super::model_keys::validate(cfg, origins)?;
     super::infer_keys::validate(cfg, origins)?;
     check_bytes(cfg, &at)
+}
+
+/// Modes the simulator has no policy for together: a clear error rather than a figure that
+/// mixes two models.
+fn combinations(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result<()> {
+    if cfg.world_size > 1 && cfg.mode == super::Mode::Inference {
+        return Err(Error::new(format!(
+            "{}world_size = {}: expected 1 with mode = 'inference' (tensor-parallel serving, vLLM's --tensor-parallel-size, is not modelled)",
+            at("world_size"),
+            cfg.world_size
+        )));
+    }
+    let adapters = cfg.lora_rank > 0 || cfg.quantization != super::Quantization::None;
+    if cfg.world_size > 1 && adapters && cfg.parallelism != super::Parallelism::Ddp {
+        return Err(Error::new(format!(
+            "{}parallelism = '{}': expected 'ddp' for LoRA/QLoRA runs (sharding frozen and quantized weights with FSDP or ZeRO is not modelled)",
+            at("parallelism"),
+            cfg.parallelism.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Tensor parallelism splits the heads and the vocabulary over world_size ranks; it is modelled
+/// for nanoGPT's GPT with the standard loss (Megatron's vocab-parallel cross-entropy).
+fn tensor_parallel(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result<()> {
+    let w = cfg.world_size;
+    if cfg.model_type != super::ModelType::Gpt2 {
+        return Err(Error::new(format!(
+            "{}parallelism = 'tp': expected model_type 'gpt2' (tensor parallelism is modelled for nanoGPT's GPT only), got '{}'",
+            at("parallelism"),
+            cfg.model_type.as_str()
+        )));
+    }
+    if cfg.loss != super::LossKind::Standard {
+        return Err(Error::new(format!(
+            "{}parallelism = 'tp': expected loss = 'standard' (the vocab-parallel cross-entropy replaces it)",
+            at("parallelism")
+        )));
+    }
+    if !cfg.n_head.is_multiple_of(w) {
+        return Err(Error::new(format!(
+            "{}n_head = {} is not divisible by world_size = {w}: expected n_head % world_size == 0 under parallelism = 'tp' (each rank computes n_head / world_size heads)",
+            at("n_head"),
+            cfg.n_head
+        )));
+    }
+    Ok(())
 }
 
 /// The largest products the simulator forms must fit in u64, with headroom for sums. The error

@@ -9,6 +9,7 @@ use crate::config::{LossKind, TrainConfig};
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops::{self, AttnKind, Heads};
+use crate::sim::parallel;
 use crate::sim::timeline::{Category, Name, Shape};
 
 #[derive(Debug, Clone, Copy)]
@@ -25,14 +26,17 @@ struct Block {
 #[derive(Debug, Clone, Copy)]
 struct BlockCall {
     p: Block,
+    /// Heads on this rank (n_head / tensor-parallel degree).
     n_head: u64,
-    n_embd: u64,
+    head_size: u64,
     dropout: f64,
     flash: bool,
     layer: u32,
 }
 
 pub struct Gpt2 {
+    /// Tensor-parallel degree: heads, MLP width and vocabulary are split over this many ranks.
+    tp: u64,
     n_head: u64,
     n_embd: u64,
     dropout: f64,
@@ -48,7 +52,11 @@ pub struct Gpt2 {
 impl Gpt2 {
     /// `model.to(device)`: parameters in module order (children first, then buffers).
     pub fn build(e: &mut Engine, cfg: &TrainConfig) -> Gpt2 {
-        let (c, v) = (cfg.n_embd, cfg.vocab_size);
+        // Megatron's split for tensor parallelism (tp = 1: the whole model): q/k/v and c_fc
+        // are column-parallel (out / tp), the projections row-parallel (in / tp, bias whole),
+        // the embedding vocab-parallel; norms and wpe are replicated.
+        let tp = parallel::tp_degree(cfg);
+        let (c, v) = (cfg.n_embd, parallel::vocab_per_rank(cfg));
         let bias = cfg.bias;
         // Trainable fp32 master weights, or frozen in `dtype` for inference.
         let ps = Params::new(cfg);
@@ -67,8 +75,8 @@ impl Gpt2 {
         let mut blocks = Vec::with_capacity(cfg.n_layer as usize);
         for l in 0..cfg.n_layer as u32 {
             let ln_1 = norm(e, Some(l), "ln_1");
-            let c_attn = linear(e, l, "attn.c_attn", "weight", 3 * c, c);
-            let c_proj = linear(e, l, "attn.c_proj", "weight", c, c);
+            let c_attn = linear(e, l, "attn.c_attn", "weight", 3 * c / tp, c);
+            let c_proj = linear(e, l, "attn.c_proj", "weight", c, c / tp);
             if !cfg.flash {
                 // The manual path's causal mask: a (1, 1, block_size, block_size) fp32 buffer.
                 let t = cfg.block_size;
@@ -80,8 +88,8 @@ impl Gpt2 {
                 );
             }
             let ln_2 = norm(e, Some(l), "ln_2");
-            let c_fc = linear(e, l, "mlp.c_fc", "weight", 4 * c, c);
-            let mlp_proj = linear(e, l, "mlp.c_proj", "weight", c, 4 * c);
+            let c_fc = linear(e, l, "mlp.c_fc", "weight", 4 * c / tp, c);
+            let mlp_proj = linear(e, l, "mlp.c_proj", "weight", c, 4 * c / tp);
             blocks.push(Block {
                 ln_1,
                 c_attn,
@@ -93,6 +101,7 @@ impl Gpt2 {
         }
         let ln_f = norm(e, None, "ln_f");
         Gpt2 {
+            tp,
             n_head: cfg.n_head,
             n_embd: c,
             dropout: cfg.dropout,
@@ -118,13 +127,23 @@ impl Gpt2 {
             DType::I64,
             Category::Other,
         );
-        let tok_emb = ops::embedding(
-            e,
-            self.wte,
-            idx,
-            Shape::new(&[b, t, c]),
-            Name::top("wte", "out"),
-        );
+        let tok_emb = if self.tp > 1 {
+            ops::vocab_parallel_embedding(
+                e,
+                self.wte,
+                idx,
+                Shape::new(&[b, t, c]),
+                Name::top("wte", "out"),
+            )
+        } else {
+            ops::embedding(
+                e,
+                self.wte,
+                idx,
+                Shape::new(&[b, t, c]),
+                Name::top("wte", "out"),
+            )
+        };
         let pos_emb = ops::embedding(
             e,
             self.wpe,
@@ -140,12 +159,13 @@ impl Gpt2 {
         for (l, block) in self.blocks.iter().enumerate() {
             let call = BlockCall {
                 p: *block,
-                n_head: self.n_head,
-                n_embd: self.n_embd,
+                n_head: self.n_head / self.tp,
+                head_size: self.n_embd / self.n_head,
                 dropout: self.dropout,
                 flash: self.flash,
                 layer: l as u32,
             };
+            parallel::unit_enter(e, Some(l as u32));
             let next = if self.checkpoint && e.grad_mode {
                 // x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
                 e.checkpoint(
@@ -155,6 +175,7 @@ impl Gpt2 {
             } else {
                 call.forward(e, x)
             };
+            let next = parallel::unit_exit(e, l as u32, next);
             e.drop_value(x);
             x = next;
         }
@@ -164,7 +185,12 @@ impl Gpt2 {
         let out = match (head, self.loss) {
             (Head::Loss(targets), LossKind::Standard) => {
                 let logits = ops::linear(e, xf, self.wte, None, None, "lm_head");
-                Output::Loss(Some(logits), ops::cross_entropy(e, logits, targets))
+                let loss = if self.tp > 1 {
+                    ops::vocab_parallel_cross_entropy(e, logits, targets)
+                } else {
+                    ops::cross_entropy(e, logits, targets)
+                };
+                Output::Loss(Some(logits), loss)
             }
             (Head::Loss(targets), LossKind::Chunked) => {
                 Output::Loss(None, ops::chunked_cross_entropy(e, xf, self.wte, targets))
@@ -206,7 +232,7 @@ impl BlockCall {
         } else {
             AttnKind::Flash
         };
-        let hs = self.n_embd / self.n_head;
+        let hs = self.head_size;
         let (y, att) = match ops::decode_context(e) {
             // Decode: the new token's q (a view of qkv) over the cached keys and values.
             Some(ctx) => {

@@ -181,7 +181,9 @@ impl Llama {
                 shared,
                 layer: l as u32,
             };
+            crate::sim::parallel::unit_enter(e, Some(l as u32));
             let next = shared.run_layer(e, x, self.checkpoint, call, LayerCall::forward);
+            let next = crate::sim::parallel::unit_exit(e, l as u32, next);
             e.drop_value(x);
             x = next;
         }

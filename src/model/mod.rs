@@ -59,6 +59,8 @@ impl Model {
     }
 
     fn run(&self, e: &mut Engine, idx: T, head: Head) -> Output {
+        // FSDP's root unit (embeddings, final norm, lm_head) is gathered before the first op.
+        crate::sim::parallel::unit_enter(e, None);
         match self {
             Model::Gpt2(m) => m.forward(e, idx, head),
             Model::Llama(m) => m.forward(e, idx, head),

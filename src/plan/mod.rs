@@ -4,10 +4,11 @@
 pub mod hf_args;
 pub mod infer;
 pub mod knobs;
+pub mod multi;
 pub mod render;
 pub mod search;
 pub mod speed;
 pub mod sweep;
 pub mod vllm;
 
-pub use search::{suggest, Candidate, SuggestReport};
+pub use search::{suggest, suggest_multi, Candidate, SuggestReport};

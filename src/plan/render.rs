@@ -95,5 +95,42 @@ pub fn render(r: &SuggestReport) -> String {
     for n in &r.notes {
         let _ = writeln!(out, "note: {n}");
     }
+    if let Some(m) = &r.multi_gpu {
+        render_multi(&mut out, m);
+    }
     out
+}
+
+/// The multi-GPU plan: per-rank figures, one launch line each.
+fn render_multi(out: &mut String, m: &super::multi::MultiReport) {
+    let _ = writeln!(out);
+    let Some(first) = m.fitting.first() else {
+        let _ = writeln!(
+            out,
+            "Over up to {} GPUs of this card: nothing fits per rank, whatever the parallelism.",
+            m.max_gpus
+        );
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "Over several GPUs: the smallest world size that fits is {} (each rank's peak; least communication first):",
+        first.world_size
+    );
+    for c in &m.fitting {
+        let _ = writeln!(
+            out,
+            "  {} x {}: batch_size {} per rank, gradient_accumulation_steps {} ({} tokens/step), peak {} per GPU",
+            c.world_size,
+            c.parallelism,
+            c.config.batch_size,
+            c.config.gradient_accumulation_steps,
+            c.tokens_per_step,
+            human(c.peak_device_bytes)
+        );
+        let _ = writeln!(out, "    {}", c.launch);
+        if let Some(ds) = &c.ds_config {
+            let _ = writeln!(out, "    ds_config.json: {ds}");
+        }
+    }
 }

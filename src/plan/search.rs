@@ -67,19 +67,21 @@ pub struct SuggestReport {
     pub alternatives: Vec<Candidate>,
     /// Fragmentation, tokens per step that cannot be matched exactly, what would fit instead.
     pub notes: Vec<String>,
+    /// Over several GPUs (`--gpus N`, or when nothing fits one card).
+    pub multi_gpu: Option<super::multi::MultiReport>,
 }
 
 /// What one simulation says.
 #[derive(Debug, Clone, Copy)]
-struct Peak {
-    allocated: u64,
-    device: u64,
+pub(super) struct Peak {
+    pub(super) allocated: u64,
+    pub(super) device: u64,
 }
 
-struct Ctx<'a> {
-    gpu: &'a GpuProfile,
-    usable: u64,
-    context: u64,
+pub(super) struct Ctx<'a> {
+    pub(super) gpu: &'a GpuProfile,
+    pub(super) usable: u64,
+    pub(super) context: u64,
 }
 
 impl Ctx<'_> {
@@ -112,7 +114,7 @@ pub fn with_batch(cfg: &TrainConfig, b: u64, tokens: u64) -> TrainConfig {
 /// The largest batch for which `make(b)` fits, and its peak; None when batch 1 does not.
 /// `cap` bounds the batch (beyond the batch that reaches the tokens per step in one micro-step,
 /// a larger one only changes the optimisation).
-fn max_batch(
+pub(super) fn max_batch(
     ctx: &Ctx,
     make: &dyn Fn(u64) -> TrainConfig,
     cap: u64,
@@ -329,7 +331,25 @@ pub fn suggest(
         best: it.next(),
         alternatives: it.collect(),
         notes,
+        multi_gpu: None,
     })
+}
+
+/// The smallest world size ≤ `max_gpus` (powers of two) at which some parallelism fits,
+/// keeping `base`'s tokens per step.
+pub fn suggest_multi(
+    base: &TrainConfig,
+    budget: &Budget,
+    max_gpus: u64,
+    config_path: Option<&str>,
+) -> Result<super::multi::MultiReport> {
+    let ctx = Ctx {
+        gpu: &budget.profile,
+        usable: budget.usable_bytes,
+        context: budget.profile.context_bytes,
+    };
+    let tokens = base.tokens_per_step().unwrap_or(u64::MAX);
+    super::multi::search(base, &ctx, tokens, max_gpus, config_path)
 }
 
 fn base_peak_fits(ctx: &Ctx, p: Peak) -> bool {

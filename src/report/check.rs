@@ -79,6 +79,9 @@ pub struct Categories {
     /// Inference only (absent from a training run's JSON).
     #[serde(skip_serializing_if = "is_zero")]
     pub kv_cache: u64,
+    /// Multi-GPU buffers (absent from a one-GPU run's JSON).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub communication: u64,
 }
 
 fn is_zero(x: &u64) -> bool {
@@ -97,6 +100,7 @@ impl Categories {
             Category::Workspace => &mut self.workspace,
             Category::Other => &mut self.other,
             Category::KvCache => &mut self.kv_cache,
+            Category::Communication => &mut self.communication,
         };
         *slot += bytes;
     }
@@ -112,6 +116,7 @@ impl Categories {
             Category::Workspace => self.workspace,
             Category::Other => self.other,
             Category::KvCache => self.kv_cache,
+            Category::Communication => self.communication,
         }
     }
 
@@ -159,6 +164,17 @@ pub struct CheckReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vllm: Option<crate::plan::vllm::VllmBudget>,
     pub warnings: Vec<String>,
+    /// Multi-GPU runs: the figures are one rank's (rank 0).
+    pub ranks: Option<RanksReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RanksReport {
+    pub world_size: u64,
+    pub parallelism: &'static str,
+    pub rank: u64,
+    /// gradient_accumulation_steps / world_size: the micro-steps each rank runs per step.
+    pub micro_steps_per_rank: u64,
 }
 
 /// Everything a front-end needs from one simulation.
@@ -296,6 +312,14 @@ pub fn build(
         context_bytes: context,
         vllm,
         warnings,
+        ranks: (cfg.world_size > 1 || cfg.parallelism != crate::config::Parallelism::Ddp).then(
+            || RanksReport {
+                world_size: cfg.world_size,
+                parallelism: cfg.parallelism.as_str(),
+                rank: 0,
+                micro_steps_per_rank: crate::sim::parallel::micro_steps(cfg),
+            },
+        ),
     })
 }
 

@@ -46,6 +46,16 @@ const TENSORS: &[(&str, &str)] = &[
     ("weight.staged", "loading a quantized model: each weight comes to the device in the checkpoint's dtype, is quantized, and this copy is freed — the largest one can stay as a cached segment."),
     ("out_input_dtype", "bnb's Linear4bit casts its result back to the input's dtype ({dt}): with prepare_model_for_kbit_training the stream is fp32."),
     ("out_clone", "PEFT's LoRA layer over a 4-bit Linear clones the base result (a defensive copy) before adding the adapters' output."),
+    ("ddp.grad_bucket", "DistributedDataParallel's flat gradient bucket (bucket_cap_mb = 25, the first one 1 MiB), allocated for every bucket when DDP wraps the model: gradients are copied in, all-reduced and copied back, so the buckets together are a second copy of every gradient, kept for the whole run."),
+    ("ddp.broadcast_flat", "DDP's constructor broadcasting rank 0's parameters: a flattened copy of up to 250 MiB of them, two in flight, freed as each broadcast finishes."),
+    ("flat_param.bit16_group", "DeepSpeed ZeRO's flattened {dt} copy of one optimizer group's parameters (padded to 2 × world_size elements); the module's parameters are views into it."),
+    ("zero.fp32_partition", "ZeRO's fp32 master copy of this rank's partition of a parameter group, created at deepspeed.initialize."),
+    ("zero.ipg_buffer", "ZeRO-2's contiguous reduce bucket: reduce_bucket_size (5e8) elements of {dt}, allocated by each engine.backward and released by its epilogue, whatever the model's size."),
+    ("zero.grads_in_partition", "ZeRO-2's reduce-scattered gradients: the whole numel of every parameter that overlaps this rank's partition, in {dt}."),
+    ("flat_param.fsdp_shard", "FSDP's local shard of one unit's flat parameter, fp32: the unit's numel padded to a multiple of world_size, over world_size."),
+    ("fsdp.gathered_params", "an FSDP unit (a transformer block, or the root) all-gathered in {dt} for its forward or backward; FULL_SHARD frees it after the unit's forward, and the backward gathers it again with the next unit prefetched."),
+    ("fsdp.unsharded_grad", "the gradient of an FSDP unit's flat parameter, full size, before its reduce-scatter into this rank's shard."),
+    ("zero.ipg_bucket_flat_buffer", "ZeRO-3's reduce bucket: reduce_bucket_size (5e8) elements of {dt}, allocated at initialisation and kept."),
 ];
 
 const CATEGORIES: &[(Category, &str)] = &[
@@ -58,6 +68,7 @@ const CATEGORIES: &[(Category, &str)] = &[
     (Category::Workspace, "cuBLAS/cuBLASLt workspaces (one set per thread that runs matmuls) and attention scratch."),
     (Category::Other, "input batches (int64), positions, and scalars such as norms and the loss."),
     (Category::KvCache, "inference: every layer's keys and values for batch_size sequences of block_size tokens (2 × layers × kv_heads × head_dim × tokens × batch × bytes), allocated once before the first forward and written in place by each forward."),
+    (Category::Communication, "multi-GPU buffers in PyTorch's allocator: DDP's flat gradient buckets (a second copy of every gradient), DeepSpeed's reduce bucket, FSDP/ZeRO-3's all-gathered parameters and unsharded gradients."),
 ];
 
 fn describe(name: &str, dtype: &str) -> String {
@@ -120,7 +131,7 @@ pub fn explain(what: &str, cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Resul
         return Err(Error::new(format!(
             "no tensor or category named `{what}` in this run{}",
             if close.is_empty() {
-                " (categories: parameters, gradients, optimizer, activations, logits, autocast_copies, workspace, other)".to_string()
+                " (categories: parameters, gradients, optimizer, activations, logits, autocast_copies, workspace, other, communication)".to_string()
             } else {
                 format!(
                     ": did you mean {}?",

@@ -120,6 +120,13 @@ pub fn render(r: &CheckReport, style: Style) -> String {
         }
     );
     }
+    if let Some(k) = &r.ranks {
+        let _ = writeln!(
+            out,
+            "Per rank (rank 0 of {}, {}): {} micro-steps per rank per step; every figure below is one GPU's",
+            k.world_size, k.parallelism, k.micro_steps_per_rank
+        );
+    }
     if let Some(g) = &r.gpu {
         let _ = writeln!(
             out,

@@ -109,6 +109,8 @@ impl Engine {
             }
             Some(_) => self.release(g),
         }
+        // The multi-GPU policy's gradient hook (DeepSpeed's, FSDP's) runs after AccumulateGrad.
+        super::parallel::grad_ready(self, p);
     }
 
     /// Run every node of the current tape in reverse creation order, then drop it.

@@ -66,6 +66,11 @@ pub struct Engine {
     workspaces: [bool; 2],
     /// Inference: the KV cache the attention layers write and decode steps read.
     pub kv: Option<super::ops::KvCache>,
+    /// The rank's multi-GPU policy (world_size 1: nothing).
+    pub dist: super::parallel::Dist,
+    /// Some(dtype): parameters are views into flat buffers the multi-GPU policy owns
+    /// (DeepSpeed's flattened bf16 groups, FSDP's flat parameters): no storage of their own.
+    pub param_view: Option<DType>,
 }
 
 impl Engine {
@@ -89,6 +94,8 @@ impl Engine {
             rt,
             workspaces: [false; 2],
             kv: None,
+            dist: super::parallel::Dist::single(),
+            param_view: None,
         }
     }
 
@@ -222,7 +229,13 @@ impl Engine {
         requires_grad: bool,
     ) -> usize {
         let shape = Shape::new(dims);
-        let t = self.alloc(name, shape, dtype, Category::Parameters);
+        let t = match self.param_view {
+            // A view's bytes belong to the flat buffer it points into.
+            Some(view) if requires_grad => {
+                self.alloc_bytes(name, shape, view, 0, Category::Parameters)
+            }
+            _ => self.alloc(name, shape, dtype, Category::Parameters),
+        };
         self.params.push(Param {
             t,
             name,

@@ -14,6 +14,7 @@ pub mod dtype;
 pub mod engine;
 pub mod infer;
 pub mod ops;
+pub mod parallel;
 pub mod replay;
 pub mod runtime;
 pub mod timeline;

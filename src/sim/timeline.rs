@@ -24,10 +24,13 @@ pub enum Category {
     Other,
     /// Inference: the keys and values every layer keeps for the tokens seen so far.
     KvCache,
+    /// Multi-GPU buffers in PyTorch's allocator: DDP's gradient buckets, ZeRO's reduce
+    /// bucket, FSDP/ZeRO-3's all-gathered parameters and unsharded gradients.
+    Communication,
 }
 
 impl Category {
-    pub const ALL: [Category; 9] = [
+    pub const ALL: [Category; 10] = [
         Category::Parameters,
         Category::Gradients,
         Category::Optimizer,
@@ -37,6 +40,7 @@ impl Category {
         Category::Workspace,
         Category::Other,
         Category::KvCache,
+        Category::Communication,
     ];
 
     pub fn key(self) -> &'static str {
@@ -50,6 +54,7 @@ impl Category {
             Category::Workspace => "workspace",
             Category::Other => "other",
             Category::KvCache => "kv_cache",
+            Category::Communication => "communication",
         }
     }
 
@@ -64,6 +69,7 @@ impl Category {
             Category::Workspace => "cuBLAS workspaces",
             Category::Other => "batches and scalars",
             Category::KvCache => "KV cache",
+            Category::Communication => "communication buffers",
         }
     }
 }

@@ -5,6 +5,7 @@
 use super::dtype::DType;
 use super::engine::{Engine, T, V};
 use super::ops;
+use super::parallel;
 use super::runtime::Runtime;
 use super::timeline::{Category, Name, Phase, Shape, Timeline};
 use crate::config::{OptimizerKind, TrainConfig};
@@ -25,7 +26,9 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
     // Sizes whose bytes overflow u64 (or are absurd) are an error, not an overflow.
     cfg.validate()?;
     let mut e = Engine::new(rt);
+    parallel::setup(&mut e, cfg);
     let model = Model::build(&mut e, cfg);
+    parallel::after_build(&mut e, cfg);
     let batch = |e: &mut Engine, b: u64| -> (T, T) {
         let s = Shape::new(&[b, cfg.block_size]);
         let x = e.alloc(Name::top("batch", "X"), s, DType::I64, Category::Other);
@@ -38,10 +41,11 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
     let (mut x, mut y) = batch(&mut e, cfg.batch_size);
     estimate_loss(&mut e, &model, cfg, &batch);
 
-    let micro_steps = cfg.gradient_accumulation_steps.min(MICRO_STEPS);
+    // Each rank runs its share of the micro-steps (nanoGPT: ga // world_size).
+    let micro_steps = parallel::micro_steps(cfg).min(MICRO_STEPS);
     let mut last: Option<(Option<V>, V)> = None;
     for step in 0..STEPS {
-        for _ in 0..micro_steps {
+        for micro in 0..micro_steps {
             e.phase = Phase::Forward;
             e.grad_mode = true;
             e.training = true;
@@ -63,17 +67,22 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
             e.release(x);
             e.release(y);
             (x, y) = (nx, ny);
+            parallel::before_backward(&mut e);
             e.backward(scaled);
+            parallel::after_backward(&mut e, micro + 1 == micro_steps);
             last = Some((logits, scaled));
         }
         e.phase = Phase::Optimizer;
         e.grad_mode = false;
         e.training = false;
-        if cfg.grad_clip != 0.0 {
-            clip_grad_norm(&mut e);
+        // DeepSpeed's engine replaces clip, step and zero_grad with its own on the partitions.
+        if !parallel::optimizer_step(&mut e) {
+            if cfg.grad_clip != 0.0 {
+                clip_grad_norm(&mut e);
+            }
+            optimizer_step(&mut e, cfg.optimizer, step == 0);
+            zero_grad(&mut e);
         }
-        optimizer_step(&mut e, cfg.optimizer, step == 0);
-        zero_grad(&mut e);
     }
 
     e.phase = Phase::EvalAfterStep;
@@ -157,7 +166,7 @@ fn clip_grad_norm(e: &mut Engine) {
 }
 
 /// Parameters in nanoGPT's optimizer order: the weight-decay group (2-D), then the rest.
-fn optimizer_order(e: &Engine) -> Vec<usize> {
+pub(crate) fn optimizer_order(e: &Engine) -> Vec<usize> {
     let (mut decay, mut rest): (Vec<usize>, Vec<usize>) =
         (0..e.params.len()).partition(|&p| e.params[p].decay);
     decay.append(&mut rest);
@@ -174,37 +183,53 @@ fn optimizer_step(e: &mut Engine, kind: OptimizerKind, first: bool) {
     if !first {
         return;
     }
-    let state = |e: &mut Engine, name: Name, what, shape: Shape, dtype| {
-        e.alloc(Name { what, ..name }, shape, dtype, Category::Optimizer)
-    };
     for p in optimizer_order(e) {
         if e.params[p].grad.is_none() {
             continue;
         }
         let (name, shape) = (e.params[p].name, e.params[p].shape);
-        let n = shape.numel().unwrap_or(0);
-        let st = match kind {
-            OptimizerKind::AdamW => vec![
-                state(e, name, "adam.step", Shape::scalar(), DType::F32),
-                state(e, name, "adam.exp_avg", shape, DType::F32),
-                state(e, name, "adam.exp_avg_sq", shape, DType::F32),
-            ],
-            OptimizerKind::AdamW8bit if n >= 4096 => {
-                let blocks = Shape::new(&[n.div_ceil(256)]);
-                vec![
-                    state(e, name, "adam8bit.state1", shape, DType::U8),
-                    state(e, name, "adam8bit.absmax1", blocks, DType::F32),
-                    state(e, name, "adam8bit.state2", shape, DType::U8),
-                    state(e, name, "adam8bit.absmax2", blocks, DType::F32),
-                ]
+        e.params[p].state = optimizer_state(e, name, shape, kind, true);
+    }
+}
+
+/// The state the optimizer creates for one tensor it updates (a parameter, or a flat
+/// partition under ZeRO). `step_tensor`: torch's AdamW keeps `step` as a 0-dim fp32 tensor;
+/// DeepSpeed's FusedAdam keeps it as a Python int.
+pub(crate) fn optimizer_state(
+    e: &mut Engine,
+    name: Name,
+    shape: Shape,
+    kind: OptimizerKind,
+    step_tensor: bool,
+) -> Vec<T> {
+    let state = |e: &mut Engine, name: Name, what, shape: Shape, dtype| {
+        e.alloc(Name { what, ..name }, shape, dtype, Category::Optimizer)
+    };
+    let n = shape.numel().unwrap_or(0);
+    match kind {
+        OptimizerKind::AdamW => {
+            let mut st = Vec::with_capacity(3);
+            if step_tensor {
+                st.push(state(e, name, "adam.step", Shape::scalar(), DType::F32));
             }
-            OptimizerKind::AdamW8bit => vec![
-                state(e, name, "adam.exp_avg", shape, DType::F32),
-                state(e, name, "adam.exp_avg_sq", shape, DType::F32),
-            ],
-            OptimizerKind::Sgd => vec![state(e, name, "sgd.momentum", shape, DType::F32)],
-        };
-        e.params[p].state = st;
+            st.push(state(e, name, "adam.exp_avg", shape, DType::F32));
+            st.push(state(e, name, "adam.exp_avg_sq", shape, DType::F32));
+            st
+        }
+        OptimizerKind::AdamW8bit if n >= 4096 => {
+            let blocks = Shape::new(&[n.div_ceil(256)]);
+            vec![
+                state(e, name, "adam8bit.state1", shape, DType::U8),
+                state(e, name, "adam8bit.absmax1", blocks, DType::F32),
+                state(e, name, "adam8bit.state2", shape, DType::U8),
+                state(e, name, "adam8bit.absmax2", blocks, DType::F32),
+            ]
+        }
+        OptimizerKind::AdamW8bit => vec![
+            state(e, name, "adam.exp_avg", shape, DType::F32),
+            state(e, name, "adam.exp_avg_sq", shape, DType::F32),
+        ],
+        OptimizerKind::Sgd => vec![state(e, name, "sgd.momentum", shape, DType::F32)],
     }
 }
 

@@ -42,6 +42,7 @@ pub(super) fn layer_color(l: usize) -> &'static str {
         "#9c755f", // workspace
         "#8c8c8c", // other
         "#e15759", // KV cache
+        "#edc948", // communication buffers
     ][l]
 }
 

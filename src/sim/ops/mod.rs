@@ -14,6 +14,7 @@ pub mod quant;
 mod rms_norm;
 mod rotary;
 mod sdpa;
+mod tp;
 
 pub use attention::{attention, Attention, AttnKind};
 pub use basic::{add, add_broadcast, div_scalar, dropout, embedding, gelu, layer_norm};
@@ -27,6 +28,7 @@ pub use pointwise::{
 pub use rms_norm::{rms_norm, RmsStyle};
 pub use rotary::{rope, rotary_tables};
 pub use sdpa::{kernel_for, sdpa, Heads, SdpaKernel};
+pub use tp::{vocab_parallel_cross_entropy, vocab_parallel_embedding};
 
 use super::dtype::DType;
 use super::engine::{Engine, T};
@@ -120,6 +122,19 @@ pub enum Op {
     },
     /// A chunk of a 3-way split whose gradient its last sibling collects.
     SplitPart,
+    /// The output of an FSDP unit: its backward is the unit's pre-backward hook (gather the
+    /// unit's parameters, prefetch the next); the gradient passes through.
+    Unshard {
+        unit: u32,
+    },
+    /// Megatron's vocab-parallel cross-entropy: the fp32 softmax of this rank's logits slice,
+    /// turned into the gradient in place by the backward.
+    VocabParallelCe {
+        softmax: T,
+        target_mask: T,
+        masked_target: T,
+        rows: u64,
+    },
     /// The last chunk: SplitBackward concatenates all three.
     SplitCat {
         parts: [u32; 2],
@@ -270,6 +285,16 @@ impl Op {
             }
             // Its gradient was taken by the last chunk; one that arrives alone passes on.
             Op::SplitPart => [Some(g), None, None],
+            Op::Unshard { unit } => {
+                crate::sim::parallel::pre_backward(e, unit);
+                [Some(g), None, None]
+            }
+            Op::VocabParallelCe {
+                softmax,
+                target_mask,
+                masked_target,
+                rows,
+            } => tp::vocab_parallel_ce_backward(e, g, softmax, target_mask, masked_target, rows),
             Op::SplitCat {
                 parts,
                 shape,
@@ -311,6 +336,12 @@ impl Op {
                 ..
             } => [Some(input), Some(target), Some(total_weight)],
             Op::Checkpoint { x, .. } => [Some(x), None, None],
+            Op::VocabParallelCe {
+                softmax,
+                target_mask,
+                masked_target,
+                ..
+            } => [Some(softmax), Some(target_mask), Some(masked_target)],
             Op::ChunkedLoss(c) => [Some(c.x), Some(c.w), Some(c.target)],
             Op::RmsNorm(s) => {
                 s.release_saved(e);
@@ -337,6 +368,7 @@ impl Op {
             | Op::Div
             | Op::Pointwise { .. }
             | Op::SplitPart
+            | Op::Unshard { .. }
             | Op::SplitCat { .. }
             | Op::Clone
             | Op::Sink => [None; 3],

@@ -1,0 +1,161 @@
+//! `suggest` over several GPUs: the smallest world size (powers of two up to the limit) at
+//! which some parallelism fits, each candidate re-simulated as rank 0 of that run with the
+//! largest per-rank batch that fits, and the line that launches it.
+//!
+//! Parallelisms are tried from the least communication to the most (DDP, ZeRO-1, ZeRO-2,
+//! FSDP SHARD_GRAD_OP, FSDP FULL_SHARD, ZeRO-3); the tokens per optimizer step stay the
+//! user's, with gradient_accumulation_steps a multiple of the world size (nanoGPT asserts it).
+
+use super::knobs::command;
+use super::search::{max_batch, with_batch, Ctx};
+use crate::config::{Parallelism, Precision, TrainConfig};
+use crate::error::Result;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// The parallelisms, least communication first.
+pub const ORDER: [Parallelism; 6] = [
+    Parallelism::Ddp,
+    Parallelism::Zero1,
+    Parallelism::Zero2,
+    Parallelism::FsdpGradOp,
+    Parallelism::Fsdp,
+    Parallelism::Zero3,
+];
+
+/// World sizes tried when the model does not fit one card and no --gpus was given.
+pub const DEFAULT_MAX_GPUS: u64 = 8;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MultiCandidate {
+    pub world_size: u64,
+    pub parallelism: &'static str,
+    pub config: TrainConfig,
+    pub tokens_per_step: u64,
+    pub peak_allocated_bytes: u64,
+    /// One rank's device peak.
+    pub peak_device_bytes: u64,
+    pub launch: String,
+    /// DeepSpeed's config file for the ZeRO candidates.
+    pub ds_config: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MultiReport {
+    pub max_gpus: u64,
+    /// Every parallelism that fits at the smallest world size where one does, best first.
+    pub fitting: Vec<MultiCandidate>,
+}
+
+/// `cfg` over `world` ranks with `mode`, micro-batch `b` per rank, keeping `tokens` per step.
+pub fn per_rank(
+    cfg: &TrainConfig,
+    world: u64,
+    mode: Parallelism,
+    b: u64,
+    tokens: u64,
+) -> TrainConfig {
+    let mut c = with_batch(cfg, b, tokens);
+    c.world_size = world;
+    c.parallelism = mode;
+    c.gradient_accumulation_steps = c.gradient_accumulation_steps.div_ceil(world) * world;
+    c
+}
+
+pub(super) fn search(
+    base: &TrainConfig,
+    ctx: &Ctx,
+    tokens: u64,
+    max_gpus: u64,
+    config_path: Option<&str>,
+) -> Result<MultiReport> {
+    let mut world = 2;
+    while world <= max_gpus {
+        let mut fitting = Vec::new();
+        for mode in ORDER {
+            let make = |b: u64| per_rank(base, world, mode, b, tokens);
+            // Modes the run cannot take (LoRA under FSDP or ZeRO) are not candidates.
+            if make(1).validate().is_err() {
+                continue;
+            }
+            // Beyond one micro-step per rank reaching the tokens, a larger batch only grows them.
+            let cap = tokens.div_ceil(base.block_size.saturating_mul(world));
+            if let Some((b, peak)) = max_batch(ctx, &make, cap)? {
+                let config = make(b);
+                fitting.push(MultiCandidate {
+                    world_size: world,
+                    parallelism: mode.as_str(),
+                    tokens_per_step: config.tokens_per_step().unwrap_or(0),
+                    peak_allocated_bytes: peak.allocated,
+                    peak_device_bytes: peak.device,
+                    launch: launch(&config, base, config_path),
+                    ds_config: ds_config(&config),
+                    config,
+                });
+            }
+        }
+        if !fitting.is_empty() {
+            return Ok(MultiReport { max_gpus, fitting });
+        }
+        world *= 2;
+    }
+    Ok(MultiReport {
+        max_gpus,
+        fitting: Vec::new(),
+    })
+}
+
+/// The launch line: torchrun for nanoGPT's DDP, accelerate for FSDP, deepspeed for ZeRO.
+pub fn launch(cfg: &TrainConfig, base: &TrainConfig, config_path: Option<&str>) -> String {
+    let single = command(cfg, base, config_path);
+    let w = cfg.world_size;
+    let launcher = match cfg.parallelism {
+        Parallelism::Ddp => format!("torchrun --standalone --nproc_per_node={w} train.py"),
+        Parallelism::Fsdp | Parallelism::FsdpGradOp => format!(
+            "accelerate launch --num_processes {w} --use_fsdp --fsdp_sharding_strategy {} \
+             --fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP --mixed_precision {} train.py",
+            if cfg.parallelism == Parallelism::Fsdp {
+                "FULL_SHARD"
+            } else {
+                "SHARD_GRAD_OP"
+            },
+            match cfg.dtype {
+                Precision::BFloat16 => "bf16",
+                Precision::Float16 => "fp16",
+                Precision::Float32 => "no",
+            }
+        ),
+        Parallelism::Zero1 | Parallelism::Zero2 | Parallelism::Zero3 => {
+            return format!("deepspeed --num_gpus {w} train.py --deepspeed ds_config.json");
+        }
+        // Megatron-LM: one data-parallel replica of degree-w tensor parallelism.
+        Parallelism::Tp => {
+            return format!(
+                "torchrun --nproc_per_node={w} pretrain_gpt.py --tensor-model-parallel-size {w} \
+                 --micro-batch-size {} --global-batch-size {} --seq-length {}",
+                cfg.batch_size,
+                cfg.batch_size
+                    .saturating_mul(cfg.gradient_accumulation_steps),
+                cfg.block_size
+            );
+        }
+    };
+    single.replacen("python train.py", &launcher, 1)
+}
+
+/// ds_config.json for a ZeRO candidate: DeepSpeed's batch keys are per GPU and per rank.
+pub fn ds_config(cfg: &TrainConfig) -> Option<Value> {
+    let stage = match cfg.parallelism {
+        Parallelism::Zero1 => 1,
+        Parallelism::Zero2 => 2,
+        Parallelism::Zero3 => 3,
+        _ => return None,
+    };
+    Some(json!({
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps / cfg.world_size.max(1),
+        "bf16": { "enabled": cfg.dtype == Precision::BFloat16 },
+        "fp16": { "enabled": cfg.dtype == Precision::Float16 },
+        "zero_optimization": { "stage": stage },
+    }))
+}

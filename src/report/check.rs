@@ -224,6 +224,17 @@ pub fn build(
                 .to_string(),
         );
     }
+    if cfg.world_size > 1 {
+        // Their size depends on the topology NCCL detects (channels, NVLink SHARP), which no
+        // profile describes: named, not guessed.
+        warnings.push(
+            "NCCL's own buffers are not in these figures: NCCL allocates them with cudaMalloc, \
+             outside PyTorch's allocator, per channel and peer (about 9 MiB per connection with \
+             the default protocols, far more with NVLink SHARP on NVSwitch systems) — keep \
+             headroom for them"
+                .to_string(),
+        );
+    }
     let context = target
         .as_ref()
         .map_or(DEFAULT_CONTEXT_BYTES, |t| t.context_bytes);

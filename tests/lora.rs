@@ -2,9 +2,9 @@
 //! adapters with both, and what a layer keeps for backward once its frozen matmuls keep no
 //! inputs.
 
-mod common;
+mod support;
 
-use common::{after_forward, bytes, preset};
+use support::hf::{after_forward, bytes, preset};
 use vramplan::config::{load_with_model, ModelSource, TrainConfig};
 use vramplan::model::{base_params, lora_params};
 use vramplan::sim::runtime::Runtime;

@@ -3,9 +3,9 @@
 //! prepare_model_for_kbit_training, and the dequantized copy every quantized matmul makes in
 //! the forward and again in the backward.
 
-mod common;
+mod support;
 
-use common::{bytes, preset};
+use support::hf::{bytes, preset};
 use vramplan::config::{load_with_model, ModelSource, TrainConfig};
 use vramplan::model::{base_params, lora_params};
 use vramplan::sim::runtime::Runtime;

@@ -4,7 +4,7 @@
 //! may reach (vLLM's `--max-model-len`; the KV cache is sized for it) and `batch_size` the
 //! sequences served together.
 
-use super::value::{Origin, Value};
+use super::value::{float, opt_count, opt_int, Origin, Value};
 use super::TrainConfig;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -91,16 +91,15 @@ pub(crate) const NAMES: &[&str] = &[
 
 /// The current value of one of these keys.
 pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
-    let opt = |v: Option<u64>| v.map_or(Value::None, |v| Value::Int(v.into()));
     Some(match name {
         "mode" => Value::Str(cfg.mode.as_str().to_string()),
-        "prompt_len" => opt(cfg.prompt_len),
+        "prompt_len" => opt_int(cfg.prompt_len),
         "kv_cache_dtype" => cfg
             .kv_cache_dtype
             .map_or(Value::None, |d| Value::Str(d.as_str().to_string())),
         "logits_all" => Value::Bool(cfg.logits_all),
         "gpu_memory_utilization" => Value::Float(cfg.gpu_memory_utilization),
-        "max_num_batched_tokens" => opt(cfg.max_num_batched_tokens),
+        "max_num_batched_tokens" => opt_int(cfg.max_num_batched_tokens),
         "max_num_seqs" => Value::Int(cfg.max_num_seqs.into()),
         "cuda_graphs" => Value::Bool(cfg.cuda_graphs),
         _ => return None,
@@ -113,18 +112,7 @@ pub(crate) fn set(
     name: &str,
     v: &Value,
 ) -> Option<std::result::Result<(), String>> {
-    let count = |v: &Value| -> std::result::Result<Option<u64>, String> {
-        match v {
-            Value::None => Ok(None),
-            Value::Int(i) if *i < 0 => {
-                Err("expected a positive integer, got a negative one".to_string())
-            }
-            Value::Int(i) => u64::try_from(*i)
-                .map(Some)
-                .map_err(|_| "expected an integer below 2^64".to_string()),
-            other => Err(format!("expected an int, got a {}", other.type_name())),
-        }
-    };
+    let count = |v: &Value| opt_count(v, false);
     let r = match (name, v) {
         ("mode", Value::Str(s)) => match s.as_str() {
             "train" => {
@@ -172,11 +160,7 @@ pub(crate) fn set(
             Ok(())
         }
         ("gpu_memory_utilization", Value::Float(_) | Value::Int(_)) => {
-            cfg.gpu_memory_utilization = match v {
-                Value::Float(x) => *x,
-                Value::Int(i) => *i as f64,
-                _ => 0.0,
-            };
+            cfg.gpu_memory_utilization = float(v);
             Ok(())
         }
         _ if NAMES.contains(&name) => Err(format!("got a {}", v.type_name())),

@@ -2,7 +2,7 @@
 //! Hugging Face's config.json names it) and the shapes nanoGPT's GPTConfig has no names for.
 //! Each defaults to what nanoGPT's GPT has, so a nanoGPT config never needs them.
 
-use super::value::{Origin, Value};
+use super::value::{float, opt_count, opt_int, Origin, Value};
 use super::TrainConfig;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -112,12 +112,11 @@ pub(crate) const NAMES: &[&str] = &[
 
 /// The current value of one of these keys.
 pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
-    let opt = |v: Option<u64>| v.map_or(Value::None, |v| Value::Int(v.into()));
     Some(match name {
         "model_type" => Value::Str(cfg.model_type.as_str().to_string()),
-        "n_kv_head" => opt(cfg.n_kv_head),
-        "head_dim" => opt(cfg.head_dim),
-        "intermediate_size" => opt(cfg.intermediate_size),
+        "n_kv_head" => opt_int(cfg.n_kv_head),
+        "head_dim" => opt_int(cfg.head_dim),
+        "intermediate_size" => opt_int(cfg.intermediate_size),
         "tie_word_embeddings" => Value::Bool(cfg.tie_word_embeddings),
         "rotary_pct" => Value::Float(cfg.rotary_pct),
         "parallel_residual" => Value::Bool(cfg.parallel_residual),
@@ -137,21 +136,7 @@ pub(crate) fn set(
     name: &str,
     v: &Value,
 ) -> Option<std::result::Result<(), String>> {
-    let opt = |v: &Value| -> std::result::Result<Option<u64>, String> {
-        match v {
-            Value::None => Ok(None),
-            Value::Int(i) if *i < 0 => {
-                Err("expected a positive integer or None, got a negative one".to_string())
-            }
-            Value::Int(i) => u64::try_from(*i)
-                .map(Some)
-                .map_err(|_| "expected an integer below 2^64".to_string()),
-            other => Err(format!(
-                "expected an int or None, got a {}",
-                other.type_name()
-            )),
-        }
-    };
+    let opt = |v: &Value| opt_count(v, true);
     let r = match (name, v) {
         ("model_type", Value::Str(s)) => match ModelType::parse(s) {
             Some(m) => {
@@ -175,11 +160,7 @@ pub(crate) fn set(
             Ok(())
         }
         ("rotary_pct" | "lora_alpha" | "lora_dropout", Value::Float(_) | Value::Int(_)) => {
-            let x = match v {
-                Value::Float(x) => *x,
-                Value::Int(i) => *i as f64,
-                _ => 0.0,
-            };
+            let x = float(v);
             match name {
                 "rotary_pct" => cfg.rotary_pct = x,
                 "lora_alpha" => cfg.lora_alpha = x,

@@ -4,9 +4,10 @@
 //! may reach (vLLM's `--max-model-len`; the KV cache is sized for it) and `batch_size` the
 //! sequences served together.
 
+use super::validate::Blame;
 use super::value::{float, opt_count, opt_int, Origin, Value};
 use super::TrainConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -171,31 +172,19 @@ pub(crate) fn set(
 
 /// The checks these keys need beyond their types; messages name where the value came from.
 pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>) -> Result<()> {
-    let at = |key: &str| origins.get(key).map_or(String::new(), |o| format!("{o}: "));
-    let fail = |key: &str, value: String, expected: String| {
-        Err(Error::new(format!(
-            "{}{key} = {value}: expected {expected}",
-            at(key)
-        )))
-    };
+    let blame = &Blame(origins);
     let u = cfg.gpu_memory_utilization;
     if !(u.is_finite() && u > 0.0 && u <= 1.0) {
-        return fail(
+        return blame.fail(
             "gpu_memory_utilization",
             super::value::float_repr(u),
-            "a fraction of the card in (0, 1], e.g. 0.9 (vLLM's default)".into(),
+            "a fraction of the card in (0, 1], e.g. 0.9 (vLLM's default)",
         );
     }
     match cfg.prompt_len {
-        Some(0) => {
-            return fail(
-                "prompt_len",
-                "0".into(),
-                "a positive integer or None".into(),
-            )
-        }
+        Some(0) => return blame.fail("prompt_len", "0", "a positive integer or None"),
         Some(p) if p > cfg.block_size => {
-            return fail(
+            return blame.fail(
                 "prompt_len",
                 p.to_string(),
                 format!(
@@ -207,11 +196,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         _ => {}
     }
     if cfg.max_num_batched_tokens == Some(0) {
-        return fail(
-            "max_num_batched_tokens",
-            "0".into(),
-            "a positive integer or None".into(),
-        );
+        return blame.fail("max_num_batched_tokens", "0", "a positive integer or None");
     }
     let max = super::validate::MAX_DIM;
     for (key, v) in [
@@ -222,7 +207,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         ("max_num_seqs", cfg.max_num_seqs),
     ] {
         if v == 0 || v > max {
-            return fail(
+            return blame.fail(
                 key,
                 v.to_string(),
                 format!("a positive integer below 2^40 = {max}"),
@@ -230,10 +215,10 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         }
     }
     if cfg.mode == Mode::Inference && cfg.lora_rank > 0 {
-        return fail(
+        return blame.fail(
             "lora_rank",
             cfg.lora_rank.to_string(),
-            "0 with mode = 'inference' (serve a merged model: adapters are a training-time option here)".into(),
+            "0 with mode = 'inference' (serve a merged model: adapters are a training-time option here)",
         );
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! Hugging Face's config.json names it) and the shapes nanoGPT's GPTConfig has no names for.
 //! Each defaults to what nanoGPT's GPT has, so a nanoGPT config never needs them.
 
+use super::validate::Blame;
 use super::value::{float, opt_count, opt_int, Origin, Value};
 use super::TrainConfig;
 use crate::error::{Error, Result};
@@ -202,13 +203,7 @@ pub(crate) fn set(
 
 /// The checks these keys need beyond their types; messages name where the value came from.
 pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>) -> Result<()> {
-    let at = |key: &str| origins.get(key).map_or(String::new(), |o| format!("{o}: "));
-    let fail = |key: &str, value: String, expected: String| {
-        Err(Error::new(format!(
-            "{}{key} = {value}: expected {expected}",
-            at(key)
-        )))
-    };
+    let blame = &Blame(origins);
     let max = super::validate::MAX_DIM;
     for (key, v) in [
         ("n_kv_head", cfg.n_kv_head),
@@ -216,9 +211,9 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         ("intermediate_size", cfg.intermediate_size),
     ] {
         match v {
-            Some(0) => return fail(key, "0".into(), "a positive integer or None".into()),
+            Some(0) => return blame.fail(key, "0", "a positive integer or None"),
             Some(x) if x > max => {
-                return fail(key, x.to_string(), format!("at most 2^40 = {max}"));
+                return blame.fail(key, x.to_string(), format!("at most 2^40 = {max}"));
             }
             _ => {}
         }
@@ -240,13 +235,13 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         if let Some(key) = set.first() {
             return Err(Error::new(format!(
                 "{}{key} is set, but model_type = 'gpt2' (nanoGPT's GPT) has no such option: expected model_type = one of {} for it, or leave {key} at its default",
-                at(key),
+                blame.at(key),
                 ModelType::names()
             )));
         }
     }
     if cfg.model_type != ModelType::Gpt2 && super::presets::gpt2_shape(&cfg.init_from).is_some() {
-        return fail(
+        return blame.fail(
             "init_from",
             format!("'{}'", cfg.init_from),
             format!(
@@ -257,7 +252,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
     }
     if let Some(kv) = cfg.n_kv_head {
         if kv > cfg.n_head || !cfg.n_head.is_multiple_of(kv) {
-            return fail(
+            return blame.fail(
                 "n_kv_head",
                 kv.to_string(),
                 format!(
@@ -267,9 +262,9 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             );
         }
     }
-    super::lora::validate(cfg, &at)?;
+    super::lora::validate(cfg, blame)?;
     if cfg.model_type == ModelType::GptNeox && cfg.kv_heads() != cfg.n_head {
-        return fail(
+        return blame.fail(
             "n_kv_head",
             cfg.kv_heads().to_string(),
             format!(
@@ -279,16 +274,16 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         );
     }
     if !(cfg.rotary_pct > 0.0 && cfg.rotary_pct <= 1.0) {
-        return fail(
+        return blame.fail(
             "rotary_pct",
             super::value::float_repr(cfg.rotary_pct),
-            "a fraction in (0, 1], e.g. 0.25 for Pythia".into(),
+            "a fraction in (0, 1], e.g. 0.25 for Pythia",
         );
     }
     let hd = cfg.head_size();
     let rot = cfg.rotary_dim();
     if cfg.model_type != ModelType::Gpt2 && (rot < 2 || !rot.is_multiple_of(2) || rot > hd) {
-        return fail(
+        return blame.fail(
             "rotary_pct",
             super::value::float_repr(cfg.rotary_pct),
             format!("a fraction of head_dim = {hd} that gives an even number of rotated dims (got {rot})"),

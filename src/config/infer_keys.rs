@@ -4,6 +4,7 @@
 //! may reach (vLLM's `--max-model-len`; the KV cache is sized for it) and `batch_size` the
 //! sequences served together.
 
+use super::kinds::parse_name;
 use super::validate::Blame;
 use super::value::{float, opt_count, opt_int, Origin, Value};
 use super::TrainConfig;
@@ -141,9 +142,9 @@ pub(crate) fn set(
             Ok(())
         }
         ("kv_cache_dtype", Value::Str(s)) => {
-            match KvCacheDtype::ALL.iter().find(|d| d.as_str() == s) {
+            match parse_name(&KvCacheDtype::ALL, KvCacheDtype::as_str, s) {
                 Some(d) => {
-                cfg.kv_cache_dtype = Some(*d);
+                cfg.kv_cache_dtype = Some(d);
                 Ok(())
             },
                 None => Err(

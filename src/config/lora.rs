@@ -2,6 +2,7 @@
 //! `target_modules`, PEFT's defaults, bitsandbytes' quantization of the base weights (QLoRA),
 //! and the checks.
 
+use super::kinds::{parse_name, quoted_names};
 use super::model_keys::ModelType;
 use super::validate::Blame;
 use super::TrainConfig;
@@ -44,15 +45,11 @@ impl Quantization {
     }
 
     pub fn parse(s: &str) -> Option<Quantization> {
-        Quantization::ALL.into_iter().find(|q| q.as_str() == s)
+        parse_name(&Quantization::ALL, Quantization::as_str, s)
     }
 
     pub fn names() -> String {
-        let n: Vec<String> = Quantization::ALL
-            .iter()
-            .map(|q| format!("'{}'", q.as_str()))
-            .collect();
-        n.join(", ")
+        quoted_names(&Quantization::ALL, Quantization::as_str)
     }
 
     pub fn is_4bit(self) -> bool {

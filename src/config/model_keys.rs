@@ -2,6 +2,7 @@
 //! Hugging Face's config.json names it) and the shapes nanoGPT's GPTConfig has no names for.
 //! Each defaults to what nanoGPT's GPT has, so a nanoGPT config never needs them.
 
+use super::kinds::{parse_name, quoted_names};
 use super::validate::Blame;
 use super::value::{float, opt_count, opt_int, Origin, Value};
 use super::TrainConfig;
@@ -56,16 +57,12 @@ impl ModelType {
     }
 
     pub fn parse(s: &str) -> Option<ModelType> {
-        ModelType::ALL.iter().copied().find(|m| m.as_str() == s)
+        parse_name(&ModelType::ALL, ModelType::as_str, s)
     }
 
     /// "'gpt2', 'llama', ..." for messages.
     pub fn names() -> String {
-        let names: Vec<String> = ModelType::ALL
-            .iter()
-            .map(|m| format!("'{}'", m.as_str()))
-            .collect();
-        names.join(", ")
+        quoted_names(&ModelType::ALL, ModelType::as_str)
     }
 
     /// The Llama family: RMSNorm, rotary on all dims, gated MLP, separate q/k/v projections.

@@ -2,6 +2,7 @@
 //! `TrainConfig` field. One table, so the loaders, the overrides, `to_overrides`, `to_toml` and
 //! the README's key table can never disagree about a key.
 
+use super::kinds::{parse_name, quoted_names};
 use super::value::{count, float, opt_count, Value};
 use super::{LossKind, OptimizerKind, Parallelism, Precision, TrainConfig};
 
@@ -363,11 +364,8 @@ fn string(v: &Value) -> String {
 }
 
 fn choice<T: Copy>(v: &Value, all: &[T], name: impl Fn(T) -> &'static str) -> Result<T, String> {
-    let s = string(v);
-    all.iter().copied().find(|t| name(*t) == s).ok_or_else(|| {
-        let names: Vec<String> = all.iter().map(|t| format!("'{}'", name(*t))).collect();
-        format!("expected one of {}", names.join(", "))
-    })
+    parse_name(all, &name, &string(v))
+        .ok_or_else(|| format!("expected one of {}", quoted_names(all, &name)))
 }
 
 /// (key, one-line description, default as nanoGPT writes it) for every key, in registry order:

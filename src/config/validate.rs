@@ -76,17 +76,13 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
     ];
     for (key, v, what) in sizes {
         if v == 0 {
-            return blame.fail(
-                key,
-                "0",
-                &format!("a positive integer ({what}, at least 1)"),
-            );
+            return blame.fail(key, "0", format!("a positive integer ({what}, at least 1)"));
         }
         if v > MAX_DIM {
             return blame.fail(
                 key,
                 v.to_string(),
-                &format!("at most 2^40 = {MAX_DIM} ({what}); this is not a size a GPU can hold"),
+                format!("at most 2^40 = {MAX_DIM} ({what}); this is not a size a GPU can hold"),
             );
         }
     }
@@ -147,7 +143,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         return blame.fail(
             "init_from",
             format!("'{}'", short(&cfg.init_from)),
-            &format!("one of {}", names.join(", ")),
+            format!("one of {}", names.join(", ")),
         );
     }
     if let Some(conf) = &cfg.alloc_conf {

@@ -10,6 +10,18 @@ use vramplan::sim::engine::Engine;
 use vramplan::sim::timeline::{Category, Name, Shape, TensorRecord};
 use vramplan::sim::Timeline;
 
+/// The small Llama the LoRA and QLoRA hand counts use (on top of llama-3.2-1b): batch 2,
+/// 32 tokens, vocabulary 100, width 64, 4 query and 2 key/value heads, MLP width 160.
+pub const SMALL_LLAMA: &[&str] = &[
+    "--batch_size=2",
+    "--block_size=32",
+    "--vocab_size=100",
+    "--n_embd=64",
+    "--n_head=4",
+    "--n_kv_head=2",
+    "--intermediate_size=160",
+];
+
 /// A built-in model preset with `--key=value` overrides on top.
 pub fn preset(model: &str, overrides: &[&str]) -> TrainConfig {
     let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();

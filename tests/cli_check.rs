@@ -1,29 +1,13 @@
 //! `vramplan check` end to end: the seed case, exit codes, JSON names, bad input.
 
+mod support;
+
 use serde_json::Value;
-use std::process::Command;
+use support::cli::{json, vramplan};
 
-fn vramplan(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vramplan"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("NO_COLOR", "1")
-        .env_remove("VRAMPLAN_FAKE_NVML")
-        .output()
-        .expect("run vramplan");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
+/// `vramplan check --json args`: (exit code, the JSON).
 fn check_json(args: &[&str]) -> (i32, Value) {
-    let mut all = vec!["check", "--json"];
-    all.extend_from_slice(args);
-    let (code, out, err) = vramplan(&all);
-    let v = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
-    (code, v)
+    json(&[&["check", "--json"], args].concat())
 }
 
 /// The seed case: GPT-2 124M, batch 64, block 1024, bf16 on an RTX 3060 crashed in

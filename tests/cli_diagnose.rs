@@ -1,20 +1,13 @@
 //! `vramplan diagnose` end to end on the seed case, with and without the config.
 
-use serde_json::Value;
-use std::process::Command;
+mod support;
 
+use serde_json::Value;
+use support::cli::{json, vramplan};
+
+/// `vramplan diagnose args --json`: (exit code, the JSON).
 fn diagnose(args: &[&str]) -> (i32, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vramplan"))
-        .arg("diagnose")
-        .args(args)
-        .arg("--json")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.code().unwrap(), v)
+    json(&[&["diagnose"], args, &["--json"]].concat())
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -80,11 +73,7 @@ fn without_a_config_the_facts_still_come_out() {
 
 #[test]
 fn unreadable_log_is_exit_2() {
-    let out = Command::new(env!("CARGO_BIN_EXE_vramplan"))
-        .args(["diagnose", "no/such.log"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, _, err) = vramplan(&["diagnose", "no/such.log"]);
+    assert_eq!(code, 2);
     assert!(err.contains("no/such.log"), "{err}");
 }

@@ -1,30 +1,14 @@
 //! `--mode inference` end to end: check's JSON (the kv_cache category, the phases, vLLM's
 //! blocks), suggest's largest batch and context, diagnose on the corpus's vLLM logs, bad input.
 
+mod support;
+
 use serde_json::Value;
-use std::process::Command;
+use support::cli::{self, vramplan};
 
-fn vramplan(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vramplan"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("NO_COLOR", "1")
-        .env_remove("VRAMPLAN_FAKE_NVML")
-        .output()
-        .expect("run vramplan");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
+/// `vramplan args --json`: (exit code, the JSON).
 fn json(args: &[&str]) -> (i32, Value) {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let (code, out, err) = vramplan(&all);
-    let v = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
-    (code, v)
+    cli::json(&[args, &["--json"]].concat())
 }
 
 /// Llama 3.1 8B at batch 4, 8192 tokens on an 80 GB card.

@@ -1,27 +1,19 @@
 //! `--live` end to end through a fake NVML reading (VRAMPLAN_FAKE_NVML): a shared RTX 3060 with
 //! two other processes. The budget is what is free now, and the report says who holds the rest.
 
+mod support;
+
 use serde_json::Value;
-use std::process::Command;
+use support::cli::{vramplan, vramplan_env};
 
 const FAKE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/fixtures/nvml/rtx3060-shared.json"
 );
 
+/// `vramplan args` reading the fake NVML.
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vramplan"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("VRAMPLAN_FAKE_NVML", FAKE)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    vramplan_env(args, &[("VRAMPLAN_FAKE_NVML", FAKE)])
 }
 
 fn reading() -> Value {
@@ -62,13 +54,8 @@ fn gpus_live_lists_the_card_and_its_processes() {
 
 #[test]
 fn no_driver_is_one_plain_line() {
-    let out = Command::new(env!("CARGO_BIN_EXE_vramplan"))
-        .args(["check", "--live"])
-        .env_remove("VRAMPLAN_FAKE_NVML")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, _, err) = vramplan(&["check", "--live"]);
+    assert_eq!(code, 2);
     assert_eq!(
         err.trim(),
         "vramplan: no NVIDIA driver found (libnvidia-ml.so.1): use --gpu NAME to plan for a card from the catalogue"

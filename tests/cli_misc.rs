@@ -1,22 +1,9 @@
 //! The feel of the tool: help with examples, version, completions, explain, and errors that
 //! never show Rust debug formatting or a panic.
 
-use std::process::Command;
+mod support;
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vramplan"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("NO_COLOR", "1")
-        .env_remove("VRAMPLAN_FAKE_NVML")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::cli::vramplan as run;
 
 #[test]
 fn every_command_has_help_with_an_example() {

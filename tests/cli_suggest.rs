@@ -1,35 +1,12 @@
 //! `vramplan suggest`: maximality (batch_size + 1 does not fit), tokens per step kept, the
 //! printed command parses back to the suggested config, and exit 1 when nothing fits.
 
+mod support;
+
 use serde_json::Value;
-use std::process::Command;
-use vramplan::budget::{find, Budget};
+use support::cli::{device_peak, suggest_json};
 use vramplan::config::{apply_overrides, is_nanogpt_key, load, TrainConfig};
 use vramplan::plan::search::with_batch;
-use vramplan::report::check;
-
-fn suggest_json(args: &[&str]) -> (i32, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vramplan"))
-        .arg("suggest")
-        .arg("--json")
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("VRAMPLAN_FAKE_NVML")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.code().unwrap(), v)
-}
-
-/// The device peak of `cfg` on `gpu`, through the same simulator `check` uses.
-fn device_peak(cfg: &TrainConfig, gpu: &str) -> (u64, u64) {
-    let g = find(gpu).unwrap();
-    let b = Budget::from_profile(g.clone(), 256 << 20).unwrap();
-    let r = check::build(cfg, Some(&g), Some(check::Target::from_budget(&b))).unwrap();
-    (r.peak.device_bytes, b.usable_bytes)
-}
 
 fn assert_maximal(config: Option<&str>, overrides: &[&str], gpu: &str) {
     let mut args: Vec<&str> = config.into_iter().collect();

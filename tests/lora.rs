@@ -2,9 +2,9 @@
 //! adapters with both, and what a layer keeps for backward once its frozen matmuls keep no
 //! inputs.
 
-mod common;
+mod support;
 
-use common::{after_forward, bytes, preset};
+use support::hf::{after_forward, bytes, preset, SMALL_LLAMA};
 use vramplan::config::{load_with_model, ModelSource, TrainConfig};
 use vramplan::model::{base_params, lora_params};
 use vramplan::sim::runtime::Runtime;
@@ -21,18 +21,7 @@ const I: u64 = 160;
 const R: u64 = 8;
 
 fn cfg(extra: &[&str]) -> TrainConfig {
-    let mut o = vec![
-        "--batch_size=2",
-        "--block_size=32",
-        "--vocab_size=100",
-        "--n_embd=64",
-        "--n_head=4",
-        "--n_kv_head=2",
-        "--intermediate_size=160",
-        "--lora_rank=8",
-        "--compile=False",
-    ];
-    o.extend_from_slice(extra);
+    let o = [SMALL_LLAMA, &["--lora_rank=8", "--compile=False"], extra].concat();
     preset("llama-3.2-1b", &o)
 }
 

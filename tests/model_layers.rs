@@ -2,9 +2,9 @@
 //! keeps from its forward for the backward (the difference between a 2-layer and a 1-layer
 //! model after `loss = model(X, Y)`), under bf16 autocast with fp32 master weights.
 
-mod common;
+mod support;
 
-use common::{after_forward, preset};
+use support::hf::{after_forward, preset};
 use vramplan::config::TrainConfig;
 
 const B: u64 = 2;

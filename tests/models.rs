@@ -3,28 +3,21 @@
 //! files are exit-2 errors, every knob runs without leaking a tensor, and the numbers people
 //! know hold (Llama-3.1-8B with AdamW does not fit an 80 GB card).
 
+mod support;
+
 use std::path::Path;
-use std::process::Command;
+use support::cli::vramplan;
+use support::hf::preset;
+use support::sim::run;
 use vramplan::config::{load_with_model, ModelSource, ModelType, TrainConfig};
 use vramplan::model::n_params;
-use vramplan::sim::{simulate, Category, Runtime, Timeline};
-
-fn preset(name: &str, overrides: &[&str]) -> TrainConfig {
-    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    load_with_model(None, Some(ModelSource::Preset(name)), &o)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-        .config
-}
+use vramplan::sim::{Category, Timeline};
 
 fn hf(file: &str) -> vramplan::error::Result<TrainConfig> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/hf")
         .join(file);
     Ok(load_with_model(None, Some(ModelSource::HfConfig(&path)), &[])?.config)
-}
-
-fn run(c: &TrainConfig) -> Timeline {
-    simulate(c, Runtime::pytorch(c, None)).unwrap()
 }
 
 /// Parameters the simulator put on the device (buffers excluded).
@@ -148,21 +141,6 @@ fn unknown_model_type_and_bad_files_are_errors_naming_what_is_supported() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("model_type = 'gpt2'"), "{e}");
-}
-
-fn vramplan(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vramplan"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("NO_COLOR", "1")
-        .env_remove("VRAMPLAN_FAKE_NVML")
-        .output()
-        .expect("run vramplan");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

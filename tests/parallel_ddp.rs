@@ -4,7 +4,9 @@
 
 mod support;
 
-use support::*;
+use support::cli::{json, vramplan};
+use support::sim::run;
+use support::tiny_gpt::*;
 use vramplan::sim::parallel::bucket_assignment;
 use vramplan::sim::{Category, DType, Phase};
 
@@ -112,31 +114,24 @@ fn ddp_gradient_as_bucket_view_keeps_no_second_copy() {
 
 #[test]
 fn check_says_whose_memory_it_shows() {
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_vramplan"))
-            .arg("check")
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_remove("VRAMPLAN_FAKE_NVML")
-            .output()
-            .unwrap()
-    };
-    let out = run(&["--world_size=8", "--parallelism=zero2", "--compile=False"]);
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, text, _) = vramplan(&[
+        "check",
+        "--world_size=8",
+        "--parallelism=zero2",
+        "--compile=False",
+    ]);
     // 40 // 8 = 5 micro-steps per rank.
     assert!(
         text.contains("Per rank (rank 0 of 8, zero2): 5 micro-steps per rank per step"),
         "{text}"
     );
-    let out = run(&["--world_size=4", "--parallelism=fsdp", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, v) = json(&["check", "--world_size=4", "--parallelism=fsdp", "--json"]);
     assert_eq!(v["ranks"]["world_size"], 4);
     assert_eq!(v["ranks"]["parallelism"], "fsdp");
     assert_eq!(v["ranks"]["micro_steps_per_rank"], 10);
     assert!(v["categories"]["communication"].as_u64().unwrap() > 0);
     // One GPU: no ranks object, no header line, no communication category.
-    let out = run(&["--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, v) = json(&["check", "--json"]);
     assert!(v["ranks"].is_null());
     assert!(v["categories"]["communication"].is_null());
 }

@@ -3,7 +3,8 @@
 
 mod support;
 
-use support::*;
+use support::sim::run;
+use support::tiny_gpt::*;
 use vramplan::sim::{simulate, Runtime};
 use vramplan::sim::{Category, DType, Phase, Timeline};
 

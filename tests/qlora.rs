@@ -3,9 +3,9 @@
 //! prepare_model_for_kbit_training, and the dequantized copy every quantized matmul makes in
 //! the forward and again in the backward.
 
-mod common;
+mod support;
 
-use common::{bytes, preset};
+use support::hf::{bytes, preset, SMALL_LLAMA};
 use vramplan::config::{load_with_model, ModelSource, TrainConfig};
 use vramplan::model::{base_params, lora_params};
 use vramplan::sim::runtime::Runtime;
@@ -21,20 +21,17 @@ const V: u64 = 100;
 const L: u64 = 2;
 
 fn cfg(extra: &[&str]) -> TrainConfig {
-    let mut o = vec![
-        "--batch_size=2",
-        "--block_size=32",
-        "--vocab_size=100",
-        "--n_embd=64",
-        "--n_head=4",
-        "--n_kv_head=2",
-        "--intermediate_size=160",
-        "--n_layer=2",
-        "--lora_rank=8",
-        "--compile=False",
-        "--gradient_accumulation_steps=1",
-    ];
-    o.extend_from_slice(extra);
+    let o = [
+        SMALL_LLAMA,
+        &[
+            "--n_layer=2",
+            "--lora_rank=8",
+            "--compile=False",
+            "--gradient_accumulation_steps=1",
+        ],
+        extra,
+    ]
+    .concat();
     preset("llama-3.2-1b", &o)
 }
 

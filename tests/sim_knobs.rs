@@ -1,29 +1,17 @@
 //! The memory knobs as mechanisms: what each one keeps and frees, counted by hand, and no
 //! tensor outliving the run that the training loop does not still reference.
 
-use vramplan::config::{apply_overrides, TrainConfig};
+mod support;
+
+use support::sim::run;
+use support::tiny_gpt::tiny;
+use vramplan::config::TrainConfig;
 use vramplan::sim::ops::CHUNK_ROWS;
-use vramplan::sim::{simulate, Category, Runtime, Timeline};
+use vramplan::sim::{Category, Timeline};
 
+/// The tiny GPT-2 of tests/support with 2 gradient accumulation steps.
 fn cfg(overrides: &[&str]) -> TrainConfig {
-    let mut c = TrainConfig {
-        n_layer: 2,
-        n_head: 4,
-        n_embd: 128,
-        block_size: 256,
-        vocab_size: 1000,
-        batch_size: 4,
-        gradient_accumulation_steps: 2,
-        compile: false,
-        ..TrainConfig::default()
-    };
-    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    apply_overrides(&mut c, &o).unwrap();
-    c
-}
-
-fn run(c: &TrainConfig) -> Timeline {
-    simulate(c, Runtime::pytorch(c, None)).unwrap()
+    tiny(2, overrides)
 }
 
 #[test]

@@ -1,56 +1,16 @@
 //! Each op's saved tensors on its own, with bytes counted by hand: what stays alive after the
 //! forward's Python references are gone is exactly what the backward needs.
 
+mod support;
+
+use support::sim::{activation, engine, live_bytes};
 use vramplan::sim::dtype::DType;
-use vramplan::sim::engine::{Engine, V};
 use vramplan::sim::ops::{self, AttnKind};
-use vramplan::sim::runtime::{Runtime, RuntimeKind};
-use vramplan::sim::timeline::{Category, EventKind, Name, Shape};
+use vramplan::sim::timeline::{Category, Name, Shape};
 
 const B: u64 = 4;
 const T: u64 = 16;
 const C: u64 = 32;
-
-fn engine(autocast: Option<DType>) -> Engine {
-    let mut e = Engine::new(Runtime {
-        kind: RuntimeKind::PytorchEager,
-        autocast,
-        cublas_workspace_bytes: 0,
-        cublaslt_workspace_bytes: 0,
-        expandable_segments: false,
-    });
-    e.grad_mode = true;
-    e.training = true;
-    e.enter_autocast(autocast);
-    e
-}
-
-/// Live storage bytes (unrounded) of tensors other than parameters.
-fn live_bytes(e: &Engine) -> u64 {
-    let mut alive = vec![false; e.tl.tensors.len()];
-    for ev in &e.tl.events {
-        alive[ev.tensor as usize] = ev.kind == EventKind::Alloc;
-    }
-    e.tl.tensors
-        .iter()
-        .zip(alive)
-        .filter(|(t, a)| *a && t.category != Category::Parameters)
-        .map(|(t, _)| t.bytes)
-        .sum()
-}
-
-fn activation(e: &mut Engine, dims: &[u64], dtype: DType) -> V {
-    // An input that requires grad: a param stands in for "some upstream node".
-    let p = e.add_param(Name::top("input", ""), &[1], false);
-    let edge = e.param(p).edge;
-    let t = e.alloc(
-        Name::top("x", ""),
-        Shape::new(dims),
-        dtype,
-        Category::Activations,
-    );
-    V { t, edge }
-}
 
 #[test]
 fn layer_norm_saves_input_mean_rstd() {

@@ -2,60 +2,17 @@
 //! counted by hand (the style of sim_ops.rs): what stays alive once the forward's Python
 //! references are gone is exactly what the backward needs.
 
+mod support;
+
+use support::sim::{activation, alive, engine, live_bytes};
 use vramplan::sim::dtype::DType;
 use vramplan::sim::engine::{Engine, V};
 use vramplan::sim::ops::{self, Heads, RmsStyle, ScoresKind, SdpaKernel};
-use vramplan::sim::runtime::{Runtime, RuntimeKind};
-use vramplan::sim::timeline::{Category, EventKind, Name, Shape};
+use vramplan::sim::timeline::{Category, Name, Shape};
 
 const B: u64 = 2;
 const T: u64 = 16;
 const C: u64 = 64;
-
-fn engine(autocast: Option<DType>) -> Engine {
-    let mut e = Engine::new(Runtime {
-        kind: RuntimeKind::PytorchEager,
-        autocast,
-        cublas_workspace_bytes: 0,
-        cublaslt_workspace_bytes: 0,
-        expandable_segments: false,
-    });
-    e.grad_mode = true;
-    e.training = true;
-    e.enter_autocast(autocast);
-    e
-}
-
-fn alive(e: &Engine) -> Vec<bool> {
-    let mut alive = vec![false; e.tl.tensors.len()];
-    for ev in &e.tl.events {
-        alive[ev.tensor as usize] = ev.kind == EventKind::Alloc;
-    }
-    alive
-}
-
-/// Live storage bytes (unrounded) of tensors other than parameters.
-fn live_bytes(e: &Engine) -> u64 {
-    e.tl.tensors
-        .iter()
-        .zip(alive(e))
-        .filter(|(t, a)| *a && t.category != Category::Parameters)
-        .map(|(t, _)| t.bytes)
-        .sum()
-}
-
-/// An input that requires grad (a parameter edge stands in for "some upstream node").
-fn activation(e: &mut Engine, dims: &[u64], dtype: DType) -> V {
-    let p = e.add_param(Name::top("input", ""), &[1], false);
-    let edge = e.param(p).edge;
-    let t = e.alloc(
-        Name::top("x", ""),
-        Shape::new(dims),
-        dtype,
-        Category::Activations,
-    );
-    V { t, edge }
-}
 
 /// Drop the output, run the backward from it, and check nothing but gradients is left.
 fn backward_leaves_only_grads(mut e: Engine, y: V) -> Engine {

@@ -1,35 +1,11 @@
 //! `suggest --gpus N` and suggest when nothing fits one card: the smallest world size that
 //! fits, each candidate fitting per rank and maximal, and launch lines that parse back.
 
-use serde_json::Value;
-use std::process::Command;
-use vramplan::budget::{find, Budget};
+mod support;
+
+use support::cli::{device_peak, suggest_json, vramplan};
 use vramplan::config::{apply_overrides, Parallelism, TrainConfig};
 use vramplan::plan::multi::{launch, per_rank, ORDER};
-use vramplan::report::check;
-
-fn suggest_json(args: &[&str]) -> (i32, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vramplan"))
-        .arg("suggest")
-        .arg("--json")
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("VRAMPLAN_FAKE_NVML")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.code().unwrap(), v)
-}
-
-/// One rank's device peak of `cfg` on `gpu` through `check`'s simulator, and the usable bytes.
-fn device_peak(cfg: &TrainConfig, gpu: &str) -> (u64, u64) {
-    let g = find(gpu).unwrap();
-    let b = Budget::from_profile(g.clone(), 256 << 20).unwrap();
-    let r = check::build(cfg, Some(&g), Some(check::Target::from_budget(&b))).unwrap();
-    (r.peak.device_bytes, b.usable_bytes)
-}
 
 #[test]
 fn gpt2_xl_on_rtx3060s_needs_the_smallest_world_size_that_fits() {
@@ -125,13 +101,8 @@ fn launch_lines_parse_back_to_the_planned_run() {
 
 #[test]
 fn gpus_zero_is_a_usage_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_vramplan"))
-        .args(["suggest", "--gpu", "rtx3060", "--gpus", "0"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, _, err) = vramplan(&["suggest", "--gpu", "rtx3060", "--gpus", "0"]);
+    assert_eq!(code, 2);
     assert!(err.contains("--gpus 0"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -4,9 +4,11 @@
 //! may reach (vLLM's `--max-model-len`; the KV cache is sized for it) and `batch_size` the
 //! sequences served together.
 
-use super::value::{Origin, Value};
+use super::kinds::parse_name;
+use super::validate::Blame;
+use super::value::{float, opt_count, opt_int, Origin, Value};
 use super::TrainConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -91,16 +93,15 @@ pub(crate) const NAMES: &[&str] = &[
 
 /// The current value of one of these keys.
 pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
-    let opt = |v: Option<u64>| v.map_or(Value::None, |v| Value::Int(v.into()));
     Some(match name {
         "mode" => Value::Str(cfg.mode.as_str().to_string()),
-        "prompt_len" => opt(cfg.prompt_len),
+        "prompt_len" => opt_int(cfg.prompt_len),
         "kv_cache_dtype" => cfg
             .kv_cache_dtype
             .map_or(Value::None, |d| Value::Str(d.as_str().to_string())),
         "logits_all" => Value::Bool(cfg.logits_all),
         "gpu_memory_utilization" => Value::Float(cfg.gpu_memory_utilization),
-        "max_num_batched_tokens" => opt(cfg.max_num_batched_tokens),
+        "max_num_batched_tokens" => opt_int(cfg.max_num_batched_tokens),
         "max_num_seqs" => Value::Int(cfg.max_num_seqs.into()),
         "cuda_graphs" => Value::Bool(cfg.cuda_graphs),
         _ => return None,
@@ -113,18 +114,7 @@ pub(crate) fn set(
     name: &str,
     v: &Value,
 ) -> Option<std::result::Result<(), String>> {
-    let count = |v: &Value| -> std::result::Result<Option<u64>, String> {
-        match v {
-            Value::None => Ok(None),
-            Value::Int(i) if *i < 0 => {
-                Err("expected a positive integer, got a negative one".to_string())
-            }
-            Value::Int(i) => u64::try_from(*i)
-                .map(Some)
-                .map_err(|_| "expected an integer below 2^64".to_string()),
-            other => Err(format!("expected an int, got a {}", other.type_name())),
-        }
-    };
+    let count = |v: &Value| opt_count(v, false);
     let r = match (name, v) {
         ("mode", Value::Str(s)) => match s.as_str() {
             "train" => {
@@ -152,9 +142,9 @@ pub(crate) fn set(
             Ok(())
         }
         ("kv_cache_dtype", Value::Str(s)) => {
-            match KvCacheDtype::ALL.iter().find(|d| d.as_str() == s) {
+            match parse_name(&KvCacheDtype::ALL, KvCacheDtype::as_str, s) {
                 Some(d) => {
-                cfg.kv_cache_dtype = Some(*d);
+                cfg.kv_cache_dtype = Some(d);
                 Ok(())
             },
                 None => Err(
@@ -172,11 +162,7 @@ pub(crate) fn set(
             Ok(())
         }
         ("gpu_memory_utilization", Value::Float(_) | Value::Int(_)) => {
-            cfg.gpu_memory_utilization = match v {
-                Value::Float(x) => *x,
-                Value::Int(i) => *i as f64,
-                _ => 0.0,
-            };
+            cfg.gpu_memory_utilization = float(v);
             Ok(())
         }
         _ if NAMES.contains(&name) => Err(format!("got a {}", v.type_name())),
@@ -187,31 +173,19 @@ pub(crate) fn set(
 
 /// The checks these keys need beyond their types; messages name where the value came from.
 pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>) -> Result<()> {
-    let at = |key: &str| origins.get(key).map_or(String::new(), |o| format!("{o}: "));
-    let fail = |key: &str, value: String, expected: String| {
-        Err(Error::new(format!(
-            "{}{key} = {value}: expected {expected}",
-            at(key)
-        )))
-    };
+    let blame = &Blame(origins);
     let u = cfg.gpu_memory_utilization;
     if !(u.is_finite() && u > 0.0 && u <= 1.0) {
-        return fail(
+        return blame.fail(
             "gpu_memory_utilization",
             super::value::float_repr(u),
-            "a fraction of the card in (0, 1], e.g. 0.9 (vLLM's default)".into(),
+            "a fraction of the card in (0, 1], e.g. 0.9 (vLLM's default)",
         );
     }
     match cfg.prompt_len {
-        Some(0) => {
-            return fail(
-                "prompt_len",
-                "0".into(),
-                "a positive integer or None".into(),
-            )
-        }
+        Some(0) => return blame.fail("prompt_len", "0", "a positive integer or None"),
         Some(p) if p > cfg.block_size => {
-            return fail(
+            return blame.fail(
                 "prompt_len",
                 p.to_string(),
                 format!(
@@ -223,11 +197,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         _ => {}
     }
     if cfg.max_num_batched_tokens == Some(0) {
-        return fail(
-            "max_num_batched_tokens",
-            "0".into(),
-            "a positive integer or None".into(),
-        );
+        return blame.fail("max_num_batched_tokens", "0", "a positive integer or None");
     }
     let max = super::validate::MAX_DIM;
     for (key, v) in [
@@ -238,7 +208,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         ("max_num_seqs", cfg.max_num_seqs),
     ] {
         if v == 0 || v > max {
-            return fail(
+            return blame.fail(
                 key,
                 v.to_string(),
                 format!("a positive integer below 2^40 = {max}"),
@@ -246,10 +216,10 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         }
     }
     if cfg.mode == Mode::Inference && cfg.lora_rank > 0 {
-        return fail(
+        return blame.fail(
             "lora_rank",
             cfg.lora_rank.to_string(),
-            "0 with mode = 'inference' (serve a merged model: adapters are a training-time option here)".into(),
+            "0 with mode = 'inference' (serve a merged model: adapters are a training-time option here)",
         );
     }
     Ok(())

@@ -2,6 +2,21 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The variant of `all` that configs write as `s`.
+pub(crate) fn parse_name<T: Copy>(
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+    s: &str,
+) -> Option<T> {
+    all.iter().copied().find(|t| name(*t) == s)
+}
+
+/// "'a', 'b', ..." for messages: the names of `all`, quoted.
+pub(crate) fn quoted_names<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> String {
+    let names: Vec<String> = all.iter().map(|t| format!("'{}'", name(*t))).collect();
+    names.join(", ")
+}
+
 /// Training precision, as nanoGPT's `dtype` string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -2,9 +2,11 @@
 //! `target_modules`, PEFT's defaults, bitsandbytes' quantization of the base weights (QLoRA),
 //! and the checks.
 
+use super::kinds::{parse_name, quoted_names};
 use super::model_keys::ModelType;
+use super::validate::Blame;
 use super::TrainConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
 /// How the base Linear weights are stored (transformers' `BitsAndBytesConfig`).
@@ -43,15 +45,11 @@ impl Quantization {
     }
 
     pub fn parse(s: &str) -> Option<Quantization> {
-        Quantization::ALL.into_iter().find(|q| q.as_str() == s)
+        parse_name(&Quantization::ALL, Quantization::as_str, s)
     }
 
     pub fn names() -> String {
-        let n: Vec<String> = Quantization::ALL
-            .iter()
-            .map(|q| format!("'{}'", q.as_str()))
-            .collect();
-        n.join(", ")
+        quoted_names(&Quantization::ALL, Quantization::as_str)
     }
 
     pub fn is_4bit(self) -> bool {
@@ -86,30 +84,24 @@ fn lora_peft_defaults(m: ModelType) -> &'static [&'static str] {
 }
 
 /// LoRA: a rank the model can take, a dropout probability, targets the architecture has.
-pub(crate) fn validate(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result<()> {
-    let fail = |key: &str, value: String, expected: String| {
-        Err(Error::new(format!(
-            "{}{key} = {value}: expected {expected}",
-            at(key)
-        )))
-    };
+pub(crate) fn validate(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
     if !(cfg.lora_alpha.is_finite() && cfg.lora_alpha > 0.0) {
-        return fail(
+        return blame.fail(
             "lora_alpha",
             super::value::float_repr(cfg.lora_alpha),
-            "a positive number (the adapters' scale is lora_alpha / lora_rank)".into(),
+            "a positive number (the adapters' scale is lora_alpha / lora_rank)",
         );
     }
     if !(cfg.lora_dropout >= 0.0 && cfg.lora_dropout < 1.0) {
-        return fail(
+        return blame.fail(
             "lora_dropout",
             super::value::float_repr(cfg.lora_dropout),
-            "a probability in [0, 1)".into(),
+            "a probability in [0, 1)",
         );
     }
     if cfg.quantization != Quantization::None {
         if cfg.model_type == ModelType::Gpt2 {
-            return fail(
+            return blame.fail(
                 "quantization",
                 format!("'{}'", cfg.quantization.as_str()),
                 format!(
@@ -120,10 +112,10 @@ pub(crate) fn validate(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result
         }
         // Serving a quantized model needs no adapters; training one does.
         if cfg.lora_rank == 0 && cfg.mode != super::Mode::Inference {
-            return fail(
+            return blame.fail(
                 "quantization",
                 format!("'{}'", cfg.quantization.as_str()),
-                "lora_rank > 0 with quantized base weights (they are frozen: QLoRA trains adapters), mode = 'inference', or quantization = 'none'".into(),
+                "lora_rank > 0 with quantized base weights (they are frozen: QLoRA trains adapters), mode = 'inference', or quantization = 'none'",
             );
         }
     }
@@ -131,7 +123,7 @@ pub(crate) fn validate(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result
         return Ok(());
     }
     if cfg.model_type == ModelType::Gpt2 {
-        return fail(
+        return blame.fail(
             "lora_rank",
             cfg.lora_rank.to_string(),
             format!(
@@ -141,7 +133,7 @@ pub(crate) fn validate(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result
         );
     }
     if cfg.lora_rank > cfg.n_embd.min(cfg.mlp_width()) {
-        return fail(
+        return blame.fail(
             "lora_rank",
             cfg.lora_rank.to_string(),
             format!(
@@ -154,7 +146,7 @@ pub(crate) fn validate(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result
     let targets = cfg.lora_target_list();
     let unknown = targets.iter().find(|t| !known.contains(t));
     if targets.is_empty() || unknown.is_some() {
-        return fail(
+        return blame.fail(
             "lora_targets",
             format!(
                 "'{}'",

@@ -2,7 +2,9 @@
 //! Hugging Face's config.json names it) and the shapes nanoGPT's GPTConfig has no names for.
 //! Each defaults to what nanoGPT's GPT has, so a nanoGPT config never needs them.
 
-use super::value::{Origin, Value};
+use super::kinds::{parse_name, quoted_names};
+use super::validate::Blame;
+use super::value::{float, opt_count, opt_int, Origin, Value};
 use super::TrainConfig;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -55,16 +57,12 @@ impl ModelType {
     }
 
     pub fn parse(s: &str) -> Option<ModelType> {
-        ModelType::ALL.iter().copied().find(|m| m.as_str() == s)
+        parse_name(&ModelType::ALL, ModelType::as_str, s)
     }
 
     /// "'gpt2', 'llama', ..." for messages.
     pub fn names() -> String {
-        let names: Vec<String> = ModelType::ALL
-            .iter()
-            .map(|m| format!("'{}'", m.as_str()))
-            .collect();
-        names.join(", ")
+        quoted_names(&ModelType::ALL, ModelType::as_str)
     }
 
     /// The Llama family: RMSNorm, rotary on all dims, gated MLP, separate q/k/v projections.
@@ -112,12 +110,11 @@ pub(crate) const NAMES: &[&str] = &[
 
 /// The current value of one of these keys.
 pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
-    let opt = |v: Option<u64>| v.map_or(Value::None, |v| Value::Int(v.into()));
     Some(match name {
         "model_type" => Value::Str(cfg.model_type.as_str().to_string()),
-        "n_kv_head" => opt(cfg.n_kv_head),
-        "head_dim" => opt(cfg.head_dim),
-        "intermediate_size" => opt(cfg.intermediate_size),
+        "n_kv_head" => opt_int(cfg.n_kv_head),
+        "head_dim" => opt_int(cfg.head_dim),
+        "intermediate_size" => opt_int(cfg.intermediate_size),
         "tie_word_embeddings" => Value::Bool(cfg.tie_word_embeddings),
         "rotary_pct" => Value::Float(cfg.rotary_pct),
         "parallel_residual" => Value::Bool(cfg.parallel_residual),
@@ -137,21 +134,7 @@ pub(crate) fn set(
     name: &str,
     v: &Value,
 ) -> Option<std::result::Result<(), String>> {
-    let opt = |v: &Value| -> std::result::Result<Option<u64>, String> {
-        match v {
-            Value::None => Ok(None),
-            Value::Int(i) if *i < 0 => {
-                Err("expected a positive integer or None, got a negative one".to_string())
-            }
-            Value::Int(i) => u64::try_from(*i)
-                .map(Some)
-                .map_err(|_| "expected an integer below 2^64".to_string()),
-            other => Err(format!(
-                "expected an int or None, got a {}",
-                other.type_name()
-            )),
-        }
-    };
+    let opt = |v: &Value| opt_count(v, true);
     let r = match (name, v) {
         ("model_type", Value::Str(s)) => match ModelType::parse(s) {
             Some(m) => {
@@ -175,11 +158,7 @@ pub(crate) fn set(
             Ok(())
         }
         ("rotary_pct" | "lora_alpha" | "lora_dropout", Value::Float(_) | Value::Int(_)) => {
-            let x = match v {
-                Value::Float(x) => *x,
-                Value::Int(i) => *i as f64,
-                _ => 0.0,
-            };
+            let x = float(v);
             match name {
                 "rotary_pct" => cfg.rotary_pct = x,
                 "lora_alpha" => cfg.lora_alpha = x,
@@ -221,13 +200,7 @@ pub(crate) fn set(
 
 /// The checks these keys need beyond their types; messages name where the value came from.
 pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>) -> Result<()> {
-    let at = |key: &str| origins.get(key).map_or(String::new(), |o| format!("{o}: "));
-    let fail = |key: &str, value: String, expected: String| {
-        Err(Error::new(format!(
-            "{}{key} = {value}: expected {expected}",
-            at(key)
-        )))
-    };
+    let blame = &Blame(origins);
     let max = super::validate::MAX_DIM;
     for (key, v) in [
         ("n_kv_head", cfg.n_kv_head),
@@ -235,9 +208,9 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         ("intermediate_size", cfg.intermediate_size),
     ] {
         match v {
-            Some(0) => return fail(key, "0".into(), "a positive integer or None".into()),
+            Some(0) => return blame.fail(key, "0", "a positive integer or None"),
             Some(x) if x > max => {
-                return fail(key, x.to_string(), format!("at most 2^40 = {max}"));
+                return blame.fail(key, x.to_string(), format!("at most 2^40 = {max}"));
             }
             _ => {}
         }
@@ -259,13 +232,13 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         if let Some(key) = set.first() {
             return Err(Error::new(format!(
                 "{}{key} is set, but model_type = 'gpt2' (nanoGPT's GPT) has no such option: expected model_type = one of {} for it, or leave {key} at its default",
-                at(key),
+                blame.at(key),
                 ModelType::names()
             )));
         }
     }
     if cfg.model_type != ModelType::Gpt2 && super::presets::gpt2_shape(&cfg.init_from).is_some() {
-        return fail(
+        return blame.fail(
             "init_from",
             format!("'{}'", cfg.init_from),
             format!(
@@ -276,7 +249,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
     }
     if let Some(kv) = cfg.n_kv_head {
         if kv > cfg.n_head || !cfg.n_head.is_multiple_of(kv) {
-            return fail(
+            return blame.fail(
                 "n_kv_head",
                 kv.to_string(),
                 format!(
@@ -286,9 +259,9 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             );
         }
     }
-    super::lora::validate(cfg, &at)?;
+    super::lora::validate(cfg, blame)?;
     if cfg.model_type == ModelType::GptNeox && cfg.kv_heads() != cfg.n_head {
-        return fail(
+        return blame.fail(
             "n_kv_head",
             cfg.kv_heads().to_string(),
             format!(
@@ -298,16 +271,16 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         );
     }
     if !(cfg.rotary_pct > 0.0 && cfg.rotary_pct <= 1.0) {
-        return fail(
+        return blame.fail(
             "rotary_pct",
             super::value::float_repr(cfg.rotary_pct),
-            "a fraction in (0, 1], e.g. 0.25 for Pythia".into(),
+            "a fraction in (0, 1], e.g. 0.25 for Pythia",
         );
     }
     let hd = cfg.head_size();
     let rot = cfg.rotary_dim();
     if cfg.model_type != ModelType::Gpt2 && (rot < 2 || !rot.is_multiple_of(2) || rot > hd) {
-        return fail(
+        return blame.fail(
             "rotary_pct",
             super::value::float_repr(cfg.rotary_pct),
             format!("a fraction of head_dim = {hd} that gives an even number of rotated dims (got {rot})"),

@@ -2,7 +2,8 @@
 //! `TrainConfig` field. One table, so the loaders, the overrides, `to_overrides`, `to_toml` and
 //! the README's key table can never disagree about a key.
 
-use super::value::Value;
+use super::kinds::{parse_name, quoted_names};
+use super::value::{count, float, opt_count, Value};
 use super::{LossKind, OptimizerKind, Parallelism, Precision, TrainConfig};
 
 /// The Python type a key takes. nanoGPT's configurator asserts an override has the type of the
@@ -323,10 +324,7 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
             cfg.parallelism = choice(v, &all, |p| p.as_str())?
         }
         "eval_batch_size" => {
-            cfg.eval_batch_size = match v {
-                Value::None => None,
-                v => Some(count(v)?),
-            }
+            cfg.eval_batch_size = opt_count(v, false)?;
         }
         "alloc_conf" => {
             cfg.alloc_conf = match v {
@@ -354,14 +352,6 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
     Ok(())
 }
 
-fn float(v: &Value) -> f64 {
-    match v {
-        Value::Int(i) => *i as f64,
-        Value::Float(x) => *x,
-        _ => 0.0,
-    }
-}
-
 fn boolean(v: &Value) -> bool {
     matches!(v, Value::Bool(true))
 }
@@ -373,26 +363,9 @@ fn string(v: &Value) -> String {
     }
 }
 
-/// A count or size: a non-negative int that fits u64 (zero is refused later, by validation,
-/// so that a zero from any source gets the same message).
-fn count(v: &Value) -> Result<u64, String> {
-    match v {
-        Value::Int(i) if *i < 0 => {
-            Err("expected a positive integer, got a negative one".to_string())
-        }
-        Value::Int(i) => {
-            u64::try_from(*i).map_err(|_| "expected an integer below 2^64".to_string())
-        }
-        other => Err(format!("expected an int, got a {}", other.type_name())),
-    }
-}
-
 fn choice<T: Copy>(v: &Value, all: &[T], name: impl Fn(T) -> &'static str) -> Result<T, String> {
-    let s = string(v);
-    all.iter().copied().find(|t| name(*t) == s).ok_or_else(|| {
-        let names: Vec<String> = all.iter().map(|t| format!("'{}'", name(*t))).collect();
-        format!("expected one of {}", names.join(", "))
-    })
+    parse_name(all, &name, &string(v))
+        .ok_or_else(|| format!("expected one of {}", quoted_names(all, &name)))
 }
 
 /// (key, one-line description, default as nanoGPT writes it) for every key, in registry order:

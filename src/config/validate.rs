@@ -8,6 +8,7 @@ use super::value::Origin;
 use super::TrainConfig;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
+use std::fmt;
 
 /// No GPU holds a tensor with a dimension this large; beyond it a config is a typo.
 pub const MAX_DIM: u64 = 1 << 40;
@@ -28,14 +29,31 @@ const ALLOC_OPTIONS: &[&str] = &[
     "backend",
 ];
 
-pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>) -> Result<()> {
-    let at = |key: &str| origins.get(key).map_or(String::new(), |o| format!("{o}: "));
-    let fail = |key: &str, value: String, expected: &str| {
+/// Where each key was set: every error about a key starts with it.
+pub(crate) struct Blame<'a>(pub &'a HashMap<&'static str, Origin>);
+
+impl Blame<'_> {
+    /// "path:line: ", "override --key=value: ", ... for `key`; empty when it kept its default.
+    pub fn at(&self, key: &str) -> String {
+        self.0.get(key).map_or(String::new(), |o| format!("{o}: "))
+    }
+
+    /// The error "<where>key = value: expected <expected>".
+    pub fn fail<T>(
+        &self,
+        key: &str,
+        value: impl fmt::Display,
+        expected: impl fmt::Display,
+    ) -> Result<T> {
         Err(Error::new(format!(
             "{}{key} = {value}: expected {expected}",
-            at(key)
+            self.at(key)
         )))
-    };
+    }
+}
+
+pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>) -> Result<()> {
+    let blame = &Blame(origins);
 
     let sizes: [(&str, u64, &str); 9] = [
         ("n_layer", cfg.n_layer, "layers"),
@@ -58,24 +76,20 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
     ];
     for (key, v, what) in sizes {
         if v == 0 {
-            return fail(
-                key,
-                "0".into(),
-                &format!("a positive integer ({what}, at least 1)"),
-            );
+            return blame.fail(key, "0", format!("a positive integer ({what}, at least 1)"));
         }
         if v > MAX_DIM {
-            return fail(
+            return blame.fail(
                 key,
                 v.to_string(),
-                &format!("at most 2^40 = {MAX_DIM} ({what}); this is not a size a GPU can hold"),
+                format!("at most 2^40 = {MAX_DIM} ({what}); this is not a size a GPU can hold"),
             );
         }
     }
     if cfg.eval_interval == 0 {
-        return fail(
+        return blame.fail(
             "eval_interval",
-            "0".into(),
+            "0",
             "a positive integer (train.py computes iter_num % eval_interval)",
         );
     }
@@ -87,14 +101,14 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         };
         return Err(Error::new(format!(
             "{}n_embd = {} is not divisible by n_head = {}: expected n_embd % n_head == 0 (each head gets n_embd / n_head channels)",
-            at(key),
+            blame.at(key),
             cfg.n_embd,
             cfg.n_head
         )));
     }
-    combinations(cfg, &at)?;
+    combinations(cfg, blame)?;
     if cfg.parallelism == super::Parallelism::Tp {
-        tensor_parallel(cfg, &at)?;
+        tensor_parallel(cfg, blame)?;
     } else if cfg.world_size > 1
         && !cfg
             .gradient_accumulation_steps
@@ -102,7 +116,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
     {
         return Err(Error::new(format!(
             "{}gradient_accumulation_steps = {} is not a multiple of world_size = {}: expected a multiple (nanoGPT asserts it, then gives each rank gradient_accumulation_steps / world_size micro-steps)",
-            at("gradient_accumulation_steps"),
+            blame.at("gradient_accumulation_steps"),
             cfg.gradient_accumulation_steps,
             cfg.world_size
         )));
@@ -114,11 +128,11 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
     ];
     for (key, x) in floats {
         if !x.is_finite() || x < 0.0 {
-            return fail(key, super::value::float_repr(x), "a finite number >= 0");
+            return blame.fail(key, super::value::float_repr(x), "a finite number >= 0");
         }
     }
     if cfg.dropout >= 1.0 {
-        return fail(
+        return blame.fail(
             "dropout",
             super::value::float_repr(cfg.dropout),
             "a probability in [0, 1), e.g. 0.0 or 0.1",
@@ -126,33 +140,33 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
     }
     if !INIT_FROM.contains(&cfg.init_from.as_str()) {
         let names: Vec<String> = INIT_FROM.iter().map(|n| format!("'{n}'")).collect();
-        return fail(
+        return blame.fail(
             "init_from",
             format!("'{}'", short(&cfg.init_from)),
-            &format!("one of {}", names.join(", ")),
+            format!("one of {}", names.join(", ")),
         );
     }
     if let Some(conf) = &cfg.alloc_conf {
         check_alloc_conf(conf).map_err(|e| {
             Error::new(format!(
                 "{}alloc_conf = '{}': {e}",
-                at("alloc_conf"),
+                blame.at("alloc_conf"),
                 short(conf)
             ))
         })?;
     }
     super::model_keys::validate(cfg, origins)?;
     super::infer_keys::validate(cfg, origins)?;
-    check_bytes(cfg, &at)
+    check_bytes(cfg, blame)
 }
 
 /// Modes the simulator has no policy for together: a clear error rather than a figure that
 /// mixes two models.
-fn combinations(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result<()> {
+fn combinations(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
     if cfg.world_size > 1 && cfg.mode == super::Mode::Inference {
         return Err(Error::new(format!(
             "{}world_size = {}: expected 1 with mode = 'inference' (tensor-parallel serving, vLLM's --tensor-parallel-size, is not modelled)",
-            at("world_size"),
+            blame.at("world_size"),
             cfg.world_size
         )));
     }
@@ -160,7 +174,7 @@ fn combinations(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result<()> {
     if cfg.world_size > 1 && adapters && cfg.parallelism != super::Parallelism::Ddp {
         return Err(Error::new(format!(
             "{}parallelism = '{}': expected 'ddp' for LoRA/QLoRA runs (sharding frozen and quantized weights with FSDP or ZeRO is not modelled)",
-            at("parallelism"),
+            blame.at("parallelism"),
             cfg.parallelism.as_str()
         )));
     }
@@ -169,25 +183,25 @@ fn combinations(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result<()> {
 
 /// Tensor parallelism splits the heads and the vocabulary over world_size ranks; it is modelled
 /// for nanoGPT's GPT with the standard loss (Megatron's vocab-parallel cross-entropy).
-fn tensor_parallel(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result<()> {
+fn tensor_parallel(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
     let w = cfg.world_size;
     if cfg.model_type != super::ModelType::Gpt2 {
         return Err(Error::new(format!(
             "{}parallelism = 'tp': expected model_type 'gpt2' (tensor parallelism is modelled for nanoGPT's GPT only), got '{}'",
-            at("parallelism"),
+            blame.at("parallelism"),
             cfg.model_type.as_str()
         )));
     }
     if cfg.loss != super::LossKind::Standard {
         return Err(Error::new(format!(
             "{}parallelism = 'tp': expected loss = 'standard' (the vocab-parallel cross-entropy replaces it)",
-            at("parallelism")
+            blame.at("parallelism")
         )));
     }
     if !cfg.n_head.is_multiple_of(w) {
         return Err(Error::new(format!(
             "{}n_head = {} is not divisible by world_size = {w}: expected n_head % world_size == 0 under parallelism = 'tp' (each rank computes n_head / world_size heads)",
-            at("n_head"),
+            blame.at("n_head"),
             cfg.n_head
         )));
     }
@@ -196,7 +210,7 @@ fn tensor_parallel(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result<()>
 
 /// The largest products the simulator forms must fit in u64, with headroom for sums. The error
 /// names the largest factor (the likely typo) and lists the others.
-fn check_bytes(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result<()> {
+fn check_bytes(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
     let mul = |xs: &[u64]| xs.iter().try_fold(1u64, |acc, &x| acc.checked_mul(x));
     let batch = cfg.batch_size.max(cfg.eval_batch());
     let b = (
@@ -277,7 +291,7 @@ fn check_bytes(cfg: &TrainConfig, at: &dyn Fn(&str) -> String) -> Result<()> {
                 .collect();
             return Err(Error::new(format!(
                 "{}{key} = {value}: with {}, {what} overflow 64 bits: expected sizes a GPU can hold",
-                at(key),
+                blame.at(key),
                 others.join(", ")
             )));
         }

@@ -55,6 +55,47 @@ impl fmt::Display for Value {
     }
 }
 
+/// An optional count as Python has it: the int, or None.
+pub(crate) fn opt_int(v: Option<u64>) -> Value {
+    v.map_or(Value::None, |v| Value::Int(v.into()))
+}
+
+/// A number (its type already checked to be an int or a float) as an f64.
+pub(crate) fn float(v: &Value) -> f64 {
+    match v {
+        Value::Int(i) => *i as f64,
+        Value::Float(x) => *x,
+        _ => 0.0,
+    }
+}
+
+/// A count or size: a non-negative int that fits u64 (zero is refused later, by validation,
+/// so that a zero from any source gets the same message).
+pub(crate) fn count(v: &Value) -> Result<u64, String> {
+    count_or(v, "")
+}
+
+/// A [`count`] or None. `offer_none`: the messages name None among what is expected.
+pub(crate) fn opt_count(v: &Value, offer_none: bool) -> Result<Option<u64>, String> {
+    match v {
+        Value::None => Ok(None),
+        v => count_or(v, if offer_none { " or None" } else { "" }).map(Some),
+    }
+}
+
+/// [`count`], with `or` after what its messages expect.
+fn count_or(v: &Value, or: &str) -> Result<u64, String> {
+    match v {
+        Value::Int(i) if *i < 0 => Err(format!(
+            "expected a positive integer{or}, got a negative one"
+        )),
+        Value::Int(i) => {
+            u64::try_from(*i).map_err(|_| "expected an integer below 2^64".to_string())
+        }
+        other => Err(format!("expected an int{or}, got a {}", other.type_name())),
+    }
+}
+
 /// A float as Python writes it: Rust's `{:?}` already keeps a `.0` or an exponent.
 pub(crate) fn float_repr(x: f64) -> String {
     if x.is_nan() {

@@ -193,14 +193,7 @@ pub fn render(r: &InferenceSuggestion) -> String {
     use crate::units::human;
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "GPU: {} — {} usable ({} total, {} margin)",
-        r.gpu.name,
-        human(r.gpu.usable_bytes),
-        human(r.gpu.total_bytes),
-        human(r.margin_bytes)
-    );
+    super::render::gpu_line(&mut out, &r.gpu, r.margin_bytes);
     let b = &r.baseline;
     let _ = writeln!(
         out,

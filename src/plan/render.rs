@@ -1,6 +1,6 @@
 //! The suggest report for people.
 
-use super::search::{Candidate, SuggestReport};
+use super::search::{Candidate, GpuSummary, SuggestReport};
 use crate::units::human;
 use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{Cell, CellAlignment, Table};
@@ -22,17 +22,22 @@ fn row(c: &Candidate) -> Vec<Cell> {
     ]
 }
 
-pub fn render(r: &SuggestReport) -> String {
-    let mut out = String::new();
-    let b = &r.baseline;
+/// The first line of a suggestion: the card and the memory the plan may use.
+pub(crate) fn gpu_line(out: &mut String, gpu: &GpuSummary, margin_bytes: u64) {
     let _ = writeln!(
         out,
         "GPU: {} — {} usable ({} total, {} margin)",
-        r.gpu.name,
-        human(r.gpu.usable_bytes),
-        human(r.gpu.total_bytes),
-        human(r.margin_bytes)
+        gpu.name,
+        human(gpu.usable_bytes),
+        human(gpu.total_bytes),
+        human(margin_bytes)
     );
+}
+
+pub fn render(r: &SuggestReport) -> String {
+    let mut out = String::new();
+    let b = &r.baseline;
+    gpu_line(&mut out, &r.gpu, r.margin_bytes);
     let _ = writeln!(
         out,
         "Your run: batch_size {} x gradient_accumulation_steps {} x block_size {} = {} tokens/step — peak {} on the device: {}",

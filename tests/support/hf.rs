@@ -2,19 +2,31 @@
 //! of the tensors that match, and what one training forward leaves alive.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use super::sim::{alive, eager};
 use vramplan::config::{load_with_model, ModelSource, TrainConfig};
 use vramplan::model::Model;
 use vramplan::sim::dtype::DType;
 use vramplan::sim::engine::Engine;
-use vramplan::sim::runtime::{Runtime, RuntimeKind};
-use vramplan::sim::timeline::{Category, EventKind, Name, Shape, TensorRecord};
+use vramplan::sim::timeline::{Category, Name, Shape, TensorRecord};
 use vramplan::sim::Timeline;
+
+/// The small Llama the LoRA and QLoRA hand counts use (on top of llama-3.2-1b): batch 2,
+/// 32 tokens, vocabulary 100, width 64, 4 query and 2 key/value heads, MLP width 160.
+pub const SMALL_LLAMA: &[&str] = &[
+    "--batch_size=2",
+    "--block_size=32",
+    "--vocab_size=100",
+    "--n_embd=64",
+    "--n_head=4",
+    "--n_kv_head=2",
+    "--intermediate_size=160",
+];
 
 /// A built-in model preset with `--key=value` overrides on top.
 pub fn preset(model: &str, overrides: &[&str]) -> TrainConfig {
     let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     load_with_model(None, Some(ModelSource::Preset(model)), &o)
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{model}: {e}"))
         .config
 }
 
@@ -26,13 +38,7 @@ pub fn bytes(tl: &Timeline, f: impl Fn(&TensorRecord) -> bool) -> u64 {
 /// Live bytes after one training forward under bf16 autocast (the region left, the loss
 /// kept), without cuBLAS workspaces: (weight casts, everything else but the parameters).
 pub fn after_forward(c: &TrainConfig) -> (u64, u64) {
-    let mut e = Engine::new(Runtime {
-        kind: RuntimeKind::PytorchEager,
-        autocast: Some(DType::BF16),
-        cublas_workspace_bytes: 0,
-        cublaslt_workspace_bytes: 0,
-        expandable_segments: false,
-    });
+    let mut e = Engine::new(eager(Some(DType::BF16)));
     let model = Model::build(&mut e, c);
     let s = Shape::new(&[c.batch_size, c.block_size]);
     let x = e.alloc(Name::top("batch", "X"), s, DType::I64, Category::Other);
@@ -42,10 +48,7 @@ pub fn after_forward(c: &TrainConfig) -> (u64, u64) {
     e.enter_autocast(Some(DType::BF16));
     let _ = model.forward(&mut e, x, y);
     e.exit_autocast();
-    let mut alive = vec![false; e.tl.tensors.len()];
-    for ev in &e.tl.events {
-        alive[ev.tensor as usize] = ev.kind == EventKind::Alloc;
-    }
+    let alive = alive(&e);
     let sum = |f: &dyn Fn(Category) -> bool| -> u64 {
         e.tl.tensors
             .iter()

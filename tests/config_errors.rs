@@ -272,3 +272,50 @@ fn configs_built_in_code_validate_too() {
         "{e}"
     );
 }
+
+#[test]
+fn combinations_without_a_policy_are_refused_not_guessed() {
+    let err = |model: &str, o: &[&str]| {
+        let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+        vramplan::config::load_with_model(
+            None,
+            Some(vramplan::config::ModelSource::Preset(model)),
+            &o,
+        )
+        .expect_err("should be refused")
+        .to_string()
+    };
+    let e = err("llama-3.2-1b", &["--mode=inference", "--world_size=2"]);
+    assert!(
+        e.contains("world_size = 2: expected 1 with mode = 'inference'"),
+        "{e}"
+    );
+    let e = err(
+        "llama-3.2-1b",
+        &[
+            "--lora_rank=8",
+            "--world_size=2",
+            "--parallelism=fsdp",
+            "--gradient_accumulation_steps=2",
+        ],
+    );
+    assert!(
+        e.contains("parallelism = 'fsdp': expected 'ddp' for LoRA/QLoRA runs"),
+        "{e}"
+    );
+    // DDP with LoRA is what people run, and it is simulated.
+    let o: Vec<String> = [
+        "--lora_rank=8",
+        "--world_size=2",
+        "--gradient_accumulation_steps=2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert!(vramplan::config::load_with_model(
+        None,
+        Some(vramplan::config::ModelSource::Preset("llama-3.2-1b")),
+        &o
+    )
+    .is_ok());
+}

@@ -130,10 +130,19 @@ fn check_says_whose_memory_it_shows() {
     assert_eq!(v["ranks"]["parallelism"], "fsdp");
     assert_eq!(v["ranks"]["micro_steps_per_rank"], 10);
     assert!(v["categories"]["communication"].as_u64().unwrap() > 0);
-    // One GPU: no ranks object, no header line, no communication category.
+    let nccl = |v: &serde_json::Value| {
+        v["warnings"].as_array().unwrap().iter().any(|w| {
+            w.as_str()
+                .unwrap()
+                .starts_with("NCCL's own buffers are not in these figures")
+        })
+    };
+    assert!(nccl(&v), "{}", v["warnings"]);
+    // One GPU: no ranks object, no header line, no communication category, no NCCL.
     let (_, v) = json(&["check", "--json"]);
     assert!(v["ranks"].is_null());
     assert!(v["categories"]["communication"].is_null());
+    assert!(!nccl(&v));
 }
 
 /// No tensor outlives the run but what the run still holds: the model states each engine

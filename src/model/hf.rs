@@ -1,6 +1,7 @@
 //! What the Hugging Face causal-LM classes share: the position ids and rotary tables of
 //! `*Model.forward`, and `*ForCausalLM.forward`'s lm_head + `ForCausalLMLoss`.
 
+use super::{logits_head, Head, Output};
 use crate::config::LossKind;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -90,10 +91,65 @@ impl Shared {
         )
     }
 
+    /// `for decoder_layer in self.layers`: each layer an FSDP unit (a no-op on one GPU), run
+    /// by `run_layer`; consumes `x` and returns the last layer's output.
+    pub fn run_layers<C: Copy + 'static>(
+        self,
+        e: &mut Engine,
+        mut x: V,
+        checkpoint: bool,
+        calls: impl IntoIterator<Item = C>,
+        forward: fn(&C, &mut Engine, V) -> V,
+    ) -> V {
+        for (l, call) in calls.into_iter().enumerate() {
+            let l = l as u32;
+            crate::sim::parallel::unit_enter(e, Some(l));
+            let next = self.run_layer(e, x, checkpoint, call, forward);
+            let next = crate::sim::parallel::unit_exit(e, l, next);
+            e.drop_value(x);
+            x = next;
+        }
+        x
+    }
+
     fn tensors(&self) -> impl Iterator<Item = T> {
         [Some(self.cos), Some(self.sin), self.mask]
             .into_iter()
             .flatten()
+    }
+}
+
+/// `inputs_embeds = self.embed_tokens(input_ids)`, (B, T, C); made to require grad when a
+/// frozen (PEFT) embedding feeds checkpointed layers, as `enable_input_require_grads()` does,
+/// so that the layers recompute and their adapters get gradients.
+pub fn input_embeddings(
+    e: &mut Engine,
+    weight: usize,
+    idx: T,
+    c: u64,
+    name: Name,
+    require_grad: bool,
+) -> V {
+    let bt = e.shape(idx);
+    let shape = Shape::new(&[bt.dims()[0], bt.dims()[1], c]);
+    let x = ops::embedding(e, weight, idx, shape, name);
+    if require_grad {
+        ops::requires_grad(e, x)
+    } else {
+        x
+    }
+}
+
+/// `*ForCausalLM.forward` after the final norm: the loss against the targets (training and
+/// eval), or the logits alone (inference; `logits_to_keep=1` slices `hidden_states[:, -1:, :]`
+/// as a view).
+pub fn causal_lm_head(e: &mut Engine, xf: V, weight: usize, head: Head, loss: LossKind) -> Output {
+    match head {
+        Head::Loss(targets) => {
+            let (logits, l) = lm_head_and_loss(e, xf, weight, targets, loss);
+            Output::Loss(logits, l)
+        }
+        Head::Logits { all } => Output::Logits(logits_head(e, xf, weight, all, false)),
     }
 }
 

@@ -21,9 +21,9 @@
 //! `use_cache=False` (training); attention is HF's default `sdpa`, or `eager` with
 //! `flash = False`. Each `drop_value` is where a Python name goes out of scope or is rebound.
 
-use super::hf::{lm_head_and_loss, Shared};
+use super::hf::{causal_lm_head, input_embeddings, Shared};
 use super::lora::{self, Params, Proj};
-use super::{logits_head, Head, Output};
+use super::{Head, Output};
 use crate::config::{LossKind, ModelType, TrainConfig};
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops::{self, Heads, RmsStyle, ScoresKind};
@@ -154,17 +154,14 @@ impl Llama {
     pub fn forward(&self, e: &mut Engine, idx: T, head: Head) -> Output {
         let bt = e.shape(idx);
         let (b, t) = (bt.dims()[0], bt.dims()[1]);
-        let mut inputs_embeds = ops::embedding(
+        let inputs_embeds = input_embeddings(
             e,
             self.embed,
             idx,
-            Shape::new(&[b, t, self.c]),
+            self.c,
             Name::top("embed_tokens", "out"),
+            self.lora && self.checkpoint,
         );
-        if self.lora && self.checkpoint {
-            // enable_input_require_grads(): frozen embeddings, checkpointed layers.
-            inputs_embeds = ops::requires_grad(e, inputs_embeds);
-        }
         // Gemma: hidden_states = inputs_embeds * normalizer (inputs_embeds stays a local).
         let mut x = if self.embed_scale {
             ops::scale(e, inputs_embeds, Name::top("embed", "scaled"))
@@ -174,19 +171,13 @@ impl Llama {
         };
         let dtype = e.dtype(x.t);
         let shared = Shared::new(e, b, t, self.d.hd, dtype, self.d.eager);
-        for (l, p) in self.layers.iter().enumerate() {
-            let call = LayerCall {
-                p: *p,
-                d: self.d,
-                shared,
-                layer: l as u32,
-            };
-            crate::sim::parallel::unit_enter(e, Some(l as u32));
-            let next = shared.run_layer(e, x, self.checkpoint, call, LayerCall::forward);
-            let next = crate::sim::parallel::unit_exit(e, l as u32, next);
-            e.drop_value(x);
-            x = next;
-        }
+        let calls = self.layers.iter().enumerate().map(|(l, p)| LayerCall {
+            p: *p,
+            d: self.d,
+            shared,
+            layer: l as u32,
+        });
+        x = shared.run_layers(e, x, self.checkpoint, calls, LayerCall::forward);
         let xf = ops::rms_norm(e, x, self.norm, self.d.style, Name::top("norm", "out"));
         e.drop_value(x);
         // LlamaModel.forward returns: its locals (inputs_embeds, the rotary tables, the mask,
@@ -194,14 +185,7 @@ impl Llama {
         e.drop_value(inputs_embeds);
         shared.release(e);
         e.release(shared.positions);
-        let out = match head {
-            Head::Loss(targets) => {
-                let (logits, loss) = lm_head_and_loss(e, xf, self.lm_head, targets, self.loss);
-                Output::Loss(logits, loss)
-            }
-            // `logits_to_keep=1`: `hidden_states[:, -1:, :]`, a view.
-            Head::Logits { all } => Output::Logits(logits_head(e, xf, self.lm_head, all, false)),
-        };
+        let out = causal_lm_head(e, xf, self.lm_head, head, self.loss);
         e.drop_value(xf);
         out
     }

@@ -16,9 +16,9 @@
 //! The attention projects q, k, v with one `query_key_value` Linear, views it as
 //! (B, nh, T, 3·hd) and chunks it; rotary rotates the first `rotary_pct · hd` dims of q and k.
 
-use super::hf::{lm_head_and_loss, Shared};
+use super::hf::{causal_lm_head, input_embeddings, Shared};
 use super::lora::{self, Params, Proj};
-use super::{logits_head, Head, Output};
+use super::{Head, Output};
 use crate::config::{LossKind, TrainConfig};
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops::{self, Heads, ScoresKind};
@@ -129,49 +129,33 @@ impl Neox {
     pub fn forward(&self, e: &mut Engine, idx: T, head: Head) -> Output {
         let bt = e.shape(idx);
         let (b, t) = (bt.dims()[0], bt.dims()[1]);
-        let mut x = ops::embedding(
+        let mut x = input_embeddings(
             e,
             self.embed_in,
             idx,
-            Shape::new(&[b, t, self.c]),
+            self.c,
             Name::top("embed_in", "out"),
+            self.lora && self.checkpoint,
         );
-        if self.lora && self.checkpoint {
-            // enable_input_require_grads(): frozen embeddings, checkpointed layers.
-            x = ops::requires_grad(e, x);
-        }
         let dtype = e.dtype(x.t);
         let shared = Shared::new(e, b, t, self.rot, dtype, self.eager);
-        for (l, p) in self.layers.iter().enumerate() {
-            let call = LayerCall {
-                p: *p,
-                nh: self.nh,
-                hd: self.hd,
-                rot: self.rot,
-                parallel: self.parallel,
-                eager: self.eager,
-                shared,
-                layer: l as u32,
-            };
-            crate::sim::parallel::unit_enter(e, Some(l as u32));
-            let next = shared.run_layer(e, x, self.checkpoint, call, LayerCall::forward);
-            let next = crate::sim::parallel::unit_exit(e, l as u32, next);
-            e.drop_value(x);
-            x = next;
-        }
+        let calls = self.layers.iter().enumerate().map(|(l, p)| LayerCall {
+            p: *p,
+            nh: self.nh,
+            hd: self.hd,
+            rot: self.rot,
+            parallel: self.parallel,
+            eager: self.eager,
+            shared,
+            layer: l as u32,
+        });
+        x = shared.run_layers(e, x, self.checkpoint, calls, LayerCall::forward);
         let (w, bias) = self.final_ln;
         let xf = ops::layer_norm(e, x, w, bias, Name::top("final_layer_norm", "out"));
         e.drop_value(x);
         shared.release(e);
         e.release(shared.positions);
-        let out = match head {
-            Head::Loss(targets) => {
-                let (logits, loss) = lm_head_and_loss(e, xf, self.embed_out, targets, self.loss);
-                Output::Loss(logits, loss)
-            }
-            // `logits_to_keep=1`: `hidden_states[:, -1:, :]`, a view.
-            Head::Logits { all } => Output::Logits(logits_head(e, xf, self.embed_out, all, false)),
-        };
+        let out = causal_lm_head(e, xf, self.embed_out, head, self.loss);
         e.drop_value(xf);
         out
     }

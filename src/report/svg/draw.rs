@@ -176,6 +176,27 @@ impl Svg {
         }
     }
 
+    /// The chart's heading: a bold title and, below it, a grey subtitle cut to fit between `x`
+    /// and `right`.
+    pub fn heading(&mut self, x: f64, right: f64, title: &str, subtitle: &str) {
+        self.text(
+            x,
+            26.0,
+            16.0,
+            Anchor::Start,
+            r#"font-weight="bold" class="title""#,
+            title,
+        );
+        self.text(
+            x,
+            48.0,
+            12.5,
+            Anchor::Start,
+            r##"fill="#444" class="subtitle""##,
+            &fit_text(subtitle, 12.5, right - x - 12.0),
+        );
+    }
+
     /// An element or fragment written as is.
     pub fn raw(&mut self, s: &str) {
         self.out.push_str(s);

@@ -2,8 +2,8 @@
 //! and the chosen point.
 
 use super::draw::{
-    escape, fit_text, limit_label_spot, num, place_box, text_width, ticks, wrap, x_axis,
-    y_axis_gib, Anchor, Rect, Scale, Svg,
+    escape, limit_label_spot, num, place_box, text_width, ticks, wrap, x_axis, y_axis_gib, Anchor,
+    Rect, Scale, Svg,
 };
 use crate::error::Result;
 use crate::units::{human, GIB};
@@ -99,14 +99,6 @@ pub fn sweep_svg(
     });
 
     let mut svg = Svg::new(W, H, "vramplan: peak device memory against batch_size");
-    svg.text(
-        PLOT.x0,
-        26.0,
-        16.0,
-        Anchor::Start,
-        r#"font-weight="bold" class="title""#,
-        "Peak device memory against batch_size",
-    );
     let mut sub = format!(
         "each point a simulated run: reserved + CUDA context at its largest · {} usable",
         human(usable_bytes)
@@ -114,15 +106,7 @@ pub fn sweep_svg(
     if let Some((_, (b, p))) = chosen_point {
         let _ = write!(sub, " · chosen: batch_size {b} ({})", human(p));
     }
-    let sub = fit_text(&sub, 12.5, W - PLOT.x0 - 12.0);
-    svg.text(
-        PLOT.x0,
-        48.0,
-        12.5,
-        Anchor::Start,
-        r##"fill="#444" class="subtitle""##,
-        &sub,
-    );
+    svg.heading(PLOT.x0, W, "Peak device memory against batch_size", &sub);
     y_axis_gib(&mut svg, &ys, &yt, PLOT.x0, PLOT.x1);
     svg.line(PLOT.x0, PLOT.y0, PLOT.x0, PLOT.y1, r##"stroke="#333""##);
     svg.line(PLOT.x0, PLOT.y1, PLOT.x1, PLOT.y1, r##"stroke="#333""##);

@@ -3,9 +3,7 @@
 //! largest tensor, and the phases along the x axis.
 
 use super::annotate::{legend, peak_marker, phase_strip};
-use super::draw::{
-    fit_text, limit_label_spot, num, ticks, x_axis, y_axis_gib, Anchor, Rect, Scale, Svg,
-};
+use super::draw::{limit_label_spot, num, ticks, x_axis, y_axis_gib, Anchor, Rect, Scale, Svg};
 use crate::sim::allocator::CachingAllocator;
 use crate::sim::timeline::EventKind;
 use crate::sim::{Category, MemoryProfile, Phase, Timeline};
@@ -281,14 +279,6 @@ pub fn timeline_svg(
         .collect();
 
     let mut svg = Svg::new(W, H, "vramplan: simulated GPU memory over a training run");
-    svg.text(
-        PLOT.x0,
-        26.0,
-        16.0,
-        Anchor::Start,
-        r#"font-weight="bold" class="title""#,
-        "Simulated GPU memory over a training run",
-    );
     let mut sub = format!(
         "allocated peak {} in {}",
         human(profile.peak_allocated),
@@ -307,14 +297,7 @@ pub fn timeline_svg(
         };
         let _ = write!(sub, " · {} usable: {verdict}", human(u));
     }
-    svg.text(
-        PLOT.x0,
-        48.0,
-        12.5,
-        Anchor::Start,
-        r##"fill="#444" class="subtitle""##,
-        &fit_text(&sub, 12.5, W - PLOT.x0 - 12.0),
-    );
+    svg.heading(PLOT.x0, W, "Simulated GPU memory over a training run", &sub);
 
     // Phases as faint bands behind everything in the plot.
     let runs = phase_runs(tl);

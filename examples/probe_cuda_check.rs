@@ -10,32 +10,16 @@
 
 use vramplan::cli::ProbeArgs;
 use vramplan::config::{Precision, TrainConfig};
+use vramplan::probe::shapes::{self, SHAPES};
 use vramplan::probe::{render_text, run_with, Progress};
 use vramplan::sim::candle_phase_peaks;
 
 fn main() {
-    let specs = [
-        (4u64, 64u64, 128u64, 4u64, 2048u64, 2u64, true),
-        (8, 128, 256, 8, 8192, 4, false),
-        (16, 128, 192, 6, 65, 3, false),
-        (2, 256, 128, 8, 512, 2, true),
-    ];
     let predict = |c: &TrainConfig| candle_phase_peaks(c).ok();
     let mut worst: f64 = 0.0;
-    for (b, t, c, h, v, l, bias) in specs {
+    for shape in &SHAPES {
         for dtype in [Precision::Float32, Precision::BFloat16] {
-            let config = TrainConfig {
-                batch_size: b,
-                block_size: t,
-                n_embd: c,
-                n_head: h,
-                vocab_size: v,
-                n_layer: l,
-                bias,
-                dropout: 0.0,
-                dtype,
-                ..TrainConfig::default()
-            };
+            let config = shapes::config(shape, dtype);
             let args = ProbeArgs {
                 config: None,
                 device: "cuda:0".to_string(),

@@ -5,42 +5,21 @@
 //!   cargo run --release --example probe_write_fixture
 
 use candle_core::Device;
-use vramplan::config::{Precision, TrainConfig};
+use vramplan::config::Precision;
 use vramplan::probe::meter::{CountingAlloc, CpuMeter};
 use vramplan::probe::run::{measure, Progress};
+use vramplan::probe::shapes::{config, SHAPES};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
-/// (name, B, T, C, H, V, L, bias)
-type Spec = (&'static str, u64, u64, u64, u64, u64, u64, bool);
-
-/// The backward peak sits in the cross-entropy (tiny-gpt,
-/// wide-vocab), the GELU backward (char-level) and the attention softmax (long-context).
-const SPECS: [Spec; 4] = [
-    ("tiny-gpt", 4, 64, 128, 4, 2048, 2, true),
-    ("wide-vocab", 8, 128, 256, 8, 8192, 4, false),
-    ("char-level", 16, 128, 192, 6, 65, 3, false),
-    ("long-context", 2, 256, 128, 8, 512, 2, true),
-];
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let meter = CpuMeter::new()?;
     let mut runs = Vec::new();
-    for (name, b, t, c, h, v, l, bias) in SPECS {
+    for shape in &SHAPES {
+        let (name, b, t, c, h, v, l, bias) = *shape;
         for dtype in [Precision::Float32, Precision::BFloat16] {
-            let cfg = TrainConfig {
-                batch_size: b,
-                block_size: t,
-                n_embd: c,
-                n_head: h,
-                vocab_size: v,
-                n_layer: l,
-                bias,
-                dropout: 0.0,
-                dtype,
-                ..TrainConfig::default()
-            };
+            let cfg = config(shape, dtype);
             let run = measure(&cfg, l, 2, &Device::Cpu, &meter, &Progress::silent())
                 .map_err(|e| format!("{name}: {e:?}"))?;
             let phases: Vec<_> = run

@@ -51,37 +51,15 @@ fn on_worker<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     }
 }
 
-/// (name, B, T, C, H, V, L, bias)
-type Spec = (&'static str, u64, u64, u64, u64, u64, u64, bool);
+use vramplan::probe::shapes::SHAPES as SPECS;
 
-/// The shapes of fixtures/probe/measured-cpu.json: the backward peak sits in the cross-entropy
-/// (tiny-gpt, wide-vocab), the GELU backward (char-level) and the attention softmax
-/// (long-context).
-const SPECS: [Spec; 4] = [
-    ("tiny-gpt", 4, 64, 128, 4, 2048, 2, true),
-    ("wide-vocab", 8, 128, 256, 8, 8192, 4, false),
-    ("char-level", 16, 128, 192, 6, 65, 3, false),
-    ("long-context", 2, 256, 128, 8, 512, 2, true),
-];
-
-fn config(spec: &Spec, bf16: bool) -> TrainConfig {
-    let &(_, b, t, c, h, v, l, bias) = spec;
-    TrainConfig {
-        batch_size: b,
-        block_size: t,
-        n_embd: c,
-        n_head: h,
-        vocab_size: v,
-        n_layer: l,
-        bias,
-        dropout: 0.0,
-        dtype: if bf16 {
-            Precision::BFloat16
-        } else {
-            Precision::Float32
-        },
-        ..TrainConfig::default()
-    }
+fn config(spec: &vramplan::probe::shapes::Shape, bf16: bool) -> TrainConfig {
+    let dtype = if bf16 {
+        Precision::BFloat16
+    } else {
+        Precision::Float32
+    };
+    vramplan::probe::shapes::config(spec, dtype)
 }
 
 /// The candle runtime's phases for `c`.

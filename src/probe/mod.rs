@@ -9,6 +9,7 @@ pub mod cuda;
 pub mod meter;
 pub mod model;
 pub mod run;
+pub mod shapes;
 
 mod report;
 

@@ -113,8 +113,15 @@ pub fn scale(e: &mut Engine, x: V, name: Name) -> V {
 /// slice backward allocates it so), so ViewBackward's `reshape` to (B, T, h·d) copies it.
 pub fn heads_view(e: &mut Engine, x: V, name: Name) -> V {
     e.retain(x.t);
+    let edge = like_input_grad(e, x, name);
+    V { t: x.t, edge }
+}
+
+/// The node of an op whose backward allocates one gradient shaped like its input `x` (named
+/// `name` with `grad`) and keeps nothing.
+fn like_input_grad(e: &mut Engine, x: V, name: Name) -> Edge {
     let r = *e.record(x.t);
-    let edge = e.push_node(
+    e.push_node(
         Op::Pointwise {
             shape: r.shape,
             dtype: r.dtype,
@@ -124,8 +131,7 @@ pub fn heads_view(e: &mut Engine, x: V, name: Name) -> V {
             },
         },
         [x.edge, Edge::None, Edge::None],
-    );
-    V { t: x.t, edge }
+    )
 }
 
 /// GPT-NeoX's `qkv.view(B, T, h, 3d).transpose(1, 2).chunk(3, dim=-1)`: three views of one
@@ -213,17 +219,7 @@ pub fn to_dtype(e: &mut Engine, x: V, to: DType, name: Name) -> V {
 pub fn mul_scalar(e: &mut Engine, x: V, name: Name) -> V {
     let r = *e.record(x.t);
     let t = e.alloc(name, r.shape, r.dtype, Category::Activations);
-    let edge = e.push_node(
-        Op::Pointwise {
-            shape: r.shape,
-            dtype: r.dtype,
-            name: Name {
-                what: "grad",
-                ..name
-            },
-        },
-        [x.edge, Edge::None, Edge::None],
-    );
+    let edge = like_input_grad(e, x, name);
     V { t, edge }
 }
 

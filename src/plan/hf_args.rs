@@ -36,10 +36,7 @@ pub fn command(cfg: &TrainConfig, base: &TrainConfig) -> String {
         // Liger's fused linear cross-entropy never materialises the full logits.
         args.push("use_liger_kernel=True".into());
     }
-    let mut cmd = String::new();
-    if cfg.expandable_segments() && !base.expandable_segments() {
-        cmd.push_str("PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True ");
-    }
+    let mut cmd = super::knobs::env_prefix(cfg, base).to_string();
     cmd.push_str(&format!(
         "TrainingArguments({}), sequences of {} tokens",
         args.join(", "),

@@ -95,10 +95,7 @@ pub fn command(cfg: &TrainConfig, base: &TrainConfig, config_path: Option<&str>)
         })
         .cloned()
         .collect();
-    let mut cmd = String::new();
-    if cfg.expandable_segments() && !base.expandable_segments() {
-        cmd.push_str("PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True ");
-    }
+    let mut cmd = env_prefix(cfg, base).to_string();
     cmd.push_str("python train.py");
     if let Some(p) = nanogpt_file {
         cmd.push(' ');
@@ -109,6 +106,15 @@ pub fn command(cfg: &TrainConfig, base: &TrainConfig, config_path: Option<&str>)
         cmd.push_str(&f);
     }
     cmd
+}
+
+/// The environment a command needs that the user's run did not set: expandable segments.
+pub fn env_prefix(cfg: &TrainConfig, base: &TrainConfig) -> &'static str {
+    if cfg.expandable_segments() && !base.expandable_segments() {
+        "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
+    } else {
+        ""
+    }
 }
 
 /// Changes nanoGPT has no flag for: the code to change, named precisely.

@@ -60,6 +60,7 @@ fn seed_context() -> MatchContext {
         dtype: "bf16".into(),
         bytes: logits,
         phase: phase.into(),
+        allocated_before_bytes: None,
     };
     MatchContext {
         candidates: vec![

@@ -10,7 +10,7 @@ use crate::diagnose::{analyze, parse, render::render_text, Candidate, Fix, Match
 use crate::error::{Error, Result};
 use crate::plan::suggest;
 use crate::report::check::run_sim;
-use crate::sim::{Phase, Timeline};
+use crate::sim::{MemoryProfile, Phase, Timeline};
 use std::io::Read;
 
 /// Tensors smaller than this cannot be the culprit of an OOM worth diagnosing.
@@ -128,7 +128,7 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
             // Nothing fits at any batch: say so with the numbers (the diagnoser turns a fix
             // list where nothing fits into the model_too_large cause).
             return Ok(MatchContext {
-                candidates: candidates(&sim.timeline),
+                candidates: candidates(&sim.timeline, &sim.profile),
                 simulated_live_bytes_at_phase: live,
                 fixes: vec![Fix {
                     change: s.notes.join(" "),
@@ -166,7 +166,7 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
         Vec::new()
     };
     Ok(MatchContext {
-        candidates: candidates(&sim.timeline),
+        candidates: candidates(&sim.timeline, &sim.profile),
         simulated_live_bytes_at_phase: live,
         fixes,
         explanation: None,
@@ -177,25 +177,31 @@ fn sim_phase(name: &str) -> Option<Phase> {
     Phase::ALL.into_iter().find(|p| p.key() == name)
 }
 
-/// The simulator's tensors in allocation order, each named once per phase.
-fn candidates(tl: &Timeline) -> Vec<Candidate> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for ev in &tl.events {
+/// The simulator's tensors in allocation order, each named once per phase, with the most the
+/// run had allocated just before any of that name's allocations in the phase.
+fn candidates(tl: &Timeline, profile: &MemoryProfile) -> Vec<Candidate> {
+    let mut index = std::collections::HashMap::new();
+    let mut out: Vec<Candidate> = Vec::new();
+    for (i, ev) in tl.events.iter().enumerate() {
         let r = &tl.tensors[ev.tensor as usize];
         if r.bytes < MIN_CANDIDATE_BYTES || ev.kind != crate::sim::timeline::EventKind::Alloc {
             continue;
         }
+        let before = i.checked_sub(1).map_or(0, |j| profile.allocated_after[j]);
         let name = r.name.to_string();
-        if seen.insert((name.clone(), r.phase)) {
+        let at = *index.entry((name.clone(), r.phase)).or_insert_with(|| {
             out.push(Candidate {
                 name,
                 shape: r.shape.dims().to_vec(),
                 dtype: r.dtype.short().to_string(),
                 bytes: r.bytes,
                 phase: r.phase.key().to_string(),
+                allocated_before_bytes: Some(before),
             });
-        }
+            out.len() - 1
+        });
+        let c = &mut out[at];
+        c.allocated_before_bytes = c.allocated_before_bytes.max(Some(before));
     }
     out
 }

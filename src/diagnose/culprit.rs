@@ -24,6 +24,11 @@ pub struct Candidate {
     pub bytes: u64,
     /// The phase it is born in, with `Phase` names (`forward`, `eval`, …).
     pub phase: String,
+    /// What the simulated run had allocated (allocator blocks) just before this tensor's
+    /// allocation in that phase — the largest such figure where the phase allocates it more
+    /// than once (a later eval iteration still holds the previous one's logits).
+    #[serde(default)]
+    pub allocated_before_bytes: Option<u64>,
 }
 
 /// A candidate whose size explains the request.
@@ -34,6 +39,8 @@ pub struct Match {
     pub dtype: String,
     pub bytes: u64,
     pub phase: String,
+    /// The candidate's simulated allocated bytes just before it (see [`Candidate`]).
+    pub allocated_before_bytes: Option<u64>,
     /// What the allocator would have asked for (and printed) for this tensor.
     pub requested_bytes: u64,
     /// Whether the candidate's phase is the log's phase (`None`: the log's phase is unknown).
@@ -143,6 +150,7 @@ pub fn match_request_with(
                     dtype: c.dtype.clone(),
                     bytes: c.bytes,
                     phase: c.phase.clone(),
+                    allocated_before_bytes: c.allocated_before_bytes,
                     requested_bytes: requested,
                     phase_agrees: agrees,
                     hypothesis: false,
@@ -151,7 +159,10 @@ pub fn match_request_with(
             ))
         })
         .collect();
-    out.sort_by_key(|(i, m)| (m.phase_agrees == Some(false), *i));
+    // The log's own phase first (an eval OOM is eval's tensor, not the forward's twin), then
+    // phases that agree with it, then the rest.
+    let exact = |m: &Match| phase.is_some_and(|p| p.as_str() == m.phase);
+    out.sort_by_key(|(i, m)| (m.phase_agrees == Some(false), !exact(m), *i));
     out.into_iter().map(|(_, m)| m).collect()
 }
 
@@ -229,6 +240,7 @@ pub fn gpt_hypotheses(req: &Request, limit: usize) -> Vec<Match> {
                             dtype: dtype.into(),
                             bytes,
                             phase: Phase::Forward.as_str().into(),
+                            allocated_before_bytes: None,
                             requested_bytes: requested,
                             phase_agrees: None,
                             hypothesis: true,
@@ -258,6 +270,7 @@ mod tests {
             dtype: dtype.into(),
             bytes: shape.iter().product::<u64>() * elem,
             phase: phase.into(),
+            allocated_before_bytes: None,
         }
     }
 

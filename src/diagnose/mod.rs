@@ -217,7 +217,7 @@ fn pick_culprit(
             // allocated, that one is live and the request is the later one.
             let peers: Vec<&Match> = matches
                 .iter()
-                .filter(|m| m.bytes == best.bytes && m.phase_agrees == best.phase_agrees)
+                .filter(|m| m.bytes == best.bytes && m.phase == best.phase)
                 .collect();
             let allocated = facts.allocated_by_framework_bytes.unwrap_or(0);
             let (chosen, twin) = if peers.len() >= 2 && allocated >= best.bytes {
@@ -230,6 +230,7 @@ fn pick_culprit(
                 shape: chosen.shape.clone(),
                 dtype: chosen.dtype.clone(),
                 bytes: chosen.bytes,
+                simulated_allocated_before_bytes: chosen.allocated_before_bytes,
             };
             return (Some(culprit), twin, Vec::new());
         }
@@ -244,6 +245,7 @@ fn pick_culprit(
             shape: t.shape.clone(),
             dtype: t.dtype.clone(),
             bytes: t.bytes,
+            simulated_allocated_before_bytes: None,
         };
         return (Some(c), None, Vec::new());
     }

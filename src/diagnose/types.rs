@@ -173,6 +173,10 @@ pub struct Culprit {
     pub shape: Vec<u64>,
     pub dtype: String,
     pub bytes: u64,
+    /// The simulator's allocated bytes just before it asked for this tensor (null without a
+    /// config, or for a tensor read from the log): compare with the log's "allocated by
+    /// PyTorch".
+    pub simulated_allocated_before_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

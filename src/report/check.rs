@@ -216,13 +216,11 @@ pub fn build(
             gpu.map_or("this card", |g| g.name.as_str())
         ));
     }
-    if sim.runtime.kind == RuntimeKind::PytorchCompile && cfg.mode == Mode::Train {
-        warnings.push(
-            "compile=True: simulated with eager PyTorch's rules, an upper bound — torch.compile \
-             fuses away most fp32 loss temporaries and autocast's weight copies, and its own \
-             peak is not measured yet"
-                .to_string(),
-        );
+    if let Some(what) = crate::sim::runtime::compile_fallback(cfg) {
+        warnings.push(format!(
+            "compile=True: {what} is simulated with eager PyTorch's rules, an upper bound — \
+             the compile runtime's rules are derived for nanoGPT's GPT on one GPU or DDP"
+        ));
     }
     if cfg.world_size > 1 {
         // Their size depends on the topology NCCL detects (channels, NVLink SHARP), which no
@@ -310,7 +308,7 @@ pub fn build(
                 (true, false) if cfg.kv_heads() != cfg.n_head => "math",
                 (true, false) => "memory-efficient",
             },
-            upper_bound: sim.runtime.kind == RuntimeKind::PytorchCompile && cfg.mode == Mode::Train,
+            upper_bound: crate::sim::runtime::compile_fallback(cfg).is_some(),
         },
         n_params,
         phases,

@@ -71,6 +71,7 @@ impl Engine {
             }
             Edge::Param(p) => {
                 let p = p as usize;
+                let g = self.realise(g);
                 self.params[p].pending = Some(match self.params[p].pending {
                     None => g,
                     Some(old) => self.accumulate(old, g),

@@ -8,7 +8,10 @@
 use super::autograd::{Edge, Node};
 use super::dtype::DType;
 use super::runtime::Runtime;
-use super::timeline::{Category, Event, EventKind, Name, Phase, Shape, TensorRecord, Timeline};
+use super::runtime::RuntimeKind;
+use super::timeline::{
+    Category, Event, EventKind, Name, Phase, Residency, Shape, TensorRecord, Timeline,
+};
 
 /// A tensor id: index into `Timeline::tensors`.
 pub type T = u32;
@@ -44,6 +47,8 @@ pub struct Param {
 pub struct Engine {
     pub tl: Timeline,
     rc: Vec<u32>,
+    /// Fused values (torch.compile) and the buffers each keeps alive until it is consumed.
+    fused_inputs: Vec<(T, Vec<T>)>,
     /// Gradient tensors that autograd cannot accumulate into in place (transposed views).
     no_inplace: Vec<bool>,
     pub phase: Phase,
@@ -81,6 +86,7 @@ impl Engine {
                 events: Vec::with_capacity(16384),
             },
             rc: Vec::with_capacity(4096),
+            fused_inputs: Vec::new(),
             no_inplace: Vec::with_capacity(4096),
             phase: Phase::Init,
             grad_mode: false,
@@ -125,6 +131,7 @@ impl Engine {
             bytes,
             category,
             phase: self.phase,
+            residency: Residency::Buffer,
         });
         self.rc.push(1);
         self.no_inplace.push(false);
@@ -144,12 +151,107 @@ impl Engine {
         let rc = &mut self.rc[t as usize];
         debug_assert!(*rc > 0, "double release of tensor {t}");
         *rc -= 1;
-        if *rc == 0 {
-            self.tl.events.push(Event {
-                tensor: t,
-                kind: EventKind::Free,
-                phase: self.phase,
-            });
+        if *rc != 0 {
+            return;
+        }
+        if self.is_fused(t) {
+            // Consumed: the buffers its kernel would have read may go.
+            if let Some(i) = self.fused_inputs.iter().rposition(|(f, _)| *f == t) {
+                let (_, inputs) = self.fused_inputs.swap_remove(i);
+                for x in inputs {
+                    self.release(x);
+                }
+            }
+            return;
+        }
+        self.tl.events.push(Event {
+            tensor: t,
+            kind: EventKind::Free,
+            phase: self.phase,
+        });
+    }
+
+    /// torch.compile's runtime: inductor fuses, AOTAutograd partitions (see `ops::fusion`).
+    pub fn compiled(&self) -> bool {
+        self.rt.kind == RuntimeKind::PytorchCompile
+    }
+
+    pub fn is_fused(&self, t: T) -> bool {
+        self.tl.tensors[t as usize].residency == Residency::Fused
+    }
+
+    /// A value inductor computes inside its consumer's kernel: no allocation of its own; it
+    /// holds a reference to each of `inputs` (buffers or other fused values) until consumed.
+    pub fn alloc_fused(
+        &mut self,
+        name: Name,
+        shape: Shape,
+        dtype: DType,
+        category: Category,
+        inputs: &[T],
+    ) -> T {
+        let id = self.tl.tensors.len() as T;
+        self.tl.tensors.push(TensorRecord {
+            name,
+            shape,
+            dtype,
+            bytes: shape.numel().unwrap_or(0).saturating_mul(dtype.size()),
+            category,
+            phase: self.phase,
+            residency: Residency::Fused,
+        });
+        self.rc.push(1);
+        self.no_inplace.push(false);
+        for &x in inputs {
+            self.retain(x);
+        }
+        self.fused_inputs.push((id, inputs.to_vec()));
+        id
+    }
+
+    /// A fused value that leaves the graph (a gradient handed to AccumulateGrad): the
+    /// graph's output buffer, written by the kernel the value was fused into.
+    pub fn realise(&mut self, t: T) -> T {
+        if !self.is_fused(t) {
+            return t;
+        }
+        let r = self.tl.tensors[t as usize];
+        let b = self.alloc(r.name, r.shape, r.dtype, r.category);
+        self.release(t);
+        b
+    }
+
+    /// The operand of a kernel that needs a real buffer (a matmul's input): `t` itself with a
+    /// new reference, or, for a fused value, a buffer the fused chain is written into for this
+    /// kernel (one reference; the caller releases it after the kernel).
+    pub fn materialise(&mut self, t: T) -> T {
+        if !self.is_fused(t) {
+            self.retain(t);
+            return t;
+        }
+        let r = self.tl.tensors[t as usize];
+        let b = self.alloc(r.name, r.shape, r.dtype, r.category);
+        self.tl.tensors[b as usize].residency = Residency::Operand;
+        if !self.grad_mode {
+            // An inference graph recomputes nothing: once the kernel has written the operand,
+            // the buffers the fused chain read are dead unless something else holds them.
+            self.consume(t);
+        }
+        b
+    }
+
+    /// A fused chain computed by a kernel: let go of what it (and the fused values it reads)
+    /// kept alive.
+    fn consume(&mut self, t: T) {
+        let Some(i) = self.fused_inputs.iter().rposition(|(f, _)| *f == t) else {
+            return;
+        };
+        let inputs = std::mem::take(&mut self.fused_inputs[i].1);
+        for x in inputs {
+            if self.is_fused(x) {
+                self.consume(x);
+            }
+            self.release(x);
         }
     }
 

@@ -25,5 +25,5 @@ pub use dtype::DType;
 pub use infer::{simulate_inference, simulate_vllm_profile};
 pub use replay::{replay, MemoryProfile, PhasePeak};
 pub use runtime::Runtime;
-pub use timeline::{Category, Name, Phase, Shape, Timeline};
+pub use timeline::{Category, Name, Phase, Residency, Shape, Timeline};
 pub use train::simulate;

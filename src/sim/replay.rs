@@ -32,6 +32,8 @@ pub struct MemoryProfile {
     pub final_reserved: u64,
     /// The allocator block each tensor occupied (0 for empty tensors).
     pub block_bytes: Vec<u64>,
+    /// torch.cuda.memory_allocated() right after each event.
+    pub allocated_after: Vec<u64>,
 }
 
 impl MemoryProfile {
@@ -48,6 +50,7 @@ pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
     let mut live: u64 = 0;
     let (mut peak, mut peak_event, mut peak_phase) = (0u64, 0usize, Phase::Init);
     let mut peak_reserved = 0u64;
+    let mut allocated_after = Vec::with_capacity(tl.events.len());
     for (i, ev) in tl.events.iter().enumerate() {
         let t = ev.tensor as usize;
         let bytes = tl.tensors[t].bytes;
@@ -85,6 +88,7 @@ pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
         if ev.phase != Phase::EvalAfterStep {
             peak_reserved = peak_reserved.max(alloc.reserved);
         }
+        allocated_after.push(alloc.allocated);
     }
     MemoryProfile {
         phases,
@@ -94,6 +98,7 @@ pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
         peak_reserved,
         final_reserved: alloc.reserved,
         block_bytes,
+        allocated_after,
     }
 }
 

@@ -9,7 +9,8 @@ use crate::config::{Mode, Precision, TrainConfig};
 pub enum RuntimeKind {
     /// PyTorch eager on CUDA, as nanoGPT runs it with compile=False.
     PytorchEager,
-    /// torch.compile: not yet measured, simulated with the eager rules as an upper bound.
+    /// torch.compile (mode="default"): inductor's fusion and AOTAutograd's partition, as the
+    /// ops apply them (`sim::ops::fusion`).
     PytorchCompile,
     /// candle 0.11 (the probe's runtime): no autocast, no caching allocator, no cuBLAS
     /// workspaces counted; its retention rules live in `sim::candle`.
@@ -46,7 +47,7 @@ impl Runtime {
             ),
         };
         Runtime {
-            kind: if cfg.compile {
+            kind: if cfg.compile && compile_fallback(cfg).is_none() {
                 RuntimeKind::PytorchCompile
             } else {
                 RuntimeKind::PytorchEager
@@ -77,5 +78,29 @@ pub fn effective_precision(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Preci
     match (cfg.dtype, gpu) {
         (Precision::BFloat16, Some(g)) if !g.bf16 => Precision::Float16,
         (p, _) => p,
+    }
+}
+
+/// Why a `compile=True` config is simulated with eager rules instead (None: it is not). The
+/// compile rules are derived for nanoGPT's GPT trained on one GPU or under DDP; other models
+/// and engines trace other graphs (FSDP's hooks, Megatron's collectives, PEFT's adapters,
+/// Hugging Face's loss), which are not derived yet — simulated eager, an upper bound.
+pub fn compile_fallback(cfg: &TrainConfig) -> Option<&'static str> {
+    use crate::config::{ModelType, Parallelism, Quantization};
+    if !cfg.compile {
+        return None;
+    }
+    if cfg.mode == Mode::Inference {
+        Some("inference under torch.compile")
+    } else if cfg.model_type != ModelType::Gpt2 {
+        Some("Hugging Face models under torch.compile")
+    } else if cfg.parallelism != Parallelism::Ddp {
+        Some("torch.compile with ZeRO, FSDP or tensor parallelism")
+    } else if cfg.lora_rank > 0 || cfg.quantization != Quantization::None {
+        Some("LoRA and quantized weights under torch.compile")
+    } else if !cfg.flash {
+        Some("torch.compile of the manual attention path (flash=False)")
+    } else {
+        None
     }
 }

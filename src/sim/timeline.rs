@@ -221,6 +221,24 @@ pub struct TensorRecord {
     pub category: Category,
     /// The phase the tensor was born in.
     pub phase: Phase,
+    /// How the value exists on the device: eager PyTorch materialises every value; under
+    /// torch.compile inductor fuses pointwise chains into their consumers' kernels.
+    pub residency: Residency,
+}
+
+/// Whether a value ever occupies memory of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Residency {
+    /// A buffer of its own (every eager tensor; compiled kernels' outputs).
+    Buffer,
+    /// Computed inside the kernel that consumes it (inductor's fused pointwise ops): no
+    /// allocation, no events; it keeps its inputs alive until it is consumed.
+    Fused,
+    /// A fused value that a kernel needs as a real operand (a matmul's input): a buffer written
+    /// for that kernel and freed after it. Born in the backward, it is AOTAutograd's
+    /// recomputation of a value the forward did not save.
+    Operand,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

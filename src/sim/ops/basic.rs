@@ -10,7 +10,8 @@ use crate::sim::timeline::{Category, Name, Shape};
 pub fn embedding(e: &mut Engine, p: usize, idx: T, out: Shape, name: Name) -> V {
     let w = e.param(p);
     let dtype = e.dtype(w.t);
-    let t = e.alloc(name, out, dtype, Category::Activations);
+    // Compiled, the gather is inlined into the kernel that adds the position embedding.
+    let t = super::fusion::pointwise_out(e, name, out, dtype, Category::Activations, &[idx]);
     let weight = e.params[p].shape;
     let idx = save(e, idx);
     let edge = e.push_node(
@@ -87,7 +88,7 @@ pub(super) fn add_backward(
             e.retain(g);
             g
         } else {
-            e.alloc(name, shape, dt, Category::Activations)
+            super::fusion::pointwise_out(e, name, shape, dt, Category::Activations, &[g])
         });
     }
     e.release(g);
@@ -168,7 +169,17 @@ fn layer_norm_fp32(e: &mut Engine, x: V, w: usize, b: Option<usize>, name: Name)
     let bv = b.map(|b| e.param(b));
     // fp32 under autocast (the input was cast); a half input without autocast (a model loaded
     // in bf16 for inference) gives a half output, with mean and rstd still in fp32.
-    let t = e.alloc(name, shape, e.dtype(x.t), Category::Activations);
+    let dtype = e.dtype(x.t);
+    if e.compiled() && !e.grad_mode {
+        // One fused kernel per norm: the statistics live in registers, the normalised output
+        // goes straight into its consumer (its bf16 cast for the next matmul).
+        let t = e.alloc_fused(name, shape, dtype, Category::Activations, &[x.t]);
+        return V {
+            t,
+            edge: Edge::None,
+        };
+    }
+    let t = super::fusion::pointwise_out(e, name, shape, dtype, Category::Activations, &[x.t]);
     let mean = e.alloc(
         Name {
             what: "mean",
@@ -266,7 +277,8 @@ pub fn gelu(e: &mut Engine, x: V, name: Name) -> V {
 /// input's dtype (neither is on autocast's lists).
 pub(super) fn activation(e: &mut Engine, x: V, name: Name) -> V {
     let r = *e.record(x.t);
-    let t = e.alloc(name, r.shape, r.dtype, Category::Activations);
+    // Compiled: fused into its consumer; the backward recomputes it from the saved input.
+    let t = super::fusion::pointwise_out(e, name, r.shape, r.dtype, Category::Activations, &[x.t]);
     let xs = save(e, x.t);
     let edge = e.push_node(
         Op::Activation {

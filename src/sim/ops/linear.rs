@@ -4,6 +4,7 @@
 //! of parameters are cached until the autocast region ends (so a weight's bf16 copy lives
 //! through the whole forward); the input's cast is a temporary that only the backward keeps.
 
+use super::fusion::with_operand;
 use super::{save, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
@@ -37,7 +38,8 @@ pub struct LinearSaved {
 /// only a leaf that requires grad (autocast's `cached_cast` rule): a frozen fp32 weight (QLoRA's
 /// lm_head) is cast again at each use, a temporary like an input's cast.
 pub(super) fn cast(e: &mut Engine, x: V, to: DType, param: Option<usize>, name: Name) -> V {
-    let cached = param.filter(|&p| e.params[p].requires_grad);
+    // Compiled graphs trace each cast as a node of their own: no cache keeps the copy (fusion.rs).
+    let cached = param.filter(|&p| e.params[p].requires_grad && !e.compiled());
     if let Some(p) = cached {
         if let Some(t) = e.cached_cast(p) {
             e.retain(t);
@@ -52,7 +54,7 @@ pub(super) fn cast(e: &mut Engine, x: V, to: DType, param: Option<usize>, name: 
     } else {
         Category::Activations
     };
-    let t = e.alloc(name, r.shape, to, category);
+    let t = super::fusion::pointwise_out(e, name, r.shape, to, category, &[x.t]);
     if let Some(p) = cached {
         e.cache_insert(p, t);
     }
@@ -126,11 +128,19 @@ pub fn linear(
     };
     // nn.Linear keeps the input's leading dims: (B, T, K) -> (B, T, N); the matmul itself
     // works on the (M, K) view.
+    // Compiled, the buffer is inductor's 2-D mm output (`empty_strided_cuda((M, N), ...)`),
+    // which the graph reinterprets as (B, T, N): the shape an OOM in it prints.
     let xs = e.shape(x.t);
     let out_shape = match xs.dims() {
-        [b, t, kk] if *kk == k => Shape::new(&[*b, *t, n]),
+        [b, t, kk] if *kk == k && !e.compiled() => Shape::new(&[*b, *t, n]),
         _ => Shape::new(&[m, n]),
     };
+    // The kernel's operands: fused casts are written into buffers for it (fusion.rs).
+    let operands: Vec<T> = [Some(xm.t), Some(wm.t), bm.map(|b| b.t)]
+        .into_iter()
+        .flatten()
+        .map(|t| e.materialise(t))
+        .collect();
     let out = e.alloc(
         Name::at(
             layer,
@@ -142,6 +152,9 @@ pub fn linear(
         category,
     );
     e.matmul_workspace();
+    for t in operands {
+        e.release(t);
+    }
     let (need_x, need_w) = (xm.edge != Edge::None, wm.edge != Edge::None);
     let saved = LinearSaved {
         x: need_w.then(|| save(e, xm.t)),
@@ -184,15 +197,30 @@ pub(super) fn backward(e: &mut Engine, g: T, s: LinearSaved) -> [Option<T>; 3] {
     let alloc = |e: &mut Engine, need: bool, what, shape, cat| {
         need.then(|| e.alloc(name(what), shape, s.dtype, cat))
     };
+    // Each matmul's saved operand, recomputed into a buffer when the forward kept it fused.
+    let operand = |e: &mut Engine, t: Option<T>| with_operand(e, t);
+    let done = |e: &mut Engine, t: Option<T>| {
+        if let Some(t) = t {
+            e.release(t);
+        }
+    };
     if s.bias {
+        let w = operand(e, s.w);
         gx = alloc(e, s.need_x, "input.grad", x_shape, Category::Activations);
+        done(e, w);
         e.matmul_workspace();
+        let x = operand(e, s.x);
         gw = alloc(e, s.need_w, "weight.grad", w_shape, wcat);
         gb = alloc(e, s.need_b, "bias.grad", Shape::new(&[1, s.n]), wcat);
+        done(e, x);
     } else {
+        let x = operand(e, s.x);
         gw = alloc(e, s.need_w, "weight.grad", w_shape, wcat);
+        done(e, x);
         e.matmul_workspace();
+        let w = operand(e, s.w);
         gx = alloc(e, s.need_x, "input.grad", x_shape, Category::Activations);
+        done(e, w);
         gb = None;
     }
     if let Some(gw) = gw.filter(|_| s.direct_param_grad) {

@@ -18,6 +18,9 @@ pub fn cross_entropy(e: &mut Engine, logits: V, targets: T) -> V {
     let d = r.shape.dims();
     let v = *d.last().unwrap_or(&1);
     let shape = Shape::new(&[r.shape.numel().unwrap_or(0) / v.max(1), v]);
+    if e.compiled() {
+        return compiled_cross_entropy(e, logits, targets, shape);
+    }
     let lp = e.alloc(
         Name::top("loss", "log_probs"),
         shape,
@@ -285,4 +288,69 @@ pub(super) fn chunked_backward(e: &mut Engine, g: T, s: ChunkedSaved) -> [Option
     e.release(s.w);
     e.release(s.target);
     [Some(gx), gw, None]
+}
+
+/// What the compiled loss keeps for its backward.
+#[derive(Debug, Clone, Copy)]
+pub struct CompiledCeSaved {
+    pub logits: T,
+    pub target: T,
+    /// The per-row max and log-sum-exp, (B·T, 1) fp32 each.
+    pub stats: [T; 2],
+    pub shape: Shape,
+    pub dtype: DType,
+}
+
+/// Cross-entropy as inductor compiles it (fusion.rs). AOTAutograd decomposes `_log_softmax`
+/// (torch/_decomp/decompositions.py) into amax, exp-sum-log and a subtraction, and autocast's
+/// fp32 cast before it into a `convert_element_type`: the row reductions read the bf16 logits
+/// in place and only their (B·T, 1) results are buffers; the log-probabilities and their fp32
+/// copy are never materialised, and `nll_loss` becomes a gather inside the same kernels.
+fn compiled_cross_entropy(e: &mut Engine, logits: V, targets: T, shape: Shape) -> V {
+    let rows = Shape::new(&[shape.dims()[0], 1]);
+    let dtype = e.dtype(logits.t);
+    let stat = |e: &mut Engine, what| e.alloc(Name::top("loss", what), rows, DType::F32, Category::Logits);
+    let stats = [stat(e, "row_max"), stat(e, "row_logsumexp")];
+    let out = e.alloc(
+        Name::top("loss", "nll"),
+        Shape::scalar(),
+        DType::F32,
+        Category::Logits,
+    );
+    if !e.grad_mode || logits.edge == Edge::None {
+        for t in stats {
+            e.release(t);
+        }
+        return V {
+            t: out,
+            edge: Edge::None,
+        };
+    }
+    let saved = CompiledCeSaved {
+        logits: save(e, logits.t),
+        target: save(e, targets),
+        stats,
+        shape,
+        dtype,
+    };
+    let edge = e.push_node(Op::CompiledCe(saved), [logits.edge, Edge::None, Edge::None]);
+    V { t: out, edge }
+}
+
+/// The backward of the compiled loss is one kernel: `nll_loss_backward`'s scatter into zeros
+/// becomes a pointwise select (inductor's `scatter_upon_const_tensor` pass,
+/// torch/_inductor/fx_passes/post_grad.py), fused with `_log_softmax_backward_data` and the
+/// cast back to the logits' dtype, so the only buffer is the logits' gradient in their dtype.
+pub(super) fn compiled_backward(e: &mut Engine, g: T, s: CompiledCeSaved) -> [Option<T>; 3] {
+    let gx = e.alloc(
+        Name::top("loss", "logits.grad"),
+        s.shape,
+        s.dtype,
+        Category::Logits,
+    );
+    e.release(g);
+    for t in [s.logits, s.target, s.stats[0], s.stats[1]] {
+        e.release(t);
+    }
+    [Some(gx), None, None]
 }

@@ -6,6 +6,7 @@
 mod attention;
 mod basic;
 mod eager;
+pub(crate) mod fusion;
 mod kv_cache;
 mod linear;
 mod loss;
@@ -153,6 +154,8 @@ pub enum Op {
     QuantLinear(quant::QuantSaved),
     /// `x.clone()`: CloneBackward passes the gradient on as it is.
     Clone,
+    /// Cross-entropy inside a compiled graph (loss.rs).
+    CompiledCe(loss::CompiledCeSaved),
 }
 
 impl Op {
@@ -190,7 +193,7 @@ impl Op {
                 dtype,
                 name,
             } => {
-                let gx = e.alloc(name, shape, dtype, Category::Activations);
+                let gx = fusion::pointwise_out(e, name, shape, dtype, Category::Activations, &[g, mask]);
                 e.release(g);
                 e.release(mask);
                 [Some(gx), None, None]
@@ -211,7 +214,7 @@ impl Op {
                 name,
                 category,
             } => {
-                let gx = e.alloc(name, shape, from, category);
+                let gx = fusion::pointwise_out(e, name, shape, from, category, &[g]);
                 e.release(g);
                 [Some(gx), None, None]
             }
@@ -313,6 +316,7 @@ impl Op {
             Op::Scores(s) => eager::backward(e, g, s),
             Op::QuantLinear(s) => quant::backward(e, g, s),
             Op::Clone => [Some(g), None, None],
+            Op::CompiledCe(s) => loss::compiled_backward(e, g, s),
         }
     }
 
@@ -362,6 +366,12 @@ impl Op {
             Op::Mul(s) => [s.a, s.b, None],
             Op::Scale { s, .. } => [Some(s), None, None],
             Op::QuantLinear(s) => [s.x, None, None],
+            Op::CompiledCe(s) => {
+                for t in [s.stats[0], s.stats[1]] {
+                    e.release(t);
+                }
+                [Some(s.logits), Some(s.target), None]
+            }
             Op::AddBroadcast { .. }
             | Op::Add { .. }
             | Op::ToCopy { .. }

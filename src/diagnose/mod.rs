@@ -1,6 +1,7 @@
 //! `vramplan diagnose`: read a pasted OOM log, say what failed and what to change.
 //!
-//! The flow: [`normalize`] cleans the paste (prefixes, colours, wraps, interleaved ranks),
+//! The flow: [`normalize`] cleans the paste (prefixes, colours, interleaved ranks, and the
+//! breaks a terminal or a page made at a fixed width, see [`wrap`]),
 //! `formats` scan it for every message of every runtime, the first VRAM failure is the one
 //! diagnosed (later ones on other GPUs are listed), [`phase`] reads the stack that raised it,
 //! [`culprit`] matches the request against the simulator's tensors (or the shapes the log
@@ -20,6 +21,7 @@ pub mod render;
 pub mod size;
 pub mod types;
 pub mod vllm_fixes;
+pub mod wrap;
 
 pub use culprit::{gpt_hypotheses, match_request, match_request_with, Candidate, Match, Request};
 pub use render::render_text;

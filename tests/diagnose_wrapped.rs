@@ -43,8 +43,8 @@ fn seen(d: &Diagnosis) -> Value {
         "culprit": d.culprit,
         "hypotheses": d.hypotheses,
         "other_reports": d.other_reports,
-
-
+        "pytorch_version": d.pytorch_version,
+        "message_layout": d.message_layout,
     })
 }
 

@@ -17,6 +17,7 @@ pub mod fixes;
 mod formats;
 pub mod normalize;
 pub mod phase;
+pub mod pytorch_version;
 pub mod render;
 pub mod size;
 pub mod types;
@@ -24,6 +25,7 @@ pub mod vllm_fixes;
 pub mod wrap;
 
 pub use culprit::{gpt_hypotheses, match_request, match_request_with, Candidate, Match, Request};
+pub use pytorch_version::{MessageLayout, VersionRange};
 pub use render::render_text;
 pub use types::{Cause, CauseKind, Culprit, Facts, Fix, Format, OtherProcess, OtherReport, Phase};
 
@@ -41,12 +43,18 @@ pub struct MatchContext {
     pub explanation: Option<String>,
 }
 
-/// The diagnosis; serialises to issue 4's `--json` names. `hypotheses`, `other_reports` and
-/// `notes` are additions, left out of the JSON when empty.
+/// The diagnosis; serialises to issue 4's `--json` names. `message_layout`, `pytorch_version`,
+/// `hypotheses`, `other_reports` and `notes` are additions, left out of the JSON when empty.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Diagnosis {
     pub is_oom: bool,
     pub format: Option<Format>,
+    /// For PyTorch's caching-allocator message: the layout that was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_layout: Option<MessageLayout>,
+    /// For PyTorch's caching-allocator message: the releases that could have printed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pytorch_version: Option<VersionRange>,
     pub device: Option<String>,
     pub phase: Phase,
     pub facts: Facts,
@@ -69,6 +77,8 @@ impl Diagnosis {
         Diagnosis {
             is_oom: false,
             format: None,
+            message_layout: None,
+            pytorch_version: None,
             device: None,
             phase: Phase::Unknown,
             facts: Facts::default(),
@@ -176,9 +186,15 @@ pub fn analyze(text: &str, ctx: Option<&MatchContext>) -> Diagnosis {
             other_reports.len()
         ));
     }
+    let (message_layout, pytorch_version) = match &primary.pytorch {
+        Some((layout, version)) => (*layout, Some(version.clone())),
+        None => (None, None),
+    };
     Diagnosis {
         is_oom: true,
         format: Some(format),
+        message_layout,
+        pytorch_version,
         device: primary.device.clone(),
         phase,
         facts,

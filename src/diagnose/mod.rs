@@ -44,7 +44,7 @@ pub struct MatchContext {
 }
 
 /// The diagnosis; serialises to issue 4's `--json` names. `message_layout`, `pytorch_version`,
-/// `hypotheses`, `other_reports` and `notes` are additions, left out of the JSON when empty.
+/// `gpu_candidates`, `hypotheses`, `other_reports` and `notes` are additions, left out of the JSON when empty.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Diagnosis {
     pub is_oom: bool,
@@ -56,6 +56,9 @@ pub struct Diagnosis {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pytorch_version: Option<VersionRange>,
     pub device: Option<String>,
+    /// The cards the log's total capacity could be, when no card was named (`--gpu`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_candidates: Vec<String>,
     pub phase: Phase,
     pub facts: Facts,
     pub culprit: Option<Culprit>,
@@ -80,6 +83,7 @@ impl Diagnosis {
             message_layout: None,
             pytorch_version: None,
             device: None,
+            gpu_candidates: Vec::new(),
             phase: Phase::Unknown,
             facts: Facts::default(),
             culprit: None,
@@ -196,6 +200,7 @@ pub fn analyze(text: &str, ctx: Option<&MatchContext>) -> Diagnosis {
         message_layout,
         pytorch_version,
         device: primary.device.clone(),
+        gpu_candidates: Vec::new(),
         phase,
         facts,
         culprit,

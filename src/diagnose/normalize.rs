@@ -2,8 +2,9 @@
 //!
 //! Real pastes carry ANSI colours, CRLF, `\r` progress bars, markdown bold and quote marks,
 //! per-line prefixes (torchrun `[rank3]:`, docker-compose `svc-1  | `, vLLM `(Worker pid=1)`,
-//! glog/absl/vLLM logger headers, ISO timestamps) and terminal hard wraps at 80–150 columns that
-//! cut a message anywhere, even inside a number. The format parsers are written against the
+//! glog/absl/vLLM logger headers, ISO timestamps) and breaks made at a fixed width: a terminal's
+//! cut anywhere, even inside a number or a word, a web page's break between words (the width is
+//! read off the paste, see [`super::wrap`]). The format parsers are written against the
 //! result: one logical line per message, prefixes gone, lines of one stream (rank, container,
 //! worker) kept together so that interleaved ranks do not splice into each other.
 

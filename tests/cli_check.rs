@@ -152,3 +152,14 @@ fn every_bad_fixture_is_exit_2() {
         assert!(!err.contains("panicked"), "{p}: {err}");
     }
 }
+
+#[test]
+fn a_written_bf16_dtype_on_a_card_without_bf16_is_kept_with_a_warning() {
+    let (_, v) = check_json(&["--gpu", "t4", "--batch_size=1", "--dtype=bfloat16"]);
+    assert_eq!(v["runtime"]["dtype"], "bfloat16");
+    let warnings = v["warnings"].to_string();
+    assert!(
+        warnings.contains("no bfloat16") && warnings.contains("kept"),
+        "{warnings}"
+    );
+}

@@ -77,3 +77,96 @@ fn unreadable_log_is_exit_2() {
     assert_eq!(code, 2);
     assert!(err.contains("no/such.log"), "{err}");
 }
+
+/// A small GPT whose bf16 logits, [16, 256, 50304] × 2 bytes = 412,090,368 bytes = 393 MiB,
+/// the caching allocator asks for as the next 2 MiB multiple: "394.00 MiB". The log states
+/// only the capacity, 16.00 GiB, which no card in the catalogue reports exactly: within 5% of
+/// it lie the V100 16GB (15.77 GiB, no bf16), the RTX 4080 and the RTX 4060 Ti 16GB (15.55 GiB).
+const SMALL_GPT: &str =
+    "n_layer = 2\nn_head = 2\nn_embd = 128\nblock_size = 256\nbatch_size = 16\ncompile = false\n";
+const CAPACITY_ONLY_LOG: &str = "RuntimeError: CUDA out of memory. Tried to allocate 394.00 MiB \
+    (GPU 0; 16.00 GiB total capacity; 14.90 GiB already allocated; 200.00 MiB free; 15.10 GiB \
+    reserved in total by PyTorch)\n";
+
+fn diagnose_small_gpt(dtype_line: &str) -> Value {
+    let dir = std::env::temp_dir().join(format!(
+        "vramplan-dtype-{}-{}",
+        std::process::id(),
+        dtype_line.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("run.toml");
+    let log = dir.join("oom.log");
+    std::fs::write(&cfg, format!("{SMALL_GPT}{dtype_line}")).unwrap();
+    std::fs::write(&log, CAPACITY_ONLY_LOG).unwrap();
+    let (code, v) = diagnose(&[log.to_str().unwrap(), "--config", cfg.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(code, 0, "{v}");
+    v
+}
+
+#[test]
+fn a_written_bf16_dtype_is_kept_when_the_card_is_only_guessed_from_a_capacity() {
+    let v = diagnose_small_gpt("dtype = \"bfloat16\"\n");
+    // The logits or the log-probs made from them ([16 × 256, 50304]): either way 16·256 rows
+    // of the vocabulary, in the dtype the config wrote.
+    let culprit = &v["culprit"];
+    let shape: Vec<u64> = serde_json::from_value(culprit["shape"].clone()).unwrap();
+    assert_eq!(shape.iter().product::<u64>(), 16 * 256 * 50304, "{v}");
+    assert_eq!(shape.last(), Some(&50304), "{v}");
+    assert_eq!(culprit["dtype"], "bf16", "{v}");
+    assert_eq!(culprit["bytes"].as_u64(), Some(16 * 256 * 50304 * 2));
+    let mut cards: Vec<&str> = v["gpu_candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    cards.sort();
+    assert_eq!(
+        cards,
+        [
+            "NVIDIA GeForce RTX 4060 Ti",
+            "NVIDIA GeForce RTX 4080",
+            "Tesla V100-SXM2-16GB"
+        ],
+        "{v}"
+    );
+    let notes = v["notes"].to_string();
+    assert!(notes.contains("dtype = 'bfloat16' is kept"), "{notes}");
+    // What the user reads: the seed's 11.69 GiB is an RTX 3060's total, and within 5% of the
+    // RTX 4070's 11.55 GiB; named with --gpu, the card is not a guess.
+    let seed = |extra: &[&str]| {
+        let args = [
+            &[
+                "diagnose",
+                "fixtures/oom/seed-nanogpt-rtx3060.log",
+                "--config",
+                "fixtures/configs/seed-rtx3060.py",
+            ][..],
+            extra,
+        ]
+        .concat();
+        vramplan(&args).1
+    };
+    let guessed = seed(&[]);
+    assert!(
+        guessed.contains("could be NVIDIA GeForce RTX 3060") && guessed.contains("RTX 4070"),
+        "{guessed}"
+    );
+    let named = seed(&["--gpu", "rtx3060"]);
+    assert!(
+        !named.contains("could be"),
+        "a named card is not guessed: {named}"
+    );
+}
+
+#[test]
+fn nanogpts_default_dtype_follows_the_nearest_card_and_says_the_card_is_a_guess() {
+    // No dtype written: nanoGPT's own default, bfloat16 only where the card supports it. The
+    // nearest card to 16.00 GiB is the V100 (15.77 GiB), which has none.
+    let v = diagnose_small_gpt("");
+    assert_eq!(v["culprit"]["dtype"], "fp16", "{v}");
+    let notes = v["notes"].to_string();
+    assert!(notes.contains("pass --gpu to settle it"), "{notes}");
+}

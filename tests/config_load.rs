@@ -250,3 +250,28 @@ fn byte_order_mark_and_crlf_are_accepted() {
             .unwrap();
     assert_eq!(toml.config, py.config);
 }
+
+#[test]
+fn only_a_written_dtype_is_kept_on_a_card_without_bf16() {
+    use vramplan::budget::find;
+    use vramplan::config::load_str;
+    use vramplan::sim::runtime::effective_precision;
+    let t4 = find("t4").unwrap();
+    // nanoGPT's default: 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'.
+    let default = load_str("run.toml", "batch_size = 4\n", &[])
+        .unwrap()
+        .config;
+    assert!(!default.dtype_written.0);
+    assert_eq!(effective_precision(&default, Some(&t4)), Precision::Float16);
+    // Written in the file, or on the command line: what runs.
+    let file = load_str("run.toml", "dtype = \"bfloat16\"\n", &[])
+        .unwrap()
+        .config;
+    let flag = load_str("run.toml", "", &["--dtype=bfloat16".into()])
+        .unwrap()
+        .config;
+    for cfg in [file, flag] {
+        assert!(cfg.dtype_written.0);
+        assert_eq!(effective_precision(&cfg, Some(&t4)), Precision::BFloat16);
+    }
+}

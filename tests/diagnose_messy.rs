@@ -2,46 +2,14 @@
 //! (mid-number too), behind torchrun / docker-compose / timestamp prefixes, coloured, with
 //! CRLF, interleaved with another rank. The facts must not change. And nothing panics.
 
+mod support;
+
 use proptest::prelude::*;
+use support::wrap::{fold, word_wrap};
 use vramplan::diagnose::{parse, Diagnosis, Facts, Phase};
 
 const SEED: &str = include_str!("../fixtures/oom/seed-nanogpt-rtx3060.log");
 const V1: &str = "RuntimeError: CUDA out of memory. Tried to allocate 786.00 MiB (GPU 0; 15.78 GiB total capacity; 14.28 GiB already allocated; 620.69 MiB free; 14.32 GiB reserved in total by PyTorch) If reserved memory is >> allocated memory try setting max_split_size_mb to avoid fragmentation.  See documentation for Memory Management and PYTORCH_CUDA_ALLOC_CONF";
-
-/// `fold -w width`: cut every line at exactly `width` characters, wherever that falls.
-fn fold(text: &str, width: usize) -> String {
-    let mut out = String::new();
-    for line in text.lines() {
-        let chars: Vec<char> = line.chars().collect();
-        if chars.is_empty() {
-            out.push('\n');
-        }
-        for piece in chars.chunks(width) {
-            out.extend(piece);
-            out.push('\n');
-        }
-    }
-    out
-}
-
-/// A terminal that wraps at word boundaries and keeps the trailing space (rich, Lightning).
-fn word_wrap(text: &str, width: usize) -> String {
-    let mut out = String::new();
-    for line in text.lines() {
-        let mut cur = String::new();
-        for word in line.split_inclusive(' ') {
-            if cur.chars().count() + word.chars().count() > width && !cur.is_empty() {
-                out.push_str(&cur);
-                out.push('\n');
-                cur.clear();
-            }
-            cur.push_str(word);
-        }
-        out.push_str(&cur);
-        out.push('\n');
-    }
-    out
-}
 
 fn prefix(text: &str, p: &str) -> String {
     text.lines().map(|l| format!("{p}{l}\n")).collect()

@@ -4,12 +4,13 @@
 use super::print_json;
 use crate::budget::{catalogue, find, Budget, BudgetSource, GpuProfile};
 use crate::cli::DiagnoseArgs;
-use crate::config;
-use crate::diagnose::types::{Format, Phase as DiagPhase};
+use crate::config::{self, Precision, TrainConfig};
+use crate::diagnose::types::{Facts, Format, Phase as DiagPhase};
 use crate::diagnose::{analyze, parse, render::render_text, Candidate, Fix, MatchContext};
 use crate::error::{Error, Result};
 use crate::plan::suggest;
 use crate::report::check::run_sim;
+use crate::sim::runtime::effective_precision;
 use crate::sim::{MemoryProfile, Phase, Timeline};
 use std::io::Read;
 
@@ -22,12 +23,17 @@ pub fn run(args: &DiagnoseArgs) -> Result<u8> {
         || args.model.is_some()
         || args.hf_config.is_some()
         || !args.overrides.is_empty();
-    let ctx = if has_model {
-        Some(context(args, &text)?)
+    let (ctx, guess) = if has_model {
+        let (ctx, guess) = context(args, &text)?;
+        (Some(ctx), guess)
     } else {
-        None
+        (None, None)
     };
-    let d = analyze(&text, ctx.as_ref());
+    let mut d = analyze(&text, ctx.as_ref());
+    if let Some(g) = guess {
+        d.gpu_candidates = g.names;
+        d.notes.push(g.note);
+    }
     if args.json {
         print_json(&d)?;
     } else {
@@ -54,28 +60,99 @@ fn read_log(path: &std::path::Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// How far the total a driver reports for one card can sit from its profile's: ECC, the
+/// display and WSL reserve a few percent. Used only to list the cards a capacity could be,
+/// never to size anything.
+const SAME_CARD_TOLERANCE_PERCENT: u64 = 5;
+
+/// The card the fixes are computed for, and how it was chosen.
+struct Card {
+    profile: GpuProfile,
+    /// When no --gpu named the card: the catalogue cards whose total is within
+    /// [`SAME_CARD_TOLERANCE_PERCENT`] of the log's capacity (the nearest if none), nearest first.
+    guesses: Vec<GpuProfile>,
+}
+
 /// The card as the log states it: --gpu, else the catalogue card whose CUDA total is closest
-/// to the log's total capacity (its total replaced by the log's), else a generic one.
-fn card(args: &DiagnoseArgs, total: Option<u64>) -> Result<GpuProfile> {
+/// to the log's total capacity (its total replaced by the log's), with every card the
+/// capacity could be.
+fn card(args: &DiagnoseArgs, total: Option<u64>) -> Result<Card> {
     if let Some(name) = &args.gpu {
-        return find(name);
+        return Ok(Card {
+            profile: find(name)?,
+            guesses: Vec::new(),
+        });
     }
     let Some(total) = total else {
         return Err(Error::new(
             "the log states no total capacity: add --gpu NAME to compute fixes",
         ));
     };
-    let nearest = catalogue()
-        .iter()
-        .min_by_key(|g| g.total_bytes.abs_diff(total))
-        .cloned()
+    let mut by_distance: Vec<&GpuProfile> = catalogue().iter().collect();
+    by_distance.sort_by_key(|g| g.total_bytes.abs_diff(total));
+    let nearest = *by_distance
+        .first()
         .ok_or_else(|| Error::new("the GPU catalogue is empty"))?;
-    let mut g = nearest;
-    g.total_bytes = total;
-    Ok(g)
+    let close = |g: &&&GpuProfile| {
+        g.total_bytes.abs_diff(total).saturating_mul(100)
+            <= total.saturating_mul(SAME_CARD_TOLERANCE_PERCENT)
+    };
+    let mut guesses: Vec<GpuProfile> = by_distance
+        .iter()
+        .filter(close)
+        .map(|g| (*g).clone())
+        .collect();
+    if guesses.is_empty() {
+        guesses.push(nearest.clone());
+    }
+    let mut profile = nearest.clone();
+    profile.total_bytes = total;
+    Ok(Card { profile, guesses })
 }
 
-fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
+/// What the diagnosis says about a card guessed from a capacity: which cards it could be, and
+/// what that means for the dtype (a written dtype is kept; nanoGPT's default depends on the
+/// card, and the nearest one decides it).
+fn guess_note(card: &Card, total: u64, cfg: &TrainConfig) -> String {
+    let names: Vec<String> = card
+        .guesses
+        .iter()
+        .map(|g| {
+            let bf16 = if g.bf16 { "" } else { ", no bf16" };
+            format!("{} ({}{bf16})", g.name, crate::units::human(g.total_bytes))
+        })
+        .collect();
+    let mut note = format!(
+        "no --gpu: the log states only a total capacity of {}, which could be {}; fixes use \
+         that capacity with {}'s other traits",
+        crate::units::human(total),
+        names.join(", "),
+        card.profile.name
+    );
+    let bf16_differs = card.guesses.iter().any(|g| g.bf16 != card.profile.bf16);
+    if cfg.dtype == Precision::BFloat16 && cfg.dtype_written.0 {
+        note.push_str(
+            "; dtype = 'bfloat16' is kept as the config writes it, whichever card it was \
+             (nanoGPT's float16 fallback applies only to its default dtype)",
+        );
+    } else if cfg.dtype == Precision::BFloat16 && bf16_differs {
+        note.push_str(&format!(
+            "; nanoGPT's default dtype is bfloat16 on a card with bf16 and float16 on one \
+             without: simulated as {} ({}); pass --gpu to settle it",
+            effective_precision(cfg, Some(&card.profile)).as_str(),
+            card.profile.name
+        ));
+    }
+    note
+}
+
+/// The cards a capacity could be, for the diagnosis (a card guessed, not named).
+struct Guess {
+    names: Vec<String>,
+    note: String,
+}
+
+fn context(args: &DiagnoseArgs, text: &str) -> Result<(MatchContext, Option<Guess>)> {
     let model = match (&args.model, &args.hf_config) {
         (Some(name), _) => Some(config::ModelSource::Preset(name)),
         (None, Some(path)) => Some(config::ModelSource::HfConfig(path)),
@@ -91,9 +168,20 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
     overrides.extend(args.overrides.iter().cloned());
     let cfg = config::load_with_model(args.config.as_deref(), model, &overrides)?.config;
     let facts = parsed.facts;
-    let mut gpu = card(args, facts.total_capacity_bytes)?;
+    let card = card(args, facts.total_capacity_bytes)?;
+    let guess = match facts.total_capacity_bytes {
+        Some(total) if !card.guesses.is_empty() => Some(Guess {
+            names: card.guesses.iter().map(|g| g.name.clone()).collect(),
+            note: guess_note(&card, total, &cfg),
+        }),
+        _ => None,
+    };
+    let mut gpu = card.profile;
     if parsed.format == Some(Format::Vllm) && parsed.phase == DiagPhase::KvCache {
-        return crate::diagnose::vllm_fixes::vllm_context(&cfg, &gpu);
+        return Ok((
+            crate::diagnose::vllm_fixes::vllm_context(&cfg, &gpu)?,
+            guess,
+        ));
     }
     // The log states this process's memory outside PyTorch (context, kernels): use it rather
     // than a per-card default.
@@ -101,8 +189,25 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
         gpu.context_bytes = own;
     }
     let sim = run_sim(&cfg, Some(&gpu))?;
-    let phase = parsed.phase;
-    let live = sim_phase(phase.as_str()).map(|p| sim.profile.phase(p).peak_allocated);
+    let live = sim_phase(parsed.phase.as_str()).map(|p| sim.profile.phase(p).peak_allocated);
+    let ctx = MatchContext {
+        candidates: candidates(&sim.timeline, &sim.profile),
+        simulated_live_bytes_at_phase: live,
+        fixes: suggest_fixes(args, &cfg, &gpu, &facts)?,
+        explanation: None,
+    };
+    Ok((ctx, guess))
+}
+
+/// suggest's configurations on the card, less what other processes hold now: each a fix with
+/// its predicted peak, or one fix that says nothing fits (the diagnoser turns a fix list where
+/// nothing fits into the model_too_large cause).
+fn suggest_fixes(
+    args: &DiagnoseArgs,
+    cfg: &TrainConfig,
+    gpu: &GpuProfile,
+    facts: &Facts,
+) -> Result<Vec<Fix>> {
     // What the run can have: the card less what other processes hold now, less the margin.
     let outside = facts.outside_process_bytes().unwrap_or(0);
     let margin = crate::budget::DEFAULT_MARGIN_BYTES;
@@ -110,67 +215,51 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
         .total_bytes
         .saturating_sub(outside)
         .saturating_sub(margin);
-    let fixes = if usable > 0 {
-        let budget = Budget {
-            name: gpu.name.clone(),
-            total_bytes: gpu.total_bytes,
-            usable_bytes: usable,
-            margin_bytes: margin,
-            source: BudgetSource::Profile,
-            profile: gpu.clone(),
-            live: None,
-            others: None,
-            warnings: Vec::new(),
-        };
-        let path = args.config.as_ref().map(|p| p.display().to_string());
-        let s = suggest(&cfg, &budget, &[], path.as_deref())?;
-        if s.best.is_none() {
-            // Nothing fits at any batch: say so with the numbers (the diagnoser turns a fix
-            // list where nothing fits into the model_too_large cause).
-            return Ok(MatchContext {
-                candidates: candidates(&sim.timeline, &sim.profile),
-                simulated_live_bytes_at_phase: live,
-                fixes: vec![Fix {
-                    change: s.notes.join(" "),
-                    command: None,
-                    predicted_peak_bytes: Some(s.baseline.peak_device_bytes),
-                    fits: Some(false),
-                }],
-                explanation: None,
-            });
-        }
-        s.best
-            .into_iter()
-            .chain(s.alternatives)
-            .map(|c| Fix {
-                change: format!(
-                    "{}: batch_size {}, gradient_accumulation_steps {}{}",
-                    c.label,
-                    c.config.batch_size,
-                    c.config.gradient_accumulation_steps,
-                    if outside > 0 {
-                        format!(
-                            " (with {} still held by other processes)",
-                            crate::units::human(outside)
-                        )
-                    } else {
-                        String::new()
-                    }
-                ),
-                command: Some(c.command),
-                predicted_peak_bytes: Some(c.peak_device_bytes),
-                fits: Some(c.fits),
-            })
-            .collect()
-    } else {
-        Vec::new()
+    if usable == 0 {
+        return Ok(Vec::new());
+    }
+    let budget = Budget {
+        name: gpu.name.clone(),
+        total_bytes: gpu.total_bytes,
+        usable_bytes: usable,
+        margin_bytes: margin,
+        source: BudgetSource::Profile,
+        profile: gpu.clone(),
+        live: None,
+        others: None,
+        warnings: Vec::new(),
     };
-    Ok(MatchContext {
-        candidates: candidates(&sim.timeline, &sim.profile),
-        simulated_live_bytes_at_phase: live,
-        fixes,
-        explanation: None,
-    })
+    let path = args.config.as_ref().map(|p| p.display().to_string());
+    let s = suggest(cfg, &budget, &[], path.as_deref())?;
+    if s.best.is_none() {
+        return Ok(vec![Fix {
+            change: s.notes.join(" "),
+            command: None,
+            predicted_peak_bytes: Some(s.baseline.peak_device_bytes),
+            fits: Some(false),
+        }]);
+    }
+    let held = if outside > 0 {
+        format!(
+            " (with {} still held by other processes)",
+            crate::units::human(outside)
+        )
+    } else {
+        String::new()
+    };
+    Ok(s.best
+        .into_iter()
+        .chain(s.alternatives)
+        .map(|c| Fix {
+            change: format!(
+                "{}: batch_size {}, gradient_accumulation_steps {}{held}",
+                c.label, c.config.batch_size, c.config.gradient_accumulation_steps,
+            ),
+            command: Some(c.command),
+            predicted_peak_bytes: Some(c.peak_device_bytes),
+            fits: Some(c.fits),
+        })
+        .collect())
 }
 
 fn sim_phase(name: &str) -> Option<Phase> {

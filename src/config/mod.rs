@@ -163,6 +163,10 @@ pub struct TrainConfig {
     pub batch_size: u64,
     pub gradient_accumulation_steps: u64,
     pub dtype: Precision,
+    /// Whether `dtype` was written (a config file, an override) rather than left at nanoGPT's
+    /// default: only the default falls back to float16 on a card without bf16.
+    #[serde(skip)]
+    pub dtype_written: Written,
     pub compile: bool,
     pub eval_iters: u64,
     pub eval_interval: u64,
@@ -269,6 +273,7 @@ impl Default for TrainConfig {
             batch_size: 12,
             gradient_accumulation_steps: 5 * 8,
             dtype: Precision::BFloat16,
+            dtype_written: Written(false),
             compile: true,
             eval_iters: 200,
             eval_interval: 2000,
@@ -308,6 +313,18 @@ impl Default for TrainConfig {
             quantization: Quantization::None,
             double_quant: true,
         }
+    }
+}
+
+/// Whether a key was written by the user. Provenance, not a property of the run: two configs
+/// that run the same are equal whoever wrote their keys, so this always compares equal (a
+/// config written out with `to_toml` and read back is the same run).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Written(pub bool);
+
+impl PartialEq for Written {
+    fn eq(&self, _: &Written) -> bool {
+        true
     }
 }
 

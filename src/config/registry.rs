@@ -297,7 +297,8 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
                 v,
                 &[Precision::Float32, Precision::BFloat16, Precision::Float16],
                 |p| p.as_str(),
-            )?
+            )?;
+            cfg.dtype_written = super::Written(true);
         }
         "optimizer" => {
             cfg.optimizer = choice(

@@ -1,6 +1,7 @@
 //! `vramplan diagnose`: read a pasted OOM log, say what failed and what to change.
 //!
-//! The flow: [`normalize`] cleans the paste (prefixes, colours, wraps, interleaved ranks),
+//! The flow: [`normalize`] cleans the paste (prefixes, colours, interleaved ranks, and the
+//! breaks a terminal or a page made at a fixed width, see [`wrap`]),
 //! `formats` scan it for every message of every runtime, the first VRAM failure is the one
 //! diagnosed (later ones on other GPUs are listed), [`phase`] reads the stack that raised it,
 //! [`culprit`] matches the request against the simulator's tensors (or the shapes the log
@@ -16,12 +17,15 @@ pub mod fixes;
 mod formats;
 pub mod normalize;
 pub mod phase;
+pub mod pytorch_version;
 pub mod render;
 pub mod size;
 pub mod types;
 pub mod vllm_fixes;
+pub mod wrap;
 
 pub use culprit::{gpt_hypotheses, match_request, match_request_with, Candidate, Match, Request};
+pub use pytorch_version::{MessageLayout, VersionRange};
 pub use render::render_text;
 pub use types::{Cause, CauseKind, Culprit, Facts, Fix, Format, OtherProcess, OtherReport, Phase};
 
@@ -39,13 +43,22 @@ pub struct MatchContext {
     pub explanation: Option<String>,
 }
 
-/// The diagnosis; serialises to issue 4's `--json` names. `hypotheses`, `other_reports` and
-/// `notes` are additions, left out of the JSON when empty.
+/// The diagnosis; serialises to issue 4's `--json` names. `message_layout`, `pytorch_version`,
+/// `gpu_candidates`, `hypotheses`, `other_reports` and `notes` are additions, left out of the JSON when empty.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Diagnosis {
     pub is_oom: bool,
     pub format: Option<Format>,
+    /// For PyTorch's caching-allocator message: the layout that was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_layout: Option<MessageLayout>,
+    /// For PyTorch's caching-allocator message: the releases that could have printed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pytorch_version: Option<VersionRange>,
     pub device: Option<String>,
+    /// The cards the log's total capacity could be, when no card was named (`--gpu`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_candidates: Vec<String>,
     pub phase: Phase,
     pub facts: Facts,
     pub culprit: Option<Culprit>,
@@ -67,7 +80,10 @@ impl Diagnosis {
         Diagnosis {
             is_oom: false,
             format: None,
+            message_layout: None,
+            pytorch_version: None,
             device: None,
+            gpu_candidates: Vec::new(),
             phase: Phase::Unknown,
             facts: Facts::default(),
             culprit: None,
@@ -174,10 +190,17 @@ pub fn analyze(text: &str, ctx: Option<&MatchContext>) -> Diagnosis {
             other_reports.len()
         ));
     }
+    let (message_layout, pytorch_version) = match &primary.pytorch {
+        Some((layout, version)) => (*layout, Some(version.clone())),
+        None => (None, None),
+    };
     Diagnosis {
         is_oom: true,
         format: Some(format),
+        message_layout,
+        pytorch_version,
         device: primary.device.clone(),
+        gpu_candidates: Vec::new(),
         phase,
         facts,
         culprit,

@@ -2,11 +2,13 @@
 //!
 //! Real pastes carry ANSI colours, CRLF, `\r` progress bars, markdown bold and quote marks,
 //! per-line prefixes (torchrun `[rank3]:`, docker-compose `svc-1  | `, vLLM `(Worker pid=1)`,
-//! glog/absl/vLLM logger headers, ISO timestamps) and terminal hard wraps at 80–150 columns that
-//! cut a message anywhere, even inside a number. The format parsers are written against the
+//! glog/absl/vLLM logger headers, ISO timestamps) and breaks made at a fixed width: a terminal's
+//! cut anywhere, even inside a number or a word, a web page's break between words (the width is
+//! read off the paste, see [`super::wrap`]). The format parsers are written against the
 //! result: one logical line per message, prefixes gone, lines of one stream (rank, container,
 //! worker) kept together so that interleaved ranks do not splice into each other.
 
+use super::wrap::{self, Join, Wrap};
 use regex::Regex;
 use std::sync::OnceLock;
 
@@ -58,6 +60,7 @@ struct Res {
     compose: Regex,
     record: Regex,
     structural: Regex,
+    unit_end: Regex,
 }
 
 fn res() -> &'static Res {
@@ -105,8 +108,11 @@ fn res() -> &'static Res {
                 r"^(?:Traceback \(most recent|During handling|The above exception|File |frame #\d|",
                 r"\d+: |#\d+ |\[\[|Hint:|note:|thread '|stack backtrace|Error:|\$ |>>>|[-=_]{3}|",
                 r"[A-Za-z_][\w.]*(?:Error|Exception|Exhausted|Warning|Exit|Interrupt)\b|",
-                r"[A-Za-z_][\w.]*:\s)"
+                r"[A-Za-z_][\w.]*:\s|",
+                // A log record's timestamp whose header a wrap split (glog, ISO).
+                r"[IWEF]\d{4}[ \t]+\d\d:\d\d:\d\d|\d{4}-\d\d-\d\d[T ]\d\d:\d\d)"
             )),
+            unit_end: r(r"\d[ \t]*(?:[KMGT]i?B|bytes)$"),
         }
     })
 }
@@ -193,22 +199,51 @@ fn clean(input: &str) -> String {
     s
 }
 
-/// Is `next` (a physical line) the continuation of a hard-wrapped line of width `prev_width`?
-fn continues(prev_width: usize, prev_text: &str, next: &Phys<'_>) -> bool {
-    // Wraps happen at 80–150 columns; a word-boundary wrap ends a little short of the limit.
-    prev_width >= 60
-        && !prev_text.is_empty()
-        && !next.record
-        && !next.text.is_empty()
-        // Indented lines are code and frames; a cut that lands on a space leaves just one.
-        && !next.text.starts_with("  ")
+/// Is `next` (a physical line) the continuation of a wrapped line of width `prev_width`, and
+/// how is it joined? With the paste's wrap width known, by the arithmetic of the break
+/// ([`wrap::broken_before`]); else by the look of the lines: wraps happen at 80–150 columns,
+/// a word-boundary wrap ends a little short of the limit.
+fn continues(
+    wrap: Option<Wrap>,
+    prev_width: usize,
+    prev_text: &str,
+    next: &Phys<'_>,
+) -> Option<Join> {
+    if next.record || prev_text.is_empty() || next.text.is_empty() {
+        return None;
+    }
+    // Indented lines are code and frames; a cut that lands on a space leaves just one.
+    let plain = !next.text.starts_with("  ")
         && !next.text.starts_with('\t')
-        && !res().structural.is_match(next.text.trim_start())
+        && !res().structural.is_match(next.text.trim_start());
+    if let Some(join) =
+        wrap.and_then(|w| wrap::broken_before(w, prev_width, prev_text, next.text, plain))
+    {
+        return Some(join);
+    }
+    (prev_width >= 60 && plain).then_some(Join::Glue)
+}
+
+/// Does the join put back a space the break dropped? Always at a word break; at a break of
+/// unknown kind, only after a printed size (`39.59 GiB` / `of which`): a unit is a whole word,
+/// so letters after it start the next one.
+fn needs_space(join: Join, prev: &str, next: &str) -> bool {
+    if next.starts_with([' ', '\t']) || prev.ends_with([' ', '\t']) {
+        return false;
+    }
+    join == Join::Space
+        || next.starts_with(|c: char| c.is_ascii_alphabetic()) && res().unit_end.is_match(prev)
 }
 
 /// Clean, strip prefixes, rejoin wraps, group by stream.
 pub fn normalize(input: &str) -> Normalized {
     let cleaned = clean(input);
+    // Code fences from markdown pastes are not lines the page broke.
+    let wrap = wrap::detect(
+        cleaned
+            .split('\n')
+            .filter(|l| !l.trim_start().starts_with("```")),
+    );
     let mut keys: Vec<String> = vec![String::new()];
     // Per stream: logical lines under construction, each with the width of its last piece.
     let mut per_stream: Vec<Vec<(Line, usize)>> = vec![Vec::new()];
@@ -231,7 +266,7 @@ pub fn normalize(input: &str) -> Normalized {
         // remainder has none, and belongs to the stream of the line it continues.
         if sid == 0 && !p.record && last_stream != 0 {
             if let Some((last, width)) = per_stream[last_stream].last() {
-                if continues(*width, &last.text, &p) {
+                if continues(wrap, *width, &last.text, &p).is_some() {
                     sid = last_stream;
                 }
             }
@@ -239,7 +274,10 @@ pub fn normalize(input: &str) -> Normalized {
         last_stream = sid;
         let lines = &mut per_stream[sid];
         if let Some((last, width)) = lines.last_mut() {
-            if continues(*width, &last.text, &p) {
+            if let Some(join) = continues(wrap, *width, &last.text, &p) {
+                if needs_space(join, &last.text, p.text) {
+                    last.text.push(' ');
+                }
                 last.text.push_str(p.text);
                 *width = p.width;
                 continue;

@@ -25,7 +25,14 @@ pub fn render_text(d: &Diagnosis) -> String {
         }
         return out;
     }
-    let fmt = d.format.map_or("an unknown runtime", |f| f.describe());
+    // A caching-allocator message names the releases that printed it, not just a major.
+    let fmt = match &d.pytorch_version {
+        Some(v) => format!("PyTorch caching allocator, pytorch {v}"),
+        None => d
+            .format
+            .map_or("an unknown runtime", |f| f.describe())
+            .to_string(),
+    };
     let dev = d
         .device
         .as_deref()
@@ -35,7 +42,19 @@ pub fn render_text(d: &Diagnosis) -> String {
     } else {
         format!("phase: {}", d.phase)
     };
-    let _ = writeln!(out, "Out of GPU memory ({fmt}{dev}, {phase})\n");
+    let _ = writeln!(out, "Out of GPU memory ({fmt}{dev}, {phase})");
+    if let Some(v) = &d.pytorch_version {
+        let layout = d
+            .message_layout
+            .map_or("a message cut before its figures", |l| l.describe());
+        let _ = writeln!(
+            out,
+            "  format {}: read as {layout}; dated by: {}",
+            d.format.map_or("unknown", |f| f.as_str()),
+            v.evidence.join("; ")
+        );
+    }
+    out.push('\n');
 
     let f = &d.facts;
     if !f.is_empty() {

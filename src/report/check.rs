@@ -2,8 +2,8 @@
 //! the largest tensors at the peak and where the memory goes by category.
 
 use crate::budget::GpuProfile;
-use crate::config::Mode;
 use crate::config::TrainConfig;
+use crate::config::{Mode, Precision};
 use crate::error::Result;
 use crate::sim::replay::live_blocks_at;
 use crate::sim::runtime::{effective_precision, RuntimeKind};
@@ -138,7 +138,8 @@ pub struct TensorReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct RuntimeReport {
     pub name: &'static str,
-    /// The precision simulated (bf16 falls back to fp16 on cards without bf16).
+    /// The precision simulated (nanoGPT's default bf16 falls back to fp16 on cards without
+    /// bf16; a written dtype is kept).
     pub dtype: &'static str,
     pub attention: &'static str,
     /// true when the figures are an upper bound rather than a prediction (torch.compile).
@@ -210,10 +211,16 @@ pub fn build(
     let sim = run_sim(cfg, gpu)?;
     let mut warnings = Vec::new();
     let precision = effective_precision(cfg, gpu);
+    let card = gpu.map_or("this card", |g| g.name.as_str());
     if precision != cfg.dtype {
         warnings.push(format!(
-            "{} has no bfloat16: nanoGPT falls back to float16 there, and that is what is simulated",
-            gpu.map_or("this card", |g| g.name.as_str())
+            "{card} has no bfloat16: nanoGPT's default dtype falls back to float16 there, and that is what is simulated"
+        ));
+    } else if precision == Precision::BFloat16 && gpu.is_some_and(|g| !g.bf16) {
+        warnings.push(format!(
+            "{card} has no bfloat16, but dtype = 'bfloat16' is written in the config: it is kept \
+             and simulated as written (same bytes as float16); on this card PyTorch's autocast \
+             either refuses bfloat16 or emulates it slowly; write dtype = 'float16' to run it natively"
         ));
     }
     if let Some(what) = crate::sim::runtime::compile_fallback(cfg) {

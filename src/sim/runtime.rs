@@ -73,10 +73,15 @@ impl Runtime {
     }
 }
 
-/// nanoGPT falls back to float16 where the card has no bf16 (T4, V100, RTX 20xx).
+/// The precision that runs. nanoGPT's default dtype is `'bfloat16' if
+/// torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float16'` (train.py), so
+/// the default falls back to float16 where the card has no bf16 (T4, V100, RTX 20xx). A dtype
+/// the user wrote is what runs: train.py passes it to autocast as is, and on such a card
+/// autocast either refuses bf16 or emulates it (torch/amp/autocast_mode.py checks
+/// `is_bf16_supported()`), it never becomes float16 — so it is kept.
 pub fn effective_precision(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Precision {
     match (cfg.dtype, gpu) {
-        (Precision::BFloat16, Some(g)) if !g.bf16 => Precision::Float16,
+        (Precision::BFloat16, Some(g)) if !g.bf16 && !cfg.dtype_written.0 => Precision::Float16,
         (p, _) => p,
     }
 }

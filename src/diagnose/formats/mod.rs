@@ -12,6 +12,7 @@ mod tensorflow;
 mod vllm;
 
 use super::normalize::Normalized;
+use super::pytorch_version::{MessageLayout, VersionRange};
 use super::size::{parse_size, Size};
 use super::types::{Facts, Format, Phase};
 use regex::{Captures, Regex};
@@ -52,6 +53,8 @@ pub struct Report {
     pub unnamed: bool,
     /// PyTorch's message printed inside a vLLM process.
     pub in_vllm: bool,
+    /// A caching-allocator message: its layout and the releases that could have printed it.
+    pub pytorch: Option<(Option<MessageLayout>, VersionRange)>,
 }
 
 impl Report {
@@ -70,6 +73,7 @@ impl Report {
             self_pid: None,
             unnamed: false,
             in_vllm: false,
+            pytorch: None,
         }
     }
 

@@ -9,6 +9,7 @@
 
 use super::{cap_size, find_size, re, span_end, LogTensor, Markers, Report};
 use crate::diagnose::normalize::Normalized;
+use crate::diagnose::pytorch_version;
 use crate::diagnose::size::{dtype_bytes, dtype_short, shape_bytes};
 use crate::diagnose::types::{Format, OtherProcess};
 use regex::Regex;
@@ -93,7 +94,19 @@ pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
         let line_start = n.lines[n.line_at(at)].start;
         let head = &text[line_start..at];
         let mut rep = Report::new(Format::Pytorch2, at);
-        rep.format = wording(span, head);
+        let layout = pytorch_version::layout_of(span);
+        // The class is printed before the anchor; the anchor itself tells `RuntimeError: CUDA
+        // out of memory` from an `OutOfMemoryError` of another message on the same line.
+        let class_text = &text[line_start..whole.end()];
+        let version = pytorch_version::judge(layout, class_text, span, text);
+        rep.format = if version.all_2x() {
+            Format::Pytorch2
+        } else if version.all_1x() {
+            Format::Pytorch1
+        } else {
+            wording(span, head)
+        };
+        rep.pytorch = Some((layout, version));
         rep.set("tried_to_allocate_bytes", cap_size(c, "v"));
         rep.set("total_capacity_bytes", first_size(&r.total, span));
         rep.set("free_bytes", first_size(&r.free, span));
@@ -171,7 +184,8 @@ pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
     }
 }
 
-/// pytorch2 or pytorch1, by wording. 2.1+ writes `Tried to allocate X. GPU 0 has a total
+/// pytorch2 or pytorch1, by wording, where the releases that could have printed the message
+/// span both (see `pytorch_version`). 2.1+ writes `Tried to allocate X. GPU 0 has a total
 /// capacity…`; up to 2.0 it wrote `Tried to allocate X (GPU 0; … total capacity; …)`. That
 /// older wording carried on through 2.0, so it is dated by the exception class: `RuntimeError`
 /// is 1.x; `OutOfMemoryError` (added in 1.13) with the full allocator hint is the 1.13–2.0

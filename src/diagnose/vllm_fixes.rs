@@ -7,7 +7,7 @@ use super::{Fix, MatchContext};
 use crate::budget::GpuProfile;
 use crate::config::{Mode, ModelType, Quantization, TrainConfig};
 use crate::error::Result;
-use crate::plan::vllm::{vllm_budget, VllmBudget};
+use crate::plan::vllm::{vllm_budget, vllm_startup, VllmBudget};
 use crate::units::{human, human_signed};
 use regex::Regex;
 
@@ -34,18 +34,21 @@ pub fn log_settings(text: &str) -> Vec<String> {
 pub fn vllm_context(cfg: &TrainConfig, gpu: &GpuProfile) -> Result<MatchContext> {
     let mut cfg = cfg.clone();
     cfg.mode = Mode::Inference;
-    let (total, outside) = (gpu.total_bytes, gpu.context_bytes);
-    let v = vllm_budget(&cfg, Some(gpu), total, outside)?;
+    let total = gpu.total_bytes;
+    let v = vllm_startup(&cfg, Some(gpu), total)?;
     let mut explanation = format!(
-        "vLLM's budget is gpu_memory_utilization × the card = {:.2} × {} = {}; the weights take {} and its profile run peaks at {} (weights included; {} tokens in {} sequences, simulated), plus {} outside PyTorch (CUDA context): {} is left for the KV cache, {} blocks of 16 tokens ({} each) for --max-model-len {}. gpu_memory_utilization is vLLM's whole share of the card, not the cache's: lowering it to share the GPU leaves the cache less, which is why the message asks to increase it",
+        "vLLM {}'s budget is gpu_memory_utilization × the card = {:.2} × {} = {}; the weights take {} and its profile run adds {} ({} tokens in {} requests, simulated), plus {} outside PyTorch (modelled, {} to {}): {} is left for the KV cache, {} blocks of 16 tokens ({} each) for --max-model-len {}. gpu_memory_utilization is vLLM's whole share of the card, not the cache's: lowering it to share the GPU leaves the cache less, which is why the message asks to increase it",
+        v.version.label(),
         v.gpu_memory_utilization,
         human(total),
         human(v.budget_bytes),
         human(v.weights_bytes),
-        human(v.profile_peak_bytes),
+        human(v.activation_bytes),
         v.profile_tokens,
         v.profile_seqs,
-        human(outside),
+        human(v.non_torch_bytes),
+        human(v.non_torch.low_bytes),
+        human(v.non_torch.high_bytes),
         human_signed(v.kv_cache_bytes),
         v.num_gpu_blocks,
         human(v.block_bytes),
@@ -74,7 +77,7 @@ fn fixes(cfg: &TrainConfig, gpu: &GpuProfile, v: &VllmBudget) -> Result<Vec<Fix>
             change: format!(
                 "raise --gpu-memory-utilization to {u:.2} (if nothing else uses the card): the KV cache then holds one full {len}-token sequence"
             ),
-            command: Some(VllmBudget::command("MODEL", u, len)),
+            command: Some(v.command("MODEL", u, len)),
             predicted_peak_bytes: Some(budget_at(u)),
             fits: Some(true),
         });
@@ -85,11 +88,7 @@ fn fixes(cfg: &TrainConfig, gpu: &GpuProfile, v: &VllmBudget) -> Result<Vec<Fix>
                 "keep --gpu-memory-utilization {:.2} and shorten --max-model-len to {} (what its {} blocks hold)",
                 v.gpu_memory_utilization, v.max_tokens, v.num_gpu_blocks
             ),
-            command: Some(VllmBudget::command(
-                "MODEL",
-                v.gpu_memory_utilization,
-                v.max_tokens,
-            )),
+            command: Some(v.command("MODEL", v.gpu_memory_utilization, v.max_tokens)),
             predicted_peak_bytes: Some(v.budget_bytes),
             fits: Some(true),
         });
@@ -98,7 +97,7 @@ fn fixes(cfg: &TrainConfig, gpu: &GpuProfile, v: &VllmBudget) -> Result<Vec<Fix>
         for q in [Quantization::Int8, Quantization::Nf4] {
             let mut c = cfg.clone();
             c.quantization = q;
-            let qv = vllm_budget(&c, Some(gpu), v.total_bytes, v.non_torch_bytes)?;
+            let qv = vllm_budget(&c, Some(gpu), v.total_bytes, &v.non_torch)?;
             if qv.max_tokens >= len {
                 out.push(Fix {
                     change: format!(

@@ -12,9 +12,16 @@ use crate::units::{human, human_signed};
 use regex::Regex;
 
 /// Engine settings the log prints (`gpu_memory_utilization=0.4`, `max_seq_len=4096`,
-/// `max_model_len=4096`) as overrides, to be applied before the user's own.
+/// `max_model_len=4096`, `tensor_parallel_size=2`, `kv_cache_dtype=fp8`, and the engine: V1
+/// logs "Initializing a V1 LLM engine" and runs an `EngineCore`; V0 logs "Initializing an LLM
+/// engine" and "# GPU blocks: N") as overrides, to be applied before the user's own.
 pub fn log_settings(text: &str) -> Vec<String> {
     let mut out = Vec::new();
+    if text.contains("V1 LLM engine") || text.contains("EngineCore") {
+        out.push("--vllm_version=v1".to_string());
+    } else if text.contains("Initializing an LLM engine") || text.contains("# GPU blocks:") {
+        out.push("--vllm_version=v0".to_string());
+    }
     let pick = |re: &str| {
         Regex::new(re)
             .ok()
@@ -26,6 +33,12 @@ pub fn log_settings(text: &str) -> Vec<String> {
     }
     if let Some(n) = pick(r"max_(?:seq|model)_len\s*=\s*([0-9]+)") {
         out.push(format!("--block_size={n}"));
+    }
+    if let Some(n) = pick(r"tensor_parallel_size\s*=\s*([0-9]+)").filter(|n| n != "1") {
+        out.push(format!("--tensor_parallel_size={n}"));
+    }
+    if pick(r"kv_cache_dtype\s*=\s*(fp8\w*)").is_some() {
+        out.push("--kv_cache_dtype='fp8'".to_string());
     }
     out
 }
@@ -54,7 +67,9 @@ pub fn vllm_context(cfg: &TrainConfig, gpu: &GpuProfile) -> Result<MatchContext>
         human(v.block_bytes),
         v.max_model_len,
     );
-    if v.num_gpu_blocks > 0 {
+    if let Some(e) = &v.error {
+        explanation.push_str(&format!("; the simulation predicts the same refusal: {e}"));
+    } else if v.num_gpu_blocks > 0 {
         explanation.push_str(&format!(
             "; the simulation does leave {} blocks at this budget, so something outside this model took the rest: other processes on the card, a larger profile run (max_num_seqs, max_num_batched_tokens) or a different card than assumed",
             v.num_gpu_blocks
@@ -131,8 +146,23 @@ mod tests {
         let line = "Initializing an LLM engine with config: model='m', dtype=torch.bfloat16, max_seq_len=4096, gpu_memory_utilization=0.4, seed=0)";
         assert_eq!(
             log_settings(line),
-            ["--gpu_memory_utilization=0.4", "--block_size=4096"]
+            [
+                "--vllm_version=v0",
+                "--gpu_memory_utilization=0.4",
+                "--block_size=4096"
+            ]
         );
         assert!(log_settings("ValueError: No available memory for the cache blocks.").is_empty());
+        let v1 = "INFO [core.py:69] Initializing a V1 LLM engine (v0.10.0) with config: model='m', max_seq_len=32768, tensor_parallel_size=4, kv_cache_dtype=fp8, gpu_memory_utilization=0.9";
+        assert_eq!(
+            log_settings(v1),
+            [
+                "--vllm_version=v1",
+                "--gpu_memory_utilization=0.9",
+                "--block_size=32768",
+                "--tensor_parallel_size=4",
+                "--kv_cache_dtype='fp8'"
+            ]
+        );
     }
 }

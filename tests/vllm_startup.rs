@@ -190,3 +190,23 @@ fn tensor_parallel_splits_weights_kv_heads_and_adds_nccl() {
     let after_snapshot = h100.context_bytes - 1024 * 2048 * 132;
     assert_eq!(n.high_bytes, 128 * 9_633_792 + 16 * MIB + after_snapshot);
 }
+
+#[test]
+fn awq_and_fp8_checkpoints_load_their_storage_by_hand() {
+    let weights = |q: &str| {
+        let c = cfg(&[&format!("--quantization={q}")]);
+        vllm_budget(&c, None, 1 << 30, &NonTorch::fixed(0)).unwrap().weights_bytes
+    };
+    // AWQ (awq.py create_weights): qweight int32 (in, out/8), qzeros int32 (in/128, out/8),
+    // scales bf16 (in/128, out), each in 512-byte blocks. q and o (64 × 64): 2048 + 512 + 512;
+    // k and v (32 × 64): 1024 + 512 + 512; gate and up (160 × 64): 5120 + 512 + 512; down
+    // (64 × 160, 2 groups): 5120 + 512 + 512. With the two norms: 29,696 per layer; embedding
+    // 16,384, final norm and inv_freq 512 each.
+    let per_layer = 2 * 3072 + 2 * 2048 + 3 * 6144 + 1024;
+    assert_eq!(per_layer, 29_696);
+    assert_eq!(weights("awq"), 16_384 + 2 * per_layer + 512 + 512);
+    // FP8 (fp8.py): the e4m3 weight (out, in), one byte each, and a 4-byte fp32 scale per
+    // Linear (one block): 4096 + 2048 + 2048 + 4096 + 3 × 10,240 + 7 × 512 + 1024 per layer.
+    let per_layer = 4096 + 2 * 2048 + 4096 + 3 * 10_240 + 7 * 512 + 1024;
+    assert_eq!(weights("fp8"), 16_384 + 2 * per_layer + 512 + 512);
+}

@@ -75,3 +75,37 @@ fn bad_vllm_keys_are_one_line_and_exit_2() {
     assert_eq!(code, 2);
     assert!(err.contains("quantization") && err.contains("mode = 'inference'"), "{err}");
 }
+
+#[test]
+fn diagnose_explains_the_v1_max_seq_len_refusal_with_the_simulated_budget() {
+    let (code, v) = json(&[
+        "diagnose",
+        "fixtures/oom/vllm-v1-max-seq-len.log",
+        "--model",
+        "llama-3.1-8b",
+        "--gpu",
+        "rtx4090",
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(v["format"], "vllm");
+    assert_eq!(v["phase"], "kv_cache");
+    // "16.00 GiB KV cache is needed": 131,072 tokens × 2 × 32 layers × 8 kv heads × 128 × 2 B.
+    assert_eq!(v["facts"]["tried_to_allocate_bytes"].as_u64(), Some(131_072 * 2 * 32 * 8 * 128 * 2));
+    // The log's engine line makes it V1 at max_model_len 131072; the simulation refuses too.
+    let cause = v["causes"][0]["evidence"].as_str().unwrap();
+    assert!(cause.contains("vLLM V1"), "{cause}");
+    assert!(cause.contains("predicts the same refusal"), "{cause}");
+    // No utilization holds 16 GiB of cache beside 15 GiB of weights on a 24 GB card: the fix
+    // is the --max-model-len that `check` finds for the same card and context.
+    let (_, c) = json(&[
+        "check", "--model", "llama-3.1-8b", "--mode", "inference", "--gpu", "rtx4090",
+        "--block_size=131072", "--json",
+    ]);
+    let fits = c["vllm"]["max_tokens"].as_u64().unwrap();
+    let cmds: Vec<&str> = v["fixes"].as_array().unwrap().iter().filter_map(|f| f["command"].as_str()).collect();
+    assert!(
+        cmds.iter().any(|c| c.ends_with(&format!("--max-model-len {fits}"))),
+        "{cmds:?}"
+    );
+}

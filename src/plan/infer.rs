@@ -168,7 +168,7 @@ pub fn suggest_inference(
     let seqs = vllm.max_num_seqs_that_fit(base.block_size);
     if seqs > 0 {
         notes.push(format!(
-            "at --gpu-memory-utilization {:.2} the KV cache holds {seqs} requests of {} tokens at once: --max-num-seqs {seqs} never preempts a full-length request",
+            "at --gpu-memory-utilization {:.2} the KV cache holds {seqs} request(s) of {} tokens at once: with --max-num-seqs {seqs} no full-length request is preempted",
             vllm.gpu_memory_utilization, base.block_size
         ));
     }
@@ -235,17 +235,9 @@ pub fn render(r: &InferenceSuggestion) -> String {
         &r.largest_context,
     );
     let _ = writeln!(out);
-    let v = &r.vllm;
-    let _ = writeln!(
-        out,
-        "vLLM {} at --gpu-memory-utilization {:.2}: {} KV-cache blocks = {} tokens (maximum concurrency {:.2}x for {} tokens per request)",
-        v.version.label(),
-        v.gpu_memory_utilization,
-        v.num_gpu_blocks,
-        v.max_tokens,
-        v.max_concurrency,
-        v.max_model_len
-    );
+    for l in super::vllm::startup_lines(&r.vllm) {
+        let _ = writeln!(out, "{l}");
+    }
     for c in &r.vllm_commands {
         let _ = writeln!(out, "  {c}");
     }

@@ -258,7 +258,9 @@ fn vllm_v0_blocks_by_hand() {
     let at = |u: f64| {
         let mut c2 = c.clone();
         c2.gpu_memory_utilization = u;
-        vllm_budget(&c2, None, total, &non_torch).unwrap().max_tokens
+        vllm_budget(&c2, None, total, &non_torch)
+            .unwrap()
+            .max_tokens
     };
     assert!(at(u) >= 32);
     assert!(at(u - 0.01) < 32);

@@ -17,7 +17,6 @@ const MIB: u64 = 1 << 20;
 // The small Llama (GQA): 2 layers, 4 query heads, 2 key/value heads of 16 dims, vocabulary 100
 // (vLLM pads it to 128), context 32.
 const V: u64 = 100;
-const LEN: u64 = 32;
 
 fn cfg(extra: &[&str]) -> TrainConfig {
     let mut o: Vec<String> = [
@@ -79,15 +78,27 @@ fn v1_kv_cache_tokens_from_the_profile_weights_and_non_torch_by_hand() {
         .iter()
         .position(|t| t.name.to_string() == "sampler.top_p_mask")
         .unwrap();
-    let at = tl.events.iter().position(|e| e.tensor as usize == top_p).unwrap();
+    let at = tl
+        .events
+        .iter()
+        .position(|e| e.tensor as usize == top_p)
+        .unwrap();
     let sampler_at_peak: u64 = tl
         .tensors
         .iter()
         .enumerate()
         .filter(|(_, t)| t.name.to_string().starts_with("sampler."))
         .filter(|(i, _)| {
-            let born = tl.events.iter().position(|e| e.tensor as usize == *i).unwrap();
-            let dies = tl.events.iter().rposition(|e| e.tensor as usize == *i).unwrap();
+            let born = tl
+                .events
+                .iter()
+                .position(|e| e.tensor as usize == *i)
+                .unwrap();
+            let dies = tl
+                .events
+                .iter()
+                .rposition(|e| e.tensor as usize == *i)
+                .unwrap();
             born <= at && at < dies
         })
         .map(|(_, t)| t.bytes)
@@ -113,7 +124,13 @@ fn v1_kv_cache_tokens_from_the_profile_weights_and_non_torch_by_hand() {
     assert!(v.error.is_none());
 
     // --kv-cache-dtype fp8: one byte per element, the same memory holds twice the blocks.
-    let f = vllm_budget(&cfg(&["--gpu_memory_utilization=0.5", "--kv_cache_dtype=fp8"]), None, total, &NonTorch::fixed(nt)).unwrap();
+    let f = vllm_budget(
+        &cfg(&["--gpu_memory_utilization=0.5", "--kv_cache_dtype=fp8"]),
+        None,
+        total,
+        &NonTorch::fixed(nt),
+    )
+    .unwrap();
     assert_eq!(f.block_bytes, 2 * 1024);
     assert_eq!(f.num_gpu_blocks, available as u64 / 1024 / 2);
 }
@@ -135,11 +152,17 @@ fn v1_refuses_in_vllm_words_when_one_request_does_not_fit() {
         "{e}"
     );
     // estimate_max_model_len: the longest length whose blocks fit, 1 block = 16 tokens.
-    assert!(e.contains("the estimated maximum model length is 16."), "{e}");
+    assert!(
+        e.contains("the estimated maximum model length is 16."),
+        "{e}"
+    );
     // Nothing left: the other message.
     let v = vllm_budget(&c, None, 1 << 30, &NonTorch::fixed(nt + 6144)).unwrap();
     assert_eq!(v.kv_cache_bytes, 0);
-    assert!(v.error.unwrap().starts_with("No available memory for the cache blocks."));
+    assert!(v
+        .error
+        .unwrap()
+        .starts_with("No available memory for the cache blocks."));
 }
 
 #[test]
@@ -176,7 +199,13 @@ fn tensor_parallel_splits_weights_kv_heads_and_adds_nccl() {
     // A block: 2 × 16 tokens × 1 kv head × 16 dims × 2 bytes × 2 layers.
     assert_eq!(v.block_bytes, 2048);
     // Four ranks over 2 kv heads: each keeps one (replicated), so the block stays 2048.
-    let v4 = vllm_budget(&cfg(&["--tensor_parallel_size=4"]), None, 1 << 30, &NonTorch::fixed(0)).unwrap();
+    let v4 = vllm_budget(
+        &cfg(&["--tensor_parallel_size=4"]),
+        None,
+        1 << 30,
+        &NonTorch::fixed(0),
+    )
+    .unwrap();
     assert_eq!(v4.block_bytes, 2048);
     // Non-torch at TP 2 (V1): NCCL's 4 MiB + 512 KiB + 4,915,200 B per connection and channel,
     // 2 to 2 × 32 × 2 of them, and the custom all-reduce's 16 MiB; the context is not counted.
@@ -195,7 +224,9 @@ fn tensor_parallel_splits_weights_kv_heads_and_adds_nccl() {
 fn awq_and_fp8_checkpoints_load_their_storage_by_hand() {
     let weights = |q: &str| {
         let c = cfg(&[&format!("--quantization={q}")]);
-        vllm_budget(&c, None, 1 << 30, &NonTorch::fixed(0)).unwrap().weights_bytes
+        vllm_budget(&c, None, 1 << 30, &NonTorch::fixed(0))
+            .unwrap()
+            .weights_bytes
     };
     // AWQ (awq.py create_weights): qweight int32 (in, out/8), qzeros int32 (in/128, out/8),
     // scales bf16 (in/128, out), each in 512-byte blocks. q and o (64 × 64): 2048 + 512 + 512;

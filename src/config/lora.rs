@@ -73,7 +73,10 @@ impl Quantization {
 
     /// A checkpoint vLLM serves already quantized (`--quantization awq|gptq|fp8`).
     pub fn is_prequantized(self) -> bool {
-        matches!(self, Quantization::Awq | Quantization::Gptq | Quantization::Fp8)
+        matches!(
+            self,
+            Quantization::Awq | Quantization::Gptq | Quantization::Fp8
+        )
     }
 }
 

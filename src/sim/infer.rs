@@ -180,7 +180,11 @@ pub struct ProfileBatch {
 /// of `reqs` dummy sequences sharing `tokens` tokens (the remainder dropped) with no KV cache,
 /// the logits of each sequence's last token, and its sampler's fp32 copies: `logits.float()`,
 /// `softmax` (probs) and `log_softmax` (logprobs), each (seqs, V), alive together.
-pub fn simulate_vllm_profile(cfg: &TrainConfig, rt: Runtime, batch: ProfileBatch) -> Result<Timeline> {
+pub fn simulate_vllm_profile(
+    cfg: &TrainConfig,
+    rt: Runtime,
+    batch: ProfileBatch,
+) -> Result<Timeline> {
     let (mut e, model) = profile_engine(cfg, rt)?;
     let seqs = batch.reqs.max(1);
     let idx = e.alloc(
@@ -193,7 +197,14 @@ pub fn simulate_vllm_profile(cfg: &TrainConfig, rt: Runtime, batch: ProfileBatch
     let rows = Shape::new(&[seqs, batch.vocab]);
     let sampler: Vec<T> = ["logits_fp32", "probs", "logprobs"]
         .into_iter()
-        .map(|what| e.alloc(Name::top("sampler", what), rows, DType::F32, Category::Logits))
+        .map(|what| {
+            e.alloc(
+                Name::top("sampler", what),
+                rows,
+                DType::F32,
+                Category::Logits,
+            )
+        })
         .collect();
     for t in sampler.into_iter().rev() {
         e.release(t);

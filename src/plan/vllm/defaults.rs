@@ -34,9 +34,21 @@ fn large_card(gpu: Option<&GpuProfile>) -> bool {
 /// `cfg`'s limits, the version's defaults filling what it leaves unset.
 pub fn scheduler(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Scheduler {
     let (tokens, seqs, rule) = match cfg.vllm_version {
-        VllmVersion::V1 if large_card(gpu) => (8192, 1024, "V1 `vllm serve` default on a card of 70 GiB or more other than A100"),
-        VllmVersion::V1 => (2048, 256, "V1 `vllm serve` default on a card under 70 GiB or an A100"),
-        VllmVersion::V0 => (cfg.block_size.max(2048), 256, "V0 default max(max_model_len, 2048)"),
+        VllmVersion::V1 if large_card(gpu) => (
+            8192,
+            1024,
+            "V1 `vllm serve` default on a card of 70 GiB or more other than A100",
+        ),
+        VllmVersion::V1 => (
+            2048,
+            256,
+            "V1 `vllm serve` default on a card under 70 GiB or an A100",
+        ),
+        VllmVersion::V0 => (
+            cfg.block_size.max(2048),
+            256,
+            "V0 default max(max_model_len, 2048)",
+        ),
     };
     let max_num_seqs = cfg.max_num_seqs.unwrap_or(seqs);
     match cfg.max_num_batched_tokens {

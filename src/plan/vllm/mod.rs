@@ -40,8 +40,10 @@ mod non_torch;
 mod startup;
 
 pub use defaults::{scheduler, Scheduler};
+pub use non_torch::{
+    non_torch, NonTorch, NonTorchPart, CUSTOM_ALL_REDUCE_BYTES, NCCL_CONNECTION_BYTES,
+};
 pub use startup::{gib, startup_lines, thousands};
-pub use non_torch::{non_torch, NonTorch, NonTorchPart, CUSTOM_ALL_REDUCE_BYTES, NCCL_CONNECTION_BYTES};
 
 use crate::budget::GpuProfile;
 use crate::config::{Mode, TrainConfig, VllmVersion};
@@ -125,7 +127,11 @@ pub fn rank_config(cfg: &TrainConfig) -> TrainConfig {
 
 /// vLLM's start-up on `gpu` (or a card of `total_bytes` as CUDA reports it), the non-torch
 /// memory from [`non_torch`]'s model.
-pub fn vllm_startup(cfg: &TrainConfig, gpu: Option<&GpuProfile>, total_bytes: u64) -> Result<VllmBudget> {
+pub fn vllm_startup(
+    cfg: &TrainConfig,
+    gpu: Option<&GpuProfile>,
+    total_bytes: u64,
+) -> Result<VllmBudget> {
     vllm_budget(cfg, gpu, total_bytes, &non_torch(cfg, gpu))
 }
 
@@ -140,26 +146,8 @@ pub fn vllm_budget(
     c.mode = Mode::Inference;
     c.dtype = effective_precision(cfg, gpu);
     let rank = rank_config(&c);
-    let sched = scheduler(&c, gpu);
-    let tokens = sched.max_num_batched_tokens;
-    let batch = ProfileBatch {
-        tokens,
-        reqs: sched.max_num_seqs.min(tokens).max(1),
-        vocab: c.vocab_size,
-        gathered_vocab: (c.tensor_parallel_size > 1).then(|| padded_vocab(c.vocab_size)),
-    };
-    let rt = Runtime::pytorch(&rank, gpu);
-    let tl = match c.vllm_version {
-        VllmVersion::V0 => simulate_vllm_profile(&rank, rt, batch)?,
-        VllmVersion::V1 => simulate_vllm_v1_profile(&rank, rt, batch)?,
-    };
-    let profile = replay(&tl, rt.expandable_segments);
-    let loaded = profile.phase(Phase::Init);
-    let weights_bytes = loaded.end_allocated;
-    let activation_bytes = match c.vllm_version {
-        VllmVersion::V0 => profile.peak_allocated.saturating_sub(weights_bytes),
-        VllmVersion::V1 => profile.peak_reserved.saturating_sub(loaded.peak_reserved),
-    };
+    let run = profile_run(&c, &rank, gpu)?;
+    let (weights_bytes, activation_bytes) = (run.weights_bytes, run.activation_bytes);
     let per_token = kv_bytes_per_token(&rank)
         .ok_or_else(|| Error::new("the KV cache per token overflows 64 bits"))?;
     let block_bytes = per_token.saturating_mul(BLOCK_TOKENS);
@@ -168,8 +156,15 @@ pub fn vllm_budget(
     // blocks gives the same whole blocks as truncating the budget first.
     let budget_bytes = (total_bytes as f64 * util) as u64;
     let profile_peak_bytes = weights_bytes.saturating_add(activation_bytes);
-    let left = |non_torch: u64| budget_bytes as i64 - profile_peak_bytes.saturating_add(non_torch) as i64;
-    let blocks = |left: i64| if left > 0 && block_bytes > 0 { left as u64 / block_bytes } else { 0 };
+    let left =
+        |non_torch: u64| budget_bytes as i64 - profile_peak_bytes.saturating_add(non_torch) as i64;
+    let blocks = |left: i64| {
+        if left > 0 && block_bytes > 0 {
+            left as u64 / block_bytes
+        } else {
+            0
+        }
+    };
     let kv_cache_bytes = left(non_torch.high_bytes);
     let num_gpu_blocks = blocks(kv_cache_bytes);
     let max_tokens = num_gpu_blocks.saturating_mul(BLOCK_TOKENS);
@@ -178,7 +173,13 @@ pub fn vllm_budget(
         VllmVersion::V1 => num_gpu_blocks as f64 / len.div_ceil(BLOCK_TOKENS).max(1) as f64,
         VllmVersion::V0 => max_tokens as f64 / len.max(1) as f64,
     };
-    let error = startup_error(c.vllm_version, kv_cache_bytes, num_gpu_blocks, block_bytes, len);
+    let error = startup_error(
+        c.vllm_version,
+        kv_cache_bytes,
+        num_gpu_blocks,
+        block_bytes,
+        len,
+    );
     Ok(VllmBudget {
         version: c.vllm_version,
         tensor_parallel_size: c.tensor_parallel_size,
@@ -188,9 +189,9 @@ pub fn vllm_budget(
         weights_bytes,
         activation_bytes,
         profile_peak_bytes,
-        profile_tokens: tokens,
-        profile_seqs: batch.reqs,
-        scheduler_source: sched.source,
+        profile_tokens: run.batch.tokens,
+        profile_seqs: run.batch.reqs,
+        scheduler_source: run.scheduler_source,
         non_torch: non_torch.clone(),
         non_torch_bytes: non_torch.high_bytes,
         kv_cache_bytes,
@@ -204,8 +205,57 @@ pub fn vllm_budget(
     })
 }
 
+/// The profile run of `c` (one rank: `rank`) and what it leaves in vLLM's accounting.
+struct ProfileRun {
+    batch: ProfileBatch,
+    scheduler_source: String,
+    /// Allocated once `load_model` is done (V1's `model_memory_usage`).
+    weights_bytes: u64,
+    /// V1: reserved after the run less reserved before it; V0: allocated peak less weights.
+    activation_bytes: u64,
+}
+
+fn profile_run(
+    c: &TrainConfig,
+    rank: &TrainConfig,
+    gpu: Option<&GpuProfile>,
+) -> Result<ProfileRun> {
+    let sched = scheduler(c, gpu);
+    let tokens = sched.max_num_batched_tokens;
+    let batch = ProfileBatch {
+        tokens,
+        reqs: sched.max_num_seqs.min(tokens).max(1),
+        vocab: c.vocab_size,
+        gathered_vocab: (c.tensor_parallel_size > 1).then(|| padded_vocab(c.vocab_size)),
+    };
+    let rt = Runtime::pytorch(rank, gpu);
+    let tl = match c.vllm_version {
+        VllmVersion::V0 => simulate_vllm_profile(rank, rt, batch)?,
+        VllmVersion::V1 => simulate_vllm_v1_profile(rank, rt, batch)?,
+    };
+    let profile = replay(&tl, rt.expandable_segments);
+    let loaded = profile.phase(Phase::Init);
+    let weights_bytes = loaded.end_allocated;
+    let activation_bytes = match c.vllm_version {
+        VllmVersion::V0 => profile.peak_allocated.saturating_sub(weights_bytes),
+        VllmVersion::V1 => profile.peak_reserved.saturating_sub(loaded.peak_reserved),
+    };
+    Ok(ProfileRun {
+        batch,
+        scheduler_source: sched.source,
+        weights_bytes,
+        activation_bytes,
+    })
+}
+
 /// The error vLLM raises at start-up, if any, in its own words.
-fn startup_error(version: VllmVersion, available: i64, blocks: u64, block_bytes: u64, len: u64) -> Option<String> {
+fn startup_error(
+    version: VllmVersion,
+    available: i64,
+    blocks: u64,
+    block_bytes: u64,
+    len: u64,
+) -> Option<String> {
     const NO_MEMORY: &str = "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.";
     const ADVICE: &str = "Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.";
     let tokens = blocks.saturating_mul(BLOCK_TOKENS);

@@ -231,7 +231,12 @@ pub fn quant_matmul(
             DType::F8,
             Category::Activations,
         );
-        let scale = e.alloc(name("input_scale"), Shape::new(&[1]), DType::F32, Category::Activations);
+        let scale = e.alloc(
+            name("input_scale"),
+            Shape::new(&[1]),
+            DType::F32,
+            Category::Activations,
+        );
         out = e.alloc(name("out"), out_shape, dtype, Category::Activations);
         e.release(scale);
         e.release(xq);

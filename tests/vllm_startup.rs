@@ -168,7 +168,8 @@ fn v1_refuses_in_vllm_words_when_one_request_does_not_fit() {
 #[test]
 fn v1_scheduler_defaults_follow_the_card() {
     // arg_utils.py: `vllm serve` gets 8192 tokens and 1024 requests on a card of 70 GiB or more
-    // whose name has no "a100", else 2048 and 256; V0 takes max(max_model_len, 2048) and 256.
+    // whose name has no "a100", else 2048 and 256; V0 takes max(max_model_len, 2048) and 256,
+    // or 512 tokens once a context over 32,000 turns chunked prefill on.
     let long = cfg(&["--block_size=131072"]);
     let limits = |c: &TrainConfig, gpu: &str| {
         let s = scheduler(c, Some(&find(gpu).unwrap()));
@@ -180,7 +181,9 @@ fn v1_scheduler_defaults_follow_the_card() {
     assert_eq!(limits(&long, "l40s"), (2048, 256));
     assert_eq!(limits(&long, "rtx4090"), (2048, 256));
     let v0 = cfg(&["--block_size=131072", "--vllm_version=v0"]);
-    assert_eq!(limits(&v0, "h100"), (131_072, 256));
+    assert_eq!(limits(&v0, "h100"), (512, 256));
+    let v0 = cfg(&["--block_size=32000", "--vllm_version=v0"]);
+    assert_eq!(limits(&v0, "h100"), (32_000, 256));
     // The user's flags win; max_model_len × max_num_seqs caps V1's default (4 × 32 = 128).
     let set = cfg(&["--max_num_batched_tokens=4096", "--max_num_seqs=8"]);
     assert_eq!(limits(&set, "h100"), (4096, 8));

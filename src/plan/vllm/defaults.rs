@@ -9,7 +9,11 @@
 //! caps it at `max_num_seqs × max_model_len` (vllm/config.py `SchedulerConfig.__post_init__`).
 //!
 //! V0 (vLLM 0.6, vllm/config.py `SchedulerConfig`): without chunked prefill
-//! `max(max_model_len, 2048)` tokens and 256 sequences.
+//! `max(max_model_len, 2048)` tokens and 256 sequences. `EngineArgs.create_engine_config`
+//! (vllm/engine/arg_utils.py) turns chunked prefill on by itself for a model longer than
+//! 32,000 tokens ("Chunked prefill is enabled by default for models with max_model_len >
+//! 32K", on CUDA without sliding window, speculative decoding, LoRA or prefix caching), and
+//! then the default is 512 tokens ("Chunked prefill is enabled with max_num_batched_tokens=512").
 
 use crate::budget::GpuProfile;
 use crate::config::{TrainConfig, VllmVersion};

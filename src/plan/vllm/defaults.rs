@@ -48,6 +48,11 @@ pub fn scheduler(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Scheduler {
             256,
             "V1 `vllm serve` default on a card under 70 GiB or an A100",
         ),
+        VllmVersion::V0 if cfg.block_size > 32_000 => (
+            512,
+            256,
+            "V0 default with chunked prefill, on above 32K tokens",
+        ),
         VllmVersion::V0 => (
             cfg.block_size.max(2048),
             256,

@@ -132,6 +132,14 @@ pub struct RunArgs {
     /// the same as the override --mode=... after the config file.
     #[arg(long, value_parser = ["train", "inference"])]
     pub mode: Option<String>,
+    /// Inference: which vLLM engine sizes the KV cache, v1 (the default) or v0; the same as
+    /// the override --vllm_version=... after the config file.
+    #[arg(long, value_parser = ["v0", "v1"])]
+    pub vllm_version: Option<String>,
+    /// Inference: vLLM's --tensor-parallel-size (one rank's memory is shown); the same as the
+    /// override --tensor_parallel_size=... after the config file.
+    #[arg(long, value_name = "N")]
+    pub tensor_parallel_size: Option<u64>,
     /// nanoGPT-style overrides (--batch_size=64), collected before clap parses.
     #[arg(skip)]
     pub overrides: Vec<String>,

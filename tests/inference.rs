@@ -3,7 +3,7 @@
 //! the decode step over a full cache, and vLLM's block count.
 
 use vramplan::config::{load_with_model, ModelSource, TrainConfig};
-use vramplan::plan::vllm::vllm_budget;
+use vramplan::plan::vllm::{vllm_budget, NonTorch};
 use vramplan::sim::dtype::DType;
 use vramplan::sim::infer::kv_bytes_per_token;
 use vramplan::sim::runtime::Runtime;
@@ -208,45 +208,59 @@ fn llama_3_1_8b_published_figures() {
     .config;
     // KV cache per token: 2 × 32 layers × 8 kv heads × 128 × 2 bytes = 128 KiB.
     assert_eq!(kv_bytes_per_token(&c), Some(131_072));
-    // bf16 weights: 8,030,261,248 parameters × 2 bytes ≈ 14.96 GiB.
-    let v = vllm_budget(&c, None, 80 << 30, 0).unwrap();
-    assert_eq!(v.weights_bytes, 16_060_522_496);
+    // bf16 weights: 8,030,261,248 parameters × 2 bytes ≈ 14.96 GiB (the vocabulary, 128,256,
+    // is already a multiple of vLLM's padding of 64), each of the 291 tensors in whole
+    // 512-byte blocks.
+    let v = vllm_budget(&c, None, 80 << 30, &NonTorch::fixed(0)).unwrap();
+    assert!((16_060_522_496..16_060_522_496 + 291 * 512).contains(&v.weights_bytes));
     assert!((v.weights_bytes as f64 / (1u64 << 30) as f64 - 14.96).abs() < 0.005);
 }
 
 #[test]
-fn vllm_blocks_by_hand() {
-    let c = cfg("llama-3.2-1b", &["--gpu_memory_utilization=0.5"]);
+fn vllm_v0_blocks_by_hand() {
+    let c = cfg(
+        "llama-3.2-1b",
+        &["--gpu_memory_utilization=0.5", "--vllm_version=v0"],
+    );
     let total: u64 = 1 << 30;
-    let non_torch: u64 = 100 << 20;
-    let v = vllm_budget(&c, None, total, non_torch).unwrap();
+    let non_torch = NonTorch::fixed(100 << 20);
+    let v = vllm_budget(&c, None, total, &non_torch).unwrap();
     // A block: 16 tokens × 2 × 2 layers × 2 kv heads × 16 dims × 2 bytes = 4096 bytes.
     assert_eq!(v.block_bytes, 4096);
-    assert_eq!(v.weights_bytes, 2 * 92_736);
-    // The profile peak holds the weights and more (the forward and the sampler's three fp32
-    // (seqs, V) tensors: 256 sequences × 100 × 4 bytes each).
-    assert!(v.profile_peak_bytes >= v.weights_bytes + 3 * 256 * V * 4);
-    // 0.5 × 1 GiB − peak − 100 MiB, in whole blocks.
+    // The weights in bf16, the vocabulary padded to 128 (vLLM pads to 64) and tied, each tensor
+    // in 512-byte blocks: embedding 128 × 64 × 2 = 16,384; per layer q 8,192, k 4,096,
+    // v 4,096, o 8,192, gate/up/down 20,480 each, two norms of 128 → 512 each = 87,040; the
+    // final norm 512 and the rotary inv_freq buffer (8 fp32 → 512).
+    assert_eq!(v.weights_bytes, 16_384 + 2 * 87_040 + 512 + 512);
+    // V0's profile: 2048 tokens (max(32, 2048)) over 256 sequences; the sampler's three fp32
+    // (256, V) copies alive together are in the activation peak.
+    assert_eq!((v.profile_tokens, v.profile_seqs), (2048, 256));
+    assert!(v.activation_bytes >= 3 * 256 * V * 4);
+    // 0.5 × 1 GiB − (weights + activation) − 100 MiB, in whole blocks.
     let budget = total / 2;
     assert_eq!(v.budget_bytes, budget);
-    let blocks = (budget - v.profile_peak_bytes - non_torch) / 4096;
+    let blocks = (budget - v.weights_bytes - v.activation_bytes - (100 << 20)) / 4096;
     assert_eq!(v.num_gpu_blocks, blocks);
     assert_eq!(v.max_tokens, 16 * blocks);
+    // V0 logs the concurrency as blocks × 16 / max_model_len.
+    assert_eq!(v.max_concurrency, (16 * blocks) as f64 / T as f64);
     assert!(v.error.is_none());
     // A budget smaller than what the profile run used: no blocks, vLLM's error.
-    let v = vllm_budget(&c, None, 200 << 20, non_torch).unwrap();
+    let v = vllm_budget(&c, None, 200 << 20, &non_torch).unwrap();
     assert_eq!(v.num_gpu_blocks, 0);
     assert!(v
         .error
         .as_deref()
         .is_some_and(|e| e.starts_with("No available memory for the cache blocks")));
     // The utilization for 32 tokens (2 blocks) on the 1 GiB card is the smallest that works.
-    let v = vllm_budget(&c, None, total, non_torch).unwrap();
+    let v = vllm_budget(&c, None, total, &non_torch).unwrap();
     let u = v.utilization_for(32).unwrap();
     let at = |u: f64| {
         let mut c2 = c.clone();
         c2.gpu_memory_utilization = u;
-        vllm_budget(&c2, None, total, non_torch).unwrap().max_tokens
+        vllm_budget(&c2, None, total, &non_torch)
+            .unwrap()
+            .max_tokens
     };
     assert!(at(u) >= 32);
     assert!(at(u - 0.01) < 32);
@@ -300,10 +314,10 @@ fn cuda_graph_pool_is_the_largest_captured_decode_forward() {
     assert_eq!(pool[0].phase, Phase::Init);
     // Capture sizes 1, 2, 4, 8, 16, ...: 5 sequences capture the graph of 8, 3 that of 4.
     let mut c = c;
-    c.max_num_seqs = 5;
+    c.max_num_seqs = Some(5);
     assert_eq!(c.graph_capture_batch(), 8);
-    c.max_num_seqs = 3;
+    c.max_num_seqs = Some(3);
     assert_eq!(c.graph_capture_batch(), 4);
-    c.max_num_seqs = 1000;
+    c.max_num_seqs = Some(1000);
     assert_eq!(c.graph_capture_batch(), 256);
 }

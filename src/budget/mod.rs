@@ -72,7 +72,7 @@ pub use margin::{
     DEFAULT_MARGIN_BYTES,
 };
 pub use profile::{
-    default_context_bytes, default_cublas_workspace_bytes, threads_per_sm,
+    context_stack_bytes, default_context_bytes, default_cublas_workspace_bytes, threads_per_sm,
     CUBLASLT_WORKSPACE_BYTES, CUBLAS_WORKSPACE_BYTES, CUBLAS_WORKSPACE_SM90_BYTES,
 };
 pub use system::SystemNvml;

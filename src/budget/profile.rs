@@ -40,13 +40,19 @@ pub(crate) fn cores_per_sm(cc: (u32, u32)) -> Option<u32> {
     }
 }
 
+/// The local memory the driver reserves at context creation for the default stack of every
+/// thread that can be resident (the second term of [`default_context_bytes`]).
+pub fn context_stack_bytes(cc: (u32, u32), sm_count: u32) -> u64 {
+    STACK_PER_THREAD_BYTES * threads_per_sm(cc) * u64::from(sm_count)
+}
+
 /// The CUDA-context default: 192 MiB + 1 KiB × resident threads per SM × SMs; 520 MiB when
 /// the SM count is unknown (0).
 pub fn default_context_bytes(cc: (u32, u32), sm_count: u32) -> u64 {
     if sm_count == 0 {
         return CONTEXT_UNKNOWN_BYTES;
     }
-    CONTEXT_BASE_BYTES + STACK_PER_THREAD_BYTES * threads_per_sm(cc) * u64::from(sm_count)
+    CONTEXT_BASE_BYTES + context_stack_bytes(cc, sm_count)
 }
 
 /// PyTorch's cuBLAS workspace for a compute capability: 32 MiB on 9.x, else 8.125 MiB.

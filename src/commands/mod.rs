@@ -39,6 +39,12 @@ pub(crate) fn load_config(args: &RunArgs) -> Result<Loaded> {
     if let Some(mode) = &args.mode {
         overrides.push(format!("--mode={mode}"));
     }
+    if let Some(v) = &args.vllm_version {
+        overrides.push(format!("--vllm_version={v}"));
+    }
+    if let Some(n) = args.tensor_parallel_size {
+        overrides.push(format!("--tensor_parallel_size={n}"));
+    }
     config::load_with_model(args.config.as_deref(), model, &overrides)
 }
 

@@ -65,6 +65,41 @@ impl KvCacheDtype {
     }
 }
 
+/// Which vLLM engine sizes the KV cache at start-up (`plan::vllm` cites the source of each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum VllmVersion {
+    /// vLLM 0.6's V0 worker (vllm/worker/worker.py).
+    #[serde(rename = "v0")]
+    V0,
+    /// vLLM 0.10's V1 engine (vllm/v1/worker/gpu_worker.py), the default since vLLM 0.8.
+    #[default]
+    #[serde(rename = "v1")]
+    V1,
+}
+
+impl VllmVersion {
+    pub const ALL: [VllmVersion; 2] = [VllmVersion::V0, VllmVersion::V1];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VllmVersion::V0 => "v0",
+            VllmVersion::V1 => "v1",
+        }
+    }
+
+    /// How vLLM's own log names the engine ("V0", "V1").
+    pub fn label(self) -> &'static str {
+        match self {
+            VllmVersion::V0 => "V0",
+            VllmVersion::V1 => "V1",
+        }
+    }
+}
+
+pub(crate) fn one() -> u64 {
+    1
+}
+
 pub(crate) fn no() -> bool {
     false
 }
@@ -72,11 +107,6 @@ pub(crate) fn no() -> bool {
 /// vLLM's default `--gpu-memory-utilization`.
 pub(crate) fn default_utilization() -> f64 {
     0.9
-}
-
-/// vLLM's default `--max-num-seqs`.
-pub(crate) fn default_max_num_seqs() -> u64 {
-    256
 }
 
 /// Names of the keys this module owns.
@@ -89,6 +119,8 @@ pub(crate) const NAMES: &[&str] = &[
     "max_num_batched_tokens",
     "max_num_seqs",
     "cuda_graphs",
+    "vllm_version",
+    "tensor_parallel_size",
 ];
 
 /// The current value of one of these keys.
@@ -102,7 +134,9 @@ pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
         "logits_all" => Value::Bool(cfg.logits_all),
         "gpu_memory_utilization" => Value::Float(cfg.gpu_memory_utilization),
         "max_num_batched_tokens" => opt_int(cfg.max_num_batched_tokens),
-        "max_num_seqs" => Value::Int(cfg.max_num_seqs.into()),
+        "max_num_seqs" => opt_int(cfg.max_num_seqs),
+        "vllm_version" => Value::Str(cfg.vllm_version.as_str().to_string()),
+        "tensor_parallel_size" => Value::Int(cfg.tensor_parallel_size.into()),
         "cuda_graphs" => Value::Bool(cfg.cuda_graphs),
         _ => return None,
     })
@@ -129,14 +163,24 @@ pub(crate) fn set(
         },
         ("prompt_len", v) => count(v).map(|x| cfg.prompt_len = x),
         ("max_num_batched_tokens", v) => count(v).map(|x| cfg.max_num_batched_tokens = x),
-        ("max_num_seqs", v) => match count(v) {
+        ("max_num_seqs", v) => count(v).map(|x| cfg.max_num_seqs = x),
+        ("tensor_parallel_size", v) => match count(v) {
             Ok(Some(n)) => {
-                cfg.max_num_seqs = n;
+                cfg.tensor_parallel_size = n;
                 Ok(())
             }
             Ok(None) => Err("expected an int, got None".to_string()),
             Err(e) => Err(e),
         },
+        ("vllm_version", Value::Str(s)) => {
+            match parse_name(&VllmVersion::ALL, VllmVersion::as_str, s) {
+                Some(v) => {
+                    cfg.vllm_version = v;
+                    Ok(())
+                }
+                None => Err("expected 'v1' (vLLM's V1 engine) or 'v0'".to_string()),
+            }
+        }
         ("kv_cache_dtype", Value::None) => {
             cfg.kv_cache_dtype = None;
             Ok(())
@@ -196,8 +240,13 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         }
         _ => {}
     }
-    if cfg.max_num_batched_tokens == Some(0) {
-        return blame.fail("max_num_batched_tokens", "0", "a positive integer or None");
+    for (key, v) in [
+        ("max_num_batched_tokens", cfg.max_num_batched_tokens),
+        ("max_num_seqs", cfg.max_num_seqs),
+    ] {
+        if v == Some(0) {
+            return blame.fail(key, "0", "a positive integer or None");
+        }
     }
     let max = super::validate::MAX_DIM;
     for (key, v) in [
@@ -205,7 +254,8 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             "max_num_batched_tokens",
             cfg.max_num_batched_tokens.unwrap_or(1),
         ),
-        ("max_num_seqs", cfg.max_num_seqs),
+        ("max_num_seqs", cfg.max_num_seqs.unwrap_or(1)),
+        ("tensor_parallel_size", cfg.tensor_parallel_size),
     ] {
         if v == 0 || v > max {
             return blame.fail(
@@ -214,6 +264,33 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
                 format!("a positive integer below 2^40 = {max}"),
             );
         }
+    }
+    // vLLM's ModelConfig.verify_with_parallel_config: "Total number of attention heads (H)
+    // must be divisible by tensor parallel size (N)".
+    let tp = cfg.tensor_parallel_size;
+    let sharded = !matches!(
+        cfg.model_type,
+        super::ModelType::Gpt2 | super::ModelType::GptNeox
+    );
+    if tp > 1 && !sharded {
+        return blame.fail(
+            "tensor_parallel_size",
+            tp.to_string(),
+            format!(
+                "1 for model_type '{}' (tensor-parallel serving is modelled for the Llama family: llama, mistral, qwen2, gemma)",
+                cfg.model_type.as_str()
+            ),
+        );
+    }
+    if tp > 1 && !cfg.n_head.is_multiple_of(tp) {
+        return blame.fail(
+            "tensor_parallel_size",
+            tp.to_string(),
+            format!(
+                "a divisor of n_head = {} (vLLM splits the attention heads evenly over the ranks)",
+                cfg.n_head
+            ),
+        );
     }
     if cfg.mode == Mode::Inference && cfg.lora_rank > 0 {
         return blame.fail(
@@ -233,18 +310,11 @@ impl TrainConfig {
 
     /// The largest decode batch vLLM V0 captures a CUDA graph for: its capture sizes are
     /// 1, 2, 4 and multiples of 8 up to 256 (`_BATCH_SIZES_TO_CAPTURE`), those up to
-    /// `max_num_seqs` rounded up to that list.
+    /// `max_num_seqs` (V0's default 256) rounded up to that list.
     pub fn graph_capture_batch(&self) -> u64 {
-        match self.max_num_seqs {
-            0..=4 => self.max_num_seqs.max(1).next_power_of_two(),
+        match self.max_num_seqs.unwrap_or(256) {
+            n @ 0..=4 => n.max(1).next_power_of_two(),
             n => n.div_ceil(8).saturating_mul(8).min(256),
         }
-    }
-
-    /// vLLM V0's default `max_num_batched_tokens` without chunked prefill:
-    /// `max(max_model_len, 2048)` (vllm/config.py, SchedulerConfig).
-    pub fn batched_tokens(&self) -> u64 {
-        self.max_num_batched_tokens
-            .unwrap_or(self.block_size.max(2048))
     }
 }

@@ -25,14 +25,26 @@ pub enum Quantization {
     /// `load_in_8bit` (LLM.int8()): int8 weights and an fp32 scale per output row.
     #[serde(rename = "int8")]
     Int8,
+    /// vLLM serving an AWQ checkpoint (4-bit, group 128): inference only.
+    #[serde(rename = "awq")]
+    Awq,
+    /// vLLM serving a GPTQ checkpoint (4-bit, group 128, no act-order): inference only.
+    #[serde(rename = "gptq")]
+    Gptq,
+    /// vLLM serving an FP8 checkpoint (e4m3 weights, a per-tensor scale): inference only.
+    #[serde(rename = "fp8")]
+    Fp8,
 }
 
 impl Quantization {
-    pub const ALL: [Quantization; 4] = [
+    pub const ALL: [Quantization; 7] = [
         Quantization::None,
         Quantization::Nf4,
         Quantization::Fp4,
         Quantization::Int8,
+        Quantization::Awq,
+        Quantization::Gptq,
+        Quantization::Fp8,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +53,9 @@ impl Quantization {
             Quantization::Nf4 => "nf4",
             Quantization::Fp4 => "fp4",
             Quantization::Int8 => "int8",
+            Quantization::Awq => "awq",
+            Quantization::Gptq => "gptq",
+            Quantization::Fp8 => "fp8",
         }
     }
 
@@ -54,6 +69,14 @@ impl Quantization {
 
     pub fn is_4bit(self) -> bool {
         matches!(self, Quantization::Nf4 | Quantization::Fp4)
+    }
+
+    /// A checkpoint vLLM serves already quantized (`--quantization awq|gptq|fp8`).
+    pub fn is_prequantized(self) -> bool {
+        matches!(
+            self,
+            Quantization::Awq | Quantization::Gptq | Quantization::Fp8
+        )
     }
 }
 
@@ -108,6 +131,13 @@ pub(crate) fn validate(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
                     "'none' for model_type = 'gpt2' (bitsandbytes quantizes Hugging Face models: {})",
                     ModelType::names()
                 ),
+            );
+        }
+        if cfg.quantization.is_prequantized() && cfg.mode != super::Mode::Inference {
+            return blame.fail(
+                "quantization",
+                format!("'{}'", cfg.quantization.as_str()),
+                "mode = 'inference' ('awq', 'gptq' and 'fp8' are checkpoints vLLM serves), or a bitsandbytes type for training: 'nf4', 'fp4', 'int8'",
             );
         }
         // Serving a quantized model needs no adapters; training one does.

@@ -25,7 +25,7 @@ mod toml_file;
 pub mod validate;
 mod value;
 
-pub use infer_keys::{KvCacheDtype, Mode};
+pub use infer_keys::{KvCacheDtype, Mode, VllmVersion};
 pub use kinds::{LossKind, OptimizerKind, Parallelism, Precision};
 pub use lora::Quantization;
 pub use model_keys::ModelType;
@@ -244,9 +244,15 @@ pub struct TrainConfig {
     /// vLLM's --max-num-batched-tokens (the profile forward's tokens); None = vLLM's default.
     #[serde(default)]
     pub max_num_batched_tokens: Option<u64>,
-    /// vLLM's --max-num-seqs.
-    #[serde(default = "infer_keys::default_max_num_seqs")]
-    pub max_num_seqs: u64,
+    /// vLLM's --max-num-seqs; None = the default of `vllm_version` on the card.
+    #[serde(default)]
+    pub max_num_seqs: Option<u64>,
+    /// Which vLLM engine sizes the KV cache: V1 (the default since vLLM 0.8) or V0.
+    #[serde(default)]
+    pub vllm_version: VllmVersion,
+    /// vLLM's --tensor-parallel-size: GPUs that split each layer (weights, KV heads).
+    #[serde(default = "infer_keys::one")]
+    pub tensor_parallel_size: u64,
     /// Decode CUDA graphs captured (vLLM without --enforce-eager): their memory pool.
     #[serde(default = "infer_keys::no")]
     pub cuda_graphs: bool,
@@ -308,7 +314,9 @@ impl Default for TrainConfig {
             logits_all: false,
             gpu_memory_utilization: infer_keys::default_utilization(),
             max_num_batched_tokens: None,
-            max_num_seqs: infer_keys::default_max_num_seqs(),
+            max_num_seqs: None,
+            vllm_version: VllmVersion::V1,
+            tensor_parallel_size: 1,
             cuda_graphs: false,
             quantization: Quantization::None,
             double_quant: true,

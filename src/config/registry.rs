@@ -157,10 +157,12 @@ pub const KEYS: &[KeySpec] = &[
     field("kv_cache_dtype", Ty::OptStr, false, "inference: KV cache element type, 'float32', 'bfloat16', 'float16' or 'fp8'; None = dtype"),
     field("logits_all", Ty::Bool, false, "inference: logits of every prompt position (False: the last position only, as generate() and vLLM do)"),
     field("gpu_memory_utilization", Ty::Float, false, "inference: vLLM's --gpu-memory-utilization, the fraction of the card vLLM may use"),
-    field("max_num_batched_tokens", Ty::OptInt, false, "inference: vLLM's profile forward size; None = max(block_size, 2048) (vLLM V0's default)"),
-    field("max_num_seqs", Ty::Int, false, "inference: vLLM's --max-num-seqs (sequences in the profile run)"),
+    field("max_num_batched_tokens", Ty::OptInt, false, "inference: vLLM's --max-num-batched-tokens, the profile forward's tokens; None = the default of vllm_version on the card (V1 `vllm serve`: 8192 on cards of 70 GiB or more other than A100, else 2048; V0: max(block_size, 2048))"),
+    field("max_num_seqs", Ty::OptInt, false, "inference: vLLM's --max-num-seqs (requests in the profile run); None = the default of vllm_version on the card (V1: 1024 on cards of 70 GiB or more other than A100, else 256; V0: 256)"),
+    field("vllm_version", Ty::Str, false, "inference: which vLLM engine sizes the KV cache, 'v1' (vLLM 0.10's V1, the default) or 'v0' (vLLM 0.6's V0 worker)"),
+    field("tensor_parallel_size", Ty::Int, false, "inference: vLLM's --tensor-parallel-size, GPUs that split every layer's weights and KV heads (one rank is simulated)"),
     field("cuda_graphs", Ty::Bool, false, "inference: keep the private memory pool of vLLM's decode CUDA graphs (False = --enforce-eager, HF generate())"),
-    field("quantization", Ty::Str, false, "bitsandbytes base Linear weights: 'none', 'nf4' or 'fp4' (4-bit, QLoRA), 'int8' (LLM.int8)"),
+    field("quantization", Ty::Str, false, "quantized base Linear weights: bitsandbytes 'none', 'nf4' or 'fp4' (4-bit, QLoRA), 'int8' (LLM.int8); vLLM checkpoints (inference) 'awq', 'gptq' (4-bit, group 128) or 'fp8'"),
     field("double_quant", Ty::Bool, false, "4-bit: quantize the absmax constants again to 8 bits (bnb_4bit_use_double_quant)"),
 ];
 

@@ -5,7 +5,7 @@
 //! and `n + 1` was simulated not to.
 
 use super::search::GpuSummary;
-use super::vllm::{vllm_budget, VllmBudget, BLOCK_TOKENS};
+use super::vllm::{vllm_startup, VllmBudget, BLOCK_TOKENS};
 use crate::budget::Budget;
 use crate::config::{Mode, TrainConfig};
 use crate::error::Result;
@@ -147,18 +147,13 @@ pub fn suggest_inference(
         ctx.largest(&|t| with_context(&base, t))?
     };
     let total = budget.total_bytes;
-    let vllm = vllm_budget(
-        &base,
-        Some(&budget.profile),
-        total,
-        budget.profile.context_bytes,
-    )?;
+    let vllm = vllm_startup(&base, Some(&budget.profile), total)?;
     let name = model.unwrap_or("MODEL");
     let mut vllm_commands = Vec::new();
     let mut notes = Vec::new();
     // The utilization that gives a full context, and the context the configured one gives.
     match vllm.utilization_for(base.block_size) {
-        Some(u) => vllm_commands.push(VllmBudget::command(name, u, base.block_size)),
+        Some(u) => vllm_commands.push(vllm.command(name, u, base.block_size)),
         None => notes.push(format!(
             "vLLM cannot hold one sequence of {} tokens on this card even at --gpu-memory-utilization 1.0: weights {} and the profile run's peak leave too little for the KV cache",
             base.block_size,
@@ -168,7 +163,14 @@ pub fn suggest_inference(
     if vllm.max_tokens >= BLOCK_TOKENS {
         // At the configured utilization: the configured context if it fits, else what does.
         let len = vllm.max_tokens.min(base.block_size);
-        vllm_commands.push(VllmBudget::command(name, vllm.gpu_memory_utilization, len));
+        vllm_commands.push(vllm.command(name, vllm.gpu_memory_utilization, len));
+    }
+    let seqs = vllm.max_num_seqs_that_fit(base.block_size);
+    if seqs > 0 {
+        notes.push(format!(
+            "at --gpu-memory-utilization {:.2} the KV cache holds {seqs} request(s) of {} tokens at once: with --max-num-seqs {seqs} no full-length request is preempted",
+            vllm.gpu_memory_utilization, base.block_size
+        ));
     }
     Ok(InferenceSuggestion {
         gpu: GpuSummary {
@@ -233,16 +235,9 @@ pub fn render(r: &InferenceSuggestion) -> String {
         &r.largest_context,
     );
     let _ = writeln!(out);
-    let v = &r.vllm;
-    let _ = writeln!(
-        out,
-        "vLLM at --gpu-memory-utilization {:.2}: {} KV-cache blocks = {} tokens ({} concurrent sequences of {} tokens)",
-        v.gpu_memory_utilization,
-        v.num_gpu_blocks,
-        v.max_tokens,
-        v.max_tokens / v.max_model_len.max(1),
-        v.max_model_len
-    );
+    for l in super::vllm::startup_lines(&r.vllm) {
+        let _ = writeln!(out, "{l}");
+    }
     for c in &r.vllm_commands {
         let _ = writeln!(out, "  {c}");
     }

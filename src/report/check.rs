@@ -286,12 +286,9 @@ pub fn build(
     };
     let (categories, tensors) = peak_contents(&sim.timeline, p);
     let vllm = match (&target, cfg.mode) {
-        (Some(t), Mode::Inference) => Some(crate::plan::vllm::vllm_budget(
-            cfg,
-            gpu,
-            t.total_bytes,
-            t.context_bytes,
-        )?),
+        (Some(t), Mode::Inference) => {
+            Some(crate::plan::vllm::vllm_startup(cfg, gpu, t.total_bytes)?)
+        }
         _ => None,
     };
     // The model's parameter count (adapters included), whatever their storage on the device

@@ -211,38 +211,16 @@ pub fn render(r: &CheckReport, style: Style) -> String {
     }
     let _ = writeln!(out, "{t}");
     if let Some(v) = &r.vllm {
-        vllm_section(&mut out, v, style);
+        vllm_section(&mut out, v);
     }
     out
 }
 
-/// What vLLM's start-up would find on this card.
-fn vllm_section(out: &mut String, v: &crate::plan::vllm::VllmBudget, style: Style) {
+/// What vLLM's start-up would find on this card, in the lines vLLM logs.
+fn vllm_section(out: &mut String, v: &crate::plan::vllm::VllmBudget) {
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "vLLM at --gpu-memory-utilization {:.2}: budget {} = {:.2} x {}; weights {}, profile run peak {} ({} tokens in {} sequences, weights included, simulated), non-torch {} (calibrated context)",
-        v.gpu_memory_utilization,
-        style.b(v.budget_bytes),
-        v.gpu_memory_utilization,
-        style.b(v.total_bytes),
-        style.b(v.weights_bytes),
-        style.b(v.profile_peak_bytes),
-        v.profile_tokens,
-        v.profile_seqs,
-        style.b(v.non_torch_bytes),
-    );
-    let _ = writeln!(
-        out,
-        "  KV cache {} → {} blocks of {} (16 tokens) = {} tokens for --max-model-len {}",
-        style.signed(v.kv_cache_bytes),
-        v.num_gpu_blocks,
-        style.b(v.block_bytes),
-        v.max_tokens,
-        v.max_model_len
-    );
-    if let Some(e) = &v.error {
-        let _ = writeln!(out, "  vLLM would refuse to start: {e}");
+    for line in crate::plan::vllm::startup_lines(v) {
+        let _ = writeln!(out, "{line}");
     }
 }
 

@@ -4,8 +4,9 @@
 //! worst decode step: one new token per sequence attending over a full cache. Everything runs
 //! under no_grad in the weights' dtype (no autocast: a model loaded in bf16 runs in bf16).
 //!
-//! vLLM's start-up profile run (`profile_run`) is the same machinery without a cache:
-//! `max_num_seqs` dummy sequences sharing `max_num_batched_tokens` tokens, then its sampler.
+//! vLLM's start-up profile run (`profile_run`, V0 and V1) is the same machinery without a
+//! cache: `max_num_seqs` dummy sequences sharing `max_num_batched_tokens` tokens, then the
+//! sampler of that version.
 
 use super::dtype::DType;
 use super::engine::{Engine, T, V};
@@ -162,28 +163,38 @@ fn sample(e: &mut Engine, logits: V, b: u64) -> T {
     next
 }
 
-/// vLLM V0's `profile_run`: the weights, then a forward of `max_num_seqs` dummy sequences
-/// sharing `max_num_batched_tokens` tokens (the remainder dropped) with no KV cache, the
-/// logits of each sequence's last token, and its sampler's fp32 copies: `logits.float()`,
+/// The dummy batch of vLLM's start-up profile run, as `plan::vllm` resolves it per version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProfileBatch {
+    /// `max_num_batched_tokens`.
+    pub tokens: u64,
+    /// Dummy requests: `min(max_num_seqs, tokens)`.
+    pub reqs: u64,
+    /// The model's vocabulary before vLLM pads it (what the sampler sees).
+    pub vocab: u64,
+    /// Tensor parallelism gathers every rank's logits slice into (reqs, padded vocab) first.
+    pub gathered_vocab: Option<u64>,
+}
+
+/// vLLM V0's `profile_run` (vllm/worker/model_runner.py, vLLM 0.6): the weights, then a forward
+/// of `reqs` dummy sequences sharing `tokens` tokens (the remainder dropped) with no KV cache,
+/// the logits of each sequence's last token, and its sampler's fp32 copies: `logits.float()`,
 /// `softmax` (probs) and `log_softmax` (logprobs), each (seqs, V), alive together.
-pub fn simulate_vllm_profile(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
-    cfg.validate()?;
-    let mut e = Engine::new(rt);
-    let model = Model::build(&mut e, cfg);
-    e.grad_mode = false;
-    e.training = false;
-    e.phase = Phase::Prefill;
-    let tokens = cfg.batched_tokens();
-    let seqs = cfg.max_num_seqs.min(tokens).max(1);
+pub fn simulate_vllm_profile(
+    cfg: &TrainConfig,
+    rt: Runtime,
+    batch: ProfileBatch,
+) -> Result<Timeline> {
+    let (mut e, model) = profile_engine(cfg, rt)?;
+    let seqs = batch.reqs.max(1);
     let idx = e.alloc(
         Name::top("batch", "input_ids"),
-        Shape::new(&[seqs, tokens / seqs]),
+        Shape::new(&[seqs, batch.tokens / seqs]),
         DType::I64,
         Category::Other,
     );
     let logits = model.logits(&mut e, idx, false);
-    let v = *e.shape(logits.t).dims().last().unwrap_or(&1);
-    let rows = Shape::new(&[seqs, v]);
+    let rows = Shape::new(&[seqs, batch.vocab]);
     let sampler: Vec<T> = ["logits_fp32", "probs", "logprobs"]
         .into_iter()
         .map(|what| {
@@ -201,4 +212,81 @@ pub fn simulate_vllm_profile(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline>
     e.drop_value(logits);
     e.release(idx);
     Ok(e.tl)
+}
+
+/// vLLM V1's `profile_run` (vLLM 0.10, vllm/v1/worker/gpu_model_runner.py): `_dummy_run(
+/// max_num_tokens, is_profile=True)` spreads `tokens` over `reqs = min(max_num_seqs, tokens)`
+/// requests (`num_tokens // num_reqs` each, the remainder on the last; simulated as `reqs`
+/// rows of `ceil(tokens / reqs)`, the same tokens when they divide, as every default does),
+/// attention skipped (no metadata in a profile run), then `_dummy_sampler_run` on each
+/// request's last hidden state: `compute_logits` (reqs, V) in the weights' dtype, which the
+/// caller keeps while `Sampler.forward` makes `logits.to(torch.float32)` and the PyTorch
+/// top-k/top-p path (vllm/v1/sample/ops/topk_topp_sampler.py `apply_top_k_top_p`, the dummy
+/// metadata sets both) sorts it: `logits_sort` fp32 and `logits_idx` int64, the top-k mask
+/// (bool, a local alive to the end), `probs_sort = logits_sort.softmax()` (fp32, cumsum in
+/// place) and the top-p mask; `scatter_` writes back in place and the sort's tensors go;
+/// `random_sample` then holds `probs` and `q = empty_like(probs)` (fp32). FlashInfer's sampler,
+/// where installed and chosen, needs none of the sort's tensors: this is the larger path.
+pub fn simulate_vllm_v1_profile(
+    cfg: &TrainConfig,
+    rt: Runtime,
+    batch: ProfileBatch,
+) -> Result<Timeline> {
+    let (mut e, model) = profile_engine(cfg, rt)?;
+    let reqs = batch.reqs.max(1);
+    let idx = e.alloc(
+        Name::top("batch", "input_ids"),
+        Shape::new(&[reqs, batch.tokens.div_ceil(reqs)]),
+        DType::I64,
+        Category::Other,
+    );
+    let logits = model.logits(&mut e, idx, false);
+    e.release(idx);
+    let gathered = batch.gathered_vocab.map(|v| {
+        e.alloc(
+            Name::top("logits", "all_gather"),
+            Shape::new(&[reqs, v]),
+            weight_dtype(cfg),
+            Category::Logits,
+        )
+    });
+    let rows = Shape::new(&[reqs, batch.vocab]);
+    let tmp = |e: &mut Engine, what: &'static str, dtype: DType| {
+        e.alloc(Name::top("sampler", what), rows, dtype, Category::Logits)
+    };
+    let f32 = tmp(&mut e, "logits_fp32", DType::F32);
+    let sort: Vec<T> = [
+        ("logits_sort", DType::F32),
+        ("logits_idx", DType::I64),
+        ("top_k_mask", DType::Bool),
+        ("probs_sort", DType::F32),
+        ("top_p_mask", DType::Bool),
+    ]
+    .into_iter()
+    .map(|(what, dtype)| tmp(&mut e, what, dtype))
+    .collect();
+    for t in sort.into_iter().rev() {
+        e.release(t);
+    }
+    let probs = tmp(&mut e, "probs", DType::F32);
+    let q = tmp(&mut e, "q", DType::F32);
+    for t in [q, probs, f32] {
+        e.release(t);
+    }
+    if let Some(g) = gathered {
+        e.release(g);
+    }
+    e.drop_value(logits);
+    Ok(e.tl)
+}
+
+/// The engine of a profile run: the weights loaded (phase Init), then no_grad prefill.
+fn profile_engine(cfg: &TrainConfig, rt: Runtime) -> Result<(Engine, Model)> {
+    cfg.validate()?;
+    let mut e = Engine::new(rt);
+    let model = Model::build(&mut e, cfg);
+    e.grad_mode = false;
+    e.training = false;
+    e.phase = Phase::Prefill;
+    Ok((e, model))
 }

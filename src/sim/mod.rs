@@ -22,7 +22,9 @@ pub mod train;
 
 pub use candle::{candle_phase_peaks, phase_bytes, simulate_candle, PhaseBytes};
 pub use dtype::DType;
-pub use infer::{simulate_inference, simulate_vllm_profile};
+pub use infer::{
+    simulate_inference, simulate_vllm_profile, simulate_vllm_v1_profile, ProfileBatch,
+};
 pub use replay::{replay, MemoryProfile, PhasePeak};
 pub use runtime::Runtime;
 pub use timeline::{Category, Name, Phase, Residency, Shape, Timeline};

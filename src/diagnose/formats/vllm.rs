@@ -1,5 +1,6 @@
 //! vLLM's own budget failures: "No available memory for the cache blocks" (V0/V1), the V1
-//! "KV cache is needed, which is larger than the available KV cache memory" and the startup
+//! "KV cache is needed, which is larger than the available KV cache memory", V0's "max seq len
+//! (N) is larger than the maximum number of tokens that can be stored in KV cache" and the startup
 //! check "Free memory on device (f/t GiB) on startup is less than desired GPU memory
 //! utilization (u, x GiB)". PyTorch OOMs inside vLLM workers are parsed by `pytorch` and
 //! renamed `vllm` by the diagnoser.
@@ -15,6 +16,7 @@ struct Res {
     no_blocks: Regex,
     gpu_blocks: Regex,
     needed: Regex,
+    max_tokens: Regex,
     startup: Regex,
 }
 
@@ -24,6 +26,7 @@ fn res() -> &'static Res {
         no_blocks: re(r"No\s*available\s*memory\s*for\s*the\s*cache\s*blocks"),
         gpu_blocks: re(r"#\s*GPU\s*blocks:\s*(?P<n>\d+)"),
         needed: re(r"\(?(?P<v>SIZE)\s*KV\s*cache\s*is\s*needed,\s*which\s*is\s*larger\s*than\s*the\s*available\s*KV\s*cache\s*memory\s*\((?P<a>SIZE)\)"),
+        max_tokens: re(r"max\s*seq\s*len\s*\((?P<len>\d+)\)\s*is\s*larger\s*than\s*the\s*maximum\s*number\s*of\s*tokens\s*that\s*can\s*be\s*stored\s*in\s*KV\s*cache\s*\((?P<n>\d+)\)"),
         startup: re(r"Free\s*memory\s*on\s*device\s*\((?P<f>\d+(?:\.\d+)?)\s*/\s*(?P<t>\d+(?:\.\d+)?)\s*GiB\)\s*on\s*startup\s*is\s*less\s*than\s*desired\s*GPU\s*memory\s*utilization\s*\((?P<u>[\d.]+),\s*(?P<w>\d+(?:\.\d+)?)\s*GiB\)"),
     })
 }
@@ -56,6 +59,15 @@ pub fn scan(n: &Normalized, _m: Markers, out: &mut Vec<Report>) {
         rep.phase_hint = Some(Phase::KvCache);
         rep.set("tried_to_allocate_bytes", cap_size(&c, "v"));
         rep.set("kv_cache_available_bytes", cap_size(&c, "a"));
+        out.push(rep);
+    }
+    if let Some(c) = r.max_tokens.captures(text) {
+        let mut rep = Report::new(Format::Vllm, c.get(0).map_or(0, |x| x.start()));
+        rep.phase_hint = Some(Phase::KvCache);
+        rep.notes.push(format!(
+            "vLLM's KV cache holds {} tokens, fewer than one request of max_model_len = {}",
+            &c["n"], &c["len"]
+        ));
         out.push(rep);
     }
     for c in r.startup.captures_iter(text) {

@@ -16,6 +16,20 @@
 //! dequantizes again for `grad_A = grad_out @ W`. `MatMul8bitLt` quantizes the input row-wise
 //! to int8, multiplies in int32 and dequantizes; its backward dequantizes the int8 weight
 //! (`CB.to(dtype) * SCB / 127`) and, as the Function keeps it, needs the input saved.
+//!
+//! vLLM's pre-quantized checkpoints (inference only) load straight into their storage, no half
+//! copy, with the tensors each method's `create_weights` registers (4 bits packed 8 per int32,
+//! groups of 128 input channels):
+//! - AWQ (vllm/model_executor/layers/quantization/awq.py `AWQLinearMethod`): `qweight` int32
+//!   (in, out/8), `qzeros` int32 (in/128, out/8), `scales` (in/128, out) in the half dtype.
+//!   Its forward for 256 tokens or more runs `awq_dequantize` and a plain matmul: a transient
+//!   (out, in) half weight, as bitsandbytes' 4-bit path (the Marlin kernels vLLM picks on
+//!   sm80+ make none: an upper bound there).
+//! - GPTQ (gptq.py `GPTQLinearMethod`, desc_act off): `qweight` int32 (in/8, out), `g_idx`
+//!   int32 (in), `qzeros` int32 (in/128, out/8), `scales` (in/128, out); forward as AWQ's.
+//! - FP8 (fp8.py `Fp8LinearMethod`, a serialized fp8 checkpoint): `weight` e4m3 (out, in) and a
+//!   per-tensor fp32 `weight_scale`; the forward quantizes the input to fp8 with one dynamic
+//!   fp32 scale (`scaled_fp8_quant`) and `cutlass_scaled_mm` writes the half output.
 
 use super::{save, Op};
 use crate::config::Quantization;
@@ -51,6 +65,9 @@ pub fn quantize(
     half: DType,
     name: &dyn Fn(&'static str) -> Name,
 ) -> QuantWeight {
+    if kind.is_prequantized() {
+        return load_prequantized(e, kind, (out, inp), half, name);
+    }
     let n = out * inp;
     let staged = e.alloc(
         name("weight.staged"),
@@ -100,6 +117,49 @@ pub fn quantize(
         inp,
         data,
         nested,
+    }
+}
+
+/// vLLM's AWQ / GPTQ / FP8 storage, loaded as the checkpoint holds it.
+fn load_prequantized(
+    e: &mut Engine,
+    kind: Quantization,
+    (out, inp): (u64, u64),
+    half: DType,
+    name: &dyn Fn(&'static str) -> Name,
+) -> QuantWeight {
+    const GROUP: u64 = 128;
+    const PACK: u64 = 8;
+    let groups = inp.div_ceil(GROUP);
+    let keep = |e: &mut Engine, what, dims: &[u64], dtype| {
+        e.add_param_as(name(what), dims, false, dtype, false)
+    };
+    let data = match kind {
+        Quantization::Awq => {
+            let q = keep(e, "qweight", &[inp, out.div_ceil(PACK)], DType::I32);
+            keep(e, "qzeros", &[groups, out.div_ceil(PACK)], DType::I32);
+            keep(e, "scales", &[groups, out], half);
+            q
+        }
+        Quantization::Gptq => {
+            let q = keep(e, "qweight", &[inp.div_ceil(PACK), out], DType::I32);
+            keep(e, "g_idx", &[inp], DType::I32);
+            keep(e, "qzeros", &[groups, out.div_ceil(PACK)], DType::I32);
+            keep(e, "scales", &[groups, out], half);
+            q
+        }
+        _ => {
+            let w = keep(e, "weight", &[out, inp], DType::F8);
+            keep(e, "weight_scale", &[1], DType::F32);
+            w
+        }
+    };
+    QuantWeight {
+        kind,
+        out,
+        inp,
+        data,
+        nested: false,
     }
 }
 
@@ -164,7 +224,23 @@ pub fn quant_matmul(
     let name = |what| Name::at(layer, module, what);
     let out;
     let mut saved_x = None;
-    if q.kind.is_4bit() {
+    if q.kind == Quantization::Fp8 {
+        let xq = e.alloc(
+            name("input_fp8"),
+            Shape::new(&[m, q.inp]),
+            DType::F8,
+            Category::Activations,
+        );
+        let scale = e.alloc(
+            name("input_scale"),
+            Shape::new(&[1]),
+            DType::F32,
+            Category::Activations,
+        );
+        out = e.alloc(name("out"), out_shape, dtype, Category::Activations);
+        e.release(scale);
+        e.release(xq);
+    } else if q.kind.is_4bit() || q.kind.is_prequantized() {
         let w = dequantize(e, &q, dtype, name("grad"));
         out = e.alloc(name("out"), out_shape, dtype, Category::Activations);
         e.matmul_workspace();

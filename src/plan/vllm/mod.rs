@@ -1,0 +1,327 @@
+//! vLLM's start-up sizing of the KV cache, per engine version, with the profile run simulated
+//! by the same Engine.
+//!
+//! V1 (vLLM 0.10; vllm/v1/worker/gpu_worker.py `Worker.determine_available_memory`, with
+//! `memory_profiling` in vllm/utils/__init__.py):
+//!
+//! ```text
+//! requested  = total × gpu_memory_utilization          (init_device, Python float)
+//! non_kv     = weights (allocated by load_model, model_memory_usage)
+//!            + torch_peak_increase (reserved after profile_run − reserved before it)
+//!            + non_torch_increase (device memory outside torch grown since init_snapshot)
+//! available  = int(requested − non_kv)
+//! num_blocks = available // page_size // num_layers     (vllm/v1/core/kv_cache_utils.py)
+//! ```
+//!
+//! `page_size` is one layer's block, 2 (K and V) × 16 tokens × kv heads per rank × head_dim ×
+//! element size (`FullAttentionSpec.page_size_bytes`); "GPU KV cache size" is num_blocks × 16
+//! tokens and "Maximum concurrency" num_blocks / cdiv(max_model_len, 16).
+//! `check_enough_kv_cache_memory` raises "No available memory for the cache blocks" when
+//! available ≤ 0 and "To serve at least one request with the models's max seq len …" when one
+//! request of max_model_len tokens does not fit. CUDA graphs are captured after the cache is
+//! allocated (`compile_or_warm_up_model`) and are not in this budget.
+//!
+//! V0 (vLLM 0.6; vllm/worker/worker.py `Worker.determine_num_available_blocks`):
+//!
+//! ```text
+//! available = total × gpu_memory_utilization − (allocated peak of the profile run, weights
+//!             included, + everything outside torch: the CUDA context, NCCL, ...)
+//! num_gpu_blocks = available // block_bytes            ("# GPU blocks: N")
+//! ```
+//! 0 blocks is "No available memory for the cache blocks"; fewer than max_model_len tokens is
+//! "The model's max seq len (N) is larger than the maximum number of tokens that can be stored
+//! in KV cache (M)".
+//!
+//! Tensor parallelism: one rank is simulated, its model sharded as vLLM shards it
+//! ([`rank_config`]); vLLM takes the smallest rank's blocks, and every rank is the same here.
+
+mod defaults;
+mod non_torch;
+mod startup;
+
+pub use defaults::{scheduler, Scheduler};
+pub use non_torch::{
+    non_torch, NonTorch, NonTorchPart, CUSTOM_ALL_REDUCE_BYTES, NCCL_CONNECTION_BYTES,
+};
+pub use startup::{gib, startup_lines, thousands};
+
+use crate::budget::GpuProfile;
+use crate::config::{Mode, TrainConfig, VllmVersion};
+use crate::error::{Error, Result};
+use crate::sim::infer::kv_bytes_per_token;
+use crate::sim::runtime::effective_precision;
+use crate::sim::timeline::Phase;
+use crate::sim::{replay, simulate_vllm_profile, simulate_vllm_v1_profile, ProfileBatch, Runtime};
+use serde::Serialize;
+
+/// vLLM's default `--block-size` (tokens per KV-cache block).
+pub const BLOCK_TOKENS: u64 = 16;
+/// vLLM pads the vocabulary of its embedding and LM head to a multiple of this
+/// (vllm/model_executor/layers/vocab_parallel_embedding.py, `DEFAULT_VOCAB_PADDING_SIZE`).
+pub const VOCAB_PADDING: u64 = 64;
+
+/// What vLLM would find at start-up on one rank of this card.
+#[derive(Debug, Clone, Serialize)]
+pub struct VllmBudget {
+    pub version: VllmVersion,
+    pub tensor_parallel_size: u64,
+    pub total_bytes: u64,
+    pub gpu_memory_utilization: f64,
+    /// gpu_memory_utilization × total.
+    pub budget_bytes: u64,
+    /// The weights as the allocator holds them after load_model (shapes × dtype, each tensor
+    /// in its 512-byte blocks): vLLM's "Model loading took".
+    pub weights_bytes: u64,
+    /// What the profile run adds: V1 the reserved increase (torch_peak_increase), V0 the
+    /// allocated peak less the weights (simulated; eager PyTorch).
+    pub activation_bytes: u64,
+    /// weights + activation: what vLLM subtracts besides the non-torch memory.
+    pub profile_peak_bytes: u64,
+    /// The profile run's tokens and requests, and where the limits come from.
+    pub profile_tokens: u64,
+    pub profile_seqs: u64,
+    pub scheduler_source: String,
+    /// The modelled non-torch memory; the budget uses its high end.
+    pub non_torch: NonTorch,
+    pub non_torch_bytes: u64,
+    /// What is left for the KV cache at the high end of non-torch (negative: nothing).
+    pub kv_cache_bytes: i64,
+    /// One block of 16 tokens over every layer of this rank.
+    pub block_bytes: u64,
+    pub num_gpu_blocks: u64,
+    /// 16 × blocks: "GPU KV cache size: N tokens".
+    pub max_tokens: u64,
+    /// The same at the low end of non-torch.
+    pub max_tokens_optimistic: u64,
+    /// "Maximum concurrency for max_model_len tokens per request".
+    pub max_concurrency: f64,
+    /// `--max-model-len` (block_size).
+    pub max_model_len: u64,
+    /// None: vLLM starts; otherwise the error it raises.
+    pub error: Option<String>,
+}
+
+/// The vocabulary vLLM allocates: padded to a multiple of 64.
+pub fn padded_vocab(vocab: u64) -> u64 {
+    vocab.div_ceil(VOCAB_PADDING) * VOCAB_PADDING
+}
+
+/// One rank's model as vLLM shards it over `tensor_parallel_size` GPUs (vllm/model_executor/
+/// layers/linear.py `QKVParallelLinear`, `MergedColumnParallelLinear`, `RowParallelLinear`;
+/// vocab_parallel_embedding.py): the query heads, the key/value heads (each rank keeps one,
+/// replicated, when there are fewer than ranks), the MLP width and the padded vocabulary are
+/// split; the hidden size and the norms are not. At 1 rank only the vocabulary padding applies.
+pub fn rank_config(cfg: &TrainConfig) -> TrainConfig {
+    let tp = cfg.tensor_parallel_size.max(1);
+    let mut c = cfg.clone();
+    c.vocab_size = padded_vocab(cfg.vocab_size) / tp;
+    if tp > 1 {
+        c.head_dim = Some(cfg.head_size());
+        c.n_head = cfg.n_head / tp;
+        c.n_kv_head = Some((cfg.kv_heads() / tp).max(1));
+        c.intermediate_size = Some(cfg.mlp_width().div_ceil(tp));
+    }
+    c.tensor_parallel_size = 1;
+    c
+}
+
+/// vLLM's start-up on `gpu` (or a card of `total_bytes` as CUDA reports it), the non-torch
+/// memory from [`non_torch`]'s model.
+pub fn vllm_startup(
+    cfg: &TrainConfig,
+    gpu: Option<&GpuProfile>,
+    total_bytes: u64,
+) -> Result<VllmBudget> {
+    vllm_budget(cfg, gpu, total_bytes, &non_torch(cfg, gpu))
+}
+
+/// vLLM's start-up figures for `cfg` with `non_torch` outside the allocator.
+pub fn vllm_budget(
+    cfg: &TrainConfig,
+    gpu: Option<&GpuProfile>,
+    total_bytes: u64,
+    non_torch: &NonTorch,
+) -> Result<VllmBudget> {
+    let mut c = cfg.clone();
+    c.mode = Mode::Inference;
+    c.dtype = effective_precision(cfg, gpu);
+    let rank = rank_config(&c);
+    let run = profile_run(&c, &rank, gpu)?;
+    let (weights_bytes, activation_bytes) = (run.weights_bytes, run.activation_bytes);
+    let per_token = kv_bytes_per_token(&rank)
+        .ok_or_else(|| Error::new("the KV cache per token overflows 64 bits"))?;
+    let block_bytes = per_token.saturating_mul(BLOCK_TOKENS);
+    let util = c.gpu_memory_utilization;
+    // vLLM computes in Python floats: total × utilization; the int() / floor division of the
+    // blocks gives the same whole blocks as truncating the budget first.
+    let budget_bytes = (total_bytes as f64 * util) as u64;
+    let profile_peak_bytes = weights_bytes.saturating_add(activation_bytes);
+    let left =
+        |non_torch: u64| budget_bytes as i64 - profile_peak_bytes.saturating_add(non_torch) as i64;
+    let blocks = |left: i64| {
+        if left > 0 && block_bytes > 0 {
+            left as u64 / block_bytes
+        } else {
+            0
+        }
+    };
+    let kv_cache_bytes = left(non_torch.high_bytes);
+    let num_gpu_blocks = blocks(kv_cache_bytes);
+    let max_tokens = num_gpu_blocks.saturating_mul(BLOCK_TOKENS);
+    let len = c.block_size;
+    let max_concurrency = match c.vllm_version {
+        VllmVersion::V1 => num_gpu_blocks as f64 / len.div_ceil(BLOCK_TOKENS).max(1) as f64,
+        VllmVersion::V0 => max_tokens as f64 / len.max(1) as f64,
+    };
+    let error = startup_error(
+        c.vllm_version,
+        kv_cache_bytes,
+        num_gpu_blocks,
+        block_bytes,
+        len,
+    );
+    Ok(VllmBudget {
+        version: c.vllm_version,
+        tensor_parallel_size: c.tensor_parallel_size,
+        total_bytes,
+        gpu_memory_utilization: util,
+        budget_bytes,
+        weights_bytes,
+        activation_bytes,
+        profile_peak_bytes,
+        profile_tokens: run.batch.tokens,
+        profile_seqs: run.batch.reqs,
+        scheduler_source: run.scheduler_source,
+        non_torch: non_torch.clone(),
+        non_torch_bytes: non_torch.high_bytes,
+        kv_cache_bytes,
+        block_bytes,
+        num_gpu_blocks,
+        max_tokens,
+        max_tokens_optimistic: blocks(left(non_torch.low_bytes)).saturating_mul(BLOCK_TOKENS),
+        max_concurrency,
+        max_model_len: len,
+        error,
+    })
+}
+
+/// The profile run of `c` (one rank: `rank`) and what it leaves in vLLM's accounting.
+struct ProfileRun {
+    batch: ProfileBatch,
+    scheduler_source: String,
+    /// Allocated once `load_model` is done (V1's `model_memory_usage`).
+    weights_bytes: u64,
+    /// V1: reserved after the run less reserved before it; V0: allocated peak less weights.
+    activation_bytes: u64,
+}
+
+fn profile_run(
+    c: &TrainConfig,
+    rank: &TrainConfig,
+    gpu: Option<&GpuProfile>,
+) -> Result<ProfileRun> {
+    let sched = scheduler(c, gpu);
+    let tokens = sched.max_num_batched_tokens;
+    let batch = ProfileBatch {
+        tokens,
+        reqs: sched.max_num_seqs.min(tokens).max(1),
+        vocab: c.vocab_size,
+        gathered_vocab: (c.tensor_parallel_size > 1).then(|| padded_vocab(c.vocab_size)),
+    };
+    let rt = Runtime::pytorch(rank, gpu);
+    let tl = match c.vllm_version {
+        VllmVersion::V0 => simulate_vllm_profile(rank, rt, batch)?,
+        VllmVersion::V1 => simulate_vllm_v1_profile(rank, rt, batch)?,
+    };
+    let profile = replay(&tl, rt.expandable_segments);
+    let loaded = profile.phase(Phase::Init);
+    let weights_bytes = loaded.end_allocated;
+    let activation_bytes = match c.vllm_version {
+        VllmVersion::V0 => profile.peak_allocated.saturating_sub(weights_bytes),
+        VllmVersion::V1 => profile.peak_reserved.saturating_sub(loaded.peak_reserved),
+    };
+    Ok(ProfileRun {
+        batch,
+        scheduler_source: sched.source,
+        weights_bytes,
+        activation_bytes,
+    })
+}
+
+/// The error vLLM raises at start-up, if any, in its own words.
+fn startup_error(
+    version: VllmVersion,
+    available: i64,
+    blocks: u64,
+    block_bytes: u64,
+    len: u64,
+) -> Option<String> {
+    const NO_MEMORY: &str = "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.";
+    const ADVICE: &str = "Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.";
+    let tokens = blocks.saturating_mul(BLOCK_TOKENS);
+    match version {
+        // kv_cache_utils.py check_enough_kv_cache_memory (vLLM 0.10).
+        VllmVersion::V1 if available <= 0 => Some(NO_MEMORY.to_string()),
+        VllmVersion::V1 => {
+            let needed = len.div_ceil(BLOCK_TOKENS).saturating_mul(block_bytes);
+            (needed > available as u64).then(|| {
+                let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+                // estimate_max_model_len: the longest length whose blocks fit, by bisection.
+                let estimate = if tokens > 0 {
+                    format!(" Based on the available memory, the estimated maximum model length is {tokens}.")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "To serve at least one request with the models's max seq len ({len}), ({:.2} GiB KV cache is needed, which is larger than the available KV cache memory ({:.2} GiB).{estimate} {ADVICE}",
+                    gib(needed),
+                    gib(available as u64)
+                )
+            })
+        }
+        // worker.py determine_num_available_blocks / raise_if_cache_size_invalid (vLLM 0.6).
+        VllmVersion::V0 if blocks == 0 => Some(NO_MEMORY.to_string()),
+        VllmVersion::V0 => (len > tokens).then(|| {
+            format!("The model's max seq len ({len}) is larger than the maximum number of tokens that can be stored in KV cache ({tokens}). {ADVICE}")
+        }),
+    }
+}
+
+impl VllmBudget {
+    /// The smallest `--gpu-memory-utilization` (rounded up to 0.01) whose budget holds the
+    /// profile peak, the non-torch memory and the blocks for `tokens` tokens; None above 1.0.
+    pub fn utilization_for(&self, tokens: u64) -> Option<f64> {
+        let blocks = tokens.div_ceil(BLOCK_TOKENS);
+        let need = self
+            .profile_peak_bytes
+            .checked_add(self.non_torch_bytes)?
+            .checked_add(blocks.checked_mul(self.block_bytes)?)?;
+        let hundredths = (need as f64 / self.total_bytes.max(1) as f64 * 100.0).ceil();
+        (hundredths <= 100.0).then_some(hundredths / 100.0)
+    }
+
+    /// The largest `--max-model-len` (a multiple of the block) this budget's cache holds for
+    /// one sequence.
+    pub fn max_model_len_that_fits(&self) -> u64 {
+        self.max_tokens
+    }
+
+    /// The most requests of `len` tokens the cache holds at once (whole blocks each).
+    pub fn max_num_seqs_that_fit(&self, len: u64) -> u64 {
+        self.num_gpu_blocks / len.div_ceil(BLOCK_TOKENS).max(1)
+    }
+
+    /// `vllm serve MODEL --gpu-memory-utilization U --max-model-len N`, with this budget's
+    /// tensor parallelism and, for V0, `VLLM_USE_V1=0` (how vLLM 0.8–0.10 select the engine).
+    pub fn command(&self, model: &str, utilization: f64, max_model_len: u64) -> String {
+        let env = match self.version {
+            VllmVersion::V0 => "VLLM_USE_V1=0 ",
+            VllmVersion::V1 => "",
+        };
+        let tp = match self.tensor_parallel_size {
+            1 => String::new(),
+            n => format!(" --tensor-parallel-size {n}"),
+        };
+        format!("{env}vllm serve {model}{tp} --gpu-memory-utilization {utilization:.2} --max-model-len {max_model_len}")
+    }
+}

@@ -1,0 +1,103 @@
+//! The start-up lines vLLM itself logs, from a simulated [`VllmBudget`], in vLLM's formats
+//! (`%.2f GiB` of 2^30 bytes, token counts with thousands separators), each followed by where
+//! the figure comes from.
+
+use super::VllmBudget;
+use crate::config::VllmVersion;
+
+/// `bytes` as vLLM prints them: "14.99 GiB".
+pub fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// `n` with thousands separators, as vLLM's `f"{n:,}"`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The heading and the lines, one figure each.
+pub fn startup_lines(v: &VllmBudget) -> Vec<String> {
+    let source = match v.version {
+        VllmVersion::V1 => "vLLM 0.10 V1, gpu_worker.py determine_available_memory",
+        VllmVersion::V0 => "vLLM 0.6 V0, worker.py determine_num_available_blocks",
+    };
+    let rank = match v.tensor_parallel_size {
+        1 => String::new(),
+        n => format!(", one of {n} tensor-parallel ranks"),
+    };
+    let activation = match v.version {
+        VllmVersion::V1 => "reserved increase over the profile run",
+        VllmVersion::V0 => "allocated peak of the profile run less the weights",
+    };
+    let mut lines = vec![
+        format!(
+            "vLLM {} start-up ({source}{rank}): total_gpu_memory ({}) x gpu_memory_utilization ({:.2}) = {}",
+            v.version.label(),
+            gib(v.total_bytes),
+            v.gpu_memory_utilization,
+            gib(v.budget_bytes)
+        ),
+        format!("  model weights take {}  [exact: shapes x dtype, 512-byte blocks]", gib(v.weights_bytes)),
+        format!(
+            "  non_torch_memory takes {}  [modelled, band {} to {}: {}]",
+            gib(v.non_torch_bytes),
+            gib(v.non_torch.low_bytes),
+            gib(v.non_torch.high_bytes),
+            v.non_torch
+                .parts
+                .iter()
+                .map(|p| p.what)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        format!(
+            "  PyTorch activation peak memory takes {}  [simulated, eager PyTorch: {activation}; {} tokens in {} requests, {}]",
+            gib(v.activation_bytes),
+            v.profile_tokens,
+            v.profile_seqs,
+            v.scheduler_source
+        ),
+        format!("  Available KV cache memory: {}", match v.kv_cache_bytes {
+            b if b < 0 => format!("-{}", gib(b.unsigned_abs())),
+            b => gib(b as u64),
+        }),
+        format!(
+            "  GPU KV cache size: {} tokens  [{} blocks of 16 tokens, {} each; {} tokens at the low end of non-torch]",
+            thousands(v.max_tokens),
+            v.num_gpu_blocks,
+            crate::units::human(v.block_bytes),
+            thousands(v.max_tokens_optimistic)
+        ),
+        format!(
+            "  Maximum concurrency for {} tokens per request: {:.2}x",
+            thousands(v.max_model_len),
+            v.max_concurrency
+        ),
+    ];
+    if let Some(e) = &v.error {
+        lines.push(format!("  vLLM would refuse to start: ValueError: {e}"));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators_as_python_prints_them() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(131_072), "131,072");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}

@@ -1,7 +1,7 @@
 //! `vramplan diagnose LOG`: parse the log; with a config, match the failed request to the
 //! simulator's tensors and compute fixes with suggest on the card the log describes.
 
-use super::print_json;
+use super::{model_source, print_json, script};
 use crate::budget::{catalogue, find, Budget, BudgetSource, GpuProfile};
 use crate::cli::DiagnoseArgs;
 use crate::config;
@@ -76,11 +76,7 @@ fn card(args: &DiagnoseArgs, total: Option<u64>) -> Result<GpuProfile> {
 }
 
 fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
-    let model = match (&args.model, &args.hf_config) {
-        (Some(name), _) => Some(config::ModelSource::Preset(name)),
-        (None, Some(path)) => Some(config::ModelSource::HfConfig(path)),
-        (None, None) => None,
-    };
+    let model = model_source(&args.model, &args.hf_config);
     let parsed = parse(text);
     // Engine settings a vLLM log prints come first; the user's overrides win over them.
     let mut overrides = if parsed.format == Some(Format::Vllm) {
@@ -110,6 +106,7 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
         .total_bytes
         .saturating_sub(outside)
         .saturating_sub(margin);
+    let mut notes = Vec::new();
     let fixes = if usable > 0 {
         let budget = Budget {
             name: gpu.name.clone(),
@@ -122,8 +119,12 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
             others: None,
             warnings: Vec::new(),
         };
-        let path = args.config.as_ref().map(|p| p.display().to_string());
-        let s = suggest(&cfg, &budget, &[], path.as_deref())?;
+        let script = script(
+            args.config.as_deref(),
+            model_source(&args.model, &args.hf_config),
+            &cfg,
+        );
+        let s = suggest(&cfg, &budget, &[], &script)?;
         if s.best.is_none() {
             // Nothing fits at any batch: say so with the numbers (the diagnoser turns a fix
             // list where nothing fits into the model_too_large cause).
@@ -133,19 +134,28 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
                 fixes: vec![Fix {
                     change: s.notes.join(" "),
                     command: None,
+                    code_changes: Vec::new(),
                     predicted_peak_bytes: Some(s.baseline.peak_device_bytes),
                     fits: Some(false),
                 }],
                 explanation: None,
+                notes: Vec::new(),
             });
+        }
+        if s.baseline.fits {
+            notes.push(disagreement(&facts, s.baseline.peak_device_bytes, usable));
         }
         s.best
             .into_iter()
             .chain(s.alternatives)
+            // The configuration that just crashed is no fix, whatever the simulation says.
+            .filter(|c| c.config != cfg)
             .map(|c| Fix {
                 change: format!(
                     "{}: batch_size {}, gradient_accumulation_steps {}{}",
-                    c.label,
+                    // In a diagnosis "as configured" would read as the crashed run: it is the
+                    // same settings at another batch.
+                    c.label.replacen("as configured", "same settings, smaller batch", 1),
                     c.config.batch_size,
                     c.config.gradient_accumulation_steps,
                     if outside > 0 {
@@ -158,6 +168,7 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
                     }
                 ),
                 command: Some(c.command),
+                code_changes: c.code_changes,
                 predicted_peak_bytes: Some(c.peak_device_bytes),
                 fits: Some(c.fits),
             })
@@ -170,7 +181,35 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
         simulated_live_bytes_at_phase: live,
         fixes,
         explanation: None,
+        notes,
     })
+}
+
+/// The config as given fits in the simulation, yet the log is an out-of-memory failure: say so
+/// with both figures and what could account for the difference.
+fn disagreement(facts: &crate::diagnose::types::Facts, predicted: u64, usable: u64) -> String {
+    let human = crate::units::human;
+    let logged = match (facts.process_in_use_bytes, facts.tried_to_allocate_bytes) {
+        (Some(held), Some(asked)) => format!(
+            "the log's process held {} and asked for {} more ({} at least)",
+            human(held),
+            human(asked),
+            human(held.saturating_add(asked))
+        ),
+        (None, Some(asked)) => format!("the log's process failed to allocate {}", human(asked)),
+        _ => "the log reports an out-of-memory failure".to_string(),
+    };
+    format!(
+        "the simulation and the log disagree: this config is predicted to peak at {} on the \
+         device, within the {} usable here, yet {logged}. What could explain the gap: the run \
+         was not this config (another file, an override left out, init_from='resume' with its \
+         checkpoint on the GPU), torch.compile or a PyTorch/CUDA version whose kernels and \
+         workspaces differ from the simulated ones, memory the script holds beyond nanoGPT's \
+         (tensors kept with their graph, extra models), or fragmentation beyond the modelled \
+         allocator. Fixes below are predicted from the config as given.",
+        human(predicted),
+        human(usable)
+    )
 }
 
 fn sim_phase(name: &str) -> Option<Phase> {

@@ -134,6 +134,9 @@ fn render_multi(out: &mut String, m: &super::multi::MultiReport) {
             human(c.peak_device_bytes)
         );
         let _ = writeln!(out, "    {}", c.launch);
+        for change in &c.code_changes {
+            let _ = writeln!(out, "    and in {change}");
+        }
         if let Some(ds) = &c.ds_config {
             let _ = writeln!(out, "    ds_config.json: {ds}");
         }

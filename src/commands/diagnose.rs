@@ -113,6 +113,8 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
             total_bytes: gpu.total_bytes,
             usable_bytes: usable,
             margin_bytes: margin,
+            safety_pct: 0.0,
+            safety_bytes: 0,
             source: BudgetSource::Profile,
             profile: gpu.clone(),
             live: None,

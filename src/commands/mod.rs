@@ -73,6 +73,7 @@ pub(crate) fn load_budget(args: &RunArgs) -> Result<Option<Budget>> {
         live: args.live,
         gpu_index: args.gpu_index,
         margin: args.margin.clone(),
+        safety: args.safety.clone(),
     };
     let nvml = nvml_from_env()?;
     resolve(&request, &*nvml)

@@ -26,11 +26,20 @@ fn row(c: &Candidate) -> Vec<Cell> {
 pub(crate) fn gpu_line(out: &mut String, gpu: &GpuSummary, margin_bytes: u64) {
     let _ = writeln!(
         out,
-        "GPU: {} — {} usable ({} total, {} margin)",
+        "GPU: {} — {} usable ({} total, {})",
         gpu.name,
         human(gpu.usable_bytes),
         human(gpu.total_bytes),
-        human(margin_bytes)
+        if gpu.safety_bytes == 0 {
+            format!("{} margin", human(margin_bytes))
+        } else {
+            crate::budget::Budget::kept_free(
+                margin_bytes,
+                gpu.safety_pct,
+                gpu.safety_bytes,
+                &human,
+            )
+        }
     );
 }
 

@@ -47,6 +47,9 @@ pub struct GpuSummary {
     pub name: String,
     pub total_bytes: u64,
     pub usable_bytes: u64,
+    /// `--safety`: percentage of the total kept free, and those bytes (inside the margin).
+    pub safety_pct: f64,
+    pub safety_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -319,6 +322,8 @@ pub fn suggest(
             name: budget.name.clone(),
             total_bytes: budget.total_bytes,
             usable_bytes: budget.usable_bytes,
+            safety_pct: budget.safety_pct,
+            safety_bytes: budget.safety_bytes,
         },
         margin_bytes: budget.margin_bytes,
         baseline: Baseline {

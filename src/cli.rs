@@ -127,7 +127,12 @@ pub struct RunArgs {
     pub margin: String,
     /// A percentage of the card's total kept free on top of --margin (e.g. 5 or 7.5), for what
     /// the simulation cannot pin down (library versions, fragmentation beyond the model).
-    #[arg(long, value_name = "PCT", default_value = "0", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "PCT",
+        default_value = "0",
+        allow_hyphen_values = true
+    )]
     pub safety: String,
     /// Machine-readable output.
     #[arg(long)]

@@ -43,7 +43,13 @@ fn check_keeps_the_percentage_free_and_says_so() {
 /// an RTX 3060: the verdict follows the budget the safety leaves.
 #[test]
 fn the_verdict_is_judged_against_what_the_safety_leaves() {
-    let (_, v) = json(&["check", "--json", "fixtures/configs/eval_gpt2.py", "--gpu", "rtx3060"]);
+    let (_, v) = json(&[
+        "check",
+        "--json",
+        "fixtures/configs/eval_gpt2.py",
+        "--gpu",
+        "rtx3060",
+    ]);
     let peak = v["peak"]["device_bytes"].as_u64().unwrap();
     let usable = |pct: f64| RTX3060_TOTAL - 256 * MIB - (RTX3060_TOTAL as f64 * pct).round() as u64;
     assert!(usable(0.60) < peak && peak <= usable(0.40), "peak {peak}");
@@ -73,13 +79,28 @@ fn the_verdict_is_judged_against_what_the_safety_leaves() {
 
 #[test]
 fn suggest_plans_within_what_the_safety_leaves() {
-    let (code, v) = json(&["suggest", "--json", "--gpu", "rtx3060", "--compile=False", "--safety", "5"]);
+    let (code, v) = json(&[
+        "suggest",
+        "--json",
+        "--gpu",
+        "rtx3060",
+        "--compile=False",
+        "--safety",
+        "5",
+    ]);
     assert_eq!(code, 0, "{v}");
     let usable = RTX3060_TOTAL - 256 * MIB - (RTX3060_TOTAL as f64 * 0.05).round() as u64;
     assert_eq!(v["gpu"]["usable_bytes"], usable);
     let best = v["best"]["peak_device_bytes"].as_u64().unwrap();
     assert!(best <= usable, "{best} > {usable}");
-    let (_, out, _) = vramplan(&["suggest", "--gpu", "rtx3060", "--compile=False", "--safety", "5"]);
+    let (_, out, _) = vramplan(&[
+        "suggest",
+        "--gpu",
+        "rtx3060",
+        "--compile=False",
+        "--safety",
+        "5",
+    ]);
     let first = out.lines().next().unwrap();
     assert!(first.contains("(256.00 MiB margin + 5% safety)"), "{first}");
 }

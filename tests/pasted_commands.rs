@@ -262,7 +262,9 @@ fn accepted(command: &str) -> Result<(), String> {
     // Environment assignments first (VAR=value).
     let start = words
         .iter()
-        .position(|w| !(w.contains('=') && w.chars().next().is_some_and(|c| c.is_ascii_uppercase())))
+        .position(|w| {
+            !(w.contains('=') && w.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+        })
         .ok_or("only environment assignments")?;
     let words = &words[start..];
     match words {
@@ -340,8 +342,15 @@ fn the_checker_rejects_what_the_programs_reject() {
 #[test]
 fn every_printed_command_is_accepted_by_its_program() {
     let mut commands = Vec::new();
-    let runs: [&[&str]; 4] = [
-        &["suggest", "--json", SEED_CONFIG, "--gpu", "rtx3060", "--compile=False"],
+    let runs: [&[&str]; 5] = [
+        &[
+            "suggest",
+            "--json",
+            SEED_CONFIG,
+            "--gpu",
+            "rtx3060",
+            "--compile=False",
+        ],
         &[
             "suggest",
             "--json",
@@ -352,8 +361,38 @@ fn every_printed_command_is_accepted_by_its_program() {
             "--gpus",
             "4",
         ],
-        &["diagnose", "--json", SEED_LOG, "--config", SEED_CONFIG, "--compile=False"],
-        &["suggest", "--json", "--model", "llama-3.1-8b", "--mode", "inference", "--gpu", "a100-80gb"],
+        &[
+            "diagnose",
+            "--json",
+            SEED_LOG,
+            "--config",
+            SEED_CONFIG,
+            "--compile=False",
+        ],
+        // A Trainer run over several GPUs: accelerate (FSDP) and deepspeed (ZeRO) lines.
+        &[
+            "suggest",
+            "--json",
+            "--model",
+            "llama-3.2-1b",
+            "--gpu",
+            "rtx3060",
+            "--compile=False",
+            "--gpus",
+            "4",
+            "--batch_size=1",
+            "--block_size=512",
+        ],
+        &[
+            "suggest",
+            "--json",
+            "--model",
+            "llama-3.1-8b",
+            "--mode",
+            "inference",
+            "--gpu",
+            "a100-80gb",
+        ],
     ];
     for args in runs {
         let (_, v) = json(args);
@@ -363,7 +402,12 @@ fn every_printed_command_is_accepted_by_its_program() {
     }
     let launches: Vec<&String> = commands.iter().filter(|c| c.contains("train.py")).collect();
     assert!(launches.len() > 10, "{commands:#?}");
-    assert!(commands.iter().any(|c| c.starts_with("torchrun ")), "{commands:#?}");
+    for program in ["torchrun ", "accelerate launch ", "deepspeed "] {
+        assert!(
+            commands.iter().any(|c| c.starts_with(program)),
+            "{program}: {commands:#?}"
+        );
+    }
     let rejected: Vec<String> = commands
         .iter()
         .filter_map(|c| accepted(c).err().map(|e| format!("{c}\n    {e}")))
@@ -379,10 +423,14 @@ fn every_printed_command_is_accepted_by_its_program() {
         "--gpus",
         "4",
     ]);
-    assert!(!out.contains("accelerate launch") && !out.contains("deepspeed --"), "{out}");
     assert!(
-        out.lines()
-            .any(|l| l.trim_start().starts_with("and in train.py: nanoGPT has only DDP")),
+        !out.contains("accelerate launch") && !out.contains("deepspeed --"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l
+            .trim_start()
+            .starts_with("and in train.py: nanoGPT has only DDP")),
         "{out}"
     );
 }
@@ -391,37 +439,66 @@ fn every_printed_command_is_accepted_by_its_program() {
 /// after: the model.py change, the environment variable, the 8-bit optimizer.
 #[test]
 fn diagnose_fixes_carry_every_change_and_the_users_overrides() {
-    let (code, v) = json(&["diagnose", "--json", SEED_LOG, "--config", SEED_CONFIG, "--compile=False"]);
+    let (code, v) = json(&[
+        "diagnose",
+        "--json",
+        SEED_LOG,
+        "--config",
+        SEED_CONFIG,
+        "--compile=False",
+    ]);
     assert_eq!(code, 0);
     let fixes = v["fixes"].as_array().unwrap();
     let with_config: Vec<&Value> = fixes
         .iter()
-        .filter(|f| f["command"].as_str().is_some_and(|c| c.contains(SEED_CONFIG)))
+        .filter(|f| {
+            f["command"]
+                .as_str()
+                .is_some_and(|c| c.contains(SEED_CONFIG))
+        })
         .collect();
     assert!(!with_config.is_empty(), "{v}");
     for f in &with_config {
         let cmd = f["command"].as_str().unwrap();
-        assert!(cmd.ends_with("--compile=False") || cmd.contains(" --compile=False"), "{cmd}");
+        assert!(
+            cmd.ends_with("--compile=False") || cmd.contains(" --compile=False"),
+            "{cmd}"
+        );
     }
     // What each knob needs, as the user must do it.
     let needs: [(&str, &str); 4] = [
         ("chunked cross-entropy", "F.cross_entropy over chunks"),
         ("8-bit AdamW", "bitsandbytes.optim.AdamW8bit"),
-        ("activation checkpointing", "torch.utils.checkpoint.checkpoint(block"),
-        ("expandable segments", "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"),
+        (
+            "activation checkpointing",
+            "torch.utils.checkpoint.checkpoint(block",
+        ),
+        (
+            "expandable segments",
+            "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True",
+        ),
     ];
     let carries = |f: &Value, what: &str| {
         f["command"].as_str().is_some_and(|c| c.contains(what))
-            || f["code_changes"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x.as_str().is_some_and(|s| s.contains(what))))
+            || f["code_changes"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x.as_str().is_some_and(|s| s.contains(what)))
+            })
     };
     let all = fixes
         .iter()
-        .find(|f| f["change"].as_str().unwrap().starts_with("every memory knob at once"))
+        .find(|f| {
+            f["change"]
+                .as_str()
+                .unwrap()
+                .starts_with("every memory knob at once")
+        })
         .expect("every memory knob at once");
     for (knob, what) in needs {
-        assert!(carries(all, what), "every memory knob at once lacks {knob}: {all}");
+        assert!(
+            carries(all, what),
+            "every memory knob at once lacks {knob}: {all}"
+        );
         for f in fixes
             .iter()
             .filter(|f| f["change"].as_str().unwrap().starts_with(knob))
@@ -430,22 +507,43 @@ fn diagnose_fixes_carry_every_change_and_the_users_overrides() {
         }
     }
     // The text the user reads puts the code changes under the command.
-    let (_, out, _) = vramplan(&["diagnose", SEED_LOG, "--config", SEED_CONFIG, "--compile=False"]);
+    let (_, out, _) = vramplan(&[
+        "diagnose",
+        SEED_LOG,
+        "--config",
+        SEED_CONFIG,
+        "--compile=False",
+    ]);
     let lines: Vec<&str> = out.lines().collect();
     let at = lines
         .iter()
         .position(|l| l.contains("- every memory knob at once"))
         .unwrap();
-    assert!(lines[at + 1].contains("python train.py"), "{}", lines[at + 1]);
-    assert!(lines[at + 2].trim_start().starts_with("and in model.py"), "{out}");
+    assert!(
+        lines[at + 1].contains("python train.py"),
+        "{}",
+        lines[at + 1]
+    );
+    assert!(
+        lines[at + 2].trim_start().starts_with("and in model.py"),
+        "{out}"
+    );
 }
 
 /// When the config as given fits in the simulation although the log crashed, diagnose says the
 /// two disagree with both figures, and never offers that very configuration as a fix.
 #[test]
 fn diagnose_never_offers_the_configuration_that_crashed() {
-    let crashed = ["--batch_size=6", "--gradient_accumulation_steps=11", "--compile=False"];
-    let args = [&["diagnose", SEED_LOG, "--config", SEED_CONFIG][..], &crashed].concat();
+    let crashed = [
+        "--batch_size=6",
+        "--gradient_accumulation_steps=11",
+        "--compile=False",
+    ];
+    let args = [
+        &["diagnose", SEED_LOG, "--config", SEED_CONFIG][..],
+        &crashed,
+    ]
+    .concat();
     let (code, out, _) = vramplan(&args);
     assert_eq!(code, 0);
     assert!(!out.contains("as configured"), "{out}");
@@ -455,13 +553,19 @@ fn diagnose_never_offers_the_configuration_that_crashed() {
         .unwrap_or_else(|| panic!("{out}"));
     // Both figures: the prediction and what the log's process held and asked for.
     assert!(note.contains("predicted to peak at"), "{note}");
-    assert!(note.contains("held 7.04 GiB and asked for 6.14 GiB more"), "{note}");
+    assert!(
+        note.contains("held 7.04 GiB and asked for 6.14 GiB more"),
+        "{note}"
+    );
     let (_, v) = json(&[&["diagnose", "--json"][..], &args[1..]].concat());
     for f in v["fixes"].as_array().unwrap() {
-        let Some(cmd) = f["command"].as_str() else { continue };
+        let Some(cmd) = f["command"].as_str() else {
+            continue;
+        };
         let plain = !cmd.starts_with("PYTORCH_CUDA_ALLOC_CONF")
             && f["code_changes"].as_array().is_none_or(|a| a.is_empty());
-        let same = cmd.contains("--batch_size=6") && cmd.contains("--gradient_accumulation_steps=11");
+        let same =
+            cmd.contains("--batch_size=6") && cmd.contains("--gradient_accumulation_steps=11");
         assert!(!(plain && same), "the crashed run offered as a fix: {f}");
     }
 }

@@ -34,7 +34,8 @@ fn allocated(v: &Value, phase: &str) -> u64 {
 /// overflow. An RTX 3060 holds that evaluation.
 #[test]
 fn eval_only_config_runs_one_evaluation_and_fits() {
-    let (code, out, err) = vramplan(&["check", "fixtures/configs/eval_gpt2.py", "--gpu", "rtx3060"]);
+    let (code, out, err) =
+        vramplan(&["check", "fixtures/configs/eval_gpt2.py", "--gpu", "rtx3060"]);
     assert_eq!(code, 0, "{out}{err}");
     let verdict = out
         .lines()

@@ -157,7 +157,8 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
                     "{}: batch_size {}, gradient_accumulation_steps {}{}",
                     // In a diagnosis "as configured" would read as the crashed run: it is the
                     // same settings at another batch.
-                    c.label.replacen("as configured", "same settings, smaller batch", 1),
+                    c.label
+                        .replacen("as configured", "same settings, smaller batch", 1),
                     c.config.batch_size,
                     c.config.gradient_accumulation_steps,
                     if outside > 0 {
@@ -208,7 +209,7 @@ fn disagreement(facts: &crate::diagnose::types::Facts, predicted: u64, usable: u
          checkpoint on the GPU), torch.compile or a PyTorch/CUDA version whose kernels and \
          workspaces differ from the simulated ones, memory the script holds beyond nanoGPT's \
          (tensors kept with their graph, extra models), or fragmentation beyond the modelled \
-         allocator. Fixes below are predicted from the config as given.",
+         allocator. The fixes are predicted from the config as given.",
         human(predicted),
         human(usable)
     )

@@ -98,10 +98,7 @@ pub fn command(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> String
     }
     // train.py reads only its own python config files: for a TOML (or no) config the flags
     // spell out everything that differs from train.py's defaults instead.
-    let nanogpt_file = script
-        .config_path
-        .as_deref()
-        .filter(|p| p.ends_with(".py"));
+    let nanogpt_file = script.config_path.as_deref().filter(|p| p.ends_with(".py"));
     let defaults = TrainConfig::default();
     let from = if nanogpt_file.is_some() {
         &script.file_config

@@ -161,7 +161,11 @@ pub fn launch(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> String 
 pub fn launch_code_changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<String> {
     let mut out = super::knobs::code_changes(cfg, base);
     if cfg.model_type != ModelType::Gpt2 {
-        let mut args = super::hf_args::command(cfg, base);
+        // The Trainer's gradient_accumulation_steps is per process (nanoGPT's is over all
+        // ranks and divided by the world size), as in ds_config.json.
+        let mut per_process = cfg.clone();
+        per_process.gradient_accumulation_steps /= cfg.world_size.max(1);
+        let mut args = super::hf_args::command(&per_process, base);
         if matches!(
             cfg.parallelism,
             Parallelism::Zero1 | Parallelism::Zero2 | Parallelism::Zero3

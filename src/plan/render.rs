@@ -33,12 +33,7 @@ pub(crate) fn gpu_line(out: &mut String, gpu: &GpuSummary, margin_bytes: u64) {
         if gpu.safety_bytes == 0 {
             format!("{} margin", human(margin_bytes))
         } else {
-            crate::budget::Budget::kept_free(
-                margin_bytes,
-                gpu.safety_pct,
-                gpu.safety_bytes,
-                &human,
-            )
+            crate::budget::Budget::kept_free(margin_bytes, gpu.safety_pct, gpu.safety_bytes, &human)
         }
     );
 }

@@ -134,12 +134,9 @@ pub fn render(r: &CheckReport, style: Style) -> String {
             g.name,
             style.b(g.total_bytes),
             style.b(g.usable_bytes),
-            crate::budget::Budget::kept_free(
-                g.margin_bytes,
-                g.safety_pct,
-                g.safety_bytes,
-                &|b| style.b(b)
-            ),
+            crate::budget::Budget::kept_free(g.margin_bytes, g.safety_pct, g.safety_bytes, &|b| {
+                style.b(b)
+            }),
             g.source
         );
     }

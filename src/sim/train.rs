@@ -115,7 +115,9 @@ pub struct Schedule {
 /// The loop's decisions, from train.py:
 /// - `if iter_num == 0 and eval_only: break` after the first estimate_loss(): no training step.
 ///   A resumed run starts at the checkpoint's iter_num, which is > 0 (train.py saves only when
-///   `iter_num > 0`), so eval_only does not stop it: it trains.
+///   `iter_num > 0`), so eval_only does not stop it: it trains. Its first estimate_loss() is
+///   simulated too: train.py saved that checkpoint at an evaluation, so its iter_num is a
+///   multiple of eval_interval unless eval_interval changed since.
 /// - iterations run from iter_num to max_iters inclusive (`if iter_num > max_iters: break`
 ///   after the step), so max_iters = 0 still runs one step.
 /// - estimate_loss() runs when `iter_num % eval_interval == 0`: after the first step only if a

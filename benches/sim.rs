@@ -48,7 +48,15 @@ fn bench_suggest(c: &mut Criterion) {
     let gpu = vramplan::budget::find("rtx3060").unwrap();
     let budget = vramplan::budget::Budget::from_profile(gpu, 256 << 20).unwrap();
     c.bench_function("suggest gpt2-124m on rtx3060 (whole search)", |b| {
-        b.iter(|| vramplan::plan::suggest(black_box(&seed), &budget, &[], None).unwrap())
+        b.iter(|| {
+            vramplan::plan::suggest(
+                black_box(&seed),
+                &budget,
+                &[],
+                &vramplan::plan::knobs::Script::defaults(),
+            )
+            .unwrap()
+        })
     });
 }
 

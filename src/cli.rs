@@ -125,6 +125,15 @@ pub struct RunArgs {
     /// Memory kept free for safety (e.g. 256MiB, 0.5GiB, 1000000).
     #[arg(long, default_value = "256MiB")]
     pub margin: String,
+    /// A percentage of the card's total kept free on top of --margin (e.g. 5 or 7.5), for what
+    /// the simulation cannot pin down (library versions, fragmentation beyond the model).
+    #[arg(
+        long,
+        value_name = "PCT",
+        default_value = "0",
+        allow_hyphen_values = true
+    )]
+    pub safety: String,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,

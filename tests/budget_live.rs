@@ -303,6 +303,7 @@ fn request(gpu: Option<&str>, live: bool, margin: &str) -> BudgetRequest {
         live,
         gpu_index: 0,
         margin: margin.to_string(),
+        safety: "0".to_string(),
     }
 }
 

@@ -76,10 +76,12 @@ fn seed_context() -> MatchContext {
                 "python train.py config/train_gpt2.py --batch_size=16 --gradient_accumulation_steps=4"
                     .into(),
             ),
+            code_changes: Vec::new(),
             predicted_peak_bytes: Some(gib(9.1)),
             fits: Some(true),
         }],
         explanation: None,
+        notes: Vec::new(),
     }
 }
 

@@ -209,6 +209,8 @@ pub fn live_budget(nvml: &dyn Nvml, index: u32, margin_bytes: u64) -> Result<Bud
         total_bytes: cuda_total,
         usable_bytes,
         margin_bytes,
+        safety_pct: 0.0,
+        safety_bytes: 0,
         source: BudgetSource::Live,
         profile,
         others: Some(holders(&reading)),

@@ -32,7 +32,12 @@ pub struct Budget {
     /// What a run may use: total − margin (profile), free now − margin (live; 0 when the
     /// margin does not fit in what is free).
     pub usable_bytes: u64,
+    /// Everything kept free: `--margin` plus `safety_bytes`.
     pub margin_bytes: u64,
+    /// `--safety`: the percentage of the total kept free on top of `--margin`.
+    pub safety_pct: f64,
+    /// `safety_pct` of `total_bytes`, in bytes (inside `margin_bytes`).
+    pub safety_bytes: u64,
     pub source: BudgetSource,
     /// The card's profile: from the catalogue, a file, or (unknown live card) built from NVML.
     pub profile: GpuProfile,
@@ -74,12 +79,60 @@ impl Budget {
             total_bytes: profile.total_bytes,
             usable_bytes,
             margin_bytes,
+            safety_pct: 0.0,
+            safety_bytes: 0,
             source: BudgetSource::Profile,
             profile,
             live: None,
             others: None,
             warnings,
         })
+    }
+
+    /// Keep `pct` percent of the total free as well (`--safety`). Keeping the whole usable
+    /// budget is an error, as a margin larger than the card is.
+    pub fn keep_free_pct(mut self, pct: f64) -> Result<Budget> {
+        if pct == 0.0 {
+            return Ok(self);
+        }
+        let safety = (self.total_bytes as f64 * pct / 100.0).round() as u64;
+        self.usable_bytes = self
+            .usable_bytes
+            .checked_sub(safety)
+            .filter(|&usable| usable > 0)
+            .ok_or_else(|| {
+                Error::new(format!(
+                    "--safety {pct}: {} of {}'s {} leaves nothing usable after the margin: use a \
+                     smaller percentage",
+                    human(safety),
+                    self.name,
+                    human(self.total_bytes)
+                ))
+            })?;
+        self.margin_bytes = self.margin_bytes.saturating_add(safety);
+        self.safety_pct = pct;
+        self.safety_bytes = safety;
+        Ok(self)
+    }
+
+    /// What is kept free, in words: "a 256.00 MiB margin", or with `--safety`, "1.42 GiB kept
+    /// free (256.00 MiB margin + 10% safety)".
+    /// `show` writes a byte count.
+    pub fn kept_free(
+        margin_bytes: u64,
+        safety_pct: f64,
+        safety_bytes: u64,
+        show: &dyn Fn(u64) -> String,
+    ) -> String {
+        if safety_bytes == 0 {
+            format!("a {} margin", show(margin_bytes))
+        } else {
+            format!(
+                "{} kept free ({} margin + {safety_pct}% safety)",
+                show(margin_bytes),
+                show(margin_bytes.saturating_sub(safety_bytes))
+            )
+        }
     }
 
     /// Whether a run whose device peak (reserved + CUDA context) is `device_peak_bytes` fits.
@@ -121,6 +174,21 @@ impl Budget {
             }
         }
     }
+}
+
+/// Parse a `--safety` value: a percentage in [0, 100), with or without a `%` sign.
+pub fn parse_safety(s: &str) -> Result<f64> {
+    let number = s.trim().trim_end_matches('%').trim();
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|p| p.is_finite() && (0.0..100.0).contains(p))
+        .ok_or_else(|| {
+            Error::new(format!(
+                "--safety: expected a percentage of the card to keep free, from 0 to below 100 \
+                 (e.g. 5 or 7.5), got {s:?}"
+            ))
+        })
 }
 
 /// Parse a `--margin` value; errors name `--margin`. See [`parse_bytes_for`].
@@ -196,12 +264,23 @@ pub struct BudgetRequest {
     pub gpu_index: u32,
     /// `--margin` as typed
     pub margin: String,
+    /// `--safety` as typed (a percentage of the total)
+    pub safety: String,
 }
 
 /// Turn the flags into a budget. `--gpu`, `--gpu-file` and `--live` exclude each other. With
 /// none of them the live card is used when NVML finds one, and `Ok(None)` (no verdict, the
 /// caller says how to get one) when it does not; with `--live`, no driver is an error.
 pub fn resolve(request: &BudgetRequest, nvml: &dyn Nvml) -> Result<Option<Budget>> {
+    let safety = parse_safety(&request.safety)?;
+    Ok(match resolve_margin(request, nvml)? {
+        Some(budget) => Some(budget.keep_free_pct(safety)?),
+        None => None,
+    })
+}
+
+/// [`resolve`] with `--margin` alone.
+fn resolve_margin(request: &BudgetRequest, nvml: &dyn Nvml) -> Result<Option<Budget>> {
     let margin = parse_bytes(&request.margin)?;
     let chosen = [
         request.gpu.as_ref().map(|_| "--gpu"),

@@ -68,7 +68,7 @@ pub use live::{
     FAKE_NVML_ENV, NO_DRIVER_MESSAGE,
 };
 pub use margin::{
-    parse_bytes, parse_bytes_for, resolve, Budget, BudgetRequest, BudgetSource,
+    parse_bytes, parse_bytes_for, parse_safety, resolve, Budget, BudgetRequest, BudgetSource,
     DEFAULT_MARGIN_BYTES,
 };
 pub use profile::{

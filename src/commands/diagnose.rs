@@ -1,7 +1,7 @@
 //! `vramplan diagnose LOG`: parse the log; with a config, match the failed request to the
 //! simulator's tensors and compute fixes with suggest on the card the log describes.
 
-use super::print_json;
+use super::{model_source, print_json, script};
 use crate::budget::{catalogue, find, Budget, BudgetSource, GpuProfile};
 use crate::cli::DiagnoseArgs;
 use crate::config::{self, Precision, TrainConfig};
@@ -153,11 +153,7 @@ struct Guess {
 }
 
 fn context(args: &DiagnoseArgs, text: &str) -> Result<(MatchContext, Option<Guess>)> {
-    let model = match (&args.model, &args.hf_config) {
-        (Some(name), _) => Some(config::ModelSource::Preset(name)),
-        (None, Some(path)) => Some(config::ModelSource::HfConfig(path)),
-        (None, None) => None,
-    };
+    let model = model_source(&args.model, &args.hf_config);
     let parsed = parse(text);
     // Engine settings a vLLM log prints come first; the user's overrides win over them.
     let mut overrides = if parsed.format == Some(Format::Vllm) {
@@ -190,24 +186,27 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<(MatchContext, Option<Gues
     }
     let sim = run_sim(&cfg, Some(&gpu))?;
     let live = sim_phase(parsed.phase.as_str()).map(|p| sim.profile.phase(p).peak_allocated);
+    let (fixes, notes) = suggest_fixes(args, &cfg, &gpu, &facts)?;
     let ctx = MatchContext {
         candidates: candidates(&sim.timeline, &sim.profile),
         simulated_live_bytes_at_phase: live,
-        fixes: suggest_fixes(args, &cfg, &gpu, &facts)?,
+        fixes,
         explanation: None,
+        notes,
     };
     Ok((ctx, guess))
 }
 
 /// suggest's configurations on the card, less what other processes hold now: each a fix with
 /// its predicted peak, or one fix that says nothing fits (the diagnoser turns a fix list where
-/// nothing fits into the model_too_large cause).
+/// nothing fits into the model_too_large cause); and a note when the simulation says the
+/// crashed config fits.
 fn suggest_fixes(
     args: &DiagnoseArgs,
     cfg: &TrainConfig,
     gpu: &GpuProfile,
     facts: &Facts,
-) -> Result<Vec<Fix>> {
+) -> Result<(Vec<Fix>, Vec<String>)> {
     // What the run can have: the card less what other processes hold now, less the margin.
     let outside = facts.outside_process_bytes().unwrap_or(0);
     let margin = crate::budget::DEFAULT_MARGIN_BYTES;
@@ -216,28 +215,40 @@ fn suggest_fixes(
         .saturating_sub(outside)
         .saturating_sub(margin);
     if usable == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let budget = Budget {
         name: gpu.name.clone(),
         total_bytes: gpu.total_bytes,
         usable_bytes: usable,
         margin_bytes: margin,
+        safety_pct: 0.0,
+        safety_bytes: 0,
         source: BudgetSource::Profile,
         profile: gpu.clone(),
         live: None,
         others: None,
         warnings: Vec::new(),
     };
-    let path = args.config.as_ref().map(|p| p.display().to_string());
-    let s = suggest(cfg, &budget, &[], path.as_deref())?;
+    let script = script(
+        args.config.as_deref(),
+        model_source(&args.model, &args.hf_config),
+        cfg,
+    );
+    let s = suggest(cfg, &budget, &[], &script)?;
     if s.best.is_none() {
-        return Ok(vec![Fix {
+        let fix = Fix {
             change: s.notes.join(" "),
             command: None,
+            code_changes: Vec::new(),
             predicted_peak_bytes: Some(s.baseline.peak_device_bytes),
             fits: Some(false),
-        }]);
+        };
+        return Ok((vec![fix], Vec::new()));
+    }
+    let mut notes = Vec::new();
+    if s.baseline.fits {
+        notes.push(disagreement(facts, s.baseline.peak_device_bytes, usable));
     }
     let held = if outside > 0 {
         format!(
@@ -247,19 +258,57 @@ fn suggest_fixes(
     } else {
         String::new()
     };
-    Ok(s.best
+    let fixes = s
+        .best
         .into_iter()
         .chain(s.alternatives)
+        // The configuration that just crashed is no fix, whatever the simulation says.
+        .filter(|c| c.config != *cfg)
         .map(|c| Fix {
             change: format!(
                 "{}: batch_size {}, gradient_accumulation_steps {}{held}",
-                c.label, c.config.batch_size, c.config.gradient_accumulation_steps,
+                // In a diagnosis "as configured" would read as the crashed run: it is the
+                // same settings at another batch.
+                c.label
+                    .replacen("as configured", "same settings, smaller batch", 1),
+                c.config.batch_size,
+                c.config.gradient_accumulation_steps,
             ),
             command: Some(c.command),
+            code_changes: c.code_changes,
             predicted_peak_bytes: Some(c.peak_device_bytes),
             fits: Some(c.fits),
         })
-        .collect())
+        .collect();
+    Ok((fixes, notes))
+}
+
+
+/// The config as given fits in the simulation, yet the log is an out-of-memory failure: say so
+/// with both figures and what could account for the difference.
+fn disagreement(facts: &crate::diagnose::types::Facts, predicted: u64, usable: u64) -> String {
+    let human = crate::units::human;
+    let logged = match (facts.process_in_use_bytes, facts.tried_to_allocate_bytes) {
+        (Some(held), Some(asked)) => format!(
+            "the log's process held {} and asked for {} more ({} at least)",
+            human(held),
+            human(asked),
+            human(held.saturating_add(asked))
+        ),
+        (None, Some(asked)) => format!("the log's process failed to allocate {}", human(asked)),
+        _ => "the log reports an out-of-memory failure".to_string(),
+    };
+    format!(
+        "the simulation and the log disagree: this config is predicted to peak at {} on the \
+         device, within the {} usable here, yet {logged}. What could explain the gap: the run \
+         was not this config (another file, an override left out, init_from='resume' with its \
+         checkpoint on the GPU), torch.compile or a PyTorch/CUDA version whose kernels and \
+         workspaces differ from the simulated ones, memory the script holds beyond nanoGPT's \
+         (tensors kept with their graph, extra models), or fragmentation beyond the modelled \
+         allocator. The fixes are predicted from the config as given.",
+        human(predicted),
+        human(usable)
+    )
 }
 
 fn sim_phase(name: &str) -> Option<Phase> {

@@ -29,11 +29,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
 /// The model (--model / --hf-config, if given), then the config file (or nanoGPT's defaults),
 /// then the command line's overrides.
 pub(crate) fn load_config(args: &RunArgs) -> Result<Loaded> {
-    let model = match (&args.model, &args.hf_config) {
-        (Some(name), _) => Some(config::ModelSource::Preset(name)),
-        (None, Some(path)) => Some(config::ModelSource::HfConfig(path)),
-        (None, None) => None,
-    };
+    let model = model_source(&args.model, &args.hf_config);
     // --mode is sugar for the override --mode=..., applied last.
     let mut overrides = args.overrides.clone();
     if let Some(mode) = &args.mode {
@@ -48,6 +44,33 @@ pub(crate) fn load_config(args: &RunArgs) -> Result<Loaded> {
     config::load_with_model(args.config.as_deref(), model, &overrides)
 }
 
+/// How the user starts train.py: the config file and what it sets before the command line's
+/// overrides, so printed commands keep those overrides. A file that is valid only with the
+/// overrides falls back to `run` (the commands then spell out only the suggested changes).
+pub(crate) fn script(
+    config_path: Option<&std::path::Path>,
+    model: Option<config::ModelSource>,
+    run: &config::TrainConfig,
+) -> crate::plan::knobs::Script {
+    crate::plan::knobs::Script {
+        config_path: config_path.map(|p| p.display().to_string()),
+        file_config: config::load_with_model(config_path, model, &[])
+            .map_or_else(|_| run.clone(), |l| l.config),
+    }
+}
+
+/// The model a run names: --model, else --hf-config.
+pub(crate) fn model_source<'a>(
+    model: &'a Option<String>,
+    hf_config: &'a Option<std::path::PathBuf>,
+) -> Option<config::ModelSource<'a>> {
+    match (model, hf_config) {
+        (Some(name), _) => Some(config::ModelSource::Preset(name)),
+        (None, Some(path)) => Some(config::ModelSource::HfConfig(path)),
+        (None, None) => None,
+    }
+}
+
 /// The card to plan for: --gpu, --gpu-file, --live, or the live card when there is one.
 pub(crate) fn load_budget(args: &RunArgs) -> Result<Option<Budget>> {
     let request = BudgetRequest {
@@ -56,6 +79,7 @@ pub(crate) fn load_budget(args: &RunArgs) -> Result<Option<Budget>> {
         live: args.live,
         gpu_index: args.gpu_index,
         margin: args.margin.clone(),
+        safety: args.safety.clone(),
     };
     let nvml = nvml_from_env()?;
     resolve(&request, &*nvml)

@@ -1,6 +1,6 @@
 //! `vramplan suggest`: the largest config that fits, ranked by speed.
 
-use super::{load_budget, load_config, print_json, write_file};
+use super::{load_budget, load_config, model_source, print_json, script, write_file};
 use crate::cli::SuggestArgs;
 use crate::error::{Error, Result};
 use crate::plan::sweep::sweep_chart;
@@ -32,8 +32,12 @@ pub fn run(args: &SuggestArgs) -> Result<u8> {
         }
         return Ok(if report.largest_batch.is_some() { 0 } else { 1 });
     }
-    let path = args.run.config.as_ref().map(|p| p.display().to_string());
-    let mut report = suggest(&loaded.config, &budget, &args.keep, path.as_deref())?;
+    let script = script(
+        args.run.config.as_deref(),
+        model_source(&args.run.model, &args.run.hf_config),
+        &loaded.config,
+    );
+    let mut report = suggest(&loaded.config, &budget, &args.keep, &script)?;
     if args.gpus == Some(0) {
         crate::bail!("--gpus 0: expected a number of GPUs of at least 1");
     }
@@ -43,7 +47,7 @@ pub fn run(args: &SuggestArgs) -> Result<u8> {
         .is_none()
         .then_some(crate::plan::multi::DEFAULT_MAX_GPUS));
     if let Some(n) = max_gpus.filter(|&n| n > 1) {
-        report.multi_gpu = Some(suggest_multi(&loaded.config, &budget, n, path.as_deref())?);
+        report.multi_gpu = Some(suggest_multi(&loaded.config, &budget, n, &script)?);
     }
     if let Some(path) = &args.svg {
         write_file(path, &sweep_chart(&loaded.config, &budget, &report)?)?;

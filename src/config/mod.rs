@@ -171,6 +171,10 @@ pub struct TrainConfig {
     pub eval_iters: u64,
     pub eval_interval: u64,
     pub eval_only: bool,
+    /// Iterations run (train.py: 0..=max_iters); with eval_interval, whether an
+    /// estimate_loss() follows the training steps.
+    #[serde(default = "default_max_iters")]
+    pub max_iters: u64,
     pub init_from: String,
     pub dataset: String,
     pub weight_decay: f64,
@@ -284,6 +288,7 @@ impl Default for TrainConfig {
             eval_iters: 200,
             eval_interval: 2000,
             eval_only: false,
+            max_iters: default_max_iters(),
             init_from: "scratch".to_string(),
             dataset: "openwebtext".to_string(),
             weight_decay: 1e-1,
@@ -334,6 +339,11 @@ impl PartialEq for Written {
     fn eq(&self, _: &Written) -> bool {
         true
     }
+}
+
+/// nanoGPT train.py's max_iters.
+fn default_max_iters() -> u64 {
+    600_000
 }
 
 impl TrainConfig {

@@ -9,6 +9,7 @@ fn fix(change: impl Into<String>, command: Option<&str>) -> Fix {
     Fix {
         change: change.into(),
         command: command.map(str::to_string),
+        code_changes: Vec::new(),
         predicted_peak_bytes: None,
         fits: None,
     }

@@ -41,6 +41,8 @@ pub struct MatchContext {
     pub fixes: Vec<Fix>,
     /// The run's own arithmetic behind the failure (vLLM's KV-cache budget), when known.
     pub explanation: Option<String>,
+    /// What the config's simulation says that the log contradicts, shown first among the notes.
+    pub notes: Vec<String>,
 }
 
 /// The diagnosis; serialises to issue 4's `--json` names. `message_layout`, `pytorch_version`,
@@ -163,7 +165,8 @@ pub fn analyze(text: &str, ctx: Option<&MatchContext>) -> Diagnosis {
             fixes.push(f);
         }
     }
-    let mut notes = primary.notes.clone();
+    let mut notes: Vec<String> = ctx.map_or_else(Vec::new, |c| c.notes.clone());
+    notes.extend(primary.notes.iter().cloned());
     let mut other_reports: Vec<OtherReport> = Vec::new();
     for r in reports.iter().filter(|r| r.is_oom && r.at != primary.at) {
         let same = |dev: &Option<String>, f: &Facts| *dev == primary.device && *f == primary.facts;

@@ -170,6 +170,9 @@ pub fn render_text(d: &Diagnosis) -> String {
             if let Some(cmd) = &x.command {
                 let _ = writeln!(out, "      {cmd}");
             }
+            for change in &x.code_changes {
+                let _ = writeln!(out, "      and in {change}");
+            }
         }
         out.push('\n');
     }

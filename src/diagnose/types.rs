@@ -220,6 +220,10 @@ pub struct Cause {
 pub struct Fix {
     pub change: String,
     pub command: Option<String>,
+    /// What the command cannot carry: the code to change (model.py, train.py, the Trainer's
+    /// loading), each to make along with the command.
+    #[serde(default)]
+    pub code_changes: Vec<String>,
     pub predicted_peak_bytes: Option<u64>,
     pub fits: Option<bool>,
 }

@@ -80,6 +80,7 @@ pub fn vllm_context(cfg: &TrainConfig, gpu: &GpuProfile) -> Result<MatchContext>
         simulated_live_bytes_at_phase: None,
         fixes: fixes(&cfg, gpu, &v)?,
         explanation: Some(explanation),
+        notes: Vec::new(),
     })
 }
 
@@ -93,6 +94,7 @@ fn fixes(cfg: &TrainConfig, gpu: &GpuProfile, v: &VllmBudget) -> Result<Vec<Fix>
                 "raise --gpu-memory-utilization to {u:.2} (if nothing else uses the card): the KV cache then holds one full {len}-token sequence"
             ),
             command: Some(v.command("MODEL", u, len)),
+            code_changes: Vec::new(),
             predicted_peak_bytes: Some(budget_at(u)),
             fits: Some(true),
         });
@@ -104,6 +106,7 @@ fn fixes(cfg: &TrainConfig, gpu: &GpuProfile, v: &VllmBudget) -> Result<Vec<Fix>
                 v.gpu_memory_utilization, v.max_tokens, v.num_gpu_blocks
             ),
             command: Some(v.command("MODEL", v.gpu_memory_utilization, v.max_tokens)),
+            code_changes: Vec::new(),
             predicted_peak_bytes: Some(v.budget_bytes),
             fits: Some(true),
         });
@@ -127,6 +130,7 @@ fn fixes(cfg: &TrainConfig, gpu: &GpuProfile, v: &VllmBudget) -> Result<Vec<Fix>
                         "vllm serve MODEL --quantization bitsandbytes --gpu-memory-utilization {:.2} --max-model-len {len}",
                         v.gpu_memory_utilization
                     )),
+                    code_changes: Vec::new(),
                     predicted_peak_bytes: Some(v.budget_bytes),
                     fits: Some(true),
                 });

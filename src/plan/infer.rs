@@ -177,6 +177,8 @@ pub fn suggest_inference(
             name: budget.name.clone(),
             total_bytes: budget.total_bytes,
             usable_bytes: budget.usable_bytes,
+            safety_pct: budget.safety_pct,
+            safety_bytes: budget.safety_bytes,
         },
         margin_bytes: budget.margin_bytes,
         baseline_fits: base_peak <= budget.usable_bytes,

@@ -71,18 +71,37 @@ pub fn knobs() -> Vec<Knob> {
     ]
 }
 
-/// How to run `cfg` with nanoGPT, starting from the user's `base` config file (Hugging Face
-/// models: the Trainer's arguments).
-pub fn command(cfg: &TrainConfig, base: &TrainConfig, config_path: Option<&str>) -> String {
+/// How the user starts train.py: the config file on its command line and what that file alone
+/// sets, so a printed command repeats the user's own overrides (`--compile=False`) as well as
+/// the suggested changes.
+#[derive(Debug, Clone)]
+pub struct Script {
+    pub config_path: Option<String>,
+    /// The config the file gives before any `--key=value` (train.py's defaults without a file).
+    pub file_config: TrainConfig,
+}
+
+impl Script {
+    /// train.py with no config file.
+    pub fn defaults() -> Script {
+        Script {
+            config_path: None,
+            file_config: TrainConfig::default(),
+        }
+    }
+}
+
+/// How to run `cfg` with nanoGPT's train.py (Hugging Face models: the Trainer's arguments).
+pub fn command(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> String {
     if cfg.model_type != ModelType::Gpt2 {
         return super::hf_args::command(cfg, base);
     }
     // train.py reads only its own python config files: for a TOML (or no) config the flags
     // spell out everything that differs from train.py's defaults instead.
-    let nanogpt_file = config_path.filter(|p| p.ends_with(".py"));
+    let nanogpt_file = script.config_path.as_deref().filter(|p| p.ends_with(".py"));
     let defaults = TrainConfig::default();
     let from = if nanogpt_file.is_some() {
-        base
+        &script.file_config
     } else {
         &defaults
     };

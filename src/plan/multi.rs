@@ -6,9 +6,9 @@
 //! FSDP SHARD_GRAD_OP, FSDP FULL_SHARD, ZeRO-3); the tokens per optimizer step stay the
 //! user's, with gradient_accumulation_steps a multiple of the world size (nanoGPT asserts it).
 
-use super::knobs::command;
+use super::knobs::{command, Script};
 use super::search::{max_batch, with_batch, Ctx};
-use crate::config::{Parallelism, Precision, TrainConfig};
+use crate::config::{ModelType, Parallelism, Precision, TrainConfig};
 use crate::error::Result;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -36,6 +36,9 @@ pub struct MultiCandidate {
     /// One rank's device peak.
     pub peak_device_bytes: u64,
     pub launch: String,
+    /// What the training script must change for this parallelism (nanoGPT's train.py has
+    /// only DDP), or the Trainer's arguments.
+    pub code_changes: Vec<String>,
     /// DeepSpeed's config file for the ZeRO candidates.
     pub ds_config: Option<Value>,
 }
@@ -67,7 +70,7 @@ pub(super) fn search(
     ctx: &Ctx,
     tokens: u64,
     max_gpus: u64,
-    config_path: Option<&str>,
+    script: &Script,
 ) -> Result<MultiReport> {
     let mut world = 2;
     while world <= max_gpus {
@@ -88,7 +91,8 @@ pub(super) fn search(
                     tokens_per_step: config.tokens_per_step().unwrap_or(0),
                     peak_allocated_bytes: peak.allocated,
                     peak_device_bytes: peak.device,
-                    launch: launch(&config, base, config_path),
+                    launch: launch(&config, base, script),
+                    code_changes: launch_code_changes(&config, base),
                     ds_config: ds_config(&config),
                     config,
                 });
@@ -105,14 +109,33 @@ pub(super) fn search(
     })
 }
 
-/// The launch line: torchrun for nanoGPT's DDP, accelerate for FSDP, deepspeed for ZeRO.
-pub fn launch(cfg: &TrainConfig, base: &TrainConfig, config_path: Option<&str>) -> String {
-    let single = command(cfg, base, config_path);
+/// The launch line. nanoGPT's train.py starts its process group from torchrun's environment
+/// (`ddp = int(os.environ.get('RANK', -1)) != -1`) and reads only its config file and
+/// `--key=value` overrides, so every nanoGPT candidate launches with torchrun; the sharded ones
+/// need the train.py change [`launch_code_changes`] names. A Trainer script launches with
+/// accelerate (FSDP) or deepspeed (ZeRO), its arguments in the code changes.
+pub fn launch(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> String {
     let w = cfg.world_size;
-    let launcher = match cfg.parallelism {
-        Parallelism::Ddp => format!("torchrun --standalone --nproc_per_node={w} train.py"),
+    // Megatron-LM: one data-parallel replica of degree-w tensor parallelism.
+    if cfg.parallelism == Parallelism::Tp {
+        return format!(
+            "torchrun --nproc_per_node={w} pretrain_gpt.py --tensor-model-parallel-size {w} \
+             --micro-batch-size {} --global-batch-size {} --seq-length {}",
+            cfg.batch_size,
+            cfg.batch_size
+                .saturating_mul(cfg.gradient_accumulation_steps),
+            cfg.block_size
+        );
+    }
+    if cfg.model_type == ModelType::Gpt2 {
+        let single = command(cfg, base, script);
+        let torchrun = format!("torchrun --standalone --nproc_per_node={w} train.py");
+        return single.replacen("python train.py", &torchrun, 1);
+    }
+    let env = super::knobs::env_prefix(cfg, base);
+    match cfg.parallelism {
         Parallelism::Fsdp | Parallelism::FsdpGradOp => format!(
-            "accelerate launch --num_processes {w} --use_fsdp --fsdp_sharding_strategy {} \
+            "{env}accelerate launch --num_processes {w} --use_fsdp --fsdp_sharding_strategy {} \
              --fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP --mixed_precision {} train.py",
             if cfg.parallelism == Parallelism::Fsdp {
                 "FULL_SHARD"
@@ -126,21 +149,61 @@ pub fn launch(cfg: &TrainConfig, base: &TrainConfig, config_path: Option<&str>) 
             }
         ),
         Parallelism::Zero1 | Parallelism::Zero2 | Parallelism::Zero3 => {
-            return format!("deepspeed --num_gpus {w} train.py --deepspeed ds_config.json");
+            format!("{env}deepspeed --num_gpus {w} train.py")
         }
-        // Megatron-LM: one data-parallel replica of degree-w tensor parallelism.
-        Parallelism::Tp => {
-            return format!(
-                "torchrun --nproc_per_node={w} pretrain_gpt.py --tensor-model-parallel-size {w} \
-                 --micro-batch-size {} --global-batch-size {} --seq-length {}",
-                cfg.batch_size,
-                cfg.batch_size
-                    .saturating_mul(cfg.gradient_accumulation_steps),
-                cfg.block_size
+        Parallelism::Ddp | Parallelism::Tp => {
+            format!("{env}torchrun --standalone --nproc_per_node={w} train.py")
+        }
+    }
+}
+
+/// What the script must change for `cfg`'s parallelism, beyond the single-GPU changes.
+pub fn launch_code_changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<String> {
+    let mut out = super::knobs::code_changes(cfg, base);
+    if cfg.model_type != ModelType::Gpt2 {
+        // The Trainer's gradient_accumulation_steps is per process (nanoGPT's is over all
+        // ranks and divided by the world size), as in ds_config.json.
+        let mut per_process = cfg.clone();
+        per_process.gradient_accumulation_steps /= cfg.world_size.max(1);
+        let mut args = super::hf_args::command(&per_process, base);
+        if matches!(
+            cfg.parallelism,
+            Parallelism::Zero1 | Parallelism::Zero2 | Parallelism::Zero3
+        ) {
+            args = args.replacen(
+                "TrainingArguments(",
+                "TrainingArguments(deepspeed=\"ds_config.json\", ",
+                1,
             );
         }
+        out.insert(0, format!("train.py: {args}"));
+        return out;
+    }
+    let sharded = match cfg.parallelism {
+        Parallelism::Fsdp | Parallelism::FsdpGradOp => Some(format!(
+            "train.py: nanoGPT has only DDP — replace model = DDP(model, \
+             device_ids=[ddp_local_rank]) with FSDP(model, \
+             sharding_strategy=ShardingStrategy.{}, auto_wrap_policy=functools.partial(\
+             transformer_auto_wrap_policy, transformer_layer_cls={{Block}}), \
+             device_id=ddp_local_rank) and build the optimizer after wrapping (FSDP flattens the \
+             parameters)",
+            if cfg.parallelism == Parallelism::Fsdp {
+                "FULL_SHARD"
+            } else {
+                "SHARD_GRAD_OP"
+            }
+        )),
+        Parallelism::Zero1 | Parallelism::Zero2 | Parallelism::Zero3 => Some(
+            "train.py: nanoGPT has only DDP — replace model = DDP(...) with model, optimizer, \
+             _, _ = deepspeed.initialize(model=model, optimizer=optimizer, \
+             config='ds_config.json'), then model.backward(loss) and model.step() in place of \
+             the scaler, clip_grad_norm_, optimizer.step and zero_grad (pip install deepspeed)"
+                .to_string(),
+        ),
+        Parallelism::Ddp | Parallelism::Tp => None,
     };
-    single.replacen("python train.py", &launcher, 1)
+    out.splice(0..0, sharded);
+    out
 }
 
 /// ds_config.json for a ZeRO candidate: DeepSpeed's batch keys are per GPU and per rank.

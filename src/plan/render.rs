@@ -26,11 +26,15 @@ fn row(c: &Candidate) -> Vec<Cell> {
 pub(crate) fn gpu_line(out: &mut String, gpu: &GpuSummary, margin_bytes: u64) {
     let _ = writeln!(
         out,
-        "GPU: {} — {} usable ({} total, {} margin)",
+        "GPU: {} — {} usable ({} total, {})",
         gpu.name,
         human(gpu.usable_bytes),
         human(gpu.total_bytes),
-        human(margin_bytes)
+        if gpu.safety_bytes == 0 {
+            format!("{} margin", human(margin_bytes))
+        } else {
+            crate::budget::Budget::kept_free(margin_bytes, gpu.safety_pct, gpu.safety_bytes, &human)
+        }
     );
 }
 
@@ -134,6 +138,9 @@ fn render_multi(out: &mut String, m: &super::multi::MultiReport) {
             human(c.peak_device_bytes)
         );
         let _ = writeln!(out, "    {}", c.launch);
+        for change in &c.code_changes {
+            let _ = writeln!(out, "    and in {change}");
+        }
         if let Some(ds) = &c.ds_config {
             let _ = writeln!(out, "    ds_config.json: {ds}");
         }

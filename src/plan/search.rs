@@ -8,7 +8,7 @@
 //! batch (best-fit splitting makes it jump), so the first that fits is the maximum: every larger
 //! batch either fails the bound or was simulated and failed.
 
-use super::knobs::{code_changes, command, knobs};
+use super::knobs::{code_changes, command, knobs, Script};
 use super::speed::tokens_per_second;
 use crate::budget::{catalogue, Budget, GpuProfile};
 use crate::config::TrainConfig;
@@ -47,6 +47,9 @@ pub struct GpuSummary {
     pub name: String,
     pub total_bytes: u64,
     pub usable_bytes: u64,
+    /// `--safety`: percentage of the total kept free, and those bytes (inside the margin).
+    pub safety_pct: f64,
+    pub safety_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -162,12 +165,12 @@ fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Map<String, Value> {
     out
 }
 
-/// Search and rank. `config_path` is shown in the printed nanoGPT command lines.
+/// Search and rank. `script` is how the printed nanoGPT command lines start train.py.
 pub fn suggest(
     base: &TrainConfig,
     budget: &Budget,
     keep: &[String],
-    config_path: Option<&str>,
+    script: &Script,
 ) -> Result<SuggestReport> {
     let gpu = &budget.profile;
     let ctx = Ctx {
@@ -192,7 +195,7 @@ pub fn suggest(
             peak_device_bytes: p.device,
             fits: p.device <= ctx.usable,
             relative_throughput: speed.zip(base_speed).map(|(s, b)| s / b),
-            command: command(&cfg, base, config_path),
+            command: command(&cfg, base, script),
             code_changes: code_changes(&cfg, base),
             config: cfg,
         }
@@ -319,6 +322,8 @@ pub fn suggest(
             name: budget.name.clone(),
             total_bytes: budget.total_bytes,
             usable_bytes: budget.usable_bytes,
+            safety_pct: budget.safety_pct,
+            safety_bytes: budget.safety_bytes,
         },
         margin_bytes: budget.margin_bytes,
         baseline: Baseline {
@@ -341,7 +346,7 @@ pub fn suggest_multi(
     base: &TrainConfig,
     budget: &Budget,
     max_gpus: u64,
-    config_path: Option<&str>,
+    script: &Script,
 ) -> Result<super::multi::MultiReport> {
     let ctx = Ctx {
         gpu: &budget.profile,
@@ -349,7 +354,7 @@ pub fn suggest_multi(
         context: budget.profile.context_bytes,
     };
     let tokens = base.tokens_per_step().unwrap_or(u64::MAX);
-    super::multi::search(base, &ctx, tokens, max_gpus, config_path)
+    super::multi::search(base, &ctx, tokens, max_gpus, script)
 }
 
 fn base_peak_fits(ctx: &Ctx, p: Peak) -> bool {

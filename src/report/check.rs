@@ -27,6 +27,8 @@ impl Target {
             total_bytes: b.total_bytes,
             usable_bytes: b.usable_bytes,
             margin_bytes: b.margin_bytes,
+            safety_pct: b.safety_pct,
+            safety_bytes: b.safety_bytes,
             source: match b.source {
                 crate::budget::BudgetSource::Profile => "profile",
                 crate::budget::BudgetSource::Live => "live",
@@ -42,7 +44,11 @@ pub struct Target {
     pub name: String,
     pub total_bytes: u64,
     pub usable_bytes: u64,
+    /// Everything kept free (`--margin` + `--safety`).
     pub margin_bytes: u64,
+    /// `--safety`: percentage of the total kept free, and those bytes (inside margin_bytes).
+    pub safety_pct: f64,
+    pub safety_bytes: u64,
     /// "profile" or "live".
     pub source: &'static str,
     /// Memory the process holds outside the allocator (context, kernels).

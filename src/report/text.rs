@@ -130,11 +130,13 @@ pub fn render(r: &CheckReport, style: Style) -> String {
     if let Some(g) = &r.gpu {
         let _ = writeln!(
             out,
-            "GPU: {} — {} total, {} usable after a {} margin ({})",
+            "GPU: {} — {} total, {} usable after {} ({})",
             g.name,
             style.b(g.total_bytes),
             style.b(g.usable_bytes),
-            style.b(g.margin_bytes),
+            crate::budget::Budget::kept_free(g.margin_bytes, g.safety_pct, g.safety_bytes, &|b| {
+                style.b(b)
+            }),
             g.source
         );
     }

@@ -1,6 +1,8 @@
 //! nanoGPT's train.py, in the order it touches GPU memory:
 //! init (model.to(device), first batch) → estimate_loss() at iteration 0 → training steps
 //! (micro-steps of forward + backward, then clip, AdamW, zero_grad) → a later estimate_loss().
+//! The keys that change what train.py runs (eval_only, init_from='resume', max_iters,
+//! eval_interval) decide which of these happen: [`schedule`], [`load_checkpoint`].
 
 use super::dtype::DType;
 use super::engine::{Engine, T, V};
@@ -25,10 +27,17 @@ const EVAL_ITERS: u64 = 2;
 pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
     // Sizes whose bytes overflow u64 (or are absurd) are an error, not an overflow.
     cfg.validate()?;
+    let plan = schedule(cfg);
     let mut e = Engine::new(rt);
     parallel::setup(&mut e, cfg);
+    let resumed_state = if plan.resume {
+        load_checkpoint(&mut e, cfg, rt)
+    } else {
+        Vec::new()
+    };
     let model = Model::build(&mut e, cfg);
     parallel::after_build(&mut e, cfg);
+    adopt_optimizer_state(&mut e, resumed_state);
     let batch = |e: &mut Engine, b: u64| -> (T, T) {
         let s = Shape::new(&[b, cfg.block_size]);
         let x = e.alloc(Name::top("batch", "X"), s, DType::I64, Category::Other);
@@ -44,7 +53,7 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
     // Each rank runs its share of the micro-steps (nanoGPT: ga // world_size).
     let micro_steps = parallel::micro_steps(cfg).min(MICRO_STEPS);
     let mut last: Option<(Option<V>, V)> = None;
-    for step in 0..STEPS {
+    for step in 0..plan.steps {
         for micro in 0..micro_steps {
             e.phase = Phase::Forward;
             e.grad_mode = true;
@@ -85,9 +94,107 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
         }
     }
 
-    e.phase = Phase::EvalAfterStep;
-    estimate_loss(&mut e, &model, cfg, &batch);
+    if plan.eval_after {
+        e.phase = Phase::EvalAfterStep;
+        estimate_loss(&mut e, &model, cfg, &batch);
+    }
     Ok(e.tl)
+}
+
+/// What train.py's loop runs for this config (nanoGPT train.py, the `while True:` loop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Optimizer steps simulated: 0 when train.py stops after the first estimate_loss().
+    pub steps: u32,
+    /// An estimate_loss() runs after training steps.
+    pub eval_after: bool,
+    /// init_from='resume': the checkpoint is loaded onto the GPU.
+    pub resume: bool,
+}
+
+/// The loop's decisions, from train.py:
+/// - `if iter_num == 0 and eval_only: break` after the first estimate_loss(): no training step.
+///   A resumed run starts at the checkpoint's iter_num, which is > 0 (train.py saves only when
+///   `iter_num > 0`), so eval_only does not stop it: it trains. Its first estimate_loss() is
+///   simulated too: train.py saved that checkpoint at an evaluation, so its iter_num is a
+///   multiple of eval_interval unless eval_interval changed since.
+/// - iterations run from iter_num to max_iters inclusive (`if iter_num > max_iters: break`
+///   after the step), so max_iters = 0 still runs one step.
+/// - estimate_loss() runs when `iter_num % eval_interval == 0`: after the first step only if a
+///   multiple of eval_interval lies in 1..=max_iters, i.e. eval_interval <= max_iters.
+///   always_save_checkpoint only decides whether torch.save runs there, which copies each
+///   storage to the host (torch/serialization.py) and allocates nothing on the GPU.
+pub fn schedule(cfg: &TrainConfig) -> Schedule {
+    let resume = cfg.init_from == "resume";
+    if cfg.eval_only && !resume {
+        return Schedule {
+            steps: 0,
+            eval_after: false,
+            resume,
+        };
+    }
+    let iterations = cfg.max_iters.saturating_add(1);
+    Schedule {
+        steps: STEPS.min(u32::try_from(iterations).unwrap_or(u32::MAX)),
+        eval_after: cfg.eval_interval <= cfg.max_iters,
+        resume,
+    }
+}
+
+/// init_from='resume' (train.py): `checkpoint = torch.load(ckpt_path, map_location=device)`
+/// puts the saved model state_dict and the optimizer's state on the GPU before the model is
+/// built and moved there. `checkpoint = None` afterwards frees neither: the global
+/// `state_dict = checkpoint['model']` keeps the saved weights alive for the whole run
+/// (karpathy/nanoGPT issue #158, PR #533), and `optimizer.load_state_dict` keeps the loaded
+/// tensors themselves as its state, since `value.to(dtype=param.dtype, device=param.device)`
+/// returns the same tensor when both already match (torch/optim/optimizer.py,
+/// Optimizer._process_value_according_to_param_policy; the step is a device tensor for fused
+/// AdamW). Returns the optimizer state per parameter index, for [`adopt_optimizer_state`].
+///
+/// Only DDP (nanoGPT's one parallelism) loads this way; sharded runs load through their
+/// framework, which this does not model.
+fn load_checkpoint(e: &mut Engine, cfg: &TrainConfig, rt: Runtime) -> Vec<Vec<T>> {
+    if cfg.parallelism != crate::config::Parallelism::Ddp {
+        return Vec::new();
+    }
+    // The parameters' names, shapes and dtypes as the model will have them: the checkpoint
+    // holds one tensor per parameter (tied weights share one storage, saved once).
+    let mut shapes = Engine::new(rt);
+    Model::build(&mut shapes, cfg);
+    let params: Vec<(Name, Shape, DType, bool)> = shapes
+        .params
+        .iter()
+        .map(|p| {
+            let dtype = shapes.tl.tensors[p.t as usize].dtype;
+            (p.name, p.shape, dtype, p.requires_grad)
+        })
+        .collect();
+    // torch.load unpickles checkpoint['model'] before checkpoint['optimizer'].
+    for &(name, shape, dtype, _) in &params {
+        let what = Name {
+            what: "checkpoint_state_dict",
+            ..name
+        };
+        e.alloc(what, shape, dtype, Category::Other);
+    }
+    let mut state = vec![Vec::new(); params.len()];
+    for p in optimizer_order(&shapes) {
+        let (name, shape, _, trainable) = params[p];
+        if trainable {
+            state[p] = optimizer_state(e, name, shape, cfg.optimizer, true);
+        }
+    }
+    state
+}
+
+/// `optimizer.load_state_dict(checkpoint['optimizer'])`: the loaded tensors become the state
+/// of the parameters in the same order, so the first step creates none.
+fn adopt_optimizer_state(e: &mut Engine, state: Vec<Vec<T>>) {
+    for (p, st) in state.into_iter().enumerate() {
+        if let Some(param) = e.params.get_mut(p) {
+            param.state = st;
+        }
+    }
 }
 
 /// estimate_loss(): model.eval(), no_grad, autocast; `logits, loss = model(X, Y)` per iteration.
@@ -184,7 +291,8 @@ fn optimizer_step(e: &mut Engine, kind: OptimizerKind, first: bool) {
         return;
     }
     for p in optimizer_order(e) {
-        if e.params[p].grad.is_none() {
+        // A resumed run's state was loaded with the checkpoint.
+        if e.params[p].grad.is_none() || !e.params[p].state.is_empty() {
             continue;
         }
         let (name, shape) = (e.params[p].name, e.params[p].shape);

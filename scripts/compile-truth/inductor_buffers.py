@@ -33,14 +33,14 @@ import capture_graphs
 from gpt import GPT, GPTConfig
 
 DTYPE_BYTES = {"torch.float32": 4, "torch.bfloat16": 2, "torch.float16": 2, "torch.int64": 8,
-               "torch.bool": 1, "torch.int32": 4, "torch.uint8": 1, "torch.float64": 8}
+               "torch.bool": 1, "torch.int32": 4, "torch.uint8": 1, "torch.float64": 8,
+               "torch.uint64": 8, "torch.int8": 1, "torch.int16": 2}
 
 ALLOC = re.compile(r"^\s*(buf\d+) = empty_strided_\w+\(\(([^)]*)\), \(([^)]*)\), (torch\.\w+)\)")
 REUSE = re.compile(r"^\s*(buf\d+) = (?:reinterpret_tensor\()?(\w+)\b.*; del \2\s+# reuse")
 FALLBACK_OUT = re.compile(r"^\s*(buf\d+) = (buf\d+)\[(\d+)\]\s*$")
 META = re.compile(r"^\s*assert_tensor_metadata\((buf\d+), \(([^)]*)\), \(([^)]*)\), (torch\.\w+)")
 DEL = re.compile(r"^\s*del (.+)$")
-ALIAS = re.compile(r"^\s*(buf\d+) = reinterpret_tensor\((\w+),")
 
 
 def _shape(text):
@@ -54,15 +54,29 @@ def _storage_bytes(shape, stride, dtype):
     return span * DTYPE_BYTES[dtype]
 
 
-def parse_call(code):
-    """Replays the wrapper's call(): returns events and the peak of graph-owned bytes."""
-    m = re.search(r"\ndef call\(.*?\):\n(.*?)\n    return ", code, re.S)
-    if m is None:
-        m = re.search(r"def call\(self, args\):\n(.*?)\n        return ", code, re.S)
-    body = m.group(1) if m else ""
+def call_body(code):
+    """The wrapper's call(): `def call(args)` (CPU) or `Runner.call(self, args)` (CUDA)."""
+    start = code.find("def call(")
+    ends = [code.find(m, start) for m in ("\nrunner = ", "\ndef get_args", "\ndef benchmark_")]
+    ends = [e for e in ends if e > 0]
+    return code[start:min(ends)] if ends else code[start:]
+
+
+def parse_call(code, input_bytes=None):
+    """Replays the wrapper's call(): allocations, reuses, dels. input_bytes maps each graph
+    input name to (storage id, bytes): inputs start live and leave when their storage's last
+    alias is del'd (the wrapper steals its args: `args.clear()`)."""
+    body = call_body(code)
+    input_bytes = input_bytes or {}
+    in_live = {}
+    for name, (sid, nb) in input_bytes.items():
+        in_live.setdefault(sid, [nb, set()])[1].add(name)
+    inputs_now = sum(v[0] for v in in_live.values())
+    inputs_peak_total = 0
     live, sizes, events = 0, {}, []
     peak, peak_line = 0, ""
-    aliases, pending = {}, {}
+    total_peak, total_peak_line = inputs_now, "start"
+    pending = {}
     for line in body.splitlines():
         a = ALLOC.match(line)
         if a:
@@ -74,6 +88,8 @@ def parse_call(code):
                            "bytes": nb})
             if live > peak:
                 peak, peak_line = live, name
+            if live + inputs_now > total_peak:
+                total_peak, total_peak_line = live + inputs_now, name
             continue
         r = REUSE.match(line)
         if r:
@@ -101,10 +117,6 @@ def parse_call(code):
             if live > peak:
                 peak, peak_line = live, name
             continue
-        al = ALIAS.match(line)
-        if al:
-            aliases[al.group(1)] = al.group(2)
-            continue
         d = DEL.match(line.split("#")[0])
         if d:
             for name in [x.strip() for x in d.group(1).split(",")]:
@@ -113,6 +125,14 @@ def parse_call(code):
                     events.append({"del": name})
                 elif not name.startswith("buf"):
                     events.append({"del_input": name})
+                    if name in input_bytes:
+                        sid = input_bytes[name][0]
+                        entry = in_live.get(sid)
+                        if entry is not None:
+                            entry[1].discard(name)
+                            if not entry[1]:
+                                inputs_now -= entry[0]
+                                del in_live[sid]
     allocs = [e for e in events if "alloc" in e]
     return {
         "allocations": len(allocs),
@@ -121,6 +141,10 @@ def parse_call(code):
         "reuses_of_input_storage": [e["from"] for e in events if "reuse_input" in e],
         "input_dels": [e["del_input"] for e in events if "del_input" in e],
         "peak_graph_owned_bytes": peak,
+        "peak_with_inputs_bytes": total_peak if input_bytes else None,
+        "peak_with_inputs_after_alloc_of": total_peak_line if input_bytes else None,
+        "input_bytes_at_start": sum(nb for _, nb in {sid: (sid, nb) for sid, nb in input_bytes.values()}.values()),
+        "inputs_still_live_at_return_bytes": inputs_now if input_bytes else None,
         "peak_after_alloc_of": peak_line,
         "live_at_return_bytes": live,
         "events": events,
@@ -224,24 +248,40 @@ def main(argv=None):
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16")
     p.add_argument("--no-flash", action="store_true")
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--code-dir", help="write each generated module here")
+    p.add_argument("--backend", choices=("cpu", "cuda"), default="cuda",
+                   help="cuda: Triton wrapper generated from fake tensors (any size); "
+                        "cpu: real run of the C++ backend (small configs only)")
+    p.add_argument("--code-dir", help="write each generated wrapper here")
     p.add_argument("--out")
     a = p.parse_args(argv)
     cfg = GPTConfig(block_size=a.block_size, vocab_size=a.vocab, n_layer=a.n_layer,
                     n_head=a.n_head, n_embd=a.n_embd, dropout=a.dropout, flash=not a.no_flash)
-    codes = compile_and_collect(cfg, a.batch, a.dtype)
     result = {"name": a.name, "torch": torch.__version__,
-              "date": datetime.date.today().isoformat(),
-              "config": vars(a), "backend": "inductor cpp (CPU) wrapper, proxy for CUDA/Triton",
-              "graphs": {}}
-    for phase in ("train", "infer", "eval"):
-        for i, code in enumerate(codes[phase]):
-            key = "%s_%d" % (phase, i)
-            if a.code_dir:
-                with open("%s/%s.py" % (a.code_dir, key), "w") as f:
-                    f.write(code)
-            result["graphs"][key] = parse_call(code)
-    result["logits_tangent"] = probe_logits_tangent(cfg, a.batch, a.dtype)
+              "date": datetime.date.today().isoformat(), "config": vars(a), "graphs": {}}
+    if a.backend == "cpu":
+        result["backend"] = "inductor C++ (CPU) wrapper from a real CPU run; proxy for CUDA"
+        codes = compile_and_collect(cfg, a.batch, a.dtype)
+        named = {"%s_%d" % (ph, i): c for ph in ("train", "infer", "eval")
+                 for i, c in enumerate(codes[ph])}
+        inputs = {}
+        result["logits_tangent"] = probe_logits_tangent(cfg, a.batch, a.dtype)
+    else:
+        import cuda_codegen
+        result["backend"] = ("inductor CUDA/Triton wrapper generated with fake CUDA tensors and "
+                             "H100 device answers (cuda_codegen.py); not executed")
+        inf = cuda_codegen.inference_codes(cfg, a.batch, a.dtype)
+        tr = cuda_codegen.training_codes(cfg, a.batch, a.dtype)
+        named = {"train_fw": tr["fw"], "train_bw": tr["bw"], "infer": inf["infer"],
+                 "eval": inf["eval"]}
+        inputs = {"train_bw": tr["bw_input_bytes"]}
+    for key, code in named.items():
+        if code is None:
+            result["graphs"][key] = None
+            continue
+        if a.code_dir:
+            with open("%s/%s.py" % (a.code_dir, key), "w") as f:
+                f.write(code)
+        result["graphs"][key] = parse_call(code, inputs.get(key))
     text = json.dumps(result, indent=1)
     if a.out:
         with open(a.out, "w") as f:

@@ -133,10 +133,20 @@ def _to_cuda(gm, is_backward):
 
 
 def _fake_inputs(gm, mode):
+    """Fake CUDA inputs with the traced strides, except the flash logsumexp: the CPU kernel
+    returns it [B,H,T] with T-major strides, the CUDA kernel contiguous."""
+    lse = {n.args[5] for n in gm.graph.nodes
+           if n.target is aten._scaled_dot_product_flash_attention_backward.default}
+    out = []
     with mode:
-        return [torch.empty_strided(tuple(n.meta["val"].shape), tuple(n.meta["val"].stride()),
-                                    dtype=n.meta["val"].dtype, device=CUDA)
-                for n in gm.graph.nodes if n.op == "placeholder"]
+        for n in gm.graph.nodes:
+            if n.op != "placeholder":
+                continue
+            v = n.meta["val"]
+            stride = torch.empty(v.shape, device="meta").stride() if n in lse else v.stride()
+            out.append(torch.empty_strided(tuple(v.shape), tuple(stride), dtype=v.dtype,
+                                           device=CUDA))
+    return out
 
 
 def training_codes(cfg, batch, dtype):

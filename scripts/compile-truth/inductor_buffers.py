@@ -264,6 +264,11 @@ def main(argv=None):
         named = {"%s_%d" % (ph, i): c for ph in ("train", "infer", "eval")
                  for i, c in enumerate(codes[ph])}
         inputs = {}
+        result["differs_from_cuda"] = [
+            "C++ backend: horizontal fusion of unrelated pointwise work (e.g. every bf16->fp32 "
+            "weight-grad cast in one kernel at the end of backward), CPU flash kernel, aten/mkldnn "
+            "mm. Use the --backend cuda plan for allocation order; this run checks real-tensor "
+            "facts (the zeros logits tangent)."]
         result["logits_tangent"] = probe_logits_tangent(cfg, a.batch, a.dtype)
     else:
         import cuda_codegen
@@ -274,6 +279,16 @@ def main(argv=None):
         named = {"train_fw": tr["fw"], "train_bw": tr["bw"], "infer": inf["infer"],
                  "eval": inf["eval"]}
         inputs = {"train_bw": tr["bw_input_bytes"]}
+        result["differs_from_cuda"] = [
+            "Wrapper generated but never executed; device queries answered as an H100 "
+            "(sm90, 132 SMs), pad_mm (GPU-timed) off: only misaligned mm dims would differ.",
+            "Training fw/bw graphs come from the CPU trace (capture_graphs) with the CUDA flash "
+            "ops swapped back in; the backward gets 24 B of placeholder philox/cu_seqlens "
+            "buffers that a real run passes from the forward instead.",
+            "Parameters and idx/targets are not counted (owned outside the graph). The saved "
+            "logits are counted as a backward input freed at its del, but nanoGPT's `logits` "
+            "variable keeps that storage alive until the next forward returns.",
+        ]
     for key, code in named.items():
         if code is None:
             result["graphs"][key] = None

@@ -226,6 +226,10 @@ def eager_saved_per_layer(cfg, batch, dtype):
     autocast context exits (after backward in nanoGPT? no: the step's forward is inside
     ctx, backward outside; the cache is cleared on context exit, but autograd saved the
     copies as mm inputs, so they live until their backward node runs)."""
+    if not cfg.flash:
+        return {"bytes": None, "parts": {},
+                "weight_copy_bytes": 12 * cfg.n_embd ** 2 * (2 if dtype != "fp32" else 0),
+                "note": "eager count only written for the flash path"}
     B, T, C, H = batch, cfg.block_size, cfg.n_embd, cfg.n_head
     lo = 2 if dtype in ("bf16", "fp16") else 4
     BTC = B * T * C
@@ -308,6 +312,9 @@ def compare_policy(cfg, batch, dtype):
             if n.op != "call_function" or t is None:
                 continue
             name = op_name(n).replace("_for_cpu", "")
+            # the CPU stand-in is always the flash kernel; CUDA picks efficient for fp32
+            name = name.replace("_scaled_dot_product_efficient_attention",
+                                "_scaled_dot_product_flash_attention")
             rows.append((name, str(t.dtype), tuple(t.shape)))
         return rows
 

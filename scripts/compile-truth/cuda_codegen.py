@@ -105,10 +105,13 @@ def inference_codes(cfg, batch, dtype):
 def _to_cuda(gm, is_backward):
     gm = copy.deepcopy(gm)
     g = gm.graph
+    def cuda_if_cpu(a):
+        return CUDA if isinstance(a, torch.device) and a.type == "cpu" else a
+
     for n in list(g.nodes):
-        dev = n.kwargs.get("device") if n.op == "call_function" else None
-        if dev is not None and torch.device(dev).type == "cpu":
-            n.kwargs = {**n.kwargs, "device": CUDA}
+        if n.op == "call_function":  # device kwargs and positional devices (inductor_seeds)
+            n.args = tuple(cuda_if_cpu(a) for a in n.args)
+            n.kwargs = {k: cuda_if_cpu(v) for k, v in n.kwargs.items()}
         if n.target is aten._scaled_dot_product_flash_attention_for_cpu.default:
             q, k, v, dp, causal = n.args[:5]
             n.target = aten._scaled_dot_product_flash_attention.default

@@ -289,6 +289,11 @@ def main(argv=None):
             "logits are counted as a backward input freed at its del, but nanoGPT's `logits` "
             "variable keeps that storage alive until the next forward returns.",
         ]
+        if a.dtype == "fp32":
+            result["differs_from_cuda"].append(
+                "fp32: the training graphs keep the flash op the CPU stand-in was swapped to; a "
+                "real GPU runs memory-efficient attention (logsumexp [B,H,ceil(T/32)*32] fp32, "
+                "philox seed/offset saved). The inference graphs are right (traced on CUDA).")
     for key, code in named.items():
         if code is None:
             result["graphs"][key] = None

@@ -222,10 +222,10 @@ def eager_saved_per_layer(cfg, batch, dtype):
     [B,T,C] (no copy: flash allocates out in [B,T,H,D] order); ln_2 input + mean + rstd;
     c_fc input (bf16 ln_2 out); gelu input (c_fc out); mlp c_proj input (gelu out).
     dropout>0 adds the two bool masks (resid, mlp) of [B,T,C] (attention dropout is inside
-    flash). Weight copies: autocast's cache keeps one bf16 copy per weight until the
-    autocast context exits (after backward in nanoGPT? no: the step's forward is inside
-    ctx, backward outside; the cache is cleared on context exit, but autograd saved the
-    copies as mm inputs, so they live until their backward node runs)."""
+    flash). Weight copies: nanoGPT runs the forward inside the autocast context and the
+    backward outside; autocast's cast cache is dropped at context exit, but autograd saved the
+    bf16 copies as mm inputs, so they live until their backward node runs (the same 12*C^2
+    low-precision bytes per layer as compile)."""
     if not cfg.flash:
         return {"bytes": None, "parts": {},
                 "weight_copy_bytes": 12 * cfg.n_embd ** 2 * (2 if dtype != "fp32" else 0),

@@ -61,8 +61,10 @@ pub enum Op {
         name: Name,
     },
     LayerNorm {
+        /// The input (eager), or the normalised input x̂ (compiled, fusion.rs).
         x: T,
-        mean: T,
+        /// None when compiled: the backward reads x̂ and rstd only.
+        mean: Option<T>,
         rstd: T,
         bias: bool,
         /// The weight (and bias) need gradients (false when frozen).
@@ -220,6 +222,13 @@ impl Op {
             }
             Op::Activation { x, name } => {
                 let r = *e.record(x);
+                // Compiled, GELU's backward is fused in place into the incoming gradient's
+                // buffer (its last use: inductor's in-place reuse, scheduler.py
+                // `decide_inplace_update`).
+                if e.compiled() && e.record(g).shape == r.shape && e.dtype(g) == r.dtype {
+                    e.release(x);
+                    return [Some(g), None, None];
+                }
                 let gx = e.alloc(name, r.shape, r.dtype, Category::Activations);
                 e.release(g);
                 e.release(x);
@@ -325,7 +334,7 @@ impl Op {
         let saved: [Option<T>; 3] = match self {
             Op::Embedding { idx, .. } => [Some(idx), None, None],
             Op::Dropout { mask, .. } => [Some(mask), None, None],
-            Op::LayerNorm { x, mean, rstd, .. } => [Some(x), Some(mean), Some(rstd)],
+            Op::LayerNorm { x, mean, rstd, .. } => [Some(x), mean, Some(rstd)],
             Op::Linear(s) => [s.x, s.w, None],
             Op::Activation { x, .. } => [Some(x), None, None],
             Op::Attention(a) => {

@@ -12,7 +12,11 @@ fn each_new_card_is_found_and_prints_its_sourced_total() {
     let cards = [
         ("RTX A6000", "NVIDIA RTX A6000", "47.54 GiB"),
         ("A40", "NVIDIA A40", "44.40 GiB"),
-        ("RTX 6000 Ada", "NVIDIA RTX 6000 Ada Generation", "44.43 GiB"),
+        (
+            "RTX 6000 Ada",
+            "NVIDIA RTX 6000 Ada Generation",
+            "44.43 GiB",
+        ),
         ("L40S", "NVIDIA L40S", "44.42 GiB"),
         ("L4", "NVIDIA L4", "22.03 GiB"),
         ("RTX 2080 Ti", "NVIDIA GeForce RTX 2080 Ti", "10.76 GiB"),
@@ -22,7 +26,10 @@ fn each_new_card_is_found_and_prints_its_sourced_total() {
     ];
     for (typed, name, total) in cards {
         let (code, out, err) = vramplan(&["check", "--gpu", typed, "--compile=False"]);
-        assert!(code == 0 || code == 1, "--gpu {typed:?}: exit {code}: {err}");
+        assert!(
+            code == 0 || code == 1,
+            "--gpu {typed:?}: exit {code}: {err}"
+        );
         let gpu_line = out
             .lines()
             .find(|l| l.starts_with("GPU: "))

@@ -156,7 +156,10 @@ fn is_amd(wanted: &str) -> bool {
     let mi_class = wanted
         .strip_prefix("mi")
         .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
-    mi_class || ["amd", "instinct", "radeon"].iter().any(|w| wanted.contains(w))
+    mi_class
+        || ["amd", "instinct", "radeon"]
+            .iter()
+            .any(|w| wanted.contains(w))
 }
 
 fn describe(p: &GpuProfile) -> String {
@@ -254,7 +257,12 @@ mod tests {
 
     #[test]
     fn amd_names_are_recognised_and_nvidia_names_are_not() {
-        for amd in ["MI300X", "mi250", "AMD Instinct MI210", "Radeon RX 7900 XTX"] {
+        for amd in [
+            "MI300X",
+            "mi250",
+            "AMD Instinct MI210",
+            "Radeon RX 7900 XTX",
+        ] {
             assert!(is_amd(&normalize(amd)), "{amd}");
         }
         for nvidia in ["rtx3060", "a100-40gb", "H100", "mig", "RTX A6000"] {

@@ -51,7 +51,21 @@ fn read_log(path: &std::path::Path) -> Result<String> {
             ))
         })?;
     }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    // An empty paste is a mistake upstream (the log went to another stream or file), not a
+    // log without an OOM in it: say so instead of "not an out-of-memory".
+    if text.trim().is_empty() {
+        let what = if path.as_os_str() == "-" {
+            "standard input".to_string()
+        } else {
+            shown.to_string()
+        };
+        return Err(Error::new(format!(
+            "{what} is empty: nothing to diagnose; give the whole error output, e.g. \
+             `python train.py 2>&1 | tee run.log`, then `vramplan diagnose run.log`"
+        )));
+    }
+    Ok(text)
 }
 
 /// The card as the log states it: --gpu, else the catalogue card whose CUDA total is closest

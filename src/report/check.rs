@@ -141,6 +141,9 @@ pub struct RuntimeReport {
     /// The precision simulated (bf16 falls back to fp16 on cards without bf16).
     pub dtype: &'static str,
     pub attention: &'static str,
+    /// Inference: the KV cache's element type as simulated (after the card's bf16 fallback);
+    /// null in training.
+    pub kv_cache_dtype: Option<&'static str>,
     /// true when the figures are an upper bound rather than a prediction (torch.compile).
     pub upper_bound: bool,
 }
@@ -305,11 +308,22 @@ pub fn build(
             attention: match (cfg.flash, precision != crate::config::Precision::Float32) {
                 (false, _) if cfg.model_type != crate::config::ModelType::Gpt2 => "eager",
                 (false, _) => "manual",
-                (true, true) => "flash",
+                (true, true) if sim.runtime.flash_attention => "flash",
+                // Half on a card older than sm80: no flash kernel (see Runtime::flash_attention).
+                (true, true) if cfg.kv_heads() != cfg.n_head => "math",
+                (true, true) => "memory-efficient",
                 // fp32 with grouped-query attention: SDPA's math kernel.
                 (true, false) if cfg.kv_heads() != cfg.n_head => "math",
                 (true, false) => "memory-efficient",
             },
+            kv_cache_dtype: (cfg.mode == Mode::Inference).then(|| {
+                // The cache follows the weights' dtype, and the weights the precision simulated.
+                let simulated = TrainConfig {
+                    dtype: precision,
+                    ..cfg.clone()
+                };
+                crate::sim::infer::kv_dtype(&simulated).short()
+            }),
             upper_bound: sim.runtime.kind == RuntimeKind::PytorchCompile && cfg.mode == Mode::Train,
         },
         n_params,

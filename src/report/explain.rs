@@ -12,7 +12,7 @@ use std::fmt::Write;
 
 /// What each kind of tensor is, by the end of its name. `{dt}` is its dtype.
 const TENSORS: &[(&str, &str)] = &[
-    ("lm_head.logits", "lm_head applied to the final layer norm's output (the weight is wte, tied): a matmul, which CUDA autocast runs in {dt}; shape (B, T, V). train.py keeps `logits` referenced until the next forward returns, so during a forward two of them can be alive."),
+    ("lm_head.logits", "lm_head applied to the final norm's output (its weight is the token embedding's where the model ties them: nanoGPT's GPT, Llama 3.2, Gemma): a matmul, which CUDA autocast runs in {dt}; shape (B, T, V). train.py keeps `logits` referenced until the next forward returns, so during a forward two of them can be alive."),
     ("loss.log_probs", "F.cross_entropy on logits.view(-1, V): it calls log_softmax with the logits' own dtype ({dt}), and log_softmax saves its output for the backward."),
     ("loss.log_probs_fp32", "nll_loss is on autocast's fp32 list, so the half-precision log-probs are copied to fp32 (B·T × V × 4 bytes); nll_loss saves that copy for the backward. It is usually the largest tensor of a small GPT."),
     ("loss.nll.grad", "nll_loss_backward's output: the gradient of the fp32 log-probs, a full (B·T, V) fp32 tensor."),
@@ -36,7 +36,8 @@ const TENSORS: &[(&str, &str)] = &[
     (".mask", "dropout's bool mask (one byte per element), saved for its backward."),
     ("adam.exp_avg", "AdamW's first moment, fp32, created at the first optimizer step and kept for the rest of the run."),
     ("adam.exp_avg_sq", "AdamW's second moment, fp32, created at the first optimizer step and kept for the rest of the run."),
-    ("weight.grad", "a weight's gradient; the backward's matmul computes it in the compute dtype, and for fp32 parameters it is cast to fp32 and kept as .grad until zero_grad(set_to_none=True)."),
+    ("weight.grad", "the weight's gradient as the backward's matmul computes it, in {dt}. Under autocast it is the gradient of the weight's half-precision cast: the cast's backward copies it to fp32 as `<module>.grad`, and this one is freed. Without autocast it is the .grad itself, kept until zero_grad(set_to_none=True)."),
+    ("micro_step_grad", "a later micro-step's gradient of a parameter: AccumulateGrad adds it into the parameter's .grad (the first micro-step's, kept) and frees it."),
     ("workspace(python thread)", "cuBLAS's workspace for the thread that runs the forward's matmuls, allocated through PyTorch's caching allocator at the first matmul and kept."),
     ("workspace(autograd thread)", "cuBLAS's workspace for autograd's backward thread, allocated at the first backward matmul and kept."),
     ("wte.weight", "the token embedding, fp32 (V × C): the master weight, shared with lm_head."),
@@ -71,12 +72,20 @@ const CATEGORIES: &[(Category, &str)] = &[
     (Category::Communication, "multi-GPU buffers in PyTorch's allocator: DDP's flat gradient buckets (a second copy of every gradient), DeepSpeed's reduce bucket, FSDP/ZeRO-3's all-gathered parameters and unsharded gradients."),
 ];
 
-fn describe(name: &str, dtype: &str) -> String {
+/// What a tensor is: the text for the longest name ending that matches, else its category's
+/// (a parameter, a .grad, optimizer state: every row `check` prints gets a real answer).
+fn describe(name: &str, dtype: &str, category: Category) -> String {
     TENSORS
         .iter()
         .filter(|(suffix, _)| name.ends_with(suffix))
         .max_by_key(|(suffix, _)| suffix.len())
         .map(|(_, text)| text.replace("{dt}", dtype))
+        .or_else(|| {
+            CATEGORIES
+                .iter()
+                .find(|(c, _)| *c == category)
+                .map(|(c, text)| format!("one of the {}, in {dtype}: {text}", c.label()))
+        })
         .unwrap_or_else(|| format!("a tensor of {name}'s op, in {dtype}"))
 }
 
@@ -153,7 +162,7 @@ pub fn explain(what: &str, cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Resul
         r.dtype.short(),
         human(r.bytes)
     );
-    let _ = writeln!(out, "{}", describe(what, r.dtype.short()));
+    let _ = writeln!(out, "{}", describe(what, r.dtype.short(), r.category));
     let _ = writeln!(out, "Category: {}.", r.category.label());
     // Lifetimes: each instance's birth and death phases.
     let mut lines = Vec::new();

@@ -96,7 +96,7 @@ pub fn render(r: &CheckReport, style: Style) -> String {
             "Inference: batch_size {} sequences x block_size {} tokens of KV cache ({}), prefill of {} tokens, logits of {}, {}, {} attention",
             c.batch_size,
             c.block_size,
-            crate::sim::infer::kv_dtype(c).short(),
+            r.runtime.kv_cache_dtype.unwrap_or("?"),
             c.prompt_tokens(),
             if c.logits_all { "every position" } else { "the last position" },
             r.runtime.dtype,
@@ -123,8 +123,10 @@ pub fn render(r: &CheckReport, style: Style) -> String {
     if let Some(k) = &r.ranks {
         let _ = writeln!(
             out,
-            "Per rank (rank 0 of {}, {}): {} micro-steps per rank per step; every figure below is one GPU's",
-            k.world_size, k.parallelism, k.micro_steps_per_rank
+            "Per rank (rank 0 of {}, {}): {} per rank per step; every figure below is one GPU's",
+            k.world_size,
+            k.parallelism,
+            crate::units::count(k.micro_steps_per_rank, "micro-step")
         );
     }
     if let Some(g) = &r.gpu {

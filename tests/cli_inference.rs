@@ -123,7 +123,12 @@ fn suggest_inference_batch_and_context_are_maximal() {
         .iter()
         .map(|c| c.as_str().unwrap())
         .collect();
-    assert!(cmds[0].starts_with("vllm serve llama-3.2-1b --gpu-memory-utilization 0."));
+    // vllm serve takes the Hub repository the preset stands for, not vramplan's preset name.
+    assert!(
+        cmds[0].starts_with("vllm serve meta-llama/Llama-3.2-1B --gpu-memory-utilization 0."),
+        "{}",
+        cmds[0]
+    );
     assert!(cmds[0].ends_with("--max-model-len 8192"));
 }
 

@@ -30,18 +30,23 @@ pub enum ModelType {
     /// GemmaForCausalLM: embeddings scaled by √hidden, `(1 + weight)` RMSNorm, GELU-gated MLP.
     #[serde(rename = "gemma")]
     Gemma,
+    /// Qwen3ForCausalLM: Llama's layers without biases, with an RMSNorm over each head of q
+    /// and of k (`q_norm`, `k_norm`) before rotary.
+    #[serde(rename = "qwen3")]
+    Qwen3,
     /// GPTNeoXForCausalLM (Pythia): LayerNorm, fused qkv, partial rotary, parallel residual.
     #[serde(rename = "gpt_neox")]
     GptNeox,
 }
 
 impl ModelType {
-    pub const ALL: [ModelType; 6] = [
+    pub const ALL: [ModelType; 7] = [
         ModelType::Gpt2,
         ModelType::Llama,
         ModelType::Mistral,
         ModelType::Qwen2,
         ModelType::Gemma,
+        ModelType::Qwen3,
         ModelType::GptNeox,
     ];
 
@@ -52,6 +57,7 @@ impl ModelType {
             ModelType::Mistral => "mistral",
             ModelType::Qwen2 => "qwen2",
             ModelType::Gemma => "gemma",
+            ModelType::Qwen3 => "qwen3",
             ModelType::GptNeox => "gpt_neox",
         }
     }
@@ -69,7 +75,11 @@ impl ModelType {
     pub fn is_llama_like(self) -> bool {
         matches!(
             self,
-            ModelType::Llama | ModelType::Mistral | ModelType::Qwen2 | ModelType::Gemma
+            ModelType::Llama
+                | ModelType::Mistral
+                | ModelType::Qwen2
+                | ModelType::Gemma
+                | ModelType::Qwen3
         )
     }
 }

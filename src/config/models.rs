@@ -40,6 +40,8 @@ pub const PRESETS: &[Preset] = embed!(
     "qwen2.5-0.5b" => "Qwen/Qwen2.5-0.5B",
     "qwen2.5-1.5b" => "Qwen/Qwen2.5-1.5B",
     "qwen2.5-7b" => "Qwen/Qwen2.5-7B",
+    "qwen3-0.6b" => "Qwen/Qwen3-0.6B",
+    "qwen3-8b" => "Qwen/Qwen3-8B",
     "gemma-2b" => "google/gemma-2b",
     "pythia-1b" => "EleutherAI/pythia-1b",
 );

@@ -61,7 +61,11 @@ pub fn base_params(cfg: &TrainConfig) -> u64 {
             let per_layer = 4 * c + (3 * c * c + 3 * c) + (c * c + c) + (c * i + i) + (i * c + c);
             embeddings + l * per_layer + 2 * c
         }
-        ModelType::Llama | ModelType::Mistral | ModelType::Qwen2 | ModelType::Gemma => {
+        ModelType::Llama
+        | ModelType::Mistral
+        | ModelType::Qwen2
+        | ModelType::Gemma
+        | ModelType::Qwen3 => {
             let (hd, nh, kv, i) = (cfg.head_size(), cfg.n_head, cfg.kv_heads(), cfg.mlp_width());
             let q = c * nh * hd;
             let kvp = 2 * c * kv * hd;
@@ -74,7 +78,13 @@ pub fn base_params(cfg: &TrainConfig) -> u64 {
             } else {
                 nh * hd + 2 * kv * hd + c
             };
-            let per_layer = q + kvp + o + mlp + 2 * c + bias;
+            // Qwen3's q_norm and k_norm: one weight of head_dim each.
+            let qk_norms = if cfg.model_type == ModelType::Qwen3 {
+                2 * hd
+            } else {
+                0
+            };
+            let per_layer = q + kvp + o + mlp + 2 * c + bias + qk_norms;
             embeddings + l * per_layer + c
         }
     }

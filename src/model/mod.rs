@@ -29,9 +29,11 @@ impl Model {
         match cfg.model_type {
             ModelType::Gpt2 => Model::Gpt2(Gpt2::build(e, cfg)),
             ModelType::GptNeox => Model::Neox(Neox::build(e, cfg)),
-            ModelType::Llama | ModelType::Mistral | ModelType::Qwen2 | ModelType::Gemma => {
-                Model::Llama(Llama::build(e, cfg))
-            }
+            ModelType::Llama
+            | ModelType::Mistral
+            | ModelType::Qwen2
+            | ModelType::Gemma
+            | ModelType::Qwen3 => Model::Llama(Llama::build(e, cfg)),
         }
     }
 

@@ -25,7 +25,7 @@ pub use loss::{chunked_cross_entropy, cross_entropy, CHUNK_ROWS};
 pub use pointwise::{
     clone, heads_view, mul, mul_scalar, promote, requires_grad, scale, silu, split3, to_dtype,
 };
-pub use rms_norm::{rms_norm, RmsStyle};
+pub use rms_norm::{rms_norm, rms_norm_as, RmsStyle};
 pub use rotary::{rope, rotary_tables};
 pub use sdpa::{kernel_for, sdpa, Heads, SdpaKernel};
 pub use tp::{vocab_parallel_cross_entropy, vocab_parallel_embedding};

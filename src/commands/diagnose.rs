@@ -22,14 +22,16 @@ pub fn run(args: &DiagnoseArgs) -> Result<u8> {
         || args.model.is_some()
         || args.hf_config.is_some()
         || !args.overrides.is_empty();
+    // The run the figures describe: the config's mode (null when no config is given).
+    let mut mode = None;
     let ctx = if has_model {
-        Some(context(args, &text)?)
+        Some(context(args, &text, &mut mode)?)
     } else {
         None
     };
     let d = analyze(&text, ctx.as_ref());
     if args.json {
-        print_json(&d)?;
+        print_json("diagnose", mode, &d)?;
     } else {
         print!("{}", render_text(&d));
     }
@@ -89,7 +91,12 @@ fn card(args: &DiagnoseArgs, total: Option<u64>) -> Result<GpuProfile> {
     Ok(g)
 }
 
-fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
+/// The matching context for `text` under the user's config; `mode` receives the run's mode.
+fn context(
+    args: &DiagnoseArgs,
+    text: &str,
+    mode: &mut Option<config::Mode>,
+) -> Result<MatchContext> {
     let model = match (&args.model, &args.hf_config) {
         (Some(name), _) => Some(config::ModelSource::Preset(name)),
         (None, Some(path)) => Some(config::ModelSource::HfConfig(path)),
@@ -104,6 +111,7 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<MatchContext> {
     };
     overrides.extend(args.overrides.iter().cloned());
     let cfg = config::load_with_model(args.config.as_deref(), model, &overrides)?.config;
+    *mode = Some(cfg.mode);
     let facts = parsed.facts;
     let mut gpu = card(args, facts.total_capacity_bytes)?;
     if parsed.format == Some(Format::Vllm) && parsed.phase == DiagPhase::KvCache {

@@ -41,7 +41,7 @@ pub fn run(args: &SuggestArgs) -> Result<u8> {
             served.as_deref(),
         )?;
         if args.run.json {
-            print_json(&report)?;
+            print_json("suggest", Some(loaded.config.mode), &report)?;
         } else {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");
@@ -67,7 +67,7 @@ pub fn run(args: &SuggestArgs) -> Result<u8> {
         write_file(path, &sweep_chart(&loaded.config, &budget, &report)?)?;
     }
     if args.run.json {
-        print_json(&report)?;
+        print_json("suggest", Some(loaded.config.mode), &report)?;
     } else {
         for w in &loaded.warnings {
             eprintln!("warning: {w}");

@@ -76,16 +76,10 @@ pub struct Categories {
     pub autocast_copies: u64,
     pub workspace: u64,
     pub other: u64,
-    /// Inference only (absent from a training run's JSON).
-    #[serde(skip_serializing_if = "is_zero")]
+    /// Inference only (0 in a training run).
     pub kv_cache: u64,
-    /// Multi-GPU buffers (absent from a one-GPU run's JSON).
-    #[serde(skip_serializing_if = "is_zero")]
+    /// Multi-GPU buffers (0 in a one-GPU run).
     pub communication: u64,
-}
-
-fn is_zero(x: &u64) -> bool {
-    *x == 0
 }
 
 impl Categories {
@@ -164,7 +158,6 @@ pub struct CheckReport {
     pub headroom_bytes: Option<i64>,
     pub context_bytes: u64,
     /// Inference on a known card: what vLLM's start-up would size the KV cache to.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub vllm: Option<crate::plan::vllm::VllmBudget>,
     pub warnings: Vec<String>,
     /// Multi-GPU runs: the figures are one rank's (rank 0).

@@ -34,8 +34,7 @@ impl Style {
 }
 
 fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_style(UTF8_BORDERS_ONLY);
+    let mut t = super::fitted_table(UTF8_BORDERS_ONLY);
     t.set_header(header.iter().map(Cell::new));
     t
 }
@@ -204,11 +203,16 @@ pub fn render(r: &CheckReport, style: Style) -> String {
     rows.push(("CUDA context and kernels", r.context_bytes));
     let max = rows.iter().map(|r| r.1).max().unwrap_or(1).max(1);
     let mut t = table(&["category", "bytes", ""]);
+    // The bar takes what the label (38 cells at most), the bytes and the borders leave, so
+    // the table fits the width instead of wrapping bars: 30 cells at 90 columns and more.
+    let bar_cells = usize::from(super::terminal_width())
+        .saturating_sub(60)
+        .clamp(8, 30);
     for (label, bytes) in rows {
         t.add_row(vec![
             Cell::new(label),
             right(style.b(bytes)),
-            Cell::new(bar(bytes, max, 30, style.color)),
+            Cell::new(bar(bytes, max, bar_cells, style.color)),
         ]);
     }
     let _ = writeln!(out, "{t}");

@@ -1,4 +1,4 @@
-//! Issue #18 item 5, model types: each new architecture's presets against the parameter count
+//! Issue #18 item 5, model types: Qwen3's presets against the parameter count
 //! derived by hand from its config.json (the arithmetic is written out below, field by field),
 //! and the tensors its forward adds, as the user reads them from the built binary.
 

@@ -15,7 +15,8 @@ fn table_widths(out: &str) -> Vec<usize> {
 
 #[test]
 fn tables_fit_the_width_columns_gives() {
-    let commands: [&[&str]; 4] = [
+    // (`gpus` lists the catalogue at its natural width: src/budget/table.rs says why.)
+    let commands: [&[&str]; 3] = [
         &[
             "check",
             "fixtures/configs/seed-rtx3060.py",
@@ -29,7 +30,6 @@ fn tables_fit_the_width_columns_gives() {
             "--gpu",
             "rtx3060",
         ],
-        &["gpus"],
         &[
             "check",
             "--model",

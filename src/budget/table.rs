@@ -7,7 +7,10 @@ use crate::units::human;
 use comfy_table::{presets, CellAlignment, Table};
 
 fn new_table(header: &[&str], right_aligned: &[usize]) -> Table {
-    let mut table = crate::report::fitted_table(presets::UTF8_FULL_CONDENSED);
+    // Not fitted to the terminal: wrapped to 80 columns, comfy-table cuts the card names and
+    // the process lists into unreadable pieces. Scripts read `gpus --json`.
+    let mut table = Table::new();
+    table.load_style(presets::UTF8_FULL_CONDENSED);
     table.set_header(header.to_vec());
     for &i in right_aligned {
         if let Some(column) = table.column_mut(i) {

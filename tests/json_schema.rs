@@ -62,7 +62,8 @@ fn every_command_prints_the_documented_keys_in_order() {
         "/fixtures/nvml/rtx3060-shared.json"
     );
     // (documented heading, the command, its mode)
-    let cases: Vec<(&str, Vec<&str>, Value, Vec<(&str, &str)>)> = vec![
+    type Case<'a> = (&'a str, Vec<&'a str>, Value, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         (
             "check",
             vec!["check", "--json", "--batch_size=1"],

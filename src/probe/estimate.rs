@@ -122,9 +122,10 @@ mod tests {
         let full = seconds(&cfg, &[12], 2, rate);
         assert_eq!(layers_within(&cfg, 2, rate, full), Some(12));
         let k = layers_within(&cfg, 2, rate, full * 0.8).unwrap();
-        assert!(k < 12 && k >= 2);
+        assert!((2..12).contains(&k));
         assert!(seconds(&cfg, &[k / 2, k], 2, rate) <= full * 0.8);
-        assert!(seconds(&cfg, &[(k + 1) / 2, k + 1], 2, rate) > full * 0.8);
+        let next = k + 1;
+        assert!(seconds(&cfg, &[next / 2, next], 2, rate) > full * 0.8);
         assert_eq!(layers_within(&cfg, 2, rate, 1e-3), None);
     }
 }

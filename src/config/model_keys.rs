@@ -34,19 +34,24 @@ pub enum ModelType {
     /// and of k (`q_norm`, `k_norm`) before rotary.
     #[serde(rename = "qwen3")]
     Qwen3,
+    /// Phi3ForCausalLM: Llama's decoder with q, k, v fused in `qkv_proj` and gate, up fused in
+    /// `gate_up_proj`.
+    #[serde(rename = "phi3")]
+    Phi3,
     /// GPTNeoXForCausalLM (Pythia): LayerNorm, fused qkv, partial rotary, parallel residual.
     #[serde(rename = "gpt_neox")]
     GptNeox,
 }
 
 impl ModelType {
-    pub const ALL: [ModelType; 7] = [
+    pub const ALL: [ModelType; 8] = [
         ModelType::Gpt2,
         ModelType::Llama,
         ModelType::Mistral,
         ModelType::Qwen2,
         ModelType::Gemma,
         ModelType::Qwen3,
+        ModelType::Phi3,
         ModelType::GptNeox,
     ];
 
@@ -58,6 +63,7 @@ impl ModelType {
             ModelType::Qwen2 => "qwen2",
             ModelType::Gemma => "gemma",
             ModelType::Qwen3 => "qwen3",
+            ModelType::Phi3 => "phi3",
             ModelType::GptNeox => "gpt_neox",
         }
     }

@@ -42,6 +42,7 @@ pub const PRESETS: &[Preset] = embed!(
     "qwen2.5-7b" => "Qwen/Qwen2.5-7B",
     "qwen3-0.6b" => "Qwen/Qwen3-0.6B",
     "qwen3-8b" => "Qwen/Qwen3-8B",
+    "phi-3-mini-4k" => "microsoft/Phi-3-mini-4k-instruct",
     "gemma-2b" => "google/gemma-2b",
     "pythia-1b" => "EleutherAI/pythia-1b",
 );

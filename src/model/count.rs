@@ -30,6 +30,8 @@ pub fn lora_params(cfg: &TrainConfig) -> u64 {
                 "gate_proj" | "up_proj" | "dense_h_to_4h" => (c, i),
                 "down_proj" | "dense_4h_to_h" => (i, c),
                 "query_key_value" => (c, 3 * c),
+                "qkv_proj" => (c, q + 2 * kv),
+                "gate_up_proj" => (c, 2 * i),
                 "dense" => (c, c),
                 _ => (0, 0),
             };
@@ -53,6 +55,12 @@ pub fn base_params(cfg: &TrainConfig) -> u64 {
             // ln_1, ln_2 (weight, bias); c_attn, c_proj, c_fc, mlp.c_proj (and their biases).
             let per_layer = 12 * c * c + 2 * c + bias * (2 * c + 3 * c + c + 4 * c + c);
             v * c + cfg.block_size * c + l * per_layer + c * (1 + bias)
+        }
+        ModelType::Phi3 => {
+            let (hd, nh, kv, i) = (cfg.head_size(), cfg.n_head, cfg.kv_heads(), cfg.mlp_width());
+            // qkv_proj, o_proj, gate_up_proj (2·I), down_proj, two RMSNorms; no biases.
+            let per_layer = c * (nh * hd + 2 * kv * hd) + nh * hd * c + 2 * c * i + i * c + 2 * c;
+            embeddings + l * per_layer + c
         }
         ModelType::GptNeox => {
             let i = cfg.mlp_width();

@@ -1,4 +1,4 @@
-//! Issue #18 item 5, model types: Qwen3's presets against the parameter count
+//! Issue #18 item 5, model types: the Qwen3 and Phi-3 presets against the parameter count
 //! derived by hand from its config.json (the arithmetic is written out below, field by field),
 //! and the tensors its forward adds, as the user reads them from the built binary.
 
@@ -108,4 +108,65 @@ fn qwen3_normalizes_each_head_of_q_and_k_before_rotary() {
         "--block_size=64",
     ]);
     assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn phi3_preset_counts_what_config_json_gives_by_hand() {
+    // microsoft/Phi-3-mini-4k-instruct config.json: hidden_size 3072, num_hidden_layers 32,
+    // num_attention_heads 32, num_key_value_heads 32 (head_dim 96), intermediate_size 8192,
+    // vocab_size 32064, untied. Per layer: qkv_proj 3072·(32·96 + 2·32·96) + o_proj 3072·3072
+    // + gate_up_proj 3072·(2·8192) + down_proj 8192·3072 + two RMSNorms 2·3072.
+    let layer = 3072 * 9216 + 3072 * 3072 + 3072 * 16384 + 8192 * 3072 + 2 * 3072;
+    assert_eq!(layer, 113_252_352);
+    let want = 2 * 32_064 * 3072 + 32 * layer + 3072;
+    assert_eq!(want, 3_821_079_552);
+    // The model card: "3.8B parameters".
+    assert_eq!((want as f64 / 1e8).round() / 10.0, 3.8);
+    for args in [
+        &["--model", "phi-3-mini-4k"][..],
+        &["--model", "microsoft/Phi-3-mini-4k-instruct"][..],
+        &["--hf-config", "fixtures/hf/phi-3-mini-4k.json"][..],
+    ] {
+        assert_eq!(n_params(args), want, "{args:?}");
+    }
+}
+
+#[test]
+fn phi3_slices_qkv_and_chunks_gate_up() {
+    let common = [
+        "--model",
+        "phi-3-mini-4k",
+        "--batch_size=1",
+        "--block_size=64",
+        "--compile=False",
+    ];
+    let first_line = |tensor: &str| {
+        let (code, out, err) = vramplan(&[&["explain", tensor][..], &common[..]].concat());
+        assert_eq!(code, 0, "explain {tensor}: {err}");
+        out.lines().next().unwrap().to_string()
+    };
+    // gate_up_proj's output is (B, T, 2·8192) bf16 = 1·64·16384·2 = 2 MiB; silu runs on the
+    // gate half, (B, T, 8192): 1 MiB, and so does up * silu(gate).
+    assert_eq!(
+        first_line("layer0.mlp.gate_up_proj.out"),
+        "layer0.mlp.gate_up_proj.out (1, 64, 16384) bf16 = 2.00 MiB"
+    );
+    assert_eq!(
+        first_line("layer0.mlp.act_fn"),
+        "layer0.mlp.act_fn (1, 64, 8192) bf16 = 1.00 MiB"
+    );
+    assert_eq!(
+        first_line("layer0.mlp.up_states"),
+        "layer0.mlp.up_states (1, 64, 8192) bf16 = 1.00 MiB"
+    );
+    // q, k and v are slices of qkv: each slice's gradient is a zero tensor of qkv's whole
+    // shape (SliceBackward), (B, T, 3·3072) bf16 = 1·64·9216·2 = 1.125 MiB.
+    assert_eq!(
+        first_line("layer0.self_attn.query_states.grad"),
+        "layer0.self_attn.query_states.grad (1, 64, 9216) bf16 = 1.12 MiB"
+    );
+    assert_eq!(
+        first_line("layer0.self_attn.value_states.grad"),
+        "layer0.self_attn.value_states.grad (1, 64, 9216) bf16 = 1.12 MiB"
+    );
 }

@@ -311,13 +311,21 @@ pub fn gelu(e: &mut Engine, x: V, name: Name) -> V {
 /// A pointwise activation (GELU, SiLU): its backward keeps the input; the output has the
 /// input's dtype (neither is on autocast's lists).
 pub(super) fn activation(e: &mut Engine, x: V, name: Name) -> V {
+    let shape = e.record(x.t).shape;
+    activation_as(e, x, shape, name)
+}
+
+/// The activation of `x` viewed as `shape` (a chunk of its storage): the output and the
+/// gradient have that shape; the saved view keeps the whole storage.
+pub(super) fn activation_as(e: &mut Engine, x: V, shape: Shape, name: Name) -> V {
     let r = *e.record(x.t);
-    // Compiled: fused into its consumer; the backward recomputes it from the saved input.
-    let t = super::fusion::pointwise_out(e, name, r.shape, r.dtype, Category::Activations, &[x.t]);
+    // Compiled: fused into its consumer (whose matmul operand the backward saves).
+    let t = super::fusion::pointwise_out(e, name, shape, r.dtype, Category::Activations, &[x.t]);
     let xs = save(e, x.t);
     let edge = e.push_node(
         Op::Activation {
             x: xs,
+            shape,
             name: Name {
                 what: "grad",
                 ..name

@@ -13,8 +13,13 @@ fn check_json(args: &[&str]) -> (i32, Value) {
 /// The seed case: GPT-2 124M, batch 64, block 1024, bf16 on an RTX 3060 crashed in
 /// estimate_loss() before the first step, failing to allocate 6.14 GiB.
 #[test]
-fn seed_case_does_not_fit_and_eval_overflows_first() {
-    let (code, v) = check_json(&["fixtures/configs/seed-rtx3060.py", "--gpu", "rtx3060"]);
+fn seed_case_under_eager_rules_does_not_fit_and_eval_overflows_first() {
+    let (code, v) = check_json(&[
+        "fixtures/configs/seed-rtx3060.py",
+        "--gpu",
+        "rtx3060",
+        "--compile=False",
+    ]);
     assert_eq!(code, 1, "does not fit → exit 1");
     assert_eq!(v["fits"], false);
     assert_eq!(v["first_overflow_phase"], "eval");
@@ -46,6 +51,43 @@ fn seed_case_does_not_fit_and_eval_overflows_first() {
         .unwrap();
     assert!(eval["peak_allocated_bytes"].as_u64().unwrap() > 4 * logits_bytes);
     assert!(v["headroom_bytes"].as_i64().unwrap() < 0);
+}
+
+#[test]
+fn seed_case_compiled_does_not_fit_and_eval_overflows_first() {
+    // The seed as it ran (compile=True): the eval's compiled forward allocates the second
+    // logits buffer, inductor's 2-D (B·T, V) mm output, while the first is still referenced.
+    let (code, v) = check_json(&["fixtures/configs/seed-rtx3060.py", "--gpu", "rtx3060"]);
+    assert_eq!(code, 1, "does not fit → exit 1");
+    assert_eq!(v["runtime"]["name"], "pytorch-compile");
+    assert_eq!(v["first_overflow_phase"], "eval");
+    let logits_bytes = 64u64 * 1024 * 50304 * 2;
+    let tensors = v["tensors"].as_array().unwrap();
+    for name in [
+        "lm_head.logits",
+        "lm_head.logits.tangent",
+        "loss.logits.grad",
+    ] {
+        let t = tensors
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} among the peak tensors"));
+        assert_eq!(t["shape"], serde_json::json!([65536, 50304]), "{name}");
+        assert_eq!(t["dtype"], "bf16", "{name}");
+        assert_eq!(t["bytes"].as_u64(), Some(logits_bytes), "{name}");
+    }
+    // No fp32 copy of the log-probs exists under compile.
+    assert!(tensors
+        .iter()
+        .all(|t| t["dtype"] != "fp32" || t["bytes"].as_u64() < Some(logits_bytes)));
+    let eval = v["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "eval")
+        .unwrap();
+    let eval_peak = eval["peak_allocated_bytes"].as_u64().unwrap();
+    assert!(eval_peak > 2 * logits_bytes && eval_peak < 3 * logits_bytes);
 }
 
 #[test]

@@ -128,6 +128,7 @@ fn a_written_bf16_dtype_is_kept_when_the_card_is_only_guessed_from_a_capacity() 
         [
             "NVIDIA GeForce RTX 4060 Ti",
             "NVIDIA GeForce RTX 4080",
+            "Tesla P100-PCIE-16GB",
             "Tesla V100-SXM2-16GB"
         ],
         "{v}"

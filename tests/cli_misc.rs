@@ -46,11 +46,30 @@ fn explain_names_the_op_the_dtype_and_the_lifetime() {
         "explain",
         "loss.log_probs_fp32",
         "fixtures/configs/seed-rtx3060.py",
+        "--compile=False",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("(65536, 50304) fp32 = 12.28 GiB"), "{out}");
     assert!(out.contains("nll_loss"), "{out}");
     assert!(out.contains("born in forward, freed in backward"), "{out}");
+    assert!(!out.contains("torch.compile"), "{out}");
+    // Compiled (the seed's own setting), the same value is fused into the loss's reductions,
+    // while GELU's output is written for the c_proj matmul, and c_fc's output is a buffer.
+    let explain = |name: &str| {
+        let (code, out, err) = run(&["explain", name, "fixtures/configs/seed-rtx3060.py"]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let out = explain("loss.log_probs_fp32");
+    assert!(out.contains("Under torch.compile: fused away"), "{out}");
+    assert!(out.contains("Never allocated"), "{out}");
+    let out = explain("layer3.mlp.gelu");
+    assert!(
+        out.contains("Under torch.compile: written to a buffer only as a matmul's operand"),
+        "{out}"
+    );
+    let out = explain("layer3.mlp.c_fc.out");
+    assert!(out.contains("Under torch.compile: kept"), "{out}");
     let (code, out, _) = run(&["explain", "optimizer", "--batch_size=1"]);
     assert_eq!(code, 0);
     assert!(out.contains("wte.adam.exp_avg"), "{out}");

@@ -47,8 +47,28 @@ fn assert_maximal(config: Option<&str>, overrides: &[&str], gpu: &str) {
 
 #[test]
 fn seed_case_finds_the_largest_batch_that_fits() {
-    let (code, v) = suggest_json(&["fixtures/configs/seed-rtx3060.py", "--gpu", "rtx3060"]);
+    let plain_batch = |v: &serde_json::Value| {
+        v["alternatives"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(std::iter::once(&v["best"]))
+            .find(|c| c["label"] == "as configured")
+            .expect("a candidate with the user's knobs")["config"]["batch_size"]
+            .as_u64()
+            .unwrap()
+    };
+    // Compiled, as the seed ran: the loss keeps no log-probs, so more fits than eager.
+    let (code, compiled) = suggest_json(&["fixtures/configs/seed-rtx3060.py", "--gpu", "rtx3060"]);
     assert_eq!(code, 0);
+    let (code, v) = suggest_json(&[
+        "fixtures/configs/seed-rtx3060.py",
+        "--gpu",
+        "rtx3060",
+        "--compile=False",
+    ]);
+    assert_eq!(code, 0);
+    assert!(plain_batch(&compiled) > plain_batch(&v));
     assert_eq!(v["baseline"]["fits"], false);
     assert_eq!(v["baseline"]["tokens_per_step"], 65536);
     // By the reference figures, between 7 and 10 fit depending on fragmentation and the

@@ -61,6 +61,7 @@ fn seed_context() -> MatchContext {
         bytes: logits,
         phase: phase.into(),
         allocated_before_bytes: None,
+        live_twin: None,
     };
     MatchContext {
         candidates: vec![

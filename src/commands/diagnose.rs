@@ -305,7 +305,6 @@ fn suggest_fixes(
     Ok((fixes, notes))
 }
 
-
 /// The config as given fits in the simulation, yet the log is an out-of-memory failure: say so
 /// with both figures and what could account for the difference.
 fn disagreement(facts: &crate::diagnose::types::Facts, predicted: u64, usable: u64) -> String {
@@ -338,15 +337,28 @@ fn sim_phase(name: &str) -> Option<Phase> {
 }
 
 /// The simulator's tensors in allocation order, each named once per phase, with the most the
-/// run had allocated just before any of that name's allocations in the phase.
+/// run had allocated just before any of that name's allocations in the phase, and a tensor of
+/// the same size alive at that moment, if any.
 fn candidates(tl: &Timeline, profile: &MemoryProfile) -> Vec<Candidate> {
+    use crate::sim::timeline::EventKind;
     let mut index = std::collections::HashMap::new();
+    // Candidate-sized tensors alive now, by size.
+    let mut live: std::collections::HashMap<u64, Vec<u32>> = std::collections::HashMap::new();
     let mut out: Vec<Candidate> = Vec::new();
     for (i, ev) in tl.events.iter().enumerate() {
         let r = &tl.tensors[ev.tensor as usize];
-        if r.bytes < MIN_CANDIDATE_BYTES || ev.kind != crate::sim::timeline::EventKind::Alloc {
+        if r.bytes < MIN_CANDIDATE_BYTES {
             continue;
         }
+        let same_size = live.entry(r.bytes).or_default();
+        if ev.kind == EventKind::Free {
+            same_size.retain(|&t| t != ev.tensor);
+            continue;
+        }
+        let twin = same_size
+            .first()
+            .map(|&t| tl.tensors[t as usize].name.to_string());
+        same_size.push(ev.tensor);
         let before = i.checked_sub(1).map_or(0, |j| profile.allocated_after[j]);
         let name = r.name.to_string();
         let at = *index.entry((name.clone(), r.phase)).or_insert_with(|| {
@@ -357,11 +369,15 @@ fn candidates(tl: &Timeline, profile: &MemoryProfile) -> Vec<Candidate> {
                 bytes: r.bytes,
                 phase: r.phase.key().to_string(),
                 allocated_before_bytes: Some(before),
+                live_twin: twin.clone(),
             });
             out.len() - 1
         });
         let c = &mut out[at];
-        c.allocated_before_bytes = c.allocated_before_bytes.max(Some(before));
+        if Some(before) > c.allocated_before_bytes {
+            c.allocated_before_bytes = Some(before);
+            c.live_twin = twin;
+        }
     }
     out
 }

@@ -29,6 +29,9 @@ pub struct Candidate {
     /// than once (a later eval iteration still holds the previous one's logits).
     #[serde(default)]
     pub allocated_before_bytes: Option<u64>,
+    /// A tensor of the same size already alive at that moment (a previous iteration's logits).
+    #[serde(default)]
+    pub live_twin: Option<String>,
 }
 
 /// A candidate whose size explains the request.
@@ -41,6 +44,8 @@ pub struct Match {
     pub phase: String,
     /// The candidate's simulated allocated bytes just before it (see [`Candidate`]).
     pub allocated_before_bytes: Option<u64>,
+    /// A same-sized tensor alive then (see [`Candidate`]).
+    pub live_twin: Option<String>,
     /// What the allocator would have asked for (and printed) for this tensor.
     pub requested_bytes: u64,
     /// Whether the candidate's phase is the log's phase (`None`: the log's phase is unknown).
@@ -151,6 +156,7 @@ pub fn match_request_with(
                     bytes: c.bytes,
                     phase: c.phase.clone(),
                     allocated_before_bytes: c.allocated_before_bytes,
+                    live_twin: c.live_twin.clone(),
                     requested_bytes: requested,
                     phase_agrees: agrees,
                     hypothesis: false,
@@ -241,6 +247,7 @@ pub fn gpt_hypotheses(req: &Request, limit: usize) -> Vec<Match> {
                             bytes,
                             phase: Phase::Forward.as_str().into(),
                             allocated_before_bytes: None,
+                            live_twin: None,
                             requested_bytes: requested,
                             phase_agrees: None,
                             hypothesis: true,
@@ -271,6 +278,7 @@ mod tests {
             bytes: shape.iter().product::<u64>() * elem,
             phase: phase.into(),
             allocated_before_bytes: None,
+            live_twin: None,
         }
     }
 

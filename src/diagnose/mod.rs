@@ -249,7 +249,8 @@ fn pick_culprit(
             let (chosen, twin) = if peers.len() >= 2 && allocated >= best.bytes {
                 (peers[peers.len() - 1], Some(peers[0].name.clone()))
             } else {
-                (best, None)
+                // The simulation saw a same-sized tensor alive when this one was asked for.
+                (best, best.live_twin.clone())
             };
             let culprit = Culprit {
                 name: chosen.name.clone(),

@@ -26,6 +26,27 @@ pub fn knobs() -> Vec<Knob> {
             apply: |_| {},
             applies: |_, _| true,
         },
+        // torch.compile changes what is alive (fusion.rs): either way can fit more, so where
+        // the compile runtime is derived for the config, the other setting is a candidate.
+        Knob {
+            label: "without torch.compile",
+            exact_label: "without torch.compile, exact tokens/step",
+            apply: |c| c.compile = false,
+            applies: |c, _| c.compile && crate::sim::runtime::compile_fallback(c).is_none(),
+        },
+        Knob {
+            label: "torch.compile",
+            exact_label: "torch.compile, exact tokens/step",
+            apply: |c| c.compile = true,
+            applies: |c, _| {
+                !c.compile
+                    && crate::sim::runtime::compile_fallback(&TrainConfig {
+                        compile: true,
+                        ..c.clone()
+                    })
+                    .is_none()
+            },
+        },
         Knob {
             label: "flash attention",
             exact_label: "flash attention, exact tokens/step",

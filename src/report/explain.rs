@@ -6,7 +6,8 @@ use crate::budget::GpuProfile;
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::sim::replay::live_blocks_at;
-use crate::sim::timeline::Shape;
+use crate::sim::runtime::RuntimeKind;
+use crate::sim::timeline::{Residency, Shape};
 use crate::sim::Category;
 use crate::units::human;
 use serde::Serialize;
@@ -116,6 +117,9 @@ pub struct Explanation {
     pub lifetimes: Vec<Lifetime>,
     /// A category: its largest tensors alive at the peak (8 at most); [] for a tensor.
     pub largest: Vec<Row>,
+    /// A tensor under the pytorch-compile runtime: whether the compiled graph keeps it as a
+    /// buffer, writes it only as a matmul's operand, or fuses it away; null otherwise.
+    pub compiled: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -174,6 +178,7 @@ pub fn explanation(what: &str, cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> R
             alive_at_peak: items.len(),
             lifetimes: Vec::new(),
             largest,
+            compiled: None,
         });
     }
     let ids: Vec<u32> = (0..tl.tensors.len() as u32)
@@ -183,9 +188,15 @@ pub fn explanation(what: &str, cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> R
         return Err(not_found(what, tl));
     };
     let r = &tl.tensors[first as usize];
-    // Each instance's birth and death phases, counted by distinct lifetime in order.
+    let compiled =
+        (sim.runtime.kind == RuntimeKind::PytorchCompile).then(|| compiled_fate(tl, &ids));
+    // Each instance's birth and death phases, counted by distinct lifetime in order (a fused
+    // value has none: it never occupies memory).
     let mut lifetimes: Vec<Lifetime> = Vec::new();
-    for &t in &ids {
+    for &t in ids
+        .iter()
+        .filter(|&&t| tl.tensors[t as usize].residency != Residency::Fused)
+    {
         let (born, died) = lifetime(tl, t);
         let (born_in, freed_in) = (
             tl.events[born].phase.key(),
@@ -215,7 +226,28 @@ pub fn explanation(what: &str, cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> R
         alive_at_peak: live.iter().filter(|(t, _)| ids.contains(t)).count(),
         lifetimes,
         largest: Vec::new(),
+        compiled,
     })
+}
+
+/// What torch.compile does with the instances `ids` of one tensor (fusion.rs).
+fn compiled_fate(tl: &crate::sim::Timeline, ids: &[u32]) -> &'static str {
+    let has = |r: Residency| ids.iter().any(|&t| tl.tensors[t as usize].residency == r);
+    match (has(Residency::Buffer), has(Residency::Operand), has(Residency::Fused)) {
+        (false, false, true) => {
+            "fused away: inductor computes it inside the kernel that consumes it, so it never \
+             occupies memory"
+        }
+        (false, true, _) => {
+            "written to a buffer only as a matmul's operand; freed after the matmul in the \
+             eval graph, saved for the backward in training (the partitioner does not \
+             recompute what a matmul must read)"
+        }
+        (true, _, true) => {
+            "kept as a buffer where the graph saves or returns it, fused away where it does not"
+        }
+        _ => "kept: a buffer of the compiled graph (a kernel's output, saved for the backward or returned)",
+    }
 }
 
 /// No tensor or category of that name: the names that contain it (or that it contains).
@@ -278,11 +310,18 @@ pub fn render(x: &Explanation) -> String {
         .find(|c| c.key() == x.category)
         .map_or(x.category, |c| c.label());
     let _ = writeln!(out, "Category: {label}.");
+    if let Some(fate) = x.compiled {
+        let _ = writeln!(out, "Under torch.compile: {fate}.");
+    }
     let total: usize = x.lifetimes.iter().map(|l| l.count).sum();
-    let _ = writeln!(
-        out,
-        "Allocated {total} times in the simulated run (2 evals of 2 iterations, 2 steps):"
-    );
+    if total == 0 {
+        let _ = writeln!(out, "Never allocated in the simulated run.");
+    } else {
+        let _ = writeln!(
+            out,
+            "Allocated {total} times in the simulated run (2 evals of 2 iterations, 2 steps):"
+        );
+    }
     for l in &x.lifetimes {
         let _ = writeln!(
             out,

@@ -229,7 +229,13 @@ fn layer_norm_fp32(e: &mut Engine, x: V, w: usize, b: Option<usize>, name: Name)
 /// decomposes `native_layer_norm` (torch/_decomp/decompositions.py) and the partition saves
 /// the normalised x̂ = (x − mean)·rstd (fp32, what the backward's fused kernel reads) and rstd
 /// — not x and mean; the affine output x̂·w + b stays fused into its consumer.
-fn compiled_layer_norm(e: &mut Engine, x: V, (wv, bv): (V, Option<V>), name: Name, stat: Shape) -> V {
+fn compiled_layer_norm(
+    e: &mut Engine,
+    x: V,
+    (wv, bv): (V, Option<V>),
+    name: Name,
+    stat: Shape,
+) -> V {
     let shape = e.shape(x.t);
     let dtype = e.dtype(x.t);
     if !e.grad_mode {

@@ -309,7 +309,28 @@ pub struct CompiledCeSaved {
 fn compiled_cross_entropy(e: &mut Engine, logits: V, targets: T, shape: Shape) -> V {
     let rows = Shape::new(&[shape.dims()[0], 1]);
     let dtype = e.dtype(logits.t);
-    let stat = |e: &mut Engine, what| e.alloc(Name::top("loss", what), rows, DType::F32, Category::Logits);
+    // The eager chain's log-probs and their fp32 copy, as values the reductions compute in
+    // registers: named, so `explain` can say where they went, but never a buffer.
+    let lp = e.alloc_fused(
+        Name::top("loss", "log_probs"),
+        shape,
+        dtype,
+        Category::Logits,
+        &[logits.t],
+    );
+    if e.autocast.is_some() && dtype != DType::F32 {
+        let lp32 = e.alloc_fused(
+            Name::top("loss", "log_probs_fp32"),
+            shape,
+            DType::F32,
+            Category::Logits,
+            &[lp],
+        );
+        e.release(lp32);
+    }
+    e.release(lp);
+    let stat =
+        |e: &mut Engine, what| e.alloc(Name::top("loss", what), rows, DType::F32, Category::Logits);
     let stats = [stat(e, "row_max"), stat(e, "row_logsumexp")];
     let out = e.alloc(
         Name::top("loss", "nll"),

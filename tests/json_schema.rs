@@ -180,7 +180,13 @@ fn absent_values_are_null_not_missing() {
     assert_eq!(v["categories"]["communication"], 0);
     // A tensor's explanation has no "largest"; a category's has no shape.
     let t = run_json(
-        &["explain", "lm_head.logits", "--json", "--batch_size=1"],
+        &[
+            "explain",
+            "lm_head.logits",
+            "--json",
+            "--batch_size=1",
+            "--compile=False",
+        ],
         &[],
     );
     assert_eq!(t["kind"], "tensor");
@@ -198,6 +204,7 @@ fn explain_json_matches_its_text() {
         "explain",
         "loss.log_probs_fp32",
         "fixtures/configs/seed-rtx3060.py",
+        "--compile=False",
     ];
     let (code, text, err) = vramplan(&args);
     assert_eq!(code, 0, "{err}");

@@ -15,6 +15,9 @@ pub struct Knob {
     pub apply: fn(&mut TrainConfig),
     /// Whether this knob applies to the user's config at all.
     pub applies: fn(&TrainConfig, bool) -> bool,
+    /// Whether "every memory knob at once" turns it too: false for a switch that saves memory
+    /// in one run and costs it in another (torch.compile on or off).
+    pub combines: bool,
 }
 
 /// The knobs, in the order they are tried. `bf16` says whether the card has bfloat16.
@@ -25,6 +28,7 @@ pub fn knobs() -> Vec<Knob> {
             exact_label: "as configured, exact tokens/step",
             apply: |_| {},
             applies: |_, _| true,
+            combines: true,
         },
         // torch.compile changes what is alive (fusion.rs): either way can fit more, so where
         // the compile runtime is derived for the config, the other setting is a candidate.
@@ -33,6 +37,7 @@ pub fn knobs() -> Vec<Knob> {
             exact_label: "without torch.compile, exact tokens/step",
             apply: |c| c.compile = false,
             applies: |c, _| c.compile && crate::sim::runtime::compile_fallback(c).is_none(),
+            combines: false,
         },
         Knob {
             label: "torch.compile",
@@ -46,48 +51,56 @@ pub fn knobs() -> Vec<Knob> {
                     })
                     .is_none()
             },
+            combines: false,
         },
         Knob {
             label: "flash attention",
             exact_label: "flash attention, exact tokens/step",
             apply: |c| c.flash = true,
             applies: |c, _| !c.flash,
+            combines: true,
         },
         Knob {
             label: "bfloat16 autocast",
             exact_label: "bfloat16 autocast, exact tokens/step",
             apply: |c| c.dtype = Precision::BFloat16,
             applies: |c, bf16| bf16 && c.dtype == Precision::Float32,
+            combines: true,
         },
         Knob {
             label: "activation checkpointing",
             exact_label: "activation checkpointing, exact tokens/step",
             apply: |c| c.activation_checkpointing = true,
             applies: |c, _| !c.activation_checkpointing,
+            combines: true,
         },
         Knob {
             label: "chunked cross-entropy",
             exact_label: "chunked cross-entropy, exact tokens/step",
             apply: |c| c.loss = LossKind::Chunked,
             applies: |c, _| c.loss == LossKind::Standard,
+            combines: true,
         },
         Knob {
             label: "8-bit AdamW",
             exact_label: "8-bit AdamW, exact tokens/step",
             apply: |c| c.optimizer = OptimizerKind::AdamW8bit,
             applies: |c, _| c.optimizer == OptimizerKind::AdamW,
+            combines: true,
         },
         Knob {
             label: "4-bit base weights (QLoRA)",
             exact_label: "4-bit base weights (QLoRA), exact tokens/step",
             apply: |c| c.quantization = Quantization::Nf4,
             applies: |c, _| c.lora_rank > 0 && c.quantization == Quantization::None,
+            combines: true,
         },
         Knob {
             label: "expandable segments",
             exact_label: "expandable segments, exact tokens/step",
             apply: |c| c.alloc_conf = Some("expandable_segments:True".to_string()),
             applies: |c, _| !c.expandable_segments(),
+            combines: true,
         },
     ]
 }

@@ -216,7 +216,7 @@ pub fn suggest(
         .collect();
     if applicable.len() > 2 {
         let mut v = base.clone();
-        for k in &applicable {
+        for k in applicable.iter().filter(|k| k.combines) {
             (k.apply)(&mut v);
         }
         variants.push((

@@ -147,6 +147,8 @@ pub struct RuntimeReport {
     pub kv_cache_dtype: Option<&'static str>,
     /// true when the figures are an upper bound rather than a prediction (torch.compile).
     pub upper_bound: bool,
+    /// Whose semantics were simulated and how they were checked.
+    pub semantics: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -326,6 +328,7 @@ pub fn build(
                 crate::sim::infer::kv_dtype(&simulated).short()
             }),
             upper_bound: crate::sim::runtime::compile_fallback(cfg).is_some(),
+            semantics: crate::sim::runtime::semantics(sim.runtime.kind),
         },
         n_params,
         phases,

@@ -119,6 +119,7 @@ pub fn render(r: &CheckReport, style: Style) -> String {
         }
     );
     }
+    let _ = writeln!(out, "Simulated: {}", r.runtime.semantics);
     if let Some(k) = &r.ranks {
         let _ = writeln!(
             out,

@@ -96,6 +96,24 @@ pub fn effective_precision(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Preci
     }
 }
 
+/// Whose semantics a runtime simulates, and how they were checked: the line a report prints
+/// under the run.
+pub fn semantics(kind: RuntimeKind) -> &'static str {
+    match kind {
+        RuntimeKind::PytorchEager => {
+            "PyTorch eager on CUDA — autocast, autograd's saved tensors and the caching \
+             allocator as PyTorch's source defines them"
+        }
+        RuntimeKind::PytorchCompile => {
+            "torch.compile (mode=\"default\") — AOTAutograd's min-cut partition and inductor's \
+             fusion, derived from PyTorch's source and checked against PyTorch 2.15's own \
+             partition and CUDA buffer plan on fake tensors (saved tensors within 0.1%); not yet \
+             measured on a GPU"
+        }
+        RuntimeKind::Candle => "candle 0.11, as the probe runs it",
+    }
+}
+
 /// Why a `compile=True` config is simulated with eager rules instead (None: it is not). The
 /// compile rules are derived for nanoGPT's GPT trained on one GPU or under DDP; other models
 /// and engines trace other graphs (FSDP's hooks, Megatron's collectives, PEFT's adapters,

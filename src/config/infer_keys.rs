@@ -196,24 +196,12 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         }
         _ => {}
     }
+    // The upper bounds are in `limits`, checked first.
     if cfg.max_num_batched_tokens == Some(0) {
         return blame.fail("max_num_batched_tokens", "0", "a positive integer or None");
     }
-    let max = super::validate::MAX_DIM;
-    for (key, v) in [
-        (
-            "max_num_batched_tokens",
-            cfg.max_num_batched_tokens.unwrap_or(1),
-        ),
-        ("max_num_seqs", cfg.max_num_seqs),
-    ] {
-        if v == 0 || v > max {
-            return blame.fail(
-                key,
-                v.to_string(),
-                format!("a positive integer below 2^40 = {max}"),
-            );
-        }
+    if cfg.max_num_seqs == 0 {
+        return blame.fail("max_num_seqs", "0", "a positive integer");
     }
     if cfg.mode == Mode::Inference && cfg.lora_rank > 0 {
         return blame.fail(

@@ -12,6 +12,7 @@ mod apply;
 pub mod hf_json;
 pub mod infer_keys;
 mod kinds;
+pub mod limits;
 pub mod lora;
 pub mod model_keys;
 pub mod models;
@@ -324,7 +325,7 @@ impl TrainConfig {
             .checked_mul(self.gradient_accumulation_steps)
     }
 
-    /// The checks every loader runs (sizes positive and below 2^40, n_embd % n_head == 0,
+    /// The checks every loader runs (sizes positive and within `limits::LIMITS`, n_embd % n_head == 0,
     /// dropout in [0, 1), bytes that fit in u64, ...), for configs built in code, e.g. by
     /// `suggest`. Messages name the key.
     pub fn validate(&self) -> crate::error::Result<()> {

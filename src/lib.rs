@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod diagnose;
 pub mod error;
+pub mod input;
 pub mod model;
 pub mod plan;
 pub mod probe;

@@ -112,5 +112,5 @@ fn bad_profile_files_name_the_file_the_key_and_what_was_expected() {
     let e = from_file("/nonexistent/card.toml").unwrap_err();
     assert!(e
         .message()
-        .starts_with("--gpu-file /nonexistent/card.toml: cannot read it: "));
+        .starts_with("/nonexistent/card.toml: cannot read the --gpu-file profile: no such file"));
 }

@@ -116,10 +116,16 @@ pub fn find(name: &str) -> Result<GpuProfile> {
 /// Load one profile from a TOML file (`--gpu-file`), with the same fields as the catalogue's.
 pub fn from_file(path: impl AsRef<Path>) -> Result<GpuProfile> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = crate::input::read_file(
+        path,
+        "the --gpu-file profile",
+        crate::input::MAX_CONFIG_BYTES,
+    )?;
+    let text = String::from_utf8(bytes).map_err(|e| {
         Error::new(format!(
-            "--gpu-file {}: cannot read it: {e}",
-            path.display()
+            "{}: expected a UTF-8 TOML GPU profile, found invalid UTF-8 at byte {}",
+            path.display(),
+            e.utf8_error().valid_up_to()
         ))
     })?;
     GpuProfile::from_toml_str(&text, &path.display().to_string())

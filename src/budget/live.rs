@@ -127,8 +127,13 @@ pub fn nvml_from_env() -> Result<Box<dyn Nvml>> {
         None => Ok(Box::new(SystemNvml::new())),
         Some(path) => {
             let origin = format!("{FAKE_NVML_ENV}={}", path.to_string_lossy());
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| Error::new(format!("{origin}: cannot read it: {e}")))?;
+            let bytes = crate::input::read_file(
+                path.as_ref(),
+                "the fake NVML readings",
+                crate::input::MAX_CONFIG_BYTES,
+            )
+            .map_err(|e| Error::new(format!("{FAKE_NVML_ENV}={}", e.message())))?;
+            let text = String::from_utf8_lossy(&bytes);
             Ok(Box::new(FakeNvml::from_json(&text, &origin)?))
         }
     }

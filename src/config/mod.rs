@@ -74,9 +74,7 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> crate::error::Result<L
 /// A text file's name as given and its content; `what` says what was expected.
 pub(crate) fn read_text(path: &Path, what: &str) -> crate::error::Result<(String, String)> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| {
-        crate::error::Error::new(format!("{name}: cannot read the config file: {e}"))
-    })?;
+    let bytes = crate::input::read_file(path, "the config file", crate::input::MAX_CONFIG_BYTES)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         crate::error::Error::new(format!(
             "{name}: expected {what}, found invalid UTF-8 at byte {}",

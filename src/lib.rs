@@ -13,6 +13,7 @@ pub mod diagnose;
 pub mod error;
 pub mod input;
 pub mod model;
+pub mod plain;
 pub mod plan;
 pub mod probe;
 pub mod report;

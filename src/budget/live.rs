@@ -10,7 +10,7 @@ use super::catalogue::{match_nvml_name, normalize};
 use super::margin::{Budget, BudgetSource};
 use super::profile::{default_context_bytes, default_cublas_workspace_bytes};
 use super::system::SystemNvml;
-use super::{GpuProfile, CUBLASLT_WORKSPACE_BYTES};
+use super::GpuProfile;
 use crate::error::{Error, Result};
 use crate::units::{human, GIB, MIB};
 use serde::{Deserialize, Serialize};
@@ -106,9 +106,9 @@ impl FakeNvml {
 
     /// Readings from JSON: a list of [`LiveReading`] objects.
     pub fn from_json(text: &str, origin: &str) -> Result<Self> {
-        serde_json::from_str(text)
-            .map(FakeNvml::new)
-            .map_err(|e| Error::new(format!("{origin}: not a list of NVML readings: {e}")))
+        serde_json::from_str(text).map(FakeNvml::new).map_err(|e| {
+            crate::plain::json_error(&e, text, origin, "a list of NVML readings")
+        })
     }
 }
 
@@ -180,10 +180,10 @@ pub fn live_budget(nvml: &dyn Nvml, index: u32, margin_bytes: u64) -> Result<Bud
         None => {
             let profile = generic_profile(&reading);
             warnings.push(format!(
-                "{:?} is not in the catalogue: using a profile built from NVML (compute capability \
+                "{} is not in the catalogue: using a profile built from NVML (compute capability \
                  {}, {} SMs; cuBLAS workspace {}, CUDA context {} by default{}); throughput is \
                  unknown",
-                reading.name,
+                crate::plain::quote(&reading.name),
                 profile.compute_capability_string(),
                 if profile.sm_count == 0 {
                     "unknown".to_string()
@@ -222,32 +222,26 @@ pub fn live_budget(nvml: &dyn Nvml, index: u32, margin_bytes: u64) -> Result<Bud
     })
 }
 
-/// A profile for a card the catalogue lacks, from what NVML says. Unknown compute capability
-/// → (0, 0), no bf16, the larger (sm90) cuBLAS workspace; unknown SM count → the 520 MiB
-/// context default; throughput 0.0 (unknown).
+/// A profile for a card the catalogue lacks, from what NVML says: the generic card
+/// ([`GpuProfile::generic`]) with the compute capability and SM count NVML gives, and the
+/// defaults they imply.
 fn generic_profile(reading: &LiveReading) -> GpuProfile {
     let compute_capability = reading.compute_capability.unwrap_or((0, 0));
     let sm_count = reading.sm_count.unwrap_or(0);
     let key = normalize(&reading.name);
+    let key = if key.is_empty() {
+        format!("gpu{}", reading.index)
+    } else {
+        key
+    };
     GpuProfile {
-        key: if key.is_empty() {
-            format!("gpu{}", reading.index)
-        } else {
-            key
-        },
-        name: reading.name.clone(),
-        aliases: Vec::new(),
-        total_bytes: reading.cuda_total_bytes(),
         measured: true,
         bf16: compute_capability.0 >= 8,
         compute_capability,
         sm_count,
-        bandwidth_gb_s: 0.0,
-        bf16_tflops: 0.0,
-        fp32_tflops: 0.0,
         cublas_workspace_bytes: default_cublas_workspace_bytes(compute_capability),
-        cublaslt_workspace_bytes: CUBLASLT_WORKSPACE_BYTES,
         context_bytes: default_context_bytes(compute_capability, sm_count),
+        ..GpuProfile::generic(key, reading.name.clone(), reading.cuda_total_bytes())
     }
 }
 

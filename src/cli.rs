@@ -76,7 +76,9 @@ const PROBE_EXAMPLES: &str = "Examples:
 const GPUS_EXAMPLES: &str = "Examples:
   vramplan gpus
   vramplan gpus --json
-  vramplan gpus --live";
+  vramplan gpus --live
+
+Exit codes: 0 listed, 1 --live found the driver but no card, 2 bad input or no NVIDIA driver.";
 
 const EXPLAIN_EXAMPLES: &str = "Examples:
   vramplan explain lm_head.logits fixtures/configs/seed-rtx3060.py
@@ -253,6 +255,44 @@ pub fn split_overrides(args: Vec<String>) -> (Vec<String>, Vec<String>) {
     (clap_args, overrides)
 }
 
+/// A clap usage error as one line, in clap's own words: its first line, then a hint. An
+/// unknown `--key` that is a config key (`--batch_size` with no value, or `--batch_size 64`)
+/// says how overrides are written; other errors point at `--help`.
+pub fn usage_error_line(e: &clap::error::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("error: invalid usage");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => Some(arg.as_str()),
+        _ => None,
+    };
+    let key = arg
+        .and_then(|a| a.strip_prefix("--"))
+        .map(|a| a.split('=').next().unwrap_or(a))
+        .filter(|k| crate::config::registry::spec(k).is_some());
+    match key {
+        Some(key) => format!(
+            "{first}: config overrides are written --{key}=VALUE, with '=' and no space (nanoGPT's style), e.g. --{key}={}",
+            crate::config::registry::example_value(key)
+        ),
+        None => {
+            // clap's tips ("a similar argument exists: '--json'") on the same line.
+            let tips: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("tip:"))
+                .collect();
+            let tips: String = tips.iter().map(|t| format!("; {t}")).collect();
+            format!("{first}{tips} (see --help)")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,5 +313,19 @@ mod tests {
             ["vramplan", "check", "c.py", "--gpu=rtx3060", "--json"]
         );
         assert_eq!(overrides, ["--batch_size=64"]);
+    }
+
+    #[test]
+    fn usage_errors_are_one_line_and_overrides_are_explained() {
+        let argv = ["vramplan", "check", "--batch_size"];
+        let e = Cli::try_parse_from(argv).unwrap_err();
+        assert_eq!(
+            usage_error_line(&e),
+            "unexpected argument '--batch_size' found: config overrides are written --batch_size=VALUE, with '=' and no space (nanoGPT's style), e.g. --batch_size=12"
+        );
+        let e = Cli::try_parse_from(["vramplan", "chek"]).unwrap_err();
+        let line = usage_error_line(&e);
+        assert!(line.starts_with("unrecognized subcommand 'chek'"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
     }
 }

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use vramplan::cli::{split_overrides, Cli, Command};
+use vramplan::cli::{split_overrides, usage_error_line, Cli, Command};
 use vramplan::probe::meter::CountingAlloc;
 
 /// Counts heap bytes (current and peak) so that `vramplan probe --device cpu` measures exactly;
@@ -16,10 +16,13 @@ fn main() -> ExitCode {
     let mut cli = match Cli::try_parse_from(clap_args) {
         Ok(cli) => cli,
         Err(e) => {
-            // --help and --version are not errors.
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
+            // --help and --version are not errors; a usage error is one line on stderr.
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("vramplan: {}", usage_error_line(&e));
+            return ExitCode::from(2);
         }
     };
     match &mut cli.command {

@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 pub const NO_DRIVER_MESSAGE: &str =
     "no NVIDIA driver found (libnvidia-ml.so.1): use --gpu NAME to plan for a card from the catalogue";
 
+/// The one line `--live` prints where the driver answers but lists no card.
+pub const NO_CARD_MESSAGE: &str =
+    "NVML found no NVIDIA GPU on this machine: use --gpu NAME to plan for a card from the catalogue";
+
 /// Environment variable naming a JSON file of [`LiveReading`]s that [`nvml_from_env`] serves
 /// instead of the real NVML: how the CLI tests run `--live` on a machine without a GPU.
 pub const FAKE_NVML_ENV: &str = "VRAMPLAN_FAKE_NVML";
@@ -146,11 +150,7 @@ pub fn live_budget(nvml: &dyn Nvml, index: u32, margin_bytes: u64) -> Result<Bud
     let readings = nvml.devices()?;
     let reading = match readings.iter().find(|r| r.index == index) {
         Some(r) => r.clone(),
-        None if readings.is_empty() => {
-            return Err(Error::new(
-                "NVML found no NVIDIA GPU on this machine: use --gpu NAME to plan for a card from the catalogue",
-            ))
-        }
+        None if readings.is_empty() => return Err(Error::new(NO_CARD_MESSAGE)),
         None => {
             let cards: Vec<String> = readings
                 .iter()

@@ -66,7 +66,7 @@ mod table;
 pub use catalogue::{catalogue, embedded_files, find, from_file, generic_card, match_nvml_name};
 pub use live::{
     holders, live_budget, nvml_from_env, FakeNvml, GpuProcess, LiveReading, Nvml, ProcessKind,
-    FAKE_NVML_ENV, NO_DRIVER_MESSAGE,
+    FAKE_NVML_ENV, NO_CARD_MESSAGE, NO_DRIVER_MESSAGE,
 };
 pub use margin::{
     parse_bytes, parse_bytes_for, resolve, Budget, BudgetRequest, BudgetSource,

@@ -186,9 +186,12 @@ fn malformed_fake_nvml_readings_are_one_plain_line() {
             }
         }
     }
-    let fifo_free = temp("missing-dir/../nvml-none.json", b"");
-    std::fs::remove_file(&fifo_free).unwrap();
-    let o = run(&["gpus", "--live"], &[("VRAMPLAN_FAKE_NVML", &fifo_free)], None);
+    let missing = std::env::temp_dir().join("vramplan-hostile-no-such-readings.json");
+    let o = run(
+        &["gpus", "--live"],
+        &[("VRAMPLAN_FAKE_NVML", &missing.display().to_string())],
+        None,
+    );
     assert_refused(&o, &["cannot read the fake NVML readings: no such file"]);
 }
 

@@ -30,7 +30,7 @@ pub use infer_keys::{KvCacheDtype, Mode};
 pub use kinds::{LossKind, OptimizerKind, Parallelism, Precision};
 pub use lora::Quantization;
 pub use model_keys::ModelType;
-pub use models::{load_with_model, ModelSource};
+pub use models::{load_hf_str, load_with_model, ModelSource};
 pub use overrides::{apply_overrides, to_overrides};
 pub use registry::{is_nanogpt_key, key_table};
 pub use toml_file::to_toml;

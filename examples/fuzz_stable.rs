@@ -22,19 +22,62 @@ const SLOW: Duration = Duration::from_secs(1);
 type Target = (&'static str, fn(&[u8]), &'static [&'static str]);
 
 const TARGETS: [Target; 4] = [
-    ("config", targets::config, &["fixtures/configs", "profiles/models"]),
+    (
+        "config",
+        targets::config,
+        &["fixtures/configs", "profiles/models"],
+    ),
     ("hf_config", targets::hf_config, &["fixtures/hf"]),
-    ("gpu_files", targets::gpu_files, &["profiles/gpus", "fixtures/nvml"]),
+    (
+        "gpu_files",
+        targets::gpu_files,
+        &["profiles/gpus", "fixtures/nvml"],
+    ),
     ("diagnose", targets::diagnose, &["fixtures/oom"]),
 ];
 
 /// Bytes mutations insert: syntax, odd characters, numbers past every limit.
 const TOKENS: &[&str] = &[
-    "\u{200b}", "\u{a0}", "\u{feff}", "\u{2019}", "\0", "\n", "=", "\"", "'", "[", "]", "{", "}",
-    ",", ":", ".", "#", "\\", "-1", "0", "1e999", "nan", "inf", "2**64", "99999999999999999999",
-    "18446744073709551616", "4294967296", "1024", "1025", "16777217", "True", "None", "[[x]]",
-    "n_layer = 1000000\n", "\"num_hidden_layers\": 100000000,", "GiB", " MiB", "Tried to allocate ",
-    "total_bytes = \"2000TiB\"\n", "torch.OutOfMemoryError: CUDA out of memory. ",
+    "\u{200b}",
+    "\u{a0}",
+    "\u{feff}",
+    "\u{2019}",
+    "\0",
+    "\n",
+    "=",
+    "\"",
+    "'",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ":",
+    ".",
+    "#",
+    "\\",
+    "-1",
+    "0",
+    "1e999",
+    "nan",
+    "inf",
+    "2**64",
+    "99999999999999999999",
+    "18446744073709551616",
+    "4294967296",
+    "1024",
+    "1025",
+    "16777217",
+    "True",
+    "None",
+    "[[x]]",
+    "n_layer = 1000000\n",
+    "\"num_hidden_layers\": 100000000,",
+    "GiB",
+    " MiB",
+    "Tried to allocate ",
+    "total_bytes = \"2000TiB\"\n",
+    "torch.OutOfMemoryError: CUDA out of memory. ",
 ];
 
 /// xorshift64*: small, seeded, good enough to pick mutations.
@@ -58,7 +101,7 @@ fn corpus(dirs: &[&str]) -> Vec<Vec<u8>> {
     while let Some(p) = stack.pop() {
         if p.is_dir() {
             stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
-        } else if !p.extension().is_some_and(|e| e == "md") {
+        } else if p.extension().is_none_or(|e| e != "md") {
             files.push(std::fs::read(&p).unwrap());
         }
     }

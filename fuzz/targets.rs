@@ -26,7 +26,10 @@ pub fn config(data: &[u8]) {
     for name in ["fuzz.py", "fuzz.toml", "fuzz"] {
         match load_str(name, &text, &[]) {
             // What loads must pass the checks every config passes (limits included).
-            Ok(loaded) => assert!(loaded.config.validate().is_ok(), "{name}: loaded but invalid"),
+            Ok(loaded) => assert!(
+                loaded.config.validate().is_ok(),
+                "{name}: loaded but invalid"
+            ),
             Err(e) => check_message(name, e.message()),
         }
     }

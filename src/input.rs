@@ -103,7 +103,11 @@ mod tests {
     fn refuses_what_is_not_a_regular_file_or_too_large() {
         let dir = std::env::temp_dir();
         let e = read_file(&dir, "the config file", MIB).unwrap_err();
-        assert!(e.message().ends_with("expected a regular file, found a directory"), "{e}");
+        assert!(
+            e.message()
+                .ends_with("expected a regular file, found a directory"),
+            "{e}"
+        );
         #[cfg(unix)]
         {
             let e = read_file(Path::new("/dev/zero"), "the log", MIB).unwrap_err();
@@ -114,7 +118,12 @@ mod tests {
             e.message(),
             "x: the log is larger than 10 bytes: expected a file of at most that size"
         );
-        assert_eq!(read_limited(&[1u8; 10][..], "x", "the log", 10).unwrap().len(), 10);
+        assert_eq!(
+            read_limited(&[1u8; 10][..], "x", "the log", 10)
+                .unwrap()
+                .len(),
+            10
+        );
         let e = read_file(Path::new("/no/such/file"), "the config file", MIB).unwrap_err();
         assert_eq!(
             e.message(),

@@ -30,7 +30,10 @@ const NAMED: &[(char, &str)] = &[
     ('\u{2212}', "MINUS SIGN"),
     ('\u{3000}', "IDEOGRAPHIC SPACE"),
     ('\u{feff}', "ZERO WIDTH NO-BREAK SPACE (byte-order mark)"),
-    ('\u{fffd}', "REPLACEMENT CHARACTER (the file was not UTF-8 here)"),
+    (
+        '\u{fffd}',
+        "REPLACEMENT CHARACTER (the file was not UTF-8 here)",
+    ),
 ];
 
 /// A character as a user can find it: `U+200B ZERO WIDTH SPACE`, `U+0007 (a control
@@ -97,11 +100,7 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     }
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map_or(0, |l| l.chars().count())
-        + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
 }
 
@@ -276,6 +275,9 @@ mod tests {
             serde_words("unexpected character '\\u{200b}'"),
             "unexpected character 'U+200B ZERO WIDTH SPACE'"
         );
-        assert_eq!(serde_words("u32s and u32"), "u32s and a whole number from 0 to 4294967295");
+        assert_eq!(
+            serde_words("u32s and u32"),
+            "u32s and a whole number from 0 to 4294967295"
+        );
     }
 }

@@ -25,7 +25,9 @@ struct Outcome {
 fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Outcome {
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(format!("ulimit -v {MEMORY_LIMIT_KIB} && exec \"$0\" \"$@\""))
+        .arg(format!(
+            "ulimit -v {MEMORY_LIMIT_KIB} && exec \"$0\" \"$@\""
+        ))
         .arg(env!("CARGO_BIN_EXE_vramplan"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -72,15 +74,35 @@ fn assert_plain(o: &Outcome) {
         "Some(",
         "memory allocation of",
     ] {
-        assert!(!o.stderr.contains(bad), "{}: {bad:?} in {}", o.args, o.stderr);
+        assert!(
+            !o.stderr.contains(bad),
+            "{}: {bad:?} in {}",
+            o.args,
+            o.stderr
+        );
     }
 }
 
 /// Refused: exit 2, one line on stderr starting with `vramplan: ` and containing each of `says`.
 fn assert_refused(o: &Outcome, says: &[&str]) {
-    assert_eq!(o.code, 2, "{}: stdout {} stderr {}", o.args, o.stdout, o.stderr);
-    assert_eq!(o.stderr.lines().count(), 1, "{}: one line: {}", o.args, o.stderr);
-    assert!(o.stderr.starts_with("vramplan: "), "{}: {}", o.args, o.stderr);
+    assert_eq!(
+        o.code, 2,
+        "{}: stdout {} stderr {}",
+        o.args, o.stdout, o.stderr
+    );
+    assert_eq!(
+        o.stderr.lines().count(),
+        1,
+        "{}: one line: {}",
+        o.args,
+        o.stderr
+    );
+    assert!(
+        o.stderr.starts_with("vramplan: "),
+        "{}: {}",
+        o.args,
+        o.stderr
+    );
     assert_plain(o);
     for s in says {
         assert!(o.stderr.contains(s), "{}: {s:?} in {}", o.args, o.stderr);
@@ -102,18 +124,51 @@ fn temp(name: &str, bytes: &[u8]) -> String {
 #[test]
 fn absurd_sizes_are_refused_naming_the_key_and_the_limit() {
     let cases: &[(&[&str], &str)] = &[
-        (&["check", "--n_layer=10000000"], "n_layer = 10000000: expected at most 1024 layers"),
-        (&["check", "--n_layer=1000000000"], "n_layer = 1000000000: expected at most 1024"),
-        (&["suggest", "--n_layer=10000", "--gpus", "8", "--gpu", "h100"], "n_layer = 10000"),
-        (&["explain", "lm_head.logits", "--n_layer=1000000"], "n_layer = 1000000"),
-        (&["check", "--model", "llama-3.1-8b", "--n_layer=1000000"], "n_layer = 1000000"),
-        (&["check", "--mode", "inference", "--n_layer=10000000"], "n_layer = 10000000"),
-        (&["check", "--n_embd=1048576", "--n_head=1"], "n_embd = 1048576: expected at most 131072"),
-        (&["check", "--vocab_size=10000000000"], "vocab_size = 10000000000: expected at most 4194304"),
-        (&["check", "--block_size=100000000"], "block_size = 100000000: expected at most 16777216"),
+        (
+            &["check", "--n_layer=10000000"],
+            "n_layer = 10000000: expected at most 1024 layers",
+        ),
+        (
+            &["check", "--n_layer=1000000000"],
+            "n_layer = 1000000000: expected at most 1024",
+        ),
+        (
+            &["suggest", "--n_layer=10000", "--gpus", "8", "--gpu", "h100"],
+            "n_layer = 10000",
+        ),
+        (
+            &["explain", "lm_head.logits", "--n_layer=1000000"],
+            "n_layer = 1000000",
+        ),
+        (
+            &["check", "--model", "llama-3.1-8b", "--n_layer=1000000"],
+            "n_layer = 1000000",
+        ),
+        (
+            &["check", "--mode", "inference", "--n_layer=10000000"],
+            "n_layer = 10000000",
+        ),
+        (
+            &["check", "--n_embd=1048576", "--n_head=1"],
+            "n_embd = 1048576: expected at most 131072",
+        ),
+        (
+            &["check", "--vocab_size=10000000000"],
+            "vocab_size = 10000000000: expected at most 4194304",
+        ),
+        (
+            &["check", "--block_size=100000000"],
+            "block_size = 100000000: expected at most 16777216",
+        ),
         (&["check", "--batch_size=1000000"], "tokens per micro-batch"),
-        (&["check", "--gradient_accumulation_steps=1000000000000"], "gradient_accumulation_steps"),
-        (&["check", "--mode=inference", "--max_num_seqs=100000000"], "max_num_seqs"),
+        (
+            &["check", "--gradient_accumulation_steps=1000000000000"],
+            "gradient_accumulation_steps",
+        ),
+        (
+            &["check", "--mode=inference", "--max_num_seqs=100000000"],
+            "max_num_seqs",
+        ),
         (&["probe", "--n_layer=2000"], "n_layer = 2000"),
     ];
     for (args, says) in cases {
@@ -124,21 +179,36 @@ fn absurd_sizes_are_refused_naming_the_key_and_the_limit() {
 #[test]
 fn files_that_are_not_regular_or_too_large_are_refused_at_once() {
     let dir = std::env::temp_dir().display().to_string();
-    refused(&["check", "/dev/urandom"], &["/dev/urandom", "expected a regular file, found a device"]);
+    refused(
+        &["check", "/dev/urandom"],
+        &["/dev/urandom", "expected a regular file, found a device"],
+    );
     refused(&["check", &dir], &["found a directory"]);
-    refused(&["check", "/no/such/run.py"], &["/no/such/run.py: cannot read the config file: no such file"]);
+    refused(
+        &["check", "/no/such/run.py"],
+        &["/no/such/run.py: cannot read the config file: no such file"],
+    );
     refused(&["diagnose", "/dev/zero"], &["found a device"]);
-    refused(&["check", "--hf-config", "/dev/urandom"], &["found a device"]);
+    refused(
+        &["check", "--hf-config", "/dev/urandom"],
+        &["found a device"],
+    );
     refused(&["check", "--gpu-file", "/dev/zero"], &["found a device"]);
     let fifo = std::env::temp_dir().join(format!("vramplan-fifo-{}", std::process::id()));
-    let made = Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
     if made {
         let fifo = fifo.display().to_string();
         refused(&["check", &fifo], &["found a named pipe (FIFO)"]);
         std::fs::remove_file(&fifo).unwrap();
     }
     let big = temp("big.py", &vec![b'#'; 2 << 20]);
-    refused(&["check", &big], &["the config file is larger than 1.00 MiB"]);
+    refused(
+        &["check", &big],
+        &["the config file is larger than 1.00 MiB"],
+    );
     let huge_log = vec![b'x'; 17 << 20];
     let o = run(&["diagnose", "-"], &[], Some(&huge_log));
     assert_refused(&o, &["standard input: the log is larger than 16.00 MiB"]);
@@ -146,18 +216,36 @@ fn files_that_are_not_regular_or_too_large_are_refused_at_once() {
 
 #[test]
 fn odd_characters_are_named_with_line_and_column() {
-    let py = temp("zwsp.py", "batch_size = 8\nn_layer = 2\u{200b}\n".as_bytes());
-    refused(&["check", &py], &[":2: not valid Python: unexpected character U+200B ZERO WIDTH SPACE at column 12"]);
+    let py = temp(
+        "zwsp.py",
+        "batch_size = 8\nn_layer = 2\u{200b}\n".as_bytes(),
+    );
+    refused(
+        &["check", &py],
+        &[":2: not valid Python: unexpected character U+200B ZERO WIDTH SPACE at column 12"],
+    );
     let toml = temp("nbsp.toml", "n_layer =\u{a0}2\n".as_bytes());
-    refused(&["check", &toml], &[":1:10: not valid TOML: unexpected character U+00A0 NO-BREAK SPACE"]);
+    refused(
+        &["check", &toml],
+        &[":1:10: not valid TOML: unexpected character U+00A0 NO-BREAK SPACE"],
+    );
     let dotted = temp("dotted.toml", b"n_layer.x = 2\n");
-    refused(&["check", &dotted], &["dotted.toml:1: [n_layer] is a table: expected a flat file"]);
-    let json = temp("config.json", "{\"model_type\": \"llama\",\u{200b} \"x\": 1}".as_bytes());
+    refused(
+        &["check", &dotted],
+        &["dotted.toml:1: [n_layer] is a table: expected a flat file"],
+    );
+    let json = temp(
+        "config.json",
+        "{\"model_type\": \"llama\",\u{200b} \"x\": 1}".as_bytes(),
+    );
     refused(
         &["check", "--hf-config", &json],
         &[":1:24: not valid JSON: unexpected character U+200B ZERO WIDTH SPACE"],
     );
-    refused(&["check", "--gpu", "rtx\u{200b}3060x"], &["<U+200B ZERO WIDTH SPACE>"]);
+    refused(
+        &["check", "--gpu", "rtx\u{200b}3060x"],
+        &["<U+200B ZERO WIDTH SPACE>"],
+    );
 }
 
 #[test]
@@ -199,7 +287,11 @@ fn malformed_fake_nvml_readings_are_one_plain_line() {
 fn gpus_live_with_zero_cards_says_so_and_exits_1() {
     let none = temp("no-cards.json", b"[]");
     for json in [false, true] {
-        let args: &[&str] = if json { &["gpus", "--live", "--json"] } else { &["gpus", "--live"] };
+        let args: &[&str] = if json {
+            &["gpus", "--live", "--json"]
+        } else {
+            &["gpus", "--live"]
+        };
         let o = run(args, &[("VRAMPLAN_FAKE_NVML", &none)], None);
         assert_eq!(o.code, 1, "{}", o.stderr);
         assert_eq!(o.stderr.trim(), "vramplan: NVML found no NVIDIA GPU on this machine: use --gpu NAME to plan for a card from the catalogue");
@@ -208,39 +300,79 @@ fn gpus_live_with_zero_cards_says_so_and_exits_1() {
 
 #[test]
 fn gpu_profiles_are_validated_like_configs() {
-    let absurd = temp("absurd-gpu.toml", b"total_bytes = \"2000TiB\"\ncublas_workspace_bytes = \"100GiB\"\n");
+    let absurd = temp(
+        "absurd-gpu.toml",
+        b"total_bytes = \"2000TiB\"\ncublas_workspace_bytes = \"100GiB\"\n",
+    );
     refused(
         &["check", "--gpu-file", &absurd],
-        &["`total_bytes`: expected a total between 256.00 MiB and 1024.00 GiB", "`cublas_workspace_bytes`: expected between 0 bytes and 4.00 GiB"],
+        &[
+            "`total_bytes`: expected a total between 256.00 MiB and 1024.00 GiB",
+            "`cublas_workspace_bytes`: expected between 0 bytes and 4.00 GiB",
+        ],
     );
     let empty = temp("empty-gpu.toml", b"name = \"mine\"\n");
     refused(&["check", "--gpu-file", &empty], &["missing `total_bytes`"]);
-    refused(&["check", "--gpu", "5000GiB"], &["--gpu \"5000GiB\": expected a total between"]);
+    refused(
+        &["check", "--gpu", "5000GiB"],
+        &["--gpu \"5000GiB\": expected a total between"],
+    );
     refused(&["check", "--gpu", "24GB"], &["ambiguous", "--gpu 23.6GiB"]);
 
     // Only the total: planned for, with the defaults it took printed.
     let minimal = temp("minimal-gpu.toml", b"total_bytes = \"47.5GiB\"\n");
     let o = run(&["check", "--gpu-file", &minimal], &[], None);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
-    assert!(o.stdout.contains("fields left out take the generic card's defaults: compute capability unknown"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains(
+            "fields left out take the generic card's defaults: compute capability unknown"
+        ),
+        "{}",
+        o.stdout
+    );
     // --gpu 48GiB: a generic card of that total, its assumptions on one warning line.
     let o = run(&["check", "--gpu", "48GiB"], &[], None);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
-    assert!(o.stdout.contains("GPU: generic 48.00 GiB card — 48.00 GiB total"), "{}", o.stdout);
-    assert!(o.stdout.contains("assumed: compute capability unknown, unknown SMs, bf16 assumed unsupported"), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("GPU: generic 48.00 GiB card — 48.00 GiB total"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout
+            .contains("assumed: compute capability unknown, unknown SMs, bf16 assumed unsupported"),
+        "{}",
+        o.stdout
+    );
 }
 
 #[test]
 fn usage_errors_are_one_line_and_say_how_overrides_are_written() {
     refused(&["check", "--batch_size"], &["unexpected argument '--batch_size' found: config overrides are written --batch_size=VALUE"]);
     refused(&["check", "--batch_size", "8"], &["--batch_size=VALUE"]);
-    refused(&["check", "--jsn"], &["unexpected argument '--jsn' found; tip: a similar argument exists: '--json'"]);
+    refused(
+        &["check", "--jsn"],
+        &["unexpected argument '--jsn' found; tip: a similar argument exists: '--json'"],
+    );
     refused(&["chek"], &["unrecognized subcommand 'chek'"]);
-    refused(&["check", "--gpu"], &["a value is required for '--gpu <GPU>'"]);
-    refused(&["probe", "--steps", "1000000000"], &["--steps 1000000000: expected 1 to 100"]);
+    refused(
+        &["check", "--gpu"],
+        &["a value is required for '--gpu <GPU>'"],
+    );
+    refused(
+        &["probe", "--steps", "1000000000"],
+        &["--steps 1000000000: expected 1 to 100"],
+    );
     refused(&["probe", "--steps", "99999999999999"], &["invalid value"]);
-    refused(&["probe", "--n_layer=1000"], &["FLOPs", "--layers 2 extrapolates"]);
-    refused(&["probe", "--layers", "0"], &["--layers 0: expected 1 to n_layer = 12"]);
+    refused(
+        &["probe", "--n_layer=1000"],
+        &["FLOPs", "--layers 2 extrapolates"],
+    );
+    refused(
+        &["probe", "--layers", "0"],
+        &["--layers 0: expected 1 to n_layer = 12"],
+    );
 }
 
 /// The mutations of one log: cut short, invisible characters, numbers blown up, lines
@@ -254,7 +386,11 @@ fn mutations(log: &[u8]) -> Vec<Vec<u8>> {
         text.replace("GiB", "\u{200b}GiB").into_bytes(),
         text.replace(|c: char| c.is_ascii_digit(), "9").into_bytes(),
         text.replace('.', "99999999999999999999.").into_bytes(),
-        text.lines().rev().collect::<Vec<_>>().join("\n").into_bytes(),
+        text.lines()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes(),
         text.repeat(50).into_bytes(),
     ];
     let mut noisy = log.to_vec();
@@ -281,7 +417,12 @@ fn mutated_oom_logs_are_diagnosed_or_refused_in_one_line() {
         for (i, input) in mutations(&bytes).iter().enumerate() {
             let o = run(&["diagnose", "-"], &[], Some(input));
             let what = format!("{} mutation {i}", log.display());
-            assert!(o.code == 0 || o.code == 2, "{what}: exit {} {}", o.code, o.stderr);
+            assert!(
+                o.code == 0 || o.code == 2,
+                "{what}: exit {} {}",
+                o.code,
+                o.stderr
+            );
             assert_plain(&o);
             if o.code == 2 {
                 assert_eq!(o.stderr.lines().count(), 1, "{what}: {}", o.stderr);

@@ -12,7 +12,12 @@ fn near_limits() -> impl Strategy<Value = Vec<(&'static str, u64)>> {
         .iter()
         .map(|l| l.key)
         // Keys that need a mode or an architecture to be set at all are left out.
-        .filter(|k| !matches!(*k, "lora_rank" | "n_kv_head" | "head_dim" | "intermediate_size"))
+        .filter(|k| {
+            !matches!(
+                *k,
+                "lora_rank" | "n_kv_head" | "head_dim" | "intermediate_size"
+            )
+        })
         .collect();
     let one = prop::sample::select(keys).prop_flat_map(|key| {
         let max = LIMITS.iter().find(|l| l.key == key).unwrap().max;

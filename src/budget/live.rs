@@ -110,9 +110,9 @@ impl FakeNvml {
 
     /// Readings from JSON: a list of [`LiveReading`] objects.
     pub fn from_json(text: &str, origin: &str) -> Result<Self> {
-        serde_json::from_str(text).map(FakeNvml::new).map_err(|e| {
-            crate::plain::json_error(&e, text, origin, "a list of NVML readings")
-        })
+        serde_json::from_str(text)
+            .map(FakeNvml::new)
+            .map_err(|e| crate::plain::json_error(&e, text, origin, "a list of NVML readings"))
     }
 }
 

@@ -171,7 +171,7 @@ pub fn total_problem(total: u64) -> Option<String> {
 /// MiB per stream. 4 GiB is past any of them.
 const MAX_WORKSPACE_BYTES: u64 = 4 << 30;
 const WORKSPACE_WHY: &str = "PyTorch's cuBLAS workspaces are 1 to 32 MiB";
-/// SMs: the largest chips have 132 (H100) to 148 (B200) per die.
+/// SMs: the largest GPUs have 132 (H100) to 148 (B200).
 const MAX_SM_COUNT: i64 = 4096;
 
 /// The profile's fields, each problem recorded in `f`; None when the total is missing or wrong.
@@ -228,8 +228,7 @@ fn read_profile(f: &Fields, origin: &str) -> Option<GpuProfile> {
     };
     let cublas_workspace_bytes =
         workspace("cublas_workspace_bytes", default_cublas_workspace_bytes(cc));
-    let cublaslt_workspace_bytes =
-        workspace("cublaslt_workspace_bytes", CUBLASLT_WORKSPACE_BYTES);
+    let cublaslt_workspace_bytes = workspace("cublaslt_workspace_bytes", CUBLASLT_WORKSPACE_BYTES);
     let context_bytes = f
         .bytes("context_bytes")
         .unwrap_or_else(|| default_context_bytes(cc, sm_count));

@@ -83,11 +83,7 @@ impl<'a> Fields<'a> {
         if !ok {
             self.bad(
                 key,
-                &format!(
-                    "between {} and {} ({why})",
-                    human(min),
-                    human(max)
-                ),
+                &format!("between {} and {} ({why})", human(min), human(max)),
                 &human(value),
             );
         }

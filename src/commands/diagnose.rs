@@ -40,7 +40,11 @@ fn read_log(path: &std::path::Path) -> Result<String> {
     let bytes = if path.as_os_str() == "-" {
         read_limited(std::io::stdin(), "standard input", "the log", MAX_LOG_BYTES)?
     } else {
-        read_file(path, "the log (give a file, or - for standard input)", MAX_LOG_BYTES)?
+        read_file(
+            path,
+            "the log (give a file, or - for standard input)",
+            MAX_LOG_BYTES,
+        )?
     };
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -93,7 +93,11 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Line>, (usize, String)> {
                 });
                 let (tok, next, newlines) = lex_one(&chars, i).map_err(|e| {
                     // The column of the token that failed, in characters of its line.
-                    let col = i - chars[..i].iter().rposition(|&c| c == '\n').map_or(0, |p| p + 1) + 1;
+                    let col = i - chars[..i]
+                        .iter()
+                        .rposition(|&c| c == '\n')
+                        .map_or(0, |p| p + 1)
+                        + 1;
                     (line_no, format!("{e} at column {col}"))
                 })?;
                 match tok {

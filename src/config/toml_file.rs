@@ -15,7 +15,9 @@ pub(crate) fn parse(src: &str, path: &str) -> Result<Vec<Assignment>> {
     let line_of = |offset: usize| src.get(..offset).map_or(1, |s| s.matches('\n').count() + 1);
     let table: BTreeMap<Spanned<String>, Spanned<toml::Value>> = match toml::from_str(src) {
         Ok(table) => table,
-        Err(e) => return Err(not_flat(src, path).unwrap_or_else(|| plain::toml_error(&e, src, path))),
+        Err(e) => {
+            return Err(not_flat(src, path).unwrap_or_else(|| plain::toml_error(&e, src, path)))
+        }
     };
     let mut entries: Vec<_> = table.into_iter().collect();
     entries.sort_by_key(|(k, _)| k.span().start);
@@ -59,7 +61,8 @@ fn not_flat(src: &str, path: &str) -> Option<Error> {
         .lines()
         .position(|l| {
             let l = l.trim_start().trim_start_matches('[').trim_start();
-            l.starts_with(key.as_str()) || l.trim_start_matches(['"', '\'']).starts_with(key.as_str())
+            l.starts_with(key.as_str())
+                || l.trim_start_matches(['"', '\'']).starts_with(key.as_str())
         })
         .map_or(String::new(), |i| format!(":{}", i + 1));
     let shown: String = key.chars().take(80).collect();
@@ -137,6 +140,9 @@ mod tests {
             "{e}"
         );
         let e = parse("a = 1\nbatch_size = = 8\n", "r.toml").unwrap_err();
-        assert!(e.message().starts_with("r.toml:2:14: not valid TOML"), "{e}");
+        assert!(
+            e.message().starts_with("r.toml:2:14: not valid TOML"),
+            "{e}"
+        );
     }
 }

@@ -281,14 +281,18 @@ pub fn usage_error_line(e: &clap::error::Error) -> String {
             crate::config::registry::example_value(key)
         ),
         None => {
-            // clap's tips ("a similar argument exists: '--json'") on the same line.
-            let tips: Vec<&str> = rendered
+            // clap's further lines ("[possible values: train, inference]", "tip: a similar
+            // argument exists: '--json'") on the same line; not its usage block.
+            let more: String = rendered
                 .lines()
+                .skip_while(|l| !l.trim_start().starts_with("error:"))
+                .skip(1)
                 .map(str::trim)
-                .filter(|l| l.starts_with("tip:"))
+                .take_while(|l| !l.starts_with("Usage:"))
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .map(|l| format!("; {l}"))
                 .collect();
-            let tips: String = tips.iter().map(|t| format!("; {t}")).collect();
-            format!("{first}{tips} (see --help)")
+            format!("{first}{more} (see --help)")
         }
     }
 }

@@ -112,10 +112,11 @@ pub struct RunArgs {
     /// gemma, gpt_neox or gpt2); the config file and overrides apply on top.
     #[arg(long, value_name = "PATH")]
     pub hf_config: Option<PathBuf>,
-    /// GPU from the catalogue (name or alias, e.g. rtx3060, "NVIDIA A100-SXM4-40GB").
+    /// GPU from the catalogue (name or alias, e.g. rtx3060, "NVIDIA A100-SXM4-40GB"), or a
+    /// generic card of a size as CUDA reports it (48GiB; binary units only).
     #[arg(long)]
     pub gpu: Option<String>,
-    /// A GPU profile TOML file instead of the catalogue.
+    /// A GPU profile TOML file instead of the catalogue (only total_bytes is required).
     #[arg(long, value_name = "PATH")]
     pub gpu_file: Option<PathBuf>,
     /// Read the card on this machine through NVML; the budget is what is free now.
@@ -199,7 +200,7 @@ pub struct ProbeArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Training steps to run (the peak is measured from the second).
+    /// Training steps to run, 1 to 100 (the peak is measured from the second).
     #[arg(long, default_value_t = 2)]
     pub steps: u32,
     /// Run with this many layers and extrapolate (memory is affine in n_layer).

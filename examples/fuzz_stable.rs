@@ -1,11 +1,11 @@
 //! The fuzz targets of fuzz/targets.rs on stable Rust, without libFuzzer: inputs are mutated
 //! from the fixture corpus (configs, config.json files, GPU profiles, NVML readings, OOM logs)
-//! by a seeded generator, so a run reproduces. Panics and too-slow inputs are counted and the
-//! first of each is written to fuzz/artifacts/stable-<target>-<n>.bin.
+//! by a seeded generator, so a run reproduces. Panics and inputs over 1 s of CPU time are counted
+//! and the first 20 of each are written to fuzz/artifacts/stable-<target>-<kind>-<n>.bin.
 //!
-//!     nice -n 19 cargo run --example fuzz_stable -- 1000000 [seed]
+//!     nice -n 19 cargo run --example fuzz_stable -- 1000000 [seed [target]]
 //!
-//! runs that many inputs, split over the four targets. This is a mutational fuzzer without
+//! runs that many inputs, split over the four targets (or a quarter of them for one target). This is a mutational fuzzer without
 //! coverage feedback: it finds what mutations of real inputs reach, not what coverage-guided
 //! search would (see fuzz/README.md for cargo-fuzz).
 
@@ -16,8 +16,28 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// One input taking longer than this is a finding (debug build, shared machine).
+/// One input taking longer than this, in CPU time of this thread, is a finding (debug build).
 const SLOW: Duration = Duration::from_secs(1);
+/// Inputs of each finding kind saved per target.
+const SAVED: u64 = 20;
+
+/// CPU time of this thread (Linux: /proc/thread-self/schedstat, first field in ns), so a
+/// shared machine's load does not make inputs look slow; wall time elsewhere.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// How long `f` took: CPU time where the system says, else wall time.
+fn timed(f: impl FnOnce()) -> Duration {
+    let (cpu, wall) = (cpu_time(), Instant::now());
+    f();
+    match (cpu, cpu_time()) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => wall.elapsed(),
+    }
+}
 
 type Target = (&'static str, fn(&[u8]), &'static [&'static str]);
 
@@ -155,10 +175,15 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let total: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let seed: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(0x5eed);
+    // Optionally one target only: the inputs are the same as in a full run with this seed.
+    let only = args.get(3).cloned();
     std::panic::set_hook(Box::new(|_| {})); // counted below, not printed for each input
     std::fs::create_dir_all("fuzz/artifacts").unwrap();
     let mut failed = false;
     for (name, target, dirs) in TARGETS {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         let corpus = corpus(dirs);
         let mut rng = Rng(seed ^ name.len() as u64 ^ 0x9e37_79b9_7f4a_7c15);
         let (mut panics, mut slow, mut slowest) = (0u64, 0u64, Duration::ZERO);
@@ -170,14 +195,13 @@ fn main() {
                 Some(file) => file.clone(),
                 None => mutate(&mut rng, &corpus),
             };
-            let t = Instant::now();
-            let ok = catch_unwind(AssertUnwindSafe(|| target(&data))).is_ok();
-            let took = t.elapsed();
+            let mut ok = false;
+            let took = timed(|| ok = catch_unwind(AssertUnwindSafe(|| target(&data))).is_ok());
             slowest = slowest.max(took);
             if !ok || took > SLOW {
                 let count = if ok { &mut slow } else { &mut panics };
                 *count += 1;
-                if *count == 1 {
+                if *count <= SAVED {
                     let kind = if ok { "slow" } else { "panic" };
                     let path = format!("fuzz/artifacts/stable-{name}-{kind}-{i}.bin");
                     std::fs::write(&path, &data).unwrap();

@@ -35,7 +35,7 @@ pub const LIMITS: &[Limit] = &[
         key: "n_layer",
         max: 1024,
         what: "layers",
-        why: "the deepest released LLMs have about 128 (Llama 3.1 405B: 126, GPT-3: 96); DeepNet trained 1000",
+        why: "the deepest released LLMs have about 128: Llama 3.1 405B 126, GPT-3 96; DeepNet trained 1000",
     },
     Limit {
         key: "n_head",
@@ -47,7 +47,7 @@ pub const LIMITS: &[Limit] = &[
         key: "n_embd",
         max: 1 << 17,
         what: "model width",
-        why: "the widest released models have 16 384 (Llama 3.1 405B) to 18 432 (PaLM 540B)",
+        why: "the widest released models have 16 384 to 18 432: Llama 3.1 405B, PaLM 540B",
     },
     Limit {
         key: "intermediate_size",
@@ -59,7 +59,7 @@ pub const LIMITS: &[Limit] = &[
         key: "head_dim",
         max: 1 << 14,
         what: "channels per head",
-        why: "released models use 64 to 256 (Gemma: 256)",
+        why: "released models use 64 to 256, Gemma the most",
     },
     Limit {
         key: "n_kv_head",
@@ -71,13 +71,13 @@ pub const LIMITS: &[Limit] = &[
         key: "block_size",
         max: 1 << 24,
         what: "tokens of context",
-        why: "the longest released contexts are 1 M to 10 M tokens (Llama 4 Scout: 10 M)",
+        why: "the longest released contexts are 1 M to 10 M tokens, Llama 4 Scout the longest",
     },
     Limit {
         key: "vocab_size",
         max: 1 << 22,
         what: "tokens in the vocabulary",
-        why: "the largest released vocabularies have about 256 000 (Gemma 3: 262 144)",
+        why: "the largest released vocabularies have about 256 000: Gemma 3 has 262 144",
     },
     Limit {
         key: "batch_size",
@@ -101,7 +101,7 @@ pub const LIMITS: &[Limit] = &[
         key: "world_size",
         max: 1 << 17,
         what: "GPUs",
-        why: "the largest published runs used 16 384 (Llama 3) to about 100 000 GPUs",
+        why: "the largest published runs used 16 384 GPUs for Llama 3, up to about 100 000 since",
     },
     Limit {
         key: "lora_rank",
@@ -113,13 +113,13 @@ pub const LIMITS: &[Limit] = &[
         key: "max_num_seqs",
         max: 1 << 20,
         what: "sequences served at once",
-        why: "vLLM's default is 256 (1024 on large cards)",
+        why: "vLLM's default is 256, 1024 on large cards",
     },
     Limit {
         key: "max_num_batched_tokens",
         max: MAX_MICRO_BATCH_TOKENS,
         what: "tokens in the profile forward",
-        why: "vLLM's default is 8 192 to 16 384",
+        why: "vLLM's defaults are 8 192 to 16 384",
     },
 ];
 

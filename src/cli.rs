@@ -76,7 +76,9 @@ const PROBE_EXAMPLES: &str = "Examples:
 const GPUS_EXAMPLES: &str = "Examples:
   vramplan gpus
   vramplan gpus --json
-  vramplan gpus --live";
+  vramplan gpus --live
+
+Exit codes: 0 listed, 1 --live found the driver but no card, 2 bad input or no NVIDIA driver.";
 
 const EXPLAIN_EXAMPLES: &str = "Examples:
   vramplan explain lm_head.logits fixtures/configs/seed-rtx3060.py
@@ -110,10 +112,11 @@ pub struct RunArgs {
     /// gemma, gpt_neox or gpt2); the config file and overrides apply on top.
     #[arg(long, value_name = "PATH")]
     pub hf_config: Option<PathBuf>,
-    /// GPU from the catalogue (name or alias, e.g. rtx3060, "NVIDIA A100-SXM4-40GB").
+    /// GPU from the catalogue (name or alias, e.g. rtx3060, "NVIDIA A100-SXM4-40GB"), or a
+    /// generic card of a size as CUDA reports it (48GiB; binary units only).
     #[arg(long)]
     pub gpu: Option<String>,
-    /// A GPU profile TOML file instead of the catalogue.
+    /// A GPU profile TOML file instead of the catalogue (only total_bytes is required).
     #[arg(long, value_name = "PATH")]
     pub gpu_file: Option<PathBuf>,
     /// Read the card on this machine through NVML; the budget is what is free now.
@@ -214,7 +217,7 @@ pub struct ProbeArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Training steps to run (the peak is measured from the second).
+    /// Training steps to run, 1 to 100 (the peak is measured from the second).
     #[arg(long, default_value_t = 2)]
     pub steps: u32,
     /// Run with this many layers and extrapolate (memory is affine in n_layer).
@@ -274,6 +277,48 @@ pub fn split_overrides(args: Vec<String>) -> (Vec<String>, Vec<String>) {
     (clap_args, overrides)
 }
 
+/// A clap usage error as one line, in clap's own words: its first line, then a hint. An
+/// unknown `--key` that is a config key (`--batch_size` with no value, or `--batch_size 64`)
+/// says how overrides are written; other errors point at `--help`.
+pub fn usage_error_line(e: &clap::error::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("error: invalid usage");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => Some(arg.as_str()),
+        _ => None,
+    };
+    let key = arg
+        .and_then(|a| a.strip_prefix("--"))
+        .map(|a| a.split('=').next().unwrap_or(a))
+        .filter(|k| crate::config::registry::spec(k).is_some());
+    match key {
+        Some(key) => format!(
+            "{first}: config overrides are written --{key}=VALUE, with '=' and no space (nanoGPT's style), e.g. --{key}={}",
+            crate::config::registry::example_value(key)
+        ),
+        None => {
+            // clap's further lines ("[possible values: train, inference]", "tip: a similar
+            // argument exists: '--json'") on the same line; not its usage block.
+            let more: String = rendered
+                .lines()
+                .skip_while(|l| !l.trim_start().starts_with("error:"))
+                .skip(1)
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:"))
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .map(|l| format!("; {l}"))
+                .collect();
+            format!("{first}{more} (see --help)")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +339,19 @@ mod tests {
             ["vramplan", "check", "c.py", "--gpu=rtx3060", "--json"]
         );
         assert_eq!(overrides, ["--batch_size=64"]);
+    }
+
+    #[test]
+    fn usage_errors_are_one_line_and_overrides_are_explained() {
+        let argv = ["vramplan", "check", "--batch_size"];
+        let e = Cli::try_parse_from(argv).unwrap_err();
+        assert_eq!(
+            usage_error_line(&e),
+            "unexpected argument '--batch_size' found: config overrides are written --batch_size=VALUE, with '=' and no space (nanoGPT's style), e.g. --batch_size=12"
+        );
+        let e = Cli::try_parse_from(["vramplan", "chek"]).unwrap_err();
+        let line = usage_error_line(&e);
+        assert!(line.starts_with("unrecognized subcommand 'chek'"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
     }
 }

@@ -362,9 +362,10 @@ fn fake_readings_load_from_json() {
     let fake = FakeNvml::from_json(minimal, "t4.json").unwrap();
     assert_eq!(live_budget(&fake, 0, 0).unwrap().profile.key, "t4");
     let e = FakeNvml::from_json("{}", "bad.json").unwrap_err();
-    assert!(e
-        .message()
-        .starts_with("bad.json: not a list of NVML readings"));
+    assert_eq!(
+        e.message(),
+        "bad.json:1:1: wrong type: got an object, expected a list; expected a list of NVML readings"
+    );
 }
 
 #[test]

@@ -52,16 +52,16 @@ fn a_profile_file_fills_in_what_the_architecture_implies() {
 fn bad_profile_files_name_the_file_the_key_and_what_was_expected() {
     let cases: Vec<(String, &str)> = vec![
         (
-            MINIMAL.replace("sm_count = 188\n", ""),
-            "missing `sm_count` (expected a positive integer)",
+            MINIMAL.replace("total_bytes = \"94.97GiB\"\n", ""),
+            "missing `total_bytes` (expected the total CUDA reports",
         ),
         (
             MINIMAL.replace("sm_count = 188", "sm_count = \"many\""),
-            "`sm_count`: expected a positive integer, got the string \"many\"",
+            "`sm_count`: expected a positive integer, at most 4096, got the string \"many\"",
         ),
         (
             MINIMAL.replace("sm_count = 188", "sm_count = 0"),
-            "`sm_count`: expected a positive integer, got the integer 0",
+            "`sm_count`: expected a positive integer, at most 4096, got the integer 0",
         ),
         (
             MINIMAL.replace("[12, 0]", "\"twelve\""),
@@ -81,7 +81,7 @@ fn bad_profile_files_name_the_file_the_key_and_what_was_expected() {
         ),
         (
             MINIMAL.replace("bf16_tflops = 251.9", "bf16_tflops = -1.0"),
-            "`bf16_tflops`: expected a positive number (dense bf16 tensor TFLOPS), got the number -1",
+            "`bf16_tflops`: expected a positive number (dense bf16 tensor TFLOPS), at most 1000000, got the number -1",
         ),
         (
             format!("{MINIMAL}sm_cout = 3\n"),
@@ -93,14 +93,14 @@ fn bad_profile_files_name_the_file_the_key_and_what_was_expected() {
         ),
         (
             MINIMAL.replace("sm_count = 188", "sm_count = "),
-            "line 6: invalid string; expected",
+            ":6:12: not valid TOML: invalid string; expected",
         ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = write_temp(&format!("bad{i}.toml"), text);
         let e = from_file(&path).expect_err(expected).message().to_string();
         assert!(
-            e.starts_with(&format!("{}: ", path.display())),
+            e.starts_with(&format!("{}:", path.display())),
             "names the file: {e}"
         );
         assert!(
@@ -112,5 +112,33 @@ fn bad_profile_files_name_the_file_the_key_and_what_was_expected() {
     let e = from_file("/nonexistent/card.toml").unwrap_err();
     assert!(e
         .message()
-        .starts_with("--gpu-file /nonexistent/card.toml: cannot read it: "));
+        .starts_with("/nonexistent/card.toml: cannot read the --gpu-file profile: no such file"));
+}
+
+#[test]
+fn only_the_total_is_required_and_every_problem_is_reported_at_once() {
+    // Only the total: the generic card's defaults (compute capability unknown, so the 32 MiB
+    // cuBLAS workspace and the 520 MiB context default of src/budget/profile.rs).
+    let p = from_file(write_temp("only-total.toml", "total_bytes = \"47.5GiB\"\n")).unwrap();
+    assert_eq!(p.total_bytes, 47 * 1024 * MIB + 512 * MIB);
+    assert_eq!(p.key, "onlytotal");
+    assert_eq!(p.compute_capability, (0, 0));
+    assert_eq!(
+        (p.cublas_workspace_bytes, p.context_bytes),
+        (32 * MIB, 520 * MIB)
+    );
+    assert!(!p.bf16 && p.bf16_tflops == 0.0);
+
+    // Three problems, one line naming each: an unknown key, an absurd total, an absurd workspace.
+    let text = "sm_cout = 3\ntotal_bytes = \"2000TiB\"\ncublas_workspace_bytes = \"100GiB\"\n";
+    let path = write_temp("three.toml", text);
+    let e = from_file(&path).unwrap_err().message().to_string();
+    assert!(!e.contains('\n'), "{e}");
+    for part in [
+        "unknown key `sm_cout` (did you mean `sm_count`?)",
+        "`total_bytes`: expected a total between 256.00 MiB and 1024.00 GiB",
+        "`cublas_workspace_bytes`: expected between 0 bytes and 4.00 GiB",
+    ] {
+        assert!(e.contains(part), "{part} in {e}");
+    }
 }

@@ -18,6 +18,7 @@
 
 use super::GpuProfile;
 use crate::error::{Error, Result};
+use crate::plain::quote;
 use crate::units::human;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -90,7 +91,8 @@ pub fn find(name: &str) -> Result<GpuProfile> {
     let wanted = normalize(name);
     if wanted.is_empty() {
         return Err(Error::new(format!(
-            "--gpu {name:?}: give a card's name or key, e.g. --gpu rtx3060 (`vramplan gpus` lists them)"
+            "--gpu {}: give a card's name or key, e.g. --gpu rtx3060 (`vramplan gpus` lists them)",
+            quote(name)
         )));
     }
     let matches: Vec<&GpuProfile> = catalogue()
@@ -107,8 +109,9 @@ pub fn find(name: &str) -> Result<GpuProfile> {
     match matches.as_slice() {
         [one] => Ok((*one).clone()),
         [] => Err(Error::new(format!(
-            "--gpu {name:?}: no such card in the catalogue; closest: {}. `vramplan gpus` lists them all, \
+            "--gpu {}: no such card in the catalogue; closest: {}. `vramplan gpus` lists them all, \
              or describe your card in a file for --gpu-file",
+            quote(name),
             closest(&wanted, 3)
                 .iter()
                 .map(|p| describe(p))
@@ -116,7 +119,8 @@ pub fn find(name: &str) -> Result<GpuProfile> {
                 .join(", ")
         ))),
         several => Err(Error::new(format!(
-            "--gpu {name:?} names {} cards with different memory: {}; say which",
+            "--gpu {} names {} cards with different memory: {}; say which",
+            quote(name),
             several.len(),
             several
                 .iter()
@@ -127,13 +131,56 @@ pub fn find(name: &str) -> Result<GpuProfile> {
     }
 }
 
+/// `--gpu 48GiB`: a generic card ([`GpuProfile::generic`]) whose total, as CUDA reports it, is
+/// that size; None when `spec` is not a size with a unit (then it is a card's name). Binary
+/// units only: a "24 GB" card has 24 GiB of memory, of which CUDA reports about 23.6 GiB, so
+/// `24GB` (10^9 bytes each) would mean neither; it is refused with that explanation.
+pub fn generic_card(spec: &str) -> Result<Option<GpuProfile>> {
+    let text = spec.trim();
+    // A size has a unit ("48GiB"); a bare number ("3060") is a card's name.
+    if !text.starts_with(|c: char| c.is_ascii_digit())
+        || !text.ends_with(|c: char| c.is_ascii_alphabetic())
+    {
+        return Ok(None);
+    }
+    let unit = text
+        .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.' || c == '_')
+        .trim()
+        .to_ascii_lowercase();
+    if matches!(unit.as_str(), "kb" | "mb" | "gb" | "tb") {
+        return Err(Error::new(format!(
+            "--gpu {}: a card's size in GB is ambiguous (a \"24 GB\" card has 24 GiB, of which CUDA reports about 23.6 GiB): give the total CUDA reports in binary units, e.g. --gpu 23.6GiB, or name the card",
+            quote(spec)
+        )));
+    }
+    // Not a size after all ("5060ti"): the caller looks the name up.
+    let Ok(total) = super::margin::parse_bytes(text) else {
+        return Ok(None);
+    };
+    if let Some(why) = super::profile::total_problem(total) {
+        return Err(Error::new(format!("--gpu {}: {why}", quote(spec))));
+    }
+    let shown = crate::units::human(total);
+    let key = format!("generic-{}", normalize(&shown));
+    let mut card = GpuProfile::generic(key, format!("generic {shown} card"), total);
+    // The user gave the total CUDA reports: it is not a nominal size to correct.
+    card.measured = true;
+    Ok(Some(card))
+}
+
 /// Load one profile from a TOML file (`--gpu-file`), with the same fields as the catalogue's.
 pub fn from_file(path: impl AsRef<Path>) -> Result<GpuProfile> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = crate::input::read_file(
+        path,
+        "the --gpu-file profile",
+        crate::input::MAX_CONFIG_BYTES,
+    )?;
+    let text = String::from_utf8(bytes).map_err(|e| {
         Error::new(format!(
-            "--gpu-file {}: cannot read it: {e}",
-            path.display()
+            "{}: expected a UTF-8 TOML GPU profile, found invalid UTF-8 at byte {}",
+            path.display(),
+            e.utf8_error().valid_up_to()
         ))
     })?;
     GpuProfile::from_toml_str(&text, &path.display().to_string())

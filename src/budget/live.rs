@@ -10,7 +10,7 @@ use super::catalogue::{match_nvml_name, normalize};
 use super::margin::{Budget, BudgetSource};
 use super::profile::{default_context_bytes, default_cublas_workspace_bytes};
 use super::system::SystemNvml;
-use super::{GpuProfile, CUBLASLT_WORKSPACE_BYTES};
+use super::GpuProfile;
 use crate::error::{Error, Result};
 use crate::units::{human, GIB, MIB};
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,10 @@ use serde::{Deserialize, Serialize};
 /// The one line `--live` prints where there is no NVIDIA driver.
 pub const NO_DRIVER_MESSAGE: &str =
     "no NVIDIA driver found (libnvidia-ml.so.1): use --gpu NAME to plan for a card from the catalogue";
+
+/// The one line `--live` prints where the driver answers but lists no card.
+pub const NO_CARD_MESSAGE: &str =
+    "NVML found no NVIDIA GPU on this machine: use --gpu NAME to plan for a card from the catalogue";
 
 /// Environment variable naming a JSON file of [`LiveReading`]s that [`nvml_from_env`] serves
 /// instead of the real NVML: how the CLI tests run `--live` on a machine without a GPU.
@@ -108,7 +112,7 @@ impl FakeNvml {
     pub fn from_json(text: &str, origin: &str) -> Result<Self> {
         serde_json::from_str(text)
             .map(FakeNvml::new)
-            .map_err(|e| Error::new(format!("{origin}: not a list of NVML readings: {e}")))
+            .map_err(|e| crate::plain::json_error(&e, text, origin, "a list of NVML readings"))
     }
 }
 
@@ -127,8 +131,13 @@ pub fn nvml_from_env() -> Result<Box<dyn Nvml>> {
         None => Ok(Box::new(SystemNvml::new())),
         Some(path) => {
             let origin = format!("{FAKE_NVML_ENV}={}", path.to_string_lossy());
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| Error::new(format!("{origin}: cannot read it: {e}")))?;
+            let bytes = crate::input::read_file(
+                path.as_ref(),
+                "the fake NVML readings",
+                crate::input::MAX_CONFIG_BYTES,
+            )
+            .map_err(|e| Error::new(format!("{FAKE_NVML_ENV}={}", e.message())))?;
+            let text = String::from_utf8_lossy(&bytes);
             Ok(Box::new(FakeNvml::from_json(&text, &origin)?))
         }
     }
@@ -141,11 +150,7 @@ pub fn live_budget(nvml: &dyn Nvml, index: u32, margin_bytes: u64) -> Result<Bud
     let readings = nvml.devices()?;
     let reading = match readings.iter().find(|r| r.index == index) {
         Some(r) => r.clone(),
-        None if readings.is_empty() => {
-            return Err(Error::new(
-                "NVML found no NVIDIA GPU on this machine: use --gpu NAME to plan for a card from the catalogue",
-            ))
-        }
+        None if readings.is_empty() => return Err(Error::new(NO_CARD_MESSAGE)),
         None => {
             let cards: Vec<String> = readings
                 .iter()
@@ -175,10 +180,10 @@ pub fn live_budget(nvml: &dyn Nvml, index: u32, margin_bytes: u64) -> Result<Bud
         None => {
             let profile = generic_profile(&reading);
             warnings.push(format!(
-                "{:?} is not in the catalogue: using a profile built from NVML (compute capability \
+                "{} is not in the catalogue: using a profile built from NVML (compute capability \
                  {}, {} SMs; cuBLAS workspace {}, CUDA context {} by default{}); throughput is \
                  unknown",
-                reading.name,
+                crate::plain::quote(&reading.name),
                 profile.compute_capability_string(),
                 if profile.sm_count == 0 {
                     "unknown".to_string()
@@ -219,32 +224,26 @@ pub fn live_budget(nvml: &dyn Nvml, index: u32, margin_bytes: u64) -> Result<Bud
     })
 }
 
-/// A profile for a card the catalogue lacks, from what NVML says. Unknown compute capability
-/// → (0, 0), no bf16, the larger (sm90) cuBLAS workspace; unknown SM count → the 520 MiB
-/// context default; throughput 0.0 (unknown).
+/// A profile for a card the catalogue lacks, from what NVML says: the generic card
+/// ([`GpuProfile::generic`]) with the compute capability and SM count NVML gives, and the
+/// defaults they imply.
 fn generic_profile(reading: &LiveReading) -> GpuProfile {
     let compute_capability = reading.compute_capability.unwrap_or((0, 0));
     let sm_count = reading.sm_count.unwrap_or(0);
     let key = normalize(&reading.name);
+    let key = if key.is_empty() {
+        format!("gpu{}", reading.index)
+    } else {
+        key
+    };
     GpuProfile {
-        key: if key.is_empty() {
-            format!("gpu{}", reading.index)
-        } else {
-            key
-        },
-        name: reading.name.clone(),
-        aliases: Vec::new(),
-        total_bytes: reading.cuda_total_bytes(),
         measured: true,
         bf16: compute_capability.0 >= 8,
         compute_capability,
         sm_count,
-        bandwidth_gb_s: 0.0,
-        bf16_tflops: 0.0,
-        fp32_tflops: 0.0,
         cublas_workspace_bytes: default_cublas_workspace_bytes(compute_capability),
-        cublaslt_workspace_bytes: CUBLASLT_WORKSPACE_BYTES,
         context_bytes: default_context_bytes(compute_capability, sm_count),
+        ..GpuProfile::generic(key, reading.name.clone(), reading.cuda_total_bytes())
     }
 }
 

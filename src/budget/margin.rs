@@ -205,7 +205,8 @@ pub fn parse_bytes_for(what: &str, s: &str) -> Result<u64> {
     let fail = |why: &str| {
         Error::new(format!(
             "{what}: {why}: expected a size such as 256MiB, 0.5GiB, 1.5GB (GB = 10^9 bytes) or a \
-             byte count such as 1000000, got {s:?}"
+             byte count such as 1000000, got {}",
+            crate::plain::quote(s)
         ))
     };
     let text: String = s.trim().chars().filter(|&c| c != '_').collect();
@@ -231,7 +232,7 @@ pub fn parse_bytes_for(what: &str, s: &str) -> Result<u64> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
-        _ => return Err(fail(&format!("unknown unit {unit:?}"))),
+        _ => return Err(fail(&format!("unknown unit {}", crate::plain::quote(unit)))),
     };
     if !number.contains('.') {
         return number
@@ -296,10 +297,33 @@ fn resolve_margin(request: &BudgetRequest, nvml: &dyn Nvml) -> Result<Option<Bud
         )));
     }
     if let Some(name) = &request.gpu {
-        return Budget::from_profile(catalogue::find(name)?, margin).map(Some);
+        let found = catalogue::find(name);
+        if found.is_err() {
+            if let Some(card) = catalogue::generic_card(name)? {
+                let mut budget = Budget::from_profile(card, margin)?;
+                budget.warnings.push(format!(
+                    "--gpu {}: a generic card with {} as CUDA reports it; assumed: {}",
+                    name.trim(),
+                    human(budget.total_bytes),
+                    budget.profile.assumptions()
+                ));
+                return Ok(Some(budget));
+            }
+        }
+        return Budget::from_profile(found?, margin).map(Some);
     }
     if let Some(path) = &request.gpu_file {
-        return Budget::from_profile(catalogue::from_file(path)?, margin).map(Some);
+        let mut budget = Budget::from_profile(catalogue::from_file(path)?, margin)?;
+        let p = &budget.profile;
+        if p.compute_capability == (0, 0) || p.sm_count == 0 || !p.has_throughput() {
+            let assumed = format!(
+                "{}: fields left out take the generic card's defaults: {}",
+                path.display(),
+                p.assumptions()
+            );
+            budget.warnings.push(assumed);
+        }
+        return Ok(Some(budget));
     }
     match live_budget(nvml, request.gpu_index, margin) {
         Ok(budget) => Ok(Some(budget)),

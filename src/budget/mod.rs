@@ -59,13 +59,14 @@ mod catalogue;
 mod live;
 mod margin;
 mod profile;
+mod profile_fields;
 mod system;
 mod table;
 
-pub use catalogue::{catalogue, embedded_files, find, from_file, match_nvml_name};
+pub use catalogue::{catalogue, embedded_files, find, from_file, generic_card, match_nvml_name};
 pub use live::{
     holders, live_budget, nvml_from_env, FakeNvml, GpuProcess, LiveReading, Nvml, ProcessKind,
-    FAKE_NVML_ENV, NO_DRIVER_MESSAGE,
+    FAKE_NVML_ENV, NO_CARD_MESSAGE, NO_DRIVER_MESSAGE,
 };
 pub use margin::{
     parse_bytes, parse_bytes_for, parse_safety, resolve, Budget, BudgetRequest, BudgetSource,

@@ -1,7 +1,7 @@
 //! One GPU profile from TOML: field-by-field reading with errors that name the file, the key
 //! and what was expected; the defaults derived from the compute capability.
 
-use super::margin::parse_bytes_for;
+use super::profile_fields::Fields;
 use super::GpuProfile;
 use crate::error::{Error, Result};
 use crate::units::{human, KIB, MIB};
@@ -91,258 +91,180 @@ impl GpuProfile {
             .saturating_add(self.cublaslt_workspace_bytes)
     }
 
-    /// Parse one profile from TOML text; `origin` (a path, or `embedded profiles/gpus/x.toml`)
-    /// starts every error message.
-    pub fn from_toml_str(text: &str, origin: &str) -> Result<GpuProfile> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            let message = e.message().trim().replace('\n', "; ");
-            match line {
-                Some(line) => Error::new(format!("{origin}: line {line}: {message}")),
-                None => Error::new(format!("{origin}: {message}")),
-            }
-        })?;
-        let f = Fields {
-            table: &table,
-            origin,
-        };
-        f.reject_unknown()?;
-
-        let key = f.string("key", "a short lowercase name such as \"rtx3060\"")?;
-        if key.is_empty()
-            || !key
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(f.bad(
-                "key",
-                "lowercase letters, digits and dashes, e.g. \"rtx3060\"",
-                &format!("{key:?}"),
-            ));
-        }
-        let name = f.string(
-            "name",
-            "the name NVML prints, e.g. \"NVIDIA GeForce RTX 3060\"",
-        )?;
-        if name.trim().is_empty() {
-            return Err(f.bad("name", "a non-empty name", "\"\""));
-        }
-        let aliases = f.string_list("aliases")?;
-        let total_bytes = f.bytes("total_bytes", true)?.unwrap_or(0);
-        if total_bytes < 256 * MIB {
-            return Err(f.bad(
-                "total_bytes",
-                "the total CUDA reports, at least 256 MiB",
-                &total_bytes.to_string(),
-            ));
-        }
-        let compute_capability = f.compute_capability()?;
-        let sm_count = f.positive_u32("sm_count")?;
-        let bandwidth_gb_s = f.positive_f64("bandwidth_gb_s", "memory bandwidth in GB/s")?;
-        let bf16_tflops = f.positive_f64("bf16_tflops", "dense bf16 tensor TFLOPS")?;
-        let fp32_tflops = f.positive_f64("fp32_tflops", "dense fp32 (TF32) TFLOPS")?;
-        let measured = f.boolean("measured")?.unwrap_or(false);
-        let bf16 = f.boolean("bf16")?.unwrap_or(compute_capability.0 >= 8);
-        let cublas_workspace_bytes = f
-            .bytes("cublas_workspace_bytes", false)?
-            .unwrap_or_else(|| default_cublas_workspace_bytes(compute_capability));
-        let cublaslt_workspace_bytes = f
-            .bytes("cublaslt_workspace_bytes", false)?
-            .unwrap_or(CUBLASLT_WORKSPACE_BYTES);
-        let context_bytes = f
-            .bytes("context_bytes", false)?
-            .unwrap_or_else(|| default_context_bytes(compute_capability, sm_count));
-        if context_bytes >= total_bytes {
-            return Err(f.bad(
-                "context_bytes",
-                &format!("less than total_bytes ({})", human(total_bytes)),
-                &human(context_bytes),
-            ));
-        }
-        Ok(GpuProfile {
+    /// A card known only by its memory: compute capability unknown ((0, 0): no bf16, the
+    /// larger cuBLAS workspace), SM count unknown (the 520 MiB context default), throughput
+    /// unknown. `--gpu 48GiB`, a `--gpu-file` that gives only `total_bytes`, and a live card
+    /// the catalogue lacks all start from it.
+    pub fn generic(key: String, name: String, total_bytes: u64) -> GpuProfile {
+        GpuProfile {
             key,
             name,
-            aliases,
+            aliases: Vec::new(),
             total_bytes,
-            measured,
-            bf16,
-            compute_capability,
-            sm_count,
-            bandwidth_gb_s,
-            bf16_tflops,
-            fp32_tflops,
-            cublas_workspace_bytes,
-            cublaslt_workspace_bytes,
-            context_bytes,
-        })
-    }
-}
-
-const KNOWN_KEYS: [&str; 14] = [
-    "key",
-    "name",
-    "aliases",
-    "total_bytes",
-    "measured",
-    "bf16",
-    "compute_capability",
-    "sm_count",
-    "bandwidth_gb_s",
-    "bf16_tflops",
-    "fp32_tflops",
-    "cublas_workspace_bytes",
-    "cublaslt_workspace_bytes",
-    "context_bytes",
-];
-
-/// Typed access to a profile's TOML table, with errors that name file, key and expectation.
-struct Fields<'a> {
-    table: &'a toml::Table,
-    origin: &'a str,
-}
-
-impl Fields<'_> {
-    fn bad(&self, key: &str, expected: &str, got: &str) -> Error {
-        Error::new(format!(
-            "{}: `{key}`: expected {expected}, got {got}",
-            self.origin
-        ))
-    }
-
-    fn missing(&self, key: &str, expected: &str) -> Error {
-        Error::new(format!(
-            "{}: missing `{key}` (expected {expected})",
-            self.origin
-        ))
-    }
-
-    fn reject_unknown(&self) -> Result<()> {
-        for key in self.table.keys() {
-            if !KNOWN_KEYS.contains(&key.as_str()) {
-                let closest = KNOWN_KEYS
-                    .iter()
-                    .min_by_key(|k| super::catalogue::edit_distance(k, key))
-                    .copied()
-                    .unwrap_or("key");
-                return Err(Error::new(format!(
-                    "{}: unknown key `{key}` (did you mean `{closest}`?)",
-                    self.origin
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn describe(v: &toml::Value) -> String {
-        match v {
-            toml::Value::String(s) => format!("the string {s:?}"),
-            toml::Value::Integer(i) => format!("the integer {i}"),
-            toml::Value::Float(x) => format!("the number {x}"),
-            toml::Value::Boolean(b) => format!("{b}"),
-            toml::Value::Datetime(d) => format!("the date {d}"),
-            toml::Value::Array(_) => "a list".to_string(),
-            toml::Value::Table(_) => "a table".to_string(),
+            measured: false,
+            bf16: false,
+            compute_capability: (0, 0),
+            sm_count: 0,
+            bandwidth_gb_s: 0.0,
+            bf16_tflops: 0.0,
+            fp32_tflops: 0.0,
+            cublas_workspace_bytes: default_cublas_workspace_bytes((0, 0)),
+            cublaslt_workspace_bytes: CUBLASLT_WORKSPACE_BYTES,
+            context_bytes: default_context_bytes((0, 0), 0),
         }
     }
 
-    fn string(&self, key: &str, expected: &str) -> Result<String> {
-        match self.table.get(key) {
-            None => Err(self.missing(key, &format!("a string: {expected}"))),
-            Some(toml::Value::String(s)) => Ok(s.clone()),
-            Some(v) => Err(self.bad(key, &format!("a string: {expected}"), &Self::describe(v))),
-        }
-    }
-
-    fn string_list(&self, key: &str) -> Result<Vec<String>> {
-        let expected = "a list of strings, e.g. [\"RTX 3060\", \"3060\"]";
-        match self.table.get(key) {
-            None => Ok(Vec::new()),
-            Some(toml::Value::Array(items)) => items
-                .iter()
-                .map(|v| match v {
-                    toml::Value::String(s) => Ok(s.clone()),
-                    other => {
-                        Err(self.bad(key, expected, &format!("{} in it", Self::describe(other))))
-                    }
-                })
-                .collect(),
-            Some(v) => Err(self.bad(key, expected, &Self::describe(v))),
-        }
-    }
-
-    fn boolean(&self, key: &str) -> Result<Option<bool>> {
-        match self.table.get(key) {
-            None => Ok(None),
-            Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
-            Some(v) => Err(self.bad(key, "true or false", &Self::describe(v))),
-        }
-    }
-
-    /// Bytes: an integer, or a size string such as "300MiB".
-    fn bytes(&self, key: &str, required: bool) -> Result<Option<u64>> {
-        let expected = "bytes: an integer, or a size such as \"300MiB\"";
-        match self.table.get(key) {
-            None if required => Err(self.missing(key, expected)),
-            None => Ok(None),
-            Some(toml::Value::Integer(i)) => u64::try_from(*i)
-                .map(Some)
-                .map_err(|_| self.bad(key, expected, &Self::describe(&toml::Value::Integer(*i)))),
-            Some(toml::Value::String(s)) => {
-                parse_bytes_for(&format!("{}: `{key}`", self.origin), s).map(Some)
-            }
-            Some(v) => Err(self.bad(key, expected, &Self::describe(v))),
-        }
-    }
-
-    fn positive_u32(&self, key: &str) -> Result<u32> {
-        let expected = "a positive integer";
-        match self.table.get(key) {
-            None => Err(self.missing(key, expected)),
-            Some(toml::Value::Integer(i)) if *i > 0 && *i <= i64::from(u32::MAX) => Ok(*i as u32),
-            Some(v) => Err(self.bad(key, expected, &Self::describe(v))),
-        }
-    }
-
-    fn positive_f64(&self, key: &str, what: &str) -> Result<f64> {
-        let expected = format!("a positive number ({what})");
-        let x = match self.table.get(key) {
-            None => return Err(self.missing(key, &expected)),
-            Some(toml::Value::Float(x)) => *x,
-            Some(toml::Value::Integer(i)) => *i as f64,
-            Some(v) => return Err(self.bad(key, &expected, &Self::describe(v))),
-        };
-        if x.is_finite() && x > 0.0 {
-            Ok(x)
-        } else {
-            Err(self.bad(key, &expected, &format!("the number {x}")))
-        }
-    }
-
-    /// "8.6" or [8, 6].
-    fn compute_capability(&self) -> Result<(u32, u32)> {
-        let key = "compute_capability";
-        let expected = "a compute capability such as \"8.6\" or [8, 6]";
-        let pair = match self.table.get(key) {
-            None => return Err(self.missing(key, expected)),
-            Some(toml::Value::String(s)) => s.trim().split_once('.').and_then(|(a, b)| {
-                Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?))
-            }),
-            Some(toml::Value::Array(items)) => match items.as_slice() {
-                [toml::Value::Integer(a), toml::Value::Integer(b)] => {
-                    Some((u32::try_from(*a).ok(), u32::try_from(*b).ok()))
-                        .and_then(|(a, b)| Some((a?, b?)))
-                }
-                _ => None,
+    /// The defaults a generic profile holds, in one sentence, for the report's warnings.
+    pub fn assumptions(&self) -> String {
+        format!(
+            "compute capability {}, {} SMs, bf16 {}, cuBLAS workspace {}, CUDA context {}, throughput {}",
+            self.compute_capability_string(),
+            if self.sm_count == 0 {
+                "unknown".to_string()
+            } else {
+                self.sm_count.to_string()
             },
-            Some(_) => None,
-        };
-        match pair {
-            Some((major, minor)) if (3..=20).contains(&major) && minor < 10 => Ok((major, minor)),
-            _ => Err(self.bad(key, expected, &Self::describe(&self.table[key]))),
+            if self.bf16 {
+                "supported"
+            } else {
+                "assumed unsupported (float16 instead)"
+            },
+            human(self.cublas_workspace_bytes),
+            human(self.context_bytes),
+            if self.has_throughput() {
+                "as given"
+            } else {
+                "unknown (no step-time ranking)"
+            }
+        )
+    }
+
+    /// Parse one profile from TOML text; `origin` (a path, or `embedded profiles/gpus/x.toml`)
+    /// starts the error message. Only `total_bytes` is required; every other field takes the
+    /// generic card's default ([`GpuProfile::generic`]) or the one its compute capability
+    /// implies. All problems are reported at once, separated by semicolons.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<GpuProfile> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| crate::plain::toml_error(&e, text, origin))?;
+        let f = Fields::new(&table);
+        let profile = read_profile(&f, origin);
+        let problems = f.problems();
+        match profile {
+            Some(p) if problems.is_empty() => Ok(p),
+            _ => Err(Error::new(format!("{origin}: {}", problems.join("; ")))),
         }
     }
+}
+
+/// The smallest total a profile may give: 256 MiB, below any CUDA card PyTorch supports.
+pub const MIN_TOTAL_BYTES: u64 = 256 * MIB;
+/// The largest: 1 TiB, over three times the largest card announced (B300: 288 GB).
+pub const MAX_TOTAL_BYTES: u64 = 1 << 40;
+
+/// Why a card's total is refused, or None when it is one a card can have.
+pub fn total_problem(total: u64) -> Option<String> {
+    (!(MIN_TOTAL_BYTES..=MAX_TOTAL_BYTES).contains(&total)).then(|| {
+        format!(
+            "expected a total between {} and {} (the largest cards have 192 to 288 GB: B200, B300), got {}",
+            human(MIN_TOTAL_BYTES),
+            human(MAX_TOTAL_BYTES),
+            human(total)
+        )
+    })
+}
+/// cuBLAS workspaces: PyTorch's defaults are 1 to 32 MiB; CUBLAS_WORKSPACE_CONFIG sets a few
+/// MiB per stream. 4 GiB is past any of them.
+const MAX_WORKSPACE_BYTES: u64 = 4 << 30;
+const WORKSPACE_WHY: &str = "PyTorch's cuBLAS workspaces are 1 to 32 MiB";
+/// SMs: the largest GPUs have 132 (H100) to 148 (B200).
+const MAX_SM_COUNT: i64 = 4096;
+
+/// The profile's fields, each problem recorded in `f`; None when the total is missing or wrong.
+fn read_profile(f: &Fields, origin: &str) -> Option<GpuProfile> {
+    f.reject_unknown();
+    let stem = std::path::Path::new(origin)
+        .file_stem()
+        .map(|s| super::catalogue::normalize(&s.to_string_lossy()))
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| "custom".to_string());
+    let key = f.string("key", "a short lowercase name such as \"rtx3060\"");
+    if let Some(key) = &key {
+        let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+        if key.is_empty() || !key.chars().all(allowed) {
+            f.bad(
+                "key",
+                "lowercase letters, digits and dashes, e.g. \"rtx3060\"",
+                &crate::plain::quote(key),
+            );
+        }
+    }
+    let name = f.string(
+        "name",
+        "the name NVML prints, e.g. \"NVIDIA GeForce RTX 3060\"",
+    );
+    if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        f.bad("name", "a non-empty name", "\"\"");
+    }
+    let aliases = f.string_list("aliases");
+    if !f.has("total_bytes") {
+        f.missing(
+            "total_bytes",
+            "the total CUDA reports, e.g. \"47.4GiB\"; every other field has a default",
+        );
+    }
+    let total = f.bytes("total_bytes").filter(|&t| match total_problem(t) {
+        Some(why) => {
+            f.push(format!("`total_bytes`: {why}"));
+            false
+        }
+        None => true,
+    });
+    let cc = f.compute_capability().unwrap_or((0, 0));
+    let sm_count = f.positive_u32("sm_count", MAX_SM_COUNT).unwrap_or(0);
+    let bandwidth_gb_s = f.positive_f64("bandwidth_gb_s", "memory bandwidth in GB/s");
+    let bf16_tflops = f.positive_f64("bf16_tflops", "dense bf16 tensor TFLOPS");
+    let fp32_tflops = f.positive_f64("fp32_tflops", "dense fp32 (TF32) TFLOPS");
+    let measured = f.boolean("measured").unwrap_or(false);
+    let bf16 = f.boolean("bf16").unwrap_or(cc.0 >= 8);
+    let workspace = |key: &str, default: u64| {
+        f.bytes(key)
+            .filter(|&b| f.within(key, b, 0, MAX_WORKSPACE_BYTES, WORKSPACE_WHY))
+            .unwrap_or(default)
+    };
+    let cublas_workspace_bytes =
+        workspace("cublas_workspace_bytes", default_cublas_workspace_bytes(cc));
+    let cublaslt_workspace_bytes = workspace("cublaslt_workspace_bytes", CUBLASLT_WORKSPACE_BYTES);
+    let context_bytes = f
+        .bytes("context_bytes")
+        .unwrap_or_else(|| default_context_bytes(cc, sm_count));
+    let total = total?;
+    if context_bytes >= total {
+        f.bad(
+            "context_bytes",
+            &format!("less than total_bytes ({})", human(total)),
+            &human(context_bytes),
+        );
+    }
+    let generic = GpuProfile::generic(
+        key.unwrap_or_else(|| stem.clone()),
+        name.unwrap_or_else(|| format!("custom GPU ({stem})")),
+        total,
+    );
+    Some(GpuProfile {
+        aliases: aliases.unwrap_or_default(),
+        measured,
+        bf16,
+        compute_capability: cc,
+        sm_count,
+        bandwidth_gb_s: bandwidth_gb_s.unwrap_or(0.0),
+        bf16_tflops: bf16_tflops.unwrap_or(0.0),
+        fp32_tflops: fp32_tflops.unwrap_or(0.0),
+        cublas_workspace_bytes,
+        cublaslt_workspace_bytes,
+        context_bytes,
+        ..generic
+    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use crate::plan::suggest;
 use crate::report::check::run_sim;
 use crate::sim::runtime::effective_precision;
 use crate::sim::{MemoryProfile, Phase, Timeline};
-use std::io::Read;
 
 /// Tensors smaller than this cannot be the culprit of an OOM worth diagnosing.
 const MIN_CANDIDATE_BYTES: u64 = 1 << 20;
@@ -45,20 +44,16 @@ pub fn run(args: &DiagnoseArgs) -> Result<u8> {
 }
 
 fn read_log(path: &std::path::Path) -> Result<String> {
-    let mut bytes = Vec::new();
-    let shown = path.display();
-    if path.as_os_str() == "-" {
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::new(format!("cannot read standard input: {e}")))?;
+    use crate::input::{read_file, read_limited, MAX_LOG_BYTES};
+    let bytes = if path.as_os_str() == "-" {
+        read_limited(std::io::stdin(), "standard input", "the log", MAX_LOG_BYTES)?
     } else {
-        bytes = std::fs::read(path).map_err(|e| {
-            Error::new(format!(
-                "{shown}: cannot read the log ({}): give a file or - for standard input",
-                e.kind()
-            ))
-        })?;
-    }
+        read_file(
+            path,
+            "the log (give a file, or - for standard input)",
+            MAX_LOG_BYTES,
+        )?
+    };
     let text = String::from_utf8_lossy(&bytes).into_owned();
     // An empty paste is a mistake upstream (the log went to another stream or file), not a
     // log without an OOM in it: say so instead of "not an out-of-memory".
@@ -66,7 +61,7 @@ fn read_log(path: &std::path::Path) -> Result<String> {
         let what = if path.as_os_str() == "-" {
             "standard input".to_string()
         } else {
-            shown.to_string()
+            path.display().to_string()
         };
         return Err(Error::new(format!(
             "{what} is empty: nothing to diagnose; give the whole error output, e.g. \

@@ -17,6 +17,7 @@ pub fn run(args: &ProbeArgs) -> Result<u8> {
             cfg.model_type.as_str()
         );
     }
+    check_bounds(args, &cfg)?;
     let args = &within_time_limit(args, &cfg)?;
     let progress = if args.json {
         Progress::silent()
@@ -116,4 +117,54 @@ fn pytorch_prediction(cfg: &TrainConfig) -> Result<PytorchPrediction> {
             crate::units::human(check.categories.workspace)
         ),
     })
+}
+
+/// Steps past the second repeat its peak: more only cost time.
+const MAX_STEPS: u32 = 100;
+
+/// The most arithmetic a probe may do, in FLOPs over all its steps. On CPU: 10^13, about an
+/// hour at the 2.5 GFLOP/s candle reached on 2 cores for nanoGPT's shakespeare_char config
+/// (1.05 x 10^12 FLOPs a step, 14 minutes for 2 steps; issue 18). On CUDA: 10^16, under a
+/// minute on any card with bf16 tensor cores.
+const MAX_CPU_FLOPS: f64 = 1e13;
+const MAX_CUDA_FLOPS: f64 = 1e16;
+
+/// Refuse, before any work, a probe that would run for hours: too many steps, or more
+/// arithmetic (6 x parameters x tokens a step, attention included: `plan::speed`) than the
+/// device's bound.
+fn check_bounds(args: &ProbeArgs, cfg: &TrainConfig) -> Result<()> {
+    if !(1..=MAX_STEPS).contains(&args.steps) {
+        crate::bail!(
+            "--steps {}: expected 1 to {MAX_STEPS} (the peak is measured from the second step; later steps repeat it)",
+            args.steps
+        );
+    }
+    if let Some(layers) = args.layers {
+        if layers == 0 || layers > cfg.n_layer {
+            crate::bail!(
+                "--layers {layers}: expected 1 to n_layer = {} (the probe runs fewer layers and extrapolates)",
+                cfg.n_layer
+            );
+        }
+    }
+    // The plan may run two layer counts to extrapolate; count the larger twice.
+    let layers = args.layers.unwrap_or(cfg.n_layer);
+    let run = TrainConfig {
+        n_layer: layers,
+        ..cfg.clone()
+    };
+    let tokens = (cfg.batch_size * cfg.block_size) as f64;
+    let flops = crate::plan::speed::flops_per_token(&run) * tokens * f64::from(args.steps) * 2.0;
+    let (max, device) = if args.device == "cpu" {
+        (MAX_CPU_FLOPS, "on the CPU")
+    } else {
+        (MAX_CUDA_FLOPS, "on a GPU")
+    };
+    if flops > max {
+        crate::bail!(
+            "probe: {} steps of this config take about {flops:.1e} FLOPs, more than the {max:.0e} a probe runs {device}: use fewer layers (--layers 2 extrapolates), a smaller batch_size or block_size, or fewer --steps",
+            args.steps
+        );
+    }
+    Ok(())
 }

@@ -104,12 +104,8 @@ fn brief(v: &Json) -> String {
 /// read but not simulated.
 pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<String>)> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let json: Json = serde_json::from_str(text).map_err(|e| {
-        Error::new(format!(
-            "{path}:{}: not valid JSON: {e}; expected a Hugging Face config.json",
-            e.line()
-        ))
-    })?;
+    let json: Json = serde_json::from_str(text)
+        .map_err(|e| crate::plain::json_error(&e, text, path, "a Hugging Face config.json"))?;
     let Json::Object(map) = json else {
         return Err(Error::new(format!(
             "{path}: expected a JSON object (a Hugging Face config.json), got {}",

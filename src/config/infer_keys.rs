@@ -240,6 +240,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         }
         _ => {}
     }
+    // The upper bounds are in `limits`, checked first.
     for (key, v) in [
         ("max_num_batched_tokens", cfg.max_num_batched_tokens),
         ("max_num_seqs", cfg.max_num_seqs),
@@ -248,22 +249,8 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             return blame.fail(key, "0", "a positive integer or None");
         }
     }
-    let max = super::validate::MAX_DIM;
-    for (key, v) in [
-        (
-            "max_num_batched_tokens",
-            cfg.max_num_batched_tokens.unwrap_or(1),
-        ),
-        ("max_num_seqs", cfg.max_num_seqs.unwrap_or(1)),
-        ("tensor_parallel_size", cfg.tensor_parallel_size),
-    ] {
-        if v == 0 || v > max {
-            return blame.fail(
-                key,
-                v.to_string(),
-                format!("a positive integer below 2^40 = {max}"),
-            );
-        }
+    if cfg.tensor_parallel_size == 0 {
+        return blame.fail("tensor_parallel_size", "0", "a positive integer");
     }
     // vLLM's ModelConfig.verify_with_parallel_config: "Total number of attention heads (H)
     // must be divisible by tensor parallel size (N)".

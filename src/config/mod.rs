@@ -12,6 +12,7 @@ mod apply;
 pub mod hf_json;
 pub mod infer_keys;
 mod kinds;
+pub mod limits;
 pub mod lora;
 pub mod model_keys;
 pub mod models;
@@ -29,7 +30,7 @@ pub use infer_keys::{KvCacheDtype, Mode, VllmVersion};
 pub use kinds::{LossKind, OptimizerKind, Parallelism, Precision};
 pub use lora::Quantization;
 pub use model_keys::ModelType;
-pub use models::{load_with_model, ModelSource};
+pub use models::{load_hf_str, load_with_model, ModelSource};
 pub use overrides::{apply_overrides, to_overrides};
 pub use registry::{is_nanogpt_key, key_table};
 pub use toml_file::to_toml;
@@ -73,9 +74,7 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> crate::error::Result<L
 /// A text file's name as given and its content; `what` says what was expected.
 pub(crate) fn read_text(path: &Path, what: &str) -> crate::error::Result<(String, String)> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| {
-        crate::error::Error::new(format!("{name}: cannot read the config file: {e}"))
-    })?;
+    let bytes = crate::input::read_file(path, "the config file", crate::input::MAX_CONFIG_BYTES)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         crate::error::Error::new(format!(
             "{name}: expected {what}, found invalid UTF-8 at byte {}",
@@ -359,7 +358,7 @@ impl TrainConfig {
             .checked_mul(self.gradient_accumulation_steps)
     }
 
-    /// The checks every loader runs (sizes positive and below 2^40, n_embd % n_head == 0,
+    /// The checks every loader runs (sizes positive and within `limits::LIMITS`, n_embd % n_head == 0,
     /// dropout in [0, 1), bytes that fit in u64, ...), for configs built in code, e.g. by
     /// `suggest`. Messages name the key.
     pub fn validate(&self) -> crate::error::Result<()> {

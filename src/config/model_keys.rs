@@ -217,18 +217,14 @@ pub(crate) fn set(
 /// The checks these keys need beyond their types; messages name where the value came from.
 pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>) -> Result<()> {
     let blame = &Blame(origins);
-    let max = super::validate::MAX_DIM;
+    // The upper bounds are in `limits`, checked first.
     for (key, v) in [
         ("n_kv_head", cfg.n_kv_head),
         ("head_dim", cfg.head_dim),
         ("intermediate_size", cfg.intermediate_size),
     ] {
-        match v {
-            Some(0) => return blame.fail(key, "0", "a positive integer or None"),
-            Some(x) if x > max => {
-                return blame.fail(key, x.to_string(), format!("at most 2^40 = {max}"));
-            }
-            _ => {}
+        if v == Some(0) {
+            return blame.fail(key, "0", "a positive integer or None");
         }
     }
     if cfg.model_type == ModelType::Gpt2 {

@@ -139,3 +139,16 @@ pub fn load_with_model(
         source,
     })
 }
+
+/// A Hugging Face config.json already in memory, loaded as `--hf-config` loads the file (the
+/// fuzz targets and tests call it without a file); `name` names it in messages.
+pub fn load_hf_str(name: &str, text: &str) -> Result<Loaded> {
+    let (assignments, mut warnings) = hf_json::parse(text, name)?;
+    let mut config = TrainConfig::default();
+    warnings.extend(apply::apply(&mut config, &assignments)?);
+    Ok(Loaded {
+        config,
+        warnings,
+        source: name.to_string(),
+    })
+}

@@ -91,7 +91,15 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Line>, (usize, String)> {
                         .take(200)
                         .collect(),
                 });
-                let (tok, next, newlines) = lex_one(&chars, i).map_err(|e| (start_line, e))?;
+                let (tok, next, newlines) = lex_one(&chars, i).map_err(|e| {
+                    // The column of the token that failed, in characters of its line.
+                    let col = i - chars[..i]
+                        .iter()
+                        .rposition(|&c| c == '\n')
+                        .map_or(0, |p| p + 1)
+                        + 1;
+                    (line_no, format!("{e} at column {col}"))
+                })?;
                 match tok {
                     Tok::Op("(" | "[" | "{") => depth += 1,
                     Tok::Op(")" | "]" | "}") => depth = depth.saturating_sub(1),
@@ -169,7 +177,10 @@ fn lex_one(chars: &[char], i: usize) -> Result<(Tok, usize, usize), String> {
             return Ok((Tok::Op(op), i + op.chars().count(), 0));
         }
     }
-    Err(format!("unexpected character {c:?}"))
+    Err(format!(
+        "unexpected character {}",
+        crate::plain::describe_char(c)
+    ))
 }
 
 fn is_radix(s: &[char]) -> bool {
@@ -178,7 +189,7 @@ fn is_radix(s: &[char]) -> bool {
 
 /// A Python number literal: 40, 1_000, 0x10, 6e-4, .5, 5., 1j (opaque).
 fn number(text: &str) -> Result<Tok, String> {
-    let bad = || format!("invalid number literal {text:?}");
+    let bad = || format!("invalid number literal '{text}'");
     if text.contains("__") || text.ends_with('_') {
         return Err(bad());
     }

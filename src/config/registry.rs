@@ -171,6 +171,18 @@ pub fn spec(name: &str) -> Option<&'static KeySpec> {
     KEYS.iter().find(|k| k.name == name)
 }
 
+/// The key's nanoGPT default as an override would write it (`12`, `True`, `'bfloat16'`), for
+/// messages that show how to write one.
+pub fn example_value(name: &str) -> String {
+    match spec(name).map(|s| get(&TrainConfig::default(), s)) {
+        Some(Value::Int(i)) => i.to_string(),
+        Some(Value::Float(x)) => super::value::float_repr(x),
+        Some(Value::Bool(b)) => if b { "True" } else { "False" }.to_string(),
+        Some(Value::Str(s)) => s,
+        Some(Value::None) | None => "None".to_string(),
+    }
+}
+
 /// True when `python train.py --key=value` accepts the key (vramplan's own keys are not).
 pub fn is_nanogpt_key(name: &str) -> bool {
     spec(name).is_some_and(|k| k.nanogpt)

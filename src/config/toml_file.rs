@@ -6,22 +6,19 @@ use super::registry::{self, Effect, KEYS};
 use super::value::{Assignment, Origin, Rhs, Value};
 use super::TrainConfig;
 use crate::error::{Error, Result};
+use crate::plain;
 use std::collections::BTreeMap;
 use toml::Spanned;
 
 /// The assignments of a flat TOML file, in file order.
 pub(crate) fn parse(src: &str, path: &str) -> Result<Vec<Assignment>> {
     let line_of = |offset: usize| src.get(..offset).map_or(1, |s| s.matches('\n').count() + 1);
-    let table: BTreeMap<Spanned<String>, Spanned<toml::Value>> =
-        toml::from_str(src).map_err(|e| {
-            let at = e
-                .span()
-                .map_or(String::new(), |s| format!(":{}", line_of(s.start)));
-            Error::new(format!(
-                "{path}{at}: not valid TOML: {}",
-                e.message().trim().replace('\n', " ")
-            ))
-        })?;
+    let table: BTreeMap<Spanned<String>, Spanned<toml::Value>> = match toml::from_str(src) {
+        Ok(table) => table,
+        Err(e) => {
+            return Err(not_flat(src, path).unwrap_or_else(|| plain::toml_error(&e, src, path)))
+        }
+    };
     let mut entries: Vec<_> = table.into_iter().collect();
     entries.sort_by_key(|(k, _)| k.span().start);
     let mut out = Vec::with_capacity(entries.len());
@@ -53,6 +50,25 @@ pub(crate) fn parse(src: &str, path: &str) -> Result<Vec<Assignment>> {
         });
     }
     Ok(out)
+}
+
+/// Valid TOML that is not flat (a `[section]` or a dotted key `a.b = 1`): the error naming the
+/// first table's key and line; None when the text is not valid TOML at all.
+fn not_flat(src: &str, path: &str) -> Option<Error> {
+    let table: toml::Table = toml::from_str(src).ok()?;
+    let (key, _) = table.iter().find(|(_, v)| v.is_table())?;
+    let line = src
+        .lines()
+        .position(|l| {
+            let l = l.trim_start().trim_start_matches('[').trim_start();
+            l.starts_with(key.as_str())
+                || l.trim_start_matches(['"', '\'']).starts_with(key.as_str())
+        })
+        .map_or(String::new(), |i| format!(":{}", i + 1));
+    let shown: String = key.chars().take(80).collect();
+    Some(Error::new(format!(
+        "{path}{line}: [{shown}] is a table: expected a flat file of `key = value` lines with nanoGPT's key names"
+    )))
 }
 
 /// The config as a flat TOML file that loads back to the same config: every field in
@@ -124,6 +140,9 @@ mod tests {
             "{e}"
         );
         let e = parse("a = 1\nbatch_size = = 8\n", "r.toml").unwrap_err();
-        assert!(e.message().starts_with("r.toml:2: not valid TOML"), "{e}");
+        assert!(
+            e.message().starts_with("r.toml:2:14: not valid TOML"),
+            "{e}"
+        );
     }
 }

@@ -10,9 +10,6 @@ use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::fmt;
 
-/// No GPU holds a tensor with a dimension this large; beyond it a config is a typo.
-pub const MAX_DIM: u64 = 1 << 40;
-
 /// (overflows, what overflows, the factors as (key, value)).
 type Check<'a> = (bool, &'a str, Vec<(&'a str, u64)>);
 
@@ -54,6 +51,7 @@ impl Blame<'_> {
 
 pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>) -> Result<()> {
     let blame = &Blame(origins);
+    super::limits::check(cfg, blame)?;
 
     let sizes: [(&str, u64, &str); 9] = [
         ("n_layer", cfg.n_layer, "layers"),
@@ -77,13 +75,6 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
     for (key, v, what) in sizes {
         if v == 0 {
             return blame.fail(key, "0", format!("a positive integer ({what}, at least 1)"));
-        }
-        if v > MAX_DIM {
-            return blame.fail(
-                key,
-                v.to_string(),
-                format!("at most 2^40 = {MAX_DIM} ({what}); this is not a size a GPU can hold"),
-            );
         }
     }
     if cfg.eval_interval == 0 {
@@ -376,13 +367,18 @@ mod tests {
         })
         .contains("not a multiple of world_size = 3"));
         assert!(check(TrainConfig {
-            n_layer: (1 << 40) + 1,
+            n_layer: 1025,
             ..d()
         })
-        .contains("at most 2^40"));
+        .starts_with("n_layer = 1025: expected at most 1024 layers"));
+        // Every factor within its limit, their product past u64: the deepest, widest, longest.
         assert!(check(TrainConfig {
-            batch_size: 1 << 40,
-            vocab_size: 1 << 30,
+            batch_size: 8,
+            block_size: 1 << 24,
+            n_head: 1024,
+            n_embd: 1 << 17,
+            n_layer: 1024,
+            flash: false,
             ..d()
         })
         .contains("overflow 64 bits"));

@@ -239,9 +239,15 @@ impl Session {
             Some("") => 0,
             Some(n) => match n.strip_prefix(':').and_then(|n| n.parse::<usize>().ok()) {
                 Some(i) => i,
-                None => crate::bail!("--device {device:?}: expected cpu, cuda or cuda:N"),
+                None => crate::bail!(
+                    "--device {}: expected cpu, cuda or cuda:N",
+                    crate::plain::quote(device)
+                ),
             },
-            None => crate::bail!("--device {device:?}: expected cpu, cuda or cuda:N"),
+            None => crate::bail!(
+                "--device {}: expected cpu, cuda or cuda:N",
+                crate::plain::quote(device)
+            ),
         };
         Self::open_cuda(ordinal, margin)
     }

@@ -26,7 +26,7 @@ pub mod validate;
 mod value;
 
 pub use infer_keys::{KvCacheDtype, Mode, VllmVersion};
-pub use kinds::{LossKind, OptimizerKind, Parallelism, Precision};
+pub use kinds::{LossKind, OptimizerKind, Parallelism, Precision, PrecisionMode};
 pub use lora::Quantization;
 pub use model_keys::ModelType;
 pub use models::{load_with_model, ModelSource};
@@ -167,6 +167,9 @@ pub struct TrainConfig {
     /// default: only the default falls back to float16 on a card without bf16.
     #[serde(skip)]
     pub dtype_written: Written,
+    /// 'mixed' (autocast over fp32 weights) or 'pure' (weights, gradients, state in `dtype`).
+    #[serde(default)]
+    pub precision_mode: PrecisionMode,
     pub compile: bool,
     pub eval_iters: u64,
     pub eval_interval: u64,
@@ -284,6 +287,7 @@ impl Default for TrainConfig {
             gradient_accumulation_steps: 5 * 8,
             dtype: Precision::BFloat16,
             dtype_written: Written(false),
+            precision_mode: PrecisionMode::Mixed,
             compile: true,
             eval_iters: 200,
             eval_interval: 2000,

@@ -178,6 +178,32 @@ fn combinations(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
             cfg.parallelism.as_str()
         )));
     }
+    pure_precision(cfg, blame)
+}
+
+/// `precision_mode = 'pure'` is modelled where every trainable weight is the model's own
+/// tensor in `dtype`: not under LoRA/QLoRA (PEFT upcasts adapters to fp32,
+/// `autocast_adapter_dtype=True`, so their forward mixes dtypes not derived here) and not
+/// under ZeRO/FSDP/TP (their flat buffers and master copies are built for mixed precision).
+fn pure_precision(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
+    if cfg.precision_mode != super::PrecisionMode::Pure || cfg.mode == super::Mode::Inference {
+        return Ok(());
+    }
+    let refuse = |why: &str| {
+        Err(Error::new(format!(
+            "{}precision_mode = 'pure': expected 'mixed' {why}",
+            blame.at("precision_mode")
+        )))
+    };
+    if cfg.lora_rank > 0 || cfg.quantization != super::Quantization::None {
+        return refuse("with LoRA/QLoRA (pure half-precision adapters are not modelled)");
+    }
+    if cfg.parallelism != super::Parallelism::Ddp {
+        return refuse(&format!(
+            "with parallelism = '{}' (pure half precision is modelled for one GPU and DDP)",
+            cfg.parallelism.as_str()
+        ));
+    }
     Ok(())
 }
 

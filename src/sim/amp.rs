@@ -48,6 +48,21 @@ pub fn param_dtype(cfg: &TrainConfig) -> DType {
     }
 }
 
+/// The precision as the Run line names it, with whose semantics it was simulated: `dtype` is
+/// the simulated precision (after the fp16 fallback of a card without bf16).
+pub fn describe(cfg: &TrainConfig, dtype: &str) -> String {
+    match (cfg.precision_mode, dtype) {
+        (_, "float32") => dtype.to_string(),
+        (PrecisionMode::Pure, _) => format!(
+            "{dtype} pure (weights, gradients and optimizer state in {dtype}, no autocast: torchtune's default, LitGPT's true precision)"
+        ),
+        (PrecisionMode::Mixed, "float16") if cfg.parallelism == Parallelism::Ddp => {
+            "float16 autocast + GradScaler".to_string()
+        }
+        (PrecisionMode::Mixed, _) => dtype.to_string(),
+    }
+}
+
 /// torch.amp.GradScaler as nanoGPT's train.py runs it:
 /// `GradScaler(enabled=(dtype == 'float16'))` — float16 autocast only (HF Trainer's
 /// `fp16=True` does the same through accelerate). DeepSpeed and FSDP bring their own loss

@@ -34,7 +34,11 @@ fn numel(s: &[u64]) -> u64 {
 fn the_shapes_counted_here_are_the_tiny_model() {
     let shapes = param_shapes();
     assert_eq!(shapes.iter().map(|s| numel(s)).sum::<u64>(), PSI);
-    let decay: u64 = shapes.iter().filter(|s| s.len() == 2).map(|s| numel(s)).sum();
+    let decay: u64 = shapes
+        .iter()
+        .filter(|s| s.len() == 2)
+        .map(|s| numel(s))
+        .sum();
     assert_eq!(decay, DECAY);
     assert_eq!(PSI - decay, NO_DECAY);
 }
@@ -83,18 +87,30 @@ fn pure_bf16_keeps_weights_gradients_and_adamw_state_in_bf16() {
     // model.to(bfloat16): 2 bytes per parameter, no fp32 master copy.
     assert_eq!(created(&pure, Category::Parameters), 2 * PSI);
     // Autograd's gradients have the parameters' dtype: all .grad alive before the step.
-    assert_eq!(live_before(&pure, Phase::Optimizer, &[Category::Gradients]), 2 * PSI);
+    assert_eq!(
+        live_before(&pure, Phase::Optimizer, &[Category::Gradients]),
+        2 * PSI
+    );
     // Fused AdamW: `torch.zeros_like(p)` for exp_avg and exp_avg_sq (bf16), `step` a 0-dim
     // fp32 tensor per parameter (torch/optim/adam.py, Adam._init_group).
-    assert_eq!(created(&pure, Category::Optimizer), 2 * 2 * PSI + 4 * tensors);
+    assert_eq!(
+        created(&pure, Category::Optimizer),
+        2 * 2 * PSI + 4 * tensors
+    );
     // No autocast: no weight casts at all.
     assert!(pure.tensors.iter().all(|t| t.name.what != "weight_cast"));
 
     // The same run in mixed precision: fp32 everywhere the optimizer looks.
     let mixed = run(&cfg(&[]));
     assert_eq!(created(&mixed, Category::Parameters), 4 * PSI);
-    assert_eq!(live_before(&mixed, Phase::Optimizer, &[Category::Gradients]), 4 * PSI);
-    assert_eq!(created(&mixed, Category::Optimizer), 2 * 4 * PSI + 4 * tensors);
+    assert_eq!(
+        live_before(&mixed, Phase::Optimizer, &[Category::Gradients]),
+        4 * PSI
+    );
+    assert_eq!(
+        created(&mixed, Category::Optimizer),
+        2 * 4 * PSI + 4 * tensors
+    );
     assert!(mixed.tensors.iter().any(|t| t.name.what == "weight_cast"));
 }
 
@@ -130,7 +146,10 @@ fn pure_float32_is_plain_float32() {
     let a = run(&cfg(&["--precision_mode=pure", "--dtype=float32"]));
     let b = run(&cfg(&["--dtype=float32"]));
     assert_eq!(a.tensors.len(), b.tensors.len());
-    assert_eq!(created(&a, Category::Optimizer), created(&b, Category::Optimizer));
+    assert_eq!(
+        created(&a, Category::Optimizer),
+        created(&b, Category::Optimizer)
+    );
 }
 
 // --- float16 mixed precision: GradScaler (torch/amp/grad_scaler.py) ---
@@ -151,7 +170,10 @@ fn fp16_autocast_runs_grad_scaler_with_clipping() {
     assert_eq!(scaler(&tl, "_scale"), (1, vec![4]));
     assert_eq!(scaler(&tl, "_growth_tracker"), (1, vec![4]));
     let scale = named(&tl, "grad_scaler", "_scale")[0] as u32;
-    assert!(!tl.events.iter().any(|e| e.tensor == scale && e.kind == EventKind::Free));
+    assert!(!tl
+        .events
+        .iter()
+        .any(|e| e.tensor == scale && e.kind == EventKind::Free));
     // `outputs * scale` once per simulated micro-step: 2 steps × 2 micro-steps.
     assert_eq!(scaler(&tl, "scaled_loss"), (4, vec![4; 4]));
     // unscale_ per step: `_scale.double().reciprocal().float()` = two fp64 and one fp32 scalar.
@@ -183,7 +205,11 @@ fn fp16_autocast_without_clipping_checks_infs_inside_step() {
     assert_eq!(scaler(&tl, "grad_scale").0, 2);
     assert_eq!(scaler(&tl, "found_inf").0, 4);
     // A non-fused optimizer (SGD foreach) is unscaled by step() itself, as unscale_ does.
-    let sgd = run(&cfg(&["--dtype=float16", "--grad_clip=0.0", "--optimizer=sgd"]));
+    let sgd = run(&cfg(&[
+        "--dtype=float16",
+        "--grad_clip=0.0",
+        "--optimizer=sgd",
+    ]));
     assert_eq!(scaler(&sgd, "inv_scale").0, 6);
     assert_eq!(scaler(&sgd, "grad_scale").0, 0);
 }
@@ -203,7 +229,11 @@ fn adamw_foreach_keeps_step_on_the_host_and_a_sqrt_per_parameter_of_the_group() 
     let state: u64 = tl
         .tensors
         .iter()
-        .filter(|t| t.category == Category::Optimizer && t.name.what.starts_with("adam.exp_avg") && t.name.what != "adam.exp_avg_sq_sqrt")
+        .filter(|t| {
+            t.category == Category::Optimizer
+                && t.name.what.starts_with("adam.exp_avg")
+                && t.name.what != "adam.exp_avg_sq_sqrt"
+        })
         .map(|t| t.bytes)
         .sum();
     assert_eq!(state, 8 * PSI);
@@ -257,7 +287,9 @@ fn paged_adamw_leaves_large_states_to_unified_memory() {
         .filter(|t| t.name.what.ends_with("(paged)"))
         .collect();
     assert_eq!(recorded.len(), 2);
-    assert!(recorded.iter().all(|t| t.bytes == 0 && t.shape.numel() == Some(paged)));
+    assert!(recorded
+        .iter()
+        .all(|t| t.bytes == 0 && t.shape.numel() == Some(paged)));
 }
 
 #[test]
@@ -308,18 +340,31 @@ fn adafactor_factors_the_second_moment_of_matrices() {
     let shapes = param_shapes();
     let moments: u64 = shapes
         .iter()
-        .map(|s| if s.len() == 2 { 4 * (s[0] + s[1]) } else { 4 * s[0] })
+        .map(|s| {
+            if s.len() == 2 {
+                4 * (s[0] + s[1])
+            } else {
+                4 * s[0]
+            }
+        })
         .sum();
     let tl = run(&cfg(&["--optimizer=adafactor"]));
     let state = |tl: &Timeline| -> u64 {
-        ["adafactor.exp_avg_sq_row", "adafactor.exp_avg_sq_col", "adafactor.exp_avg_sq"]
-            .iter()
-            .map(|w| bytes_named(tl, w))
-            .sum()
+        [
+            "adafactor.exp_avg_sq_row",
+            "adafactor.exp_avg_sq_col",
+            "adafactor.exp_avg_sq",
+        ]
+        .iter()
+        .map(|w| bytes_named(tl, w))
+        .sum()
     };
     assert_eq!(state(&tl), moments);
     // RMS is replaced at each of the 2 steps: 2 × 15 scalars created, 15 alive at the end.
-    assert_eq!(bytes_named(&tl, "adafactor.RMS"), 2 * 4 * shapes.len() as u64);
+    assert_eq!(
+        bytes_named(&tl, "adafactor.RMS"),
+        2 * 4 * shapes.len() as u64
+    );
     // fp32 parameters: no fp32 copies of grad or parameter.
     assert_eq!(bytes_named(&tl, "adafactor.grad_fp32"), 0);
     // Pure bf16: `grad.float()` and `p.float()` of each parameter, at each step.
@@ -346,11 +391,20 @@ fn check_names_pure_precision_on_the_run_line() {
     let run_line = out.lines().find(|l| l.starts_with("Run:")).unwrap_or("");
     assert!(run_line.contains("bfloat16 pure"), "{run_line}");
     let (code, out, _) = vramplan(&[
-        "check", "--model", "gpt2", "--gpu", "h100-80gb", "--compile=False", "--dtype=float16",
+        "check",
+        "--model",
+        "gpt2",
+        "--gpu",
+        "h100-80gb",
+        "--compile=False",
+        "--dtype=float16",
     ]);
     assert_eq!(code, 0);
     let run_line = out.lines().find(|l| l.starts_with("Run:")).unwrap_or("");
-    assert!(run_line.contains("float16 autocast + GradScaler"), "{run_line}");
+    assert!(
+        run_line.contains("float16 autocast + GradScaler"),
+        "{run_line}"
+    );
 }
 
 #[test]
@@ -358,7 +412,10 @@ fn bad_precision_mode_and_unmodelled_combinations_are_one_line_errors() {
     let (code, out, err) = vramplan(&["check", "--model", "gpt2", "--precision_mode=half"]);
     assert_eq!(code, 2, "{out}{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("precision_mode") && err.contains("'mixed', 'pure'"), "{err}");
+    assert!(
+        err.contains("precision_mode") && err.contains("'mixed', 'pure'"),
+        "{err}"
+    );
     let (code, _, err) = vramplan(&[
         "check",
         "--model",
@@ -368,7 +425,24 @@ fn bad_precision_mode_and_unmodelled_combinations_are_one_line_errors() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("precision_mode = 'pure'") && err.contains("LoRA"), "{err}");
+    assert!(
+        err.contains("precision_mode = 'pure'") && err.contains("LoRA"),
+        "{err}"
+    );
+    let (code, _, err) = vramplan(&[
+        "check",
+        "--model",
+        "gpt2",
+        "--world_size=2",
+        "--parallelism=zero2",
+        "--optimizer=adafactor",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("optimizer = 'adafactor'") && err.contains("zero2"),
+        "{err}"
+    );
     let (code, _, err) = vramplan(&["check", "--model", "gpt2", "--optimizer=adam_paged"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("'paged_adamw8bit'"), "{err}");

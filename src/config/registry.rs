@@ -305,12 +305,8 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
             )?;
             cfg.dtype_written = super::Written(true);
         }
-        "precision_mode" => {
-            cfg.precision_mode = choice(v, &PrecisionMode::ALL, |m| m.as_str())?
-        }
-        "optimizer" => {
-            cfg.optimizer = choice(v, &OptimizerKind::ALL, |o| o.as_str())?
-        }
+        "precision_mode" => cfg.precision_mode = choice(v, &PrecisionMode::ALL, |m| m.as_str())?,
+        "optimizer" => cfg.optimizer = choice(v, &OptimizerKind::ALL, |o| o.as_str())?,
         "loss" => cfg.loss = choice(v, &[LossKind::Standard, LossKind::Chunked], |l| l.as_str())?,
         "parallelism" => {
             let all = [

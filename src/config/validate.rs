@@ -178,7 +178,25 @@ fn combinations(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
             cfg.parallelism.as_str()
         )));
     }
-    pure_precision(cfg, blame)
+    pure_precision(cfg, blame)?;
+    sharded_optimizer(cfg, blame)
+}
+
+/// ZeRO and FSDP run the optimizer on their own flat fp32 partitions (sim/parallel); the
+/// state and step of the optimizers added for issue #12 are derived for torch's per-parameter
+/// loop only, so they are refused there rather than guessed.
+fn sharded_optimizer(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
+    use super::{OptimizerKind as O, Parallelism as P};
+    let sharded = !matches!(cfg.parallelism, P::Ddp | P::Tp);
+    if sharded && !matches!(cfg.optimizer, O::AdamW | O::AdamW8bit | O::Sgd) {
+        return Err(Error::new(format!(
+            "{}optimizer = '{}': expected 'adamw', 'adamw8bit' or 'sgd' with parallelism = '{}' (other optimizers on ZeRO/FSDP partitions are not modelled)",
+            blame.at("optimizer"),
+            cfg.optimizer.as_str(),
+            cfg.parallelism.as_str()
+        )));
+    }
+    Ok(())
 }
 
 /// `precision_mode = 'pure'` is modelled where every trainable weight is the model's own

@@ -92,7 +92,16 @@ pub(crate) fn state_for(
     // caching allocator sees (see the module's note).
     let paged = |e: &mut Engine, what, paged_what, shape: Shape, dtype| {
         if n >= BNB_MIN_PAGED_SIZE {
-            e.alloc_bytes(Name { what: paged_what, ..name }, shape, dtype, 0, Category::Optimizer)
+            e.alloc_bytes(
+                Name {
+                    what: paged_what,
+                    ..name
+                },
+                shape,
+                dtype,
+                0,
+                Category::Optimizer,
+            )
         } else {
             state(e, what, shape, dtype)
         }
@@ -130,7 +139,13 @@ pub(crate) fn state_for(
         ],
         OptimizerKind::PagedAdamW | OptimizerKind::PagedAdamW8bit => vec![
             paged(e, "adam.exp_avg", "adam.exp_avg(paged)", shape, DType::F32),
-            paged(e, "adam.exp_avg_sq", "adam.exp_avg_sq(paged)", shape, DType::F32),
+            paged(
+                e,
+                "adam.exp_avg_sq",
+                "adam.exp_avg_sq(paged)",
+                shape,
+                DType::F32,
+            ),
         ],
         OptimizerKind::Lion => vec![state(e, "lion.exp_avg", shape, DType::F32)],
         OptimizerKind::Sgd => vec![state(e, "sgd.momentum", shape, dtype)],
@@ -251,7 +266,10 @@ struct AdafactorLocals {
 
 impl AdafactorLocals {
     fn release(self, e: &mut Engine) {
-        for t in [self.grad, self.p_data_fp32, self.update].into_iter().flatten() {
+        for t in [self.grad, self.p_data_fp32, self.update]
+            .into_iter()
+            .flatten()
+        {
             e.release(t);
         }
     }
@@ -295,7 +313,11 @@ fn adafactor_update(e: &mut Engine, p: usize, l: &mut AdafactorLocals) {
         Category::Optimizer,
     );
     e.release(norm);
-    if let Some(old) = e.params[p].state.iter().position(|&t| e.record(t).name.what == "adafactor.RMS") {
+    if let Some(old) = e.params[p]
+        .state
+        .iter()
+        .position(|&t| e.record(t).name.what == "adafactor.RMS")
+    {
         let t = e.params[p].state.swap_remove(old);
         e.release(t);
     }

@@ -5,11 +5,11 @@
 //! eval_interval) decide which of these happen: [`schedule`], [`load_checkpoint`].
 
 use super::amp;
-use super::optim;
-pub(crate) use super::optim::optimizer_state;
 use super::dtype::DType;
 use super::engine::{Engine, T, V};
 use super::ops;
+use super::optim;
+pub(crate) use super::optim::optimizer_state;
 use super::parallel;
 use super::runtime::Runtime;
 use super::timeline::{Category, Name, Phase, Shape, Timeline};

@@ -248,7 +248,12 @@ pub(super) fn backward(e: &mut Engine, g: T, s: RmsSaved) -> [Option<T>; 3] {
             let mut gw = gw_full.map(|full| weight_grad(e, full));
             // ToCopyBackward of `self.weight.float()`: back to a half weight's dtype (pure).
             if let Some(w32) = gw.filter(|_| s.w_dtype != f32) {
-                let w = e.alloc(s.named("weight.grad"), Shape::new(&[s.c]), s.w_dtype, Category::Gradients);
+                let w = e.alloc(
+                    s.named("weight.grad"),
+                    Shape::new(&[s.c]),
+                    s.w_dtype,
+                    Category::Gradients,
+                );
                 e.release(w32);
                 gw = Some(w);
             }

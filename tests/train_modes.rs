@@ -447,3 +447,75 @@ fn bad_precision_mode_and_unmodelled_combinations_are_one_line_errors() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("'paged_adamw8bit'"), "{err}");
 }
+
+// --- activation checkpointing of every k-th block (torchtitan's selective layer AC) ---
+
+/// (what, bytes) of each tensor of block `layer` alive right before the first backward event,
+/// sorted: what that block keeps for its backward.
+fn kept_by_layer(tl: &Timeline, layer: u32) -> Vec<(String, u64)> {
+    let first_backward = tl
+        .events
+        .iter()
+        .position(|e| e.phase == Phase::Backward)
+        .expect("a backward");
+    let mut kept: Vec<(String, u64)> = tl
+        .live_after(first_backward - 1)
+        .into_iter()
+        .map(|t| &tl.tensors[t as usize])
+        .filter(|r| r.name.layer == Some(layer) && r.category != Category::Parameters)
+        .map(|r| (r.name.to_string(), r.bytes))
+        .collect();
+    kept.sort();
+    kept
+}
+
+#[test]
+fn checkpoint_every_second_block_wraps_the_second_and_fourth() {
+    // torchtitan: `_count += 1; if _count % ac_freq == 0: checkpoint` — with k = 2 the blocks
+    // counted 2 and 4, i.e. layers 1 and 3. Of a wrapped block's own tensors only its output
+    // stays (the fp32 residual stream, B·T·C·4 bytes, held by what follows it); an unwrapped
+    // block keeps what it keeps without AC.
+    let output = |l: u32| vec![(format!("layer{l}.resid_mlp"), 4 * 256 * 128 * 4)];
+    let every2 = run(&cfg(&[
+        "--n_layer=4",
+        "--activation_checkpointing=True",
+        "--checkpoint_every=2",
+    ]));
+    let none = run(&cfg(&["--n_layer=4"]));
+    for l in [0, 2] {
+        assert!(!kept_by_layer(&none, l).is_empty());
+        assert_eq!(
+            kept_by_layer(&every2, l),
+            kept_by_layer(&none, l),
+            "layer {l}"
+        );
+    }
+    for l in [1, 3] {
+        assert_eq!(kept_by_layer(&every2, l), output(l), "layer {l}");
+    }
+    // k = 1 is every block, as activation_checkpointing alone.
+    let all = run(&cfg(&["--n_layer=4", "--activation_checkpointing=True"]));
+    let every1 = run(&cfg(&[
+        "--n_layer=4",
+        "--activation_checkpointing=True",
+        "--checkpoint_every=1",
+    ]));
+    assert_eq!(all.tensors.len(), every1.tensors.len());
+    for l in 0..4 {
+        assert_eq!(kept_by_layer(&all, l), output(l), "layer {l}");
+    }
+}
+
+#[test]
+fn checkpoint_every_zero_is_a_one_line_error() {
+    let (code, _, err) = vramplan(&[
+        "check",
+        "--model",
+        "gpt2",
+        "--activation_checkpointing=True",
+        "--checkpoint_every=0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("checkpoint_every = 0"), "{err}");
+}

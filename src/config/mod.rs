@@ -186,6 +186,9 @@ pub struct TrainConfig {
     /// true = F.scaled_dot_product_attention; false = the manual masked-softmax path.
     pub flash: bool,
     pub activation_checkpointing: bool,
+    /// With activation_checkpointing: checkpoint every k-th block (1 = every block).
+    #[serde(default = "infer_keys::one")]
+    pub checkpoint_every: u64,
     pub optimizer: OptimizerKind,
     /// Batch size of estimate_loss(); nanoGPT uses the training batch_size (None).
     pub eval_batch_size: Option<u64>,
@@ -299,6 +302,7 @@ impl Default for TrainConfig {
             grad_clip: 1.0,
             flash: true,
             activation_checkpointing: false,
+            checkpoint_every: 1,
             optimizer: OptimizerKind::AdamW,
             eval_batch_size: None,
             loss: LossKind::Standard,

@@ -133,6 +133,7 @@ pub const KEYS: &[KeySpec] = &[
     field("vocab_size", Ty::Int, false, "vocabulary; default 50304, 50257 for gpt2* weights, 65 for shakespeare_char"),
     field("flash", Ty::Bool, false, "True = F.scaled_dot_product_attention, False = manual masked softmax"),
     field("activation_checkpointing", Ty::Bool, false, "recompute each block's activations in backward"),
+    field("checkpoint_every", Ty::Int, false, "with activation_checkpointing: checkpoint every k-th block, the 1-based k-th, 2k-th, ... (torchtitan's selective_ac_option = 'k'); 1 = every block"),
     field("optimizer", Ty::Str, false, "'adamw' (fused, as nanoGPT), 'adamw_foreach' (torch's default), 'adamw_single', 'adamw8bit', 'paged_adamw8bit', 'paged_adamw', 'adafactor', 'lion' or 'sgd'"),
     field("eval_batch_size", Ty::OptInt, false, "batch size of estimate_loss(); None = batch_size"),
     field("loss", Ty::Str, false, "'standard' (F.cross_entropy) or 'chunked'"),
@@ -254,6 +255,7 @@ pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
         "grad_clip" => Value::Float(cfg.grad_clip),
         "flash" => Value::Bool(cfg.flash),
         "activation_checkpointing" => Value::Bool(cfg.activation_checkpointing),
+        "checkpoint_every" => int(cfg.checkpoint_every),
         "ddp_bucket_view" => Value::Bool(cfg.ddp_bucket_view),
         "optimizer" => s(cfg.optimizer.as_str()),
         "eval_batch_size" => cfg.eval_batch_size.map_or(Value::None, int),
@@ -343,6 +345,7 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
                 "eval_interval" => cfg.eval_interval = n,
                 "max_iters" => cfg.max_iters = n,
                 "world_size" => cfg.world_size = n,
+                "checkpoint_every" => cfg.checkpoint_every = n,
                 _ => return Err("is not a TrainConfig field (registry bug)".to_string()),
             }
         }

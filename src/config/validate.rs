@@ -179,7 +179,15 @@ fn combinations(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
         )));
     }
     pure_precision(cfg, blame)?;
-    sharded_optimizer(cfg, blame)
+    sharded_optimizer(cfg, blame)?;
+    if cfg.checkpoint_every == 0 {
+        return blame.fail(
+            "checkpoint_every",
+            0,
+            "a positive integer (1 = every block, k = every k-th block)",
+        );
+    }
+    Ok(())
 }
 
 /// ZeRO and FSDP run the optimizer on their own flat fp32 partitions (sim/parallel); the

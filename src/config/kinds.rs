@@ -39,26 +39,91 @@ impl Precision {
     }
 }
 
-/// Optimizer implementation (memory of its state differs).
+/// Whether autocast runs over fp32 master weights, or the weights themselves are half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum PrecisionMode {
+    /// fp32 parameters, gradients and optimizer state; `dtype` is autocast's (nanoGPT's
+    /// `torch.amp.autocast`, HF Trainer's `bf16=True`/`fp16=True`). float16 adds nanoGPT's
+    /// GradScaler (`GradScaler(enabled=(dtype == 'float16'))` in train.py).
+    #[default]
+    #[serde(rename = "mixed")]
+    Mixed,
+    /// Parameters, gradients and optimizer state in `dtype`, no autocast, no fp32 master copy,
+    /// no GradScaler: torchtune's default (`dtype: bf16`), LitGPT's `--precision bf16-true`,
+    /// a Hugging Face model loaded with `torch_dtype=torch.bfloat16` trained without
+    /// `bf16=True`.
+    #[serde(rename = "pure")]
+    Pure,
+}
+
+impl PrecisionMode {
+    pub const ALL: [PrecisionMode; 2] = [PrecisionMode::Mixed, PrecisionMode::Pure];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrecisionMode::Mixed => "mixed",
+            PrecisionMode::Pure => "pure",
+        }
+    }
+}
+
+/// Optimizer implementation (memory of its state and its step's temporaries differ;
+/// `sim::optim` cites each one's source).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
-    /// torch.optim.AdamW(fused=True), nanoGPT's choice on CUDA: fp32 exp_avg + exp_avg_sq.
+    /// torch.optim.AdamW(fused=True), nanoGPT's choice on CUDA (HF `adamw_torch_fused`).
     #[serde(rename = "adamw")]
     AdamW,
+    /// torch.optim.AdamW() with its defaults on CUDA: the foreach implementation (HF
+    /// `adamw_torch`).
+    #[serde(rename = "adamw_foreach")]
+    AdamWForeach,
+    /// torch.optim.AdamW(foreach=False): the single-tensor loop.
+    #[serde(rename = "adamw_single")]
+    AdamWSingle,
     /// bitsandbytes AdamW8bit: 1 byte per state element plus block-wise quantisation constants.
     #[serde(rename = "adamw8bit")]
     AdamW8bit,
-    /// Plain SGD with momentum: one fp32 buffer per parameter.
+    /// bitsandbytes PagedAdamW8bit (HF `paged_adamw_8bit`): large states in unified memory.
+    #[serde(rename = "paged_adamw8bit")]
+    PagedAdamW8bit,
+    /// bitsandbytes PagedAdamW / PagedAdamW32bit (HF `paged_adamw_32bit`).
+    #[serde(rename = "paged_adamw")]
+    PagedAdamW,
+    /// transformers' Adafactor with its defaults (factored second moments, no first moment).
+    #[serde(rename = "adafactor")]
+    Adafactor,
+    /// bitsandbytes Lion, 32-bit state (HF `lion_32bit`): one fp32 moment.
+    #[serde(rename = "lion")]
+    Lion,
+    /// torch.optim.SGD with momentum (foreach): one momentum buffer per parameter.
     #[serde(rename = "sgd")]
     Sgd,
 }
 
 impl OptimizerKind {
+    pub const ALL: [OptimizerKind; 9] = [
+        OptimizerKind::AdamW,
+        OptimizerKind::AdamWForeach,
+        OptimizerKind::AdamWSingle,
+        OptimizerKind::AdamW8bit,
+        OptimizerKind::PagedAdamW8bit,
+        OptimizerKind::PagedAdamW,
+        OptimizerKind::Adafactor,
+        OptimizerKind::Lion,
+        OptimizerKind::Sgd,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OptimizerKind::AdamW => "adamw",
+            OptimizerKind::AdamWForeach => "adamw_foreach",
+            OptimizerKind::AdamWSingle => "adamw_single",
             OptimizerKind::AdamW8bit => "adamw8bit",
+            OptimizerKind::PagedAdamW8bit => "paged_adamw8bit",
+            OptimizerKind::PagedAdamW => "paged_adamw",
+            OptimizerKind::Adafactor => "adafactor",
+            OptimizerKind::Lion => "lion",
             OptimizerKind::Sgd => "sgd",
         }
     }

@@ -27,7 +27,7 @@ pub mod validate;
 mod value;
 
 pub use infer_keys::{KvCacheDtype, Mode, VllmVersion};
-pub use kinds::{LossKind, OptimizerKind, Parallelism, Precision};
+pub use kinds::{LossKind, OptimizerKind, Parallelism, Precision, PrecisionMode};
 pub use lora::Quantization;
 pub use model_keys::ModelType;
 pub use models::{load_hf_str, load_with_model, ModelSource};
@@ -166,6 +166,9 @@ pub struct TrainConfig {
     /// default: only the default falls back to float16 on a card without bf16.
     #[serde(skip)]
     pub dtype_written: Written,
+    /// 'mixed' (autocast over fp32 weights) or 'pure' (weights, gradients, state in `dtype`).
+    #[serde(default)]
+    pub precision_mode: PrecisionMode,
     pub compile: bool,
     pub eval_iters: u64,
     pub eval_interval: u64,
@@ -182,6 +185,9 @@ pub struct TrainConfig {
     /// true = F.scaled_dot_product_attention; false = the manual masked-softmax path.
     pub flash: bool,
     pub activation_checkpointing: bool,
+    /// With activation_checkpointing: checkpoint every k-th block (1 = every block).
+    #[serde(default = "infer_keys::one")]
+    pub checkpoint_every: u64,
     pub optimizer: OptimizerKind,
     /// Batch size of estimate_loss(); nanoGPT uses the training batch_size (None).
     pub eval_batch_size: Option<u64>,
@@ -283,6 +289,7 @@ impl Default for TrainConfig {
             gradient_accumulation_steps: 5 * 8,
             dtype: Precision::BFloat16,
             dtype_written: Written(false),
+            precision_mode: PrecisionMode::Mixed,
             compile: true,
             eval_iters: 200,
             eval_interval: 2000,
@@ -294,6 +301,7 @@ impl Default for TrainConfig {
             grad_clip: 1.0,
             flash: true,
             activation_checkpointing: false,
+            checkpoint_every: 1,
             optimizer: OptimizerKind::AdamW,
             eval_batch_size: None,
             loss: LossKind::Standard,

@@ -4,7 +4,7 @@
 
 use super::kinds::{parse_name, quoted_names};
 use super::value::{count, float, opt_count, Value};
-use super::{LossKind, OptimizerKind, Parallelism, Precision, TrainConfig};
+use super::{LossKind, OptimizerKind, Parallelism, Precision, PrecisionMode, TrainConfig};
 
 /// The Python type a key takes. nanoGPT's configurator asserts an override has the type of the
 /// default; we allow an int where a float is expected (`--dropout=0` means 0.0).
@@ -128,11 +128,13 @@ pub const KEYS: &[KeySpec] = &[
     ignored("device", Ty::Str, Const::Str("cuda"), "torch device (ignored: vramplan predicts the CUDA run)"),
     field("dtype", Ty::Str, true, "'float32', 'bfloat16' or 'float16' (autocast precision)"),
     field("compile", Ty::Bool, true, "torch.compile the model"),
+    field("precision_mode", Ty::Str, false, "'mixed' (autocast in dtype over fp32 weights; float16 adds GradScaler) or 'pure' (weights, gradients and optimizer state in dtype, no autocast: torchtune, LitGPT bf16-true)"),
     // vramplan's own keys, in nanoGPT's style.
     field("vocab_size", Ty::Int, false, "vocabulary; default 50304, 50257 for gpt2* weights, 65 for shakespeare_char"),
     field("flash", Ty::Bool, false, "True = F.scaled_dot_product_attention, False = manual masked softmax"),
     field("activation_checkpointing", Ty::Bool, false, "recompute each block's activations in backward"),
-    field("optimizer", Ty::Str, false, "'adamw' (fused, as nanoGPT), 'adamw8bit' or 'sgd'"),
+    field("checkpoint_every", Ty::Int, false, "with activation_checkpointing: checkpoint every k-th block, the 1-based k-th, 2k-th, ... (torchtitan's selective_ac_option = 'k'); 1 = every block"),
+    field("optimizer", Ty::Str, false, "'adamw' (fused, as nanoGPT), 'adamw_foreach' (torch's default), 'adamw_single', 'adamw8bit', 'paged_adamw8bit', 'paged_adamw', 'adafactor', 'lion' or 'sgd'"),
     field("eval_batch_size", Ty::OptInt, false, "batch size of estimate_loss(); None = batch_size"),
     field("loss", Ty::Str, false, "'standard' (F.cross_entropy) or 'chunked'"),
     field("alloc_conf", Ty::OptStr, false, "PYTORCH_CUDA_ALLOC_CONF, e.g. 'expandable_segments:True'"),
@@ -253,6 +255,7 @@ pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
         "batch_size" => int(cfg.batch_size),
         "gradient_accumulation_steps" => int(cfg.gradient_accumulation_steps),
         "dtype" => s(cfg.dtype.as_str()),
+        "precision_mode" => s(cfg.precision_mode.as_str()),
         "compile" => Value::Bool(cfg.compile),
         "eval_iters" => int(cfg.eval_iters),
         "eval_interval" => int(cfg.eval_interval),
@@ -264,6 +267,7 @@ pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
         "grad_clip" => Value::Float(cfg.grad_clip),
         "flash" => Value::Bool(cfg.flash),
         "activation_checkpointing" => Value::Bool(cfg.activation_checkpointing),
+        "checkpoint_every" => int(cfg.checkpoint_every),
         "ddp_bucket_view" => Value::Bool(cfg.ddp_bucket_view),
         "optimizer" => s(cfg.optimizer.as_str()),
         "eval_batch_size" => cfg.eval_batch_size.map_or(Value::None, int),
@@ -315,17 +319,8 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
             )?;
             cfg.dtype_written = super::Written(true);
         }
-        "optimizer" => {
-            cfg.optimizer = choice(
-                v,
-                &[
-                    OptimizerKind::AdamW,
-                    OptimizerKind::AdamW8bit,
-                    OptimizerKind::Sgd,
-                ],
-                |o| o.as_str(),
-            )?
-        }
+        "precision_mode" => cfg.precision_mode = choice(v, &PrecisionMode::ALL, |m| m.as_str())?,
+        "optimizer" => cfg.optimizer = choice(v, &OptimizerKind::ALL, |o| o.as_str())?,
         "loss" => cfg.loss = choice(v, &[LossKind::Standard, LossKind::Chunked], |l| l.as_str())?,
         "parallelism" => {
             let all = [
@@ -362,6 +357,7 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
                 "eval_interval" => cfg.eval_interval = n,
                 "max_iters" => cfg.max_iters = n,
                 "world_size" => cfg.world_size = n,
+                "checkpoint_every" => cfg.checkpoint_every = n,
                 _ => return Err("is not a TrainConfig field (registry bug)".to_string()),
             }
         }

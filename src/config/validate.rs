@@ -169,6 +169,58 @@ fn combinations(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
             cfg.parallelism.as_str()
         )));
     }
+    pure_precision(cfg, blame)?;
+    sharded_optimizer(cfg, blame)?;
+    if cfg.checkpoint_every == 0 {
+        return blame.fail(
+            "checkpoint_every",
+            0,
+            "a positive integer (1 = every block, k = every k-th block)",
+        );
+    }
+    Ok(())
+}
+
+/// ZeRO and FSDP run the optimizer on their own flat fp32 partitions (sim/parallel); the
+/// state and step of the optimizers added for issue #12 are derived for torch's per-parameter
+/// loop only, so they are refused there rather than guessed.
+fn sharded_optimizer(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
+    use super::{OptimizerKind as O, Parallelism as P};
+    let sharded = !matches!(cfg.parallelism, P::Ddp | P::Tp);
+    if sharded && !matches!(cfg.optimizer, O::AdamW | O::AdamW8bit | O::Sgd) {
+        return Err(Error::new(format!(
+            "{}optimizer = '{}': expected 'adamw', 'adamw8bit' or 'sgd' with parallelism = '{}' (other optimizers on ZeRO/FSDP partitions are not modelled)",
+            blame.at("optimizer"),
+            cfg.optimizer.as_str(),
+            cfg.parallelism.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// `precision_mode = 'pure'` is modelled where every trainable weight is the model's own
+/// tensor in `dtype`: not under LoRA/QLoRA (PEFT upcasts adapters to fp32,
+/// `autocast_adapter_dtype=True`, so their forward mixes dtypes not derived here) and not
+/// under ZeRO/FSDP/TP (their flat buffers and master copies are built for mixed precision).
+fn pure_precision(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
+    if cfg.precision_mode != super::PrecisionMode::Pure || cfg.mode == super::Mode::Inference {
+        return Ok(());
+    }
+    let refuse = |why: &str| {
+        Err(Error::new(format!(
+            "{}precision_mode = 'pure': expected 'mixed' {why}",
+            blame.at("precision_mode")
+        )))
+    };
+    if cfg.lora_rank > 0 || cfg.quantization != super::Quantization::None {
+        return refuse("with LoRA/QLoRA (pure half-precision adapters are not modelled)");
+    }
+    if cfg.parallelism != super::Parallelism::Ddp {
+        return refuse(&format!(
+            "with parallelism = '{}' (pure half precision is modelled for one GPU and DDP)",
+            cfg.parallelism.as_str()
+        ));
+    }
     Ok(())
 }
 

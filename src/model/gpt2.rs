@@ -41,7 +41,7 @@ pub struct Gpt2 {
     n_embd: u64,
     dropout: f64,
     flash: bool,
-    checkpoint: bool,
+    checkpoint: super::Checkpointing,
     loss: LossKind,
     wte: usize,
     wpe: usize,
@@ -106,7 +106,7 @@ impl Gpt2 {
             n_embd: c,
             dropout: cfg.dropout,
             flash: cfg.flash,
-            checkpoint: cfg.activation_checkpointing,
+            checkpoint: super::Checkpointing::new(cfg),
             loss: cfg.loss,
             wte,
             wpe,
@@ -166,7 +166,7 @@ impl Gpt2 {
                 layer: l as u32,
             };
             parallel::unit_enter(e, Some(l as u32));
-            let next = if self.checkpoint && e.grad_mode {
+            let next = if self.checkpoint.wraps(l as u32) && e.grad_mode {
                 // x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
                 e.checkpoint(
                     std::rc::Rc::new(move |e: &mut Engine, x| call.forward(e, x)),

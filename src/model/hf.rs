@@ -97,14 +97,14 @@ impl Shared {
         self,
         e: &mut Engine,
         mut x: V,
-        checkpoint: bool,
+        checkpoint: super::Checkpointing,
         calls: impl IntoIterator<Item = C>,
         forward: fn(&C, &mut Engine, V) -> V,
     ) -> V {
         for (l, call) in calls.into_iter().enumerate() {
             let l = l as u32;
             crate::sim::parallel::unit_enter(e, Some(l));
-            let next = self.run_layer(e, x, checkpoint, call, forward);
+            let next = self.run_layer(e, x, checkpoint.wraps(l), call, forward);
             let next = crate::sim::parallel::unit_exit(e, l, next);
             e.drop_value(x);
             x = next;

@@ -68,7 +68,7 @@ pub struct Llama {
     d: Dims,
     embed_scale: bool,
     c: u64,
-    checkpoint: bool,
+    checkpoint: super::Checkpointing,
     lora: bool,
     loss: LossKind,
     embed: usize,
@@ -150,7 +150,7 @@ impl Llama {
             },
             embed_scale: gemma,
             c,
-            checkpoint: cfg.activation_checkpointing,
+            checkpoint: super::Checkpointing::new(cfg),
             lora: cfg.lora_rank > 0,
             loss: cfg.loss,
             embed,
@@ -170,7 +170,7 @@ impl Llama {
             idx,
             self.c,
             Name::top("embed_tokens", "out"),
-            self.lora && self.checkpoint,
+            self.lora && self.checkpoint.any(),
         );
         // Gemma: hidden_states = inputs_embeds * normalizer (inputs_embeds stays a local).
         let mut x = if self.embed_scale {

@@ -76,6 +76,37 @@ impl Model {
     }
 }
 
+/// Which blocks activation checkpointing wraps: every block (nanoGPT-style
+/// `torch.utils.checkpoint` per block, HF's gradient_checkpointing, torchtitan's `mode = "full"`)
+/// or every k-th (torchtitan's `mode = "selective"`, `selective_ac_option = "k"`:
+/// torchtitan/distributed/activation_checkpoint.py increments a counter before each block and
+/// wraps it when `_count % ac_freq == 0`, so the 1-based k-th, 2k-th, ... blocks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpointing {
+    /// None: off.
+    every: Option<u64>,
+}
+
+impl Checkpointing {
+    pub fn new(cfg: &TrainConfig) -> Checkpointing {
+        Checkpointing {
+            every: cfg
+                .activation_checkpointing
+                .then_some(cfg.checkpoint_every.max(1)),
+        }
+    }
+
+    /// Some block is checkpointed.
+    pub fn any(self) -> bool {
+        self.every.is_some()
+    }
+
+    /// Block `layer` (0-based) is checkpointed.
+    pub fn wraps(self, layer: u32) -> bool {
+        self.every.is_some_and(|k| (u64::from(layer) + 1) % k == 0)
+    }
+}
+
 /// What the model computes after its last norm.
 #[derive(Debug, Clone, Copy)]
 pub enum Head {

@@ -55,7 +55,7 @@ pub struct Neox {
     rot: u64,
     parallel: bool,
     eager: bool,
-    checkpoint: bool,
+    checkpoint: super::Checkpointing,
     lora: bool,
     loss: LossKind,
     embed_in: usize,
@@ -116,7 +116,7 @@ impl Neox {
             rot: cfg.rotary_dim(),
             parallel: cfg.parallel_residual,
             eager: !cfg.flash,
-            checkpoint: cfg.activation_checkpointing,
+            checkpoint: super::Checkpointing::new(cfg),
             lora: cfg.lora_rank > 0,
             loss: cfg.loss,
             embed_in,
@@ -135,7 +135,7 @@ impl Neox {
             idx,
             self.c,
             Name::top("embed_in", "out"),
-            self.lora && self.checkpoint,
+            self.lora && self.checkpoint.any(),
         );
         let dtype = e.dtype(x.t);
         let shared = Shared::new(e, b, t, self.rot, dtype, self.eager);

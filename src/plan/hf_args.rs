@@ -19,7 +19,9 @@ pub fn command(cfg: &TrainConfig, base: &TrainConfig) -> String {
     if cfg.activation_checkpointing {
         args.push("gradient_checkpointing=True".into());
     }
+    // Pure half precision is the model loaded in its dtype with neither flag (no autocast).
     match cfg.dtype {
+        _ if cfg.precision_mode == crate::config::PrecisionMode::Pure => {}
         Precision::BFloat16 => args.push("bf16=True".into()),
         Precision::Float16 => args.push("fp16=True".into()),
         Precision::Float32 => {}
@@ -27,7 +29,15 @@ pub fn command(cfg: &TrainConfig, base: &TrainConfig) -> String {
     args.push(
         match cfg.optimizer {
             OptimizerKind::AdamW => "optim=\"adamw_torch_fused\"",
+            OptimizerKind::AdamWForeach => "optim=\"adamw_torch\"",
+            // transformers has no name for torch's foreach=False AdamW (Trainer passes no
+            // optim_args to torch.optim.AdamW): adamw_torch is the nearest.
+            OptimizerKind::AdamWSingle => "optim=\"adamw_torch\"",
             OptimizerKind::AdamW8bit => "optim=\"adamw_bnb_8bit\"",
+            OptimizerKind::PagedAdamW8bit => "optim=\"paged_adamw_8bit\"",
+            OptimizerKind::PagedAdamW => "optim=\"paged_adamw_32bit\"",
+            OptimizerKind::Adafactor => "optim=\"adafactor\"",
+            OptimizerKind::Lion => "optim=\"lion_32bit\"",
             OptimizerKind::Sgd => "optim=\"sgd\"",
         }
         .into(),

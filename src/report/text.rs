@@ -109,7 +109,7 @@ pub fn render(r: &CheckReport, style: Style) -> String {
         c.block_size,
         c.gradient_accumulation_steps,
         c.tokens_per_step().map_or("?".into(), |t| t.to_string()),
-        r.runtime.dtype,
+        crate::sim::amp::describe(c, r.runtime.dtype),
         r.runtime.attention,
         r.runtime.name,
         if c.eval_batch_size.is_some() {

@@ -20,6 +20,8 @@ pub enum DType {
     I8,
     /// int8 matmuls accumulate in int32.
     I32,
+    /// float64: GradScaler's reciprocal of the scale (torch/amp/grad_scaler.py, unscale_).
+    F64,
 }
 
 impl DType {
@@ -27,7 +29,7 @@ impl DType {
         match self {
             DType::F32 | DType::U32 | DType::I32 => 4,
             DType::BF16 | DType::F16 => 2,
-            DType::I64 | DType::U64 => 8,
+            DType::I64 | DType::U64 | DType::F64 => 8,
             DType::Bool | DType::U8 | DType::I8 | DType::F8 => 1,
         }
     }
@@ -46,6 +48,7 @@ impl DType {
             DType::F8 => "fp8",
             DType::I8 => "int8",
             DType::I32 => "int32",
+            DType::F64 => "fp64",
         }
     }
 

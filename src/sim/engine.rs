@@ -76,6 +76,9 @@ pub struct Engine {
     /// Some(dtype): parameters are views into flat buffers the multi-GPU policy owns
     /// (DeepSpeed's flattened bf16 groups, FSDP's flat parameters): no storage of their own.
     pub param_view: Option<DType>,
+    /// The dtype of trainable parameters (`add_param`): fp32 master weights under mixed
+    /// precision, `dtype` itself under `precision_mode = 'pure'` (see `sim::amp`).
+    pub param_dtype: DType,
 }
 
 impl Engine {
@@ -102,6 +105,7 @@ impl Engine {
             kv: None,
             dist: super::parallel::Dist::single(),
             param_view: None,
+            param_dtype: DType::F32,
         }
     }
 
@@ -315,9 +319,10 @@ impl Engine {
 
     // --- parameters ---
 
-    /// A trainable fp32 parameter (a master weight).
+    /// A trainable parameter in the run's parameter dtype (an fp32 master weight under mixed
+    /// precision).
     pub fn add_param(&mut self, name: Name, dims: &[u64], decay: bool) -> usize {
-        self.add_param_as(name, dims, decay, DType::F32, true)
+        self.add_param_as(name, dims, decay, self.param_dtype, true)
     }
 
     /// A parameter of any dtype; `requires_grad = false` freezes it (LoRA's base weights): no

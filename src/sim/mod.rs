@@ -8,12 +8,14 @@
 //! through a model of the CUDA caching allocator to get allocated, reserved and device peaks.
 
 pub mod allocator;
+pub mod amp;
 pub mod autograd;
 pub mod candle;
 pub mod dtype;
 pub mod engine;
 pub mod infer;
 pub mod ops;
+pub mod optim;
 pub mod parallel;
 pub mod replay;
 pub mod runtime;

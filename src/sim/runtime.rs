@@ -3,7 +3,7 @@
 
 use super::dtype::DType;
 use crate::budget::GpuProfile;
-use crate::config::{Mode, Precision, TrainConfig};
+use crate::config::{Mode, Precision, PrecisionMode, TrainConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -41,6 +41,8 @@ impl Runtime {
         let autocast = match effective_precision(cfg, gpu) {
             // Inference runs the model in the dtype it was loaded in: no autocast.
             _ if cfg.mode == Mode::Inference => None,
+            // Pure half precision: the weights are already in dtype; nothing is autocast.
+            _ if cfg.precision_mode == PrecisionMode::Pure => None,
             Precision::Float32 => None,
             Precision::BFloat16 => Some(DType::BF16),
             Precision::Float16 => Some(DType::F16),
@@ -131,6 +133,8 @@ pub fn compile_fallback(cfg: &TrainConfig) -> Option<&'static str> {
         Some("torch.compile with ZeRO, FSDP or tensor parallelism")
     } else if cfg.lora_rank > 0 || cfg.quantization != Quantization::None {
         Some("LoRA and quantized weights under torch.compile")
+    } else if cfg.precision_mode == PrecisionMode::Pure {
+        Some("precision_mode='pure' under torch.compile")
     } else if !cfg.flash {
         Some("torch.compile of the manual attention path (flash=False)")
     } else {

@@ -4,13 +4,16 @@
 //! The keys that change what train.py runs (eval_only, init_from='resume', max_iters,
 //! eval_interval) decide which of these happen: [`schedule`], [`load_checkpoint`].
 
+use super::amp;
 use super::dtype::DType;
 use super::engine::{Engine, T, V};
 use super::ops;
+use super::optim;
+pub(crate) use super::optim::optimizer_state;
 use super::parallel;
 use super::runtime::Runtime;
 use super::timeline::{Category, Name, Phase, Shape, Timeline};
-use crate::config::{OptimizerKind, TrainConfig};
+use crate::config::TrainConfig;
 use crate::error::Result;
 use crate::model::Model;
 
@@ -29,6 +32,8 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
     cfg.validate()?;
     let plan = schedule(cfg);
     let mut e = Engine::new(rt);
+    e.param_dtype = amp::param_dtype(cfg);
+    let mut scaler = amp::GradScaler::new(cfg, rt);
     parallel::setup(&mut e, cfg);
     let resumed_state = if plan.resume {
         load_checkpoint(&mut e, cfg, rt)
@@ -53,7 +58,7 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
     // Each rank runs its share of the micro-steps (nanoGPT: ga // world_size).
     let micro_steps = parallel::micro_steps(cfg).min(MICRO_STEPS);
     let mut last: Option<(Option<V>, V)> = None;
-    for step in 0..plan.steps {
+    for _ in 0..plan.steps {
         for micro in 0..micro_steps {
             e.phase = Phase::Forward;
             e.grad_mode = true;
@@ -77,7 +82,15 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
             e.release(y);
             (x, y) = (nx, ny);
             parallel::before_backward(&mut e);
-            e.backward(scaled);
+            // `scaler.scale(loss).backward()`: the product is a temporary of the statement.
+            match scaler.as_mut() {
+                Some(s) => {
+                    let product = s.scale(&mut e, scaled);
+                    e.backward(product);
+                    e.drop_value(product);
+                }
+                None => e.backward(scaled),
+            }
             parallel::after_backward(&mut e, micro + 1 == micro_steps);
             last = Some((logits, scaled));
         }
@@ -86,10 +99,25 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
         e.training = false;
         // DeepSpeed's engine replaces clip, step and zero_grad with its own on the partitions.
         if !parallel::optimizer_step(&mut e) {
-            if cfg.grad_clip != 0.0 {
-                clip_grad_norm(&mut e);
+            match scaler.as_mut() {
+                // train.py: unscale_ before clipping, scaler.step(optimizer), scaler.update().
+                Some(s) => {
+                    if cfg.grad_clip != 0.0 {
+                        s.unscale_(&mut e);
+                        clip_grad_norm(&mut e);
+                    }
+                    s.step(&mut e, cfg.optimizer.supports_amp_scaling(), |e| {
+                        optimizer_step(e, cfg)
+                    });
+                    s.update(&mut e);
+                }
+                None => {
+                    if cfg.grad_clip != 0.0 {
+                        clip_grad_norm(&mut e);
+                    }
+                    optimizer_step(&mut e, cfg);
+                }
             }
-            optimizer_step(&mut e, cfg.optimizer, step == 0);
             zero_grad(&mut e);
         }
     }
@@ -160,6 +188,7 @@ fn load_checkpoint(e: &mut Engine, cfg: &TrainConfig, rt: Runtime) -> Vec<Vec<T>
     // The parameters' names, shapes and dtypes as the model will have them: the checkpoint
     // holds one tensor per parameter (tied weights share one storage, saved once).
     let mut shapes = Engine::new(rt);
+    shapes.param_dtype = amp::param_dtype(cfg);
     Model::build(&mut shapes, cfg);
     let params: Vec<(Name, Shape, DType, bool)> = shapes
         .params
@@ -181,7 +210,8 @@ fn load_checkpoint(e: &mut Engine, cfg: &TrainConfig, rt: Runtime) -> Vec<Vec<T>
     for p in optimizer_order(&shapes) {
         let (name, shape, _, trainable) = params[p];
         if trainable {
-            state[p] = optimizer_state(e, name, shape, cfg.optimizer, true);
+            let dtype = shapes.tl.tensors[shapes.params[p].t as usize].dtype;
+            state[p] = optim::state_for(e, name, shape, dtype, cfg.optimizer, true);
         }
     }
     state
@@ -280,65 +310,10 @@ pub(crate) fn optimizer_order(e: &Engine) -> Vec<usize> {
     decay
 }
 
-/// The optimizer's state, created lazily at the first step; the update kernels (fused AdamW,
-/// bitsandbytes' blockwise 8-bit AdamW, SGD's foreach) allocate nothing that outlives them.
-/// - AdamW: `step` (a 0-dim fp32 tensor), exp_avg and exp_avg_sq in fp32.
-/// - AdamW8bit: both moments in uint8 with an fp32 absmax per block of 256 elements, for
-///   parameters of at least 4096 elements (smaller ones keep fp32 state, as bitsandbytes does).
-/// - SGD with momentum: one fp32 momentum buffer.
-fn optimizer_step(e: &mut Engine, kind: OptimizerKind, first: bool) {
-    if !first {
-        return;
-    }
-    for p in optimizer_order(e) {
-        // A resumed run's state was loaded with the checkpoint.
-        if e.params[p].grad.is_none() || !e.params[p].state.is_empty() {
-            continue;
-        }
-        let (name, shape) = (e.params[p].name, e.params[p].shape);
-        e.params[p].state = optimizer_state(e, name, shape, kind, true);
-    }
-}
-
-/// The state the optimizer creates for one tensor it updates (a parameter, or a flat
-/// partition under ZeRO). `step_tensor`: torch's AdamW keeps `step` as a 0-dim fp32 tensor;
-/// DeepSpeed's FusedAdam keeps it as a Python int.
-pub(crate) fn optimizer_state(
-    e: &mut Engine,
-    name: Name,
-    shape: Shape,
-    kind: OptimizerKind,
-    step_tensor: bool,
-) -> Vec<T> {
-    let state = |e: &mut Engine, name: Name, what, shape: Shape, dtype| {
-        e.alloc(Name { what, ..name }, shape, dtype, Category::Optimizer)
-    };
-    let n = shape.numel().unwrap_or(0);
-    match kind {
-        OptimizerKind::AdamW => {
-            let mut st = Vec::with_capacity(3);
-            if step_tensor {
-                st.push(state(e, name, "adam.step", Shape::scalar(), DType::F32));
-            }
-            st.push(state(e, name, "adam.exp_avg", shape, DType::F32));
-            st.push(state(e, name, "adam.exp_avg_sq", shape, DType::F32));
-            st
-        }
-        OptimizerKind::AdamW8bit if n >= 4096 => {
-            let blocks = Shape::new(&[n.div_ceil(256)]);
-            vec![
-                state(e, name, "adam8bit.state1", shape, DType::U8),
-                state(e, name, "adam8bit.absmax1", blocks, DType::F32),
-                state(e, name, "adam8bit.state2", shape, DType::U8),
-                state(e, name, "adam8bit.absmax2", blocks, DType::F32),
-            ]
-        }
-        OptimizerKind::AdamW8bit => vec![
-            state(e, name, "adam.exp_avg", shape, DType::F32),
-            state(e, name, "adam.exp_avg_sq", shape, DType::F32),
-        ],
-        OptimizerKind::Sgd => vec![state(e, name, "sgd.momentum", shape, DType::F32)],
-    }
+/// `optimizer.step()` (sim::optim): state created at the first step, the step's temporaries.
+fn optimizer_step(e: &mut Engine, cfg: &TrainConfig) {
+    let order = optimizer_order(e);
+    optim::step(e, cfg.optimizer, &order, cfg.weight_decay);
 }
 
 /// optimizer.zero_grad(set_to_none=True).

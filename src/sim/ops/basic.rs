@@ -275,8 +275,11 @@ pub(super) fn layer_norm_backward(
     c: u64,
     name: Name,
 ) -> [Option<T>; 3] {
+    // native_layer_norm_backward: grad_input in the input's dtype (fp32 under autocast, which
+    // cast it), grad_weight and grad_bias in the trainable weight's (fp32, or `dtype` when pure).
     let shape = e.shape(x);
-    let gx = e.alloc(name, shape, DType::F32, Category::Activations);
+    let gx = e.alloc(name, shape, e.dtype(x), Category::Activations);
+    let wdtype = e.param_dtype;
     let pshape = Shape::new(&[c]);
     let gw = w_grad.then(|| {
         e.alloc(
@@ -285,7 +288,7 @@ pub(super) fn layer_norm_backward(
                 ..name
             },
             pshape,
-            DType::F32,
+            wdtype,
             Category::Gradients,
         )
     });
@@ -296,7 +299,7 @@ pub(super) fn layer_norm_backward(
                 ..name
             },
             pshape,
-            DType::F32,
+            wdtype,
             Category::Gradients,
         )
     });

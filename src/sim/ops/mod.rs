@@ -189,8 +189,9 @@ impl Op {
                 [Some(gw), None, None]
             }
             Op::AddBroadcast { pos, name } => {
-                // tok_emb's gradient is the incoming one; pos_emb's is its sum over the batch.
-                let gp = e.alloc(name, pos, DType::F32, Category::Activations);
+                // tok_emb's gradient is the incoming one; pos_emb's is its sum over the batch,
+                // in the dtype of the trainable position embedding (fp32, or `dtype` when pure).
+                let gp = e.alloc(name, pos, e.param_dtype, Category::Activations);
                 [Some(g), Some(gp), None]
             }
             Op::Add { a, b, shape, name } => basic::add_backward(e, g, a, b, shape, name),

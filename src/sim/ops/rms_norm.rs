@@ -196,11 +196,13 @@ pub(super) fn backward(e: &mut Engine, g: T, s: RmsSaved) -> [Option<T>; 3] {
     let act = Category::Activations;
     let f32 = DType::F32;
     let weight_grad = |e: &mut Engine, full: T| {
-        // The broadcast weight's gradient is reduced to (C,) after the node returns.
+        // The broadcast weight's gradient is reduced to (C,) after the node returns, in the
+        // dtype of the full-size gradient (the weight's for Llama, fp32 for Gemma's
+        // `weight.float()`).
         let gw = e.alloc(
             s.named("weight.grad"),
             Shape::new(&[s.c]),
-            f32,
+            e.dtype(full),
             Category::Gradients,
         );
         e.release(full);
@@ -249,7 +251,18 @@ pub(super) fn backward(e: &mut Engine, g: T, s: RmsSaved) -> [Option<T>; 3] {
             let gw_full = s
                 .normed
                 .map(|_| e.alloc(s.named("weight.grad"), s.shape, f32, act));
-            let gw = gw_full.map(|full| weight_grad(e, full));
+            let mut gw = gw_full.map(|full| weight_grad(e, full));
+            // ToCopyBackward of `self.weight.float()`: back to a half weight's dtype (pure).
+            if let Some(w32) = gw.filter(|_| s.w_dtype != f32) {
+                let w = e.alloc(
+                    s.named("weight.grad"),
+                    Shape::new(&[s.c]),
+                    s.w_dtype,
+                    Category::Gradients,
+                );
+                e.release(w32);
+                gw = Some(w);
+            }
             e.release(g);
             for t in [s.normed, s.wplus].into_iter().flatten() {
                 e.release(t);

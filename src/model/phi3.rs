@@ -66,7 +66,7 @@ struct LayerCall {
 pub struct Phi3 {
     d: Dims,
     c: u64,
-    checkpoint: bool,
+    checkpoint: super::Checkpointing,
     lora: bool,
     loss: LossKind,
     embed: usize,
@@ -125,7 +125,7 @@ impl Phi3 {
                 eager: !cfg.flash,
             },
             c,
-            checkpoint: cfg.activation_checkpointing,
+            checkpoint: super::Checkpointing::new(cfg),
             lora: cfg.lora_rank > 0,
             loss: cfg.loss,
             embed,
@@ -145,7 +145,7 @@ impl Phi3 {
             idx,
             self.c,
             Name::top("embed_tokens", "out"),
-            self.lora && self.checkpoint,
+            self.lora && self.checkpoint.any(),
         );
         // hidden_states = inputs_embeds: one tensor under two names.
         e.retain(inputs_embeds.t);

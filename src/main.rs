@@ -1,9 +1,7 @@
-//! Thin: parse the command line, dispatch, turn the outcome into an exit code.
+//! Thin: the process's arguments to `vramplan::commands::run_cli`, its code to the exit code.
 //! 0 fits / diagnosed, 1 does not fit, 2 bad input or usage.
 
-use clap::Parser;
 use std::process::ExitCode;
-use vramplan::cli::{split_overrides, Cli, Command};
 use vramplan::probe::meter::CountingAlloc;
 
 /// Counts heap bytes (current and peak) so that `vramplan probe --device cpu` measures exactly;
@@ -12,29 +10,5 @@ use vramplan::probe::meter::CountingAlloc;
 static ALLOC: CountingAlloc = CountingAlloc;
 
 fn main() -> ExitCode {
-    let (clap_args, overrides) = split_overrides(std::env::args().collect());
-    let mut cli = match Cli::try_parse_from(clap_args) {
-        Ok(cli) => cli,
-        Err(e) => {
-            // --help and --version are not errors.
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
-    };
-    match &mut cli.command {
-        Command::Check(a) => a.run.overrides = overrides,
-        Command::Suggest(a) => a.run.overrides = overrides,
-        Command::Diagnose(a) => a.overrides = overrides,
-        Command::Probe(a) => a.overrides = overrides,
-        Command::Explain(a) => a.run.overrides = overrides,
-        Command::Gpus(_) | Command::Completions(_) => {}
-    }
-    match vramplan::commands::run(&cli) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("vramplan: {e}");
-            ExitCode::from(2)
-        }
-    }
+    ExitCode::from(vramplan::commands::run_cli(std::env::args().collect()))
 }

@@ -3,6 +3,7 @@
 
 mod check;
 mod diagnose;
+mod entry;
 mod gpus;
 mod misc;
 mod probe;
@@ -13,6 +14,8 @@ use crate::cli::{Cli, Command, RunArgs};
 use crate::config::{self, Loaded};
 use crate::error::Result;
 use std::io::IsTerminal;
+
+pub use entry::{run_cli, run_cli_json};
 
 pub fn run(cli: &Cli) -> Result<u8> {
     match &cli.command {
@@ -104,6 +107,6 @@ pub(crate) fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
 pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| crate::error::Error::new(format!("could not write JSON: {e}")))?;
-    println!("{text}");
+    entry::emit_json(&text);
     Ok(())
 }

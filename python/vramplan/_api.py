@@ -13,8 +13,8 @@ _KEY_PATTERNS = [
     re.compile(r"override --([A-Za-z_]\w*)="),
     re.compile(r"unknown key '(\w+)'"),
     re.compile(r":\d+: ([A-Za-z_]\w*) = "),
-    re.compile(r'"([A-Za-z_]\w*)"'),
     re.compile(r"^--([a-z][\w-]*)"),
+    re.compile(r'"([A-Za-z_]\w*)"'),
 ]
 
 

@@ -156,6 +156,7 @@ pub fn reference_runtime(cfg: &TrainConfig, major: u32) -> Runtime {
         cublas_workspace_bytes: default_cublas_workspace_bytes((major, 0)),
         cublaslt_workspace_bytes: 1 << 20,
         expandable_segments: false,
+        flash_attention: major >= 8,
     }
 }
 

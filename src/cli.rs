@@ -223,6 +223,10 @@ pub struct ProbeArgs {
     /// Memory kept free on a shared card.
     #[arg(long, default_value = "256MiB")]
     pub margin: String,
+    /// On CPU: the longest the probe may take, by the estimate printed before it starts.
+    /// Past it the probe measures fewer layers and extrapolates, or refuses.
+    #[arg(long, value_name = "MINUTES", default_value_t = 10.0)]
+    pub max_minutes: f64,
     #[arg(long)]
     pub json: bool,
     #[arg(skip)]

@@ -18,6 +18,15 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// "1 micro-step", "8 micro-steps": a count and its noun, plural unless the count is 1.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Signed variant for headroom (negative when a run does not fit).
 pub fn human_signed(bytes: i64) -> String {
     if bytes < 0 {

@@ -77,6 +77,7 @@ fn totals_print_as_the_measured_figures() {
     // (key, what PyTorch printed as total capacity, measured)
     let expected = [
         ("rtx2060", "5.79 GiB", true),
+        ("rtx2080ti", "10.76 GiB", false),
         ("rtx3060", "11.69 GiB", true),
         ("rtx3060-laptop", "5.80 GiB", true),
         ("rtx3070", "7.78 GiB", true),
@@ -88,18 +89,25 @@ fn totals_print_as_the_measured_figures() {
         ("rtx4080", "15.55 GiB", false),
         ("rtx4090", "23.55 GiB", true),
         ("rtx5090", "31.36 GiB", true),
+        ("p100", "15.90 GiB", true),
         ("t4", "14.57 GiB", true),
         ("v100-16gb", "15.77 GiB", true),
         ("v100-32gb", "31.74 GiB", true),
         ("a10", "21.99 GiB", true),
         ("a10g", "21.99 GiB", true),
+        ("rtx-a6000", "47.54 GiB", false),
+        ("a40", "44.40 GiB", false),
         ("l4", "22.03 GiB", true),
         ("l40s", "44.42 GiB", true),
+        ("rtx6000-ada", "44.43 GiB", true),
         ("a100-40gb", "39.56 GiB", true),
         ("a100-80gb", "79.15 GiB", true),
         ("h100-80gb", "79.19 GiB", true),
         ("h100-pcie", "79.11 GiB", false),
         ("h200", "139.72 GiB", true),
+        // Spec-sheet derivations (the files say how): nominal GiB less the H100 80GB's 0.81 GiB.
+        ("gh200", "95.19 GiB", false),
+        ("b200", "179.19 GiB", false),
     ];
     assert_eq!(expected.len(), catalogue().len());
     for (key, printed, measured) in expected {

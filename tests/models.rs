@@ -44,6 +44,9 @@ const PUBLISHED: &[(&str, u64)] = &[
     ("qwen2.5-1.5b", 1_543_714_304),
     ("qwen2.5-7b", 7_615_616_512),
     ("gemma-2b", 2_506_172_416),
+    ("qwen3-0.6b", 596_049_920),
+    ("qwen3-8b", 8_190_735_360),
+    ("phi-3-mini-4k", 3_821_079_552),
     ("pythia-1b", 1_011_781_632),
 ];
 
@@ -75,6 +78,9 @@ fn hf_config_files_give_the_presets_shapes() {
         ("qwen2.5-0.5b.json", "qwen2.5-0.5b"),
         ("qwen2.5-7b.json", "qwen2.5-7b"),
         ("gemma-2b.json", "gemma-2b"),
+        ("qwen3-0.6b.json", "qwen3-0.6b"),
+        ("qwen3-8b.json", "qwen3-8b"),
+        ("phi-3-mini-4k.json", "phi-3-mini-4k"),
         ("pythia-1b.json", "pythia-1b"),
     ];
     for (file, name) in pairs {

@@ -173,6 +173,7 @@ fn the_report_compares_measurement_with_prediction() {
             steps: 2,
             layers: None,
             margin: "256MiB".to_string(),
+            max_minutes: 10.0,
             json: false,
             overrides: Vec::new(),
         };
@@ -216,6 +217,7 @@ fn extrapolation_from_two_layer_counts_matches_the_full_run() {
             steps: 2,
             layers,
             margin: "256MiB".to_string(),
+            max_minutes: 10.0,
             json: false,
             overrides: Vec::new(),
         };
@@ -258,6 +260,7 @@ fn cuda_without_a_gpu_is_a_plain_error() {
             steps: 2,
             layers: None,
             margin: "256MiB".to_string(),
+            max_minutes: 10.0,
             json: false,
             overrides: Vec::new(),
         };

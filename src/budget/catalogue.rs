@@ -32,6 +32,7 @@ macro_rules! embed {
 /// then data-centre cards by generation.
 const FILES: &[(&str, &str)] = embed!(
     "rtx2060.toml",
+    "rtx2080ti.toml",
     "rtx3060.toml",
     "rtx3060-laptop.toml",
     "rtx3070.toml",
@@ -43,18 +44,24 @@ const FILES: &[(&str, &str)] = embed!(
     "rtx4080.toml",
     "rtx4090.toml",
     "rtx5090.toml",
+    "p100.toml",
     "t4.toml",
     "v100-16gb.toml",
     "v100-32gb.toml",
     "a10.toml",
     "a10g.toml",
+    "rtx-a6000.toml",
+    "a40.toml",
     "l4.toml",
     "l40s.toml",
+    "rtx6000-ada.toml",
     "a100-40gb.toml",
     "a100-80gb.toml",
     "h100-80gb.toml",
     "h100-pcie.toml",
     "h200.toml",
+    "gh200.toml",
+    "b200.toml",
 );
 
 /// The file names embedded in the binary (a test checks none in profiles/gpus/ is missing).
@@ -90,6 +97,13 @@ pub fn find(name: &str) -> Result<GpuProfile> {
         .iter()
         .filter(|p| forms(p).contains(&wanted))
         .collect();
+    if matches.is_empty() && is_amd(&wanted) {
+        return Err(Error::new(format!(
+            "--gpu {name:?}: AMD cards (Instinct MI-class, Radeon) are out of scope: vramplan models \
+             PyTorch on CUDA (its caching allocator, cuBLAS workspaces, NVIDIA's attention kernels), \
+             and ROCm's HIP allocator and kernels were never checked against it"
+        )));
+    }
     match matches.as_slice() {
         [one] => Ok((*one).clone()),
         [] => Err(Error::new(format!(
@@ -135,6 +149,17 @@ pub fn match_nvml_name(name: &str, cuda_total_bytes: u64) -> Option<GpuProfile> 
         .filter(|p| forms(p).contains(&wanted))
         .min_by_key(|p| p.total_bytes.abs_diff(cuda_total_bytes))
         .cloned()
+}
+
+/// A normalized name of an AMD card: "mi300x", "amd instinct mi250", "radeon rx 7900 xtx".
+fn is_amd(wanted: &str) -> bool {
+    let mi_class = wanted
+        .strip_prefix("mi")
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+    mi_class
+        || ["amd", "instinct", "radeon"]
+            .iter()
+            .any(|w| wanted.contains(w))
 }
 
 fn describe(p: &GpuProfile) -> String {
@@ -228,6 +253,21 @@ mod tests {
         assert_eq!(normalize("Tesla T4"), "t4");
         assert_eq!(normalize("NVIDIA A100-SXM4-40GB"), "a100sxm440gb");
         assert_eq!(normalize(" nvidia "), "");
+    }
+
+    #[test]
+    fn amd_names_are_recognised_and_nvidia_names_are_not() {
+        for amd in [
+            "MI300X",
+            "mi250",
+            "AMD Instinct MI210",
+            "Radeon RX 7900 XTX",
+        ] {
+            assert!(is_amd(&normalize(amd)), "{amd}");
+        }
+        for nvidia in ["rtx3060", "a100-40gb", "H100", "mig", "RTX A6000"] {
+            assert!(!is_amd(&normalize(nvidia)), "{nvidia}");
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@ use crate::units::human;
 use comfy_table::{presets, CellAlignment, Table};
 
 fn new_table(header: &[&str], right_aligned: &[usize]) -> Table {
+    // Not fitted to the terminal: wrapped to 80 columns, comfy-table cuts the card names and
+    // the process lists into unreadable pieces. Scripts read `gpus --json`.
     let mut table = Table::new();
     table.load_style(presets::UTF8_FULL_CONDENSED);
     table.set_header(header.to_vec());

@@ -41,7 +41,7 @@ pub fn run(args: &CheckArgs) -> Result<u8> {
         color: use_color(),
     };
     if args.run.json {
-        print_json(&report)?;
+        print_json("check", Some(report.config.mode), &report)?;
     } else if args.quiet {
         if code != 0 {
             eprintln!("vramplan: {}", verdict(&report, style));

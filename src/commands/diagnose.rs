@@ -23,8 +23,10 @@ pub fn run(args: &DiagnoseArgs) -> Result<u8> {
         || args.model.is_some()
         || args.hf_config.is_some()
         || !args.overrides.is_empty();
+    // The run the figures describe: the config's mode (null when no config is given).
+    let mut mode = None;
     let (ctx, guess) = if has_model {
-        let (ctx, guess) = context(args, &text)?;
+        let (ctx, guess) = context(args, &text, &mut mode)?;
         (Some(ctx), guess)
     } else {
         (None, None)
@@ -35,7 +37,7 @@ pub fn run(args: &DiagnoseArgs) -> Result<u8> {
         d.notes.push(g.note);
     }
     if args.json {
-        print_json(&d)?;
+        print_json("diagnose", mode, &d)?;
     } else {
         print!("{}", render_text(&d));
     }
@@ -57,7 +59,21 @@ fn read_log(path: &std::path::Path) -> Result<String> {
             ))
         })?;
     }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    // An empty paste is a mistake upstream (the log went to another stream or file), not a
+    // log without an OOM in it: say so instead of "not an out-of-memory".
+    if text.trim().is_empty() {
+        let what = if path.as_os_str() == "-" {
+            "standard input".to_string()
+        } else {
+            shown.to_string()
+        };
+        return Err(Error::new(format!(
+            "{what} is empty: nothing to diagnose; give the whole error output, e.g. \
+             `python train.py 2>&1 | tee run.log`, then `vramplan diagnose run.log`"
+        )));
+    }
+    Ok(text)
 }
 
 /// How far the total a driver reports for one card can sit from its profile's: ECC, the
@@ -152,7 +168,12 @@ struct Guess {
     note: String,
 }
 
-fn context(args: &DiagnoseArgs, text: &str) -> Result<(MatchContext, Option<Guess>)> {
+/// The matching context for `text` under the user's config; `mode` receives the run's mode.
+fn context(
+    args: &DiagnoseArgs,
+    text: &str,
+    mode: &mut Option<config::Mode>,
+) -> Result<(MatchContext, Option<Guess>)> {
     let model = model_source(&args.model, &args.hf_config);
     let parsed = parse(text);
     // Engine settings a vLLM log prints come first; the user's overrides win over them.
@@ -163,6 +184,7 @@ fn context(args: &DiagnoseArgs, text: &str) -> Result<(MatchContext, Option<Gues
     };
     overrides.extend(args.overrides.iter().cloned());
     let cfg = config::load_with_model(args.config.as_deref(), model, &overrides)?.config;
+    *mode = Some(cfg.mode);
     let facts = parsed.facts;
     let card = card(args, facts.total_capacity_bytes)?;
     let guess = match facts.total_capacity_bytes {

@@ -3,16 +3,18 @@
 use super::{load_budget, load_config};
 use crate::cli::{Cli, CompletionsArgs, ExplainArgs};
 use crate::error::Result;
-use crate::report::explain::explain as explain_text;
+use crate::report::explain::{explanation, render};
 use clap::CommandFactory;
 
 pub fn explain(args: &ExplainArgs) -> Result<u8> {
     let cfg = load_config(&args.run)?.config;
     let budget = load_budget(&args.run)?;
-    print!(
-        "{}",
-        explain_text(&args.what, &cfg, budget.as_ref().map(|b| &b.profile))?
-    );
+    let x = explanation(&args.what, &cfg, budget.as_ref().map(|b| &b.profile))?;
+    if args.run.json {
+        super::print_json("explain", Some(cfg.mode), &x)?;
+    } else {
+        print!("{}", render(&x));
+    }
     Ok(0)
 }
 

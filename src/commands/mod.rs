@@ -88,6 +88,23 @@ pub(crate) fn load_budget(args: &RunArgs) -> Result<Option<Budget>> {
     resolve(&request, &*nvml)
 }
 
+/// The version of every command's JSON, documented with its keys in docs/json-schema.md:
+/// raised when a key is removed, renamed or changes meaning (a new key does not raise it).
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+/// What every `--json` output starts with, then the command's own keys.
+#[derive(serde::Serialize)]
+struct Envelope<'a, T> {
+    schema_version: u32,
+    /// The subcommand that printed it: a script reading several outputs tells them apart.
+    command: &'a str,
+    /// The run the figures describe ("train" or "inference"); null where there is none
+    /// (the GPU catalogue, a log diagnosed without a config).
+    mode: Option<&'static str>,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
 /// Colour only on a terminal, and never with NO_COLOR set.
 pub(crate) fn use_color() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
@@ -104,8 +121,18 @@ pub(crate) fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
     })
 }
 
-pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)
+pub(crate) fn print_json<T: serde::Serialize>(
+    command: &str,
+    mode: Option<config::Mode>,
+    value: &T,
+) -> Result<()> {
+    let envelope = Envelope {
+        schema_version: JSON_SCHEMA_VERSION,
+        command,
+        mode: mode.map(config::Mode::as_str),
+        body: value,
+    };
+    let text = serde_json::to_string_pretty(&envelope)
         .map_err(|e| crate::error::Error::new(format!("could not write JSON: {e}")))?;
     entry::emit_json(&text);
     Ok(())

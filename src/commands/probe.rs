@@ -4,8 +4,9 @@ use super::print_json;
 use crate::cli::ProbeArgs;
 use crate::config::{self, TrainConfig};
 use crate::error::Result;
-use crate::probe::render_text;
+use crate::probe::estimate::{cpu_flops_per_second, human_duration, layers_within, seconds};
 use crate::probe::run::{run_with, Progress};
+use crate::probe::{render_text, PytorchPrediction};
 use crate::sim::candle_phase_peaks;
 
 pub fn run(args: &ProbeArgs) -> Result<u8> {
@@ -16,6 +17,7 @@ pub fn run(args: &ProbeArgs) -> Result<u8> {
             cfg.model_type.as_str()
         );
     }
+    let args = &within_time_limit(args, &cfg)?;
     let progress = if args.json {
         Progress::silent()
     } else {
@@ -26,11 +28,92 @@ pub fn run(args: &ProbeArgs) -> Result<u8> {
     let predict = |c: &TrainConfig| candle_phase_peaks(c).ok();
     let report = run_with(args, &cfg, Some(&predict), &progress);
     progress.finish();
-    let report = report?;
+    let mut report = report?;
+    report.pytorch = Some(pytorch_prediction(&cfg)?);
     if args.json {
-        print_json(&report)?;
+        // The probe runs forward + backward + AdamW: a training run.
+        print_json("probe", Some(crate::config::Mode::Train), &report)?;
     } else {
         print!("{}", render_text(&report));
     }
     Ok(0)
+}
+
+/// On CPU, say how long the probe will take before it starts (on stderr); past
+/// `--max-minutes`, measure fewer layers and extrapolate, or refuse. CUDA runs are not timed.
+fn within_time_limit(args: &ProbeArgs, cfg: &TrainConfig) -> Result<ProbeArgs> {
+    let mut args = args.clone();
+    if !args.device.trim().eq_ignore_ascii_case("cpu") {
+        return Ok(args);
+    }
+    if !(args.max_minutes.is_finite() && args.max_minutes > 0.0) {
+        crate::bail!(
+            "--max-minutes {}: expected a positive number of minutes",
+            args.max_minutes
+        );
+    }
+    let rate = cpu_flops_per_second(cfg.dtype)?;
+    let limit = args.max_minutes * 60.0;
+    let planned = match args.layers {
+        Some(k) if k < cfg.n_layer => vec![(k / 2).max(1), k],
+        _ => vec![cfg.n_layer],
+    };
+    let estimate = seconds(cfg, &planned, args.steps, rate);
+    let how = format!(
+        "{} step(s) at the {:.1} GFLOP/s this CPU's matmuls reach in candle (a lower bound: matmuls only)",
+        args.steps.max(1),
+        rate / 1e9
+    );
+    if estimate <= limit {
+        eprintln!("probe: about {} on cpu ({how})", human_duration(estimate));
+        return Ok(args);
+    }
+    let fewer = if args.layers.is_none() {
+        layers_within(cfg, args.steps, rate, limit)
+    } else {
+        None
+    };
+    match fewer {
+        Some(k) if k < cfg.n_layer => {
+            let shrunk = seconds(cfg, &[(k / 2).max(1), k], args.steps, rate);
+            eprintln!(
+                "probe: all {} layers would take about {} on cpu ({how}), over --max-minutes {}: \
+                 measuring {} and {k} layers instead and extrapolating (memory is affine in \
+                 n_layer), about {}",
+                cfg.n_layer,
+                human_duration(estimate),
+                args.max_minutes,
+                (k / 2).max(1),
+                human_duration(shrunk)
+            );
+            args.layers = Some(k);
+            Ok(args)
+        }
+        _ => crate::bail!(
+            "probe: about {} on cpu ({how}), over --max-minutes {}: lower --batch_size or \
+             --block_size, measure fewer layers with --layers, or raise --max-minutes",
+            human_duration(estimate),
+            args.max_minutes
+        ),
+    }
+}
+
+/// `check`'s PyTorch figures for the same config (no card: allocated bytes need none), and
+/// the one line on why candle's measurement differs.
+fn pytorch_prediction(cfg: &TrainConfig) -> Result<PytorchPrediction> {
+    let check = crate::report::check::build(cfg, None, None)?;
+    Ok(PytorchPrediction {
+        runtime: check.runtime.name,
+        dtype: check.runtime.dtype,
+        attention: check.runtime.attention,
+        peak_allocated_bytes: check.peak.allocated_bytes,
+        why_they_differ: format!(
+            "candle has no autocast (the whole model runs in the config's dtype), no flash \
+             attention (each layer's B x heads x T x T scores and softmax are stored), and keeps \
+             the whole forward graph alive until the optimizer step; PyTorch frees each saved \
+             tensor as its backward runs, and its figure includes {} of cuBLAS workspaces \
+             (docs/candle-runtime.md)",
+            crate::units::human(check.categories.workspace)
+        ),
+    })
 }

@@ -17,13 +17,31 @@ pub fn run(args: &SuggestArgs) -> Result<u8> {
         }
     }
     if loaded.config.mode == crate::config::Mode::Inference {
+        if let Some(svg) = &args.svg {
+            crate::bail!(
+                "--svg {}: the sweep chart draws training candidates (batch x accumulation), and \
+                 --mode inference has none; draw one run's timeline with `vramplan check --mode \
+                 inference ... --svg FILE`, or drop --svg",
+                svg.display()
+            );
+        }
+        // vllm serve loads a Hub id or a directory: the preset's id, or the config's folder.
+        let served = match (&args.run.model, &args.run.hf_config) {
+            (Some(m), _) => Some(crate::config::models::served_name(m)?),
+            (None, Some(path)) => Some(match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.display().to_string(),
+                _ => ".".to_string(),
+            }),
+            (None, None) => None,
+        };
         let report = crate::plan::infer::suggest_inference(
             &loaded.config,
             &budget,
             args.run.model.as_deref(),
+            served.as_deref(),
         )?;
         if args.run.json {
-            print_json(&report)?;
+            print_json("suggest", Some(loaded.config.mode), &report)?;
         } else {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");
@@ -53,7 +71,7 @@ pub fn run(args: &SuggestArgs) -> Result<u8> {
         write_file(path, &sweep_chart(&loaded.config, &budget, &report)?)?;
     }
     if args.run.json {
-        print_json(&report)?;
+        print_json("suggest", Some(loaded.config.mode), &report)?;
     } else {
         for w in &loaded.warnings {
             eprintln!("warning: {w}");

@@ -3,7 +3,7 @@
 //!
 //! What is read, per `model_type`:
 //! - `gpt2`: n_layer, n_head, n_embd, n_positions (→ block_size), vocab_size; biases everywhere.
-//! - `llama`, `mistral`, `qwen2`, `gemma`: num_hidden_layers, num_attention_heads, hidden_size,
+//! - `llama`, `mistral`, `qwen2`, `gemma`, `qwen3`, `phi3`: num_hidden_layers, num_attention_heads, hidden_size,
 //!   num_key_value_heads, head_dim, intermediate_size, vocab_size, tie_word_embeddings,
 //!   attention_bias (Qwen2 always has q/k/v biases).
 //! - `gpt_neox`: the same sizes, rotary_pct (or partial_rotary_factor), use_parallel_residual.

@@ -85,6 +85,7 @@ pub fn lora_modules(m: ModelType) -> &'static [&'static str] {
     match m {
         ModelType::Gpt2 => &[],
         ModelType::GptNeox => &["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+        ModelType::Phi3 => &["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
         _ => &[
             "q_proj",
             "k_proj",
@@ -102,6 +103,9 @@ fn lora_peft_defaults(m: ModelType) -> &'static [&'static str] {
     match m {
         ModelType::Gpt2 => &[],
         ModelType::GptNeox => &["query_key_value"],
+        // PEFT's mapping has no q_proj / v_proj for Phi-3; its fused projection is the one
+        // that holds q and v (the mapping's own entry was not checked here).
+        ModelType::Phi3 => &["qkv_proj"],
         _ => &["q_proj", "v_proj"],
     }
 }

@@ -30,18 +30,28 @@ pub enum ModelType {
     /// GemmaForCausalLM: embeddings scaled by √hidden, `(1 + weight)` RMSNorm, GELU-gated MLP.
     #[serde(rename = "gemma")]
     Gemma,
+    /// Qwen3ForCausalLM: Llama's layers without biases, with an RMSNorm over each head of q
+    /// and of k (`q_norm`, `k_norm`) before rotary.
+    #[serde(rename = "qwen3")]
+    Qwen3,
+    /// Phi3ForCausalLM: Llama's decoder with q, k, v fused in `qkv_proj` and gate, up fused in
+    /// `gate_up_proj`.
+    #[serde(rename = "phi3")]
+    Phi3,
     /// GPTNeoXForCausalLM (Pythia): LayerNorm, fused qkv, partial rotary, parallel residual.
     #[serde(rename = "gpt_neox")]
     GptNeox,
 }
 
 impl ModelType {
-    pub const ALL: [ModelType; 6] = [
+    pub const ALL: [ModelType; 8] = [
         ModelType::Gpt2,
         ModelType::Llama,
         ModelType::Mistral,
         ModelType::Qwen2,
         ModelType::Gemma,
+        ModelType::Qwen3,
+        ModelType::Phi3,
         ModelType::GptNeox,
     ];
 
@@ -52,6 +62,8 @@ impl ModelType {
             ModelType::Mistral => "mistral",
             ModelType::Qwen2 => "qwen2",
             ModelType::Gemma => "gemma",
+            ModelType::Qwen3 => "qwen3",
+            ModelType::Phi3 => "phi3",
             ModelType::GptNeox => "gpt_neox",
         }
     }
@@ -69,7 +81,11 @@ impl ModelType {
     pub fn is_llama_like(self) -> bool {
         matches!(
             self,
-            ModelType::Llama | ModelType::Mistral | ModelType::Qwen2 | ModelType::Gemma
+            ModelType::Llama
+                | ModelType::Mistral
+                | ModelType::Qwen2
+                | ModelType::Gemma
+                | ModelType::Qwen3
         )
     }
 }

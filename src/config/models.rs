@@ -9,26 +9,42 @@ use crate::error::{Error, Result};
 use std::path::Path;
 
 macro_rules! embed {
-    ($($name:literal),* $(,)?) => {
-        &[$(($name, include_str!(concat!("../../profiles/models/", $name, ".toml")))),*]
+    ($($name:literal => $hub:literal),* $(,)?) => {
+        &[$(Preset {
+            name: $name,
+            hub_id: $hub,
+            text: include_str!(concat!("../../profiles/models/", $name, ".toml")),
+        }),*]
     };
 }
 
-/// Every preset (name, TOML text), in the order `--model` lists them.
-pub const PRESETS: &[(&str, &str)] = embed!(
-    "gpt2",
-    "gpt2-medium",
-    "gpt2-large",
-    "gpt2-xl",
-    "llama-3.2-1b",
-    "llama-3.2-3b",
-    "llama-3.1-8b",
-    "mistral-7b",
-    "qwen2.5-0.5b",
-    "qwen2.5-1.5b",
-    "qwen2.5-7b",
-    "gemma-2b",
-    "pythia-1b",
+/// A built-in model: its name for `--model`, the Hugging Face Hub repository whose
+/// config.json it copies (what `vllm serve` and `from_pretrained` take), and its TOML.
+#[derive(Debug, Clone, Copy)]
+pub struct Preset {
+    pub name: &'static str,
+    pub hub_id: &'static str,
+    pub text: &'static str,
+}
+
+/// Every preset, in the order `--model` lists them.
+pub const PRESETS: &[Preset] = embed!(
+    "gpt2" => "openai-community/gpt2",
+    "gpt2-medium" => "openai-community/gpt2-medium",
+    "gpt2-large" => "openai-community/gpt2-large",
+    "gpt2-xl" => "openai-community/gpt2-xl",
+    "llama-3.2-1b" => "meta-llama/Llama-3.2-1B",
+    "llama-3.2-3b" => "meta-llama/Llama-3.2-3B",
+    "llama-3.1-8b" => "meta-llama/Llama-3.1-8B",
+    "mistral-7b" => "mistralai/Mistral-7B-v0.1",
+    "qwen2.5-0.5b" => "Qwen/Qwen2.5-0.5B",
+    "qwen2.5-1.5b" => "Qwen/Qwen2.5-1.5B",
+    "qwen2.5-7b" => "Qwen/Qwen2.5-7B",
+    "qwen3-0.6b" => "Qwen/Qwen3-0.6B",
+    "qwen3-8b" => "Qwen/Qwen3-8B",
+    "phi-3-mini-4k" => "microsoft/Phi-3-mini-4k-instruct",
+    "gemma-2b" => "google/gemma-2b",
+    "pythia-1b" => "EleutherAI/pythia-1b",
 );
 
 /// Where the model comes from.
@@ -43,6 +59,19 @@ pub enum ModelSource<'a> {
 /// The preset's TOML text. Case and an organisation prefix are ignored
 /// (`meta-llama/Llama-3.1-8B` finds `llama-3.1-8b`); so is a trailing "-v0.1" or "-instruct".
 pub fn preset(name: &str) -> Result<(&'static str, &'static str)> {
+    find_preset(name).map(|p| (p.name, p.text))
+}
+
+/// What `vllm serve` / `from_pretrained` should be given for `--model NAME`: the name itself
+/// when it is already a Hub id or a path (it has a `/`), else the Hub id the preset stands for.
+pub fn served_name(name: &str) -> Result<String> {
+    if name.contains('/') {
+        return Ok(name.to_string());
+    }
+    find_preset(name).map(|p| p.hub_id.to_string())
+}
+
+fn find_preset(name: &str) -> Result<&'static Preset> {
     let lower = name.trim().to_ascii_lowercase();
     let base = lower.rsplit('/').next().unwrap_or(&lower);
     let candidates = [
@@ -52,10 +81,9 @@ pub fn preset(name: &str) -> Result<(&'static str, &'static str)> {
     ];
     PRESETS
         .iter()
-        .find(|(n, _)| candidates.iter().any(|c| c == n))
-        .copied()
+        .find(|p| candidates.iter().any(|c| c == p.name))
         .ok_or_else(|| {
-            let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+            let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
             Error::new(format!(
                 "--model {}: unknown model: expected one of {} (or --hf-config path/to/config.json)",
                 name.chars().take(80).collect::<String>(),

@@ -67,13 +67,13 @@ pub struct Diagnosis {
     pub causes: Vec<Cause>,
     pub fixes: Vec<Fix>,
     /// Shapes a GPT could have had at this size, when no config was given (marked hypothesis).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub hypotheses: Vec<Match>,
     /// Further failures in the same paste (other ranks, other GPUs).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub other_reports: Vec<OtherReport>,
     /// What the parser inferred or noticed (a recovered failure, the process taken to be this one).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub notes: Vec<String>,
 }
 

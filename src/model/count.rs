@@ -30,6 +30,8 @@ pub fn lora_params(cfg: &TrainConfig) -> u64 {
                 "gate_proj" | "up_proj" | "dense_h_to_4h" => (c, i),
                 "down_proj" | "dense_4h_to_h" => (i, c),
                 "query_key_value" => (c, 3 * c),
+                "qkv_proj" => (c, q + 2 * kv),
+                "gate_up_proj" => (c, 2 * i),
                 "dense" => (c, c),
                 _ => (0, 0),
             };
@@ -54,6 +56,12 @@ pub fn base_params(cfg: &TrainConfig) -> u64 {
             let per_layer = 12 * c * c + 2 * c + bias * (2 * c + 3 * c + c + 4 * c + c);
             v * c + cfg.block_size * c + l * per_layer + c * (1 + bias)
         }
+        ModelType::Phi3 => {
+            let (hd, nh, kv, i) = (cfg.head_size(), cfg.n_head, cfg.kv_heads(), cfg.mlp_width());
+            // qkv_proj, o_proj, gate_up_proj (2·I), down_proj, two RMSNorms; no biases.
+            let per_layer = c * (nh * hd + 2 * kv * hd) + nh * hd * c + 2 * c * i + i * c + 2 * c;
+            embeddings + l * per_layer + c
+        }
         ModelType::GptNeox => {
             let i = cfg.mlp_width();
             // Two LayerNorms, query_key_value and dense, dense_h_to_4h and dense_4h_to_h, each
@@ -61,7 +69,11 @@ pub fn base_params(cfg: &TrainConfig) -> u64 {
             let per_layer = 4 * c + (3 * c * c + 3 * c) + (c * c + c) + (c * i + i) + (i * c + c);
             embeddings + l * per_layer + 2 * c
         }
-        ModelType::Llama | ModelType::Mistral | ModelType::Qwen2 | ModelType::Gemma => {
+        ModelType::Llama
+        | ModelType::Mistral
+        | ModelType::Qwen2
+        | ModelType::Gemma
+        | ModelType::Qwen3 => {
             let (hd, nh, kv, i) = (cfg.head_size(), cfg.n_head, cfg.kv_heads(), cfg.mlp_width());
             let q = c * nh * hd;
             let kvp = 2 * c * kv * hd;
@@ -74,7 +86,13 @@ pub fn base_params(cfg: &TrainConfig) -> u64 {
             } else {
                 nh * hd + 2 * kv * hd + c
             };
-            let per_layer = q + kvp + o + mlp + 2 * c + bias;
+            // Qwen3's q_norm and k_norm: one weight of head_dim each.
+            let qk_norms = if cfg.model_type == ModelType::Qwen3 {
+                2 * hd
+            } else {
+                0
+            };
+            let per_layer = q + kvp + o + mlp + 2 * c + bias + qk_norms;
             embeddings + l * per_layer + c
         }
     }

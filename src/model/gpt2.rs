@@ -227,7 +227,7 @@ impl BlockCall {
         let qkv = ops::linear(e, h, p.c_attn.0, p.c_attn.1, Some(l), "attn.c_attn");
         let kind = if !self.flash {
             AttnKind::Manual
-        } else if e.dtype(qkv.t) == DType::F32 {
+        } else if e.dtype(qkv.t) == DType::F32 || !e.rt.flash_attention {
             AttnKind::Efficient
         } else {
             AttnKind::Flash

@@ -1,4 +1,4 @@
-//! Hugging Face's LlamaForCausalLM (and Mistral, Qwen2, Gemma, which differ in a few places),
+//! Hugging Face's LlamaForCausalLM (and Mistral, Qwen2, Gemma, Qwen3, which differ in a few places),
 //! written as the ops it runs, top to bottom, as modeling_llama.py reads:
 //!
 //! ```python
@@ -40,6 +40,8 @@ struct Layer {
     down: Proj,
     input_ln: usize,
     post_ln: usize,
+    /// Qwen3: RMSNorm weights (head_dim) over each head of q and of k.
+    qk_norm: Option<(usize, usize)>,
 }
 
 /// The hyper-parameters one layer's forward needs.
@@ -92,6 +94,13 @@ impl Llama {
             let k = ps.linear(e, l, "self_attn.k_proj", (nkv * hd, c), qkv_bias);
             let vp = ps.linear(e, l, "self_attn.v_proj", (nkv * hd, c), qkv_bias);
             let o = ps.linear(e, l, "self_attn.o_proj", (c, nh * hd), o_bias);
+            // Qwen3Attention.__init__: q_norm, k_norm = Qwen3RMSNorm(head_dim), after o_proj.
+            let qk_norm = (cfg.model_type == ModelType::Qwen3).then(|| {
+                let w = |e: &mut Engine, m| {
+                    ps.weight(e, Name::layer_param(l, m, "weight"), &[hd], false)
+                };
+                (w(e, "self_attn.q_norm"), w(e, "self_attn.k_norm"))
+            });
             let gate = ps.linear(e, l, "mlp.gate_proj", (i, c), false);
             let up = ps.linear(e, l, "mlp.up_proj", (i, c), false);
             let down = ps.linear(e, l, "mlp.down_proj", (c, i), false);
@@ -109,6 +118,7 @@ impl Llama {
                 down,
                 input_ln,
                 post_ln,
+                qk_norm,
             });
         }
         let norm = ps.weight(e, Name::top("norm", "weight"), &[c], false);
@@ -237,10 +247,26 @@ impl LayerCall {
         let q = lora::forward(e, h, p.q, l, "self_attn.q_proj");
         let k = lora::forward(e, h, p.k, l, "self_attn.k_proj");
         let v = lora::forward(e, h, p.v, l, "self_attn.v_proj");
-        let qv = ops::heads_view(e, q, heads.name("query_states"));
-        let kv = ops::heads_view(e, k, heads.name("key_states"));
+        let mut qv = ops::heads_view(e, q, heads.name("query_states"));
+        let mut kv = ops::heads_view(e, k, heads.name("key_states"));
         e.drop_value(q);
         e.drop_value(k);
+        // Qwen3Attention.forward: q_norm(q_proj(h).view(hidden_shape)).transpose(1, 2), and k
+        // likewise — an RMSNorm over head_dim (fp32 statistics, fp32 weight x the bf16 cast
+        // promotes its output to fp32), before rotary.
+        if let Some((qn, kn)) = p.qk_norm {
+            let st = self.d.style;
+            let by_head = |n| Shape::new(&[b, t, n, d.hd]);
+            let (qname, kname) = (
+                Name::at(l, "self_attn.q_norm", "out"),
+                Name::at(l, "self_attn.k_norm", "out"),
+            );
+            let q_normed = ops::rms_norm_as(e, qv, by_head(d.nh), qn, st, qname);
+            let k_normed = ops::rms_norm_as(e, kv, by_head(d.nkv), kn, st, kname);
+            e.drop_value(qv);
+            e.drop_value(kv);
+            (qv, kv) = (q_normed, k_normed);
+        }
         // apply_rotary_pos_emb(query_states, key_states, cos, sin)
         let sh = &self.shared;
         let rope = |e: &mut Engine, x: V, heads_n: u64, what| {
@@ -264,7 +290,7 @@ impl LayerCall {
             ops::scores_attention(e, qe, ke, v, sh.mask, ScoresKind::Eager, heads)
         } else {
             let half = e.autocast.unwrap_or(e.dtype(qe.t));
-            match ops::kernel_for(half, &heads) {
+            match ops::kernel_for(half, &heads, e.rt.flash_attention) {
                 Some(kernel) => ops::sdpa(e, qe, ke, v, kernel, heads),
                 None => ops::scores_attention(e, qe, ke, v, None, ScoresKind::Math, heads),
             }

@@ -8,11 +8,13 @@ pub mod hf;
 pub mod llama;
 pub mod lora;
 pub mod neox;
+pub mod phi3;
 
 pub use count::{base_params, lora_params, n_params};
 pub use gpt2::Gpt2;
 pub use llama::Llama;
 pub use neox::Neox;
+pub use phi3::Phi3;
 
 use crate::config::{ModelType, TrainConfig};
 use crate::sim::engine::{Engine, T, V};
@@ -21,6 +23,7 @@ pub enum Model {
     Gpt2(Gpt2),
     Llama(Llama),
     Neox(Neox),
+    Phi3(Phi3),
 }
 
 impl Model {
@@ -29,9 +32,12 @@ impl Model {
         match cfg.model_type {
             ModelType::Gpt2 => Model::Gpt2(Gpt2::build(e, cfg)),
             ModelType::GptNeox => Model::Neox(Neox::build(e, cfg)),
-            ModelType::Llama | ModelType::Mistral | ModelType::Qwen2 | ModelType::Gemma => {
-                Model::Llama(Llama::build(e, cfg))
-            }
+            ModelType::Phi3 => Model::Phi3(Phi3::build(e, cfg)),
+            ModelType::Llama
+            | ModelType::Mistral
+            | ModelType::Qwen2
+            | ModelType::Gemma
+            | ModelType::Qwen3 => Model::Llama(Llama::build(e, cfg)),
         }
     }
 
@@ -65,6 +71,7 @@ impl Model {
             Model::Gpt2(m) => m.forward(e, idx, head),
             Model::Llama(m) => m.forward(e, idx, head),
             Model::Neox(m) => m.forward(e, idx, head),
+            Model::Phi3(m) => m.forward(e, idx, head),
         }
     }
 }

@@ -236,7 +236,7 @@ impl LayerCall {
             ops::scores_attention(e, qe, ke, v, sh.mask, ScoresKind::Eager, heads)
         } else {
             let half = e.autocast.unwrap_or(e.dtype(qe.t));
-            match ops::kernel_for(half, &heads) {
+            match ops::kernel_for(half, &heads, e.rt.flash_attention) {
                 Some(kernel) => ops::sdpa(e, qe, ke, v, kernel, heads),
                 None => ops::scores_attention(e, qe, ke, v, None, ScoresKind::Math, heads),
             }

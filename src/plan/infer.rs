@@ -118,11 +118,13 @@ fn with_context(cfg: &TrainConfig, block: u64) -> TrainConfig {
     c
 }
 
-/// Search on `budget`'s card; `model` names the model in the `vllm serve` lines.
+/// Search on `budget`'s card; `model` is the user's `--model` (repeated in the vramplan
+/// lines), `served` what the `vllm serve` lines load (a Hub id or a directory; None: MODEL).
 pub fn suggest_inference(
     base: &TrainConfig,
     budget: &Budget,
     model: Option<&str>,
+    served: Option<&str>,
 ) -> Result<InferenceSuggestion> {
     let mut base = base.clone();
     base.mode = Mode::Inference;
@@ -148,7 +150,7 @@ pub fn suggest_inference(
     };
     let total = budget.total_bytes;
     let vllm = vllm_startup(&base, Some(&budget.profile), total)?;
-    let name = model.unwrap_or("MODEL");
+    let name = served.unwrap_or("MODEL");
     let mut vllm_commands = Vec::new();
     let mut notes = Vec::new();
     // The utilization that gives a full context, and the context the configured one gives.

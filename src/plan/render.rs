@@ -3,7 +3,7 @@
 use super::search::{Candidate, GpuSummary, SuggestReport};
 use crate::units::human;
 use comfy_table::presets::UTF8_BORDERS_ONLY;
-use comfy_table::{Cell, CellAlignment, Table};
+use comfy_table::{Cell, CellAlignment};
 use std::fmt::Write;
 
 fn row(c: &Candidate) -> Vec<Cell> {
@@ -70,8 +70,7 @@ pub fn render(r: &SuggestReport) -> String {
                 let _ = writeln!(out, "  and in {c}");
             }
             let _ = writeln!(out);
-            let mut t = Table::new();
-            t.load_style(UTF8_BORDERS_ONLY);
+            let mut t = crate::report::fitted_table(UTF8_BORDERS_ONLY);
             t.set_header(vec![
                 "candidate",
                 "batch",

@@ -6,6 +6,7 @@
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod estimate;
 pub mod meter;
 pub mod model;
 pub mod run;
@@ -13,7 +14,9 @@ pub mod shapes;
 
 mod report;
 
-pub use report::{render_text, LiveMemory, PeakReport, PhaseReport, ProbeReport};
+pub use report::{
+    render_text, LiveMemory, PeakReport, PhaseReport, ProbeReport, PytorchPrediction,
+};
 pub use run::{run, run_with, Predictor, Progress};
 
 use crate::error::Result;
@@ -32,7 +35,6 @@ pub struct PhaseMeasurement {
     /// Bytes in use when the phase ended.
     pub end_bytes: u64,
     /// The CUDA pool's reserved high-water mark; None on CPU.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reserved_peak_bytes: Option<u64>,
 }
 

@@ -21,7 +21,6 @@ pub struct PhaseReport {
     pub measured_peak_bytes: u64,
     pub predicted_peak_bytes: Option<u64>,
     pub start_bytes: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reserved_peak_bytes: Option<u64>,
 }
 
@@ -49,6 +48,22 @@ pub struct ProbeReport {
     /// Each layer count measured (one for a full run, two when extrapolated).
     pub runs: Vec<LayerRun>,
     pub notes: Vec<String>,
+    /// What `check` predicts for the same config under PyTorch on CUDA, for comparison; null
+    /// where the front-end did not ask for it.
+    pub pytorch: Option<PytorchPrediction>,
+}
+
+/// `vramplan check`'s figures for the probe's config: PyTorch's, not candle's.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PytorchPrediction {
+    /// "pytorch" or "pytorch-compile" (eager figures, an upper bound).
+    pub runtime: &'static str,
+    pub dtype: &'static str,
+    pub attention: &'static str,
+    /// torch.cuda.max_memory_allocated() at the run's peak.
+    pub peak_allocated_bytes: u64,
+    /// Why the two runtimes differ, in one line.
+    pub why_they_differ: String,
 }
 
 impl ProbeReport {
@@ -69,6 +84,7 @@ impl ProbeReport {
             out_of_memory: false,
             runs: Vec::new(),
             notes: Vec::new(),
+            pytorch: None,
         }
     }
 
@@ -174,6 +190,18 @@ pub fn render_text(r: &ProbeReport) -> String {
             "CUDA context, kernels, cuBLAS and curand outside the pool: {}",
             human(c)
         );
+    }
+    if let Some(p) = &r.pytorch {
+        let _ = writeln!(
+            s,
+            "PyTorch on CUDA (`vramplan check`: {}, {}, {} attention): peak {} allocated, against candle's {} measured here",
+            p.runtime,
+            p.dtype,
+            p.attention,
+            human(p.peak_allocated_bytes),
+            human(r.peak.measured_bytes)
+        );
+        let _ = writeln!(s, "why they differ: {}", p.why_they_differ);
     }
     for n in &r.notes {
         let _ = writeln!(s, "note: {n}");

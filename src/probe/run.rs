@@ -67,26 +67,42 @@ pub fn tokens(shape: &Shape, seed: u64, device: &Device) -> candle_core::Result<
 /// thread: a steady tick would run a drawing thread whose allocations the CPU meter would count.
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// Not a terminal: one plain line per phase on stderr instead of a spinner, so a log or a
+    /// CI job shows the probe is alive.
+    lines: bool,
 }
 
 impl Progress {
     pub fn new() -> Self {
         if !std::io::stderr().is_terminal() {
-            return Self::silent();
+            return Progress {
+                bar: None,
+                lines: true,
+            };
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template("{spinner} probe: {msg} [{elapsed}]")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
         bar.set_style(style);
-        Progress { bar: Some(bar) }
+        Progress {
+            bar: Some(bar),
+            lines: false,
+        }
     }
     pub fn silent() -> Self {
-        Progress { bar: None }
+        Progress {
+            bar: None,
+            lines: false,
+        }
     }
     fn phase(&self, layers: u64, step: u32, steps: u32, phase: &str) {
         if let Some(bar) = &self.bar {
             bar.set_message(format!("{layers} layers, step {step}/{steps}: {phase}"));
             bar.tick();
+        } else if self.lines {
+            // Written straight to stderr from the format arguments: no String allocated
+            // between phases, where the CPU meter would count it.
+            eprintln!("probe: {layers} layers, step {step}/{steps}: {phase}");
         }
     }
     /// Clear the spinner (before the report is printed).

@@ -82,16 +82,10 @@ pub struct Categories {
     pub autocast_copies: u64,
     pub workspace: u64,
     pub other: u64,
-    /// Inference only (absent from a training run's JSON).
-    #[serde(skip_serializing_if = "is_zero")]
+    /// Inference only (0 in a training run).
     pub kv_cache: u64,
-    /// Multi-GPU buffers (absent from a one-GPU run's JSON).
-    #[serde(skip_serializing_if = "is_zero")]
+    /// Multi-GPU buffers (0 in a one-GPU run).
     pub communication: u64,
-}
-
-fn is_zero(x: &u64) -> bool {
-    *x == 0
 }
 
 impl Categories {
@@ -148,6 +142,9 @@ pub struct RuntimeReport {
     /// bf16; a written dtype is kept).
     pub dtype: &'static str,
     pub attention: &'static str,
+    /// Inference: the KV cache's element type as simulated (after the card's bf16 fallback);
+    /// null in training.
+    pub kv_cache_dtype: Option<&'static str>,
     /// true when the figures are an upper bound rather than a prediction (torch.compile).
     pub upper_bound: bool,
 }
@@ -168,7 +165,6 @@ pub struct CheckReport {
     pub headroom_bytes: Option<i64>,
     pub context_bytes: u64,
     /// Inference on a known card: what vLLM's start-up would size the KV cache to.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub vllm: Option<crate::plan::vllm::VllmBudget>,
     pub warnings: Vec<String>,
     /// Multi-GPU runs: the figures are one rank's (rank 0).
@@ -313,11 +309,22 @@ pub fn build(
             attention: match (cfg.flash, precision != crate::config::Precision::Float32) {
                 (false, _) if cfg.model_type != crate::config::ModelType::Gpt2 => "eager",
                 (false, _) => "manual",
-                (true, true) => "flash",
+                (true, true) if sim.runtime.flash_attention => "flash",
+                // Half on a card older than sm80: no flash kernel (see Runtime::flash_attention).
+                (true, true) if cfg.kv_heads() != cfg.n_head => "math",
+                (true, true) => "memory-efficient",
                 // fp32 with grouped-query attention: SDPA's math kernel.
                 (true, false) if cfg.kv_heads() != cfg.n_head => "math",
                 (true, false) => "memory-efficient",
             },
+            kv_cache_dtype: (cfg.mode == Mode::Inference).then(|| {
+                // The cache follows the weights' dtype, and the weights the precision simulated.
+                let simulated = TrainConfig {
+                    dtype: precision,
+                    ..cfg.clone()
+                };
+                crate::sim::infer::kv_dtype(&simulated).short()
+            }),
             upper_bound: crate::sim::runtime::compile_fallback(cfg).is_some(),
         },
         n_params,

@@ -6,13 +6,15 @@ use crate::budget::GpuProfile;
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::sim::replay::live_blocks_at;
+use crate::sim::timeline::Shape;
 use crate::sim::Category;
 use crate::units::human;
+use serde::Serialize;
 use std::fmt::Write;
 
 /// What each kind of tensor is, by the end of its name. `{dt}` is its dtype.
 const TENSORS: &[(&str, &str)] = &[
-    ("lm_head.logits", "lm_head applied to the final layer norm's output (the weight is wte, tied): a matmul, which CUDA autocast runs in {dt}; shape (B, T, V). train.py keeps `logits` referenced until the next forward returns, so during a forward two of them can be alive."),
+    ("lm_head.logits", "lm_head applied to the final norm's output (its weight is the token embedding's where the model ties them: nanoGPT's GPT, Llama 3.2, Gemma): a matmul, which CUDA autocast runs in {dt}; shape (B, T, V). train.py keeps `logits` referenced until the next forward returns, so during a forward two of them can be alive."),
     ("loss.log_probs", "F.cross_entropy on logits.view(-1, V): it calls log_softmax with the logits' own dtype ({dt}), and log_softmax saves its output for the backward."),
     ("loss.log_probs_fp32", "nll_loss is on autocast's fp32 list, so the half-precision log-probs are copied to fp32 (B·T × V × 4 bytes); nll_loss saves that copy for the backward. It is usually the largest tensor of a small GPT."),
     ("loss.nll.grad", "nll_loss_backward's output: the gradient of the fp32 log-probs, a full (B·T, V) fp32 tensor."),
@@ -36,7 +38,8 @@ const TENSORS: &[(&str, &str)] = &[
     (".mask", "dropout's bool mask (one byte per element), saved for its backward."),
     ("adam.exp_avg", "AdamW's first moment, fp32, created at the first optimizer step and kept for the rest of the run."),
     ("adam.exp_avg_sq", "AdamW's second moment, fp32, created at the first optimizer step and kept for the rest of the run."),
-    ("weight.grad", "a weight's gradient; the backward's matmul computes it in the compute dtype, and for fp32 parameters it is cast to fp32 and kept as .grad until zero_grad(set_to_none=True)."),
+    ("weight.grad", "the weight's gradient as the backward's matmul computes it, in {dt}. Under autocast it is the gradient of the weight's half-precision cast: the cast's backward copies it to fp32 as `<module>.grad`, and this one is freed. Without autocast it is the .grad itself, kept until zero_grad(set_to_none=True)."),
+    ("micro_step_grad", "a later micro-step's gradient of a parameter: AccumulateGrad adds it into the parameter's .grad (the first micro-step's, kept) and frees it."),
     ("workspace(python thread)", "cuBLAS's workspace for the thread that runs the forward's matmuls, allocated through PyTorch's caching allocator at the first matmul and kept."),
     ("workspace(autograd thread)", "cuBLAS's workspace for autograd's backward thread, allocated at the first backward matmul and kept."),
     ("wte.weight", "the token embedding, fp32 (V × C): the master weight, shared with lm_head."),
@@ -71,126 +74,231 @@ const CATEGORIES: &[(Category, &str)] = &[
     (Category::Communication, "multi-GPU buffers in PyTorch's allocator: DDP's flat gradient buckets (a second copy of every gradient), DeepSpeed's reduce bucket, FSDP/ZeRO-3's all-gathered parameters and unsharded gradients."),
 ];
 
-fn describe(name: &str, dtype: &str) -> String {
+/// What a tensor is: the text for the longest name ending that matches, else its category's
+/// (a parameter, a .grad, optimizer state: every row `check` prints gets a real answer).
+fn describe(name: &str, dtype: &str, category: Category) -> String {
     TENSORS
         .iter()
         .filter(|(suffix, _)| name.ends_with(suffix))
         .max_by_key(|(suffix, _)| suffix.len())
         .map(|(_, text)| text.replace("{dt}", dtype))
+        .or_else(|| {
+            CATEGORIES
+                .iter()
+                .find(|(c, _)| *c == category)
+                .map(|(c, text)| format!("one of the {}, in {dtype}: {text}", c.label()))
+        })
         .unwrap_or_else(|| format!("a tensor of {name}'s op, in {dtype}"))
 }
 
-pub fn explain(what: &str, cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<String> {
+/// One tensor's or one category's explanation: what `explain` prints, and its `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    /// "tensor" or "category".
+    pub kind: &'static str,
+    /// The tensor's name as `check` prints it, or the category's key.
+    pub name: String,
+    /// Which op makes it and why that dtype (a tensor), or what the category holds.
+    pub description: String,
+    /// The tensor's category key (a category: its own key).
+    pub category: &'static str,
+    /// A tensor's shape and dtype; null for a category.
+    pub shape: Option<Vec<u64>>,
+    pub dtype: Option<&'static str>,
+    /// A tensor's bytes, or the category's bytes alive at the peak.
+    pub bytes: u64,
+    /// The phase of the run's peak.
+    pub peak_phase: &'static str,
+    /// A tensor: how many instances are alive at the peak; a category: how many tensors.
+    pub alive_at_peak: usize,
+    /// A tensor: each distinct lifetime of its instances with how many share it; [] for a
+    /// category.
+    pub lifetimes: Vec<Lifetime>,
+    /// A category: its largest tensors alive at the peak (8 at most); [] for a tensor.
+    pub largest: Vec<Row>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Lifetime {
+    pub count: usize,
+    pub born_in: &'static str,
+    /// null: alive at the end of the run.
+    pub freed_in: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub name: String,
+    pub shape: Vec<u64>,
+    pub dtype: &'static str,
+    pub bytes: u64,
+}
+
+/// Explain a tensor (by its full name) or a category (by key or label) of this run.
+pub fn explanation(what: &str, cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<Explanation> {
     let sim = run_sim(cfg, gpu)?;
     let tl = &sim.timeline;
-    let mut out = String::new();
+    let peak_phase = sim.profile.peak_phase.key();
+    let live = live_blocks_at(tl, &sim.profile, sim.profile.peak_event);
     if let Some(&(cat, text)) = CATEGORIES
         .iter()
         .find(|(c, _)| c.key() == what || c.label() == what)
     {
-        let live = live_blocks_at(tl, &sim.profile, sim.profile.peak_event);
         let mut items: Vec<(u32, u64)> = live
             .into_iter()
             .filter(|(t, _)| tl.tensors[*t as usize].category == cat)
             .collect();
-        let total: u64 = items.iter().map(|x| x.1).sum();
         items.sort_by_key(|x| std::cmp::Reverse(x.1));
-        let _ = writeln!(out, "{}: {text}", cat.label());
-        let _ = writeln!(
-            out,
-            "At the run's peak (phase `{}`): {} in {} tensors.",
-            sim.profile.peak_phase.key(),
-            human(total),
-            items.len()
-        );
-        for (t, b) in items.iter().take(8) {
-            let r = &tl.tensors[*t as usize];
-            let _ = writeln!(
-                out,
-                "  {:<40} {:<20} {:>6} {:>12}",
-                r.name.to_string(),
-                r.shape.to_string(),
-                r.dtype.short(),
-                human(*b)
-            );
-        }
-        return Ok(out);
+        let largest = items
+            .iter()
+            .take(8)
+            .map(|&(t, b)| {
+                let r = &tl.tensors[t as usize];
+                Row {
+                    name: r.name.to_string(),
+                    shape: r.shape.dims().to_vec(),
+                    dtype: r.dtype.short(),
+                    bytes: b,
+                }
+            })
+            .collect();
+        return Ok(Explanation {
+            kind: "category",
+            name: cat.key().to_string(),
+            description: format!("{}: {text}", cat.label()),
+            category: cat.key(),
+            shape: None,
+            dtype: None,
+            bytes: items.iter().map(|x| x.1).sum(),
+            peak_phase,
+            alive_at_peak: items.len(),
+            lifetimes: Vec::new(),
+            largest,
+        });
     }
     let ids: Vec<u32> = (0..tl.tensors.len() as u32)
         .filter(|&t| tl.tensors[t as usize].name.to_string() == what)
         .collect();
     let Some(&first) = ids.first() else {
-        let mut names: Vec<String> = tl.tensors.iter().map(|t| t.name.to_string()).collect();
-        names.sort();
-        names.dedup();
-        let close: Vec<&String> = names
-            .iter()
-            .filter(|n| n.contains(what) || what.contains(n.as_str()))
-            .take(5)
-            .collect();
-        return Err(Error::new(format!(
-            "no tensor or category named `{what}` in this run{}",
-            if close.is_empty() {
-                " (categories: parameters, gradients, optimizer, activations, logits, autocast_copies, workspace, other, communication)".to_string()
-            } else {
-                format!(
-                    ": did you mean {}?",
-                    close
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
-        )));
+        return Err(not_found(what, tl));
     };
     let r = &tl.tensors[first as usize];
+    // Each instance's birth and death phases, counted by distinct lifetime in order.
+    let mut lifetimes: Vec<Lifetime> = Vec::new();
+    for &t in &ids {
+        let (born, died) = lifetime(tl, t);
+        let (born_in, freed_in) = (
+            tl.events[born].phase.key(),
+            died.map(|d| tl.events[d].phase.key()),
+        );
+        match lifetimes
+            .iter_mut()
+            .find(|l| l.born_in == born_in && l.freed_in == freed_in)
+        {
+            Some(l) => l.count += 1,
+            None => lifetimes.push(Lifetime {
+                count: 1,
+                born_in,
+                freed_in,
+            }),
+        }
+    }
+    Ok(Explanation {
+        kind: "tensor",
+        name: what.to_string(),
+        description: describe(what, r.dtype.short(), r.category),
+        category: r.category.key(),
+        shape: Some(r.shape.dims().to_vec()),
+        dtype: Some(r.dtype.short()),
+        bytes: r.bytes,
+        peak_phase,
+        alive_at_peak: live.iter().filter(|(t, _)| ids.contains(t)).count(),
+        lifetimes,
+        largest: Vec::new(),
+    })
+}
+
+/// No tensor or category of that name: the names that contain it (or that it contains).
+fn not_found(what: &str, tl: &crate::sim::Timeline) -> Error {
+    let mut names: Vec<String> = tl.tensors.iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    names.dedup();
+    let close: Vec<&str> = names
+        .iter()
+        .filter(|n| n.contains(what) || what.contains(n.as_str()))
+        .take(5)
+        .map(|s| s.as_str())
+        .collect();
+    Error::new(format!(
+        "no tensor or category named `{what}` in this run{}",
+        if close.is_empty() {
+            " (categories: parameters, gradients, optimizer, activations, logits, autocast_copies, workspace, other, communication)".to_string()
+        } else {
+            format!(": did you mean {}?", close.join(", "))
+        }
+    ))
+}
+
+/// The text `explain` prints for an explanation.
+pub fn render(x: &Explanation) -> String {
+    let mut out = String::new();
+    if x.kind == "category" {
+        let _ = writeln!(out, "{}", x.description);
+        let _ = writeln!(
+            out,
+            "At the run's peak (phase `{}`): {} in {} tensors.",
+            x.peak_phase,
+            human(x.bytes),
+            x.alive_at_peak
+        );
+        for r in &x.largest {
+            let _ = writeln!(
+                out,
+                "  {:<40} {:<20} {:>6} {:>12}",
+                r.name,
+                Shape::new(&r.shape).to_string(),
+                r.dtype,
+                human(r.bytes)
+            );
+        }
+        return out;
+    }
+    let shape = Shape::new(x.shape.as_deref().unwrap_or(&[]));
     let _ = writeln!(
         out,
         "{} {} {} = {}",
-        r.name,
-        r.shape,
-        r.dtype.short(),
-        human(r.bytes)
+        x.name,
+        shape,
+        x.dtype.unwrap_or("?"),
+        human(x.bytes)
     );
-    let _ = writeln!(out, "{}", describe(what, r.dtype.short()));
-    let _ = writeln!(out, "Category: {}.", r.category.label());
-    // Lifetimes: each instance's birth and death phases.
-    let mut lines = Vec::new();
-    for &t in &ids {
-        let (born, died) = lifetime(tl, t);
-        lines.push(format!(
-            "born in {}, {}",
-            tl.events[born].phase.key(),
-            died.map_or("alive at the end of the run".to_string(), |d| format!(
-                "freed in {}",
-                tl.events[d].phase.key()
-            ))
-        ));
-    }
-    let _ = writeln!(
-        out,
-        "Allocated {} times in the simulated run (2 evals of 2 iterations, 2 steps):",
-        ids.len()
-    );
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for l in lines {
-        match counts.iter_mut().find(|(x, _)| *x == l) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((l, 1)),
-        }
-    }
-    for (l, n) in counts {
-        let _ = writeln!(out, "  {n} x {l}");
-    }
-    let at_peak = live_blocks_at(tl, &sim.profile, sim.profile.peak_event)
+    let _ = writeln!(out, "{}", x.description);
+    let label = Category::ALL
         .iter()
-        .filter(|(t, _)| ids.contains(t))
-        .count();
+        .find(|c| c.key() == x.category)
+        .map_or(x.category, |c| c.label());
+    let _ = writeln!(out, "Category: {label}.");
+    let total: usize = x.lifetimes.iter().map(|l| l.count).sum();
     let _ = writeln!(
         out,
-        "At the run's peak (phase `{}`): {at_peak} alive.",
-        sim.profile.peak_phase.key()
+        "Allocated {total} times in the simulated run (2 evals of 2 iterations, 2 steps):"
     );
-    Ok(out)
+    for l in &x.lifetimes {
+        let _ = writeln!(
+            out,
+            "  {} x born in {}, {}",
+            l.count,
+            l.born_in,
+            l.freed_in
+                .map_or("alive at the end of the run".to_string(), |d| format!(
+                    "freed in {d}"
+                ))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "At the run's peak (phase `{}`): {} alive.",
+        x.peak_phase, x.alive_at_peak
+    );
+    out
 }

@@ -34,8 +34,7 @@ impl Style {
 }
 
 fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_style(UTF8_BORDERS_ONLY);
+    let mut t = super::fitted_table(UTF8_BORDERS_ONLY);
     t.set_header(header.iter().map(Cell::new));
     t
 }
@@ -96,7 +95,7 @@ pub fn render(r: &CheckReport, style: Style) -> String {
             "Inference: batch_size {} sequences x block_size {} tokens of KV cache ({}), prefill of {} tokens, logits of {}, {}, {} attention",
             c.batch_size,
             c.block_size,
-            crate::sim::infer::kv_dtype(c).short(),
+            r.runtime.kv_cache_dtype.unwrap_or("?"),
             c.prompt_tokens(),
             if c.logits_all { "every position" } else { "the last position" },
             r.runtime.dtype,
@@ -123,8 +122,10 @@ pub fn render(r: &CheckReport, style: Style) -> String {
     if let Some(k) = &r.ranks {
         let _ = writeln!(
             out,
-            "Per rank (rank 0 of {}, {}): {} micro-steps per rank per step; every figure below is one GPU's",
-            k.world_size, k.parallelism, k.micro_steps_per_rank
+            "Per rank (rank 0 of {}, {}): {} per rank per step; every figure below is one GPU's",
+            k.world_size,
+            k.parallelism,
+            crate::units::count(k.micro_steps_per_rank, "micro-step")
         );
     }
     if let Some(g) = &r.gpu {
@@ -204,11 +205,16 @@ pub fn render(r: &CheckReport, style: Style) -> String {
     rows.push(("CUDA context and kernels", r.context_bytes));
     let max = rows.iter().map(|r| r.1).max().unwrap_or(1).max(1);
     let mut t = table(&["category", "bytes", ""]);
+    // The bar takes what the label (38 cells at most), the bytes and the borders leave, so
+    // the table fits the width instead of wrapping bars: 30 cells at 90 columns and more.
+    let bar_cells = usize::from(super::terminal_width())
+        .saturating_sub(60)
+        .clamp(8, 30);
     for (label, bytes) in rows {
         t.add_row(vec![
             Cell::new(label),
             right(style.b(bytes)),
-            Cell::new(bar(bytes, max, 30, style.color)),
+            Cell::new(bar(bytes, max, bar_cells, style.color)),
         ]);
     }
     let _ = writeln!(out, "{t}");

@@ -108,7 +108,16 @@ impl Engine {
                 self.set_category(g, Category::Gradients);
                 self.params[p].grad = Some(g);
             }
-            Some(_) => self.release(g),
+            Some(_) => {
+                // A later micro-step's gradient, added into .grad and freed: named apart from
+                // the .grad it is added into, so a table of live tensors shows which is which.
+                let r = self.tl.tensors[g as usize].name;
+                self.tl.tensors[g as usize].name = Name {
+                    what: "micro_step_grad",
+                    ..r
+                };
+                self.release(g)
+            }
         }
         // The multi-GPU policy's gradient hook (DeepSpeed's, FSDP's) runs after AccumulateGrad.
         super::parallel::grad_ready(self, p);

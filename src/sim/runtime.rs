@@ -27,6 +27,12 @@ pub struct Runtime {
     pub cublaslt_workspace_bytes: u64,
     /// PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True.
     pub expandable_segments: bool,
+    /// SDPA may pick its flash kernel for half inputs: the card is sm80 or newer. PyTorch's
+    /// aten/src/ATen/native/transformers/cuda/sdp_utils.cpp, check_flash_attention_hardware_support,
+    /// refuses older cards (FlashAttention-2 needs Ampere), so a T4 (sm75), V100 (sm70) or P100
+    /// (sm60) gets the memory-efficient kernel, which check_mem_efficient_hardware_support
+    /// accepts from sm50.
+    pub flash_attention: bool,
 }
 
 impl Runtime {
@@ -56,6 +62,8 @@ impl Runtime {
             cublas_workspace_bytes: ws,
             cublaslt_workspace_bytes: lt,
             expandable_segments: cfg.expandable_segments(),
+            // No card given: the data-centre default the rest of the runtime assumes (sm90).
+            flash_attention: gpu.is_none_or(|g| g.compute_capability.0 >= 8),
         }
     }
 }
@@ -69,6 +77,8 @@ impl Runtime {
             cublas_workspace_bytes: 0,
             cublaslt_workspace_bytes: 0,
             expandable_segments: false,
+            // candle has no SDPA kernels: its attention is written out in sim::candle.
+            flash_attention: false,
         }
     }
 }

@@ -235,9 +235,8 @@ pub enum Residency {
     /// Computed inside the kernel that consumes it (inductor's fused pointwise ops): no
     /// allocation, no events; it keeps its inputs alive until it is consumed.
     Fused,
-    /// A fused value that a kernel needs as a real operand (a matmul's input): a buffer written
-    /// for that kernel and freed after it. Born in the backward, it is AOTAutograd's
-    /// recomputation of a value the forward did not save.
+    /// A fused value that an extern kernel needs as a real operand (a matmul's input): a
+    /// buffer written for that kernel; freed after it, unless the backward saves it.
     Operand,
 }
 

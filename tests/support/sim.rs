@@ -22,6 +22,7 @@ pub fn eager(autocast: Option<DType>) -> Runtime {
         cublas_workspace_bytes: 0,
         cublaslt_workspace_bytes: 0,
         expandable_segments: false,
+        flash_attention: true,
     }
 }
 

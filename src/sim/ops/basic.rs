@@ -103,16 +103,21 @@ pub fn dropout(e: &mut Engine, x: V, p: f64, name: Name) -> V {
         return x;
     }
     let (shape, dtype) = (e.shape(x.t), e.dtype(x.t));
-    let t = e.alloc(name, shape, dtype, Category::Activations);
-    let mask = e.alloc(
-        Name {
-            what: "mask",
-            ..name
-        },
-        shape,
-        DType::Bool,
-        Category::Activations,
-    );
+    let mask_name = Name {
+        what: "mask",
+        ..name
+    };
+    let (t, mask) = if e.compiled() {
+        // Inductor's RNG draws the mask into a bool buffer (saved: random ops are never
+        // recomputed); the multiply is fused into the consumer.
+        let mask = e.alloc(mask_name, shape, DType::Bool, Category::Activations);
+        let t = e.alloc_fused(name, shape, dtype, Category::Activations, &[x.t, mask]);
+        (t, mask)
+    } else {
+        let t = e.alloc(name, shape, dtype, Category::Activations);
+        let mask = e.alloc(mask_name, shape, DType::Bool, Category::Activations);
+        (t, mask)
+    };
     if !e.grad_mode {
         // A checkpointed forward: nothing is saved, the mask goes at once.
         e.release(mask);
@@ -170,16 +175,10 @@ fn layer_norm_fp32(e: &mut Engine, x: V, w: usize, b: Option<usize>, name: Name)
     // fp32 under autocast (the input was cast); a half input without autocast (a model loaded
     // in bf16 for inference) gives a half output, with mean and rstd still in fp32.
     let dtype = e.dtype(x.t);
-    if e.compiled() && !e.grad_mode {
-        // One fused kernel per norm: the statistics live in registers, the normalised output
-        // goes straight into its consumer (its bf16 cast for the next matmul).
-        let t = e.alloc_fused(name, shape, dtype, Category::Activations, &[x.t]);
-        return V {
-            t,
-            edge: Edge::None,
-        };
+    if e.compiled() {
+        return compiled_layer_norm(e, x, (wv, bv), name, stat);
     }
-    let t = super::fusion::pointwise_out(e, name, shape, dtype, Category::Activations, &[x.t]);
+    let t = e.alloc(name, shape, dtype, Category::Activations);
     let mean = e.alloc(
         Name {
             what: "mean",
@@ -210,7 +209,7 @@ fn layer_norm_fp32(e: &mut Engine, x: V, w: usize, b: Option<usize>, name: Name)
     let edge = e.push_node(
         Op::LayerNorm {
             x: xs,
-            mean,
+            mean: Some(mean),
             rstd,
             bias: b.is_some(),
             w_grad: wv.edge != Edge::None,
@@ -225,12 +224,46 @@ fn layer_norm_fp32(e: &mut Engine, x: V, w: usize, b: Option<usize>, name: Name)
     V { t, edge }
 }
 
+/// The norm inside a compiled graph (fusion.rs). Inference: one fused kernel whose statistics
+/// never leave registers; the output goes straight into its consumer. Training: AOTAutograd
+/// decomposes `native_layer_norm` (torch/_decomp/decompositions.py) and the partition saves
+/// the normalised x̂ = (x − mean)·rstd (fp32, what the backward's fused kernel reads) and rstd
+/// — not x and mean; the affine output x̂·w + b stays fused into its consumer.
+fn compiled_layer_norm(e: &mut Engine, x: V, (wv, bv): (V, Option<V>), name: Name, stat: Shape) -> V {
+    let shape = e.shape(x.t);
+    let dtype = e.dtype(x.t);
+    if !e.grad_mode {
+        let t = e.alloc_fused(name, shape, dtype, Category::Activations, &[x.t]);
+        return V {
+            t,
+            edge: Edge::None,
+        };
+    }
+    let at = |what| Name { what, ..name };
+    let xhat = e.alloc(at("x_hat"), shape, DType::F32, Category::Activations);
+    let rstd = e.alloc(at("rstd"), stat, DType::F32, Category::Activations);
+    let t = e.alloc_fused(name, shape, dtype, Category::Activations, &[xhat]);
+    let edge = e.push_node(
+        Op::LayerNorm {
+            x: xhat,
+            mean: None,
+            rstd,
+            bias: bv.is_some(),
+            w_grad: wv.edge != Edge::None,
+            c: shape.dims()[2],
+            name: at("grad"),
+        },
+        [x.edge, wv.edge, bv.map_or(Edge::None, |v| v.edge)],
+    );
+    V { t, edge }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn layer_norm_backward(
     e: &mut Engine,
     g: T,
     x: T,
-    mean: T,
+    mean: Option<T>,
     rstd: T,
     (bias, w_grad): (bool, bool),
     c: u64,
@@ -263,7 +296,9 @@ pub(super) fn layer_norm_backward(
     });
     e.release(g);
     e.release(x);
-    e.release(mean);
+    if let Some(mean) = mean {
+        e.release(mean);
+    }
     e.release(rstd);
     [Some(gx), gw, gb]
 }
@@ -276,13 +311,21 @@ pub fn gelu(e: &mut Engine, x: V, name: Name) -> V {
 /// A pointwise activation (GELU, SiLU): its backward keeps the input; the output has the
 /// input's dtype (neither is on autocast's lists).
 pub(super) fn activation(e: &mut Engine, x: V, name: Name) -> V {
+    let shape = e.record(x.t).shape;
+    activation_as(e, x, shape, name)
+}
+
+/// The activation of `x` viewed as `shape` (a chunk of its storage): the output and the
+/// gradient have that shape; the saved view keeps the whole storage.
+pub(super) fn activation_as(e: &mut Engine, x: V, shape: Shape, name: Name) -> V {
     let r = *e.record(x.t);
-    // Compiled: fused into its consumer; the backward recomputes it from the saved input.
-    let t = super::fusion::pointwise_out(e, name, r.shape, r.dtype, Category::Activations, &[x.t]);
+    // Compiled: fused into its consumer (whose matmul operand the backward saves).
+    let t = super::fusion::pointwise_out(e, name, shape, r.dtype, Category::Activations, &[x.t]);
     let xs = save(e, x.t);
     let edge = e.push_node(
         Op::Activation {
             x: xs,
+            shape,
             name: Name {
                 what: "grad",
                 ..name

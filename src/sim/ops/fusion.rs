@@ -1,25 +1,28 @@
 //! torch.compile's rules, as the ops consult them (`Engine::compiled()`).
 //!
-//! A compiled nanoGPT step is two graphs AOTAutograd traced from the same ops the eager
-//! simulator runs, and inductor's code for each:
+//! A compiled nanoGPT step is the graphs AOTAutograd traces from the same ops the eager
+//! simulator runs, and inductor's code for each. What they keep and allocate was read from
+//! PyTorch's source and checked against PyTorch itself (scripts/compile-truth: the partition of
+//! the real joint graph, and the CUDA wrapper inductor generates for it; fixtures/compile-proxy):
 //!
-//! - **Fusion** (torch/_inductor/scheduler.py, `Scheduler.fuse_nodes`; ir.py `Pointwise`):
-//!   pointwise ops (casts, GELU, the layer norm's normalisation, dropout's multiply, the loss's
-//!   log-softmax) are not kernels of their own but code inlined into the kernel that consumes
-//!   them. Such a value is `Residency::Fused`: no buffer; it keeps its inputs alive until its
-//!   consumer has run. A matmul or SDPA (an extern kernel) needs real operands, so a fused
-//!   input is written into a buffer for that kernel and freed after it (`Engine::materialise`;
-//!   the wrapper's `empty_strided` + `del buf` in codegen/wrapper.py).
-//! - **Partition** (torch/_functorch/partitioners.py, `min_cut_rematerialization_partition`):
-//!   the backward gets the values the min-cut saves; a fused value it needs is recomputed from
-//!   saved ones inside the backward's kernels, and a matmul operand is recomputed into a
-//!   buffer right before the matmul (an `Operand` born in the backward).
-//! - **Autocast** is traced into the graph: a weight's bf16 copy is a `convert_element_type`
-//!   node like any other cast, so there is no autocast cache holding every copy through the
-//!   forward; parameters are free to save (`treat_parameters_as_free_to_save` in
-//!   torch/_functorch/config.py), so the copy is recomputed for the backward's matmul.
-//!
-//! Under eager PyTorch every helper here allocates, exactly as before.
+//! - **Fusion** (torch/_inductor/scheduler.py `Scheduler.fuse_nodes`, ir.py `Pointwise`):
+//!   casts, GELU, the layer norm's affine output, dropout's multiply and the loss's
+//!   log-softmax are not kernels of their own but code inlined into their consumer. Such a
+//!   value is `Residency::Fused`: no buffer; it keeps its inputs alive until consumed. An
+//!   extern kernel (a matmul) needs real operands: a fused input is written into a buffer for
+//!   it (`Engine::materialise`, the wrapper's `empty_strided` … `del buf`).
+//! - **Partition** (torch/_functorch/partitioners.py `min_cut_rematerialization_partition`):
+//!   a value the backward consumes in a non-fusible op (a matmul, the flash backward) would
+//!   have to be materialised again to be recomputed, so it is saved (`should_ban_recomputation`
+//!   with `ban_recompute_materialized_backward`): the matmul operands — the bf16 weight copies
+//!   and the bf16 inputs, GELU's output included — are saved as in eager autograd. The layer
+//!   norm saves its normalised input x̂ and rstd, not x and mean; the loss saves only its row
+//!   statistics (loss.rs); dropout masks are saved as bool (random ops are not recomputed).
+//! - **Graph outputs that require grad** get a gradient even when the user never uses them:
+//!   AOTAutograd's autograd.Function materialises the undefined gradient of `logits` as zeros
+//!   at the start of the backward (torch/csrc/autograd/python_function.cpp, `materialize_grads`).
+//! - **Inference graphs** (estimate_loss under no_grad) save nothing: every fused chain's
+//!   inputs die as soon as the kernel that consumed them has run.
 
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T};
@@ -39,9 +42,4 @@ pub(crate) fn pointwise_out(
     } else {
         e.alloc(name, shape, dtype, category)
     }
-}
-
-/// A matmul's operand that the backward uses: materialised for the kernel, released after.
-pub(crate) fn with_operand(e: &mut Engine, t: Option<T>) -> Option<T> {
-    t.map(|t| e.materialise(t))
 }

@@ -4,7 +4,6 @@
 //! of parameters are cached until the autocast region ends (so a weight's bf16 copy lives
 //! through the whole forward); the input's cast is a temporary that only the backward keeps.
 
-use super::fusion::with_operand;
 use super::{save, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
@@ -135,12 +134,13 @@ pub fn linear(
         [b, t, kk] if *kk == k && !e.compiled() => Shape::new(&[*b, *t, n]),
         _ => Shape::new(&[m, n]),
     };
-    // The kernel's operands: fused casts are written into buffers for it (fusion.rs).
-    let operands: Vec<T> = [Some(xm.t), Some(wm.t), bm.map(|b| b.t)]
-        .into_iter()
-        .flatten()
-        .map(|t| e.materialise(t))
-        .collect();
+    // The kernel's operands: fused casts are written into buffers for it (fusion.rs). The
+    // backward's matmuls need the same operands, so those buffers are what autograd saves —
+    // AOTAutograd's partitioner too: it will not recompute a value its backward would have to
+    // materialise anyway (partitioners.py, `should_ban_recomputation`,
+    // `ban_recompute_materialized_backward`).
+    let (xo, wo) = (e.materialise(xm.t), e.materialise(wm.t));
+    let bo = bm.map(|b| e.materialise(b.t));
     let out = e.alloc(
         Name::at(
             layer,
@@ -152,13 +152,10 @@ pub fn linear(
         category,
     );
     e.matmul_workspace();
-    for t in operands {
-        e.release(t);
-    }
     let (need_x, need_w) = (xm.edge != Edge::None, wm.edge != Edge::None);
     let saved = LinearSaved {
-        x: need_w.then(|| save(e, xm.t)),
-        w: need_x.then(|| save(e, wm.t)),
+        x: need_w.then(|| save(e, xo)),
+        w: need_x.then(|| save(e, wo)),
         m,
         k,
         n,
@@ -174,7 +171,11 @@ pub fn linear(
         Op::Linear(saved),
         [xm.edge, wm.edge, bm.map_or(Edge::None, |v| v.edge)],
     );
-    // The casts were temporaries of this call (the cache and the saved tensors keep theirs).
+    // The operands and the casts were temporaries of this call (the cache and the saved
+    // tensors keep theirs).
+    for t in [Some(xo), Some(wo), bo].into_iter().flatten() {
+        e.release(t);
+    }
     e.release(xm.t);
     e.release(wm.t);
     if let Some(bm) = bm {
@@ -185,6 +186,11 @@ pub fn linear(
 
 /// AddmmBackward: grad input, grad weight, grad bias. MmBackward: grad weight first.
 pub(super) fn backward(e: &mut Engine, g: T, s: LinearSaved) -> [Option<T>; 3] {
+    // The incoming gradient is the matmuls' operand: a fused one (a cast of the residual
+    // stream's gradient, compiled) is written into a buffer first.
+    let g_op = e.materialise(g);
+    e.release(g);
+    let g = g_op;
     let wcat = if s.direct_param_grad {
         Category::Gradients
     } else {
@@ -197,30 +203,15 @@ pub(super) fn backward(e: &mut Engine, g: T, s: LinearSaved) -> [Option<T>; 3] {
     let alloc = |e: &mut Engine, need: bool, what, shape, cat| {
         need.then(|| e.alloc(name(what), shape, s.dtype, cat))
     };
-    // Each matmul's saved operand, recomputed into a buffer when the forward kept it fused.
-    let operand = |e: &mut Engine, t: Option<T>| with_operand(e, t);
-    let done = |e: &mut Engine, t: Option<T>| {
-        if let Some(t) = t {
-            e.release(t);
-        }
-    };
     if s.bias {
-        let w = operand(e, s.w);
         gx = alloc(e, s.need_x, "input.grad", x_shape, Category::Activations);
-        done(e, w);
         e.matmul_workspace();
-        let x = operand(e, s.x);
         gw = alloc(e, s.need_w, "weight.grad", w_shape, wcat);
         gb = alloc(e, s.need_b, "bias.grad", Shape::new(&[1, s.n]), wcat);
-        done(e, x);
     } else {
-        let x = operand(e, s.x);
         gw = alloc(e, s.need_w, "weight.grad", w_shape, wcat);
-        done(e, x);
         e.matmul_workspace();
-        let w = operand(e, s.w);
         gx = alloc(e, s.need_x, "input.grad", x_shape, Category::Activations);
-        done(e, w);
         gb = None;
     }
     if let Some(gw) = gw.filter(|_| s.direct_param_grad) {

@@ -341,8 +341,18 @@ fn compiled_cross_entropy(e: &mut Engine, logits: V, targets: T, shape: Shape) -
 /// The backward of the compiled loss is one kernel: `nll_loss_backward`'s scatter into zeros
 /// becomes a pointwise select (inductor's `scatter_upon_const_tensor` pass,
 /// torch/_inductor/fx_passes/post_grad.py), fused with `_log_softmax_backward_data` and the
-/// cast back to the logits' dtype, so the only buffer is the logits' gradient in their dtype.
+/// cast back to the logits' dtype, so the only new buffer is the logits' gradient in their
+/// dtype. Before it, the compiled backward receives the gradient of its other output,
+/// `logits`: nanoGPT never uses it, so autograd hands AOTAutograd's Function an undefined
+/// gradient, which it materialises as zeros of the logits' shape (fusion.rs); the wrapper
+/// frees it after this kernel.
 pub(super) fn compiled_backward(e: &mut Engine, g: T, s: CompiledCeSaved) -> [Option<T>; 3] {
+    let tangent = e.alloc(
+        Name::top("lm_head", "logits.tangent"),
+        s.shape,
+        s.dtype,
+        Category::Logits,
+    );
     let gx = e.alloc(
         Name::top("loss", "logits.grad"),
         s.shape,
@@ -350,7 +360,7 @@ pub(super) fn compiled_backward(e: &mut Engine, g: T, s: CompiledCeSaved) -> [Op
         Category::Logits,
     );
     e.release(g);
-    for t in [s.logits, s.target, s.stats[0], s.stats[1]] {
+    for t in [s.logits, s.target, s.stats[0], s.stats[1], tangent] {
         e.release(t);
     }
     [Some(gx), None, None]

@@ -24,9 +24,10 @@ pub use kv_cache::{alloc_kv_cache, decode_attention, decode_context, last_positi
 pub use linear::linear;
 pub use loss::{chunked_cross_entropy, cross_entropy, CHUNK_ROWS};
 pub use pointwise::{
-    clone, heads_view, mul, mul_scalar, promote, requires_grad, scale, silu, split3, to_dtype,
+    clone, heads_view, mul, mul_as, mul_scalar, promote, requires_grad, scale, silu, silu_as,
+    split2, split3, to_dtype,
 };
-pub use rms_norm::{rms_norm, RmsStyle};
+pub use rms_norm::{rms_norm, rms_norm_as, RmsStyle};
 pub use rotary::{rope, rotary_tables};
 pub use sdpa::{kernel_for, sdpa, Heads, SdpaKernel};
 pub use tp::{vocab_parallel_cross_entropy, vocab_parallel_embedding};
@@ -61,8 +62,10 @@ pub enum Op {
         name: Name,
     },
     LayerNorm {
+        /// The input (eager), or the normalised input x̂ (compiled, fusion.rs).
         x: T,
-        mean: T,
+        /// None when compiled: the backward reads x̂ and rstd only.
+        mean: Option<T>,
         rstd: T,
         bias: bool,
         /// The weight (and bias) need gradients (false when frozen).
@@ -78,9 +81,11 @@ pub enum Op {
         name: Name,
         category: Category,
     },
-    /// A pointwise activation that keeps its input for the backward (GELU, SiLU).
+    /// A pointwise activation that keeps its input for the backward (GELU, SiLU); `shape`
+    /// is the input's as the op sees it (a chunk of `x`'s storage for Phi-3's gate).
     Activation {
         x: T,
+        shape: Shape,
         name: Name,
     },
     Attention(Attention),
@@ -136,12 +141,14 @@ pub enum Op {
         masked_target: T,
         rows: u64,
     },
-    /// The last chunk: SplitBackward concatenates all three.
+    /// The last chunk: SplitBackward concatenates the siblings' gradients and its own (and
+    /// with `copy`, the reshape after it copies the result).
     SplitCat {
-        parts: [u32; 2],
+        parts: [Option<u32>; 2],
         shape: Shape,
         dtype: DType,
         name: Name,
+        copy: bool,
     },
     /// `output.requires_grad_(True)` on a tensor with no grad_fn: its gradient is computed
     /// by the ops that use it, then dropped.
@@ -219,9 +226,16 @@ impl Op {
                 e.release(g);
                 [Some(gx), None, None]
             }
-            Op::Activation { x, name } => {
+            Op::Activation { x, shape, name } => {
                 let r = *e.record(x);
-                let gx = e.alloc(name, r.shape, r.dtype, Category::Activations);
+                // Compiled, GELU's backward is fused in place into the incoming gradient's
+                // buffer (its last use: inductor's in-place reuse, scheduler.py
+                // `decide_inplace_update`).
+                if e.compiled() && e.record(g).shape == shape && e.dtype(g) == r.dtype {
+                    e.release(x);
+                    return [Some(g), None, None];
+                }
+                let gx = e.alloc(name, shape, r.dtype, Category::Activations);
                 e.release(g);
                 e.release(x);
                 [Some(gx), None, None]
@@ -304,8 +318,16 @@ impl Op {
                 shape,
                 dtype,
                 name,
+                copy,
             } => [
-                Some(pointwise::split_backward(e, g, parts, shape, dtype, name)),
+                Some(pointwise::split_backward(
+                    e,
+                    g,
+                    parts,
+                    (shape, dtype),
+                    name,
+                    copy,
+                )),
                 None,
                 None,
             ],
@@ -326,7 +348,7 @@ impl Op {
         let saved: [Option<T>; 3] = match self {
             Op::Embedding { idx, .. } => [Some(idx), None, None],
             Op::Dropout { mask, .. } => [Some(mask), None, None],
-            Op::LayerNorm { x, mean, rstd, .. } => [Some(x), Some(mean), Some(rstd)],
+            Op::LayerNorm { x, mean, rstd, .. } => [Some(x), mean, Some(rstd)],
             Op::Linear(s) => [s.x, s.w, None],
             Op::Activation { x, .. } => [Some(x), None, None],
             Op::Attention(a) => {

@@ -24,6 +24,11 @@ pub fn silu(e: &mut Engine, x: V, name: Name) -> V {
     super::basic::activation(e, x, name)
 }
 
+/// SiLU of a chunk of `x` (Phi-3's `gate` half of gate_up_proj's output), shaped `shape`.
+pub fn silu_as(e: &mut Engine, x: V, shape: Shape, name: Name) -> V {
+    super::basic::activation_as(e, x, shape, name)
+}
+
 /// What `a * b` kept: each input is saved for the other's gradient when that one needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct MulSaved {
@@ -37,10 +42,17 @@ pub struct MulSaved {
 
 /// `a * b` for tensors of one shape (the SwiGLU product `act_fn(gate) * up`).
 pub fn mul(e: &mut Engine, a: V, b: V, name: Name) -> V {
+    let shape = e.record(a.t).shape;
+    mul_as(e, a, b, shape, name)
+}
+
+/// `a * b` where the operands are viewed as `shape` (one may be a chunk of a larger storage,
+/// Phi-3's `up` half).
+pub fn mul_as(e: &mut Engine, a: V, b: V, shape: Shape, name: Name) -> V {
     let (ra, rb) = (*e.record(a.t), *e.record(b.t));
     let t = e.alloc(
         name,
-        ra.shape,
+        shape,
         promote(ra.dtype, rb.dtype),
         Category::Activations,
     );
@@ -52,7 +64,7 @@ pub fn mul(e: &mut Engine, a: V, b: V, name: Name) -> V {
         b: sb.filter(|_| e.grad_mode),
         a_dtype: ra.dtype,
         b_dtype: rb.dtype,
-        shape: ra.shape,
+        shape,
         name: Name {
             what: "grad",
             ..name
@@ -153,13 +165,14 @@ pub fn split3(e: &mut Engine, x: V, name: Name) -> [V; 3] {
             Op::SplitPart
         } else {
             Op::SplitCat {
-                parts: [first, first + 1],
+                parts: [Some(first), Some(first + 1)],
                 shape: r.shape,
                 dtype: r.dtype,
                 name: Name {
                     what: "grad",
                     ..name
                 },
+                copy: true,
             }
         };
         o.edge = e.push_node(op, [x.edge, Edge::None, Edge::None]);
@@ -167,17 +180,17 @@ pub fn split3(e: &mut Engine, x: V, name: Name) -> [V; 3] {
     out
 }
 
-/// SplitBackward: cat(dq, dk, dv) along the last dim, then the reshape's copy.
+/// SplitBackward: cat(dq, dk, dv) along the last dim, then (`copy`) the reshape's copy.
 pub(super) fn split_backward(
     e: &mut Engine,
     g: T,
-    parts: [u32; 2],
-    shape: Shape,
-    dtype: DType,
+    parts: [Option<u32>; 2],
+    (shape, dtype): (Shape, DType),
     name: Name,
+    copy: bool,
 ) -> T {
     let mut grads = vec![g];
-    for p in parts {
+    for p in parts.into_iter().flatten() {
         if let Some(t) = e.tape.get_mut(p as usize).and_then(|n| n.grad.take()) {
             grads.push(t);
         }
@@ -186,9 +199,46 @@ pub(super) fn split_backward(
     for t in grads {
         e.release(t);
     }
-    let copy = e.alloc(name, shape, dtype, Category::Activations);
+    if !copy {
+        return cat;
+    }
+    let copied = e.alloc(name, shape, dtype, Category::Activations);
     e.release(cat);
-    copy
+    copied
+}
+
+/// `x.chunk(2, dim=-1)` of a contiguous tensor (Phi-3's gate_up_proj output): two views of one
+/// storage; SplitBackward concatenates their gradients, with no copy after it. The views'
+/// own shapes are the caller's to pass to the ops that read them (`silu_as`, `mul_as`).
+pub fn split2(e: &mut Engine, x: V, name: Name) -> [V; 2] {
+    let r = *e.record(x.t);
+    let first = e.tape.len() as u32;
+    e.retain(x.t);
+    let gate_edge = e.push_node(Op::SplitPart, [x.edge, Edge::None, Edge::None]);
+    e.retain(x.t);
+    let up_edge = e.push_node(
+        Op::SplitCat {
+            parts: [Some(first), None],
+            shape: r.shape,
+            dtype: r.dtype,
+            name: Name {
+                what: "grad",
+                ..name
+            },
+            copy: false,
+        },
+        [x.edge, Edge::None, Edge::None],
+    );
+    [
+        V {
+            t: x.t,
+            edge: gate_edge,
+        },
+        V {
+            t: x.t,
+            edge: up_edge,
+        },
+    ]
 }
 
 /// `x.to(dtype)` / `x.float()`: a copy in x's category (ToCopyBackward casts the gradient

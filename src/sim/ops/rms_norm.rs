@@ -66,8 +66,14 @@ fn stat_shape(shape: Shape) -> Shape {
 
 /// RMSNorm over the last dimension with weight parameter `w`.
 pub fn rms_norm(e: &mut Engine, x: V, w: usize, style: RmsStyle, name: Name) -> V {
-    let r = *e.record(x.t);
-    let (shape, d) = (r.shape, r.dtype);
+    let shape = e.record(x.t).shape;
+    rms_norm_as(e, x, shape, w, style, name)
+}
+
+/// RMSNorm of `x` viewed as `shape` (the same elements: Qwen3 normalizes `q.view(B, T, nh, hd)`
+/// over head_dim), over that shape's last dimension.
+pub fn rms_norm_as(e: &mut Engine, x: V, shape: Shape, w: usize, style: RmsStyle, name: Name) -> V {
+    let d = e.record(x.t).dtype;
     let c = *shape.dims().last().unwrap_or(&1);
     let stat = stat_shape(shape);
     let wv = e.param(w);

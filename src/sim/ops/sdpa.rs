@@ -23,7 +23,7 @@ use crate::sim::timeline::{Category, Name, Shape};
 pub enum SdpaKernel {
     /// bf16 / fp16: flash-attention 2 (native GQA).
     Flash,
-    /// fp32 with as many k/v heads as q heads.
+    /// fp32, or half on a card older than sm80, with as many k/v heads as q heads.
     Efficient,
 }
 
@@ -79,9 +79,10 @@ fn round_up(x: u64, m: u64) -> u64 {
     x.div_ceil(m) * m
 }
 
-/// The kernel PyTorch's dispatcher picks for these inputs, or None for the math fallback.
-pub fn kernel_for(dtype: DType, h: &Heads) -> Option<SdpaKernel> {
-    if dtype.is_half() {
+/// The kernel PyTorch's dispatcher picks for these inputs on a card that can (`flash`) or
+/// cannot run the flash kernel (see `Runtime::flash_attention`), or None for the math fallback.
+pub fn kernel_for(dtype: DType, h: &Heads, flash: bool) -> Option<SdpaKernel> {
+    if dtype.is_half() && flash {
         Some(SdpaKernel::Flash)
     } else if h.nkv == h.nh {
         Some(SdpaKernel::Efficient)

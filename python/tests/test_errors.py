@@ -35,6 +35,7 @@ def test_a_config_json_without_a_required_field_names_it(tmp_path):
     with pytest.raises(vramplan.ConfigError) as e:
         vramplan.check({"model_type": "llama", "hidden_size": 64, "architectures": ["X"]})
     assert e.value.key == "num_hidden_layers"
+    assert str(e.value).startswith("the config dict: ")
 
 
 def test_an_optimizer_vramplan_does_not_model_names_optim():

@@ -56,7 +56,7 @@ def _build(command, config, overrides, run_options, extra=(), svg=False):
             svg_path = args.tmp_path("timeline.svg")
             args.argv += ["--svg", svg_path]
         args.overrides(overrides)
-        code, data = run_json(args.argv)
+        code, data = args.run(run_json)
         picture = None
         if svg:
             with open(svg_path, encoding="utf-8") as f:
@@ -142,7 +142,7 @@ def diagnose(log_text, config=None, gpu=None, *, model=None, training_args=None,
         args.option("--gpu", gpu)
         args.option("--model", model)
         args.overrides(merged)
-        code, data = run_json(args.argv)
+        code, data = args.run(run_json)
     finally:
         args.close()
     return make_result(DiagnoseResult, data, code, args.argv)

@@ -126,6 +126,17 @@ class Args:
     def close(self):
         self._tmp.cleanup()
 
+    def run(self, run_json):
+        """``run_json(argv)``, with the temporary files' paths in a message named for what the
+        caller gave (a config.json written from a dict, a log from text)."""
+        try:
+            return run_json(self.argv)
+        except ConfigError as e:
+            message = e.message
+            for name, what in (("config.json", "the config dict"), ("oom.log", "the log text")):
+                message = message.replace(self.tmp_path(name), what)
+            raise ConfigError(message, key=e.key) from None
+
     def config(self, config, positional=True):
         """Add the config source: a path, a dict, or a PretrainedConfig."""
         if config is None:

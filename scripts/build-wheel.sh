@@ -8,7 +8,7 @@
 # Environment:
 #   VRAMPLAN_WHEEL_PROFILE=dev   build the dev profile instead of release (CI: reuses the
 #                                dependencies `cargo test` already built in target/)
-#   VRAMPLAN_WHEEL_ML=1          also install torch, transformers and lightning into the test
+#   VRAMPLAN_WHEEL_ML=1          also install torch, transformers, accelerate and lightning into the test
 #                                venv (several GB from PyPI) so the callback tests run instead
 #                                of being skipped
 set -euo pipefail
@@ -43,7 +43,7 @@ rm -rf "$work/test"
 "$python" -m venv "$work/test"
 "$work/test/bin/python" -m pip install --quiet "$wheel" pytest
 if [ "${VRAMPLAN_WHEEL_ML:-0}" = 1 ]; then
-  "$work/test/bin/python" -m pip install --quiet torch transformers lightning
+  "$work/test/bin/python" -m pip install --quiet "transformers[torch]" lightning
 fi
 
 echo "== python tests (python/tests)"

@@ -48,6 +48,7 @@ def test_peft_lora_settings_become_lora_keys():
 def tiny_gpt2():
     transformers = pytest.importorskip("transformers", reason="transformers is not installed")
     pytest.importorskip("torch", reason="torch is not installed")
+    pytest.importorskip("accelerate", reason="accelerate (the Trainer needs it) is not installed")
     config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=100,
                                      n_positions=64)
     return transformers, transformers.GPT2LMHeadModel(config)

@@ -4,7 +4,7 @@ import json
 import re
 
 from . import _vramplan
-from ._config import Args
+from ._config import Args, training_args_overrides
 from ._errors import ConfigError
 from ._results import CheckResult, DiagnoseResult, SuggestResult, make_result
 
@@ -85,8 +85,6 @@ def check(
     ``training_args``: a ``TrainingArguments`` (or dict of its fields) read for batch size,
     accumulation, checkpointing, precision, optimizer and compile. ``overrides``: nanoGPT keys
     (``batch_size=8``) or TrainingArguments names, applied last."""
-    from ._config import training_args_overrides
-
     merged = {**training_args_overrides(training_args), **overrides}
     options = dict(model=model, gpu=gpu, gpu_file=gpu_file, live=live, margin=margin,
                    safety=safety, mode=mode)
@@ -112,8 +110,6 @@ def suggest(
     """``vramplan suggest``: the configuration that fits and runs fastest; ``suggest --json``.
     ``keep``: keys not to change; ``gpus``: plan for this many GPUs. Other arguments as for
     :func:`check`."""
-    from ._config import training_args_overrides
-
     merged = {**training_args_overrides(training_args), **overrides}
     options = dict(model=model, gpu=gpu, gpu_file=gpu_file, live=live, margin=margin,
                    safety=safety, mode=mode)
@@ -129,8 +125,6 @@ def suggest(
 def diagnose(log_text, config=None, gpu=None, *, model=None, training_args=None, **overrides):
     """``vramplan diagnose``: what a pasted CUDA out-of-memory log says, and with ``config``
     which tensor failed and what fits instead; ``diagnose --json``."""
-    from ._config import training_args_overrides
-
     merged = {**training_args_overrides(training_args), **overrides}
     args = Args("diagnose")
     try:

@@ -49,6 +49,10 @@ _OPTIM = {
 }
 
 
+# TrainingArguments fields read for precision, optimizer and evaluation.
+_TA_SPECIAL = {"bf16", "fp16", "optim", "eval_strategy", "evaluation_strategy", "do_eval"}
+
+
 def training_args_overrides(args):
     """nanoGPT-style keys for the TrainingArguments-style ``args`` (a dict, or an object with
     ``to_dict()`` such as ``transformers.TrainingArguments``). Fields without a memory effect
@@ -91,9 +95,6 @@ def split_training_args(overrides):
     out = training_args_overrides(hf)
     out.update(rest)
     return out
-
-
-_TA_SPECIAL = {"bf16", "fp16", "optim", "eval_strategy", "evaluation_strategy", "do_eval"}
 
 
 def literal(value):

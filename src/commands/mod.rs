@@ -3,6 +3,7 @@
 
 mod check;
 mod diagnose;
+mod entry;
 mod gpus;
 mod misc;
 mod probe;
@@ -13,6 +14,8 @@ use crate::cli::{Cli, Command, RunArgs};
 use crate::config::{self, Loaded};
 use crate::error::Result;
 use std::io::IsTerminal;
+
+pub use entry::{one_line, run_cli, run_cli_json};
 
 pub fn run(cli: &Cli) -> Result<u8> {
     match &cli.command {
@@ -131,6 +134,6 @@ pub(crate) fn print_json<T: serde::Serialize>(
     };
     let text = serde_json::to_string_pretty(&envelope)
         .map_err(|e| crate::error::Error::new(format!("could not write JSON: {e}")))?;
-    println!("{text}");
+    entry::emit_json(&text);
     Ok(())
 }

@@ -65,7 +65,7 @@ pub fn preset(name: &str) -> Result<(&'static str, &'static str)> {
 }
 
 /// The model's assignments, its description for the report, and warnings.
-fn model_layer(model: ModelSource) -> Result<(Vec<Assignment>, String, Vec<String>)> {
+pub(crate) fn model_layer(model: ModelSource) -> Result<(Vec<Assignment>, String, Vec<String>)> {
     match model {
         ModelSource::Preset(name) => {
             let (key, text) = preset(name)?;
@@ -109,5 +109,6 @@ pub fn load_with_model(
         config,
         warnings,
         source,
+        ignored: Vec::new(),
     })
 }

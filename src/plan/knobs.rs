@@ -2,7 +2,7 @@
 //! nanoGPT user to turn it: a train.py flag, an environment variable, or the lines to change.
 
 use crate::config::{
-    is_nanogpt_key, to_overrides, LossKind, ModelType, OptimizerKind, Precision, Quantization,
+    is_nanogpt_key, Framework, to_overrides, LossKind, ModelType, OptimizerKind, Precision, Quantization,
     TrainConfig,
 };
 
@@ -93,6 +93,9 @@ impl Script {
 
 /// How to run `cfg` with nanoGPT's train.py (Hugging Face models: the Trainer's arguments).
 pub fn command(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> String {
+    if let Some(changes) = super::convention::file_changes(cfg, base, script) {
+        return changes;
+    }
     if cfg.model_type != ModelType::Gpt2 {
         return super::hf_args::command(cfg, base);
     }
@@ -138,6 +141,10 @@ pub fn env_prefix(cfg: &TrainConfig, base: &TrainConfig) -> &'static str {
 
 /// Changes nanoGPT has no flag for: the code to change, named precisely.
 pub fn code_changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<String> {
+    // torchtune and LitGPT runs change only their config file's keys.
+    if matches!(cfg.framework, Framework::Torchtune | Framework::Litgpt) {
+        return Vec::new();
+    }
     if cfg.model_type != ModelType::Gpt2 {
         return super::hf_args::code_changes(cfg, base);
     }

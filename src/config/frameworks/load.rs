@@ -98,6 +98,10 @@ pub fn load_sources(s: &Sources) -> Result<Loaded> {
     accumulation_to_global(super::framework_in(&layers), &mut layers);
     let mut config = TrainConfig::default();
     warnings.extend(apply::apply(&mut config, &layers)?);
+    // Serving a model is not a Trainer run: inference keeps its own defaults.
+    if hf_model_alone && config.mode == crate::config::Mode::Inference {
+        return crate::config::load_with_model(s.config, s.model, s.overrides);
+    }
     let source = if source.is_empty() {
         format!("{model_name}, {} defaults", config.framework.display_name())
     } else {

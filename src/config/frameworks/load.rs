@@ -5,7 +5,7 @@
 use super::doc::{DeepSpeedRef, Mapped};
 use super::{accumulation_to_global, defaults, map_accelerate, map_deepspeed, map_file};
 use crate::config::models::{model_layer, preset};
-use crate::config::value::{Assignment, Origin};
+use crate::config::value::{Assignment, Origin, Rhs, Value};
 use crate::config::{apply, overrides, read_text, Framework, Loaded, ModelSource, TrainConfig};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -29,7 +29,13 @@ pub fn load_sources(s: &Sources) -> Result<Loaded> {
         None => None,
     };
     let kind = file.as_ref().and_then(|(n, t)| super::detect(n, t));
-    let hf_model_alone = file.is_none() && s.model.is_some_and(|m| !is_gpt2(m));
+    // `--framework=nanogpt` keeps train.py's defaults for a Hugging Face model.
+    let nanogpt_asked = s.overrides.iter().any(|o| {
+        overrides::parse_override(o).is_ok_and(|a| {
+            a.key == "framework" && a.rhs == Rhs::Known(Value::Str("nanogpt".into()))
+        })
+    });
+    let hf_model_alone = file.is_none() && !nanogpt_asked && s.model.is_some_and(|m| !is_gpt2(m));
     let frameworkish = kind.is_some() || hf_model_alone || s.deepspeed.is_some() || s.accelerate.is_some();
     if !frameworkish {
         return crate::config::load_with_model(s.config, s.model, s.overrides);

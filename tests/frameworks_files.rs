@@ -21,7 +21,10 @@ fn load(path: &str, extra: Sources) -> (TrainConfig, Vec<String>) {
 
 /// Llama 3.2 1B as its config.json has it (profiles/models/llama-3.2-1b.toml).
 fn assert_llama_3_2_1b(c: &TrainConfig) {
-    assert_eq!((c.n_layer, c.n_head, c.n_kv_head, c.n_embd), (16, 32, Some(8), 2048));
+    assert_eq!(
+        (c.n_layer, c.n_head, c.n_kv_head, c.n_embd),
+        (16, 32, Some(8), 2048)
+    );
     assert_eq!(c.vocab_size, 128256);
 }
 
@@ -48,21 +51,34 @@ fn axolotl_yaml_is_what_it_says() {
     let (c, w) = load("fixtures/frameworks/axolotl_lora.yml", Sources::default());
     assert_llama_3_2_1b(&c);
     assert_eq!(c.framework, Framework::Axolotl);
-    assert_eq!((c.batch_size, c.gradient_accumulation_steps, c.block_size), (2, 4, 512));
+    assert_eq!(
+        (c.batch_size, c.gradient_accumulation_steps, c.block_size),
+        (2, 4, 512)
+    );
     assert_eq!(c.dtype, Precision::BFloat16);
     assert!(c.activation_checkpointing && c.flash && !c.compile);
     assert_eq!((c.lora_rank, c.lora_targets.as_str()), (8, "q_proj,v_proj"));
     assert_eq!(c.quantization, Quantization::None);
     assert!(c.eval_interval > c.max_iters, "val_set_size: 0");
-    assert!(w.iter().any(|w| w.contains("axolotl_lora.yml:28: pad_to_sequence_len")), "{w:?}");
+    assert!(
+        w.iter()
+            .any(|w| w.contains("axolotl_lora.yml:28: pad_to_sequence_len")),
+        "{w:?}"
+    );
 }
 
 #[test]
 fn torchtune_recipe_is_what_it_says() {
-    let (c, w) = load("fixtures/frameworks/torchtune_lora.yaml", Sources::default());
+    let (c, w) = load(
+        "fixtures/frameworks/torchtune_lora.yaml",
+        Sources::default(),
+    );
     assert_llama_3_2_1b(&c);
     assert_eq!(c.framework, Framework::Torchtune);
-    assert_eq!((c.batch_size, c.gradient_accumulation_steps, c.block_size), (2, 4, 512));
+    assert_eq!(
+        (c.batch_size, c.gradient_accumulation_steps, c.block_size),
+        (2, 4, 512)
+    );
     assert_eq!(c.dtype, Precision::BFloat16);
     assert!(c.activation_checkpointing && !c.compile);
     assert_eq!((c.lora_rank, c.lora_targets.as_str()), (8, "q_proj,v_proj"));
@@ -77,20 +93,32 @@ fn litgpt_config_is_what_it_says() {
     assert_llama_3_2_1b(&c);
     assert_eq!(c.framework, Framework::Litgpt);
     // micro_batch_size 2, global_batch_size 8 on 1 device: 4 micro-steps.
-    assert_eq!((c.batch_size, c.gradient_accumulation_steps, c.block_size), (2, 4, 512));
+    assert_eq!(
+        (c.batch_size, c.gradient_accumulation_steps, c.block_size),
+        (2, 4, 512)
+    );
     assert_eq!(c.dtype, Precision::BFloat16);
     assert_eq!((c.lora_rank, c.lora_targets.as_str()), (8, "q_proj,v_proj"));
-    assert!(c.eval_interval <= c.max_iters, "eval: interval 100 validates");
+    assert!(
+        c.eval_interval <= c.max_iters,
+        "eval: interval 100 validates"
+    );
     assert_eq!(c.grad_clip, 0.0);
 }
 
 #[test]
 fn trainer_yaml_reads_its_deepspeed_config() {
     let (c, w) = load("fixtures/frameworks/trainer_full.yaml", Sources::default());
-    assert_eq!((c.n_layer, c.n_embd, c.intermediate_size), (32, 4096, Some(14336)));
+    assert_eq!(
+        (c.n_layer, c.n_embd, c.intermediate_size),
+        (32, 4096, Some(14336))
+    );
     assert_eq!(c.parallelism, Parallelism::Zero2, "ds_zero2.json: stage 2");
     // "auto" in ds_config.json leaves the Trainer's values.
-    assert_eq!((c.batch_size, c.gradient_accumulation_steps, c.block_size), (1, 8, 2048));
+    assert_eq!(
+        (c.batch_size, c.gradient_accumulation_steps, c.block_size),
+        (1, 8, 2048)
+    );
     assert_eq!(c.optimizer, OptimizerKind::AdamW8bit, "paged_adamw_8bit");
     assert!(w.iter().any(|w| w.contains("paged")), "{w:?}");
     assert_eq!(c.lora_rank, 0);
@@ -127,7 +155,10 @@ fn a_preset_alone_takes_the_trainers_defaults() {
     assert!(c.eval_interval > c.max_iters);
     let (code, out, _) = vramplan(&["check", "--model", "llama-3.2-1b"]);
     assert_eq!(code, 0);
-    assert!(out.contains("Run (Hugging Face Trainer semantics): batch_size 8"), "{out}");
+    assert!(
+        out.contains("Run (Hugging Face Trainer semantics): batch_size 8"),
+        "{out}"
+    );
     // A nanoGPT run keeps train.py's semantics.
     let (_, out, _) = vramplan(&["check"]);
     assert!(out.contains("Run (nanoGPT train.py semantics): batch_size 12 x block_size 1024 x gradient_accumulation_steps 40"), "{out}");
@@ -147,7 +178,10 @@ fn refused(args: &[&str]) -> String {
     let (code, _, err) = vramplan(args);
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(!err.contains("panicked") && !err.contains("Error {"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Error {"),
+        "{err}"
+    );
     err
 }
 
@@ -155,27 +189,48 @@ fn refused(args: &[&str]) -> String {
 fn bad_framework_files_are_one_line_naming_the_key() {
     let p = temp("unknown.yml", "base_model: meta-llama/Llama-3.2-1B\nmicro_batch_size: 2\nsequence_len: 512\nmicro_batchsize: 4\n");
     let err = refused(&["check", &p]);
-    assert!(err.contains("unknown.yml:4: unknown key 'micro_batchsize' for an axolotl config"), "{err}");
+    assert!(
+        err.contains("unknown.yml:4: unknown key 'micro_batchsize' for an axolotl config"),
+        "{err}"
+    );
 
     let p = temp("offload.yml", "base_model: meta-llama/Llama-3.2-1B\nfsdp:\n  - full_shard\nfsdp_config:\n  fsdp_offload_params: true\n");
     let err = refused(&["check", &p]);
     assert!(err.contains("offload.yml:5: fsdp_offload_params = true: FSDP CPU offload changes memory and is not modelled"), "{err}");
 
-    let p = temp("hub.json", "{\"model_name_or_path\": \"someorg/not-a-preset-7b\", \"bf16\": true}");
+    let p = temp(
+        "hub.json",
+        "{\"model_name_or_path\": \"someorg/not-a-preset-7b\", \"bf16\": true}",
+    );
     let err = refused(&["check", &p]);
-    assert!(err.contains("hub.json:1: the model 'someorg/not-a-preset-7b' is not a built-in preset"), "{err}");
+    assert!(
+        err.contains("hub.json:1: the model 'someorg/not-a-preset-7b' is not a built-in preset"),
+        "{err}"
+    );
     assert!(err.contains("--hf-config path/to/config.json"), "{err}");
 
-    let p = temp("optim.json", "{\"model_name_or_path\": \"meta-llama/Llama-3.2-1B\",\n \"optim\": \"adafactor\"}");
+    let p = temp(
+        "optim.json",
+        "{\"model_name_or_path\": \"meta-llama/Llama-3.2-1B\",\n \"optim\": \"adafactor\"}",
+    );
     let err = refused(&["check", &p]);
     assert!(err.contains("optim.json:2: optim = \"adafactor\""), "{err}");
 }
 
 #[test]
 fn verbose_lists_the_keys_without_memory_effect() {
-    let (code, _, err) = vramplan(&["check", "fixtures/frameworks/trainer_lora.json", "--verbose"]);
+    let (code, _, err) = vramplan(&[
+        "check",
+        "fixtures/frameworks/trainer_lora.json",
+        "--verbose",
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("ignored (no memory effect): fixtures/frameworks/trainer_lora.json:12: learning_rate"), "{err}");
+    assert!(
+        err.contains(
+            "ignored (no memory effect): fixtures/frameworks/trainer_lora.json:12: learning_rate"
+        ),
+        "{err}"
+    );
     let (_, _, quiet) = vramplan(&["check", "fixtures/frameworks/trainer_lora.json"]);
     assert!(!quiet.contains("learning_rate"), "{quiet}");
 }

@@ -66,8 +66,13 @@ fn diff(a: &TrainConfig, b: &TrainConfig) -> Vec<(String, Value, Value)> {
 
 /// `a` with `changes` applied (key -> value as the JSON of TrainConfig writes it).
 fn with(a: &TrainConfig, changes: &[(&str, Value)]) -> TrainConfig {
-    let Value::Object(mut m) = json!(a) else { unreachable!() };
-    let extra: Map<String, Value> = changes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let Value::Object(mut m) = json!(a) else {
+        unreachable!()
+    };
+    let extra: Map<String, Value> = changes
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     m.extend(extra);
     serde_json::from_value(Value::Object(m)).unwrap()
 }
@@ -112,7 +117,11 @@ fn nanogpt_and_trainer_differ_by_the_trainers_defaults() {
 #[test]
 fn trainer_and_axolotl_agree() {
     // axolotl builds a Trainer: only the name of the semantics differs.
-    check_pair(&trainer(), &axolotl(), &[("framework", fw("hf-trainer"), fw("axolotl"))]);
+    check_pair(
+        &trainer(),
+        &axolotl(),
+        &[("framework", fw("hf-trainer"), fw("axolotl"))],
+    );
 }
 
 /// torchtune's recipe does not clip unless clip_grad_norm is set (the Trainer's
@@ -156,8 +165,14 @@ fn axolotl_and_torchtune_differ_as_the_trainer_and_torchtune() {
 
 /// "gradient_accumulation_steps=K" in a TrainingArguments(...) line.
 fn trainer_accumulation(line: &str) -> u64 {
-    let at = line.find("gradient_accumulation_steps=").expect(line) + "gradient_accumulation_steps=".len();
-    line[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    let at = line.find("gradient_accumulation_steps=").expect(line)
+        + "gradient_accumulation_steps=".len();
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// The example, in bf16 with gradient checkpointing so that it fits: a Trainer run
@@ -167,8 +182,16 @@ fn trainer_accumulation(line: &str) -> u64 {
 #[test]
 fn suggest_gpus_8_plans_8_ranks_in_the_trainers_convention() {
     let (_, v) = suggest_json(&[
-        "--model", "llama-3.1-8b", "--gpu", "h100-80gb", "--gpus", "8",
-        "--batch_size=4", "--block_size=4096", "--dtype=bfloat16", "--activation_checkpointing=True",
+        "--model",
+        "llama-3.1-8b",
+        "--gpu",
+        "h100-80gb",
+        "--gpus",
+        "8",
+        "--batch_size=4",
+        "--block_size=4096",
+        "--dtype=bfloat16",
+        "--activation_checkpointing=True",
     ]);
     let m = &v["multi_gpu"];
     assert_eq!(m["planned_world_size"], 8);
@@ -182,11 +205,17 @@ fn suggest_gpus_8_plans_8_ranks_in_the_trainers_convention() {
         let cfg = &c["config"];
         let b = cfg["batch_size"].as_u64().unwrap();
         let per_rank = cfg["gradient_accumulation_steps"].as_u64().unwrap() / 8;
-        assert_eq!(c["tokens_per_step"].as_u64().unwrap(), b * 4096 * per_rank * 8);
+        assert_eq!(
+            c["tokens_per_step"].as_u64().unwrap(),
+            b * 4096 * per_rank * 8
+        );
         assert_eq!(c["tokens_per_step"].as_u64().unwrap(), tokens);
         let args = c["code_changes"][0].as_str().unwrap();
         assert_eq!(trainer_accumulation(args), per_rank, "{args}");
-        assert!(args.contains(&format!("per_device_train_batch_size={b}")), "{args}");
+        assert!(
+            args.contains(&format!("per_device_train_batch_size={b}")),
+            "{args}"
+        );
         if let Some(ds) = c["ds_config"].as_object() {
             assert_eq!(ds["gradient_accumulation_steps"].as_u64(), Some(per_rank));
             assert_eq!(ds["train_micro_batch_size_per_gpu"].as_u64(), Some(b));
@@ -203,17 +232,30 @@ fn suggest_gpus_8_plans_8_ranks_in_the_trainers_convention() {
 #[test]
 fn suggest_answers_in_the_files_own_keys() {
     for (file, line) in [
-        ("fixtures/frameworks/axolotl_lora.yml", "micro_batch_size: {b}, gradient_accumulation_steps: {a}"),
-        ("fixtures/frameworks/trainer_lora.json", "\"per_device_train_batch_size\": {b}, \"gradient_accumulation_steps\": {a}"),
-        ("fixtures/frameworks/torchtune_lora.yaml", "batch_size: {b}, gradient_accumulation_steps: {a}"),
+        (
+            "fixtures/frameworks/axolotl_lora.yml",
+            "micro_batch_size: {b}, gradient_accumulation_steps: {a}",
+        ),
+        (
+            "fixtures/frameworks/trainer_lora.json",
+            "\"per_device_train_batch_size\": {b}, \"gradient_accumulation_steps\": {a}",
+        ),
+        (
+            "fixtures/frameworks/torchtune_lora.yaml",
+            "batch_size: {b}, gradient_accumulation_steps: {a}",
+        ),
     ] {
         let (_, v) = suggest_json(&[file, "--gpu", "rtx3060"]);
         let best = &v["best"];
         let b = best["config"]["batch_size"].as_u64().unwrap();
         // One rank: the per-rank count is the count.
-        let a = best["config"]["gradient_accumulation_steps"].as_u64().unwrap();
+        let a = best["config"]["gradient_accumulation_steps"]
+            .as_u64()
+            .unwrap();
         let cmd = best["command"].as_str().unwrap();
-        let want = line.replace("{b}", &b.to_string()).replace("{a}", &a.to_string());
+        let want = line
+            .replace("{b}", &b.to_string())
+            .replace("{a}", &a.to_string());
         assert!(cmd.contains(&format!("{file}: {want}")), "{cmd}");
         // The user's 2 x 512 x 4 = 4096 tokens per step, kept.
         assert_eq!(best["tokens_per_step"].as_u64(), Some(b * 512 * a));

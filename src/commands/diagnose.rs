@@ -283,7 +283,6 @@ fn suggest_fixes(
     Ok((fixes, notes))
 }
 
-
 /// The config as given fits in the simulation, yet the log is an out-of-memory failure: say so
 /// with both figures and what could account for the difference.
 fn disagreement(facts: &crate::diagnose::types::Facts, predicted: u64, usable: u64) -> String {

@@ -46,11 +46,20 @@ pub fn run(args: &SuggestArgs) -> Result<u8> {
     let plan = match args.gpus {
         Some(n) if n > 1 => Some(Plan::Exactly(n)),
         Some(_) => None,
-        None => report.best.is_none().then_some(Plan::Smallest(DEFAULT_MAX_GPUS)),
+        None => report
+            .best
+            .is_none()
+            .then_some(Plan::Smallest(DEFAULT_MAX_GPUS)),
     };
     if let Some(plan) = plan {
         let one_card_fits = report.best.is_some();
-        report.multi_gpu = Some(suggest_multi(&loaded.config, &budget, plan, one_card_fits, &script)?);
+        report.multi_gpu = Some(suggest_multi(
+            &loaded.config,
+            &budget,
+            plan,
+            one_card_fits,
+            &script,
+        )?);
     }
     if let Some(path) = &args.svg {
         write_file(path, &sweep_chart(&loaded.config, &budget, &report)?)?;

@@ -26,11 +26,11 @@ mod toml_file;
 pub mod validate;
 mod value;
 
+pub use frameworks::{load_sources, Sources};
 pub use infer_keys::{KvCacheDtype, Mode, VllmVersion};
 pub use kinds::{Framework, LossKind, OptimizerKind, Parallelism, Precision};
 pub use lora::Quantization;
 pub use model_keys::ModelType;
-pub use frameworks::{load_sources, Sources};
 pub use models::{load_with_model, ModelSource};
 pub use overrides::{apply_overrides, to_overrides};
 pub use registry::{is_nanogpt_key, key_table};

@@ -3,7 +3,9 @@
 //! the framework counts it), and the line that launches it over several GPUs.
 
 use super::knobs::Script;
-use crate::config::{Framework, LossKind, OptimizerKind, Parallelism, Precision, Quantization, TrainConfig};
+use crate::config::{
+    Framework, LossKind, OptimizerKind, Parallelism, Precision, Quantization, TrainConfig,
+};
 
 /// A key of the user's file and its new value, both as the framework spells them.
 type Change = (&'static str, String);
@@ -33,7 +35,10 @@ pub fn file_changes(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> O
             .collect();
         items.join(", ")
     };
-    Some(format!("{}{path}: {body}", super::knobs::env_prefix(cfg, base)))
+    Some(format!(
+        "{}{path}: {body}",
+        super::knobs::env_prefix(cfg, base)
+    ))
 }
 
 fn is_framework_file(path: &str) -> bool {
@@ -110,18 +115,28 @@ fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<Change> {
     let lit = f == Framework::Litgpt;
     if cfg.eval_batch_size != base.eval_batch_size {
         if let Some(b) = cfg.eval_batch_size {
-            let key = if f == Framework::HfTrainer { "per_device_eval_batch_size" } else { "eval_batch_size" };
+            let key = if f == Framework::HfTrainer {
+                "per_device_eval_batch_size"
+            } else {
+                "eval_batch_size"
+            };
             out.push((key, b.to_string()));
         }
     }
     if cfg.activation_checkpointing && !base.activation_checkpointing {
-        let key = if tt { "enable_activation_checkpointing" } else { "gradient_checkpointing" };
+        let key = if tt {
+            "enable_activation_checkpointing"
+        } else {
+            "gradient_checkpointing"
+        };
         out.push((key, "true".into()));
     }
     if cfg.dtype != base.dtype {
         match (f, cfg.dtype) {
             (Framework::Torchtune, Precision::BFloat16) => out.push(("dtype", "bf16".into())),
-            (Framework::Litgpt, Precision::BFloat16) => out.push(("precision", "bf16-mixed".into())),
+            (Framework::Litgpt, Precision::BFloat16) => {
+                out.push(("precision", "bf16-mixed".into()))
+            }
             (_, Precision::BFloat16) => out.push(("bf16", "true".into())),
             (_, Precision::Float16) => out.push(("fp16", "true".into())),
             (_, Precision::Float32) => {}
@@ -131,7 +146,10 @@ fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<Change> {
         match f {
             Framework::HfTrainer => out.push(("optim", "adamw_bnb_8bit".into())),
             Framework::Axolotl => out.push(("optimizer", "adamw_bnb_8bit".into())),
-            Framework::Torchtune => out.push(("optimizer._component_", "bitsandbytes.optim.AdamW8bit".into())),
+            Framework::Torchtune => out.push((
+                "optimizer._component_",
+                "bitsandbytes.optim.AdamW8bit".into(),
+            )),
             Framework::Litgpt => out.push(("optimizer", "bitsandbytes.optim.AdamW8bit".into())),
             Framework::NanoGpt => {}
         }
@@ -140,7 +158,10 @@ fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<Change> {
         match f {
             Framework::HfTrainer => out.push(("use_liger_kernel", "true".into())),
             Framework::Axolotl => out.push(("liger_fused_linear_cross_entropy", "true".into())),
-            Framework::Torchtune => out.push(("loss._component_", "torchtune.modules.loss.CEWithChunkedOutputLoss".into())),
+            Framework::Torchtune => out.push((
+                "loss._component_",
+                "torchtune.modules.loss.CEWithChunkedOutputLoss".into(),
+            )),
             _ => {}
         }
     }
@@ -151,24 +172,40 @@ fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<Change> {
                 out.push(("adapter", "qlora".into()));
                 out.push(("load_in_4bit", "true".into()));
             }
-            Framework::Torchtune => out.push(("model._component_", "the qlora_ builder of your model".into())),
+            Framework::Torchtune => out.push((
+                "model._component_",
+                "the qlora_ builder of your model".into(),
+            )),
             Framework::Litgpt => out.push(("quantize", "bnb.nf4-dq".into())),
             Framework::NanoGpt => {}
         }
     }
     if cfg.flash && !base.flash && !tt && !lit {
-        let (k, v) = if f == Framework::Axolotl { ("sdp_attention", "true") } else { ("attn_implementation", "sdpa") };
+        let (k, v) = if f == Framework::Axolotl {
+            ("sdp_attention", "true")
+        } else {
+            ("attn_implementation", "sdpa")
+        };
         out.push((k, v.into()));
     }
     if cfg.parallelism != base.parallelism {
         match (f, cfg.parallelism) {
-            (Framework::HfTrainer, Parallelism::Fsdp) => out.push(("fsdp", "full_shard auto_wrap".into())),
-            (Framework::HfTrainer, Parallelism::FsdpGradOp) => out.push(("fsdp", "shard_grad_op auto_wrap".into())),
-            (Framework::Axolotl, Parallelism::Fsdp) => out.push(("fsdp", "[full_shard, auto_wrap]".into())),
-            (Framework::Axolotl, Parallelism::FsdpGradOp) => out.push(("fsdp", "[shard_grad_op, auto_wrap]".into())),
-            (Framework::HfTrainer | Framework::Axolotl, Parallelism::Zero1 | Parallelism::Zero2 | Parallelism::Zero3) => {
-                out.push(("deepspeed", "ds_config.json".into()))
+            (Framework::HfTrainer, Parallelism::Fsdp) => {
+                out.push(("fsdp", "full_shard auto_wrap".into()))
             }
+            (Framework::HfTrainer, Parallelism::FsdpGradOp) => {
+                out.push(("fsdp", "shard_grad_op auto_wrap".into()))
+            }
+            (Framework::Axolotl, Parallelism::Fsdp) => {
+                out.push(("fsdp", "[full_shard, auto_wrap]".into()))
+            }
+            (Framework::Axolotl, Parallelism::FsdpGradOp) => {
+                out.push(("fsdp", "[shard_grad_op, auto_wrap]".into()))
+            }
+            (
+                Framework::HfTrainer | Framework::Axolotl,
+                Parallelism::Zero1 | Parallelism::Zero2 | Parallelism::Zero3,
+            ) => out.push(("deepspeed", "ds_config.json".into())),
             _ => {}
         }
     }
@@ -187,16 +224,27 @@ pub fn runs(framework: Framework, mode: Parallelism) -> bool {
 /// The launch line of a framework run over `cfg.world_size` GPUs; None for nanoGPT and a
 /// Trainer script without a file (the caller keeps its torchrun / accelerate lines).
 pub fn launch(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> Option<String> {
-    let path = script.config_path.as_deref().filter(|p| is_framework_file(p))?;
+    let path = script
+        .config_path
+        .as_deref()
+        .filter(|p| is_framework_file(p))?;
     let w = cfg.world_size;
     let env = super::knobs::env_prefix(cfg, base);
     Some(match cfg.framework {
         Framework::NanoGpt => return None,
         // The Trainer reads its arguments in the user's script; accelerate starts the ranks.
-        Framework::HfTrainer => format!("{env}accelerate launch --num_processes {w} train.py {path}"),
-        Framework::Axolotl => format!("{env}accelerate launch --num_processes {w} -m axolotl.cli.train {path}"),
+        Framework::HfTrainer => {
+            format!("{env}accelerate launch --num_processes {w} train.py {path}")
+        }
+        Framework::Axolotl => {
+            format!("{env}accelerate launch --num_processes {w} -m axolotl.cli.train {path}")
+        }
         Framework::Torchtune => {
-            let recipe = if cfg.lora_rank > 0 { "lora_finetune_distributed" } else { "full_finetune_distributed" };
+            let recipe = if cfg.lora_rank > 0 {
+                "lora_finetune_distributed"
+            } else {
+                "full_finetune_distributed"
+            };
             format!("{env}tune run --nproc_per_node {w} {recipe} --config {path}")
         }
         Framework::Litgpt => {

@@ -2,8 +2,8 @@
 //! nanoGPT user to turn it: a train.py flag, an environment variable, or the lines to change.
 
 use crate::config::{
-    is_nanogpt_key, Framework, to_overrides, LossKind, ModelType, OptimizerKind, Precision, Quantization,
-    TrainConfig,
+    is_nanogpt_key, to_overrides, Framework, LossKind, ModelType, OptimizerKind, Precision,
+    Quantization, TrainConfig,
 };
 
 /// A change of knobs on top of the user's config (batch and accumulation are searched after).

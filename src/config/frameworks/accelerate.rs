@@ -8,10 +8,23 @@ use crate::error::Result;
 use serde_json::Value as Json;
 
 const IGNORED: &[&str] = &[
-    "compute_environment", "debug", "downcast_bf16", "enable_cpu_affinity", "machine_rank",
-    "main_process_ip", "main_process_port", "main_training_function", "num_machines",
-    "rdzv_backend", "same_network", "tpu_env", "tpu_use_cluster", "tpu_use_sudo", "use_cpu",
-    "gpu_ids", "dynamo_config",
+    "compute_environment",
+    "debug",
+    "downcast_bf16",
+    "enable_cpu_affinity",
+    "machine_rank",
+    "main_process_ip",
+    "main_process_port",
+    "main_training_function",
+    "num_machines",
+    "rdzv_backend",
+    "same_network",
+    "tpu_env",
+    "tpu_use_cluster",
+    "tpu_use_sudo",
+    "use_cpu",
+    "gpu_ids",
+    "dynamo_config",
 ];
 
 pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
@@ -60,7 +73,10 @@ fn deepspeed_plugin(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<
         }
         match k.as_str() {
             "deepspeed_config_file" => {
-                out.deepspeed = Some((DeepSpeedRef::Path(doc.str(k, x)?.to_string()), doc.origin(k)))
+                out.deepspeed = Some((
+                    DeepSpeedRef::Path(doc.str(k, x)?.to_string()),
+                    doc.origin(k),
+                ))
             }
             "zero_stage" => {
                 let p = match doc.count(k, x)? {

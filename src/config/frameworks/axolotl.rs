@@ -11,22 +11,81 @@ use serde_json::Value as Json;
 
 /// Keys that do not change GPU memory.
 const IGNORED: &[&str] = &[
-    "model_type", "tokenizer_type", "tokenizer_config", "tokenizer_use_fast", "strict",
-    "datasets", "test_datasets", "dataset_prepared_path", "output_dir", "chat_template",
-    "train_on_inputs", "group_by_length", "num_epochs", "max_steps", "lr_scheduler",
-    "learning_rate", "warmup_steps", "warmup_ratio", "logging_steps", "save_steps",
-    "saves_per_epoch", "save_total_limit", "save_safetensors", "evals_per_epoch", "eval_steps",
-    "eval_table_size", "eval_max_new_tokens", "eval_sample_packing", "special_tokens",
-    "tokens", "early_stopping_patience", "resume_from_checkpoint",
-    "auto_resume_from_checkpoints", "local_rank", "hub_model_id", "hub_strategy", "hub_repo",
-    "hub_token", "hf_use_auth_token", "trust_remote_code", "lora_model_dir",
-    "lora_fan_in_fan_out", "debug", "seed", "is_llama_derived_model", "is_mistral_derived_model",
-    "is_qwen_derived_model", "wandb_project", "wandb_entity", "wandb_watch", "wandb_name",
-    "wandb_run_id", "wandb_log_model", "wandb_mode", "wandb_runid", "wandb_run",
-    "mlflow_experiment_name", "dataset_processes", "data_processes", "tf32", "adam_beta1",
-    "adam_beta2", "adam_epsilon", "optim_args", "lr_scheduler_kwargs", "cosine_min_lr_ratio",
-    "shuffle_merged_datasets", "default_system_message", "device_map", "max_memory",
-    "plugins", "strict_mode", "do_eval", "lora_on_cpu", "pretraining_dataset",
+    "model_type",
+    "tokenizer_type",
+    "tokenizer_config",
+    "tokenizer_use_fast",
+    "strict",
+    "datasets",
+    "test_datasets",
+    "dataset_prepared_path",
+    "output_dir",
+    "chat_template",
+    "train_on_inputs",
+    "group_by_length",
+    "num_epochs",
+    "max_steps",
+    "lr_scheduler",
+    "learning_rate",
+    "warmup_steps",
+    "warmup_ratio",
+    "logging_steps",
+    "save_steps",
+    "saves_per_epoch",
+    "save_total_limit",
+    "save_safetensors",
+    "evals_per_epoch",
+    "eval_steps",
+    "eval_table_size",
+    "eval_max_new_tokens",
+    "eval_sample_packing",
+    "special_tokens",
+    "tokens",
+    "early_stopping_patience",
+    "resume_from_checkpoint",
+    "auto_resume_from_checkpoints",
+    "local_rank",
+    "hub_model_id",
+    "hub_strategy",
+    "hub_repo",
+    "hub_token",
+    "hf_use_auth_token",
+    "trust_remote_code",
+    "lora_model_dir",
+    "lora_fan_in_fan_out",
+    "debug",
+    "seed",
+    "is_llama_derived_model",
+    "is_mistral_derived_model",
+    "is_qwen_derived_model",
+    "wandb_project",
+    "wandb_entity",
+    "wandb_watch",
+    "wandb_name",
+    "wandb_run_id",
+    "wandb_log_model",
+    "wandb_mode",
+    "wandb_runid",
+    "wandb_run",
+    "mlflow_experiment_name",
+    "dataset_processes",
+    "data_processes",
+    "tf32",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "optim_args",
+    "lr_scheduler_kwargs",
+    "cosine_min_lr_ratio",
+    "shuffle_merged_datasets",
+    "default_system_message",
+    "device_map",
+    "max_memory",
+    "plugins",
+    "strict_mode",
+    "do_eval",
+    "lora_on_cpu",
+    "pretraining_dataset",
 ];
 
 pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
@@ -43,9 +102,12 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
             }
             "micro_batch_size" => out.set(doc, key, "batch_size", int(doc.count(key, v)?)),
             "eval_batch_size" => out.set(doc, key, "eval_batch_size", int(doc.count(key, v)?)),
-            "gradient_accumulation_steps" => {
-                out.set(doc, key, "gradient_accumulation_steps", int(doc.count(key, v)?))
-            }
+            "gradient_accumulation_steps" => out.set(
+                doc,
+                key,
+                "gradient_accumulation_steps",
+                int(doc.count(key, v)?),
+            ),
             "batch_size" => {
                 return Err(doc.fail(key, v, "axolotl's deprecated global batch_size: write gradient_accumulation_steps (per GPU) instead"));
             }
@@ -78,7 +140,12 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
             }
             "lora_modules_to_save" => {
                 if v.as_array().is_some_and(|a| !a.is_empty()) {
-                    return Err(unsupported(doc, key, v, "training full copies of modules beside LoRA (lora_modules_to_save)"));
+                    return Err(unsupported(
+                        doc,
+                        key,
+                        v,
+                        "training full copies of modules beside LoRA (lora_modules_to_save)",
+                    ));
                 }
             }
             "load_in_4bit" => {
@@ -95,14 +162,23 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
                 Json::String(s) if s == "offload" => {
                     return Err(unsupported(doc, key, v, "offloaded gradient checkpointing"))
                 }
-                _ => out.set(doc, key, "activation_checkpointing", Value::Bool(doc.bool(key, v)?)),
+                _ => out.set(
+                    doc,
+                    key,
+                    "activation_checkpointing",
+                    Value::Bool(doc.bool(key, v)?),
+                ),
             },
             "gradient_checkpointing_kwargs" => checkpointing_kwargs(doc, key, v, &mut out)?,
             "flash_attention" | "sdp_attention" | "xformers_attention" => {
                 if doc.bool(key, v)? {
                     out.set(doc, key, "flash", Value::Bool(true));
                     if key != "sdp_attention" {
-                        out.note(doc, key, "simulated as SDPA's flash kernel (the same O(T) saved statistics)");
+                        out.note(
+                            doc,
+                            key,
+                            "simulated as SDPA's flash kernel (the same O(T) saved statistics)",
+                        );
                     }
                 }
             }
@@ -114,7 +190,7 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
             "optimizer" => map_trainer_optim(doc, key, v, &mut out)?,
             "max_grad_norm" => out.set(doc, key, "grad_clip", Value::Float(doc.float(key, v)?)),
             "weight_decay" => out.set(doc, key, "weight_decay", Value::Float(doc.float(key, v)?)),
-            "torch_compile" => out.set(doc, key, "compile", Value::Bool(doc.bool(key, v)? )),
+            "torch_compile" => out.set(doc, key, "compile", Value::Bool(doc.bool(key, v)?)),
             "val_set_size" => {
                 if doc.float(key, v)? > 0.0 {
                     out.set(doc, key, "eval_interval", int(1));
@@ -122,7 +198,11 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
             }
             "sample_packing" | "pad_to_sequence_len" => {
                 if doc.bool(key, v)? {
-                    out.note(doc, key, "every micro-batch is sequence_len tokens long, as simulated");
+                    out.note(
+                        doc,
+                        key,
+                        "every micro-batch is sequence_len tokens long, as simulated",
+                    );
                 } else {
                     out.ignore(doc, key);
                 }
@@ -130,15 +210,24 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
             "liger_fused_linear_cross_entropy" | "cut_cross_entropy" => {
                 if doc.bool(key, v)? {
                     out.set(doc, key, "loss", Value::Str("chunked".into()));
-                    out.note(doc, key, "simulated as vramplan's chunked cross-entropy (no full logits)");
+                    out.note(
+                        doc,
+                        key,
+                        "simulated as vramplan's chunked cross-entropy (no full logits)",
+                    );
                 }
             }
             "deepspeed" => {
-                out.deepspeed = Some((DeepSpeedRef::Path(doc.str(key, v)?.to_string()), doc.origin(key)))
+                out.deepspeed = Some((
+                    DeepSpeedRef::Path(doc.str(key, v)?.to_string()),
+                    doc.origin(key),
+                ))
             }
             "fsdp" => fsdp(doc, key, v, &mut out)?,
             "fsdp_config" => fsdp_config(doc, key, v, &mut out)?,
-            "neftune_noise_alpha" => return Err(unsupported(doc, key, v, "NEFTune embedding noise")),
+            "neftune_noise_alpha" => {
+                return Err(unsupported(doc, key, v, "NEFTune embedding noise"))
+            }
             "resize_token_embeddings_to_32x" => {
                 if doc.bool(key, v)? {
                     out.note(doc, key, "the vocabulary padded to a multiple of 32 is not modelled (at most 31 rows more)");
@@ -160,12 +249,21 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
         }
         Some(_) => {
             let v = doc.map.get("adapter").cloned().unwrap_or(Json::Null);
-            return Err(unsupported(doc, "adapter", &v, "an adapter other than lora or qlora"));
+            return Err(unsupported(
+                doc,
+                "adapter",
+                &v,
+                "an adapter other than lora or qlora",
+            ));
         }
     }
     if adapter.is_some() && doc.get("lora_r").is_none() {
         let v = doc.map.get("adapter").cloned().unwrap_or(Json::Null);
-        return Err(doc.fail("adapter", &v, "expected lora_r beside it (the adapters' rank)"));
+        return Err(doc.fail(
+            "adapter",
+            &v,
+            "expected lora_r beside it (the adapters' rank)",
+        ));
     }
     Ok(out)
 }

@@ -21,9 +21,19 @@ const ZERO_DEFAULTS: &[(&str, f64)] = &[
 ];
 
 const IGNORED: &[&str] = &[
-    "train_batch_size", "steps_per_print", "wall_clock_breakdown", "scheduler",
-    "zero_allow_untested_optimizer", "gradient_predivide_factor", "prescale_gradients",
-    "comms_logger", "flops_profiler", "tensorboard", "wandb", "csv_monitor", "dump_state",
+    "train_batch_size",
+    "steps_per_print",
+    "wall_clock_breakdown",
+    "scheduler",
+    "zero_allow_untested_optimizer",
+    "gradient_predivide_factor",
+    "prescale_gradients",
+    "comms_logger",
+    "flops_profiler",
+    "tensorboard",
+    "wandb",
+    "csv_monitor",
+    "dump_state",
     "memory_breakdown",
 ];
 
@@ -36,10 +46,15 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
             continue;
         }
         match key {
-            "train_micro_batch_size_per_gpu" => out.set(doc, key, "batch_size", int(doc.count(key, v)?)),
-            "gradient_accumulation_steps" => {
-                out.set(doc, key, "gradient_accumulation_steps", int(doc.count(key, v)?))
+            "train_micro_batch_size_per_gpu" => {
+                out.set(doc, key, "batch_size", int(doc.count(key, v)?))
             }
+            "gradient_accumulation_steps" => out.set(
+                doc,
+                key,
+                "gradient_accumulation_steps",
+                int(doc.count(key, v)?),
+            ),
             "gradient_clipping" => out.set(doc, key, "grad_clip", Value::Float(doc.float(key, v)?)),
             "bf16" | "fp16" => {
                 let enabled = v.get("enabled").filter(|e| !auto(e));
@@ -54,14 +69,31 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
             "optimizer" => {
                 let ty = v.get("type").and_then(Json::as_str).unwrap_or("");
                 match class_optim(ty) {
-                    Some(("adamw", _)) => out.set(doc, key, "optimizer", Value::Str("adamw".into())),
-                    _ => return Err(unsupported(doc, key, v, "a DeepSpeed optimizer other than Adam/AdamW")),
+                    Some(("adamw", _)) => {
+                        out.set(doc, key, "optimizer", Value::Str("adamw".into()))
+                    }
+                    _ => {
+                        return Err(unsupported(
+                            doc,
+                            key,
+                            v,
+                            "a DeepSpeed optimizer other than Adam/AdamW",
+                        ))
+                    }
                 }
             }
             "activation_checkpointing" => {
-                let cpu = v.get("cpu_checkpointing").and_then(Json::as_bool).unwrap_or(false);
+                let cpu = v
+                    .get("cpu_checkpointing")
+                    .and_then(Json::as_bool)
+                    .unwrap_or(false);
                 if cpu {
-                    return Err(unsupported(doc, key, v, "DeepSpeed's CPU activation checkpointing"));
+                    return Err(unsupported(
+                        doc,
+                        key,
+                        v,
+                        "DeepSpeed's CPU activation checkpointing",
+                    ));
                 }
                 out.ignore(doc, key);
             }
@@ -100,12 +132,21 @@ fn zero(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<()> {
             name => {
                 if let Some((_, d)) = ZERO_DEFAULTS.iter().find(|(n, _)| *n == name) {
                     if x.as_f64() != Some(*d) {
-                        return Err(unsupported(doc, k, x, &format!("a {name} other than DeepSpeed's default {d:e}")));
+                        return Err(unsupported(
+                            doc,
+                            k,
+                            x,
+                            &format!("a {name} other than DeepSpeed's default {d:e}"),
+                        ));
                     }
                 } else if matches!(
                     name,
-                    "overlap_comm" | "contiguous_gradients" | "round_robin_gradients"
-                        | "reduce_scatter" | "allgather_partitions" | "sub_group_size"
+                    "overlap_comm"
+                        | "contiguous_gradients"
+                        | "round_robin_gradients"
+                        | "reduce_scatter"
+                        | "allgather_partitions"
+                        | "sub_group_size"
                         | "stage3_gather_16bit_weights_on_model_save"
                         | "gather_16bit_weights_on_model_save"
                 ) {

@@ -17,12 +17,11 @@ impl<'a> Doc<'a> {
     /// JSON by extension or by a leading `{`, else YAML (a superset of JSON anyway).
     pub fn parse(path: &'a str, text: &'a str) -> Result<Doc<'a>> {
         let text_ = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let json_like = path.to_ascii_lowercase().ends_with(".json")
-            || text_.trim_start().starts_with('{');
+        let json_like =
+            path.to_ascii_lowercase().ends_with(".json") || text_.trim_start().starts_with('{');
         let tree: Json = if json_like {
-            serde_json::from_str(text_).map_err(|e| {
-                Error::new(format!("{path}: expected a JSON object: {e}"))
-            })?
+            serde_json::from_str(text_)
+                .map_err(|e| Error::new(format!("{path}: expected a JSON object: {e}")))?
         } else {
             serde_yaml::from_str(text_).map_err(|e| {
                 Error::new(format!(
@@ -167,7 +166,8 @@ impl Mapped {
     }
 
     pub fn note(&mut self, doc: &Doc, key: &str, what: impl std::fmt::Display) {
-        self.notes.push(format!("{}: {key}: {what}", doc.origin(key)));
+        self.notes
+            .push(format!("{}: {key}: {what}", doc.origin(key)));
     }
 }
 
@@ -203,5 +203,9 @@ pub(crate) fn unknown(doc: &Doc, key: &str, format: &str) -> Error {
 
 /// A key that changes memory in a way the simulator does not model: an error naming it.
 pub(crate) fn unsupported(doc: &Doc, key: &str, v: &Json, what: &str) -> Error {
-    doc.fail(key, v, format!("{what} changes memory and is not modelled by vramplan"))
+    doc.fail(
+        key,
+        v,
+        format!("{what} changes memory and is not modelled by vramplan"),
+    )
 }

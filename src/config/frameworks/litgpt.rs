@@ -12,7 +12,13 @@ use crate::error::Result;
 use serde_json::Value as Json;
 
 const IGNORED: &[&str] = &[
-    "out_dir", "data", "logger_name", "seed", "access_token", "num_nodes", "resume",
+    "out_dir",
+    "data",
+    "logger_name",
+    "seed",
+    "access_token",
+    "num_nodes",
+    "resume",
     "lora_alpha_ignored",
 ];
 
@@ -29,7 +35,9 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
         match key {
             "checkpoint_dir" => {
                 let dir = doc.str(key, v)?;
-                let name = dir.trim_start_matches("checkpoints/").replace("Meta-Llama", "Llama");
+                let name = dir
+                    .trim_start_matches("checkpoints/")
+                    .replace("Meta-Llama", "Llama");
                 out.model = Some((name, doc.origin(key)));
             }
             "precision" => match doc.str(key, v)? {
@@ -37,7 +45,13 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
                 "bf16-mixed" => out.set(doc, key, "dtype", Value::Str("bfloat16".into())),
                 "16-mixed" => out.set(doc, key, "dtype", Value::Str("float16".into())),
                 "bf16-true" | "16-true" => true_half = Some(v.clone()),
-                _ => return Err(doc.fail(key, v, "expected 32-true, bf16-mixed, 16-mixed, bf16-true or 16-true")),
+                _ => {
+                    return Err(doc.fail(
+                        key,
+                        v,
+                        "expected 32-true, bf16-mixed, 16-mixed, bf16-true or 16-true",
+                    ))
+                }
             },
             "quantize" => {
                 let q = match doc.str(key, v)? {
@@ -104,13 +118,26 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
     }
     if let Some(v) = true_half {
         if !lora {
-            return Err(unsupported(doc, "precision", &v, "full fine-tuning in pure half precision (no fp32 master copy)"));
+            return Err(unsupported(
+                doc,
+                "precision",
+                &v,
+                "full fine-tuning in pure half precision (no fp32 master copy)",
+            ));
         }
-        let d = if v.as_str() == Some("bf16-true") { "bfloat16" } else { "float16" };
+        let d = if v.as_str() == Some("bf16-true") {
+            "bfloat16"
+        } else {
+            "float16"
+        };
         out.set(doc, "precision", "dtype", Value::Str(d.into()));
         out.note(doc, "precision", "the whole model is in half precision: frozen base weights as simulated; the LoRA adapters too, simulated as fp32 (an over-estimate on the adapters' own bytes)");
     }
-    if doc.get("train").and_then(|t| t.get("max_seq_length")).is_none_or(Json::is_null) {
+    if doc
+        .get("train")
+        .and_then(|t| t.get("max_seq_length"))
+        .is_none_or(Json::is_null)
+    {
         let v = doc.map.get("train").cloned().unwrap_or(Json::Null);
         return Err(doc.fail("train", &v, "expected train.max_seq_length: without it LitGPT trains at the data's longest sequence, and vramplan needs a length"));
     }
@@ -131,10 +158,19 @@ fn train(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<()> {
         None => 1,
     };
     if micro == 0 || global % micro != 0 {
-        return Err(doc.fail(key, v, "expected global_batch_size to be a multiple of micro_batch_size"));
+        return Err(doc.fail(
+            key,
+            v,
+            "expected global_batch_size to be a multiple of micro_batch_size",
+        ));
     }
     out.set(doc, "micro_batch_size", "batch_size", int(micro));
-    out.set(doc, "global_batch_size", "gradient_accumulation_steps", int(global / micro));
+    out.set(
+        doc,
+        "global_batch_size",
+        "gradient_accumulation_steps",
+        int(global / micro),
+    );
     for (k, x) in m {
         if x.is_null() {
             continue;
@@ -144,7 +180,9 @@ fn train(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<()> {
             "max_seq_length" => out.set(doc, k, "block_size", int(doc.count(k, x)?)),
             "max_norm" => out.set(doc, k, "grad_clip", Value::Float(doc.float(k, x)?)),
             "save_interval" | "log_interval" | "lr_warmup_steps" | "lr_warmup_fraction"
-            | "epochs" | "max_tokens" | "max_steps" | "min_lr" | "tie_embeddings" => out.ignore(doc, k),
+            | "epochs" | "max_tokens" | "max_steps" | "min_lr" | "tie_embeddings" => {
+                out.ignore(doc, k)
+            }
             _ => return Err(unknown(doc, k, "LitGPT's train arguments")),
         }
     }

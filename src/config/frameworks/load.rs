@@ -25,7 +25,10 @@ pub struct Sources<'a> {
 /// a TOML file follows nanoGPT's train.py.
 pub fn load_sources(s: &Sources) -> Result<Loaded> {
     let file = match s.config {
-        Some(p) => Some(read_text(p, "a UTF-8 text config (.py, .toml, .json or .yaml)")?),
+        Some(p) => Some(read_text(
+            p,
+            "a UTF-8 text config (.py, .toml, .json or .yaml)",
+        )?),
         None => None,
     };
     let kind = file.as_ref().and_then(|(n, t)| super::detect(n, t));
@@ -36,7 +39,8 @@ pub fn load_sources(s: &Sources) -> Result<Loaded> {
         })
     });
     let hf_model_alone = file.is_none() && !nanogpt_asked && s.model.is_some_and(|m| !is_gpt2(m));
-    let frameworkish = kind.is_some() || hf_model_alone || s.deepspeed.is_some() || s.accelerate.is_some();
+    let frameworkish =
+        kind.is_some() || hf_model_alone || s.deepspeed.is_some() || s.accelerate.is_some();
     if !frameworkish {
         return crate::config::load_with_model(s.config, s.model, s.overrides);
     }
@@ -89,7 +93,9 @@ pub fn load_sources(s: &Sources) -> Result<Loaded> {
     let ds = match (s.deepspeed, &mapped.deepspeed) {
         (Some(p), _) => Some(read_text(p, "a DeepSpeed config (JSON)")?),
         (None, Some((DeepSpeedRef::Path(p), origin))) => Some(read_beside(s.config, p, origin)?),
-        (None, Some((DeepSpeedRef::Inline(text), origin))) => Some((origin.to_string(), text.clone())),
+        (None, Some((DeepSpeedRef::Inline(text), origin))) => {
+            Some((origin.to_string(), text.clone()))
+        }
         (None, None) => None,
     };
     if let Some((name, text)) = ds {
@@ -128,7 +134,11 @@ fn is_gpt2(m: ModelSource) -> bool {
         ModelSource::HfConfig(p) => std::fs::read_to_string(p).is_ok_and(|t| {
             serde_json::from_str::<serde_json::Value>(&t)
                 .ok()
-                .and_then(|v| v.get("model_type").and_then(|m| m.as_str()).map(|m| m == "gpt2"))
+                .and_then(|v| {
+                    v.get("model_type")
+                        .and_then(|m| m.as_str())
+                        .map(|m| m == "gpt2")
+                })
                 .unwrap_or(false)
         }),
     }

@@ -130,7 +130,10 @@ pub(crate) fn defaults(framework: Framework) -> Vec<Assignment> {
         ("compile", Value::Bool(false)),
         ("dtype", Value::Str("float32".into())),
         ("optimizer", Value::Str("adamw".into())),
-        ("eval_interval", int(super::TrainConfig::default().max_iters + 1)),
+        (
+            "eval_interval",
+            int(super::TrainConfig::default().max_iters + 1),
+        ),
         ("weight_decay", Value::Float(0.0)),
         ("dropout", Value::Float(0.0)),
         ("flash", Value::Bool(true)),
@@ -195,10 +198,9 @@ pub(crate) fn framework_in(assignments: &[Assignment]) -> Framework {
         .iter()
         .rev()
         .find_map(|a| match (&a.key[..], &a.rhs) {
-            ("framework", Rhs::Known(Value::Str(s))) => Framework::ALL
-                .iter()
-                .copied()
-                .find(|f| f.as_str() == s),
+            ("framework", Rhs::Known(Value::Str(s))) => {
+                Framework::ALL.iter().copied().find(|f| f.as_str() == s)
+            }
             _ => None,
         })
         .unwrap_or_default()

@@ -9,11 +9,28 @@ use crate::error::Result;
 use serde_json::{Map, Value as Json};
 
 const IGNORED: &[&str] = &[
-    "output_dir", "checkpointer", "resume_from_checkpoint", "save_adapter_weights_only",
-    "dataset", "seed", "shuffle", "epochs", "max_steps_per_epoch", "lr_scheduler",
-    "metric_logger", "log_every_n_steps", "log_peak_memory_stats", "log_level", "profiler",
-    "device", "recipe", "dataset_val", "batch_size_val", "run_val_every_n_steps",
-    "save_last_epoch_only", "custom_sharded_layers",
+    "output_dir",
+    "checkpointer",
+    "resume_from_checkpoint",
+    "save_adapter_weights_only",
+    "dataset",
+    "seed",
+    "shuffle",
+    "epochs",
+    "max_steps_per_epoch",
+    "lr_scheduler",
+    "metric_logger",
+    "log_every_n_steps",
+    "log_peak_memory_stats",
+    "log_level",
+    "profiler",
+    "device",
+    "recipe",
+    "dataset_val",
+    "batch_size_val",
+    "run_val_every_n_steps",
+    "save_last_epoch_only",
+    "custom_sharded_layers",
 ];
 
 /// torchtune model builders (torchtune/models/*/_model_builders.py) → vramplan presets.
@@ -144,7 +161,13 @@ fn model(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<bool> {
                         "k_proj" => "k_proj",
                         "v_proj" => "v_proj",
                         "output_proj" => "o_proj",
-                        _ => return Err(doc.fail(k, x, "expected q_proj, k_proj, v_proj or output_proj")),
+                        _ => {
+                            return Err(doc.fail(
+                                k,
+                                x,
+                                "expected q_proj, k_proj, v_proj or output_proj",
+                            ))
+                        }
                     });
                 }
             }
@@ -156,7 +179,12 @@ fn model(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<bool> {
             }
             "apply_lora_to_output" => {
                 if doc.bool(k, x)? {
-                    return Err(unsupported(doc, k, x, "LoRA on the output projection (lm_head)"));
+                    return Err(unsupported(
+                        doc,
+                        k,
+                        x,
+                        "LoRA on the output projection (lm_head)",
+                    ));
                 }
             }
             "lora_rank" => out.set(doc, k, "lora_rank", int(doc.count(k, x)?)),
@@ -174,7 +202,12 @@ fn model(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<bool> {
         if !m.contains_key("lora_rank") {
             return Err(doc.fail(key, v, "expected model.lora_rank for a LoRA builder"));
         }
-        out.set(doc, "lora_attn_modules", "lora_targets", Value::Str(targets.join(",")));
+        out.set(
+            doc,
+            "lora_attn_modules",
+            "lora_targets",
+            Value::Str(targets.join(",")),
+        );
     }
     Ok(lora)
 }

@@ -215,6 +215,12 @@ fn bad_framework_files_are_one_line_naming_the_key() {
     );
     let err = refused(&["check", &p]);
     assert!(err.contains("optim.json:2: optim = \"adafactor\""), "{err}");
+
+    let err = refused(&["check", "fixtures/hf/gemma-2b.json"]);
+    assert!(
+        err.contains("pass it as --hf-config fixtures/hf/gemma-2b.json"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -233,4 +239,29 @@ fn verbose_lists_the_keys_without_memory_effect() {
     );
     let (_, _, quiet) = vramplan(&["check", "fixtures/frameworks/trainer_lora.json"]);
     assert!(!quiet.contains("learning_rate"), "{quiet}");
+}
+
+/// What transformers 4.57.1 writes: `TrainingArguments(output_dir="out",
+/// per_device_train_batch_size=2, gradient_accumulation_steps=4, bf16=True,
+/// gradient_checkpointing=True, report_to="none").to_dict()`, all 133 keys, dumped as JSON by
+/// the library itself, plus `model_name_or_path`. Every key is known.
+#[test]
+fn a_real_to_dict_dump_is_read_whole() {
+    let (c, w) = load(
+        "fixtures/frameworks/trainer_to_dict.json",
+        Sources::default(),
+    );
+    assert_llama_3_2_1b(&c);
+    assert_eq!((c.batch_size, c.gradient_accumulation_steps), (2, 4));
+    assert_eq!(c.dtype, Precision::BFloat16);
+    assert!(c.activation_checkpointing && !c.compile);
+    assert_eq!(c.lora_rank, 0);
+    // No sequence length in TrainingArguments: SFTConfig's default max_length.
+    assert_eq!(c.block_size, 1024);
+    // Its optim "adamw_torch" (torch < 2.8 where it was dumped) is noted, not exact.
+    assert!(
+        w.iter()
+            .any(|w| w.contains("'adamw_torch' modelled as fused AdamW")),
+        "{w:?}"
+    );
 }

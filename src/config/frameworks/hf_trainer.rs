@@ -142,10 +142,15 @@ const IGNORED: &[&str] = &[
 ];
 
 pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
+    if doc.map.contains_key("architectures") || doc.map.contains_key("num_hidden_layers") {
+        return Err(crate::error::Error::new(format!(
+            "{}: this is a model's config.json (architectures, num_hidden_layers), not a training config: pass it as --hf-config {}",
+            doc.path, doc.path
+        )));
+    }
     let mut out = Mapped::default();
     let mut eval_on = false;
-    let mut peft = false;
-    let mut half_weights: Option<(String, Json)> = None;
+    let mut model = ModelKeys::default();
     for (key, v) in &doc.map {
         let key = key.as_str();
         if v.is_null() {
@@ -236,7 +241,19 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
                     out.ignore(doc, key);
                 }
             }
-            "neftune_noise_alpha" | "activation_offloading" | "optim_target_modules" | "parallelism_config" => {
+            // Deprecated: adafactor = True means optim = "adafactor".
+            "adafactor" => {
+                if doc.bool(key, v)? {
+                    return Err(unsupported(doc, key, v, "the Adafactor optimizer"));
+                }
+                out.ignore(doc, key);
+            }
+            "activation_offloading" => {
+                if doc.bool(key, v)? {
+                    return Err(unsupported(doc, key, v, "activation offloading to the CPU"));
+                }
+            }
+            "neftune_noise_alpha" | "optim_target_modules" | "parallelism_config" => {
                 return Err(unsupported(doc, key, v, key));
             }
             "ddp_bucket_cap_mb" => {
@@ -244,58 +261,12 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
                     return Err(unsupported(doc, key, v, "a DDP bucket size other than PyTorch's 25 MiB"));
                 }
             }
-            // TRL's ModelConfig (trl/trainer/model_config.py), for `trl sft --config`.
-            "model_name_or_path" => {
-                out.model = Some((doc.str(key, v)?.to_string(), doc.origin(key)));
-            }
-            "use_peft" => peft = doc.bool(key, v)?,
-            "lora_r" => out.set(doc, key, "lora_rank", int(doc.count(key, v)?)),
-            "lora_alpha" => out.set(doc, key, "lora_alpha", Value::Float(doc.float(key, v)?)),
-            "lora_dropout" => out.set(doc, key, "lora_dropout", Value::Float(doc.float(key, v)?)),
-            "lora_target_modules" => lora_targets(doc, key, v, &mut out)?,
-            "load_in_4bit" => {
-                if doc.bool(key, v)? {
-                    out.set(doc, key, "quantization", Value::Str("nf4".into()));
-                }
-            }
-            "load_in_8bit" => {
-                if doc.bool(key, v)? {
-                    out.set(doc, key, "quantization", Value::Str("int8".into()));
-                }
-            }
-            "bnb_4bit_quant_type" => {
-                let q = doc.str(key, v)?;
-                if !matches!(q, "nf4" | "fp4") {
-                    return Err(doc.fail(key, v, "expected 'nf4' or 'fp4'"));
-                }
-                out.set(doc, key, "quantization", Value::Str(q.into()));
-            }
-            "use_bnb_nested_quant" => {
-                out.set(doc, key, "double_quant", Value::Bool(doc.bool(key, v)?))
-            }
-            "attn_implementation" => match doc.str(key, v)? {
-                "eager" => out.set(doc, key, "flash", Value::Bool(false)),
-                "sdpa" => out.set(doc, key, "flash", Value::Bool(true)),
-                "flash_attention_2" => {
-                    out.set(doc, key, "flash", Value::Bool(true));
-                    out.note(doc, key, "FlashAttention-2 simulated as SDPA's flash kernel (the same O(T) saved statistics)");
-                }
-                _ => return Err(unsupported(doc, key, v, "this attention implementation")),
-            },
-            "torch_dtype" | "dtype" => match doc.str(key, v)? {
-                "auto" | "float32" => {}
-                "bfloat16" | "float16" => half_weights = Some((key.to_string(), v.clone())),
-                _ => return Err(doc.fail(key, v, "expected 'auto', 'float32', 'bfloat16' or 'float16'")),
-            },
-            "model_init_kwargs" => {
-                if v.as_object().is_some_and(|m| !m.is_empty()) {
-                    return Err(unsupported(doc, key, v, "model_init_kwargs (the model's loading dtype and quantization: write torch_dtype / load_in_4bit as TRL's ModelConfig keys)"));
-                }
-            }
+            k if model_key(doc, k, v, &mut out, &mut model)? => {}
             k if IGNORED.contains(&k) => out.ignore(doc, key),
             _ => return Err(unknown(doc, key, "TrainingArguments / TRL SFTConfig")),
         }
     }
+    let ModelKeys { peft, half_weights } = model;
     if !peft && doc.get("lora_r").is_some() {
         out.note(
             doc,
@@ -328,6 +299,73 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
         out.assignments.retain(|a| a.key != "eval_batch_size");
     }
     Ok(out)
+}
+
+/// What TRL's ModelConfig keys say beyond single assignments.
+#[derive(Default)]
+struct ModelKeys {
+    peft: bool,
+    half_weights: Option<(String, Json)>,
+}
+
+/// TRL's ModelConfig (trl/trainer/model_config.py), which `trl sft --config` reads beside
+/// SFTConfig: the model, PEFT and quantization. False when `key` is not one of them.
+fn model_key(doc: &Doc, key: &str, v: &Json, out: &mut Mapped, st: &mut ModelKeys) -> Result<bool> {
+    match key {
+        "model_name_or_path" => {
+            out.model = Some((doc.str(key, v)?.to_string(), doc.origin(key)));
+        }
+        "use_peft" => st.peft = doc.bool(key, v)?,
+        "lora_r" => out.set(doc, key, "lora_rank", int(doc.count(key, v)?)),
+        "lora_alpha" => out.set(doc, key, "lora_alpha", Value::Float(doc.float(key, v)?)),
+        "lora_dropout" => out.set(doc, key, "lora_dropout", Value::Float(doc.float(key, v)?)),
+        "lora_target_modules" => lora_targets(doc, key, v, out)?,
+        "load_in_4bit" => {
+            if doc.bool(key, v)? {
+                out.set(doc, key, "quantization", Value::Str("nf4".into()));
+            }
+        }
+        "load_in_8bit" => {
+            if doc.bool(key, v)? {
+                out.set(doc, key, "quantization", Value::Str("int8".into()));
+            }
+        }
+        "bnb_4bit_quant_type" => {
+            let q = doc.str(key, v)?;
+            if !matches!(q, "nf4" | "fp4") {
+                return Err(doc.fail(key, v, "expected 'nf4' or 'fp4'"));
+            }
+            out.set(doc, key, "quantization", Value::Str(q.into()));
+        }
+        "use_bnb_nested_quant" => out.set(doc, key, "double_quant", Value::Bool(doc.bool(key, v)?)),
+        "attn_implementation" => match doc.str(key, v)? {
+            "eager" => out.set(doc, key, "flash", Value::Bool(false)),
+            "sdpa" => out.set(doc, key, "flash", Value::Bool(true)),
+            "flash_attention_2" => {
+                out.set(doc, key, "flash", Value::Bool(true));
+                out.note(doc, key, "FlashAttention-2 simulated as SDPA's flash kernel (the same O(T) saved statistics)");
+            }
+            _ => return Err(unsupported(doc, key, v, "this attention implementation")),
+        },
+        "torch_dtype" | "dtype" => match doc.str(key, v)? {
+            "auto" | "float32" => {}
+            "bfloat16" | "float16" => st.half_weights = Some((key.to_string(), v.clone())),
+            _ => {
+                return Err(doc.fail(
+                    key,
+                    v,
+                    "expected 'auto', 'float32', 'bfloat16' or 'float16'",
+                ))
+            }
+        },
+        "model_init_kwargs" => {
+            if v.as_object().is_some_and(|m| !m.is_empty()) {
+                return Err(unsupported(doc, key, v, "model_init_kwargs (the model's loading dtype and quantization: write torch_dtype / load_in_4bit as TRL's ModelConfig keys)"));
+            }
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 pub(super) fn int(v: u64) -> Value {

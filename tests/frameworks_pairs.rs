@@ -262,3 +262,53 @@ fn suggest_answers_in_the_files_own_keys() {
         assert!(b * 512 * a >= 4096);
     }
 }
+
+/// A Trainer YAML that names its own ZeRO-2 ds_config, planned for 8 GPUs: every candidate
+/// changes the file's keys with the per-rank accumulation its ds_config.json also says, and a
+/// candidate that leaves DeepSpeed drops the file's deepspeed key.
+#[test]
+fn a_trainer_file_over_8_gpus_is_answered_in_its_keys() {
+    let path = "fixtures/frameworks/trainer_full.yaml";
+    let (_, v) = suggest_json(&[path, "--gpu", "h100-80gb", "--gpus", "8"]);
+    let m = &v["multi_gpu"];
+    assert_eq!(m["planned_world_size"], 8);
+    // The file: per device 1 x 2048 tokens x 8 micro-steps, on 8 devices.
+    let tokens = 2048 * 8 * 8;
+    for c in m["fitting"].as_array().unwrap() {
+        let cfg = &c["config"];
+        let b = cfg["batch_size"].as_u64().unwrap();
+        let per_rank = cfg["gradient_accumulation_steps"].as_u64().unwrap() / 8;
+        assert_eq!(c["tokens_per_step"].as_u64(), Some(tokens));
+        assert_eq!(b * per_rank * 8 * 2048, tokens);
+        let launch = c["launch"].as_str().unwrap();
+        assert_eq!(
+            launch,
+            format!("accelerate launch --num_processes 8 train.py {path}")
+        );
+        let change = c["code_changes"][0].as_str().unwrap();
+        let keys = format!(
+            "{path}: per_device_train_batch_size: {b}, gradient_accumulation_steps: {per_rank}"
+        );
+        assert!(change.starts_with(&keys), "{change}");
+        if let Some(ds) = c["ds_config"].as_object() {
+            assert_eq!(ds["gradient_accumulation_steps"].as_u64(), Some(per_rank));
+        }
+        let mode = c["parallelism"].as_str().unwrap();
+        assert_eq!(
+            change.contains("deepspeed: null"),
+            mode.starts_with("fsdp") || mode == "ddp",
+            "{change}"
+        );
+    }
+    // The human-readable answer says the plan's world size and, apart, the smallest one.
+    let (_, text, _) =
+        support::cli::vramplan(&["suggest", path, "--gpu", "h100-80gb", "--gpus", "8"]);
+    assert!(text.contains("Planned for 8 GPUs"), "{text}");
+    let smallest = m["smallest_world_size"].as_u64().unwrap();
+    assert!(
+        text.contains(&format!(
+            "The smallest world size that fits is {smallest} GPUs."
+        )),
+        "{text}"
+    );
+}

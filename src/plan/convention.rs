@@ -48,7 +48,7 @@ fn is_framework_file(path: &str) -> bool {
 
 /// YAML scalars as JSON: booleans and numbers as they are, names quoted.
 fn json_value(v: &str) -> String {
-    if v == "true" || v == "false" || v.parse::<f64>().is_ok() {
+    if v == "true" || v == "false" || v == "null" || v.parse::<f64>().is_ok() {
         v.to_string()
     } else {
         format!("\"{}\"", v.trim_matches('\''))
@@ -189,6 +189,19 @@ fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<Change> {
         out.push((k, v.into()));
     }
     if cfg.parallelism != base.parallelism {
+        let zero = |p: Parallelism| {
+            matches!(
+                p,
+                Parallelism::Zero1 | Parallelism::Zero2 | Parallelism::Zero3
+            )
+        };
+        // Leaving DeepSpeed: the file's own ds_config must go.
+        if zero(base.parallelism)
+            && !zero(cfg.parallelism)
+            && matches!(f, Framework::HfTrainer | Framework::Axolotl)
+        {
+            out.push(("deepspeed", "null".into()));
+        }
         match (f, cfg.parallelism) {
             (Framework::HfTrainer, Parallelism::Fsdp) => {
                 out.push(("fsdp", "full_shard auto_wrap".into()))

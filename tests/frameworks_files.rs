@@ -265,3 +265,22 @@ fn a_real_to_dict_dump_is_read_whole() {
         "{w:?}"
     );
 }
+
+/// base_model naming a local folder: its config.json builds the model (no preset, no network).
+#[test]
+fn a_local_model_folder_beside_the_file_is_read() {
+    let hf = std::fs::read_to_string("fixtures/hf/qwen2.5-0.5b.json").unwrap();
+    let want: serde_json::Value = serde_json::from_str(&hf).unwrap();
+    let yml = temp(
+        "local.yml",
+        "base_model: my-model\nmicro_batch_size: 1\nsequence_len: 256\n",
+    );
+    let dir = Path::new(&yml).parent().unwrap().join("my-model");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), &hf).unwrap();
+    let (c, _) = load(&yml, Sources::default());
+    assert_eq!(c.n_layer, want["num_hidden_layers"].as_u64().unwrap());
+    assert_eq!(c.n_embd, want["hidden_size"].as_u64().unwrap());
+    assert_eq!(c.vocab_size, want["vocab_size"].as_u64().unwrap());
+    assert_eq!((c.framework, c.block_size), (Framework::Axolotl, 256));
+}

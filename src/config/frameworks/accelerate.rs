@@ -2,7 +2,8 @@
 //! processes, the mixed precision, and the FSDP or DeepSpeed plugin settings.
 
 use super::doc::{unknown, unsupported, DeepSpeedRef, Doc, Mapped};
-use super::hf_trainer::{fsdp_config, int};
+use super::fsdp::fsdp_config;
+use super::hf_trainer::int;
 use crate::config::value::Value;
 use crate::error::Result;
 use serde_json::Value as Json;

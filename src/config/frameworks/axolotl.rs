@@ -3,7 +3,8 @@
 //! Trainer's.
 
 use super::doc::{unknown, unsupported, DeepSpeedRef, Doc, Mapped};
-use super::hf_trainer::{checkpointing_kwargs, fsdp, fsdp_config, int, lora_targets};
+use super::fsdp::{fsdp, fsdp_config};
+use super::hf_trainer::{checkpointing_kwargs, int, lora_targets};
 use super::optim::map_trainer_optim;
 use crate::config::value::Value;
 use crate::error::Result;

@@ -3,141 +3,46 @@
 //! `TrainingArguments.to_dict()` writes, plus `model_name_or_path`.
 
 use super::doc::{unknown, unsupported, DeepSpeedRef, Doc, Mapped};
+use super::fsdp::{fsdp, fsdp_config};
 use super::optim::map_trainer_optim;
 use crate::config::value::Value;
 use crate::error::Result;
 use serde_json::Value as Json;
 
 /// TrainingArguments fields that do not change GPU memory (transformers 4.57).
+#[rustfmt::skip]
 const IGNORED: &[&str] = &[
-    "output_dir",
-    "overwrite_output_dir",
-    "do_train",
-    "do_eval",
-    "do_predict",
-    "prediction_loss_only",
-    "eval_accumulation_steps",
-    "eval_delay",
-    "learning_rate",
-    "adam_beta1",
-    "adam_beta2",
-    "adam_epsilon",
-    "num_train_epochs",
-    "max_steps",
-    "lr_scheduler_type",
-    "lr_scheduler_kwargs",
-    "warmup_ratio",
-    "warmup_steps",
-    "log_level",
-    "log_level_replica",
-    "log_on_each_node",
-    "logging_dir",
-    "logging_strategy",
-    "logging_first_step",
-    "logging_steps",
-    "logging_nan_inf_filter",
-    "save_strategy",
-    "save_steps",
-    "save_total_limit",
-    "save_safetensors",
-    "save_on_each_node",
-    "save_only_model",
-    "restore_callback_states_from_checkpoint",
-    "no_cuda",
-    "use_cpu",
-    "use_mps_device",
-    "seed",
-    "data_seed",
-    "jit_mode_eval",
-    "fp16_opt_level",
-    "half_precision_backend",
-    "tf32",
-    "local_rank",
-    "ddp_backend",
-    "tpu_num_cores",
-    "tpu_metrics_debug",
-    "debug",
-    "dataloader_drop_last",
-    "eval_steps",
-    "dataloader_num_workers",
-    "dataloader_prefetch_factor",
-    "past_index",
-    "run_name",
-    "disable_tqdm",
-    "remove_unused_columns",
-    "label_names",
-    "load_best_model_at_end",
-    "metric_for_best_model",
-    "greater_is_better",
-    "ignore_data_skip",
-    "fsdp_min_num_params",
-    "fsdp_transformer_layer_cls_to_wrap",
-    "accelerator_config",
-    "label_smoothing_factor",
-    "optim_args",
-    "group_by_length",
-    "length_column_name",
-    "report_to",
-    "project",
-    "trackio_space_id",
-    "ddp_find_unused_parameters",
-    "ddp_broadcast_buffers",
-    "dataloader_pin_memory",
-    "dataloader_persistent_workers",
-    "skip_memory_metrics",
-    "use_legacy_prediction_loop",
-    "push_to_hub",
-    "resume_from_checkpoint",
-    "hub_model_id",
-    "hub_strategy",
-    "hub_token",
-    "hub_private_repo",
-    "hub_always_push",
-    "hub_revision",
-    "include_inputs_for_metrics",
-    "include_for_metrics",
-    "eval_do_concat_batches",
-    "fp16_backend",
-    "push_to_hub_model_id",
-    "push_to_hub_organization",
-    "push_to_hub_token",
-    "mp_parameters",
-    "full_determinism",
-    "ray_scope",
-    "ddp_timeout",
-    "include_tokens_per_second",
-    "include_num_input_tokens_seen",
-    "batch_eval_metrics",
-    "eval_on_start",
-    "eval_use_gather_object",
-    "average_tokens_across_devices",
-    "liger_kernel_config",
-    "logging_dir",
-    "evaluation_strategy_steps",
-    // TRL SFTConfig's data keys (trl/trainer/sft_config.py)
-    "dataset_text_field",
-    "dataset_kwargs",
-    "dataset_num_proc",
-    "dataset_batch_size",
-    "eos_token",
-    "pad_token",
-    "completion_only_loss",
-    "assistant_only_loss",
-    "chat_template_path",
-    "eval_packing",
-    "shuffle_dataset",
-    "packing_strategy",
-    "pad_to_multiple_of",
-    "loss_type",
-    "dataset_name",
-    "dataset_config",
-    "dataset_train_split",
-    "dataset_test_split",
-    "model_revision",
-    "trust_remote_code",
-    "lora_task_type",
-    "use_rslora",
-    "use_dora",
+    "output_dir", "overwrite_output_dir", "do_train", "do_eval", "do_predict",
+    "prediction_loss_only", "eval_accumulation_steps", "eval_delay", "learning_rate",
+    "adam_beta1", "adam_beta2", "adam_epsilon", "num_train_epochs", "max_steps",
+    "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_ratio", "warmup_steps", "log_level",
+    "log_level_replica", "log_on_each_node", "logging_dir", "logging_strategy",
+    "logging_first_step", "logging_steps", "logging_nan_inf_filter", "save_strategy",
+    "save_steps", "save_total_limit", "save_safetensors", "save_on_each_node",
+    "save_only_model", "restore_callback_states_from_checkpoint", "no_cuda", "use_cpu",
+    "use_mps_device", "seed", "data_seed", "jit_mode_eval", "fp16_opt_level",
+    "half_precision_backend", "tf32", "local_rank", "ddp_backend", "tpu_num_cores",
+    "tpu_metrics_debug", "debug", "dataloader_drop_last", "eval_steps",
+    "dataloader_num_workers", "dataloader_prefetch_factor", "past_index", "run_name",
+    "disable_tqdm", "remove_unused_columns", "label_names", "load_best_model_at_end",
+    "metric_for_best_model", "greater_is_better", "ignore_data_skip", "fsdp_min_num_params",
+    "fsdp_transformer_layer_cls_to_wrap", "accelerator_config", "label_smoothing_factor",
+    "optim_args", "group_by_length", "length_column_name", "report_to", "project",
+    "trackio_space_id", "ddp_find_unused_parameters", "ddp_broadcast_buffers",
+    "dataloader_pin_memory", "dataloader_persistent_workers", "skip_memory_metrics",
+    "use_legacy_prediction_loop", "push_to_hub", "resume_from_checkpoint", "hub_model_id",
+    "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push", "hub_revision",
+    "include_inputs_for_metrics", "include_for_metrics", "eval_do_concat_batches",
+    "fp16_backend", "push_to_hub_model_id", "push_to_hub_organization", "push_to_hub_token",
+    "mp_parameters", "full_determinism", "ray_scope", "ddp_timeout",
+    "include_tokens_per_second", "include_num_input_tokens_seen", "batch_eval_metrics",
+    "eval_on_start", "eval_use_gather_object", "average_tokens_across_devices",
+    "liger_kernel_config", "logging_dir", "evaluation_strategy_steps", "dataset_text_field",
+    "dataset_kwargs", "dataset_num_proc", "dataset_batch_size", "eos_token", "pad_token",
+    "completion_only_loss", "assistant_only_loss", "chat_template_path", "eval_packing",
+    "shuffle_dataset", "packing_strategy", "pad_to_multiple_of", "loss_type", "dataset_name",
+    "dataset_config", "dataset_train_split", "dataset_test_split", "model_revision",
+    "trust_remote_code", "lora_task_type", "use_rslora", "use_dora",
     "lora_modules_to_save_none",
 ];
 
@@ -397,85 +302,5 @@ pub(super) fn checkpointing_kwargs(doc: &Doc, key: &str, v: &Json, out: &mut Map
 pub(super) fn lora_targets(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<()> {
     let names = doc.strings(key, v)?;
     out.set(doc, key, "lora_targets", Value::Str(names.join(",")));
-    Ok(())
-}
-
-/// `fsdp`: "full_shard auto_wrap" (or a list); offload and hybrid sharding are not modelled.
-pub(super) fn fsdp(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<()> {
-    let opts = doc.strings(key, v)?;
-    if opts.is_empty() {
-        return Ok(());
-    }
-    for o in &opts {
-        match o.as_str() {
-            "full_shard" => out.set(doc, key, "parallelism", Value::Str("fsdp".into())),
-            "shard_grad_op" => out.set(doc, key, "parallelism", Value::Str("fsdp_grad_op".into())),
-            "auto_wrap" => {}
-            "no_shard" => out.set(doc, key, "parallelism", Value::Str("ddp".into())),
-            _ => return Err(unsupported(doc, key, v, &format!("FSDP option '{o}'"))),
-        }
-    }
-    Ok(())
-}
-
-/// `fsdp_config` (Trainer and axolotl; keys with or without the `fsdp_` prefix).
-pub(super) fn fsdp_config(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<()> {
-    let Some(m) = v.as_object() else {
-        return Err(doc.fail(key, v, "expected a mapping"));
-    };
-    for (k, x) in m {
-        let name = k.strip_prefix("fsdp_").unwrap_or(k);
-        match name {
-            "offload_params" | "cpu_offload" => {
-                if doc.bool(k, x)? {
-                    return Err(unsupported(doc, k, x, "FSDP CPU offload"));
-                }
-            }
-            "activation_checkpointing" => out.set(
-                doc,
-                k,
-                "activation_checkpointing",
-                Value::Bool(doc.bool(k, x)?),
-            ),
-            "sharding_strategy" => {
-                let s = match x {
-                    Json::Number(n) => match n.as_u64() {
-                        Some(1) => "FULL_SHARD",
-                        Some(2) => "SHARD_GRAD_OP",
-                        Some(3) => "NO_SHARD",
-                        _ => "?",
-                    },
-                    _ => doc.str(k, x)?,
-                };
-                let p = match s {
-                    "FULL_SHARD" => "fsdp",
-                    "SHARD_GRAD_OP" => "fsdp_grad_op",
-                    "NO_SHARD" => "ddp",
-                    _ => return Err(unsupported(doc, k, x, "this FSDP sharding strategy")),
-                };
-                out.set(doc, k, "parallelism", Value::Str(p.into()));
-            }
-            "version" => {
-                if doc.count(k, x)? != 1 {
-                    return Err(unsupported(doc, k, x, "FSDP2 (fully_shard)"));
-                }
-            }
-            "auto_wrap_policy"
-            | "transformer_layer_cls_to_wrap"
-            | "backward_prefetch"
-            | "forward_prefetch"
-            | "limit_all_gathers"
-            | "use_orig_params"
-            | "sync_module_states"
-            | "cpu_ram_efficient_loading"
-            | "state_dict_type"
-            | "min_num_params"
-            | "xla"
-            | "xla_fsdp_grad_ckpt"
-            | "xla_fsdp_v2"
-            | "reshard_after_forward" => out.ignore(doc, k),
-            _ => return Err(unsupported(doc, k, x, &format!("fsdp_config.{k}"))),
-        }
-    }
     Ok(())
 }

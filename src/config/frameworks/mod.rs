@@ -14,6 +14,7 @@ mod accelerate;
 mod axolotl;
 mod deepspeed;
 mod doc;
+mod fsdp;
 mod hf_trainer;
 mod litgpt;
 mod load;

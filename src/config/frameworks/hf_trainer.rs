@@ -37,13 +37,13 @@ const IGNORED: &[&str] = &[
     "mp_parameters", "full_determinism", "ray_scope", "ddp_timeout",
     "include_tokens_per_second", "include_num_input_tokens_seen", "batch_eval_metrics",
     "eval_on_start", "eval_use_gather_object", "average_tokens_across_devices",
-    "liger_kernel_config", "logging_dir", "evaluation_strategy_steps", "dataset_text_field",
+    "liger_kernel_config", "logging_dir", "dataset_text_field",
     "dataset_kwargs", "dataset_num_proc", "dataset_batch_size", "eos_token", "pad_token",
     "completion_only_loss", "assistant_only_loss", "chat_template_path", "eval_packing",
     "shuffle_dataset", "packing_strategy", "pad_to_multiple_of", "loss_type", "dataset_name",
     "dataset_config", "dataset_train_split", "dataset_test_split", "model_revision",
     "trust_remote_code", "lora_task_type", "use_rslora", "use_dora",
-    "lora_modules_to_save_none",
+   
 ];
 
 pub(crate) fn map(doc: &Doc) -> Result<Mapped> {

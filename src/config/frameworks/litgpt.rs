@@ -19,7 +19,6 @@ const IGNORED: &[&str] = &[
     "access_token",
     "num_nodes",
     "resume",
-    "lora_alpha_ignored",
 ];
 
 pub(crate) fn map(doc: &Doc) -> Result<Mapped> {

@@ -51,6 +51,8 @@ const CHECK_EXAMPLES: &str = "Examples:
   vramplan check config/train_gpt2.py --gpu rtx3060 --batch_size=64 --compile=False
   vramplan check cfg.py --gpu a100-40gb --quiet && torchrun --nproc_per_node=1 train.py cfg.py
   vramplan check --model llama-3.1-8b --mode inference --gpu a100-80gb --batch_size=8 --block_size=8192
+  vramplan check sft.yaml --gpu h100-80gb --deepspeed ds_config.json --accelerate-config fsdp.yaml
+  vramplan check axolotl.yml --gpu a100-40gb --verbose
 
 Exit codes: 0 fits (or no GPU given), 1 does not fit, 2 bad input.";
 
@@ -60,6 +62,7 @@ const SUGGEST_EXAMPLES: &str = "Examples:
   vramplan suggest run.toml --gpu a100-40gb --json
   vramplan suggest run.toml --gpu rtx3060 --margin 0.5GiB --keep block_size
   vramplan suggest --model llama-3.1-8b --mode inference --gpu l4 --block_size=8192
+  vramplan suggest recipe.yaml --gpu h100-80gb --gpus 8
 
 Exit codes: 0 something fits, 1 nothing fits, 2 bad input.";
 
@@ -102,8 +105,20 @@ pub struct CompletionsArgs {
 /// Where the run's configuration comes from and which card it is planned for.
 #[derive(Debug, Clone, Args, Default)]
 pub struct RunArgs {
-    /// nanoGPT config (.py), TOML file, or nothing for nanoGPT's train.py defaults.
+    /// nanoGPT config (.py), TOML file, a fine-tuning framework's config (Hugging Face
+    /// TrainingArguments / TRL SFTConfig as .json or .yaml, axolotl, torchtune or LitGPT YAML),
+    /// or nothing for nanoGPT's train.py defaults.
     pub config: Option<PathBuf>,
+    /// A DeepSpeed config (ds_config.json), as the Trainer's --deepspeed takes it.
+    #[arg(long, value_name = "PATH")]
+    pub deepspeed: Option<PathBuf>,
+    /// An `accelerate config` YAML (num_processes, mixed_precision, fsdp_config), as
+    /// `accelerate launch --config_file` takes it.
+    #[arg(long, value_name = "PATH")]
+    pub accelerate_config: Option<PathBuf>,
+    /// Also list the keys of a framework file that were read and ignored (no memory effect).
+    #[arg(long)]
+    pub verbose: bool,
     /// A built-in model (gpt2 … gpt2-xl, llama-3.2-1b/3b, llama-3.1-8b, mistral-7b,
     /// qwen2.5-0.5b/1.5b/7b, gemma-2b, pythia-1b); the config file and overrides apply on top.
     #[arg(long, value_name = "NAME", conflicts_with = "hf_config")]
@@ -182,8 +197,8 @@ pub struct SuggestArgs {
     /// Also draw peak device memory against batch_size for each knob as an SVG file.
     #[arg(long, value_name = "PATH")]
     pub svg: Option<PathBuf>,
-    /// Plan over up to N GPUs: the smallest world size (2, 4, 8, …) and parallelism that fit
-    /// per rank, with the torchrun / accelerate / deepspeed launch line.
+    /// Plan for exactly N GPUs (the largest per-rank batch that fits each parallelism on N),
+    /// and say separately the smallest world size that fits; with the launch line.
     #[arg(long, value_name = "N")]
     pub gpus: Option<u64>,
 }

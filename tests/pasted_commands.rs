@@ -369,7 +369,8 @@ fn every_printed_command_is_accepted_by_its_program() {
             SEED_CONFIG,
             "--compile=False",
         ],
-        // A Trainer run over several GPUs: accelerate (FSDP) and deepspeed (ZeRO) lines.
+        // A Trainer run over several GPUs: accelerate (FSDP) and deepspeed (ZeRO) lines. A
+        // model alone takes the Trainer's defaults (fp32): bf16=True as a Trainer user writes it.
         &[
             "suggest",
             "--json",
@@ -378,6 +379,7 @@ fn every_printed_command_is_accepted_by_its_program() {
             "--gpu",
             "rtx3060",
             "--compile=False",
+            "--dtype=bfloat16",
             "--gpus",
             "4",
             "--batch_size=1",

@@ -86,7 +86,7 @@ fn launch_lines_parse_back_to_the_planned_run() {
         (Parallelism::Zero3, 3),
     ] {
         let cfg = per_rank(&base, 4, mode, 6, tokens);
-        let changes = launch_code_changes(&cfg, &base);
+        let changes = launch_code_changes(&cfg, &base, &Script::defaults());
         assert!(changes[0].contains("deepspeed.initialize("), "{changes:?}");
         let ds = vramplan::plan::multi::ds_config(&cfg).unwrap();
         assert_eq!(ds["zero_optimization"]["stage"], stage);

@@ -44,7 +44,19 @@ pub(crate) fn load_config(args: &RunArgs) -> Result<Loaded> {
     if let Some(n) = args.tensor_parallel_size {
         overrides.push(format!("--tensor_parallel_size={n}"));
     }
-    config::load_with_model(args.config.as_deref(), model, &overrides)
+    let loaded = config::load_sources(&config::Sources {
+        config: args.config.as_deref(),
+        model,
+        deepspeed: args.deepspeed.as_deref(),
+        accelerate: args.accelerate_config.as_deref(),
+        overrides: &overrides,
+    })?;
+    if args.verbose {
+        for i in &loaded.ignored {
+            eprintln!("ignored (no memory effect): {i}");
+        }
+    }
+    Ok(loaded)
 }
 
 /// How the user starts train.py: the config file and what it sets before the command line's

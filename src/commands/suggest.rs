@@ -59,13 +59,25 @@ pub fn run(args: &SuggestArgs) -> Result<u8> {
     if args.gpus == Some(0) {
         crate::bail!("--gpus 0: expected a number of GPUs of at least 1");
     }
-    // Several GPUs when asked, or when nothing fits one card.
-    let max_gpus = args.gpus.or(report
-        .best
-        .is_none()
-        .then_some(crate::plan::multi::DEFAULT_MAX_GPUS));
-    if let Some(n) = max_gpus.filter(|&n| n > 1) {
-        report.multi_gpu = Some(suggest_multi(&loaded.config, &budget, n, &script)?);
+    // Exactly the GPUs asked for, or the smallest count that fits when nothing fits one card.
+    use crate::plan::multi::{Plan, DEFAULT_MAX_GPUS};
+    let plan = match args.gpus {
+        Some(n) if n > 1 => Some(Plan::Exactly(n)),
+        Some(_) => None,
+        None => report
+            .best
+            .is_none()
+            .then_some(Plan::Smallest(DEFAULT_MAX_GPUS)),
+    };
+    if let Some(plan) = plan {
+        let one_card_fits = report.best.is_some();
+        report.multi_gpu = Some(suggest_multi(
+            &loaded.config,
+            &budget,
+            plan,
+            one_card_fits,
+            &script,
+        )?);
     }
     if let Some(path) = &args.svg {
         write_file(path, &sweep_chart(&loaded.config, &budget, &report)?)?;

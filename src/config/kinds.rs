@@ -186,3 +186,67 @@ impl Parallelism {
         }
     }
 }
+
+/// Whose semantics the run follows: which defaults fill the keys a file leaves out, how
+/// gradient accumulation is counted, and in which format `suggest` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Framework {
+    /// nanoGPT's train.py: its globals' defaults, accumulation over all ranks.
+    #[default]
+    #[serde(rename = "nanogpt")]
+    NanoGpt,
+    /// Hugging Face Trainer (TrainingArguments, TRL's SFTConfig): accumulation per rank.
+    #[serde(rename = "hf-trainer")]
+    HfTrainer,
+    /// axolotl (a Trainer underneath): accumulation per rank.
+    #[serde(rename = "axolotl")]
+    Axolotl,
+    /// torchtune's recipes: accumulation per rank.
+    #[serde(rename = "torchtune")]
+    Torchtune,
+    /// LitGPT's finetune: a global batch in samples, divided over devices.
+    #[serde(rename = "litgpt")]
+    Litgpt,
+}
+
+impl Framework {
+    pub const ALL: [Framework; 5] = [
+        Framework::NanoGpt,
+        Framework::HfTrainer,
+        Framework::Axolotl,
+        Framework::Torchtune,
+        Framework::Litgpt,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Framework::NanoGpt => "nanogpt",
+            Framework::HfTrainer => "hf-trainer",
+            Framework::Axolotl => "axolotl",
+            Framework::Torchtune => "torchtune",
+            Framework::Litgpt => "litgpt",
+        }
+    }
+
+    /// The framework's own name for the report's run line.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Framework::NanoGpt => "nanoGPT train.py",
+            Framework::HfTrainer => "Hugging Face Trainer",
+            Framework::Axolotl => "axolotl",
+            Framework::Torchtune => "torchtune",
+            Framework::Litgpt => "LitGPT",
+        }
+    }
+
+    /// Its `gradient_accumulation_steps` counts micro-steps of one rank (Trainer:
+    /// `TrainingArguments.gradient_accumulation_steps`; torchtune's recipes), not of all ranks
+    /// together as nanoGPT's train.py does (`gradient_accumulation_steps //= ddp_world_size`).
+    /// LitGPT derives it from a global batch, so it is not per rank either.
+    pub fn accumulation_per_rank(self) -> bool {
+        matches!(
+            self,
+            Framework::HfTrainer | Framework::Axolotl | Framework::Torchtune
+        )
+    }
+}

@@ -205,6 +205,7 @@ mod tests {
             n_kv_head: Some(1),
             eval_batch_size: Some(1),
             max_num_batched_tokens: Some(1),
+            max_num_seqs: Some(1),
             ..TrainConfig::default()
         };
         for l in LIMITS {

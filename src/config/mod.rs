@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 mod apply;
+pub mod frameworks;
 pub mod hf_json;
 pub mod infer_keys;
 mod kinds;
@@ -26,8 +27,9 @@ mod toml_file;
 pub mod validate;
 mod value;
 
+pub use frameworks::{load_sources, Sources};
 pub use infer_keys::{KvCacheDtype, Mode, VllmVersion};
-pub use kinds::{LossKind, OptimizerKind, Parallelism, Precision, PrecisionMode};
+pub use kinds::{Framework, LossKind, OptimizerKind, Parallelism, Precision, PrecisionMode};
 pub use lora::Quantization;
 pub use model_keys::ModelType;
 pub use models::{load_hf_str, load_with_model, ModelSource};
@@ -43,6 +45,9 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// The file's path as given, or "nanoGPT defaults".
     pub source: String,
+    /// Keys of a framework file read and ignored because they do not change GPU memory, each
+    /// with where it is (`--verbose` lists them).
+    pub ignored: Vec<String>,
 }
 
 /// The formats a config file can have.
@@ -65,6 +70,7 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> crate::error::Result<L
             config,
             warnings,
             source: "nanoGPT defaults".to_string(),
+            ignored: Vec::new(),
         });
     };
     let (name, text) = read_text(path, "a UTF-8 text config (.py or .toml)")?;
@@ -98,6 +104,7 @@ pub fn load_str(name: &str, text: &str, overrides: &[String]) -> crate::error::R
         config,
         warnings,
         source: name.to_string(),
+        ignored: Vec::new(),
     })
 }
 
@@ -272,6 +279,10 @@ pub struct TrainConfig {
     /// 4-bit absmax constants quantized again to 8 bits [bnb_4bit_use_double_quant].
     #[serde(default = "model_keys::yes")]
     pub double_quant: bool,
+    /// Whose semantics the run follows (defaults, how accumulation is counted, the format of
+    /// `suggest`'s answer): src/config/frameworks/.
+    #[serde(default)]
+    pub framework: Framework,
 }
 
 impl Default for TrainConfig {
@@ -332,6 +343,7 @@ impl Default for TrainConfig {
             cuda_graphs: false,
             quantization: Quantization::None,
             double_quant: true,
+            framework: Framework::NanoGpt,
         }
     }
 }
@@ -371,6 +383,16 @@ impl TrainConfig {
     /// `suggest`. Messages name the key.
     pub fn validate(&self) -> crate::error::Result<()> {
         validate::validate(self, &std::collections::HashMap::new())
+    }
+
+    /// gradient_accumulation_steps as the run's framework counts it: per rank for the Trainer,
+    /// axolotl and torchtune, over all ranks for nanoGPT (and LitGPT's global batch).
+    pub fn accumulation_as_counted(&self) -> u64 {
+        if self.framework.accumulation_per_rank() {
+            self.gradient_accumulation_steps / self.world_size.max(1)
+        } else {
+            self.gradient_accumulation_steps
+        }
     }
 
     /// PYTORCH_CUDA_ALLOC_CONF asks for expandable segments.

@@ -93,7 +93,7 @@ fn find_preset(name: &str) -> Result<&'static Preset> {
 }
 
 /// The model's assignments, its description for the report, and warnings.
-fn model_layer(model: ModelSource) -> Result<(Vec<Assignment>, String, Vec<String>)> {
+pub(crate) fn model_layer(model: ModelSource) -> Result<(Vec<Assignment>, String, Vec<String>)> {
     match model {
         ModelSource::Preset(name) => {
             let (key, text) = preset(name)?;
@@ -137,6 +137,7 @@ pub fn load_with_model(
         config,
         warnings,
         source,
+        ignored: Vec::new(),
     })
 }
 
@@ -150,5 +151,6 @@ pub fn load_hf_str(name: &str, text: &str) -> Result<Loaded> {
         config,
         warnings,
         source: name.to_string(),
+        ignored: Vec::new(),
     })
 }

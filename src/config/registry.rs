@@ -4,7 +4,9 @@
 
 use super::kinds::{parse_name, quoted_names};
 use super::value::{count, float, opt_count, Value};
-use super::{LossKind, OptimizerKind, Parallelism, Precision, PrecisionMode, TrainConfig};
+use super::{
+    Framework, LossKind, OptimizerKind, Parallelism, Precision, PrecisionMode, TrainConfig,
+};
 
 /// The Python type a key takes. nanoGPT's configurator asserts an override has the type of the
 /// default; we allow an int where a float is expected (`--dropout=0` means 0.0).
@@ -166,6 +168,7 @@ pub const KEYS: &[KeySpec] = &[
     field("cuda_graphs", Ty::Bool, false, "inference: keep the private memory pool of vLLM's decode CUDA graphs (False = --enforce-eager, HF generate())"),
     field("quantization", Ty::Str, false, "quantized base Linear weights: bitsandbytes 'none', 'nf4' or 'fp4' (4-bit, QLoRA), 'int8' (LLM.int8); vLLM checkpoints (inference) 'awq', 'gptq' (4-bit, group 128) or 'fp8'"),
     field("double_quant", Ty::Bool, false, "4-bit: quantize the absmax constants again to 8 bits (bnb_4bit_use_double_quant)"),
+    field("framework", Ty::Str, false, "whose semantics the run follows: 'nanogpt', 'hf-trainer', 'axolotl', 'torchtune' or 'litgpt' (set by the file's format; changes how accumulation is counted and how suggest answers, not the bytes)"),
 ];
 
 /// The spec of a key, if it exists.
@@ -275,6 +278,7 @@ pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
         "alloc_conf" => cfg.alloc_conf.as_deref().map_or(Value::None, s),
         "world_size" => int(cfg.world_size),
         "parallelism" => s(cfg.parallelism.as_str()),
+        "framework" => s(cfg.framework.as_str()),
         // Every Field key is listed above; a registry entry without a getter is a bug that
         // the `every_field_key_round_trips` test catches. Never panic on user input.
         _ => Value::None,
@@ -322,6 +326,7 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
         "precision_mode" => cfg.precision_mode = choice(v, &PrecisionMode::ALL, |m| m.as_str())?,
         "optimizer" => cfg.optimizer = choice(v, &OptimizerKind::ALL, |o| o.as_str())?,
         "loss" => cfg.loss = choice(v, &[LossKind::Standard, LossKind::Chunked], |l| l.as_str())?,
+        "framework" => cfg.framework = choice(v, &Framework::ALL, |f| f.as_str())?,
         "parallelism" => {
             let all = [
                 Parallelism::Ddp,

@@ -139,6 +139,8 @@ pub(crate) enum Origin {
     Preset(String),
     /// Derived from `dataset` (nanoGPT reads the vocabulary from its meta.pkl).
     Dataset(String),
+    /// A framework's default for a key its file left out (e.g. "the Trainer's default").
+    Default(String),
 }
 
 impl fmt::Display for Origin {
@@ -148,6 +150,7 @@ impl fmt::Display for Origin {
             Origin::Override(arg) => write!(f, "override {arg}"),
             Origin::Preset(name) => write!(f, "init_from={}", str_repr(name)),
             Origin::Dataset(name) => write!(f, "dataset={}", str_repr(name)),
+            Origin::Default(whose) => write!(f, "{whose}'s default"),
         }
     }
 }

@@ -4,13 +4,14 @@
 
 use crate::config::{LossKind, OptimizerKind, Precision, TrainConfig};
 
-/// `TrainingArguments(...)` for `cfg`, with the environment prefix it needs.
+/// `TrainingArguments(...)` for `cfg`, with the environment prefix it needs. The Trainer's
+/// gradient_accumulation_steps is per process (TrainConfig's is over all ranks).
 pub fn command(cfg: &TrainConfig, base: &TrainConfig) -> String {
     let mut args = vec![
         format!("per_device_train_batch_size={}", cfg.batch_size),
         format!(
             "gradient_accumulation_steps={}",
-            cfg.gradient_accumulation_steps
+            cfg.gradient_accumulation_steps / cfg.world_size.max(1)
         ),
     ];
     if cfg.eval_batch() != cfg.batch_size {

@@ -2,8 +2,8 @@
 //! nanoGPT user to turn it: a train.py flag, an environment variable, or the lines to change.
 
 use crate::config::{
-    is_nanogpt_key, to_overrides, LossKind, ModelType, OptimizerKind, Precision, Quantization,
-    TrainConfig,
+    is_nanogpt_key, to_overrides, Framework, LossKind, ModelType, OptimizerKind, Precision,
+    Quantization, TrainConfig,
 };
 
 /// A change of knobs on top of the user's config (batch and accumulation are searched after).
@@ -127,6 +127,9 @@ impl Script {
 
 /// How to run `cfg` with nanoGPT's train.py (Hugging Face models: the Trainer's arguments).
 pub fn command(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> String {
+    if let Some(changes) = super::convention::file_changes(cfg, base, script) {
+        return changes;
+    }
     if cfg.model_type != ModelType::Gpt2 {
         return super::hf_args::command(cfg, base);
     }
@@ -172,6 +175,10 @@ pub fn env_prefix(cfg: &TrainConfig, base: &TrainConfig) -> &'static str {
 
 /// Changes nanoGPT has no flag for: the code to change, named precisely.
 pub fn code_changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<String> {
+    // torchtune and LitGPT runs change only their config file's keys.
+    if matches!(cfg.framework, Framework::Torchtune | Framework::Litgpt) {
+        return Vec::new();
+    }
     if cfg.model_type != ModelType::Gpt2 {
         return super::hf_args::code_changes(cfg, base);
     }

@@ -1,6 +1,7 @@
 //! `suggest`: the largest configuration that fits, keeping the tokens per optimizer step,
 //! ranked by predicted speed. Every candidate is re-simulated; nothing here estimates memory.
 
+pub mod convention;
 pub mod hf_args;
 pub mod infer;
 pub mod knobs;

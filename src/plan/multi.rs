@@ -46,8 +46,13 @@ pub struct MultiCandidate {
 #[derive(Debug, Clone, Serialize)]
 pub struct MultiReport {
     pub max_gpus: u64,
-    /// Every parallelism that fits at the smallest world size where one does, best first.
+    /// The world size planned for: the user's `--gpus N` exactly, else the smallest that fits.
+    pub planned_world_size: u64,
+    /// Every parallelism that fits at `planned_world_size`, least communication first.
     pub fitting: Vec<MultiCandidate>,
+    /// The smallest world size at which some parallelism fits (1: one card already does);
+    /// None when none up to `max_gpus` does.
+    pub smallest_world_size: Option<u64>,
 }
 
 /// `cfg` over `world` ranks with `mode`, micro-batch `b` per rank, keeping `tokens` per step.
@@ -65,48 +70,100 @@ pub fn per_rank(
     c
 }
 
+/// Where to plan: `Exactly(n)` for the user's `--gpus n`, `Smallest(max)` when nothing fits
+/// one card and the user named no count.
+#[derive(Debug, Clone, Copy)]
+pub enum Plan {
+    Exactly(u64),
+    Smallest(u64),
+}
+
 pub(super) fn search(
     base: &TrainConfig,
     ctx: &Ctx,
     tokens: u64,
-    max_gpus: u64,
+    plan: Plan,
+    one_card_fits: bool,
     script: &Script,
 ) -> Result<MultiReport> {
-    let mut world = 2;
-    while world <= max_gpus {
-        let mut fitting = Vec::new();
-        for mode in ORDER {
-            let make = |b: u64| per_rank(base, world, mode, b, tokens);
-            // Modes the run cannot take (LoRA under FSDP or ZeRO) are not candidates.
-            if make(1).validate().is_err() {
-                continue;
+    let max_gpus = match plan {
+        Plan::Exactly(n) | Plan::Smallest(n) => n,
+    };
+    // The smallest world size: powers of two below the limit, then the limit itself.
+    let mut worlds: Vec<u64> = std::iter::successors(Some(2u64), |w| w.checked_mul(2))
+        .take_while(|w| *w < max_gpus)
+        .collect();
+    worlds.push(max_gpus);
+    let mut smallest = one_card_fits.then_some(1);
+    let mut found_at = None;
+    if smallest.is_none() {
+        for &w in &worlds {
+            if matches!(plan, Plan::Exactly(n) if w == n) {
+                break;
             }
-            // Beyond one micro-step per rank reaching the tokens, a larger batch only grows them.
-            let cap = tokens.div_ceil(base.block_size.saturating_mul(world));
-            if let Some((b, peak)) = max_batch(ctx, &make, cap)? {
-                let config = make(b);
-                fitting.push(MultiCandidate {
-                    world_size: world,
-                    parallelism: mode.as_str(),
-                    tokens_per_step: config.tokens_per_step().unwrap_or(0),
-                    peak_allocated_bytes: peak.allocated,
-                    peak_device_bytes: peak.device,
-                    launch: launch(&config, base, script),
-                    code_changes: launch_code_changes(&config, base),
-                    ds_config: ds_config(&config),
-                    config,
-                });
+            let fitting = fits_at(base, ctx, tokens, w, script)?;
+            if !fitting.is_empty() {
+                smallest = Some(w);
+                found_at = Some((w, fitting));
+                break;
             }
         }
-        if !fitting.is_empty() {
-            return Ok(MultiReport { max_gpus, fitting });
-        }
-        world *= 2;
     }
+    let (planned_world_size, fitting) = match plan {
+        Plan::Exactly(n) => {
+            let fitting = fits_at(base, ctx, tokens, n, script)?;
+            if smallest.is_none() && !fitting.is_empty() {
+                smallest = Some(n);
+            }
+            (n, fitting)
+        }
+        Plan::Smallest(max) => found_at.unwrap_or((max, Vec::new())),
+    };
     Ok(MultiReport {
         max_gpus,
-        fitting: Vec::new(),
+        planned_world_size,
+        fitting,
+        smallest_world_size: smallest,
     })
+}
+
+/// Every parallelism the run's framework can use that fits at `world` ranks, each at its
+/// largest per-rank batch.
+fn fits_at(
+    base: &TrainConfig,
+    ctx: &Ctx,
+    tokens: u64,
+    world: u64,
+    script: &Script,
+) -> Result<Vec<MultiCandidate>> {
+    let mut fitting = Vec::new();
+    for mode in ORDER {
+        if !super::convention::runs(base.framework, mode) {
+            continue;
+        }
+        let make = |b: u64| per_rank(base, world, mode, b, tokens);
+        // Modes the run cannot take (LoRA under FSDP or ZeRO) are not candidates.
+        if make(1).validate().is_err() {
+            continue;
+        }
+        // Beyond one micro-step per rank reaching the tokens, a larger batch only grows them.
+        let cap = tokens.div_ceil(base.block_size.saturating_mul(world));
+        if let Some((b, peak)) = max_batch(ctx, &make, cap)? {
+            let config = make(b);
+            fitting.push(MultiCandidate {
+                world_size: world,
+                parallelism: mode.as_str(),
+                tokens_per_step: config.tokens_per_step().unwrap_or(0),
+                peak_allocated_bytes: peak.allocated,
+                peak_device_bytes: peak.device,
+                launch: launch(&config, base, script),
+                code_changes: launch_code_changes(&config, base, script),
+                ds_config: ds_config(&config),
+                config,
+            });
+        }
+    }
+    Ok(fitting)
 }
 
 /// The launch line. nanoGPT's train.py starts its process group from torchrun's environment
@@ -126,6 +183,9 @@ pub fn launch(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> String 
                 .saturating_mul(cfg.gradient_accumulation_steps),
             cfg.block_size
         );
+    }
+    if let Some(line) = super::convention::launch(cfg, base, script) {
+        return line;
     }
     if cfg.model_type == ModelType::Gpt2 {
         let single = command(cfg, base, script);
@@ -158,14 +218,16 @@ pub fn launch(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> String 
 }
 
 /// What the script must change for `cfg`'s parallelism, beyond the single-GPU changes.
-pub fn launch_code_changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<String> {
+pub fn launch_code_changes(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> Vec<String> {
     let mut out = super::knobs::code_changes(cfg, base);
+    // A framework's own file: its keys, accumulation as that framework counts it.
+    if let Some(changes) = super::convention::file_changes(cfg, base, script) {
+        out.insert(0, changes);
+        return out;
+    }
     if cfg.model_type != ModelType::Gpt2 {
-        // The Trainer's gradient_accumulation_steps is per process (nanoGPT's is over all
-        // ranks and divided by the world size), as in ds_config.json.
-        let mut per_process = cfg.clone();
-        per_process.gradient_accumulation_steps /= cfg.world_size.max(1);
-        let mut args = super::hf_args::command(&per_process, base);
+        // TrainingArguments count accumulation per process, as ds_config.json does.
+        let mut args = super::hf_args::command(cfg, base);
         if matches!(
             cfg.parallelism,
             Parallelism::Zero1 | Parallelism::Zero2 | Parallelism::Zero3

@@ -11,7 +11,7 @@ fn row(c: &Candidate) -> Vec<Cell> {
     vec![
         Cell::new(&c.label),
         right(c.config.batch_size.to_string()),
-        right(c.config.gradient_accumulation_steps.to_string()),
+        right(c.config.accumulation_as_counted().to_string()),
         right(c.config.block_size.to_string()),
         right(c.tokens_per_step.to_string()),
         right(human(c.peak_device_bytes)),
@@ -44,9 +44,10 @@ pub fn render(r: &SuggestReport) -> String {
     gpu_line(&mut out, &r.gpu, r.margin_bytes);
     let _ = writeln!(
         out,
-        "Your run: batch_size {} x gradient_accumulation_steps {} x block_size {} = {} tokens/step — peak {} on the device: {}",
+        "Your run ({} semantics): batch_size {} x gradient_accumulation_steps {} x block_size {} = {} tokens/step — peak {} on the device: {}",
+        b.config.framework.display_name(),
         b.config.batch_size,
-        b.config.gradient_accumulation_steps,
+        b.config.accumulation_as_counted(),
         b.config.block_size,
         b.tokens_per_step,
         human(b.peak_device_bytes),
@@ -60,7 +61,7 @@ pub fn render(r: &SuggestReport) -> String {
                 "Best: {} — batch_size {}, gradient_accumulation_steps {} ({} tokens/step), peak {} of {} usable",
                 best.label,
                 best.config.batch_size,
-                best.config.gradient_accumulation_steps,
+                best.config.accumulation_as_counted(),
                 best.tokens_per_step,
                 human(best.peak_device_bytes),
                 human(r.gpu.usable_bytes)
@@ -112,27 +113,46 @@ pub fn render(r: &SuggestReport) -> String {
 /// The multi-GPU plan: per-rank figures, one launch line each.
 fn render_multi(out: &mut String, m: &super::multi::MultiReport) {
     let _ = writeln!(out);
-    let Some(first) = m.fitting.first() else {
-        let _ = writeln!(
-            out,
-            "Over up to {} GPUs of this card: nothing fits per rank, whatever the parallelism.",
-            m.max_gpus
-        );
+    match m.smallest_world_size {
+        Some(1) => {
+            let _ = writeln!(out, "One GPU of this card is enough (above).");
+        }
+        Some(w) => {
+            let _ = writeln!(out, "The smallest world size that fits is {w} GPUs.");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "Up to {} GPUs of this card: nothing fits per rank, whatever the parallelism.",
+                m.max_gpus
+            );
+        }
+    }
+    if m.fitting.is_empty() {
+        if m.smallest_world_size.is_some() {
+            let _ = writeln!(
+                out,
+                "On {} GPUs: nothing fits per rank, whatever the parallelism.",
+                m.planned_world_size
+            );
+        }
         return;
-    };
+    }
     let _ = writeln!(
         out,
-        "Over several GPUs: the smallest world size that fits is {} (each rank's peak; least communication first):",
-        first.world_size
+        "Planned for {} GPUs (each rank's peak; least communication first):",
+        m.planned_world_size
     );
     for c in &m.fitting {
+        let per_rank = c.config.framework.accumulation_per_rank();
         let _ = writeln!(
             out,
-            "  {} x {}: batch_size {} per rank, gradient_accumulation_steps {} ({} tokens/step), peak {} per GPU",
+            "  {} x {}: batch_size {} per rank, gradient_accumulation_steps {}{} ({} tokens/step), peak {} per GPU",
             c.world_size,
             c.parallelism,
             c.config.batch_size,
-            c.config.gradient_accumulation_steps,
+            c.config.accumulation_as_counted(),
+            if per_rank { " per rank" } else { " over all ranks" },
             c.tokens_per_step,
             human(c.peak_device_bytes)
         );

@@ -340,12 +340,18 @@ pub fn suggest(
     })
 }
 
-/// The smallest world size ≤ `max_gpus` (powers of two) at which some parallelism fits,
-/// keeping `base`'s tokens per step.
+/// `base` over several GPUs: exactly `--gpus N`, or the smallest world size up to a limit
+/// when nothing fits one card; and the smallest world size that fits either way.
+///
+/// Tokens per step are kept as the run's framework counts them: nanoGPT's and LitGPT's
+/// accumulation is global, so the step is the user's; the Trainer's, axolotl's and
+/// torchtune's are per rank, so a config written for one device and launched on N
+/// (`--gpus N`) steps on N times its per-device tokens.
 pub fn suggest_multi(
     base: &TrainConfig,
     budget: &Budget,
-    max_gpus: u64,
+    plan: super::multi::Plan,
+    one_card_fits: bool,
     script: &Script,
 ) -> Result<super::multi::MultiReport> {
     let ctx = Ctx {
@@ -353,8 +359,13 @@ pub fn suggest_multi(
         usable: budget.usable_bytes,
         context: budget.profile.context_bytes,
     };
-    let tokens = base.tokens_per_step().unwrap_or(u64::MAX);
-    super::multi::search(base, &ctx, tokens, max_gpus, script)
+    let mut tokens = base.tokens_per_step().unwrap_or(u64::MAX);
+    if let super::multi::Plan::Exactly(n) = plan {
+        if base.framework.accumulation_per_rank() && base.world_size == 1 {
+            tokens = tokens.saturating_mul(n);
+        }
+    }
+    super::multi::search(base, &ctx, tokens, plan, one_card_fits, script)
 }
 
 fn base_peak_fits(ctx: &Ctx, p: Peak) -> bool {

@@ -104,10 +104,16 @@ pub fn render(r: &CheckReport, style: Style) -> String {
     } else {
         let _ = writeln!(
         out,
-        "Run: batch_size {} x block_size {} x gradient_accumulation_steps {} ({} tokens/step), {}, {} attention, {}{}",
+        "Run ({} semantics): batch_size {} x block_size {} x gradient_accumulation_steps {}{} ({} tokens/step), {}, {} attention, {}{}",
+        c.framework.display_name(),
         c.batch_size,
         c.block_size,
-        c.gradient_accumulation_steps,
+        c.accumulation_as_counted(),
+        if c.framework.accumulation_per_rank() && c.world_size > 1 {
+            " per rank"
+        } else {
+            ""
+        },
         c.tokens_per_step().map_or("?".into(), |t| t.to_string()),
         crate::sim::amp::describe(c, r.runtime.dtype),
         r.runtime.attention,

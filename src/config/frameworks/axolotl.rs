@@ -1,0 +1,270 @@
+//! An axolotl YAML (axolotl's config reference, docs/config-reference.qmd). axolotl builds a
+//! Hugging Face Trainer, so its accumulation is per rank and its optimizer names are the
+//! Trainer's.
+
+use super::doc::{unknown, unsupported, DeepSpeedRef, Doc, Mapped};
+use super::fsdp::{fsdp, fsdp_config};
+use super::hf_trainer::{checkpointing_kwargs, int, lora_targets};
+use super::optim::map_trainer_optim;
+use crate::config::value::Value;
+use crate::error::Result;
+use serde_json::Value as Json;
+
+/// Keys that do not change GPU memory.
+const IGNORED: &[&str] = &[
+    "model_type",
+    "tokenizer_type",
+    "tokenizer_config",
+    "tokenizer_use_fast",
+    "strict",
+    "datasets",
+    "test_datasets",
+    "dataset_prepared_path",
+    "output_dir",
+    "chat_template",
+    "train_on_inputs",
+    "group_by_length",
+    "num_epochs",
+    "max_steps",
+    "lr_scheduler",
+    "learning_rate",
+    "warmup_steps",
+    "warmup_ratio",
+    "logging_steps",
+    "save_steps",
+    "saves_per_epoch",
+    "save_total_limit",
+    "save_safetensors",
+    "evals_per_epoch",
+    "eval_steps",
+    "eval_table_size",
+    "eval_max_new_tokens",
+    "eval_sample_packing",
+    "special_tokens",
+    "tokens",
+    "early_stopping_patience",
+    "resume_from_checkpoint",
+    "auto_resume_from_checkpoints",
+    "local_rank",
+    "hub_model_id",
+    "hub_strategy",
+    "hub_repo",
+    "hub_token",
+    "hf_use_auth_token",
+    "trust_remote_code",
+    "lora_model_dir",
+    "lora_fan_in_fan_out",
+    "debug",
+    "seed",
+    "is_llama_derived_model",
+    "is_mistral_derived_model",
+    "is_qwen_derived_model",
+    "wandb_project",
+    "wandb_entity",
+    "wandb_watch",
+    "wandb_name",
+    "wandb_run_id",
+    "wandb_log_model",
+    "wandb_mode",
+    "wandb_runid",
+    "wandb_run",
+    "mlflow_experiment_name",
+    "dataset_processes",
+    "data_processes",
+    "tf32",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "optim_args",
+    "lr_scheduler_kwargs",
+    "cosine_min_lr_ratio",
+    "shuffle_merged_datasets",
+    "default_system_message",
+    "device_map",
+    "max_memory",
+    "plugins",
+    "strict_mode",
+    "do_eval",
+    "lora_on_cpu",
+    "pretraining_dataset",
+];
+
+pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
+    let mut out = Mapped::default();
+    let mut adapter = None;
+    for (key, v) in &doc.map {
+        let key = key.as_str();
+        if v.is_null() {
+            continue;
+        }
+        match key {
+            "base_model" | "base_model_config" => {
+                out.model = Some((doc.str(key, v)?.to_string(), doc.origin(key)))
+            }
+            "micro_batch_size" => out.set(doc, key, "batch_size", int(doc.count(key, v)?)),
+            "eval_batch_size" => out.set(doc, key, "eval_batch_size", int(doc.count(key, v)?)),
+            "gradient_accumulation_steps" => out.set(
+                doc,
+                key,
+                "gradient_accumulation_steps",
+                int(doc.count(key, v)?),
+            ),
+            "batch_size" => {
+                return Err(doc.fail(key, v, "axolotl's deprecated global batch_size: write gradient_accumulation_steps (per GPU) instead"));
+            }
+            "sequence_len" => out.set(doc, key, "block_size", int(doc.count(key, v)?)),
+            "bf16" => match v {
+                Json::String(s) if s == "auto" => {
+                    out.set(doc, key, "dtype", Value::Str("bfloat16".into()));
+                    out.note(doc, key, "'auto' is bf16 on a card that has it; on one that does not, axolotl trains in fp32, which this run does not show");
+                }
+                _ => {
+                    if doc.bool(key, v)? {
+                        out.set(doc, key, "dtype", Value::Str("bfloat16".into()))
+                    }
+                }
+            },
+            "fp16" => {
+                if doc.bool(key, v)? {
+                    out.set(doc, key, "dtype", Value::Str("float16".into()))
+                }
+            }
+            "adapter" => adapter = Some(doc.str(key, v)?.to_string()),
+            "lora_r" => out.set(doc, key, "lora_rank", int(doc.count(key, v)?)),
+            "lora_alpha" => out.set(doc, key, "lora_alpha", Value::Float(doc.float(key, v)?)),
+            "lora_dropout" => out.set(doc, key, "lora_dropout", Value::Float(doc.float(key, v)?)),
+            "lora_target_modules" => lora_targets(doc, key, v, &mut out)?,
+            "lora_target_linear" => {
+                if doc.bool(key, v)? {
+                    out.set(doc, key, "lora_targets", Value::Str("all-linear".into()))
+                }
+            }
+            "lora_modules_to_save" => {
+                if v.as_array().is_some_and(|a| !a.is_empty()) {
+                    return Err(unsupported(
+                        doc,
+                        key,
+                        v,
+                        "training full copies of modules beside LoRA (lora_modules_to_save)",
+                    ));
+                }
+            }
+            "load_in_4bit" => {
+                if doc.bool(key, v)? {
+                    out.set(doc, key, "quantization", Value::Str("nf4".into()))
+                }
+            }
+            "load_in_8bit" => {
+                if doc.bool(key, v)? {
+                    out.set(doc, key, "quantization", Value::Str("int8".into()))
+                }
+            }
+            "gradient_checkpointing" => match v {
+                Json::String(s) if s == "offload" => {
+                    return Err(unsupported(doc, key, v, "offloaded gradient checkpointing"))
+                }
+                _ => out.set(
+                    doc,
+                    key,
+                    "activation_checkpointing",
+                    Value::Bool(doc.bool(key, v)?),
+                ),
+            },
+            "gradient_checkpointing_kwargs" => checkpointing_kwargs(doc, key, v, &mut out)?,
+            "flash_attention" | "sdp_attention" | "xformers_attention" => {
+                if doc.bool(key, v)? {
+                    out.set(doc, key, "flash", Value::Bool(true));
+                    if key != "sdp_attention" {
+                        out.note(
+                            doc,
+                            key,
+                            "simulated as SDPA's flash kernel (the same O(T) saved statistics)",
+                        );
+                    }
+                }
+            }
+            "s2_attention" => {
+                if doc.bool(key, v)? {
+                    return Err(unsupported(doc, key, v, "shifted-sparse attention"));
+                }
+            }
+            "optimizer" => map_trainer_optim(doc, key, v, &mut out)?,
+            "max_grad_norm" => out.set(doc, key, "grad_clip", Value::Float(doc.float(key, v)?)),
+            "weight_decay" => out.set(doc, key, "weight_decay", Value::Float(doc.float(key, v)?)),
+            "torch_compile" => out.set(doc, key, "compile", Value::Bool(doc.bool(key, v)?)),
+            "val_set_size" => {
+                if doc.float(key, v)? > 0.0 {
+                    out.set(doc, key, "eval_interval", int(1));
+                }
+            }
+            "sample_packing" | "pad_to_sequence_len" => {
+                if doc.bool(key, v)? {
+                    out.note(
+                        doc,
+                        key,
+                        "every micro-batch is sequence_len tokens long, as simulated",
+                    );
+                } else {
+                    out.ignore(doc, key);
+                }
+            }
+            "liger_fused_linear_cross_entropy" | "cut_cross_entropy" => {
+                if doc.bool(key, v)? {
+                    out.set(doc, key, "loss", Value::Str("chunked".into()));
+                    out.note(
+                        doc,
+                        key,
+                        "simulated as vramplan's chunked cross-entropy (no full logits)",
+                    );
+                }
+            }
+            "deepspeed" => {
+                out.deepspeed = Some((
+                    DeepSpeedRef::Path(doc.str(key, v)?.to_string()),
+                    doc.origin(key),
+                ))
+            }
+            "fsdp" => fsdp(doc, key, v, &mut out)?,
+            "fsdp_config" => fsdp_config(doc, key, v, &mut out)?,
+            "neftune_noise_alpha" => {
+                return Err(unsupported(doc, key, v, "NEFTune embedding noise"))
+            }
+            "resize_token_embeddings_to_32x" => {
+                if doc.bool(key, v)? {
+                    out.note(doc, key, "the vocabulary padded to a multiple of 32 is not modelled (at most 31 rows more)");
+                }
+            }
+            k if IGNORED.contains(&k) => out.ignore(doc, key),
+            _ => return Err(unknown(doc, key, "an axolotl config")),
+        }
+    }
+    match adapter.as_deref() {
+        None => {
+            out.assignments.retain(|a| !a.key.starts_with("lora_"));
+        }
+        Some("lora") => {}
+        Some("qlora") => {
+            if !out.assignments.iter().any(|a| a.key == "quantization") {
+                out.set(doc, "adapter", "quantization", Value::Str("nf4".into()));
+            }
+        }
+        Some(_) => {
+            let v = doc.map.get("adapter").cloned().unwrap_or(Json::Null);
+            return Err(unsupported(
+                doc,
+                "adapter",
+                &v,
+                "an adapter other than lora or qlora",
+            ));
+        }
+    }
+    if adapter.is_some() && doc.get("lora_r").is_none() {
+        let v = doc.map.get("adapter").cloned().unwrap_or(Json::Null);
+        return Err(doc.fail(
+            "adapter",
+            &v,
+            "expected lora_r beside it (the adapters' rank)",
+        ));
+    }
+    Ok(out)
+}

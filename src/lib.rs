@@ -15,5 +15,6 @@ pub mod model;
 pub mod plan;
 pub mod probe;
 pub mod report;
+pub mod run;
 pub mod sim;
 pub mod units;

@@ -6,7 +6,6 @@ use super::search::{with_batch, SuggestReport};
 use crate::budget::Budget;
 use crate::config::TrainConfig;
 use crate::error::Result;
-use crate::report::check::run_sim;
 use crate::report::svg::{batch_grid, sweep_series, sweep_svg, SweepSeries};
 
 /// Batch sizes drawn per curve at most.
@@ -14,7 +13,6 @@ const POINTS: usize = 24;
 
 pub fn sweep_chart(cfg: &TrainConfig, budget: &Budget, report: &SuggestReport) -> Result<String> {
     let tokens = cfg.tokens_per_step().unwrap_or(u64::MAX);
-    let context = budget.profile.context_bytes;
     let knobs: Vec<_> = knobs()
         .into_iter()
         .filter(|k| (k.applies)(cfg, budget.profile.bf16))
@@ -33,8 +31,8 @@ pub fn sweep_chart(cfg: &TrainConfig, budget: &Budget, report: &SuggestReport) -
         let mut v = cfg.clone();
         (knob.apply)(&mut v);
         let peak = |b: u64| -> Result<u64> {
-            let sim = run_sim(&with_batch(&v, b, tokens), Some(&budget.profile))?;
-            Ok(sim.profile.final_reserved.saturating_add(context))
+            let run = crate::run::run(&with_batch(&v, b, tokens), Some(&budget.profile))?;
+            Ok(budget.judge(&run).device.band.high)
         };
         let s = sweep_series(knob.label, &grid, &peak)?;
         if let Some(best) = &report.best {

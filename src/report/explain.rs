@@ -1,7 +1,7 @@
 //! `vramplan explain`: the text a person needs to believe a number — which op makes a tensor,
 //! why it has that dtype, who keeps it alive, and when it is born and freed in the run.
 
-use super::check::{lifetime, run_sim};
+use super::check::lifetime;
 use crate::budget::GpuProfile;
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
@@ -81,7 +81,7 @@ fn describe(name: &str, dtype: &str) -> String {
 }
 
 pub fn explain(what: &str, cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<String> {
-    let sim = run_sim(cfg, gpu)?;
+    let sim = crate::run::run(cfg, gpu)?;
     let tl = &sim.timeline;
     let mut out = String::new();
     if let Some(&(cat, text)) = CATEGORIES

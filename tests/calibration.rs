@@ -36,13 +36,21 @@ fn check_file(path: &str) {
         "allocated median error {:.4}%",
         100.0 * median
     );
-    assert!(worst <= WORST, "allocated worst error {:.4}%", 100.0 * worst);
+    assert!(
+        worst <= WORST,
+        "allocated worst error {:.4}%",
+        100.0 * worst
+    );
     assert!(
         rmedian <= MEDIAN,
         "reserved median error {:.4}%",
         100.0 * rmedian
     );
-    assert!(rworst <= WORST, "reserved worst error {:.4}%", 100.0 * rworst);
+    assert!(
+        rworst <= WORST,
+        "reserved worst error {:.4}%",
+        100.0 * rworst
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@ use crate::cli::ProbeArgs;
 use crate::config::{self, TrainConfig};
 use crate::error::Result;
 use crate::probe::render_text;
-use crate::probe::run::{run_with, Progress};
+use crate::probe::run::{run_with, ProbeOptions, Progress};
 use crate::sim::candle_phase_peaks;
 
 pub fn run(args: &ProbeArgs) -> Result<u8> {
@@ -24,7 +24,13 @@ pub fn run(args: &ProbeArgs) -> Result<u8> {
     // The simulator's candle runtime predicts each phase: the report compares it with the
     // measurement, and the safety plan decides with it what may run.
     let predict = |c: &TrainConfig| candle_phase_peaks(c).ok();
-    let report = run_with(args, &cfg, Some(&predict), &progress);
+    let options = ProbeOptions {
+        device: args.device.clone(),
+        steps: args.steps,
+        layers: args.layers,
+        margin: args.margin.clone(),
+    };
+    let report = run_with(&options, &cfg, Some(&predict), &progress);
     progress.finish();
     let report = report?;
     if args.json {

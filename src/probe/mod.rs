@@ -14,7 +14,7 @@ pub mod shapes;
 mod report;
 
 pub use report::{render_text, LiveMemory, PeakReport, PhaseReport, ProbeReport};
-pub use run::{run, run_with, Predictor, Progress};
+pub use run::{run, run_with, Predictor, ProbeOptions, Progress};
 
 use crate::error::Result;
 use crate::units::human;

@@ -58,6 +58,7 @@ pub enum AllocatorMode {
 #[serde(rename_all = "kebab-case")]
 pub enum Framework {
     /// nanoGPT's train.py: micro-steps, AdamW, zero_grad(set_to_none=True), estimate_loss().
+    #[serde(rename = "nanogpt")]
     NanoGpt,
 }
 

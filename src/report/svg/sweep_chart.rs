@@ -1,12 +1,14 @@
 //! suggest's picture: peak device memory against batch_size for the user's knobs and each knob
 //! that changes the curve, the card's limit and the chosen point. Every point is simulated.
+//!
+//! (Moved from plan/sweep.rs: the picture is report's, so plan no longer depends on report.)
 
-use super::knobs::knobs;
-use super::search::{with_batch, SuggestReport};
+use super::sweep::{batch_grid, sweep_series, sweep_svg, SweepSeries};
 use crate::budget::Budget;
 use crate::config::TrainConfig;
 use crate::error::Result;
-use crate::report::svg::{batch_grid, sweep_series, sweep_svg, SweepSeries};
+use crate::plan::knobs::knobs;
+use crate::plan::search::{with_batch, SuggestReport};
 
 /// Batch sizes drawn per curve at most.
 const POINTS: usize = 24;

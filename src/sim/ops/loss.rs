@@ -309,8 +309,7 @@ pub struct CompiledCeSaved {
 fn compiled_cross_entropy(e: &mut Engine, logits: V, targets: T, shape: Shape) -> V {
     let rows = Shape::new(&[shape.dims()[0], 1]);
     let dtype = e.dtype(logits.t);
-    let stat =
-        |e: &mut Engine, what| e.alloc(Name::top("loss", what), rows, DType::F32, Category::Logits);
+    let stat = |e: &mut Engine, what| e.alloc(Name::top("loss", what), rows, DType::F32, Category::Logits);
     let stats = [stat(e, "row_max"), stat(e, "row_logsumexp")];
     let out = e.alloc(
         Name::top("loss", "nll"),

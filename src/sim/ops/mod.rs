@@ -193,8 +193,7 @@ impl Op {
                 dtype,
                 name,
             } => {
-                let gx =
-                    fusion::pointwise_out(e, name, shape, dtype, Category::Activations, &[g, mask]);
+                let gx = fusion::pointwise_out(e, name, shape, dtype, Category::Activations, &[g, mask]);
                 e.release(g);
                 e.release(mask);
                 [Some(gx), None, None]

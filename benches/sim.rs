@@ -22,7 +22,7 @@ fn gpt2_xl() -> TrainConfig {
 fn bench_check(c: &mut Criterion) {
     let xl = gpt2_xl();
     c.bench_function("check gpt2-xl (simulate + replay + report)", |b| {
-        b.iter(|| check::build(black_box(&xl), None, None).unwrap())
+        b.iter(|| check::build(black_box(&xl), None).unwrap())
     });
     let rt = vramplan::sim::Runtime::pytorch(&xl, None);
     c.bench_function("simulate gpt2-xl (timeline only)", |b| {
@@ -34,7 +34,7 @@ fn bench_check(c: &mut Criterion) {
     });
     let small = TrainConfig::default();
     c.bench_function("check gpt2-124m", |b| {
-        b.iter(|| check::build(black_box(&small), None, None).unwrap())
+        b.iter(|| check::build(black_box(&small), None).unwrap())
     });
 }
 
@@ -81,13 +81,54 @@ fn bench_llama(c: &mut Criterion) {
         "--compile=False",
     ]);
     c.bench_function("check llama-3.1-8b qlora", |b| {
-        b.iter(|| check::build(black_box(&qlora), None, None).unwrap())
+        b.iter(|| check::build(black_box(&qlora), None).unwrap())
     });
     let serve = load(&["--mode=inference", "--batch_size=8", "--block_size=8192"]);
     c.bench_function("check llama-3.1-8b inference", |b| {
-        b.iter(|| check::build(black_box(&serve), None, None).unwrap())
+        b.iter(|| check::build(black_box(&serve), None).unwrap())
     });
 }
 
-criterion_group!(benches, bench_check, bench_suggest, bench_llama);
+/// The issue-15 cases: suggest on GPT-2 XL (batch 4) on an A100-80GB, and check at 1,000 and
+/// 10,000 layers (GPT-2 124M's width), whose ratio shows whether the simulation and the
+/// allocator replay grow linearly in the events.
+fn bench_scaling(c: &mut Criterion) {
+    let xl = TrainConfig {
+        batch_size: 4,
+        ..gpt2_xl()
+    };
+    let gpu = vramplan::budget::find("a100-80gb").unwrap();
+    let budget = vramplan::budget::Budget::from_profile(gpu, 256 << 20).unwrap();
+    let mut g = c.benchmark_group("scaling");
+    g.sample_size(10);
+    g.bench_function("suggest gpt2-xl batch 4 on a100-80gb", |b| {
+        b.iter(|| {
+            vramplan::plan::suggest(
+                black_box(&xl),
+                &budget,
+                &[],
+                &vramplan::plan::knobs::Script::defaults(),
+            )
+            .unwrap()
+        })
+    });
+    for n_layer in [1_000u64, 10_000] {
+        let deep = TrainConfig {
+            n_layer,
+            ..TrainConfig::default()
+        };
+        g.bench_function(format!("check {n_layer} layers"), |b| {
+            b.iter(|| check::build(black_box(&deep), None).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_check,
+    bench_suggest,
+    bench_llama,
+    bench_scaling
+);
 criterion_main!(benches);

@@ -8,10 +8,9 @@
 //! should equal the CPU counting allocator's tensor bytes — the candle runtime's prediction —
 //! unless the pool rounds allocations up. Exits 1 when the worst peak is off by 2% or more.
 
-use vramplan::cli::ProbeArgs;
 use vramplan::config::{Precision, TrainConfig};
 use vramplan::probe::shapes::{self, SHAPES};
-use vramplan::probe::{render_text, run_with, Progress};
+use vramplan::probe::{render_text, run_with, ProbeOptions, Progress};
 use vramplan::sim::candle_phase_peaks;
 
 fn main() {
@@ -20,14 +19,9 @@ fn main() {
     for shape in &SHAPES {
         for dtype in [Precision::Float32, Precision::BFloat16] {
             let config = shapes::config(shape, dtype);
-            let args = ProbeArgs {
-                config: None,
+            let args = ProbeOptions {
                 device: "cuda:0".to_string(),
-                steps: 2,
-                layers: None,
-                margin: "256MiB".to_string(),
-                json: false,
-                overrides: Vec::new(),
+                ..ProbeOptions::default()
             };
             let report = match run_with(&args, &config, Some(&predict), &Progress::silent()) {
                 Ok(r) => r,

@@ -17,5 +17,6 @@ pub mod plain;
 pub mod plan;
 pub mod probe;
 pub mod report;
+pub mod run;
 pub mod sim;
 pub mod units;

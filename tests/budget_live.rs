@@ -130,7 +130,8 @@ fn live_budget_on_a_shared_card_is_free_less_margin_and_names_who_holds_the_rest
     let reading = shared_rtx3060();
     let fake = FakeNvml::new(vec![reading.clone()]);
     let b = live_budget(&fake, 0, DEFAULT_MARGIN_BYTES).unwrap();
-    assert_eq!(b.source, BudgetSource::Live);
+    // Readings given in advance are never called live.
+    assert_eq!(b.source, BudgetSource::FakeNvml);
     assert_eq!(b.profile.key, "rtx3060");
     assert_eq!(b.total_bytes, RTX3060_CUDA_TOTAL);
     let free = RTX3060_CUDA_TOTAL - PYTHON_BYTES - XORG_BYTES;
@@ -144,7 +145,29 @@ fn live_budget_on_a_shared_card_is_free_less_margin_and_names_who_holds_the_rest
     assert_eq!(b.live.as_ref(), Some(&reading));
     assert_eq!(
         b.summary(),
-        "NVIDIA GeForce RTX 3060 (GPU 0, live): 9.72 GiB free of 11.69 GiB, margin 256.00 MiB, usable 9.47 GiB"
+        "NVIDIA GeForce RTX 3060 (GPU 0, VRAMPLAN_FAKE_NVML readings, not a live card): 9.72 GiB free of 11.69 GiB, margin 256.00 MiB, usable 9.47 GiB"
+    );
+    assert_eq!(serde_json::to_value(&b).unwrap()["source"], "fake-nvml");
+}
+
+/// An NVML that is not the fake one (as `SystemNvml` is): its budget is live.
+struct DriverNvml(Vec<LiveReading>);
+
+impl Nvml for DriverNvml {
+    fn devices(&self) -> vramplan::error::Result<Vec<LiveReading>> {
+        Ok(self.0.clone())
+    }
+}
+
+#[test]
+fn a_driver_reading_is_live_and_says_so() {
+    let b = live_budget(&DriverNvml(vec![shared_rtx3060()]), 0, DEFAULT_MARGIN_BYTES).unwrap();
+    assert_eq!(b.source, BudgetSource::Live);
+    assert!(
+        b.summary()
+            .starts_with("NVIDIA GeForce RTX 3060 (GPU 0, live): "),
+        "{}",
+        b.summary()
     );
     assert_eq!(serde_json::to_value(&b).unwrap()["source"], "live");
 }
@@ -324,13 +347,13 @@ fn resolve_picks_the_source_the_flags_name() {
     let b = resolve(&request(None, true, "256MiB"), &card)
         .unwrap()
         .unwrap();
-    assert_eq!(b.source, BudgetSource::Live);
+    assert_eq!(b.source, BudgetSource::FakeNvml);
 
     // Neither --gpu nor --live: the live card when there is one, else no verdict.
     let b = resolve(&request(None, false, "256MiB"), &card)
         .unwrap()
         .unwrap();
-    assert_eq!(b.source, BudgetSource::Live);
+    assert_eq!(b.source, BudgetSource::FakeNvml);
     assert_eq!(
         resolve(&request(None, false, "256MiB"), &no_driver).unwrap(),
         None

@@ -26,7 +26,7 @@ fn live_budget_is_free_memory_less_the_margin() {
     assert!(code == 0 || code == 1, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let free = reading()["free_bytes"].as_u64().unwrap();
-    assert_eq!(v["gpu"]["source"], "live");
+    assert_eq!(v["gpu"]["source"], "fake-nvml");
     assert_eq!(
         v["gpu"]["usable_bytes"].as_u64().unwrap(),
         free - (256 << 20)
@@ -40,8 +40,24 @@ fn live_budget_is_free_memory_less_the_margin() {
 fn without_gpu_flags_the_live_card_is_used() {
     let (_, out, _) = run(&["check", "--json", "--batch_size=2"]);
     let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["gpu"]["source"], "live");
+    assert_eq!(v["gpu"]["source"], "fake-nvml");
     assert!(v["fits"].is_boolean());
+}
+
+/// Readings from VRAMPLAN_FAKE_NVML are no live card: the report never says "live".
+#[test]
+fn fake_readings_never_print_as_live() {
+    let (code, out, err) = run(&["check", "--live", "--batch_size=2"]);
+    assert!(code == 0 || code == 1, "{err}");
+    let gpu_line = out
+        .lines()
+        .find(|l| l.starts_with("GPU: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        gpu_line.ends_with("(VRAMPLAN_FAKE_NVML readings, not a live card)"),
+        "{gpu_line}"
+    );
+    assert!(!out.contains("live)"), "{out}");
 }
 
 #[test]

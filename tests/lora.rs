@@ -132,7 +132,7 @@ fn llama_8b_lora_r16_fits_80gb_where_full_fine_tuning_does_not() {
     .unwrap()
     .config;
     let gpu = vramplan::budget::find("a100-80gb").unwrap();
-    let sim = vramplan::report::check::run_sim(&c, Some(&gpu)).unwrap();
+    let sim = vramplan::run::run(&c, Some(&gpu)).unwrap();
     let device = sim.profile.peak_reserved + gpu.context_bytes;
     assert!(device < 60 << 30, "peak {device}");
     // The frozen base alone is 2 bytes per parameter.

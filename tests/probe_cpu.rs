@@ -11,11 +11,10 @@
 use candle_core::{DType, Device};
 use candle_nn::VarMap;
 use std::sync::{mpsc, Mutex, OnceLock};
-use vramplan::cli::ProbeArgs;
 use vramplan::config::{Precision, TrainConfig};
 use vramplan::probe::meter::{CountingAlloc, CpuMeter};
 use vramplan::probe::model::{named_params, Gpt, Shape};
-use vramplan::probe::run::{measure, run_with, tokens, Progress};
+use vramplan::probe::run::{measure, run_with, tokens, ProbeOptions, Progress};
 use vramplan::probe::LayerRun;
 use vramplan::sim::{phase_bytes, simulate_candle, PhaseBytes};
 
@@ -167,16 +166,7 @@ fn dropout_is_predicted_by_the_candle_runtime() {
 fn the_report_compares_measurement_with_prediction() {
     on_worker(|| {
         let c = config(&SPECS[2], true);
-        let args = ProbeArgs {
-            config: None,
-            device: "cpu".to_string(),
-            steps: 2,
-            layers: None,
-            margin: "256MiB".to_string(),
-            max_minutes: 10.0,
-            json: false,
-            overrides: Vec::new(),
-        };
+        let args = ProbeOptions::default();
         let predict = |c: &TrainConfig| vramplan::sim::candle_phase_peaks(c).ok();
         let report = run_with(&args, &c, Some(&predict), &Progress::silent()).unwrap();
         let text = vramplan::probe::render_text(&report);
@@ -211,15 +201,9 @@ fn extrapolation_from_two_layer_counts_matches_the_full_run() {
             n_layer: 6,
             ..config(&SPECS[2], false)
         };
-        let args = |layers| ProbeArgs {
-            config: None,
-            device: "cpu".to_string(),
-            steps: 2,
+        let args = |layers| ProbeOptions {
             layers,
-            margin: "256MiB".to_string(),
-            max_minutes: 10.0,
-            json: false,
-            overrides: Vec::new(),
+            ..ProbeOptions::default()
         };
         let full = run_with(&args(None), &c, None, &Progress::silent()).unwrap();
         let extra = run_with(&args(Some(3)), &c, None, &Progress::silent()).unwrap();
@@ -254,21 +238,15 @@ fn extrapolation_from_two_layer_counts_matches_the_full_run() {
 fn cuda_without_a_gpu_is_a_plain_error() {
     on_worker(|| {
         let c = config(&SPECS[0], false);
-        let args = ProbeArgs {
-            config: None,
+        let args = ProbeOptions {
             device: "cuda:0".to_string(),
-            steps: 2,
-            layers: None,
-            margin: "256MiB".to_string(),
-            max_minutes: 10.0,
-            json: false,
-            overrides: Vec::new(),
+            ..ProbeOptions::default()
         };
         match run_with(&args, &c, None, &Progress::silent()) {
             Err(e) => assert!(e.message().starts_with("probe:"), "{e}"),
             Ok(r) => assert_eq!(r.device, "cuda:0"),
         }
-        let bad = ProbeArgs {
+        let bad = ProbeOptions {
             device: "tpu".to_string(),
             ..args
         };

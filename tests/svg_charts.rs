@@ -4,10 +4,10 @@
 use roxmltree::{Document, Node};
 use vramplan::budget::{find, Budget, GpuProfile, DEFAULT_MARGIN_BYTES};
 use vramplan::config::TrainConfig;
-use vramplan::report::check::{run_sim, Simulated};
 use vramplan::report::svg::{
     batch_grid, sweep_series, sweep_svg, timeline_svg, SweepSeries, MAX_POINTS,
 };
+use vramplan::run::{run, Run};
 use vramplan::sim::replay::live_blocks_at;
 use vramplan::sim::{Category, Phase};
 use vramplan::units::{human, GIB};
@@ -173,11 +173,11 @@ fn seed_fitting() -> TrainConfig {
 /// Draws the run and checks everything the picture claims against the simulation.
 fn check_timeline(cfg: &TrainConfig, usable: Option<u64>) -> String {
     let gpu = gpu();
-    let Simulated {
+    let Run {
         timeline: tl,
         profile: p,
         ..
-    } = run_sim(cfg, Some(&gpu)).unwrap();
+    } = run(cfg, Some(&gpu)).unwrap();
     let ctx = gpu.context_bytes;
     let svg = timeline_svg(&tl, &p, usable, ctx);
     let doc = Document::parse(&svg).unwrap_or_else(|e| panic!("not XML: {e}"));
@@ -399,7 +399,7 @@ fn a_simulated_sweep_marks_the_limit_and_the_chosen_batch() {
             let mut c = base.clone();
             c.batch_size = b;
             c.flash = flash;
-            let sim = run_sim(&c, Some(gpu))?;
+            let sim = run(&c, Some(gpu))?;
             Ok(sim.profile.final_reserved + gpu.context_bytes)
         }
     };

@@ -30,6 +30,10 @@ pub const FAKE_NVML_ENV: &str = "VRAMPLAN_FAKE_NVML";
 /// Source of live readings: every NVIDIA card on this machine.
 pub trait Nvml {
     fn devices(&self) -> Result<Vec<LiveReading>>;
+    /// true when the readings are given in advance, not read from a driver.
+    fn is_fake(&self) -> bool {
+        false
+    }
 }
 
 /// One card as NVML reads it now.
@@ -122,6 +126,10 @@ impl Nvml for FakeNvml {
             Some(message) => Err(Error::new(message.clone())),
             None => Ok(self.readings.clone()),
         }
+    }
+
+    fn is_fake(&self) -> bool {
+        true
     }
 }
 
@@ -216,7 +224,11 @@ pub fn live_budget(nvml: &dyn Nvml, index: u32, margin_bytes: u64) -> Result<Bud
         margin_bytes,
         safety_pct: 0.0,
         safety_bytes: 0,
-        source: BudgetSource::Live,
+        source: if nvml.is_fake() {
+            BudgetSource::FakeNvml
+        } else {
+            BudgetSource::Live
+        },
         profile,
         others: Some(holders(&reading)),
         live: Some(reading),

@@ -20,6 +20,22 @@ pub enum BudgetSource {
     Profile,
     /// NVML on this machine: what is free now.
     Live,
+    /// Readings from a file named by `VRAMPLAN_FAKE_NVML` (tests, demos): shaped like a live
+    /// budget, but no card was read, so it never prints as "live".
+    #[serde(rename = "fake-nvml")]
+    FakeNvml,
+}
+
+impl BudgetSource {
+    /// How a report names the source: "profile", "live", or "VRAMPLAN_FAKE_NVML readings, not
+    /// a live card".
+    pub fn label(self) -> &'static str {
+        match self {
+            BudgetSource::Profile => "profile",
+            BudgetSource::Live => "live",
+            BudgetSource::FakeNvml => "VRAMPLAN_FAKE_NVML readings, not a live card",
+        }
+    }
 }
 
 /// What a run may use on one card.
@@ -115,6 +131,13 @@ impl Budget {
         Ok(self)
     }
 
+    /// Less what other processes hold on the card now (a log's "in use by other
+    /// processes"): what this run may still use.
+    pub fn less_held_by_others(mut self, held_bytes: u64) -> Budget {
+        self.usable_bytes = self.usable_bytes.saturating_sub(held_bytes);
+        self
+    }
+
     /// What is kept free, in words: "a 256.00 MiB margin", or with `--safety`, "1.42 GiB kept
     /// free (256.00 MiB margin + 10% safety)".
     /// `show` writes a byte count.
@@ -158,14 +181,15 @@ impl Budget {
                 human(self.margin_bytes),
                 human(self.usable_bytes)
             ),
-            BudgetSource::Live => {
+            BudgetSource::Live | BudgetSource::FakeNvml => {
                 let (index, free) = self
                     .live
                     .as_ref()
                     .map_or((0, 0), |r| (r.index, r.free_bytes));
                 format!(
-                    "{} (GPU {index}, live): {} free of {}, margin {}, usable {}",
+                    "{} (GPU {index}, {}): {} free of {}, margin {}, usable {}",
                     self.name,
+                    self.source.label(),
                     human(free),
                     human(self.total_bytes),
                     human(self.margin_bytes),

@@ -3,16 +3,15 @@
 use super::{load_budget, load_config, print_json, use_color, write_file};
 use crate::cli::CheckArgs;
 use crate::error::Result;
-use crate::report::check::run_sim;
+use crate::report::check::build_from;
 use crate::report::svg::timeline_svg;
 use crate::report::text::{render, verdict, Style};
-use crate::report::{build, Target};
 
 pub fn run(args: &CheckArgs) -> Result<u8> {
     let loaded = load_config(&args.run)?;
     let budget = load_budget(&args.run)?;
-    let target = budget.as_ref().map(Target::from_budget);
-    let mut report = build(&loaded.config, budget.as_ref().map(|b| &b.profile), target)?;
+    let run = crate::run::run(&loaded.config, budget.as_ref().map(|b| &b.profile))?;
+    let mut report = build_from(&loaded.config, &run, budget.as_ref())?;
     let mut warnings = loaded.warnings.clone();
     if let Some(b) = &budget {
         warnings.extend(b.warnings.iter().cloned());
@@ -23,10 +22,9 @@ pub fn run(args: &CheckArgs) -> Result<u8> {
     warnings.append(&mut report.warnings);
     report.warnings = warnings;
     if let Some(path) = &args.svg {
-        let sim = run_sim(&loaded.config, budget.as_ref().map(|b| &b.profile))?;
         let svg = timeline_svg(
-            &sim.timeline,
-            &sim.profile,
+            &run.timeline,
+            &run.profile,
             report.gpu.as_ref().map(|g| g.usable_bytes),
             report.context_bytes,
         );

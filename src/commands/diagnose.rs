@@ -2,14 +2,13 @@
 //! simulator's tensors and compute fixes with suggest on the card the log describes.
 
 use super::{model_source, print_json, script};
-use crate::budget::{catalogue, find, Budget, BudgetSource, GpuProfile};
+use crate::budget::{catalogue, find, Budget, GpuProfile};
 use crate::cli::DiagnoseArgs;
 use crate::config::{self, Precision, TrainConfig};
 use crate::diagnose::types::{Facts, Format, Phase as DiagPhase};
 use crate::diagnose::{analyze, parse, render::render_text, Candidate, Fix, MatchContext};
 use crate::error::{Error, Result};
 use crate::plan::suggest;
-use crate::report::check::run_sim;
 use crate::sim::runtime::effective_precision;
 use crate::sim::{MemoryProfile, Phase, Timeline};
 
@@ -201,7 +200,7 @@ fn context(
     if let Some(own) = facts.non_framework_in_process_bytes() {
         gpu.context_bytes = own;
     }
-    let sim = run_sim(&cfg, Some(&gpu))?;
+    let sim = crate::run::run(&cfg, Some(&gpu))?;
     let live = sim_phase(parsed.phase.as_str()).map(|p| sim.profile.phase(p).peak_allocated);
     let (fixes, notes) = suggest_fixes(args, &cfg, &gpu, &facts)?;
     let ctx = MatchContext {
@@ -226,27 +225,15 @@ fn suggest_fixes(
 ) -> Result<(Vec<Fix>, Vec<String>)> {
     // What the run can have: the card less what other processes hold now, less the margin.
     let outside = facts.outside_process_bytes().unwrap_or(0);
-    let margin = crate::budget::DEFAULT_MARGIN_BYTES;
-    let usable = gpu
-        .total_bytes
-        .saturating_sub(outside)
-        .saturating_sub(margin);
+    let budget = match Budget::from_profile(gpu.clone(), crate::budget::DEFAULT_MARGIN_BYTES) {
+        Ok(b) => b.less_held_by_others(outside),
+        // A margin as large as the card leaves nothing to suggest.
+        Err(_) => return Ok((Vec::new(), Vec::new())),
+    };
+    let usable = budget.usable_bytes;
     if usable == 0 {
         return Ok((Vec::new(), Vec::new()));
     }
-    let budget = Budget {
-        name: gpu.name.clone(),
-        total_bytes: gpu.total_bytes,
-        usable_bytes: usable,
-        margin_bytes: margin,
-        safety_pct: 0.0,
-        safety_bytes: 0,
-        source: BudgetSource::Profile,
-        profile: gpu.clone(),
-        live: None,
-        others: None,
-        warnings: Vec::new(),
-    };
     let script = script(
         args.config.as_deref(),
         model_source(&args.model, &args.hf_config),

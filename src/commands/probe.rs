@@ -5,7 +5,7 @@ use crate::cli::ProbeArgs;
 use crate::config::{self, TrainConfig};
 use crate::error::Result;
 use crate::probe::estimate::{cpu_flops_per_second, human_duration, layers_within, seconds};
-use crate::probe::run::{run_with, Progress};
+use crate::probe::run::{run_with, ProbeOptions, Progress};
 use crate::probe::{render_text, PytorchPrediction};
 use crate::sim::candle_phase_peaks;
 
@@ -27,7 +27,13 @@ pub fn run(args: &ProbeArgs) -> Result<u8> {
     // The simulator's candle runtime predicts each phase: the report compares it with the
     // measurement, and the safety plan decides with it what may run.
     let predict = |c: &TrainConfig| candle_phase_peaks(c).ok();
-    let report = run_with(args, &cfg, Some(&predict), &progress);
+    let options = ProbeOptions {
+        device: args.device.clone(),
+        steps: args.steps,
+        layers: args.layers,
+        margin: args.margin.clone(),
+    };
+    let report = run_with(&options, &cfg, Some(&predict), &progress);
     progress.finish();
     let mut report = report?;
     report.pytorch = Some(pytorch_prediction(&cfg)?);
@@ -102,7 +108,7 @@ fn within_time_limit(args: &ProbeArgs, cfg: &TrainConfig) -> Result<ProbeArgs> {
 /// `check`'s PyTorch figures for the same config (no card: allocated bytes need none), and
 /// the one line on why candle's measurement differs.
 fn pytorch_prediction(cfg: &TrainConfig) -> Result<PytorchPrediction> {
-    let check = crate::report::check::build(cfg, None, None)?;
+    let check = crate::report::check::build(cfg, None)?;
     Ok(PytorchPrediction {
         runtime: check.runtime.name,
         dtype: check.runtime.dtype,

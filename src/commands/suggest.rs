@@ -3,8 +3,8 @@
 use super::{load_budget, load_config, model_source, print_json, script, write_file};
 use crate::cli::SuggestArgs;
 use crate::error::{Error, Result};
-use crate::plan::sweep::sweep_chart;
 use crate::plan::{render::render, suggest, suggest_multi};
+use crate::report::svg::sweep_chart;
 
 pub fn run(args: &SuggestArgs) -> Result<u8> {
     let loaded = load_config(&args.run)?;

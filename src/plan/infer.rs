@@ -9,7 +9,7 @@ use super::vllm::{vllm_startup, VllmBudget, BLOCK_TOKENS};
 use crate::budget::Budget;
 use crate::config::{Mode, TrainConfig};
 use crate::error::Result;
-use crate::report::check::run_sim;
+use crate::run::{run, Verdict};
 use serde::Serialize;
 
 /// The largest batch or context considered.
@@ -52,17 +52,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn device_peak(&self, cfg: &TrainConfig) -> Result<u64> {
-        let sim = run_sim(cfg, Some(&self.budget.profile))?;
-        Ok(sim
-            .profile
-            .final_reserved
-            .saturating_add(self.budget.profile.context_bytes))
+    fn judge(&self, cfg: &TrainConfig) -> Result<Verdict> {
+        Ok(self.budget.judge(&run(cfg, Some(&self.budget.profile))?))
     }
 
     fn fit(&self, cfg: &TrainConfig) -> Result<Option<Fit>> {
-        let peak = self.device_peak(cfg)?;
-        Ok((peak <= self.budget.usable_bytes).then(|| fit(cfg, peak, &self.model)))
+        let v = self.judge(cfg)?;
+        Ok(v.fits.then(|| fit(cfg, v.device.band.high, &self.model)))
     }
 
     /// The largest n in 1..=MAX_SEARCH with `make(n)` fitting, by doubling then bisection.
@@ -132,7 +128,7 @@ pub fn suggest_inference(
         budget,
         model: model.map_or(String::new(), |m| format!(" --model {m}")),
     };
-    let base_peak = ctx.device_peak(&base)?;
+    let base_verdict = ctx.judge(&base)?;
     let largest_batch = ctx.largest(&|b| {
         let mut c = base.clone();
         c.batch_size = b;
@@ -183,8 +179,8 @@ pub fn suggest_inference(
             safety_bytes: budget.safety_bytes,
         },
         margin_bytes: budget.margin_bytes,
-        baseline_fits: base_peak <= budget.usable_bytes,
-        baseline: fit(&base, base_peak, &ctx.model),
+        baseline_fits: base_verdict.fits,
+        baseline: fit(&base, base_verdict.device.band.high, &ctx.model),
         largest_batch,
         largest_context_batch1,
         largest_context,

@@ -9,7 +9,6 @@ pub mod multi;
 pub mod render;
 pub mod search;
 pub mod speed;
-pub mod sweep;
 pub mod vllm;
 
 pub use search::{suggest, suggest_multi, Candidate, SuggestReport};

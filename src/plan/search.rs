@@ -13,11 +13,9 @@ use super::speed::tokens_per_second;
 use crate::budget::{catalogue, Budget, GpuProfile};
 use crate::config::TrainConfig;
 use crate::error::Result;
-use crate::report::check::run_sim;
+use crate::run::{run, Verdict};
 use crate::sim::replay::{category_peak, live_peak};
-use crate::sim::runtime::effective_precision;
 use crate::sim::Category;
-use crate::sim::{simulate, Runtime};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -74,34 +72,23 @@ pub struct SuggestReport {
     pub multi_gpu: Option<super::multi::MultiReport>,
 }
 
-/// What one simulation says.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Peak {
-    pub(super) allocated: u64,
-    pub(super) device: u64,
-}
-
 pub(super) struct Ctx<'a> {
-    pub(super) gpu: &'a GpuProfile,
-    pub(super) usable: u64,
-    pub(super) context: u64,
+    pub(super) budget: &'a Budget,
 }
 
 impl Ctx<'_> {
-    fn peak(&self, cfg: &TrainConfig) -> Result<Peak> {
-        let sim = run_sim(cfg, Some(self.gpu))?;
-        Ok(Peak {
-            allocated: sim.profile.peak_allocated,
-            device: sim.profile.final_reserved.saturating_add(self.context),
-        })
+    /// The verdict on `cfg` on this card.
+    fn peak(&self, cfg: &TrainConfig) -> Result<Verdict> {
+        Ok(self.budget.judge(&run(cfg, Some(&self.budget.profile))?))
     }
 
-    /// Live bytes + context: no larger than the device peak.
-    fn lower_bound(&self, cfg: &TrainConfig) -> Result<u64> {
-        let mut c = cfg.clone();
-        c.dtype = effective_precision(cfg, Some(self.gpu));
-        let tl = simulate(&c, Runtime::pytorch(cfg, Some(self.gpu)))?;
-        Ok(live_peak(&tl).saturating_add(self.context))
+    /// Whether live bytes + context fit: no larger than the device peak, so a config that
+    /// fails this fails the verdict too.
+    fn lower_bound_fits(&self, cfg: &TrainConfig) -> Result<bool> {
+        let tl = crate::run::timeline(cfg, Some(&self.budget.profile))?;
+        Ok(self
+            .budget
+            .fits(live_peak(&tl).saturating_add(self.budget.profile.context_bytes)))
     }
 }
 
@@ -121,9 +108,9 @@ pub(super) fn max_batch(
     ctx: &Ctx,
     make: &dyn Fn(u64) -> TrainConfig,
     cap: u64,
-) -> Result<Option<(u64, Peak)>> {
+) -> Result<Option<(u64, Verdict)>> {
     let cap = cap.clamp(1, MAX_BATCH);
-    let fits_bound = |b: u64| -> Result<bool> { Ok(ctx.lower_bound(&make(b))? <= ctx.usable) };
+    let fits_bound = |b: u64| ctx.lower_bound_fits(&make(b));
     if !fits_bound(1)? {
         return Ok(None);
     }
@@ -144,7 +131,7 @@ pub(super) fn max_batch(
     // Full simulation from the bound down.
     for b in (1..=lo).rev() {
         let p = ctx.peak(&make(b))?;
-        if p.device <= ctx.usable {
+        if p.fits {
             return Ok(Some((b, p)));
         }
     }
@@ -173,11 +160,7 @@ pub fn suggest(
     script: &Script,
 ) -> Result<SuggestReport> {
     let gpu = &budget.profile;
-    let ctx = Ctx {
-        gpu,
-        usable: budget.usable_bytes,
-        context: gpu.context_bytes,
-    };
+    let ctx = Ctx { budget };
     let tokens = base.tokens_per_step().unwrap_or(u64::MAX);
     let base_peak = ctx.peak(base)?;
     let base_speed = tokens_per_second(base, gpu);
@@ -185,15 +168,15 @@ pub fn suggest(
     let mut notes = Vec::new();
     let mut found: Vec<Candidate> = Vec::new();
 
-    let candidate = |label: &str, cfg: TrainConfig, p: Peak| -> Candidate {
+    let candidate = |label: &str, cfg: TrainConfig, p: Verdict| -> Candidate {
         let speed = tokens_per_second(&cfg, gpu);
         Candidate {
             label: label.to_string(),
             changes: changes(&cfg, base),
             tokens_per_step: cfg.tokens_per_step().unwrap_or(0),
-            peak_allocated_bytes: p.allocated,
-            peak_device_bytes: p.device,
-            fits: p.device <= ctx.usable,
+            peak_allocated_bytes: p.allocated.bytes,
+            peak_device_bytes: p.device.band.high,
+            fits: p.fits,
             relative_throughput: speed.zip(base_speed).map(|(s, b)| s / b),
             command: command(&cfg, base, script),
             code_changes: code_changes(&cfg, base),
@@ -229,7 +212,7 @@ pub fn suggest(
     for (label, exact_label, v) in variants {
         if kept("batch_size") || kept("gradient_accumulation_steps") {
             let p = ctx.peak(&v)?;
-            if p.device <= ctx.usable {
+            if p.fits {
                 found.push(candidate(label, v, p));
             }
             continue;
@@ -248,7 +231,7 @@ pub fn suggest(
                     .find(|&e| make(e).tokens_per_step() == Some(tokens));
                 if let Some(e) = exact {
                     let p = ctx.peak(&make(e))?;
-                    if p.device <= ctx.usable {
+                    if p.fits {
                         found.push(candidate(exact_label, make(e), p));
                     }
                 }
@@ -258,7 +241,7 @@ pub fn suggest(
 
     // nanoGPT's estimate_loss() uses the training batch: when only the evals overflow, a smaller
     // eval batch fixes it without touching training.
-    if !base_peak_fits(&ctx, base_peak) && base.eval_batch_size.is_none() {
+    if !base_peak.fits && base.eval_batch_size.is_none() {
         let make = |b: u64| {
             let mut c = base.clone();
             c.eval_batch_size = Some(b.min(base.batch_size));
@@ -329,9 +312,9 @@ pub fn suggest(
         baseline: Baseline {
             config: base.clone(),
             tokens_per_step: tokens,
-            peak_allocated_bytes: base_peak.allocated,
-            peak_device_bytes: base_peak.device,
-            fits: base_peak.device <= ctx.usable,
+            peak_allocated_bytes: base_peak.allocated.bytes,
+            peak_device_bytes: base_peak.device.band.high,
+            fits: base_peak.fits,
         },
         best: it.next(),
         alternatives: it.collect(),
@@ -354,11 +337,7 @@ pub fn suggest_multi(
     one_card_fits: bool,
     script: &Script,
 ) -> Result<super::multi::MultiReport> {
-    let ctx = Ctx {
-        gpu: &budget.profile,
-        usable: budget.usable_bytes,
-        context: budget.profile.context_bytes,
-    };
+    let ctx = Ctx { budget };
     let mut tokens = base.tokens_per_step().unwrap_or(u64::MAX);
     if let super::multi::Plan::Exactly(n) = plan {
         if base.framework.accumulation_per_rank() && base.world_size == 1 {
@@ -368,17 +347,13 @@ pub fn suggest_multi(
     super::multi::search(base, &ctx, tokens, plan, one_card_fits, script)
 }
 
-fn base_peak_fits(ctx: &Ctx, p: Peak) -> bool {
-    p.device <= ctx.usable
-}
-
 /// Batch 1 does not fit: say what the run needs at its smallest and which cards have it.
 fn nothing_fits(ctx: &Ctx, base: &TrainConfig, budget: &Budget) -> Result<String> {
     let mut smallest = base.clone();
     smallest.batch_size = 1;
     smallest.eval_batch_size = None;
-    let sim = run_sim(&smallest, Some(ctx.gpu))?;
-    let need = sim.profile.final_reserved.saturating_add(ctx.context);
+    let sim = run(&smallest, Some(&ctx.budget.profile))?;
+    let need = sim.device_peak_bytes(ctx.budget.profile.context_bytes);
     // Weights, gradients and optimizer state at their largest together, as simulated.
     let states = category_peak(
         &sim.timeline,

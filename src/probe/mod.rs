@@ -17,7 +17,7 @@ mod report;
 pub use report::{
     render_text, LiveMemory, PeakReport, PhaseReport, ProbeReport, PytorchPrediction,
 };
-pub use run::{run, run_with, Predictor, Progress};
+pub use run::{run, run_with, Predictor, ProbeOptions, Progress};
 
 use crate::error::Result;
 use crate::units::human;

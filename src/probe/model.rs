@@ -9,63 +9,12 @@
 //! `ops::softmax(x, D::Minus1)`. The op sequence here is what docs/candle-runtime.md counts: change
 //! one and the document (and the simulator's `candle` runtime) must change with it.
 
-use crate::config::{Precision, TrainConfig};
 use candle_core::{DType, Device, Module, Result, Tensor, Var, D};
 use candle_nn::{Embedding, Init, Linear, VarBuilder, VarMap};
 
-/// The model's dimensions as candle wants them (usize), checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shape {
-    pub n_layer: usize,
-    pub n_head: usize,
-    pub n_embd: usize,
-    pub block_size: usize,
-    pub vocab_size: usize,
-    pub batch_size: usize,
-    pub bias: bool,
-}
-
-impl Shape {
-    /// The shape of `config`, with `n_layer` replaced by `layers`.
-    pub fn of(config: &TrainConfig, layers: u64) -> crate::error::Result<Shape> {
-        let conv = |name: &str, v: u64| -> crate::error::Result<usize> {
-            match usize::try_from(v) {
-                Ok(v) if v > 0 => Ok(v),
-                _ => Err(crate::error::Error::new(format!(
-                    "probe: {name} = {v} must be a positive integer the machine can index"
-                ))),
-            }
-        };
-        let shape = Shape {
-            n_layer: conv("n_layer", layers)?,
-            n_head: conv("n_head", config.n_head)?,
-            n_embd: conv("n_embd", config.n_embd)?,
-            block_size: conv("block_size", config.block_size)?,
-            vocab_size: conv("vocab_size", config.vocab_size)?,
-            batch_size: conv("batch_size", config.batch_size)?,
-            bias: config.bias,
-        };
-        if !shape.n_embd.is_multiple_of(shape.n_head) {
-            crate::bail!(
-                "probe: n_embd = {} is not a multiple of n_head = {}",
-                shape.n_embd,
-                shape.n_head
-            );
-        }
-        Ok(shape)
-    }
-}
-
-/// The dtype parameters, activations and optimizer state have in the probe. candle has no
-/// autocast: bfloat16/float16 mean the whole model is in that dtype, and only LayerNorm's
-/// statistics and the cross-entropy run in f32.
-pub fn dtype_of(p: Precision) -> DType {
-    match p {
-        Precision::Float32 => DType::F32,
-        Precision::BFloat16 => DType::BF16,
-        Precision::Float16 => DType::F16,
-    }
-}
+// The shape and the dtype rule are shared with the simulator's candle runtime, which owns
+// them (sim/candle/shape.rs): the probe depends on the simulator, not the other way round.
+pub use crate::sim::candle::{dtype_of, Shape};
 
 /// LayerNorm weight and optional bias; eps 1e-5 as torch.
 pub struct LayerNorm {

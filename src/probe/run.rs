@@ -5,7 +5,6 @@
 use super::meter::{cpu_available_bytes, CpuMeter, PeakMeter};
 use super::model::{dtype_of, Gpt, Shape};
 use super::{extrapolate, LayerRun, LiveMemory, PhaseMeasurement, ProbeReport};
-use crate::cli::ProbeArgs;
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
@@ -277,8 +276,34 @@ impl Session {
     }
 }
 
+/// How the probe runs: the flags of `vramplan probe` that reach it (the command line's own
+/// type stays in `cli`, so the probe does not depend on the front-end that calls it).
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    /// cpu, cuda or cuda:N.
+    pub device: String,
+    /// Training steps to run (the peak is measured from the second).
+    pub steps: u32,
+    /// Run with this many layers and extrapolate (None: the probe's plan decides).
+    pub layers: Option<u64>,
+    /// Memory kept free on a shared card, as written (`--margin`'s units).
+    pub margin: String,
+}
+
+impl Default for ProbeOptions {
+    /// `vramplan probe`'s defaults: cpu, 2 steps, 256 MiB kept free.
+    fn default() -> Self {
+        ProbeOptions {
+            device: "cpu".to_string(),
+            steps: 2,
+            layers: None,
+            margin: "256MiB".to_string(),
+        }
+    }
+}
+
 /// Run the probe as `vramplan probe` does, predicted by the simulator's `candle` runtime.
-pub fn run(args: &ProbeArgs, config: &TrainConfig) -> Result<ProbeReport> {
+pub fn run(args: &ProbeOptions, config: &TrainConfig) -> Result<ProbeReport> {
     let predict = |c: &TrainConfig| crate::sim::candle_phase_peaks(c).ok();
     run_with(args, config, Some(&predict), &Progress::new())
 }
@@ -292,7 +317,7 @@ pub type Predictor<'a> = &'a dyn Fn(&TrainConfig) -> Option<Vec<(String, u64)>>;
 /// the simulator's candle runtime (there is no second estimate); a config the simulator cannot
 /// run counts as not fitting, so only fewer layers are tried.
 pub fn run_with(
-    args: &ProbeArgs,
+    args: &ProbeOptions,
     config: &TrainConfig,
     predict: Option<Predictor>,
     progress: &Progress,

@@ -1,16 +1,14 @@
 //! The check report: phases, the peak in its three meanings, the verdict against the card,
 //! the largest tensors at the peak and where the memory goes by category.
 
-use crate::budget::GpuProfile;
+use crate::budget::{Budget, GpuProfile};
 use crate::config::TrainConfig;
 use crate::config::{Mode, Precision};
 use crate::error::Result;
+use crate::run::{Decisions, Run, Verdict};
 use crate::sim::replay::live_blocks_at;
-use crate::sim::runtime::{effective_precision, RuntimeKind};
 use crate::sim::timeline::EventKind;
-use crate::sim::{
-    replay, simulate, simulate_inference, Category, MemoryProfile, Phase, Runtime, Timeline,
-};
+use crate::sim::{Category, MemoryProfile, Phase, Timeline};
 use serde::Serialize;
 
 /// CUDA context and loaded kernels when no card is known: the middle of the 200-520 MiB that
@@ -21,7 +19,7 @@ pub const DEFAULT_CONTEXT_BYTES: u64 = 400 << 20;
 pub const TOP_TENSORS: usize = 12;
 
 impl Target {
-    pub fn from_budget(b: &crate::budget::Budget) -> Target {
+    pub fn from_budget(b: &Budget) -> Target {
         Target {
             name: b.name.clone(),
             total_bytes: b.total_bytes,
@@ -29,10 +27,7 @@ impl Target {
             margin_bytes: b.margin_bytes,
             safety_pct: b.safety_pct,
             safety_bytes: b.safety_bytes,
-            source: match b.source {
-                crate::budget::BudgetSource::Profile => "profile",
-                crate::budget::BudgetSource::Live => "live",
-            },
+            source: b.source,
             context_bytes: b.profile.context_bytes,
         }
     }
@@ -49,8 +44,8 @@ pub struct Target {
     /// `--safety`: percentage of the total kept free, and those bytes (inside margin_bytes).
     pub safety_pct: f64,
     pub safety_bytes: u64,
-    /// "profile" or "live".
-    pub source: &'static str,
+    /// "profile", "live", or "fake-nvml" (readings from VRAMPLAN_FAKE_NVML).
+    pub source: crate::budget::BudgetSource,
     /// Memory the process holds outside the allocator (context, kernels).
     pub context_bytes: u64,
 }
@@ -156,6 +151,8 @@ pub struct CheckReport {
     pub config: TrainConfig,
     pub gpu: Option<Target>,
     pub runtime: RuntimeReport,
+    /// Every choice the simulation was made under, with its source.
+    pub decisions: Decisions,
     pub n_params: u64,
     pub phases: Vec<PhaseReport>,
     pub peak: PeakReport,
@@ -165,6 +162,8 @@ pub struct CheckReport {
     /// None when no card was given: the figures come without a verdict.
     pub fits: Option<bool>,
     pub headroom_bytes: Option<i64>,
+    /// The verdict with each figure's provenance and band (None: no card).
+    pub verdict: Option<Verdict>,
     pub context_bytes: u64,
     /// Inference on a known card: what vLLM's start-up would size the KV cache to.
     pub vllm: Option<crate::plan::vllm::VllmBudget>,
@@ -182,72 +181,21 @@ pub struct RanksReport {
     pub micro_steps_per_rank: u64,
 }
 
-/// Everything a front-end needs from one simulation.
-pub struct Simulated {
-    pub runtime: Runtime,
-    pub timeline: Timeline,
-    pub profile: MemoryProfile,
+/// Simulate `cfg` on the budget's card (None: figures without a verdict) and report.
+pub fn build(cfg: &TrainConfig, budget: Option<&Budget>) -> Result<CheckReport> {
+    let run = crate::run::run(cfg, budget.map(|b| &b.profile))?;
+    build_from(cfg, &run, budget)
 }
 
-/// Simulate `cfg` as PyTorch would run it on `gpu` (architecture decides the workspaces).
-pub fn run_sim(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<Simulated> {
-    let runtime = Runtime::pytorch(cfg, gpu);
-    let mut sim_cfg = cfg.clone();
-    sim_cfg.dtype = effective_precision(cfg, gpu);
-    let timeline = match cfg.mode {
-        Mode::Train => simulate(&sim_cfg, runtime)?,
-        Mode::Inference => simulate_inference(&sim_cfg, runtime)?,
-    };
-    let profile = replay(&timeline, runtime.expandable_segments);
-    Ok(Simulated {
-        runtime,
-        timeline,
-        profile,
-    })
-}
-
-/// Simulate and judge against `target` (None: figures without a verdict).
-pub fn build(
-    cfg: &TrainConfig,
-    gpu: Option<&GpuProfile>,
-    target: Option<Target>,
-) -> Result<CheckReport> {
-    let sim = run_sim(cfg, gpu)?;
-    let mut warnings = Vec::new();
-    let precision = effective_precision(cfg, gpu);
-    let card = gpu.map_or("this card", |g| g.name.as_str());
-    if precision != cfg.dtype {
-        warnings.push(format!(
-            "{card} has no bfloat16: nanoGPT's default dtype falls back to float16 there, and that is what is simulated"
-        ));
-    } else if precision == Precision::BFloat16 && gpu.is_some_and(|g| !g.bf16) {
-        warnings.push(format!(
-            "{card} has no bfloat16, but dtype = 'bfloat16' is written in the config: it is kept \
-             and simulated as written (same bytes as float16); on this card PyTorch's autocast \
-             either refuses bfloat16 or emulates it slowly; write dtype = 'float16' to run it natively"
-        ));
-    }
-    if let Some(what) = crate::sim::runtime::compile_fallback(cfg) {
-        warnings.push(format!(
-            "compile=True: {what} is simulated with eager PyTorch's rules, an upper bound — \
-             the compile runtime's rules are derived for nanoGPT's GPT on one GPU or DDP"
-        ));
-    }
-    if cfg.world_size > 1 {
-        // Their size depends on the topology NCCL detects (channels, NVLink SHARP), which no
-        // profile describes: named, not guessed.
-        warnings.push(
-            "NCCL's own buffers are not in these figures: NCCL allocates them with cudaMalloc, \
-             outside PyTorch's allocator, per channel and peer (about 9 MiB per connection with \
-             the default protocols, far more with NVLink SHARP on NVSwitch systems) — keep \
-             headroom for them"
-                .to_string(),
-        );
-    }
-    let context = target
-        .as_ref()
-        .map_or(DEFAULT_CONTEXT_BYTES, |t| t.context_bytes);
-    let p = &sim.profile;
+/// The report on a run already simulated (`check --svg` draws the same Run).
+pub fn build_from(cfg: &TrainConfig, run: &Run, budget: Option<&Budget>) -> Result<CheckReport> {
+    let gpu = budget.map(|b| &b.profile);
+    let d = &run.decisions;
+    let warnings = warnings(cfg, d, gpu);
+    let context = budget.map_or(DEFAULT_CONTEXT_BYTES, |b| b.profile.context_bytes);
+    let verdict = budget.map(|b| b.judge(run));
+    let (_, _, _, device) = run.figures(context);
+    let p = &run.profile;
     // Only the phases the run went through: training's six, or inference's init, prefill and
     // decode.
     let phases: Vec<PhaseReport> = Phase::ALL
@@ -264,34 +212,16 @@ pub fn build(
             }
         })
         .collect();
-    let reserved = p
-        .peak_reserved
-        .max(p.phase(Phase::EvalAfterStep).peak_reserved);
     let peak = PeakReport {
         phase: p.peak_phase.key(),
         allocated_bytes: p.peak_allocated,
         reserved_bytes: p.peak_reserved,
-        device_bytes: reserved.saturating_add(context),
+        device_bytes: device.band.high,
     };
-    let (fits, headroom, first_overflow) = match &target {
-        Some(t) => {
-            let headroom = t.usable_bytes as i128 - peak.device_bytes as i128;
-            let first = phases
-                .iter()
-                .find(|ph| ph.peak_device_bytes > t.usable_bytes)
-                .map(|ph| ph.name);
-            (
-                Some(headroom >= 0),
-                Some(headroom.clamp(i64::MIN as i128, i64::MAX as i128) as i64),
-                first,
-            )
-        }
-        None => (None, None, None),
-    };
-    let (categories, tensors) = peak_contents(&sim.timeline, p);
-    let vllm = match (&target, cfg.mode) {
-        (Some(t), Mode::Inference) => {
-            Some(crate::plan::vllm::vllm_startup(cfg, gpu, t.total_bytes)?)
+    let (categories, tensors) = peak_contents(&run.timeline, p);
+    let vllm = match (budget, cfg.mode) {
+        (Some(b), Mode::Inference) => {
+            Some(crate::plan::vllm::vllm_startup(cfg, gpu, b.total_bytes)?)
         }
         _ => None,
     };
@@ -300,44 +230,32 @@ pub fn build(
     let n_params = crate::model::n_params(cfg);
     Ok(CheckReport {
         config: cfg.clone(),
-        gpu: target,
+        gpu: budget.map(Target::from_budget),
         runtime: RuntimeReport {
-            name: match sim.runtime.kind {
-                RuntimeKind::PytorchEager => "pytorch",
-                RuntimeKind::PytorchCompile => "pytorch-compile",
-                RuntimeKind::Candle => "candle",
-            },
-            dtype: precision.as_str(),
-            attention: match (cfg.flash, precision != crate::config::Precision::Float32) {
-                (false, _) if cfg.model_type != crate::config::ModelType::Gpt2 => "eager",
-                (false, _) => "manual",
-                (true, true) if sim.runtime.flash_attention => "flash",
-                // Half on a card older than sm80: no flash kernel (see Runtime::flash_attention).
-                (true, true) if cfg.kv_heads() != cfg.n_head => "math",
-                (true, true) => "memory-efficient",
-                // fp32 with grouped-query attention: SDPA's math kernel.
-                (true, false) if cfg.kv_heads() != cfg.n_head => "math",
-                (true, false) => "memory-efficient",
-            },
+            name: d.runtime.value.as_str(),
+            dtype: d.precision.value.as_str(),
+            attention: d.attention.value.as_str(),
             kv_cache_dtype: (cfg.mode == Mode::Inference).then(|| {
                 // The cache follows the weights' dtype, and the weights the precision simulated.
                 let simulated = TrainConfig {
-                    dtype: precision,
+                    dtype: d.precision.value,
                     ..cfg.clone()
                 };
                 crate::sim::infer::kv_dtype(&simulated).short()
             }),
-            upper_bound: crate::sim::runtime::compile_fallback(cfg).is_some(),
-            semantics: crate::sim::runtime::semantics(sim.runtime.kind),
+            upper_bound: d.compile_fallback.is_some(),
+            semantics: crate::sim::runtime::semantics(d.runtime.value),
         },
+        decisions: *d,
         n_params,
         phases,
         peak,
-        first_overflow_phase: first_overflow,
+        first_overflow_phase: verdict.and_then(|v| v.first_overflow).map(Phase::key),
         categories,
         tensors,
-        fits,
-        headroom_bytes: headroom,
+        fits: verdict.map(|v| v.fits),
+        headroom_bytes: verdict.map(|v| v.headroom_bytes),
+        verdict,
         context_bytes: context,
         vllm,
         warnings,
@@ -350,6 +268,43 @@ pub fn build(
             },
         ),
     })
+}
+
+/// What the user should know about the decisions: a precision fallback or a dtype kept on a
+/// card without it, compile simulated with eager rules, NCCL's buffers.
+fn warnings(cfg: &TrainConfig, d: &Decisions, gpu: Option<&GpuProfile>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let precision = d.precision.value;
+    let card = gpu.map_or("this card", |g| g.name.as_str());
+    if precision != cfg.dtype {
+        warnings.push(format!(
+            "{card} has no bfloat16: nanoGPT's default dtype falls back to float16 there, and that is what is simulated"
+        ));
+    } else if precision == Precision::BFloat16 && gpu.is_some_and(|g| !g.bf16) {
+        warnings.push(format!(
+            "{card} has no bfloat16, but dtype = 'bfloat16' is written in the config: it is kept \
+             and simulated as written (same bytes as float16); on this card PyTorch's autocast \
+             either refuses bfloat16 or emulates it slowly; write dtype = 'float16' to run it natively"
+        ));
+    }
+    if let Some(what) = d.compile_fallback {
+        warnings.push(format!(
+            "compile=True: {what} is simulated with eager PyTorch's rules, an upper bound — \
+             the compile runtime's rules are derived for nanoGPT's GPT on one GPU or DDP"
+        ));
+    }
+    if cfg.world_size > 1 {
+        // Their size depends on the topology NCCL detects (channels, NVLink SHARP), which no
+        // profile describes: named, not guessed.
+        warnings.push(
+            "NCCL's own buffers are not in these figures: NCCL allocates them with cudaMalloc, \
+             outside PyTorch's allocator, per channel and peer (about 9 MiB per connection with \
+             the default protocols, far more with NVLink SHARP on NVSwitch systems) — keep \
+             headroom for them"
+                .to_string(),
+        );
+    }
+    warnings
 }
 
 /// Category sums (of allocator blocks, so they add up to the allocated peak) and the largest

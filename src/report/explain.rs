@@ -1,7 +1,7 @@
 //! `vramplan explain`: the text a person needs to believe a number — which op makes a tensor,
 //! why it has that dtype, who keeps it alive, and when it is born and freed in the run.
 
-use super::check::{lifetime, run_sim};
+use super::check::lifetime;
 use crate::budget::GpuProfile;
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
@@ -140,7 +140,7 @@ pub struct Row {
 
 /// Explain a tensor (by its full name) or a category (by key or label) of this run.
 pub fn explanation(what: &str, cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<Explanation> {
-    let sim = run_sim(cfg, gpu)?;
+    let sim = crate::run::run(cfg, gpu)?;
     let tl = &sim.timeline;
     let peak_phase = sim.profile.peak_phase.key();
     let live = live_blocks_at(tl, &sim.profile, sim.profile.peak_event);

@@ -145,7 +145,7 @@ pub fn render(r: &CheckReport, style: Style) -> String {
             crate::budget::Budget::kept_free(g.margin_bytes, g.safety_pct, g.safety_bytes, &|b| {
                 style.b(b)
             }),
-            g.source
+            g.source.label()
         );
     }
     let _ = writeln!(out);

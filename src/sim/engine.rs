@@ -12,6 +12,7 @@ use super::runtime::RuntimeKind;
 use super::timeline::{
     Category, Event, EventKind, Name, Phase, Residency, Shape, TensorRecord, Timeline,
 };
+use std::collections::HashMap;
 
 /// A tensor id: index into `Timeline::tensors`.
 pub type T = u32;
@@ -47,8 +48,10 @@ pub struct Param {
 pub struct Engine {
     pub tl: Timeline,
     rc: Vec<u32>,
-    /// Fused values (torch.compile) and the buffers each keeps alive until it is consumed.
-    fused_inputs: Vec<(T, Vec<T>)>,
+    /// Fused values (torch.compile) and the buffers each keeps alive until it is consumed,
+    /// keyed by the fused value's id: one lookup per release, however many are alive (a
+    /// list scanned per release made deep models quadratic).
+    fused_inputs: HashMap<T, Vec<T>>,
     /// Gradient tensors that autograd cannot accumulate into in place (transposed views).
     no_inplace: Vec<bool>,
     pub phase: Phase,
@@ -62,8 +65,11 @@ pub struct Engine {
     pub captured: Option<T>,
     /// Some(dtype) inside a CUDA autocast region.
     pub autocast: Option<DType>,
-    /// Autocast's cache of weight casts for the current region: (param index, cast).
+    /// Autocast's cache of weight casts for the current region: (param index, cast), in the
+    /// order they were made (the order they are freed at the region's end).
     cache: Vec<(usize, T)>,
+    /// The same casts by param index, for a lookup that does not scan the region's casts.
+    cast_of: Vec<Option<T>>,
     pub tape: Vec<Node>,
     pub params: Vec<Param>,
     pub rt: Runtime,
@@ -89,7 +95,7 @@ impl Engine {
                 events: Vec::with_capacity(16384),
             },
             rc: Vec::with_capacity(4096),
-            fused_inputs: Vec::new(),
+            fused_inputs: HashMap::new(),
             no_inplace: Vec::with_capacity(4096),
             phase: Phase::Init,
             grad_mode: false,
@@ -98,6 +104,7 @@ impl Engine {
             captured: None,
             autocast: None,
             cache: Vec::new(),
+            cast_of: Vec::new(),
             tape: Vec::new(),
             params: Vec::new(),
             rt,
@@ -160,8 +167,7 @@ impl Engine {
         }
         if self.is_fused(t) {
             // Consumed: the buffers its kernel would have read may go.
-            if let Some(i) = self.fused_inputs.iter().rposition(|(f, _)| *f == t) {
-                let (_, inputs) = self.fused_inputs.swap_remove(i);
+            if let Some(inputs) = self.fused_inputs.remove(&t) {
                 for x in inputs {
                     self.release(x);
                 }
@@ -209,7 +215,7 @@ impl Engine {
         for &x in inputs {
             self.retain(x);
         }
-        self.fused_inputs.push((id, inputs.to_vec()));
+        self.fused_inputs.insert(id, inputs.to_vec());
         id
     }
 
@@ -247,10 +253,9 @@ impl Engine {
     /// A fused chain computed by a kernel: let go of what it (and the fused values it reads)
     /// kept alive.
     fn consume(&mut self, t: T) {
-        let Some(i) = self.fused_inputs.iter().rposition(|(f, _)| *f == t) else {
+        let Some(inputs) = self.fused_inputs.get_mut(&t).map(std::mem::take) else {
             return;
         };
-        let inputs = std::mem::take(&mut self.fused_inputs[i].1);
         for x in inputs {
             if self.is_fused(x) {
                 self.consume(x);
@@ -383,17 +388,22 @@ impl Engine {
     pub fn exit_autocast(&mut self) {
         self.autocast = None;
         let cache = std::mem::take(&mut self.cache);
-        for (_, t) in cache {
+        for (p, t) in cache {
+            self.cast_of[p] = None;
             self.release(t);
         }
     }
 
     pub fn cached_cast(&self, p: usize) -> Option<T> {
-        self.cache.iter().find(|(q, _)| *q == p).map(|(_, t)| *t)
+        self.cast_of.get(p).copied().flatten()
     }
 
     pub fn cache_insert(&mut self, p: usize, t: T) {
         self.retain(t);
         self.cache.push((p, t));
+        if self.cast_of.len() <= p {
+            self.cast_of.resize(p + 1, None);
+        }
+        self.cast_of[p] = Some(t);
     }
 }

@@ -34,6 +34,8 @@ pub struct MemoryProfile {
     pub block_bytes: Vec<u64>,
     /// torch.cuda.memory_allocated() right after each event.
     pub allocated_after: Vec<u64>,
+    /// torch.cuda.memory_reserved() right after each event.
+    pub reserved_after: Vec<u64>,
 }
 
 impl MemoryProfile {
@@ -51,6 +53,7 @@ pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
     let (mut peak, mut peak_event, mut peak_phase) = (0u64, 0usize, Phase::Init);
     let mut peak_reserved = 0u64;
     let mut allocated_after = Vec::with_capacity(tl.events.len());
+    let mut reserved_after = Vec::with_capacity(tl.events.len());
     for (i, ev) in tl.events.iter().enumerate() {
         let t = ev.tensor as usize;
         let bytes = tl.tensors[t].bytes;
@@ -89,6 +92,7 @@ pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
             peak_reserved = peak_reserved.max(alloc.reserved);
         }
         allocated_after.push(alloc.allocated);
+        reserved_after.push(alloc.reserved);
     }
     MemoryProfile {
         phases,
@@ -99,6 +103,7 @@ pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
         final_reserved: alloc.reserved,
         block_bytes,
         allocated_after,
+        reserved_after,
     }
 }
 

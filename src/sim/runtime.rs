@@ -5,16 +5,30 @@ use super::dtype::DType;
 use crate::budget::GpuProfile;
 use crate::config::{Mode, Precision, PrecisionMode, TrainConfig};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum RuntimeKind {
     /// PyTorch eager on CUDA, as nanoGPT runs it with compile=False.
+    #[serde(rename = "pytorch")]
     PytorchEager,
     /// torch.compile (mode="default"): inductor's fusion and AOTAutograd's partition, as the
     /// ops apply them (`sim::ops::fusion`).
+    #[serde(rename = "pytorch-compile")]
     PytorchCompile,
     /// candle 0.11 (the probe's runtime): no autocast, no caching allocator, no cuBLAS
     /// workspaces counted; its retention rules live in `sim::candle`.
+    #[serde(rename = "candle")]
     Candle,
+}
+
+impl RuntimeKind {
+    /// The name reports print ("pytorch", "pytorch-compile", "candle").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::PytorchEager => "pytorch",
+            RuntimeKind::PytorchCompile => "pytorch-compile",
+            RuntimeKind::Candle => "candle",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

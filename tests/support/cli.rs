@@ -40,9 +40,8 @@ pub fn json(args: &[&str]) -> (i32, Value) {
 
 /// One rank's device peak of `cfg` on `gpu` through `check`'s simulator, and the usable bytes.
 pub fn device_peak(cfg: &TrainConfig, gpu: &str) -> (u64, u64) {
-    let g = find(gpu).unwrap();
-    let b = Budget::from_profile(g.clone(), 256 << 20).unwrap();
-    let r = check::build(cfg, Some(&g), Some(check::Target::from_budget(&b))).unwrap();
+    let b = Budget::from_profile(find(gpu).unwrap(), 256 << 20).unwrap();
+    let r = check::build(cfg, Some(&b)).unwrap();
     (r.peak.device_bytes, b.usable_bytes)
 }
 

@@ -11,7 +11,9 @@
 mod annotate;
 mod draw;
 mod sweep;
+mod sweep_chart;
 mod timeline;
 
 pub use sweep::{batch_grid, sweep_series, sweep_svg, SweepSeries};
+pub use sweep_chart::sweep_chart;
 pub use timeline::{timeline_svg, MAX_POINTS};

@@ -4,7 +4,6 @@
 
 use super::annotate::{legend, peak_marker, phase_strip};
 use super::draw::{limit_label_spot, num, ticks, x_axis, y_axis_gib, Anchor, Rect, Scale, Svg};
-use crate::sim::allocator::CachingAllocator;
 use crate::sim::timeline::EventKind;
 use crate::sim::{Category, MemoryProfile, Phase, Timeline};
 use crate::units::{human, GIB};
@@ -91,16 +90,16 @@ impl Bucket {
 struct Series {
     buckets: Vec<Bucket>,
     at_peak: [u64; LAYERS],
-    final_reserved: u64,
 }
 
-/// Replays the events once: category bytes (the profile's allocator blocks, so they add up to
-/// the allocated figure) and the allocator's reserved bytes after each event.
-fn collect(tl: &Timeline, profile: &MemoryProfile, context: u64, expandable: bool) -> Series {
+/// Walks the events once: category bytes (the profile's allocator blocks, so they add up to
+/// the allocated figure) and the run's reserved bytes after each event (the profile's, from
+/// the one replay the run made, in the allocator mode it decided).
+fn collect(tl: &Timeline, profile: &MemoryProfile, context: u64) -> Series {
     let n = tl.events.len();
     let per = n.div_ceil(MAX_POINTS).max(1);
-    let mut alloc = CachingAllocator::new(expandable);
-    let mut blocks = vec![None; tl.tensors.len()];
+    // A tensor holds a block from its Alloc to its Free; empty tensors hold none.
+    let mut holds = vec![false; tl.tensors.len()];
     let mut layers = [0u64; LAYERS];
     layers[0] = context;
     let mut buckets: Vec<Bucket> = Vec::with_capacity(n.div_ceil(per));
@@ -111,18 +110,16 @@ fn collect(tl: &Timeline, profile: &MemoryProfile, context: u64, expandable: boo
         let l = 1 + tl.tensors[t].category as usize;
         match ev.kind {
             EventKind::Alloc => {
-                blocks[t] = alloc.malloc(tl.tensors[t].bytes);
-                if blocks[t].is_some() {
-                    layers[l] += profile.block_bytes[t];
-                }
+                holds[t] = profile.block_bytes[t] > 0;
+                layers[l] += profile.block_bytes[t];
             }
             EventKind::Free => {
-                if let Some(b) = blocks[t].take() {
-                    alloc.free(b);
+                if std::mem::take(&mut holds[t]) {
                     layers[l] = layers[l].saturating_sub(profile.block_bytes[t]);
                 }
             }
         }
+        let reserved = profile.reserved_after[i];
         if i == profile.peak_event {
             at_peak = layers;
         }
@@ -132,23 +129,19 @@ fn collect(tl: &Timeline, profile: &MemoryProfile, context: u64, expandable: boo
                 start: i,
                 end: i + 1,
                 layers,
-                reserved: alloc.reserved,
+                reserved,
             });
             best = total;
         } else if let Some(b) = buckets.last_mut() {
             b.end = i + 1;
-            b.reserved = b.reserved.max(alloc.reserved);
+            b.reserved = b.reserved.max(reserved);
             if total > best {
                 best = total;
                 b.layers = layers;
             }
         }
     }
-    Series {
-        buckets,
-        at_peak,
-        final_reserved: alloc.reserved,
-    }
+    Series { buckets, at_peak }
 }
 
 /// Where the chart has ink, per bucket: (x from, x to, y of the stack's top, y of the device
@@ -225,22 +218,15 @@ fn step_path(buckets: &[Bucket], xs: &Scale, y: &dyn Fn(&Bucket) -> f64, close: 
 /// card). `context_bytes`: the CUDA context, stacked under the tensors so the stack and the
 /// device line compare with the card's usable memory.
 ///
-/// The device line needs the allocator's reserved bytes after every event, which the profile
-/// does not keep: the Timeline is replayed again in the allocator mode (expandable segments or
-/// not) that reproduces the profile's final reserved figure.
+/// The device line is the profile's reserved bytes after every event: the chart replays
+/// nothing.
 pub fn timeline_svg(
     tl: &Timeline,
     profile: &MemoryProfile,
     usable_bytes: Option<u64>,
     context_bytes: u64,
 ) -> String {
-    let mut s = collect(tl, profile, context_bytes, false);
-    if s.final_reserved != profile.final_reserved {
-        let alt = collect(tl, profile, context_bytes, true);
-        if alt.final_reserved == profile.final_reserved {
-            s = alt;
-        }
-    }
+    let s = collect(tl, profile, context_bytes);
     let n = tl.events.len();
     let gib = |b: u64| b as f64 / GIB as f64;
     let peak_total = profile.peak_allocated.saturating_add(context_bytes);

@@ -14,6 +14,7 @@ mod backward;
 mod gpt;
 mod ops;
 mod record;
+mod shape;
 mod tensor;
 
 use super::engine::Engine;
@@ -21,11 +22,11 @@ use super::runtime::Runtime;
 use super::timeline::{Category, EventKind, Phase, Timeline};
 use crate::config::TrainConfig;
 use crate::error::Result;
-use crate::probe::model::{dtype_of, Shape as ProbeShape};
 use crate::sim::DType;
 use backward::{backward, AdamW};
 use gpt::{Dims, Gpt};
 use record::Scope;
+pub use shape::{dtype_of, Shape};
 use tensor::T;
 
 /// The phases the probe measures, as it names them.
@@ -36,7 +37,7 @@ pub const PHASES: [(Phase, &str); 3] = [
 ];
 
 fn dims(cfg: &TrainConfig) -> Result<Dims> {
-    let s = ProbeShape::of(cfg, cfg.n_layer)?;
+    let s = Shape::of(cfg, cfg.n_layer)?;
     let dt = match dtype_of(cfg.dtype) {
         candle_core::DType::BF16 => DType::BF16,
         candle_core::DType::F16 => DType::F16,

@@ -1,20 +1,20 @@
 //! suggest's picture: peak device memory against batch_size for the user's knobs and each knob
 //! that changes the curve, the card's limit and the chosen point. Every point is simulated.
+//!
+//! (Moved from plan/sweep.rs: the picture is report's, so plan no longer depends on report.)
 
-use super::knobs::knobs;
-use super::search::{with_batch, SuggestReport};
+use super::sweep::{batch_grid, sweep_series, sweep_svg, SweepSeries};
 use crate::budget::Budget;
 use crate::config::TrainConfig;
 use crate::error::Result;
-use crate::report::check::run_sim;
-use crate::report::svg::{batch_grid, sweep_series, sweep_svg, SweepSeries};
+use crate::plan::knobs::knobs;
+use crate::plan::search::{with_batch, SuggestReport};
 
 /// Batch sizes drawn per curve at most.
 const POINTS: usize = 24;
 
 pub fn sweep_chart(cfg: &TrainConfig, budget: &Budget, report: &SuggestReport) -> Result<String> {
     let tokens = cfg.tokens_per_step().unwrap_or(u64::MAX);
-    let context = budget.profile.context_bytes;
     let knobs: Vec<_> = knobs()
         .into_iter()
         .filter(|k| (k.applies)(cfg, budget.profile.bf16))
@@ -33,8 +33,8 @@ pub fn sweep_chart(cfg: &TrainConfig, budget: &Budget, report: &SuggestReport) -
         let mut v = cfg.clone();
         (knob.apply)(&mut v);
         let peak = |b: u64| -> Result<u64> {
-            let sim = run_sim(&with_batch(&v, b, tokens), Some(&budget.profile))?;
-            Ok(sim.profile.final_reserved.saturating_add(context))
+            let run = crate::run::run(&with_batch(&v, b, tokens), Some(&budget.profile))?;
+            Ok(budget.judge(&run).device.band.high)
         };
         let s = sweep_series(knob.label, &grid, &peak)?;
         if let Some(best) = &report.best {

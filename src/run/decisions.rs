@@ -1,0 +1,174 @@
+//! The choices a run is simulated under, each with where it comes from: which runtime, the
+//! precision after nanoGPT's fallback, the attention kernel, the allocator's mode and whose
+//! training loop. Front-ends print these; none re-derives them.
+
+use crate::budget::GpuProfile;
+use crate::config::{Framework, ModelType, Precision, TrainConfig};
+use crate::sim::runtime::{compile_fallback, effective_precision, RuntimeKind};
+use serde::Serialize;
+
+/// One choice and the rule that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Decision<T> {
+    pub value: T,
+    /// Why this value: the config key, the card's property or the framework's source.
+    pub source: &'static str,
+}
+
+/// The attention kernel the forward runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttentionKernel {
+    /// SDPA's FlashAttention-2 kernel (half precision).
+    Flash,
+    /// SDPA's memory-efficient kernel (fp32, one kv head per query head).
+    MemoryEfficient,
+    /// SDPA's math kernel (fp32 with grouped-query attention).
+    Math,
+    /// nanoGPT's hand-written attention (flash=False): the T×T scores are materialised.
+    Manual,
+    /// Hugging Face's eager attention (attn_implementation="eager").
+    Eager,
+}
+
+impl AttentionKernel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttentionKernel::Flash => "flash",
+            AttentionKernel::MemoryEfficient => "memory-efficient",
+            AttentionKernel::Math => "math",
+            AttentionKernel::Manual => "manual",
+            AttentionKernel::Eager => "eager",
+        }
+    }
+}
+
+/// How the caching allocator hands out memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllocatorMode {
+    /// Fixed segments (2 MiB small pool, 20 MiB or the request for large blocks).
+    Segments,
+    /// PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True: large blocks mapped in 2 MiB pages.
+    ExpandableSegments,
+}
+
+/// Every choice one simulation made.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Decisions {
+    pub runtime: Decision<RuntimeKind>,
+    pub precision: Decision<Precision>,
+    pub attention: Decision<AttentionKernel>,
+    pub allocator: Decision<AllocatorMode>,
+    pub framework: Decision<Framework>,
+    /// compile=True simulated with eager rules (`sim::runtime::compile_fallback`): what is not
+    /// derived yet. The figures are then an upper bound rather than a prediction.
+    pub compile_fallback: Option<&'static str>,
+}
+
+impl Decisions {
+    /// The decisions for `cfg` run by PyTorch on `gpu` (None: no card known).
+    pub fn pytorch(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Decisions {
+        let precision = effective_precision(cfg, gpu);
+        Decisions {
+            runtime: runtime(cfg),
+            precision: Decision {
+                value: precision,
+                source: if precision != cfg.dtype {
+                    "train.py's default dtype: 'bfloat16' if torch.cuda.is_bf16_supported() \
+                     else 'float16', and this card has no bfloat16"
+                } else if cfg.dtype_written.0 {
+                    "dtype as written in the config (train.py passes it to autocast as is)"
+                } else {
+                    "train.py's default dtype"
+                },
+            },
+            attention: attention(cfg, precision, gpu),
+            allocator: if cfg.expandable_segments() {
+                Decision {
+                    value: AllocatorMode::ExpandableSegments,
+                    source: "alloc_conf / PYTORCH_CUDA_ALLOC_CONF sets expandable_segments:True",
+                }
+            } else {
+                Decision {
+                    value: AllocatorMode::Segments,
+                    source: "PyTorch's default (CUDACachingAllocator without expandable segments)",
+                }
+            },
+            framework: Decision {
+                value: cfg.framework,
+                source: if cfg.framework == Framework::NanoGpt {
+                    "nanoGPT's train.py: its loop and defaults (micro-steps, AdamW, estimate_loss())"
+                } else {
+                    "the config file's framework: its defaults and accumulation convention, \
+                     simulated with nanoGPT's loop"
+                },
+            },
+            compile_fallback: compile_fallback(cfg),
+        }
+    }
+}
+
+fn runtime(cfg: &TrainConfig) -> Decision<RuntimeKind> {
+    match (cfg.compile, compile_fallback(cfg)) {
+        (false, _) => Decision {
+            value: RuntimeKind::PytorchEager,
+            source: "compile=False: PyTorch eager",
+        },
+        // compile_fallback names what the compile rules do not cover yet.
+        (true, Some(what)) => Decision {
+            value: RuntimeKind::PytorchEager,
+            source: what,
+        },
+        (true, None) => Decision {
+            value: RuntimeKind::PytorchCompile,
+            source:
+                "compile=True: AOTAutograd's partition and inductor's fusion (sim::ops::fusion)",
+        },
+    }
+}
+
+/// The kernel SDPA dispatches to (torch/backends/cuda: sdp_kernel selection in
+/// aten/src/ATen/native/transformers/cuda/sdp_utils.cpp `select_sdp_backend`): flash needs
+/// half precision; fp32 goes to the memory-efficient kernel, or to math when the key/value
+/// heads are fewer than the query heads (the efficient kernel does not broadcast them).
+fn attention(
+    cfg: &TrainConfig,
+    precision: Precision,
+    gpu: Option<&GpuProfile>,
+) -> Decision<AttentionKernel> {
+    let half = precision != Precision::Float32;
+    // FlashAttention-2 needs sm80+ (sdp_utils.cpp, check_flash_attention_hardware_support).
+    let flash_card = gpu.is_none_or(|g| g.compute_capability.0 >= 8);
+    let (value, source) = match (cfg.flash, half) {
+        (false, _) if cfg.model_type != ModelType::Gpt2 => (
+            AttentionKernel::Eager,
+            "flash=False on a Hugging Face model: attn_implementation=\"eager\"",
+        ),
+        (false, _) => (
+            AttentionKernel::Manual,
+            "flash=False: nanoGPT's model.py computes att = softmax(q @ k.T) @ v",
+        ),
+        (true, true) if flash_card => (
+            AttentionKernel::Flash,
+            "flash=True in half precision: SDPA's flash kernel",
+        ),
+        (true, true) if cfg.kv_heads() != cfg.n_head => (
+            AttentionKernel::Math,
+            "half precision on a card older than sm80 with grouped-query attention: SDPA's math kernel",
+        ),
+        (true, true) => (
+            AttentionKernel::MemoryEfficient,
+            "half precision on a card older than sm80 (no flash kernel): SDPA's memory-efficient kernel",
+        ),
+        (true, false) if cfg.kv_heads() != cfg.n_head => (
+            AttentionKernel::Math,
+            "flash=True in fp32 with grouped-query attention: SDPA's math kernel",
+        ),
+        (true, false) => (
+            AttentionKernel::MemoryEfficient,
+            "flash=True in fp32: SDPA's memory-efficient kernel",
+        ),
+    };
+    Decision { value, source }
+}

@@ -1,0 +1,62 @@
+//! The one place that simulates and judges: `run(config, gpu)` resolves the decisions the
+//! simulation is made under (runtime, precision after fallback, attention kernel, allocator
+//! mode, framework), simulates the Timeline, replays it through the caching allocator and
+//! returns one [`Run`]; [`Budget::judge`](crate::budget::Budget::judge) turns a Run into the
+//! [`Verdict`]. Front-ends (check, suggest, diagnose, explain, svg) read a Run and a Verdict;
+//! none computes bytes or a verdict itself.
+
+mod decisions;
+mod verdict;
+
+pub use decisions::{AllocatorMode, AttentionKernel, Decision, Decisions};
+pub use verdict::{Band, Figure, Provenance, Verdict};
+
+use crate::budget::GpuProfile;
+use crate::config::{Mode, TrainConfig};
+use crate::error::Result;
+use crate::sim::{replay, simulate, simulate_inference, MemoryProfile, Runtime, Timeline};
+
+/// One simulated run: what happened (Timeline), what the allocator made of it (the profile:
+/// peaks, per-event allocated and reserved bytes) and the choices it was simulated under.
+pub struct Run {
+    pub decisions: Decisions,
+    pub runtime: Runtime,
+    pub timeline: Timeline,
+    pub profile: MemoryProfile,
+}
+
+/// Simulate `cfg` as PyTorch would run it on `gpu` (None: no card known; the architecture
+/// decides the cuBLAS workspaces, the card's bf16 support the precision).
+pub fn run(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<Run> {
+    let decisions = Decisions::pytorch(cfg, gpu);
+    let runtime = Runtime::pytorch(cfg, gpu);
+    let timeline = simulate_timeline(cfg, &decisions, runtime)?;
+    let profile = replay(
+        &timeline,
+        decisions.allocator.value == AllocatorMode::ExpandableSegments,
+    );
+    Ok(Run {
+        decisions,
+        runtime,
+        timeline,
+        profile,
+    })
+}
+
+/// Only the Timeline (no allocator replay): what suggest's lower bound needs.
+pub fn timeline(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<Timeline> {
+    simulate_timeline(
+        cfg,
+        &Decisions::pytorch(cfg, gpu),
+        Runtime::pytorch(cfg, gpu),
+    )
+}
+
+fn simulate_timeline(cfg: &TrainConfig, d: &Decisions, runtime: Runtime) -> Result<Timeline> {
+    let mut sim_cfg = cfg.clone();
+    sim_cfg.dtype = d.precision.value;
+    match cfg.mode {
+        Mode::Train => simulate(&sim_cfg, runtime),
+        Mode::Inference => simulate_inference(&sim_cfg, runtime),
+    }
+}

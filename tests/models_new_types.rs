@@ -139,6 +139,8 @@ fn phi3_slices_qkv_and_chunks_gate_up() {
         "--batch_size=1",
         "--block_size=64",
         "--compile=False",
+        // A model alone takes the Trainer's defaults (fp32): bf16 autocast as nanoGPT's.
+        "--dtype=bfloat16",
     ];
     let first_line = |tensor: &str| {
         let (code, out, err) = vramplan(&[&["explain", tensor][..], &common[..]].concat());

@@ -95,7 +95,12 @@ fn the_decisions_name_their_source() {
         .as_str()
         .unwrap()
         .contains("no bfloat16"));
-    assert_eq!(d["attention"]["value"], "flash");
+    // No FlashAttention-2 before sm80: the T4 (sm75) runs SDPA's memory-efficient kernel.
+    assert_eq!(d["attention"]["value"], "memory-efficient");
+    assert!(d["attention"]["source"]
+        .as_str()
+        .unwrap()
+        .contains("older than sm80"));
     assert_eq!(d["allocator"]["value"], "segments");
     assert_eq!(d["framework"]["value"], "nanogpt");
     // fp32 with SDPA: the memory-efficient kernel; expandable segments from alloc_conf.

@@ -388,7 +388,7 @@ fn check_names_pure_precision_on_the_run_line() {
         "--precision_mode=pure",
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    let run_line = out.lines().find(|l| l.starts_with("Run:")).unwrap_or("");
+    let run_line = out.lines().find(|l| l.starts_with("Run ")).unwrap_or("");
     assert!(run_line.contains("bfloat16 pure"), "{run_line}");
     let (code, out, _) = vramplan(&[
         "check",
@@ -400,7 +400,7 @@ fn check_names_pure_precision_on_the_run_line() {
         "--dtype=float16",
     ]);
     assert_eq!(code, 0);
-    let run_line = out.lines().find(|l| l.starts_with("Run:")).unwrap_or("");
+    let run_line = out.lines().find(|l| l.starts_with("Run ")).unwrap_or("");
     assert!(
         run_line.contains("float16 autocast + GradScaler"),
         "{run_line}"

@@ -1,5 +1,5 @@
 """The Python API against numbers counted by hand, as the Rust tests count them
-(tests/cli_check.rs, tests/lora.rs): the seed case and Llama 3.1 8B with LoRA."""
+(tests/it/cli_check.rs, tests/it/lora.rs): the seed case and Llama 3.1 8B with LoRA."""
 
 import dataclasses
 import json

@@ -128,11 +128,23 @@ pub fn render_text(d: &Diagnosis) -> String {
     if let Some(c) = &d.culprit {
         let _ = writeln!(
             out,
-            "Culprit\n  {} {} = {}\n",
+            "Culprit\n  {} {} = {}",
             c.name,
             shape_text(&c.shape, &c.dtype),
             human(c.bytes)
         );
+        if let Some(before) = c.simulated_allocated_before_bytes {
+            let logged = d
+                .facts
+                .allocated_by_framework_bytes
+                .map_or(String::new(), |a| format!(" (the log: {})", human(a)));
+            let _ = writeln!(
+                out,
+                "  the simulated run had {} allocated when it asked for it{logged}",
+                human(before)
+            );
+        }
+        out.push('\n');
     } else if !d.hypotheses.is_empty() {
         out.push_str(
             "Culprit: no config given — shapes a GPT would have at this size (hypotheses)\n",

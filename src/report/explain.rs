@@ -15,7 +15,7 @@ use std::fmt::Write;
 
 /// What each kind of tensor is, by the end of its name. `{dt}` is its dtype.
 const TENSORS: &[(&str, &str)] = &[
-    ("lm_head.logits", "lm_head applied to the final norm's output (its weight is the token embedding's where the model ties them: nanoGPT's GPT, Llama 3.2, Gemma): a matmul, which CUDA autocast runs in {dt}; shape (B, T, V). train.py keeps `logits` referenced until the next forward returns, so during a forward two of them can be alive."),
+    ("lm_head.logits", "lm_head applied to the final norm's output (its weight is the token embedding's where the model ties them: nanoGPT's GPT, Llama 3.2, Gemma): a matmul, which CUDA autocast runs in {dt}; shape (B, T, V) — under torch.compile, inductor's 2-D (B·T, V) matmul buffer, viewed as (B, T, V). train.py keeps `logits` referenced until the next forward returns, so during a forward two of them can be alive."),
     ("loss.log_probs", "F.cross_entropy on logits.view(-1, V): it calls log_softmax with the logits' own dtype ({dt}), and log_softmax saves its output for the backward."),
     ("loss.log_probs_fp32", "nll_loss is on autocast's fp32 list, so the half-precision log-probs are copied to fp32 (B·T × V × 4 bytes); nll_loss saves that copy for the backward. It is usually the largest tensor of a small GPT."),
     ("loss.nll.grad", "nll_loss_backward's output: the gradient of the fp32 log-probs, a full (B·T, V) fp32 tensor."),

@@ -149,8 +149,6 @@ pub fn compile_fallback(cfg: &TrainConfig) -> Option<&'static str> {
         Some("LoRA and quantized weights under torch.compile")
     } else if cfg.precision_mode == PrecisionMode::Pure {
         Some("precision_mode='pure' under torch.compile")
-    } else if !cfg.flash {
-        Some("torch.compile of the manual attention path (flash=False)")
     } else {
         None
     }

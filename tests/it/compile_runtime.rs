@@ -128,9 +128,9 @@ fn simulated_saved(tl: &Timeline, l: u32) -> (u64, u64) {
 
 #[test]
 fn saved_per_layer_is_what_pytorchs_partition_saves() {
-    // flash=False under compile falls back to eager rules (not derived yet), so it is not here.
     for name in [
         "tiny-bf16-flash",
+        "tiny-bf16-noflash",
         "tiny-fp32-flash",
         "tiny-bf16-flash-dropout0.1",
         "shakespeare-char-b64-bf16",

@@ -112,11 +112,23 @@ fn the_decisions_name_their_source() {
         fp32["decisions"]["allocator"]["value"],
         "expandable-segments"
     );
-    // compile=True with flash=False is simulated eager: the runtime says why.
-    let (_, manual) = check(&["--compile=True", "--flash=False"]);
-    let r = &manual["decisions"]["runtime"];
+    // compile=True on a Hugging Face model is simulated eager: the runtime says why.
+    let (_, hf) = check(&[
+        "--model",
+        "llama-3.2-1b",
+        "--compile=True",
+        "--batch_size=1",
+    ]);
+    let r = &hf["decisions"]["runtime"];
     assert_eq!(r["value"], "pytorch");
-    assert!(r["source"].as_str().unwrap().contains("flash=False"), "{r}");
+    assert!(
+        r["source"].as_str().unwrap().contains("Hugging Face"),
+        "{r}"
+    );
+    assert_eq!(hf["runtime"]["upper_bound"], true);
+    // nanoGPT's manual attention is compiled as it runs.
+    let (_, manual) = check(&["--compile=True", "--flash=False"]);
+    assert_eq!(manual["decisions"]["runtime"]["value"], "pytorch-compile");
     assert_eq!(manual["decisions"]["attention"]["value"], "manual");
-    assert_eq!(manual["runtime"]["upper_bound"], true);
+    assert_eq!(manual["runtime"]["upper_bound"], false);
 }

@@ -26,28 +26,31 @@ pub enum AttnKind {
 /// What an attention call saved for backward.
 #[derive(Debug, Clone, Copy)]
 pub struct Attention {
-    kind: AttnKind,
-    b: u64,
-    t: u64,
-    nh: u64,
-    hs: u64,
-    dtype: DType,
-    layer: Option<u32>,
+    pub(super) kind: AttnKind,
+    pub(super) b: u64,
+    pub(super) t: u64,
+    pub(super) nh: u64,
+    pub(super) hs: u64,
+    pub(super) dtype: DType,
+    pub(super) layer: Option<u32>,
     /// Flash / efficient: qkv (through the q, k, v views), output, logsumexp, rng state.
-    qkv: Option<T>,
-    out: Option<T>,
-    lse: Option<T>,
-    rng: [Option<T>; 2],
+    pub(super) qkv: Option<T>,
+    pub(super) out: Option<T>,
+    pub(super) lse: Option<T>,
+    pub(super) rng: [Option<T>; 2],
     /// Manual path.
-    q: Option<T>,
-    k: Option<T>,
-    mask: Option<T>,
-    softmax: Option<T>,
-    drop_mask: Option<T>,
+    pub(super) q: Option<T>,
+    pub(super) k: Option<T>,
+    pub(super) mask: Option<T>,
+    pub(super) softmax: Option<T>,
+    pub(super) drop_mask: Option<T>,
     /// The probabilities as the second matmul took them (bf16 cast, dropout output, or softmax).
-    att: Option<T>,
-    v: Option<T>,
-    softmax_input_cast: bool,
+    pub(super) att: Option<T>,
+    pub(super) v: Option<T>,
+    pub(super) softmax_input_cast: bool,
+    /// Compiled manual attention (attention_compiled.rs): the softmax's row max and sum.
+    pub(super) stats: [Option<T>; 2],
+    pub(super) compiled: bool,
 }
 
 fn round_up(x: u64, m: u64) -> u64 {
@@ -55,15 +58,15 @@ fn round_up(x: u64, m: u64) -> u64 {
 }
 
 impl Attention {
-    fn name(&self, what: &'static str) -> Name {
+    pub(super) fn name(&self, what: &'static str) -> Name {
         Name::at(self.layer, "attn", what)
     }
 
-    fn bhtd(&self) -> Shape {
+    pub(super) fn bhtd(&self) -> Shape {
         Shape::new(&[self.b, self.nh, self.t, self.hs])
     }
 
-    fn scores(&self) -> Shape {
+    pub(super) fn scores(&self) -> Shape {
         Shape::new(&[self.b, self.nh, self.t, self.t])
     }
 
@@ -74,6 +77,8 @@ impl Attention {
             self.out,
             self.rng[0],
             self.rng[1],
+            self.stats[0],
+            self.stats[1],
             self.att,
             self.v,
             self.drop_mask,
@@ -91,6 +96,7 @@ impl Attention {
     pub fn backward(self, e: &mut Engine, g: T) -> T {
         let (dq, dk, dv) = match self.kind {
             AttnKind::Flash | AttnKind::Efficient => self.sdpa_backward(e, g),
+            AttnKind::Manual if self.compiled => super::attention_compiled::backward(self, e, g),
             AttnKind::Manual => self.manual_backward(e, g),
         };
         let cat = e.alloc(
@@ -264,11 +270,17 @@ pub fn attention(
         att: None,
         v: None,
         softmax_input_cast: false,
+        stats: [None; 2],
+        compiled: false,
     };
     let (y, att) = match kind {
         AttnKind::Flash | AttnKind::Efficient => (sdpa_forward(e, &mut a, qkv.t), None),
         AttnKind::Manual => {
-            let (y, att) = manual_forward(e, &mut a, dropout);
+            let (y, att) = if e.compiled() {
+                super::attention_compiled::forward(e, &mut a, dropout)
+            } else {
+                manual_forward(e, &mut a, dropout)
+            };
             (y, Some(att))
         }
     };

@@ -4,6 +4,7 @@
 //! and then releases the gradient it got and its saved tensors.
 
 mod attention;
+mod attention_compiled;
 mod basic;
 mod eager;
 pub(crate) mod fusion;

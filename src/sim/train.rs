@@ -51,9 +51,15 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
     };
     // The init figure is the model on the device. train.py then fetches the first training
     // batch right before its loop; it is counted with the first phase that runs alongside it.
-    e.phase = Phase::Eval;
+    e.phase = if plan.eval_first {
+        Phase::Eval
+    } else {
+        Phase::Forward
+    };
     let (mut x, mut y) = batch(&mut e, cfg.batch_size);
-    estimate_loss(&mut e, &model, cfg, &batch);
+    if plan.eval_first {
+        estimate_loss(&mut e, &model, cfg, &batch);
+    }
 
     // Each rank runs its share of the micro-steps (nanoGPT: ga // world_size).
     let micro_steps = parallel::micro_steps(cfg).min(MICRO_STEPS);
@@ -134,6 +140,10 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
 pub struct Schedule {
     /// Optimizer steps simulated: 0 when train.py stops after the first estimate_loss().
     pub steps: u32,
+    /// An estimate_loss() runs before the first step: nanoGPT's `iter_num % eval_interval == 0`
+    /// at iteration 0; a Trainer (and the frameworks built on it) evaluates only at its eval
+    /// steps (`eval_strategy`), never before training.
+    pub eval_first: bool,
     /// An estimate_loss() runs after training steps.
     pub eval_after: bool,
     /// init_from='resume': the checkpoint is loaded onto the GPU.
@@ -157,6 +167,7 @@ pub fn schedule(cfg: &TrainConfig) -> Schedule {
     if cfg.eval_only && !resume {
         return Schedule {
             steps: 0,
+            eval_first: true,
             eval_after: false,
             resume,
         };
@@ -164,6 +175,7 @@ pub fn schedule(cfg: &TrainConfig) -> Schedule {
     let iterations = cfg.max_iters.saturating_add(1);
     Schedule {
         steps: STEPS.min(u32::try_from(iterations).unwrap_or(u32::MAX)),
+        eval_first: cfg.framework == crate::config::Framework::NanoGpt,
         eval_after: cfg.eval_interval <= cfg.max_iters,
         resume,
     }

@@ -148,3 +148,36 @@ fn resume_keeps_the_checkpoint_on_the_gpu() {
         weights
     );
 }
+
+/// A Trainer evaluates only at its eval steps (`eval_strategy`, "no" by default), never before
+/// training as nanoGPT's iteration 0 does: a model alone (the Trainer's defaults) has no eval
+/// phase; the same run with nanoGPT's loop has one.
+#[test]
+fn a_trainer_run_does_not_evaluate_before_training() {
+    let run = |extra: &[&str]| {
+        let (code, v) = json(
+            &[
+                &[
+                    "check",
+                    "--json",
+                    "--model",
+                    "llama-3.2-1b",
+                    "--batch_size=1",
+                    "--block_size=128",
+                ][..],
+                extra,
+            ]
+            .concat(),
+        );
+        assert_eq!(code, 0, "{v}");
+        phases(&v)
+    };
+    let trainer = run(&[]);
+    assert!(
+        !trainer.iter().any(|p| p.starts_with("eval")),
+        "{trainer:?}"
+    );
+    assert!(trainer.iter().any(|p| p == "backward"), "{trainer:?}");
+    let nanogpt = run(&["--framework=nanogpt"]);
+    assert!(nanogpt.iter().any(|p| p == "eval"), "{nanogpt:?}");
+}

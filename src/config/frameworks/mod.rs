@@ -121,10 +121,9 @@ pub(crate) fn defaults(framework: Framework) -> Vec<Assignment> {
     //   cfg.get("gradient_accumulation_steps", 1), cfg.get("clip_grad_norm", None)) and LitGPT's
     //   finetune/lora.py (no compile, TrainArgs.max_norm None) neither compile nor accumulate
     //   unless asked.
-    // "No eval" is eval_interval past max_iters: no estimate_loss() after a training step
-    // (src/sim/train.rs `schedule`). The simulator still runs nanoGPT's first estimate_loss()
-    // before training; its peak is below the first training step's (same batch, no saved
-    // activations), so the peak is the training step's either way.
+    // "No eval" is eval_interval past max_iters: no estimate_loss() after a training step; and
+    // a framework other than nanoGPT never evaluates before training (src/sim/train.rs
+    // `schedule`).
     let mut out = vec![
         ("framework", Value::Str(framework.as_str().into())),
         ("gradient_accumulation_steps", int(1)),

@@ -282,3 +282,28 @@ fn a_local_model_folder_beside_the_file_is_read() {
     assert_eq!(c.vocab_size, want["vocab_size"].as_u64().unwrap());
     assert_eq!((c.framework, c.block_size), (Framework::Axolotl, 256));
 }
+
+/// torchtune's full fine-tuning recipes and LitGPT's "bf16-true" train the whole model in
+/// bf16 (no fp32 master copy, no autocast): precision_mode 'pure'. Their LoRA recipes keep the
+/// mixed path (frozen bf16 base, trained adapters).
+#[test]
+fn pure_half_precision_full_fine_tuning_is_read_as_pure() {
+    let torchtune = temp(
+        "full_finetune.yaml",
+        "model:\n  _component_: torchtune.models.llama3_2.llama3_2_1b\n\
+         tokenizer:\n  _component_: torchtune.models.llama3.llama3_tokenizer\n  path: /tmp/t.model\n  max_seq_len: 2048\n\
+         batch_size: 2\noptimizer:\n  _component_: torch.optim.AdamW\n  lr: 2.0e-5\ndtype: bf16\n",
+    );
+    let (c, _) = load(&torchtune, Sources::default());
+    assert_eq!(c.dtype, Precision::BFloat16);
+    assert_eq!(c.precision_mode, vramplan::config::PrecisionMode::Pure);
+    let (code, out, err) = vramplan(&["check", &torchtune, "--gpu", "a100-80gb"]);
+    assert!(code == 0 || code == 1, "{err}");
+    assert!(out.contains("bfloat16 pure"), "{out}");
+    // The LoRA recipe fixture stays mixed.
+    let (lora, _) = load(
+        "fixtures/frameworks/torchtune_lora.yaml",
+        Sources::default(),
+    );
+    assert_eq!(lora.precision_mode, vramplan::config::PrecisionMode::Mixed);
+}

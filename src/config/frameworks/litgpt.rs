@@ -116,21 +116,24 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
         out.note(doc, "lora_r", "LitGPT fuses q, k, v into one Linear with one LoRA pair for the enabled parts; simulated as separate adapters of the same rank (the same adapter elements)");
     }
     if let Some(v) = true_half {
-        if !lora {
-            return Err(unsupported(
-                doc,
-                "precision",
-                &v,
-                "full fine-tuning in pure half precision (no fp32 master copy)",
-            ));
-        }
         let d = if v.as_str() == Some("bf16-true") {
             "bfloat16"
         } else {
             "float16"
         };
         out.set(doc, "precision", "dtype", Value::Str(d.into()));
-        out.note(doc, "precision", "the whole model is in half precision: frozen base weights as simulated; the LoRA adapters too, simulated as fp32 (an over-estimate on the adapters' own bytes)");
+        if !lora {
+            // Lightning's "-true" precisions cast the whole model: weights, gradients and
+            // optimizer state in half precision, no autocast.
+            out.set(
+                doc,
+                "precision",
+                "precision_mode",
+                Value::Str("pure".into()),
+            );
+        } else {
+            out.note(doc, "precision", "the whole model is in half precision: frozen base weights as simulated; the LoRA adapters too, simulated as fp32 (an over-estimate on the adapters' own bytes)");
+        }
     }
     if doc
         .get("train")

@@ -111,11 +111,14 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
             _ => return Err(unknown(doc, key, "a torchtune recipe config")),
         }
     }
-    if let Some(v) = half {
-        if !lora {
-            return Err(unsupported(doc, "dtype", &v, "torchtune's pure-bf16 full fine-tuning (bf16 weights, gradients and optimizer state, no fp32 master copy)"));
-        }
+    if half.is_some() {
         out.set(doc, "dtype", "dtype", Value::Str("bfloat16".into()));
+        if !lora {
+            // torchtune's full fine-tuning recipes build the model in bf16 and train it so:
+            // bf16 weights, gradients and optimizer state, no fp32 master copy, no autocast.
+            out.set(doc, "dtype", "precision_mode", Value::Str("pure".into()));
+            return Ok(out);
+        }
         out.note(doc, "dtype", "torchtune builds the model in bf16 without autocast: the frozen base weights are bf16 as simulated; its LoRA adapters (and their gradients and AdamW state) are bf16 too, simulated as PEFT's fp32 (an over-estimate of 2x on the adapters' own bytes)");
     }
     Ok(out)

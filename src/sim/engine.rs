@@ -8,7 +8,6 @@
 use super::autograd::{Edge, Node};
 use super::dtype::DType;
 use super::runtime::Runtime;
-use super::runtime::RuntimeKind;
 use super::timeline::{
     Category, Event, EventKind, Name, Phase, Residency, Shape, TensorRecord, Timeline,
 };
@@ -51,7 +50,7 @@ pub struct Engine {
     /// Fused values (torch.compile) and the buffers each keeps alive until it is consumed,
     /// keyed by the fused value's id: one lookup per release, however many are alive (a
     /// list scanned per release made deep models quadratic).
-    fused_inputs: HashMap<T, Vec<T>>,
+    pub(super) fused_inputs: HashMap<T, Vec<T>>,
     /// Gradient tensors that autograd cannot accumulate into in place (transposed views).
     no_inplace: Vec<bool>,
     pub phase: Phase,
@@ -134,6 +133,25 @@ impl Engine {
         bytes: u64,
         category: Category,
     ) -> T {
+        let id = self.record_tensor(name, shape, dtype, bytes, category, Residency::Buffer);
+        self.tl.events.push(Event {
+            tensor: id,
+            kind: EventKind::Alloc,
+            phase: self.phase,
+        });
+        id
+    }
+
+    /// A new tensor record with one reference (its creator's), born in the current phase.
+    pub(super) fn record_tensor(
+        &mut self,
+        name: Name,
+        shape: Shape,
+        dtype: DType,
+        bytes: u64,
+        category: Category,
+        residency: Residency,
+    ) -> T {
         let id = self.tl.tensors.len() as T;
         self.tl.tensors.push(TensorRecord {
             name,
@@ -142,15 +160,10 @@ impl Engine {
             bytes,
             category,
             phase: self.phase,
-            residency: Residency::Buffer,
+            residency,
         });
         self.rc.push(1);
         self.no_inplace.push(false);
-        self.tl.events.push(Event {
-            tensor: id,
-            kind: EventKind::Alloc,
-            phase: self.phase,
-        });
         id
     }
 
@@ -179,89 +192,6 @@ impl Engine {
             kind: EventKind::Free,
             phase: self.phase,
         });
-    }
-
-    /// torch.compile's runtime: inductor fuses, AOTAutograd partitions (see `ops::fusion`).
-    pub fn compiled(&self) -> bool {
-        self.rt.kind == RuntimeKind::PytorchCompile
-    }
-
-    pub fn is_fused(&self, t: T) -> bool {
-        self.tl.tensors[t as usize].residency == Residency::Fused
-    }
-
-    /// A value inductor computes inside its consumer's kernel: no allocation of its own; it
-    /// holds a reference to each of `inputs` (buffers or other fused values) until consumed.
-    pub fn alloc_fused(
-        &mut self,
-        name: Name,
-        shape: Shape,
-        dtype: DType,
-        category: Category,
-        inputs: &[T],
-    ) -> T {
-        let id = self.tl.tensors.len() as T;
-        self.tl.tensors.push(TensorRecord {
-            name,
-            shape,
-            dtype,
-            bytes: shape.numel().unwrap_or(0).saturating_mul(dtype.size()),
-            category,
-            phase: self.phase,
-            residency: Residency::Fused,
-        });
-        self.rc.push(1);
-        self.no_inplace.push(false);
-        for &x in inputs {
-            self.retain(x);
-        }
-        self.fused_inputs.insert(id, inputs.to_vec());
-        id
-    }
-
-    /// A fused value that leaves the graph (a gradient handed to AccumulateGrad): the
-    /// graph's output buffer, written by the kernel the value was fused into.
-    pub fn realise(&mut self, t: T) -> T {
-        if !self.is_fused(t) {
-            return t;
-        }
-        let r = self.tl.tensors[t as usize];
-        let b = self.alloc(r.name, r.shape, r.dtype, r.category);
-        self.release(t);
-        b
-    }
-
-    /// The operand of a kernel that needs a real buffer (a matmul's input): `t` itself with a
-    /// new reference, or, for a fused value, a buffer the fused chain is written into for this
-    /// kernel (one reference; the caller releases it after the kernel).
-    pub fn materialise(&mut self, t: T) -> T {
-        if !self.is_fused(t) {
-            self.retain(t);
-            return t;
-        }
-        let r = self.tl.tensors[t as usize];
-        let b = self.alloc(r.name, r.shape, r.dtype, r.category);
-        self.tl.tensors[b as usize].residency = Residency::Operand;
-        if !self.grad_mode {
-            // An inference graph recomputes nothing: once the kernel has written the operand,
-            // the buffers the fused chain read are dead unless something else holds them.
-            self.consume(t);
-        }
-        b
-    }
-
-    /// A fused chain computed by a kernel: let go of what it (and the fused values it reads)
-    /// kept alive.
-    fn consume(&mut self, t: T) {
-        let Some(inputs) = self.fused_inputs.get_mut(&t).map(std::mem::take) else {
-            return;
-        };
-        for x in inputs {
-            if self.is_fused(x) {
-                self.consume(x);
-            }
-            self.release(x);
-        }
     }
 
     /// Release a forward value held by a Python variable.

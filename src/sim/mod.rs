@@ -13,6 +13,7 @@ pub mod autograd;
 pub mod candle;
 pub mod dtype;
 pub mod engine;
+mod fused;
 pub mod infer;
 pub mod ops;
 pub mod optim;

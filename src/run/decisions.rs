@@ -4,7 +4,8 @@
 
 use crate::budget::GpuProfile;
 use crate::config::{Framework, ModelType, Precision, TrainConfig};
-use crate::sim::runtime::{compile_fallback, effective_precision, RuntimeKind};
+use crate::sim::ops::{sdpa_kernel, SdpaKernel};
+use crate::sim::runtime::{compile_fallback, effective_precision, Runtime, RuntimeKind};
 use serde::Serialize;
 
 /// One choice and the rule that made it.
@@ -68,10 +69,10 @@ pub struct Decisions {
 
 impl Decisions {
     /// The decisions for `cfg` run by PyTorch on `gpu` (None: no card known).
-    pub fn pytorch(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Decisions {
+    pub fn pytorch(cfg: &TrainConfig, gpu: Option<&GpuProfile>, rt: &Runtime) -> Decisions {
         let precision = effective_precision(cfg, gpu);
         Decisions {
-            runtime: runtime(cfg),
+            runtime: runtime(cfg, rt),
             precision: Decision {
                 value: precision,
                 source: if precision != cfg.dtype {
@@ -83,7 +84,7 @@ impl Decisions {
                     "train.py's default dtype"
                 },
             },
-            attention: attention(cfg, precision, gpu),
+            attention: attention(cfg, precision, rt),
             allocator: if cfg.expandable_segments() {
                 Decision {
                     value: AllocatorMode::ExpandableSegments,
@@ -109,38 +110,28 @@ impl Decisions {
     }
 }
 
-fn runtime(cfg: &TrainConfig) -> Decision<RuntimeKind> {
-    match (cfg.compile, compile_fallback(cfg)) {
-        (false, _) => Decision {
-            value: RuntimeKind::PytorchEager,
-            source: "compile=False: PyTorch eager",
-        },
+/// The runtime the simulation runs (`Runtime::pytorch` decides it), and why.
+fn runtime(cfg: &TrainConfig, rt: &Runtime) -> Decision<RuntimeKind> {
+    let source = match (rt.kind, compile_fallback(cfg)) {
+        (RuntimeKind::PytorchCompile, _) => {
+            "compile=True: AOTAutograd's partition and inductor's fusion (sim::ops::fusion)"
+        }
         // compile_fallback names what the compile rules do not cover yet.
-        (true, Some(what)) => Decision {
-            value: RuntimeKind::PytorchEager,
-            source: what,
-        },
-        (true, None) => Decision {
-            value: RuntimeKind::PytorchCompile,
-            source:
-                "compile=True: AOTAutograd's partition and inductor's fusion (sim::ops::fusion)",
-        },
+        (_, Some(what)) => what,
+        _ => "compile=False: PyTorch eager",
+    };
+    Decision {
+        value: rt.kind,
+        source,
     }
 }
 
-/// The kernel SDPA dispatches to (torch/backends/cuda: sdp_kernel selection in
-/// aten/src/ATen/native/transformers/cuda/sdp_utils.cpp `select_sdp_backend`): flash needs
-/// half precision; fp32 goes to the memory-efficient kernel, or to math when the key/value
-/// heads are fewer than the query heads (the efficient kernel does not broadcast them).
-fn attention(
-    cfg: &TrainConfig,
-    precision: Precision,
-    gpu: Option<&GpuProfile>,
-) -> Decision<AttentionKernel> {
+/// The attention kernel the model's forward runs: the model's own choice for `flash=False`,
+/// else SDPA's (`sim::ops::sdpa_kernel`, on the card the runtime was made for).
+fn attention(cfg: &TrainConfig, precision: Precision, rt: &Runtime) -> Decision<AttentionKernel> {
     let half = precision != Precision::Float32;
-    // FlashAttention-2 needs sm80+ (sdp_utils.cpp, check_flash_attention_hardware_support).
-    let flash_card = gpu.is_none_or(|g| g.compute_capability.0 >= 8);
-    let (value, source) = match (cfg.flash, half) {
+    let gqa = cfg.kv_heads() != cfg.n_head;
+    let (value, source) = match (cfg.flash, sdpa_kernel(half, gqa, rt.flash_attention)) {
         (false, _) if cfg.model_type != ModelType::Gpt2 => (
             AttentionKernel::Eager,
             "flash=False on a Hugging Face model: attn_implementation=\"eager\"",
@@ -149,25 +140,21 @@ fn attention(
             AttentionKernel::Manual,
             "flash=False: nanoGPT's model.py computes att = softmax(q @ k.T) @ v",
         ),
-        (true, true) if flash_card => (
+        (true, Some(SdpaKernel::Flash)) => (
             AttentionKernel::Flash,
-            "flash=True in half precision: SDPA's flash kernel",
+            "flash=True in half precision on sm80+: SDPA's flash kernel",
         ),
-        (true, true) if cfg.kv_heads() != cfg.n_head => (
-            AttentionKernel::Math,
-            "half precision on a card older than sm80 with grouped-query attention: SDPA's math kernel",
-        ),
-        (true, true) => (
+        (true, Some(SdpaKernel::Efficient)) if half => (
             AttentionKernel::MemoryEfficient,
             "half precision on a card older than sm80 (no flash kernel): SDPA's memory-efficient kernel",
         ),
-        (true, false) if cfg.kv_heads() != cfg.n_head => (
-            AttentionKernel::Math,
-            "flash=True in fp32 with grouped-query attention: SDPA's math kernel",
-        ),
-        (true, false) => (
+        (true, Some(SdpaKernel::Efficient)) => (
             AttentionKernel::MemoryEfficient,
             "flash=True in fp32: SDPA's memory-efficient kernel",
+        ),
+        (true, None) => (
+            AttentionKernel::Math,
+            "grouped-query attention without the flash kernel: SDPA's math kernel",
         ),
     };
     Decision { value, source }

@@ -28,8 +28,8 @@ pub struct Run {
 /// Simulate `cfg` as PyTorch would run it on `gpu` (None: no card known; the architecture
 /// decides the cuBLAS workspaces, the card's bf16 support the precision).
 pub fn run(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<Run> {
-    let decisions = Decisions::pytorch(cfg, gpu);
     let runtime = Runtime::pytorch(cfg, gpu);
+    let decisions = Decisions::pytorch(cfg, gpu, &runtime);
     let timeline = simulate_timeline(cfg, &decisions, runtime)?;
     let profile = replay(
         &timeline,
@@ -45,11 +45,8 @@ pub fn run(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<Run> {
 
 /// Only the Timeline (no allocator replay): what suggest's lower bound needs.
 pub fn timeline(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<Timeline> {
-    simulate_timeline(
-        cfg,
-        &Decisions::pytorch(cfg, gpu),
-        Runtime::pytorch(cfg, gpu),
-    )
+    let runtime = Runtime::pytorch(cfg, gpu);
+    simulate_timeline(cfg, &Decisions::pytorch(cfg, gpu, &runtime), runtime)
 }
 
 fn simulate_timeline(cfg: &TrainConfig, d: &Decisions, runtime: Runtime) -> Result<Timeline> {

@@ -30,7 +30,7 @@ pub use pointwise::{
 };
 pub use rms_norm::{rms_norm, rms_norm_as, RmsStyle};
 pub use rotary::{rope, rotary_tables};
-pub use sdpa::{kernel_for, sdpa, Heads, SdpaKernel};
+pub use sdpa::{kernel_for, sdpa, sdpa_kernel, Heads, SdpaKernel};
 pub use tp::{vocab_parallel_cross_entropy, vocab_parallel_embedding};
 
 use super::dtype::DType;

@@ -82,9 +82,16 @@ fn round_up(x: u64, m: u64) -> u64 {
 /// The kernel PyTorch's dispatcher picks for these inputs on a card that can (`flash`) or
 /// cannot run the flash kernel (see `Runtime::flash_attention`), or None for the math fallback.
 pub fn kernel_for(dtype: DType, h: &Heads, flash: bool) -> Option<SdpaKernel> {
-    if dtype.is_half() && flash {
+    sdpa_kernel(dtype.is_half(), h.nkv != h.nh, flash)
+}
+
+/// SDPA's choice (aten/src/ATen/native/transformers/cuda/sdp_utils.cpp `select_sdp_backend`):
+/// flash for half inputs on a card that has it (sm80+), else the memory-efficient kernel,
+/// which does not broadcast fewer key/value heads (grouped-query attention): then math (None).
+pub fn sdpa_kernel(half: bool, gqa: bool, flash_card: bool) -> Option<SdpaKernel> {
+    if half && flash_card {
         Some(SdpaKernel::Flash)
-    } else if h.nkv == h.nh {
+    } else if !gqa {
         Some(SdpaKernel::Efficient)
     } else {
         None

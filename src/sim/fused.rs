@@ -41,8 +41,7 @@ impl Engine {
         if !self.is_fused(t) {
             return t;
         }
-        let r = self.tl.tensors[t as usize];
-        let b = self.alloc(r.name, r.shape, r.dtype, r.category);
+        let b = self.written(t, Residency::Buffer);
         self.release(t);
         b
     }
@@ -55,14 +54,20 @@ impl Engine {
             self.retain(t);
             return t;
         }
-        let r = self.tl.tensors[t as usize];
-        let b = self.alloc(r.name, r.shape, r.dtype, r.category);
-        self.tl.tensors[b as usize].residency = Residency::Operand;
+        let b = self.written(t, Residency::Operand);
         if !self.grad_mode {
             // An inference graph recomputes nothing: once the kernel has written the operand,
             // the buffers the fused chain read are dead unless something else holds them.
             self.consume(t);
         }
+        b
+    }
+
+    /// The buffer a kernel writes fused value `t` into (same name, shape, dtype, category).
+    fn written(&mut self, t: T, residency: Residency) -> T {
+        let r = self.tl.tensors[t as usize];
+        let b = self.alloc(r.name, r.shape, r.dtype, r.category);
+        self.tl.tensors[b as usize].residency = residency;
         b
     }
 

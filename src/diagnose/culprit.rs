@@ -11,7 +11,6 @@
 
 use super::size::pytorch_half_ulp;
 use super::types::Phase;
-use crate::units::MIB;
 use serde::{Deserialize, Serialize};
 
 /// A tensor the simulator says exists in the run, in birth order (Timeline order).
@@ -86,20 +85,11 @@ impl Request {
     }
 }
 
-/// The segment PyTorch's caching allocator requests (and prints) for a tensor of `bytes`.
+/// The segment PyTorch's caching allocator requests (and prints) for a tensor of `bytes`: the
+/// simulator's allocator model (`round_size`, then `segment_size`), not a copy of its rules.
 pub fn pytorch_alloc_size(bytes: u64) -> u64 {
-    const MIN_BLOCK: u64 = 512;
-    const SMALL: u64 = MIB;
-    const MIN_LARGE: u64 = 10 * MIB;
-    const ROUND_LARGE: u64 = 2 * MIB;
-    let size = bytes.max(1).div_ceil(MIN_BLOCK).saturating_mul(MIN_BLOCK);
-    if size <= SMALL {
-        2 * MIB
-    } else if size < MIN_LARGE {
-        20 * MIB
-    } else {
-        size.div_ceil(ROUND_LARGE).saturating_mul(ROUND_LARGE)
-    }
+    use crate::sim::allocator::{round_size, segment_size};
+    segment_size(round_size(bytes.max(1)))
 }
 
 fn explains(req: &Request, bytes: u64) -> Option<u64> {
@@ -265,6 +255,7 @@ pub fn gpt_hypotheses(req: &Request, limit: usize) -> Vec<Match> {
 mod tests {
     use super::*;
     use crate::diagnose::size::parse_size;
+    use crate::units::MIB;
 
     fn printed(s: &str) -> u64 {
         parse_size(s).unwrap().bytes.unwrap()

@@ -20,6 +20,23 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The attention of a Hugging Face decoder once q and k are rotated: a decode step over the
+    /// KV cache, `attn_implementation="eager"` (`eager`), or SDPA with the kernel its
+    /// dispatcher picks on this card (math when none fits). Returns attn_output.
+    pub fn attend(&self, e: &mut Engine, q: V, k: V, v: V, heads: ops::Heads, eager: bool) -> V {
+        if let Some(ctx) = ops::decode_context(e) {
+            ops::decode_attention(e, q, heads, ctx, eager)
+        } else if eager {
+            ops::scores_attention(e, q, k, v, self.mask, ops::ScoresKind::Eager, heads)
+        } else {
+            let half = e.autocast.unwrap_or(e.dtype(q.t));
+            match ops::kernel_for(half, &heads, e.rt.flash_attention) {
+                Some(kernel) => ops::sdpa(e, q, k, v, kernel, heads),
+                None => ops::scores_attention(e, q, k, v, None, ops::ScoresKind::Math, heads),
+            }
+        }
+    }
+
     /// `cache_position`, `position_ids`, `causal_mask`, `position_embeddings`, in the order
     /// the model's forward creates them. `dtype` is the embeddings' (the hidden states').
     pub fn new(e: &mut Engine, b: u64, t: u64, rot_dim: u64, dtype: DType, eager: bool) -> Shared {

@@ -26,7 +26,7 @@ use super::lora::{self, Params, Proj};
 use super::{Head, Output};
 use crate::config::{LossKind, ModelType, TrainConfig};
 use crate::sim::engine::{Engine, T, V};
-use crate::sim::ops::{self, Heads, RmsStyle, ScoresKind};
+use crate::sim::ops::{self, Heads, RmsStyle};
 use crate::sim::timeline::{Category, Name, Shape};
 
 #[derive(Debug, Clone, Copy)]
@@ -284,17 +284,7 @@ impl LayerCall {
         let ke = rope(e, kv, d.nkv, "k_embed");
         e.drop_value(qv);
         e.drop_value(kv);
-        let y = if let Some(ctx) = ops::decode_context(e) {
-            ops::decode_attention(e, qe, heads, ctx, d.eager)
-        } else if d.eager {
-            ops::scores_attention(e, qe, ke, v, sh.mask, ScoresKind::Eager, heads)
-        } else {
-            let half = e.autocast.unwrap_or(e.dtype(qe.t));
-            match ops::kernel_for(half, &heads, e.rt.flash_attention) {
-                Some(kernel) => ops::sdpa(e, qe, ke, v, kernel, heads),
-                None => ops::scores_attention(e, qe, ke, v, None, ScoresKind::Math, heads),
-            }
-        };
+        let y = sh.attend(e, qe, ke, v, heads, d.eager);
         let o = lora::forward(e, y, p.o, l, "self_attn.o_proj");
         // The attention forward's locals: the rotated q and k, v, attn_output.
         for x in [y, qe, ke, v] {

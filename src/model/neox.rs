@@ -21,7 +21,7 @@ use super::lora::{self, Params, Proj};
 use super::{Head, Output};
 use crate::config::{LossKind, TrainConfig};
 use crate::sim::engine::{Engine, T, V};
-use crate::sim::ops::{self, Heads, ScoresKind};
+use crate::sim::ops::{self, Heads};
 use crate::sim::timeline::{Category, Name, Shape};
 
 type Lin = (usize, Option<usize>);
@@ -230,17 +230,7 @@ impl LayerCall {
         let ke = ops::rope(e, k, sh.cos, sh.sin, dims, self.rot, heads.name("k_embed"));
         e.drop_value(q);
         e.drop_value(k);
-        let y = if let Some(ctx) = ops::decode_context(e) {
-            ops::decode_attention(e, qe, heads, ctx, self.eager)
-        } else if self.eager {
-            ops::scores_attention(e, qe, ke, v, sh.mask, ScoresKind::Eager, heads)
-        } else {
-            let half = e.autocast.unwrap_or(e.dtype(qe.t));
-            match ops::kernel_for(half, &heads, e.rt.flash_attention) {
-                Some(kernel) => ops::sdpa(e, qe, ke, v, kernel, heads),
-                None => ops::scores_attention(e, qe, ke, v, None, ScoresKind::Math, heads),
-            }
-        };
+        let y = sh.attend(e, qe, ke, v, heads, self.eager);
         let o = lora::forward(e, y, p.dense, l, "attention.dense");
         for x in [y, qe, ke, v, qkv] {
             e.drop_value(x);

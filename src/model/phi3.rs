@@ -31,7 +31,7 @@ use super::lora::{self, Params, Proj};
 use super::{Head, Output};
 use crate::config::{LossKind, TrainConfig};
 use crate::sim::engine::{Engine, T, V};
-use crate::sim::ops::{self, Heads, RmsStyle, ScoresKind};
+use crate::sim::ops::{self, Heads, RmsStyle};
 use crate::sim::timeline::{Category, Name, Shape};
 
 #[derive(Debug, Clone, Copy)]
@@ -225,17 +225,7 @@ impl LayerCall {
         let ke = rope(e, k, d.nkv, "k_embed");
         e.drop_value(q);
         e.drop_value(k);
-        let y = if let Some(ctx) = ops::decode_context(e) {
-            ops::decode_attention(e, qe, heads, ctx, d.eager)
-        } else if d.eager {
-            ops::scores_attention(e, qe, ke, v, sh.mask, ScoresKind::Eager, heads)
-        } else {
-            let half = e.autocast.unwrap_or(e.dtype(qe.t));
-            match ops::kernel_for(half, &heads, e.rt.flash_attention) {
-                Some(kernel) => ops::sdpa(e, qe, ke, v, kernel, heads),
-                None => ops::scores_attention(e, qe, ke, v, None, ScoresKind::Math, heads),
-            }
-        };
+        let y = sh.attend(e, qe, ke, v, heads, d.eager);
         let o = lora::forward(e, y, p.o, l, "self_attn.o_proj");
         for x in [y, qe, ke, v] {
             e.drop_value(x);

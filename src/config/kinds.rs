@@ -249,4 +249,15 @@ impl Framework {
             Framework::HfTrainer | Framework::Axolotl | Framework::Torchtune
         )
     }
+
+    /// Whether the training loop still references the model's logits during the backward
+    /// (and until the next micro-step's forward replaces them). nanoGPT's
+    /// `logits, loss = model(X, Y)` and LitGPT's `logits = model(input_ids)` are locals of the
+    /// loop. Trainer.training_step (transformers trainer.py, read in 4.40-5.25) calls
+    /// `loss = self.compute_loss(model, inputs)`, which returns the loss alone, so the
+    /// outputs go before `accelerator.backward(loss)`; torchtune's recipes `del logits`
+    /// ("free logits otherwise it peaks backward memory") before `loss.backward()`.
+    pub fn holds_logits_through_backward(self) -> bool {
+        matches!(self, Framework::NanoGpt | Framework::Litgpt)
+    }
 }

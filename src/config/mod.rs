@@ -24,6 +24,7 @@ mod pyexpr;
 mod pylex;
 pub mod registry;
 mod toml_file;
+pub mod transformers;
 pub mod validate;
 mod value;
 
@@ -283,6 +284,10 @@ pub struct TrainConfig {
     /// `suggest`'s answer): src/config/frameworks/.
     #[serde(default)]
     pub framework: Framework,
+    /// The transformers release a Hugging Face model runs in (its lm_head-to-loss chain);
+    /// None = the newest chain.
+    #[serde(default)]
+    pub transformers_version: transformers::TransformersVersion,
 }
 
 impl Default for TrainConfig {
@@ -344,6 +349,7 @@ impl Default for TrainConfig {
             quantization: Quantization::None,
             double_quant: true,
             framework: Framework::NanoGpt,
+            transformers_version: transformers::TransformersVersion(None),
         }
     }
 }

@@ -25,12 +25,24 @@ pub(crate) fn parse_override(arg: &str) -> Result<Assignment> {
             registry::unknown_key_message(key)
         )));
     }
+    let value = if TEXT_KEYS.contains(&key) && raw != "None" {
+        match literal_or_string(raw) {
+            Value::Str(s) => Value::Str(s),
+            _ => Value::Str(raw.to_string()),
+        }
+    } else {
+        literal_or_string(raw)
+    };
     Ok(Assignment {
         key: key.to_string(),
-        rhs: Rhs::Known(literal_or_string(raw)),
+        rhs: Rhs::Known(value),
         origin,
     })
 }
+
+/// vramplan's keys whose value is text even where it reads as a number: a release number
+/// (`--transformers_version=4.40` is 4.40, not the float 4.4).
+const TEXT_KEYS: &[&str] = &["transformers_version"];
 
 /// `ast.literal_eval(val)`, falling back to the raw string as nanoGPT does.
 pub(crate) fn literal_or_string(raw: &str) -> Value {

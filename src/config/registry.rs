@@ -168,7 +168,8 @@ pub const KEYS: &[KeySpec] = &[
     field("cuda_graphs", Ty::Bool, false, "inference: keep the private memory pool of vLLM's decode CUDA graphs (False = --enforce-eager, HF generate())"),
     field("quantization", Ty::Str, false, "quantized base Linear weights: bitsandbytes 'none', 'nf4' or 'fp4' (4-bit, QLoRA), 'int8' (LLM.int8); vLLM checkpoints (inference) 'awq', 'gptq' (4-bit, group 128) or 'fp8'"),
     field("double_quant", Ty::Bool, false, "4-bit: quantize the absmax constants again to 8 bits (bnb_4bit_use_double_quant)"),
-    field("framework", Ty::Str, false, "whose semantics the run follows: 'nanogpt', 'hf-trainer', 'axolotl', 'torchtune' or 'litgpt' (set by the file's format; changes how accumulation is counted and how suggest answers, not the bytes)"),
+    field("transformers_version", Ty::OptStr, false, "Hugging Face models: the transformers release that runs them, e.g. '4.44' or '4.46.3' (up to 4.45 the forward upcasts the logits to fp32 and copies them shifted; 4.46-4.48 the loss does; from 4.49 labels are padded instead); None = 4.49 or later"),
+    field("framework", Ty::Str, false, "whose semantics the run follows: 'nanogpt', 'hf-trainer', 'axolotl', 'torchtune' or 'litgpt' (set by the file's format; changes how accumulation is counted, how suggest answers, and whether the loop holds the logits through the backward: nanoGPT and LitGPT do, a Trainer and torchtune do not)"),
 ];
 
 /// The spec of a key, if it exists.
@@ -279,6 +280,10 @@ pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
         "world_size" => int(cfg.world_size),
         "parallelism" => s(cfg.parallelism.as_str()),
         "framework" => s(cfg.framework.as_str()),
+        "transformers_version" => match cfg.transformers_version.0 {
+            Some((a, b)) => s(&format!("{a}.{b}")),
+            None => Value::None,
+        },
         // Every Field key is listed above; a registry entry without a getter is a bug that
         // the `every_field_key_round_trips` test catches. Never panic on user input.
         _ => Value::None,
@@ -289,6 +294,9 @@ pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
 /// and checks what a type cannot say (an enum's spelling, a negative count). The error is the
 /// "expected ..." half of a message; the caller adds where and which key.
 pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<(), String> {
+    if spec.name == "transformers_version" && matches!(v, Value::Float(_) | Value::Int(_)) {
+        return Err("expected a release in quotes, e.g. '4.44' (as a number 4.40 would read as 4.4), or None".to_string());
+    }
     if !spec.ty.accepts(v) {
         return Err(format!(
             "expected {}, got a {}",
@@ -341,6 +349,14 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
         }
         "eval_batch_size" => {
             cfg.eval_batch_size = opt_count(v, false)?;
+        }
+        "transformers_version" => {
+            cfg.transformers_version = match v {
+                Value::None => super::transformers::TransformersVersion(None),
+                v => super::transformers::TransformersVersion::parse(&string(v)).ok_or(
+                    "expected a release such as '4.44' or '4.46.3', or None (4.49 or later)",
+                )?,
+            }
         }
         "alloc_conf" => {
             cfg.alloc_conf = match v {

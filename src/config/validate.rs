@@ -171,6 +171,10 @@ fn combinations(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
     }
     pure_precision(cfg, blame)?;
     sharded_optimizer(cfg, blame)?;
+    if let Some(expected) = cfg.transformers_version.refusal(cfg.model_type) {
+        let v = cfg.transformers_version.display();
+        return blame.fail("transformers_version", format!("'{v}'"), expected);
+    }
     if cfg.checkpoint_every == 0 {
         return blame.fail(
             "checkpoint_every",

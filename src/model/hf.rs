@@ -1,8 +1,8 @@
 //! What the Hugging Face causal-LM classes share: the position ids and rotary tables of
 //! `*Model.forward`, and `*ForCausalLM.forward`'s lm_head + `ForCausalLMLoss`.
 
+use super::hf_loss::HfLoss;
 use super::{logits_head, Head, Output};
-use crate::config::LossKind;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops;
@@ -160,55 +160,12 @@ pub fn input_embeddings(
 /// `*ForCausalLM.forward` after the final norm: the loss against the targets (training and
 /// eval), or the logits alone (inference; `logits_to_keep=1` slices `hidden_states[:, -1:, :]`
 /// as a view).
-pub fn causal_lm_head(e: &mut Engine, xf: V, weight: usize, head: Head, loss: LossKind) -> Output {
+pub fn causal_lm_head(e: &mut Engine, xf: V, weight: usize, head: Head, loss: HfLoss) -> Output {
     match head {
         Head::Loss(targets) => {
-            let (logits, l) = lm_head_and_loss(e, xf, weight, targets, loss);
+            let (logits, l) = super::hf_loss::lm_head_and_loss(e, xf, weight, targets, loss);
             Output::Loss(logits, l)
         }
         Head::Logits { all } => Output::Logits(logits_head(e, xf, weight, all, false)),
     }
-}
-
-/// `logits = self.lm_head(hidden_states)`, then `ForCausalLMLoss`:
-/// ```python
-/// logits = logits.float()                                  # fp32 copy of the bf16 logits
-/// labels = nn.functional.pad(labels, (0, 1), value=ignore_index)
-/// shift_labels = labels[..., 1:].contiguous()
-/// loss = nn.functional.cross_entropy(logits.view(-1, V), shift_labels.view(-1), ...)
-/// ```
-/// The fp32 log-probs are what cross-entropy keeps; the fp32 copy goes when the loss function
-/// returns. Returns the (bf16) logits the output holds, and the loss.
-pub fn lm_head_and_loss(
-    e: &mut Engine,
-    x: V,
-    weight: usize,
-    targets: T,
-    loss: LossKind,
-) -> (Option<V>, V) {
-    if loss == LossKind::Chunked {
-        return (None, ops::chunked_cross_entropy(e, x, weight, targets));
-    }
-    let logits = ops::linear(e, x, weight, None, None, "lm_head");
-    let lf = ops::to_dtype(e, logits, DType::F32, Name::top("loss", "logits_fp32"));
-    let s = e.shape(targets);
-    let (b, t) = (s.dims()[0], s.dims()[1]);
-    let padded = e.alloc(
-        Name::top("loss", "labels_padded"),
-        Shape::new(&[b, t + 1]),
-        DType::I64,
-        Category::Other,
-    );
-    let shift = e.alloc(
-        Name::top("loss", "shift_labels"),
-        Shape::new(&[b, t]),
-        DType::I64,
-        Category::Other,
-    );
-    let l = ops::cross_entropy(e, lf, shift);
-    // ForCausalLMLoss returns: its locals logits (the fp32 copy), labels, shift_labels go.
-    e.drop_value(lf);
-    e.release(padded);
-    e.release(shift);
-    (Some(logits), l)
 }

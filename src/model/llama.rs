@@ -24,7 +24,7 @@
 use super::hf::{causal_lm_head, input_embeddings, Shared};
 use super::lora::{self, Params, Proj};
 use super::{Head, Output};
-use crate::config::{LossKind, ModelType, TrainConfig};
+use crate::config::{ModelType, TrainConfig};
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops::{self, Heads, RmsStyle};
 use crate::sim::timeline::{Category, Name, Shape};
@@ -70,7 +70,7 @@ pub struct Llama {
     c: u64,
     checkpoint: super::Checkpointing,
     lora: bool,
-    loss: LossKind,
+    loss: super::hf_loss::HfLoss,
     embed: usize,
     layers: Vec<Layer>,
     norm: usize,
@@ -152,7 +152,7 @@ impl Llama {
             c,
             checkpoint: super::Checkpointing::new(cfg),
             lora: cfg.lora_rank > 0,
-            loss: cfg.loss,
+            loss: super::hf_loss::HfLoss::of(cfg),
             embed,
             layers,
             norm,

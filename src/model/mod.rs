@@ -5,6 +5,7 @@
 pub mod count;
 pub mod gpt2;
 pub mod hf;
+pub mod hf_loss;
 pub mod llama;
 pub mod lora;
 pub mod neox;

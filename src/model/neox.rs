@@ -19,7 +19,7 @@
 use super::hf::{causal_lm_head, input_embeddings, Shared};
 use super::lora::{self, Params, Proj};
 use super::{Head, Output};
-use crate::config::{LossKind, TrainConfig};
+use crate::config::TrainConfig;
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops::{self, Heads};
 use crate::sim::timeline::{Category, Name, Shape};
@@ -57,7 +57,7 @@ pub struct Neox {
     eager: bool,
     checkpoint: super::Checkpointing,
     lora: bool,
-    loss: LossKind,
+    loss: super::hf_loss::HfLoss,
     embed_in: usize,
     layers: Vec<Layer>,
     final_ln: Lin,
@@ -118,7 +118,7 @@ impl Neox {
             eager: !cfg.flash,
             checkpoint: super::Checkpointing::new(cfg),
             lora: cfg.lora_rank > 0,
-            loss: cfg.loss,
+            loss: super::hf_loss::HfLoss::of(cfg),
             embed_in,
             layers,
             final_ln,

@@ -29,7 +29,7 @@
 use super::hf::{causal_lm_head, input_embeddings, Shared};
 use super::lora::{self, Params, Proj};
 use super::{Head, Output};
-use crate::config::{LossKind, TrainConfig};
+use crate::config::TrainConfig;
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops::{self, Heads, RmsStyle};
 use crate::sim::timeline::{Category, Name, Shape};
@@ -68,7 +68,7 @@ pub struct Phi3 {
     c: u64,
     checkpoint: super::Checkpointing,
     lora: bool,
-    loss: LossKind,
+    loss: super::hf_loss::HfLoss,
     embed: usize,
     layers: Vec<Layer>,
     norm: usize,
@@ -127,7 +127,7 @@ impl Phi3 {
             c,
             checkpoint: super::Checkpointing::new(cfg),
             lora: cfg.lora_rank > 0,
-            loss: cfg.loss,
+            loss: super::hf_loss::HfLoss::of(cfg),
             embed,
             layers,
             norm,

@@ -126,6 +126,9 @@ pub fn render(r: &CheckReport, style: Style) -> String {
     );
     }
     let _ = writeln!(out, "Simulated: {}", r.runtime.semantics);
+    if let (Some(chain), crate::config::Mode::Train) = (r.decisions.loss_chain, c.mode) {
+        let _ = writeln!(out, "Loss: {}", chain.value.describe());
+    }
     if let Some(k) = &r.ranks {
         let _ = writeln!(
             out,

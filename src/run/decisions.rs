@@ -3,6 +3,7 @@
 //! training loop. Front-ends print these; none re-derives them.
 
 use crate::budget::GpuProfile;
+use crate::config::transformers::LossChain;
 use crate::config::{Framework, ModelType, Precision, TrainConfig};
 use crate::sim::ops::{sdpa_kernel, SdpaKernel};
 use crate::sim::runtime::{compile_fallback, effective_precision, Runtime, RuntimeKind};
@@ -62,6 +63,9 @@ pub struct Decisions {
     pub attention: Decision<AttentionKernel>,
     pub allocator: Decision<AllocatorMode>,
     pub framework: Decision<Framework>,
+    /// Hugging Face models: what runs from the lm_head to the loss in the configured
+    /// transformers release (None: nanoGPT's GPT, whose model.py has one loss).
+    pub loss_chain: Option<Decision<LossChain>>,
     /// compile=True simulated with eager rules (`sim::runtime::compile_fallback`): what is not
     /// derived yet. The figures are then an upper bound rather than a prediction.
     pub compile_fallback: Option<&'static str>,
@@ -101,10 +105,19 @@ impl Decisions {
                 source: if cfg.framework == Framework::NanoGpt {
                     "nanoGPT's train.py: its loop and defaults (micro-steps, AdamW, estimate_loss())"
                 } else {
-                    "the config file's framework: its defaults and accumulation convention, \
-                     simulated with nanoGPT's loop"
+                    "the config file's framework: its defaults, its accumulation convention and \
+                     whether its loop holds the logits through the backward; the rest of the \
+                     loop is nanoGPT's"
                 },
             },
+            loss_chain: (cfg.model_type != ModelType::Gpt2).then(|| Decision {
+                value: cfg.transformers_version.loss_chain(cfg.model_type),
+                source: if cfg.transformers_version.0.is_some() {
+                    "transformers_version as written"
+                } else {
+                    "transformers_version not given: the newest chain (4.49 and later)"
+                },
+            }),
             compile_fallback: compile_fallback(cfg),
         }
     }

@@ -70,7 +70,13 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
             e.grad_mode = true;
             e.training = true;
             e.enter_autocast(rt.autocast);
-            let (logits, loss) = model.forward(&mut e, x, y);
+            let (mut logits, loss) = model.forward(&mut e, x, y);
+            if !cfg.framework.holds_logits_through_backward() {
+                // The loop keeps only the loss (Trainer's compute_loss, torchtune's `del`).
+                if let Some(l) = logits.take() {
+                    e.drop_value(l);
+                }
+            }
             // `logits, loss = model(X, Y)` drops the previous micro-step's pair.
             if let Some((l, s)) = last.take() {
                 if let Some(l) = l {

@@ -32,6 +32,7 @@ mod diagnose_versions;
 mod diagnose_wrapped;
 mod frameworks_files;
 mod frameworks_pairs;
+mod hf_loss_chain;
 mod hostile;
 mod hostile_logs;
 mod hostile_props;

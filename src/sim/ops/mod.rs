@@ -25,8 +25,8 @@ pub use kv_cache::{alloc_kv_cache, decode_attention, decode_context, last_positi
 pub use linear::linear;
 pub use loss::{chunked_cross_entropy, cross_entropy, CHUNK_ROWS};
 pub use pointwise::{
-    clone, heads_view, mul, mul_as, mul_scalar, promote, requires_grad, scale, silu, silu_as,
-    split2, split3, to_dtype,
+    clone, heads_view, mul, mul_as, mul_scalar, promote, requires_grad, scale, shifted_copy, silu,
+    silu_as, split2, split3, to_dtype,
 };
 pub use rms_norm::{rms_norm, rms_norm_as, RmsStyle};
 pub use rotary::{rope, rotary_tables};

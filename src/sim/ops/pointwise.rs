@@ -291,6 +291,31 @@ pub fn requires_grad(e: &mut Engine, x: V) -> V {
     }
 }
 
+/// `x[..., :-1, :].contiguous()` of (B, T, V): a (B, T-1, V) copy. CloneBackward hands the
+/// gradient on; SliceBackward (`slice_backward`, aten/src/ATen/native/TensorShape.cpp) writes it
+/// into new zeros of the full (B, T, V) shape, in the gradient's dtype.
+pub fn shifted_copy(e: &mut Engine, x: V, name: Name) -> V {
+    let r = *e.record(x.t);
+    let d = r.shape.dims();
+    let shifted = match d {
+        [b, t, v] => Shape::new(&[*b, t.saturating_sub(1), *v]),
+        _ => r.shape,
+    };
+    let t = e.alloc(name, shifted, r.dtype, r.category);
+    let edge = e.push_node(
+        Op::Pointwise {
+            shape: r.shape,
+            dtype: r.dtype,
+            name: Name {
+                what: "grad",
+                ..name
+            },
+        },
+        [x.edge, Edge::None, Edge::None],
+    );
+    V { t, edge }
+}
+
 /// `x.clone()`: a copy whose backward hands the gradient on unchanged.
 pub fn clone(e: &mut Engine, x: V, name: Name) -> V {
     let r = *e.record(x.t);

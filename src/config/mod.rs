@@ -196,6 +196,10 @@ pub struct TrainConfig {
     /// With activation_checkpointing: checkpoint every k-th block (1 = every block).
     #[serde(default = "infer_keys::one")]
     pub checkpoint_every: u64,
+    /// With activation checkpointing: torch.utils.checkpoint's use_reentrant; None = the
+    /// framework's default ([`TrainConfig::reentrant_checkpoint`]).
+    #[serde(default)]
+    pub use_reentrant: Option<bool>,
     pub optimizer: OptimizerKind,
     /// Batch size of estimate_loss(); nanoGPT uses the training batch_size (None).
     pub eval_batch_size: Option<u64>,
@@ -318,6 +322,7 @@ impl Default for TrainConfig {
             flash: true,
             activation_checkpointing: false,
             checkpoint_every: 1,
+            use_reentrant: None,
             optimizer: OptimizerKind::AdamW,
             eval_batch_size: None,
             loss: LossKind::Standard,
@@ -399,6 +404,22 @@ impl TrainConfig {
         } else {
             self.gradient_accumulation_steps
         }
+    }
+
+    /// Whether activation checkpointing runs torch.utils.checkpoint with use_reentrant=True:
+    /// as written, else the framework's default. transformers' `gradient_checkpointing_enable`
+    /// passes `{"use_reentrant": True}` when given no kwargs in 4.x (read in 4.40 and 4.57,
+    /// modeling_utils.py) and False from 5.0; an unknown release takes the 4.x default, the
+    /// one that holds more. nanoGPT's change as vramplan prints it, torchtune's
+    /// `CheckpointImpl.NO_REENTRANT` wrapper and LitGPT's policy are non-reentrant.
+    pub fn reentrant_checkpoint(&self) -> bool {
+        self.use_reentrant.unwrap_or(match self.framework {
+            Framework::HfTrainer | Framework::Axolotl => self
+                .transformers_version
+                .0
+                .is_none_or(|(major, _)| major < 5),
+            Framework::NanoGpt | Framework::Torchtune | Framework::Litgpt => false,
+        })
     }
 
     /// PYTORCH_CUDA_ALLOC_CONF asks for expandable segments.

@@ -20,6 +20,8 @@ pub enum Ty {
     OptInt,
     /// str or None (vramplan's `alloc_conf`).
     OptStr,
+    /// True, False or None (vramplan's `use_reentrant`).
+    OptBool,
 }
 
 impl Ty {
@@ -31,6 +33,7 @@ impl Ty {
             Ty::Str => "a string",
             Ty::OptInt => "an int or None",
             Ty::OptStr => "a string or None",
+            Ty::OptBool => "True, False or None",
         }
     }
 
@@ -43,6 +46,7 @@ impl Ty {
                 | (Ty::Str, Value::Str(_))
                 | (Ty::OptInt, Value::Int(_) | Value::None)
                 | (Ty::OptStr, Value::Str(_) | Value::None)
+                | (Ty::OptBool, Value::Bool(_) | Value::None)
         )
     }
 }
@@ -135,6 +139,7 @@ pub const KEYS: &[KeySpec] = &[
     field("vocab_size", Ty::Int, false, "vocabulary; default 50304, 50257 for gpt2* weights, 65 for shakespeare_char"),
     field("flash", Ty::Bool, false, "True = F.scaled_dot_product_attention, False = manual masked softmax"),
     field("activation_checkpointing", Ty::Bool, false, "recompute each block's activations in backward"),
+    field("use_reentrant", Ty::OptBool, false, "with activation_checkpointing: torch.utils.checkpoint's use_reentrant (True keeps each block's recomputed output and incoming gradient through its backward); None = the framework's default (transformers 4.x: True, 5.x: False; nanoGPT's printed change, torchtune, LitGPT: False)"),
     field("checkpoint_every", Ty::Int, false, "with activation_checkpointing: checkpoint every k-th block, the 1-based k-th, 2k-th, ... (torchtitan's selective_ac_option = 'k'); 1 = every block"),
     field("optimizer", Ty::Str, false, "'adamw' (fused, as nanoGPT), 'adamw_foreach' (torch's default), 'adamw_single', 'adamw8bit', 'paged_adamw8bit', 'paged_adamw', 'adafactor', 'lion' or 'sgd'"),
     field("eval_batch_size", Ty::OptInt, false, "batch size of estimate_loss(); None = batch_size"),
@@ -272,6 +277,7 @@ pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
         "flash" => Value::Bool(cfg.flash),
         "activation_checkpointing" => Value::Bool(cfg.activation_checkpointing),
         "checkpoint_every" => int(cfg.checkpoint_every),
+        "use_reentrant" => cfg.use_reentrant.map_or(Value::None, Value::Bool),
         "ddp_bucket_view" => Value::Bool(cfg.ddp_bucket_view),
         "optimizer" => s(cfg.optimizer.as_str()),
         "eval_batch_size" => cfg.eval_batch_size.map_or(Value::None, int),
@@ -350,6 +356,7 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
         "eval_batch_size" => {
             cfg.eval_batch_size = opt_count(v, false)?;
         }
+        "use_reentrant" => cfg.use_reentrant = (*v != Value::None).then(|| boolean(v)),
         "transformers_version" => {
             cfg.transformers_version = match v {
                 Value::None => super::transformers::TransformersVersion(None),

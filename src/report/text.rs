@@ -129,6 +129,14 @@ pub fn render(r: &CheckReport, style: Style) -> String {
     if let (Some(chain), crate::config::Mode::Train) = (r.decisions.loss_chain, c.mode) {
         let _ = writeln!(out, "Loss: {}", chain.value.describe());
     }
+    if let Some(r) = r.decisions.reentrant_checkpoint {
+        let _ = writeln!(
+            out,
+            "Checkpointing: use_reentrant={} ({})",
+            if r.value { "True" } else { "False" },
+            r.source
+        );
+    }
     if let Some(k) = &r.ranks {
         let _ = writeln!(
             out,

@@ -66,6 +66,8 @@ pub struct Decisions {
     /// Hugging Face models: what runs from the lm_head to the loss in the configured
     /// transformers release (None: nanoGPT's GPT, whose model.py has one loss).
     pub loss_chain: Option<Decision<LossChain>>,
+    /// With activation checkpointing: whether torch.utils.checkpoint runs reentrant.
+    pub reentrant_checkpoint: Option<Decision<bool>>,
     /// compile=True simulated with eager rules (`sim::runtime::compile_fallback`): what is not
     /// derived yet. The figures are then an upper bound rather than a prediction.
     pub compile_fallback: Option<&'static str>,
@@ -116,6 +118,18 @@ impl Decisions {
                     "transformers_version as written"
                 } else {
                     "transformers_version not given: the newest chain (4.49 and later)"
+                },
+            }),
+            reentrant_checkpoint: cfg.activation_checkpointing.then(|| Decision {
+                value: cfg.reentrant_checkpoint(),
+                source: match (cfg.use_reentrant, cfg.framework) {
+                    (Some(_), _) => "use_reentrant as written",
+                    (None, Framework::HfTrainer | Framework::Axolotl) => {
+                        "gradient_checkpointing_enable's default: use_reentrant=True in \
+                         transformers 4.x (and when transformers_version is not given), False \
+                         from 5.0"
+                    }
+                    (None, _) => "the framework's checkpoint wrapper: non-reentrant",
                 },
             }),
             compile_fallback: compile_fallback(cfg),

@@ -168,6 +168,12 @@ impl Engine {
     }
 
     /// The backward of a checkpoint: recompute, then backward through the recomputation.
+    ///
+    /// Non-reentrant (`_checkpoint_without_reentrant_generator`), only the gradient flows on:
+    /// the recomputed output is not kept. Reentrant (torch/utils/checkpoint.py,
+    /// `CheckpointFunction.backward`): `outputs = ctx.run_function(*detached_inputs)` and the
+    /// incoming `args` are locals held until `torch.autograd.backward(outputs_with_grad,
+    /// args_with_grad)` returns, as are the saved inputs.
     pub(crate) fn checkpoint_backward(&mut self, f: u32, x: T, g: T) -> T {
         let outer = std::mem::take(&mut self.tape);
         let captured = self.captured.take();
@@ -181,11 +187,21 @@ impl Engine {
             },
         );
         self.exit_autocast();
-        // Only the gradient flows on: the recomputed output itself is not needed.
+        let reentrant = self.reentrant_checkpoint;
+        if reentrant {
+            self.retain(g);
+        }
         self.deliver(out.edge, g);
-        self.release(out.t);
-        self.release(x);
+        if !reentrant {
+            self.release(out.t);
+            self.release(x);
+        }
         self.run_tape();
+        if reentrant {
+            self.release(g);
+            self.release(out.t);
+            self.release(x);
+        }
         self.tape = outer;
         let gx = self.captured.take();
         self.captured = captured;

@@ -84,6 +84,8 @@ pub struct Engine {
     /// The dtype of trainable parameters (`add_param`): fp32 master weights under mixed
     /// precision, `dtype` itself under `precision_mode = 'pure'` (see `sim::amp`).
     pub param_dtype: DType,
+    /// Activation checkpointing runs torch.utils.checkpoint with use_reentrant=True.
+    pub reentrant_checkpoint: bool,
 }
 
 impl Engine {
@@ -112,6 +114,7 @@ impl Engine {
             dist: super::parallel::Dist::single(),
             param_view: None,
             param_dtype: DType::F32,
+            reentrant_checkpoint: false,
         }
     }
 

@@ -33,6 +33,7 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
     let plan = schedule(cfg);
     let mut e = Engine::new(rt);
     e.param_dtype = amp::param_dtype(cfg);
+    e.reentrant_checkpoint = cfg.reentrant_checkpoint();
     let mut scaler = amp::GradScaler::new(cfg, rt);
     parallel::setup(&mut e, cfg);
     let resumed_state = if plan.resume {

@@ -10,6 +10,7 @@ mod budget_live;
 mod budget_profile_file;
 mod budget_safety;
 mod calibration;
+mod checkpoint_modes;
 mod cli_cards;
 mod cli_check;
 mod cli_diagnose;

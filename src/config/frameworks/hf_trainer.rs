@@ -277,8 +277,8 @@ pub(super) fn int(v: u64) -> Value {
     Value::Int(v.into())
 }
 
-/// `gradient_checkpointing_kwargs`: `use_reentrant` either way recomputes each decoder layer
-/// from its saved input; nothing else is read.
+/// `gradient_checkpointing_kwargs`: `use_reentrant` (what a reentrant checkpoint holds through
+/// its backward: `TrainConfig::reentrant_checkpoint`); nothing else is read.
 pub(super) fn checkpointing_kwargs(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<()> {
     let Some(m) = v.as_object() else {
         return Err(doc.fail(key, v, "expected a mapping such as {use_reentrant: false}"));
@@ -292,9 +292,9 @@ pub(super) fn checkpointing_kwargs(doc: &Doc, key: &str, v: &Json, out: &mut Map
                 &format!("gradient_checkpointing_kwargs.{k}"),
             ));
         }
-        doc.bool(key, x)?;
+        let reentrant = doc.bool(key, x)?;
+        out.set(doc, key, "use_reentrant", Value::Bool(reentrant));
     }
-    out.ignore(doc, key);
     Ok(())
 }
 

@@ -38,20 +38,55 @@ fn field_name(f: &str) -> String {
     }
 }
 
-/// The causes, most likely first.
+/// The figures every cause reads, derived once from the facts.
+struct Figures {
+    tried: Option<u64>,
+    total: Option<u64>,
+    free: u64,
+    unalloc: Option<u64>,
+    outside: Option<u64>,
+    alloc: Option<u64>,
+}
+
+/// Causes found so far: (score, kind, evidence).
+type Found = Vec<(u32, CauseKind, String)>;
+
+/// The causes, most likely first. Each kind of cause is one function below, run in this
+/// order; equal scores keep it.
 pub fn rank(e: &Evidence<'_>) -> Vec<Cause> {
     let f = e.facts;
-    let mut out: Vec<(u32, CauseKind, String)> = Vec::new();
-    let mut push = |score: u32, kind, ev: String| out.push((score, kind, ev));
-    let tried = f.tried_to_allocate_bytes;
-    let total = f.total_capacity_bytes;
-    let free = f.free_bytes.unwrap_or(0);
-    let unalloc = f.unallocated_in_cache_bytes();
-    let outside = f.outside_process_bytes();
-    let alloc = f.allocated_by_framework_bytes;
-    let pytorch = matches!(e.format, Format::Pytorch1 | Format::Pytorch2 | Format::Vllm);
+    let n = Figures {
+        tried: f.tried_to_allocate_bytes,
+        total: f.total_capacity_bytes,
+        free: f.free_bytes.unwrap_or(0),
+        unalloc: f.unallocated_in_cache_bytes(),
+        outside: f.outside_process_bytes(),
+        alloc: f.allocated_by_framework_bytes,
+    };
+    let mut out: Found = Vec::new();
+    for cause in [
+        oversized_tensor,
+        other_processes,
+        fragmentation,
+        private_pools,
+        unexplained_memory,
+        model_too_large,
+        xla_buffers,
+        bogus_figures,
+    ] {
+        cause(e, &n, &mut out);
+    }
+    out.sort_by_key(|c| std::cmp::Reverse(c.0));
+    out.into_iter()
+        .map(|(_, kind, evidence)| Cause { kind, evidence })
+        .collect()
+}
 
-    // A tensor too large for the card (or for what was left of it).
+/// A tensor too large for the card (or for what was left of it).
+fn oversized_tensor(e: &Evidence<'_>, n: &Figures, out: &mut Found) {
+    let (tried, total, free, unalloc, outside, alloc) =
+        (n.tried, n.total, n.free, n.unalloc, n.outside, n.alloc);
+    let mut push = |score: u32, kind, ev: String| out.push((score, kind, ev));
     if let Some(t) = tried {
         let mut ev = match total {
             Some(cap) if t > cap => format!(
@@ -108,8 +143,13 @@ pub fn rank(e: &Evidence<'_>) -> Vec<Cause> {
             push(score, CauseKind::OversizedTensor, ev);
         }
     }
+}
 
-    // Memory held outside this process.
+/// Memory held outside this process (other processes, JAX's preallocation).
+fn other_processes(e: &Evidence<'_>, n: &Figures, out: &mut Found) {
+    let (f, tried, total, free, unalloc, outside) =
+        (e.facts, n.tried, n.total, n.free, n.unalloc, n.outside);
+    let mut push = |score: u32, kind, ev: String| out.push((score, kind, ev));
     if let (Some(o), Some(cap)) = (outside, total) {
         if o >= (256 * MIB).max(cap / 50) {
             let mut ev = format!(
@@ -176,8 +216,12 @@ pub fn rank(e: &Evidence<'_>) -> Vec<Cause> {
         ),
         );
     }
+}
 
-    // Fragmentation: the cache holds the memory, but not in one piece.
+/// Fragmentation: the cache holds the memory, but not in one piece.
+fn fragmentation(e: &Evidence<'_>, n: &Figures, out: &mut Found) {
+    let (f, tried, total, free, unalloc) = (e.facts, n.tried, n.total, n.free, n.unalloc);
+    let mut push = |score: u32, kind, ev: String| out.push((score, kind, ev));
     if let (Some(t), Some(u)) = (tried, unalloc) {
         let derived = if f.reserved_unallocated_bytes.is_none() {
             " (reserved in total − allocated)"
@@ -212,6 +256,7 @@ pub fn rank(e: &Evidence<'_>) -> Vec<Cause> {
         }
     }
     if let (Some(t), Some(_)) = (tried, f.free_bytes) {
+        let pytorch = matches!(e.format, Format::Pytorch1 | Format::Pytorch2 | Format::Vllm);
         if free >= t && pytorch {
             push(40, CauseKind::Fragmentation, format!(
                 "the driver reported {} free, more than the {} request, yet cudaMalloc failed: \
@@ -219,8 +264,12 @@ pub fn rank(e: &Evidence<'_>) -> Vec<Cause> {
                 human(free), human(t)));
         }
     }
+}
 
-    // CUDA-graph private pools.
+/// CUDA-graph private pools.
+fn private_pools(e: &Evidence<'_>, n: &Figures, out: &mut Found) {
+    let (f, tried, alloc) = (e.facts, n.tried, n.alloc);
+    let mut push = |score: u32, kind, ev: String| out.push((score, kind, ev));
     if let (Some(p), Some(a)) = (f.private_pools_bytes, alloc) {
         if tried.is_some_and(|t| p >= t) || p.saturating_mul(4) >= a {
             push(
@@ -236,8 +285,12 @@ pub fn rank(e: &Evidence<'_>) -> Vec<Cause> {
             );
         }
     }
+}
 
-    // The config's simulated live set against what PyTorch holds.
+/// The config's simulated live set against what PyTorch holds, and memory outside the allocator.
+fn unexplained_memory(e: &Evidence<'_>, n: &Figures, out: &mut Found) {
+    let (f, alloc) = (e.facts, n.alloc);
+    let mut push = |score: u32, kind, ev: String| out.push((score, kind, ev));
     if let (Some(sim), Some(a)) = (e.simulated_live, alloc) {
         if a > sim.saturating_add((512 * MIB).max(sim / 10)) {
             push(
@@ -265,6 +318,12 @@ pub fn rank(e: &Evidence<'_>) -> Vec<Cause> {
             );
         }
     }
+}
+
+/// A model that does not fit (the searched configurations, vLLM's cache, loading, a full card).
+fn model_too_large(e: &Evidence<'_>, n: &Figures, out: &mut Found) {
+    let (tried, total, free, unalloc, alloc) = (n.tried, n.total, n.free, n.unalloc, n.alloc);
+    let mut push = |score: u32, kind, ev: String| out.push((score, kind, ev));
     let full =
         matches!((alloc, total), (Some(a), Some(c)) if a.saturating_mul(10) >= c.saturating_mul(9));
 
@@ -330,8 +389,12 @@ pub fn rank(e: &Evidence<'_>) -> Vec<Cause> {
             );
         }
     }
+}
 
-    // XLA states what the whole compiled computation needs at once.
+/// XLA states what the whole compiled computation needs at once.
+fn xla_buffers(e: &Evidence<'_>, _: &Figures, out: &mut Found) {
+    let f = e.facts;
+    let mut push = |score: u32, kind, ev: String| out.push((score, kind, ev));
     if let Some(&total_xla) = f.extra.get("buffer_assignment_total_bytes") {
         if total_xla >= GIB {
             let part = |k: &str, label: &str| {
@@ -354,8 +417,12 @@ pub fn rank(e: &Evidence<'_>) -> Vec<Cause> {
             );
         }
     }
+}
 
-    // Figures that cannot be device memory.
+/// Figures that cannot be device memory.
+fn bogus_figures(e: &Evidence<'_>, n: &Figures, out: &mut Found) {
+    let (total, alloc) = (n.total, n.alloc);
+    let mut push = |score: u32, kind, ev: String| out.push((score, kind, ev));
     for (field, printed) in e.bogus {
         push(30, CauseKind::BogusFigure, format!(
             "the log prints {} as {printed}, {}: impossible — an unsigned underflow or a driver \
@@ -378,8 +445,4 @@ pub fn rank(e: &Evidence<'_>) -> Vec<Cause> {
             );
         }
     }
-    out.sort_by_key(|c| std::cmp::Reverse(c.0));
-    out.into_iter()
-        .map(|(_, kind, evidence)| Cause { kind, evidence })
-        .collect()
 }

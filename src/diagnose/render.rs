@@ -12,7 +12,8 @@ fn row(out: &mut String, label: &str, v: Option<u64>) {
     }
 }
 
-/// Render a diagnosis for a terminal.
+/// Render a diagnosis for a terminal: the headline, the facts and what they imply, the
+/// culprit, the causes, the fixes, then other ranks' reports and notes.
 pub fn render_text(d: &Diagnosis) -> String {
     let mut out = String::new();
     if !d.is_oom {
@@ -25,6 +26,14 @@ pub fn render_text(d: &Diagnosis) -> String {
         }
         return out;
     }
+    for section in [headline, facts, culprit, causes, fixes, others] {
+        section(&mut out, d);
+    }
+    out
+}
+
+/// "Out of GPU memory (runtime, GPU, phase)" and, for PyTorch, how the log was dated.
+fn headline(out: &mut String, d: &Diagnosis) {
     // A caching-allocator message names the releases that printed it, not just a major.
     let fmt = match &d.pytorch_version {
         Some(v) => format!("PyTorch caching allocator, pytorch {v}"),
@@ -55,76 +64,79 @@ pub fn render_text(d: &Diagnosis) -> String {
         );
     }
     out.push('\n');
+}
 
+/// The facts as the log states them, then what they imply.
+fn facts(out: &mut String, d: &Diagnosis) {
     let f = &d.facts;
-    if !f.is_empty() {
-        out.push_str("Facts (as the log states them)\n");
-        row(&mut out, "tried to allocate", f.tried_to_allocate_bytes);
-        row(&mut out, "total capacity", f.total_capacity_bytes);
-        row(&mut out, "free", f.free_bytes);
-        row(
-            &mut out,
-            "this process (incl. non-PyTorch)",
-            f.process_in_use_bytes,
-        );
-        row(
-            &mut out,
-            "allocated by the framework",
-            f.allocated_by_framework_bytes,
-        );
-        row(
-            &mut out,
-            "  of which in private pools",
-            f.private_pools_bytes,
-        );
-        row(
-            &mut out,
-            "reserved but unallocated",
-            f.reserved_unallocated_bytes,
-        );
-        row(&mut out, "reserved in total", f.reserved_total_bytes);
-        for p in &f.other_processes {
-            row(&mut out, &format!("process {}", p.pid), p.bytes);
-        }
-        for (k, v) in &f.extra {
-            row(
-                &mut out,
-                &k.trim_end_matches("_bytes").replace('_', " "),
-                Some(*v),
-            );
-        }
-        let mut implied = String::new();
-        if let (Some(o), Some(t), Some(fr), Some(p)) = (
-            f.outside_process_bytes(),
-            f.total_capacity_bytes,
-            f.free_bytes,
-            f.process_in_use_bytes,
-        ) {
-            let _ = writeln!(
-                implied,
-                "  held outside this process          {:>12}   = {} − {} free − {} this process\n  \
-                 {:>48}(other processes, the display, the driver)",
-                human(o),
-                human(t),
-                human(fr),
-                human(p),
-                ""
-            );
-        }
-        if let Some(nf) = f.non_framework_in_process_bytes() {
-            let _ = writeln!(
-                implied,
-                "  non-PyTorch memory in this process {:>12}   (CUDA context, library workspaces; ±10 MiB of rounding)",
-                human(nf)
-            );
-        }
-        if !implied.is_empty() {
-            out.push_str("Implied by those figures\n");
-            out.push_str(&implied);
-        }
-        out.push('\n');
+    if f.is_empty() {
+        return;
     }
+    out.push_str("Facts (as the log states them)\n");
+    row(out, "tried to allocate", f.tried_to_allocate_bytes);
+    row(out, "total capacity", f.total_capacity_bytes);
+    row(out, "free", f.free_bytes);
+    row(
+        out,
+        "this process (incl. non-PyTorch)",
+        f.process_in_use_bytes,
+    );
+    row(
+        out,
+        "allocated by the framework",
+        f.allocated_by_framework_bytes,
+    );
+    row(out, "  of which in private pools", f.private_pools_bytes);
+    row(
+        out,
+        "reserved but unallocated",
+        f.reserved_unallocated_bytes,
+    );
+    row(out, "reserved in total", f.reserved_total_bytes);
+    for p in &f.other_processes {
+        row(out, &format!("process {}", p.pid), p.bytes);
+    }
+    for (k, v) in &f.extra {
+        row(
+            out,
+            &k.trim_end_matches("_bytes").replace('_', " "),
+            Some(*v),
+        );
+    }
+    let mut implied = String::new();
+    if let (Some(o), Some(t), Some(fr), Some(p)) = (
+        f.outside_process_bytes(),
+        f.total_capacity_bytes,
+        f.free_bytes,
+        f.process_in_use_bytes,
+    ) {
+        let _ = writeln!(
+            implied,
+            "  held outside this process          {:>12}   = {} − {} free − {} this process\n  \
+             {:>48}(other processes, the display, the driver)",
+            human(o),
+            human(t),
+            human(fr),
+            human(p),
+            ""
+        );
+    }
+    if let Some(nf) = f.non_framework_in_process_bytes() {
+        let _ = writeln!(
+            implied,
+            "  non-PyTorch memory in this process {:>12}   (CUDA context, library workspaces; ±10 MiB of rounding)",
+            human(nf)
+        );
+    }
+    if !implied.is_empty() {
+        out.push_str("Implied by those figures\n");
+        out.push_str(&implied);
+    }
+    out.push('\n');
+}
 
+/// The simulated tensor that asked, or without a config the shapes a GPT would have.
+fn culprit(out: &mut String, d: &Diagnosis) {
     if let Some(c) = &d.culprit {
         let _ = writeln!(
             out,
@@ -158,36 +170,48 @@ pub fn render_text(d: &Diagnosis) -> String {
         }
         out.push('\n');
     }
+}
 
-    if !d.causes.is_empty() {
-        out.push_str("Causes (most likely first)\n");
-        for (i, c) in d.causes.iter().enumerate() {
-            let _ = writeln!(out, "  {}. {}: {}", i + 1, c.kind.as_str(), c.evidence);
+fn causes(out: &mut String, d: &Diagnosis) {
+    if d.causes.is_empty() {
+        return;
+    }
+    out.push_str("Causes (most likely first)\n");
+    for (i, c) in d.causes.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {}: {}", i + 1, c.kind.as_str(), c.evidence);
+    }
+    out.push('\n');
+}
+
+/// Each fix with its predicted peak, the command and the code changes it needs.
+fn fixes(out: &mut String, d: &Diagnosis) {
+    if d.fixes.is_empty() {
+        return;
+    }
+    out.push_str("Fixes\n");
+    for x in &d.fixes {
+        let _ = write!(out, "  - {}", x.change);
+        if let Some(p) = x.predicted_peak_bytes {
+            let verdict = match x.fits {
+                Some(true) => "fits",
+                Some(false) => "does not fit",
+                None => "unverified",
+            };
+            let _ = write!(out, " (predicted peak {}: {verdict})", human(p));
         }
         out.push('\n');
-    }
-    if !d.fixes.is_empty() {
-        out.push_str("Fixes\n");
-        for x in &d.fixes {
-            let _ = write!(out, "  - {}", x.change);
-            if let Some(p) = x.predicted_peak_bytes {
-                let verdict = match x.fits {
-                    Some(true) => "fits",
-                    Some(false) => "does not fit",
-                    None => "unverified",
-                };
-                let _ = write!(out, " (predicted peak {}: {verdict})", human(p));
-            }
-            out.push('\n');
-            if let Some(cmd) = &x.command {
-                let _ = writeln!(out, "      {cmd}");
-            }
-            for change in &x.code_changes {
-                let _ = writeln!(out, "      and in {change}");
-            }
+        if let Some(cmd) = &x.command {
+            let _ = writeln!(out, "      {cmd}");
         }
-        out.push('\n');
+        for change in &x.code_changes {
+            let _ = writeln!(out, "      and in {change}");
+        }
     }
+    out.push('\n');
+}
+
+/// Other ranks' failures in the same log, then notes.
+fn others(out: &mut String, d: &Diagnosis) {
     for r in &d.other_reports {
         let dev = r.device.as_deref().unwrap_or("?");
         let t = r
@@ -203,5 +227,4 @@ pub fn render_text(d: &Diagnosis) -> String {
     for n in &d.notes {
         let _ = writeln!(out, "Note: {n}");
     }
-    out
 }

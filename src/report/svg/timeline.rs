@@ -247,91 +247,23 @@ pub fn timeline_svg(
     .max()
     .unwrap_or(0);
     let yt = ticks(gib(top) * 1.12, 6, false);
-    let xs = Scale {
-        d0: 0.0,
-        d1: n.max(1) as f64,
-        r0: PLOT.x0,
-        r1: PLOT.x1,
-    };
-    let ys = Scale {
-        d0: 0.0,
-        d1: *yt.last().unwrap_or(&1.0),
-        r0: PLOT.y1,
-        r1: PLOT.y0,
-    };
+    let (xs, ys) = scales(n, &yt);
     let yb = |b: u64| ys.at(gib(b));
     let present: Vec<usize> = (0..LAYERS)
         .filter(|&l| s.at_peak[l] > 0 || s.buckets.iter().any(|b| b.layers[l] > 0))
         .collect();
 
     let mut svg = Svg::new(W, H, "vramplan: simulated GPU memory over a training run");
-    let mut sub = format!(
-        "allocated peak {} in {}",
-        human(profile.peak_allocated),
-        profile.peak_phase.key()
-    );
-    let _ = write!(
-        sub,
-        " · device peak {} (reserved + context)",
-        human(device_peak)
-    );
-    if let Some(u) = usable_bytes {
-        let verdict = if device_peak <= u {
-            format!("fits, {} headroom", human(u - device_peak))
-        } else {
-            format!("does not fit, short by {}", human(device_peak - u))
-        };
-        let _ = write!(sub, " · {} usable: {verdict}", human(u));
-    }
+    let sub = subtitle(profile, device_peak, usable_bytes);
     svg.heading(PLOT.x0, W, "Simulated GPU memory over a training run", &sub);
 
-    // Phases as faint bands behind everything in the plot.
     let runs = phase_runs(tl);
-    for &(p, a, b) in &runs {
-        svg.rect(
-            Rect::new(xs.at(a as f64), PLOT.y0, xs.at(b as f64), PLOT.y1),
-            &format!(
-                r#"class="phase-tint" data-phase="{}" fill="{}" fill-opacity="0.12""#,
-                p.key(),
-                phase_color(p)
-            ),
-        );
-    }
+    phase_tints(&mut svg, &xs, &runs);
     y_axis_gib(&mut svg, &ys, &yt, PLOT.x0, PLOT.x1);
 
-    // Stacked areas, painted top layer first so each lower one covers its share.
-    for &l in present.iter().rev() {
-        let d = step_path(&s.buckets, &xs, &|b| yb(b.through(l)), true);
-        svg.raw(&format!(
-            r#"<path class="area" data-layer="{}" d="{d}" fill="{}" stroke="none"><title>{}</title></path>"#,
-            layer_key(l),
-            layer_color(l),
-            layer_label(l)
-        ));
-    }
-    let d = step_path(
-        &s.buckets,
-        &xs,
-        &|b| yb(b.reserved.saturating_add(context_bytes)),
-        false,
-    );
-    svg.raw(&format!(
-        r##"<path id="device-line" d="{d}" fill="none" stroke="#222" stroke-width="1.5" stroke-dasharray="6 4"><title>reserved + CUDA context (what nvidia-smi shows)</title></path>"##
-    ));
+    areas_and_device_line(&mut svg, &s.buckets, &xs, &yb, &present, context_bytes);
 
-    // Axes.
-    svg.line(PLOT.x0, PLOT.y0, PLOT.x0, PLOT.y1, r##"stroke="#333""##);
-    svg.line(PLOT.x0, PLOT.y1, PLOT.x1, PLOT.y1, r##"stroke="#333""##);
-    x_axis(
-        &mut svg,
-        &xs,
-        &ticks(n.max(1) as f64, 8, true)
-            .into_iter()
-            .filter(|&t| t <= n as f64)
-            .collect::<Vec<_>>(),
-        PLOT.y1,
-        PLOT.y1 + 19.0,
-    );
+    axes(&mut svg, &xs, n);
 
     // Where the stack and the device line are, to keep labels off them.
     let ink = Ink {
@@ -349,30 +281,8 @@ pub fn timeline_svg(
             .collect(),
     };
 
-    // The card's usable memory.
     if let Some(u) = usable_bytes {
-        let y = yb(u);
-        svg.line(
-            PLOT.x0,
-            y,
-            PLOT.x1,
-            y,
-            r##"id="limit" class="limit" stroke="#d62728" stroke-width="2""##,
-        );
-        let label = format!("usable on the card: {}", human(u));
-        let clear = |r: &Rect| {
-            let (lo, hi) = ink.device_span(r.x0, r.x1);
-            r.y1 > ink.stack_top(r.x0, r.x1) || !(r.y1 < lo || r.y0 > hi)
-        };
-        let (x, ty, anchor) = limit_label_spot(&svg, &label, y, &PLOT, &clear);
-        svg.text(
-            x,
-            ty,
-            12.0,
-            anchor,
-            r##"fill="#d62728" font-weight="bold" class="limit-label""##,
-            &label,
-        );
+        limit_line(&mut svg, u, yb(u), &ink);
     }
 
     phase_strip(&mut svg, &xs, &runs);
@@ -397,4 +307,130 @@ pub fn timeline_svg(
         );
     }
     svg.finish()
+}
+
+/// "allocated peak … · device peak … · … usable: fits / does not fit".
+fn subtitle(profile: &MemoryProfile, device_peak: u64, usable_bytes: Option<u64>) -> String {
+    let mut sub = format!(
+        "allocated peak {} in {}",
+        human(profile.peak_allocated),
+        profile.peak_phase.key()
+    );
+    let _ = write!(
+        sub,
+        " · device peak {} (reserved + context)",
+        human(device_peak)
+    );
+    if let Some(u) = usable_bytes {
+        let verdict = if device_peak <= u {
+            format!("fits, {} headroom", human(u - device_peak))
+        } else {
+            format!("does not fit, short by {}", human(device_peak - u))
+        };
+        let _ = write!(sub, " · {} usable: {verdict}", human(u));
+    }
+    sub
+}
+
+/// The stacked areas, painted top layer first so each lower one covers its share, then the
+/// device line (reserved + context) over them.
+fn areas_and_device_line(
+    svg: &mut Svg,
+    buckets: &[Bucket],
+    xs: &Scale,
+    yb: &dyn Fn(u64) -> f64,
+    present: &[usize],
+    context_bytes: u64,
+) {
+    for &l in present.iter().rev() {
+        let d = step_path(buckets, xs, &|b| yb(b.through(l)), true);
+        svg.raw(&format!(
+            r#"<path class="area" data-layer="{}" d="{d}" fill="{}" stroke="none"><title>{}</title></path>"#,
+            layer_key(l),
+            layer_color(l),
+            layer_label(l)
+        ));
+    }
+    let d = step_path(
+        buckets,
+        xs,
+        &|b| yb(b.reserved.saturating_add(context_bytes)),
+        false,
+    );
+    svg.raw(&format!(
+        r##"<path id="device-line" d="{d}" fill="none" stroke="#222" stroke-width="1.5" stroke-dasharray="6 4"><title>reserved + CUDA context (what nvidia-smi shows)</title></path>"##
+    ));
+}
+
+/// The card's usable memory as a red line at `y`, its label placed off the stack and the
+/// device line.
+fn limit_line(svg: &mut Svg, usable: u64, y: f64, ink: &Ink) {
+    svg.line(
+        PLOT.x0,
+        y,
+        PLOT.x1,
+        y,
+        r##"id="limit" class="limit" stroke="#d62728" stroke-width="2""##,
+    );
+    let label = format!("usable on the card: {}", human(usable));
+    let clear = |r: &Rect| {
+        let (lo, hi) = ink.device_span(r.x0, r.x1);
+        r.y1 > ink.stack_top(r.x0, r.x1) || !(r.y1 < lo || r.y0 > hi)
+    };
+    let (x, ty, anchor) = limit_label_spot(svg, &label, y, &PLOT, &clear);
+    svg.text(
+        x,
+        ty,
+        12.0,
+        anchor,
+        r##"fill="#d62728" font-weight="bold" class="limit-label""##,
+        &label,
+    );
+}
+
+/// Events across (x), GiB up (y, ticks `yt`).
+fn scales(n: usize, yt: &[f64]) -> (Scale, Scale) {
+    let xs = Scale {
+        d0: 0.0,
+        d1: n.max(1) as f64,
+        r0: PLOT.x0,
+        r1: PLOT.x1,
+    };
+    let ys = Scale {
+        d0: 0.0,
+        d1: *yt.last().unwrap_or(&1.0),
+        r0: PLOT.y1,
+        r1: PLOT.y0,
+    };
+    (xs, ys)
+}
+
+/// Phases as faint bands behind everything in the plot.
+fn phase_tints(svg: &mut Svg, xs: &Scale, runs: &[(Phase, usize, usize)]) {
+    for &(p, a, b) in runs {
+        svg.rect(
+            Rect::new(xs.at(a as f64), PLOT.y0, xs.at(b as f64), PLOT.y1),
+            &format!(
+                r#"class="phase-tint" data-phase="{}" fill="{}" fill-opacity="0.12""#,
+                p.key(),
+                phase_color(p)
+            ),
+        );
+    }
+}
+
+/// The two axis lines and the event ticks.
+fn axes(svg: &mut Svg, xs: &Scale, n: usize) {
+    svg.line(PLOT.x0, PLOT.y0, PLOT.x0, PLOT.y1, r##"stroke="#333""##);
+    svg.line(PLOT.x0, PLOT.y1, PLOT.x1, PLOT.y1, r##"stroke="#333""##);
+    x_axis(
+        svg,
+        xs,
+        &ticks(n.max(1) as f64, 8, true)
+            .into_iter()
+            .filter(|&t| t <= n as f64)
+            .collect::<Vec<_>>(),
+        PLOT.y1,
+        PLOT.y1 + 19.0,
+    );
 }

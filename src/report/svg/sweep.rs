@@ -121,110 +121,17 @@ pub fn sweep_svg(
     );
 
     let ly = ys.at(gib(usable_bytes));
-    svg.line(
-        PLOT.x0,
-        ly,
-        PLOT.x1,
-        ly,
-        r##"id="limit" class="limit" stroke="#d62728" stroke-width="2""##,
-    );
     let marks = curve_marks(series, &at);
-    let label = format!("usable on the card: {}", human(usable_bytes));
-    let clear = |r: &Rect| marks.iter().any(|m| m.overlaps(r));
-    let (lx, label_y, anchor) = limit_label_spot(&svg, &label, ly, &PLOT, &clear);
-    svg.text(
-        lx,
-        label_y,
-        12.0,
-        anchor,
-        r##"fill="#d62728" font-weight="bold" class="limit-label""##,
-        &label,
-    );
+    limit_line(&mut svg, usable_bytes, ly, &marks);
 
     for (i, s) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let mut pts = s.points.clone();
-        pts.sort_unstable();
-        svg.raw(&format!(
-            r#"<g class="series" data-label="{}">"#,
-            escape(&s.label)
-        ));
-        let mut line = String::new();
-        for &p in &pts {
-            let (x, y) = at(p);
-            let _ = write!(line, "{},{} ", num(x), num(y));
-        }
-        svg.raw(&format!(
-            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
-            line.trim_end()
-        ));
-        for &(b, p) in &pts {
-            let (x, y) = at((b, p));
-            let fill = if p <= usable_bytes { color } else { "#ffffff" };
-            svg.raw(&format!(
-                r#"<circle class="point" data-batch="{b}" data-bytes="{p}" cx="{}" cy="{}" r="3.5" fill="{fill}" stroke="{color}" stroke-width="1.5"><title>{}: batch_size {b}, {}</title></circle>"#,
-                num(x),
-                num(y),
-                escape(&s.label),
-                human(p)
-            ));
-        }
-        svg.raw("</g>");
+        draw_series(&mut svg, s, COLORS[i % COLORS.len()], usable_bytes, &at);
     }
 
     legend(&mut svg, series);
 
-    if let Some((label, (b, p))) = chosen_point {
-        let (cx, cy) = at((b, p));
-        let text = format!("chosen: {label}, batch_size {b}: {}", human(p));
-        let (w, h) = (text_width(&text, 12.0) + 14.0, 25.0);
-        let limit = Rect::new(PLOT.x0, ly - 4.0, PLOT.x1, ly + 4.0);
-        let ring = Rect::new(cx - 12.0, cy - 12.0, cx + 12.0, cy + 12.0);
-        // Clear of the limit line and of every curve's points.
-        let blocked = |r: &Rect| {
-            r.overlaps(&limit) || r.overlaps(&ring) || marks.iter().any(|m| m.overlaps(r))
-        };
-        let prefer_left = cx > (PLOT.x0 + PLOT.x1) / 2.0;
-        let r = place_box(
-            &svg,
-            (cx, cy),
-            (w, h),
-            &PLOT.grow(-2.0),
-            &blocked,
-            prefer_left,
-        )
-        .unwrap_or_else(|| {
-            Rect::new(
-                PLOT.x1 - 8.0 - w,
-                PLOT.y1 - 8.0 - h,
-                PLOT.x1 - 8.0,
-                PLOT.y1 - 8.0,
-            )
-        });
-        svg.line(
-            cx,
-            cy,
-            cx.clamp(r.x0, r.x1),
-            cy.clamp(r.y0, r.y1),
-            r##"stroke="#111" stroke-width="1""##,
-        );
-        svg.rect(
-            r,
-            r##"fill="#ffffff" fill-opacity="0.93" stroke="#888" rx="3""##,
-        );
-        svg.text(
-            r.x0 + 7.0,
-            r.y0 + 17.0,
-            12.0,
-            Anchor::Start,
-            r#"font-weight="bold" class="chosen-label""#,
-            &text,
-        );
-        svg.raw(&format!(
-            r##"<circle id="chosen" data-batch="{b}" data-bytes="{p}" cx="{}" cy="{}" r="9" fill="none" stroke="#111" stroke-width="2.5"/>"##,
-            num(cx),
-            num(cy)
-        ));
+    if let Some((label, point)) = chosen_point {
+        chosen_marker(&mut svg, label, point, at(point), ly, &marks);
     }
     svg.finish()
 }
@@ -315,6 +222,124 @@ fn legend(svg: &mut Svg, series: &[SweepSeries]) {
         svg.text(x, y, 11.0, Anchor::Start, r##"fill="#555""##, line);
         y += 14.0;
     }
+}
+
+/// The card's usable memory as a red line at `ly`, its label placed off the curves.
+fn limit_line(svg: &mut Svg, usable_bytes: u64, ly: f64, marks: &[Rect]) {
+    svg.line(
+        PLOT.x0,
+        ly,
+        PLOT.x1,
+        ly,
+        r##"id="limit" class="limit" stroke="#d62728" stroke-width="2""##,
+    );
+    let label = format!("usable on the card: {}", human(usable_bytes));
+    let clear = |r: &Rect| marks.iter().any(|m| m.overlaps(r));
+    let (lx, label_y, anchor) = limit_label_spot(svg, &label, ly, &PLOT, &clear);
+    svg.text(
+        lx,
+        label_y,
+        12.0,
+        anchor,
+        r##"fill="#d62728" font-weight="bold" class="limit-label""##,
+        &label,
+    );
+}
+
+/// One knob's curve: the line through its points, each point filled where it fits.
+fn draw_series(
+    svg: &mut Svg,
+    s: &SweepSeries,
+    color: &str,
+    usable_bytes: u64,
+    at: &dyn Fn((u64, u64)) -> (f64, f64),
+) {
+    let mut pts = s.points.clone();
+    pts.sort_unstable();
+    svg.raw(&format!(
+        r#"<g class="series" data-label="{}">"#,
+        escape(&s.label)
+    ));
+    let mut line = String::new();
+    for &p in &pts {
+        let (x, y) = at(p);
+        let _ = write!(line, "{},{} ", num(x), num(y));
+    }
+    svg.raw(&format!(
+        r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+        line.trim_end()
+    ));
+    for &(b, p) in &pts {
+        let (x, y) = at((b, p));
+        let fill = if p <= usable_bytes { color } else { "#ffffff" };
+        svg.raw(&format!(
+            r#"<circle class="point" data-batch="{b}" data-bytes="{p}" cx="{}" cy="{}" r="3.5" fill="{fill}" stroke="{color}" stroke-width="1.5"><title>{}: batch_size {b}, {}</title></circle>"#,
+            num(x),
+            num(y),
+            escape(&s.label),
+            human(p)
+        ));
+    }
+    svg.raw("</g>");
+}
+
+/// The chosen point: a ring, and its label in a box clear of the limit line and the curves.
+fn chosen_marker(
+    svg: &mut Svg,
+    label: &str,
+    (b, p): (u64, u64),
+    (cx, cy): (f64, f64),
+    ly: f64,
+    marks: &[Rect],
+) {
+    let text = format!("chosen: {label}, batch_size {b}: {}", human(p));
+    let (w, h) = (text_width(&text, 12.0) + 14.0, 25.0);
+    let limit = Rect::new(PLOT.x0, ly - 4.0, PLOT.x1, ly + 4.0);
+    let ring = Rect::new(cx - 12.0, cy - 12.0, cx + 12.0, cy + 12.0);
+    // Clear of the limit line and of every curve's points.
+    let blocked =
+        |r: &Rect| r.overlaps(&limit) || r.overlaps(&ring) || marks.iter().any(|m| m.overlaps(r));
+    let prefer_left = cx > (PLOT.x0 + PLOT.x1) / 2.0;
+    let r = place_box(
+        svg,
+        (cx, cy),
+        (w, h),
+        &PLOT.grow(-2.0),
+        &blocked,
+        prefer_left,
+    )
+    .unwrap_or_else(|| {
+        Rect::new(
+            PLOT.x1 - 8.0 - w,
+            PLOT.y1 - 8.0 - h,
+            PLOT.x1 - 8.0,
+            PLOT.y1 - 8.0,
+        )
+    });
+    svg.line(
+        cx,
+        cy,
+        cx.clamp(r.x0, r.x1),
+        cy.clamp(r.y0, r.y1),
+        r##"stroke="#111" stroke-width="1""##,
+    );
+    svg.rect(
+        r,
+        r##"fill="#ffffff" fill-opacity="0.93" stroke="#888" rx="3""##,
+    );
+    svg.text(
+        r.x0 + 7.0,
+        r.y0 + 17.0,
+        12.0,
+        Anchor::Start,
+        r#"font-weight="bold" class="chosen-label""#,
+        &text,
+    );
+    svg.raw(&format!(
+        r##"<circle id="chosen" data-batch="{b}" data-bytes="{p}" cx="{}" cy="{}" r="9" fill="none" stroke="#111" stroke-width="2.5"/>"##,
+        num(cx),
+        num(cy)
+    ));
 }
 
 #[cfg(test)]

@@ -81,6 +81,9 @@ pub struct Engine {
     /// Some(dtype): parameters are views into flat buffers the multi-GPU policy owns
     /// (DeepSpeed's flattened bf16 groups, FSDP's flat parameters): no storage of their own.
     pub param_view: Option<DType>,
+    /// Frozen parameters are views too (FSDP's flat parameters and ZeRO-3's partitions hold
+    /// every module parameter, frozen or not): they keep their own dtype but no storage.
+    pub frozen_view: bool,
     /// The dtype of trainable parameters (`add_param`): fp32 master weights under mixed
     /// precision, `dtype` itself under `precision_mode = 'pure'` (see `sim::amp`).
     pub param_dtype: DType,
@@ -113,6 +116,7 @@ impl Engine {
             kv: None,
             dist: super::parallel::Dist::single(),
             param_view: None,
+            frozen_view: false,
             param_dtype: DType::F32,
             reentrant_checkpoint: false,
         }
@@ -278,6 +282,9 @@ impl Engine {
             // A view's bytes belong to the flat buffer it points into.
             Some(view) if requires_grad => {
                 self.alloc_bytes(name, shape, view, 0, Category::Parameters)
+            }
+            _ if self.frozen_view && !requires_grad => {
+                self.alloc_bytes(name, shape, dtype, 0, Category::Parameters)
             }
             _ => self.alloc(name, shape, dtype, Category::Parameters),
         };

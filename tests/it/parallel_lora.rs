@@ -180,6 +180,17 @@ fn fsdp_qlora_shards_the_packed_weights_as_bf16_storage() {
         .map(|t| t.bytes)
         .sum();
     assert_eq!(constants, 2 * per_layer);
+    // TRL makes sharded QLoRA's adapters without PEFT's fp32 upcast
+    // (autocast_adapter_dtype=False): bf16 shards (896 per layer), bf16 gradient shards
+    // (no cast after the bf16 reduce-scatter) and bf16 AdamW moments.
+    let per_layer: u64 = ADAPTERS.iter().map(|n| n / 2).sum();
+    let trainable = named(&tl, "flat_param", "fsdp_shard");
+    assert!(trainable
+        .iter()
+        .all(|&i| tl.tensors[i].bytes == 2 * per_layer));
+    assert!(named(&tl, "fsdp", "grad_shard").is_empty());
+    let moments = named(&tl, "fsdp", "adam.exp_avg");
+    assert_eq!(sum_bytes(&tl, &moments), 2 * 2 * per_layer);
 }
 
 /// ZeRO-2, 2 ranks: only the adapters are flattened (stage_1_and_2.py keeps

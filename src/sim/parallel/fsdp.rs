@@ -29,13 +29,13 @@
 //! CPU offload: the shards are moved to the device for each gather, the reduced gradient
 //! shard goes to the host, and the optimizer runs there.
 
-use super::fsdp_units::{self, Unit};
+use super::fsdp_units::{self, Unit, Wrap};
 use super::zero3::Zero3;
 use crate::config::OptimizerKind;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T};
+use crate::sim::optim::state_for;
 use crate::sim::timeline::{Category, Name, Shape};
-use crate::sim::train::optimizer_state;
 
 /// Whose sharding this is.
 #[derive(Debug, Clone)]
@@ -54,25 +54,23 @@ pub(super) struct Fsdp {
     /// FSDP's CPUOffload(offload_params=True): shards, sharded gradients and the optimizer on
     /// the host.
     offload: bool,
+    /// The trainable flat parameters' dtype (fsdp_units.rs, `Wrap::shard_dtype`).
+    shard_dtype: DType,
     /// Blocks 0..n_layer, then the root.
     units: Vec<Unit>,
 }
 
 impl Fsdp {
     /// Wrapping (fsdp_units.rs): each unit flattened and sharded.
-    pub(super) fn build(
-        e: &mut Engine,
-        full_shard: bool,
-        kind: OptimizerKind,
-        (per_leaf, offload): (bool, bool),
-    ) -> Fsdp {
-        let units = fsdp_units::build(e, per_leaf, offload);
+    pub(super) fn build(e: &mut Engine, full_shard: bool, kind: OptimizerKind, wrap: Wrap) -> Fsdp {
+        let units = fsdp_units::build(e, wrap);
         Fsdp {
             layout: Layout::Fsdp,
             reshard_after_forward: full_shard,
             dtype: super::module_dtype(e),
             kind,
-            offload,
+            offload: wrap.offload,
+            shard_dtype: wrap.shard_dtype,
             units,
         }
     }
@@ -97,6 +95,7 @@ impl Fsdp {
             dtype: super::module_dtype(e),
             kind,
             offload: false,
+            shard_dtype: DType::F32,
             units,
         }
     }
@@ -129,7 +128,7 @@ impl Fsdp {
                 frozen_dtype,
                 "gathered_frozen_params",
             ),
-            (padded, shard, DType::F32, "gathered_params"),
+            (padded, shard, self.shard_dtype, "gathered_params"),
         ];
         for (padded, shard, stored, what) in parts {
             if padded == 0 {
@@ -275,14 +274,15 @@ impl Fsdp {
             Category::Gradients,
         );
         e.release(flat);
-        // Upcast to fp32 (a new tensor unless it is fp32 already), kept or added in.
-        let fp32 = if self.dtype == DType::F32 {
+        // Cast to the parameter's dtype (`_cast_grad_to_param_dtype`: fp32, a new tensor unless
+        // it is that dtype already), kept or added in.
+        let fp32 = if self.dtype == self.shard_dtype {
             reduced
         } else {
             let t = e.alloc(
                 Name::top("fsdp", "grad_shard"),
                 Shape::new(&[shard]),
-                DType::F32,
+                self.shard_dtype,
                 Category::Gradients,
             );
             e.release(reduced);
@@ -318,7 +318,8 @@ impl Fsdp {
             if unit.grad_shard.is_some() && unit.state.is_empty() {
                 for &shard in &unit.flat_shards {
                     let shape = Shape::new(&[shard]);
-                    let state = optimizer_state(e, Name::top("fsdp", ""), shape, self.kind, true);
+                    let name = Name::top("fsdp", "");
+                    let state = state_for(e, name, shape, self.shard_dtype, self.kind, true);
                     unit.state.extend(state);
                 }
             }

@@ -11,7 +11,8 @@
 //! every leaf module whose weight requires grad — each `lora_A` / `lora_B` Linear — is a unit
 //! of its own, beside the transformer blocks. So a block's FlatParameter holds only its
 //! frozen base weights (in their storage dtype: bf16, or QLoRA's packed weights typed as
-//! `bnb_4bit_quant_storage`), and each adapter is a trainable FlatParameter padded on its own.
+//! `bnb_4bit_quant_storage`), and each adapter is a trainable FlatParameter padded on its own
+//! (fp32 as PEFT upcasts LoRA's adapters; bf16 for sharded QLoRA, see `Wrap::shard_dtype`).
 //! FSDP's docs warn that a FlatParameter mixing frozen and trainable tensors
 //! (use_orig_params=True) allocates gradient memory for the frozen ones too; PEFT's policy is
 //! what keeps them apart, and FSDP requires one dtype per FlatParameter
@@ -101,10 +102,28 @@ fn shard_of(numel: u64, world: u64) -> u64 {
     numel.div_ceil(world)
 }
 
-/// Wrapping: each unit's flat parameters, and rank 0's shards of them — fp32 for the
-/// trainable ones, the storage dtype for frozen ones — on the device unless offloaded.
-/// `per_leaf`: PEFT's policy (each adapter its own flat parameter).
-pub(super) fn build(e: &mut Engine, per_leaf: bool, offload: bool) -> Vec<Unit> {
+/// How the run wraps its model.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Wrap {
+    /// PEFT's policy: each adapter its own flat parameter.
+    pub per_leaf: bool,
+    /// CPUOffload(offload_params=True).
+    pub offload: bool,
+    /// The trainable parameters' own dtype (their shards', gradients' and optimizer
+    /// state's): fp32 master weights and PEFT's upcast adapters; the half dtype for sharded
+    /// QLoRA's adapters, which TRL creates with `get_peft_model(...,
+    /// autocast_adapter_dtype=False)` (trl/trainer/sft_trainer.py, `_prepare_peft_model`).
+    pub shard_dtype: DType,
+}
+
+/// Wrapping: each unit's flat parameters, and rank 0's shards of them — the trainable ones
+/// in `shard_dtype`, frozen ones in their storage dtype — on the device unless offloaded.
+pub(super) fn build(e: &mut Engine, wrap: Wrap) -> Vec<Unit> {
+    let Wrap {
+        per_leaf,
+        offload,
+        shard_dtype,
+    } = wrap;
     let world = e.dist.world;
     members(e)
         .into_iter()
@@ -130,7 +149,7 @@ pub(super) fn build(e: &mut Engine, per_leaf: bool, offload: bool) -> Vec<Unit> 
                 unit.frozen_padded = unit.frozen_shard * world;
             }
             if !offload {
-                keep_shard(e, "fsdp_shard", unit.shard, DType::F32);
+                keep_shard(e, "fsdp_shard", unit.shard, shard_dtype);
                 keep_shard(e, "fsdp_frozen_shard", unit.frozen_shard, unit.frozen_dtype);
             }
             unit

@@ -153,8 +153,15 @@ pub fn after_build(e: &mut Engine, cfg: &TrainConfig) {
         e.dist.fsdp = Some(fsdp::Fsdp::build_zero3(e, cfg.optimizer, z));
     } else if let Some(full_shard) = fsdp_strategy(e.dist.mode) {
         // LoRA: the Trainer wraps with PEFT's policy, each adapter its own unit.
-        let options = (cfg.lora_rank > 0, cfg.offload_params);
-        let f = fsdp::Fsdp::build(e, full_shard, cfg.optimizer, options);
+        let wrap = fsdp_units::Wrap {
+            per_leaf: cfg.lora_rank > 0,
+            offload: cfg.offload_params,
+            shard_dtype: match cfg.quantization.is_4bit() {
+                true => module_dtype(e),
+                false => DType::F32,
+            },
+        };
+        let f = fsdp::Fsdp::build(e, full_shard, cfg.optimizer, wrap);
         e.dist.fsdp = Some(f);
     } else {
         ddp::construct(e);

@@ -249,3 +249,39 @@ fn zero3_partitions_frozen_parameters_and_gathers_them() {
     let bucket = 2 * 500_000_000;
     assert_eq!(live_at_end(&tl, &transient), bucket + 2 * (adapters / 2));
 }
+
+/// Llama-3.1-8B (config.json: hidden 4096, 32 layers, 32 heads / 8 key-value heads of 128,
+/// MLP 14336, vocabulary 128256, untied lm_head), LoRA r = 16 on q_proj, v_proj, FSDP over 8.
+/// A block: q, o 4096² each, k, v 1024 · 4096 each, gate/up/down 14336 · 4096 each, two
+/// norms of 4096 → 218112000; the root: embed + lm_head 2 · 128256 · 4096 + norm 4096 =
+/// 1050677248; 32 · 218112000 + 1050677248 = 8030261248 (the model card's 8.03B). Every unit
+/// divides by 8: rank 0 keeps Ψ / 8 bf16 elements. Adapters per layer: q 16 · (4096 + 4096)
+/// = 131072, v 16 · (4096 + 1024) = 81920 → 212992; 32 layers → 6815744, each adapter's
+/// FlatParameter divisible by 8.
+#[test]
+fn llama_8b_lora_under_fsdp_over_8_holds_an_eighth_of_the_base() {
+    let c = preset(
+        "llama-3.1-8b",
+        &[
+            "--lora_rank=16",
+            "--world_size=8",
+            "--parallelism=fsdp",
+            "--batch_size=1",
+            "--block_size=2048",
+            "--dtype=bfloat16",
+            "--activation_checkpointing=True",
+        ],
+    );
+    let base: u64 = 32 * 218_112_000 + 1_050_677_248;
+    assert_eq!(base, 8_030_261_248);
+    assert_eq!(base_params(&c), base);
+    let adapters: u64 = 32 * (16 * (4096 + 4096) + 16 * (4096 + 1024));
+    assert_eq!(lora_params(&c), adapters);
+    let tl = run(&c);
+    let params = live_before(&tl, Phase::Forward, &[Category::Parameters]);
+    assert_eq!(params, 2 * base / 8 + 4 * adapters / 8);
+    // torch AdamW per adapter FlatParameter (32 layers · 2 targets · A, B = 128 of them): a
+    // 4-byte step and two fp32 moments.
+    let adamw = live_before(&tl, Phase::EvalAfterStep, &[Category::Optimizer]);
+    assert_eq!(adamw, 128 * 4 + 2 * 4 * adapters / 8);
+}

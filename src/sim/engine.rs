@@ -97,6 +97,7 @@ impl Engine {
             tl: Timeline {
                 tensors: Vec::with_capacity(4096),
                 events: Vec::with_capacity(16384),
+                host_bytes: 0,
             },
             rc: Vec::with_capacity(4096),
             fused_inputs: HashMap::new(),
@@ -257,6 +258,12 @@ impl Engine {
                 );
             }
         }
+    }
+
+    /// `elements` of `dtype` kept in host memory by an offloading engine (Timeline::host_bytes).
+    pub fn host(&mut self, elements: u64, dtype: DType) {
+        let bytes = elements.saturating_mul(dtype.size());
+        self.tl.host_bytes = self.tl.host_bytes.saturating_add(bytes);
     }
 
     // --- parameters ---

@@ -52,6 +52,14 @@ fn zero2_offload_keeps_only_the_bf16_module_and_buffers() {
     let plain = run(&cfg(&["--world_size=2", "--parallelism=zero2"]));
     let kept = |tl| live_before(tl, Phase::Forward, &[Category::Optimizer]);
     assert_eq!(kept(&plain) - kept(&tl), 12 * (DECAY / 2 + NO_DECAY / 2));
+    // The host: per group the fp32 partition, its fp32 gradient and two fp32 moments (16
+    // bytes an element), temp_grad_buffer_for_cpu_offload (wte's 128000 in bf16), and, as
+    // the first of 4 micro-steps accumulates, a bf16 buffer of every parameter that reaches
+    // into rank 0's partition: wte, wpe, layer 0's c_attn, attn.c_proj, c_fc (291840) and
+    // layer 0's two norms and layer 1's ln_1 (384).
+    let host = 16 * (DECAY / 2 + NO_DECAY / 2) + 2 * 128_000 + 2 * (291_840 + 384);
+    assert_eq!(tl.host_bytes, host);
+    assert_eq!(plain.host_bytes, 0);
 }
 
 /// ZeRO-3 + offload_optimizer + offload_param over 2 ranks: only the persistent parameters
@@ -73,6 +81,10 @@ fn zero3_offload_keeps_persistent_parameters_and_the_bucket() {
         bytes(&tl, &named(&tl, "zero", "ipg_bucket_flat_buffer")),
         vec![2 * 500_000_000]
     );
+    // The host: the bf16 partitions (every parameter has an even size: Ψ / 2 elements), and
+    // per partition element 16 bytes of fp32 master, gradient and moments plus the bf16
+    // gradient partition.
+    assert_eq!(tl.host_bytes, (2 + 16 + 2) * (PSI / 2));
     // The root unit gathers wte when it runs: 128000 bf16.
     let gathered = named(&tl, "fsdp", "gathered_params");
     assert!(gathered.iter().all(|&i| tl.tensors[i].bytes == 2 * 128_000));
@@ -112,4 +124,33 @@ fn fsdp_offload_moves_shards_to_the_device_only_for_gathers() {
     for g in named(&tl, "fsdp", "grad_shard") {
         assert_eq!(freed_in(&tl, g), Some(Phase::Backward));
     }
+    // The host: each fp32 shard (4 · 49216 + 40224 = 237088 elements), its pinned
+    // `_cpu_grad` and AdamW's two moments, and a 4-byte step per flat parameter.
+    assert_eq!(tl.host_bytes, 4 * 4 * (4 * (BLOCK / 4) + ROOT / 4) + 5 * 4);
+}
+
+/// `check` says how much CPU RAM the offloaded state takes, apart from the GPU figures.
+#[test]
+fn check_reports_host_memory_beside_the_gpu_figures() {
+    let args = |extra: &'static [&'static str]| -> Vec<&'static str> {
+        let mut a = vec![
+            "check",
+            "--model",
+            "gpt2",
+            "--world_size=2",
+            "--parallelism=zero2",
+            "--gradient_accumulation_steps=2",
+        ];
+        a.extend_from_slice(extra);
+        a
+    };
+    let (code, out, err) = crate::support::cli::vramplan(&args(&["--offload_optimizer=True"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Host memory: "), "{out}");
+    let (_, out, _) = crate::support::cli::vramplan(&args(&[]));
+    assert!(!out.contains("Host memory"), "{out}");
+    let (_, json, _) =
+        crate::support::cli::vramplan(&args(&["--offload_optimizer=True", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["ranks"]["host_bytes"].as_u64().unwrap() > 0, "{json}");
 }

@@ -148,7 +148,13 @@ pub(super) fn build(e: &mut Engine, wrap: Wrap) -> Vec<Unit> {
                 unit.frozen_shard = shard_of(total, world);
                 unit.frozen_padded = unit.frozen_shard * world;
             }
-            if !offload {
+            if offload {
+                // On the host: the shards, the pinned `_cpu_grad` of each trainable one, and
+                // torch AdamW's state there (a 4-byte step and two moments per flat parameter).
+                e.host(unit.shard.saturating_mul(4), shard_dtype);
+                e.host(4 * unit.flat_shards.len() as u64, DType::U8);
+                e.host(unit.frozen_shard, unit.frozen_dtype);
+            } else {
                 keep_shard(e, "fsdp_shard", unit.shard, shard_dtype);
                 keep_shard(e, "fsdp_frozen_shard", unit.frozen_shard, unit.frozen_dtype);
             }

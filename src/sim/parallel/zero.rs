@@ -125,7 +125,7 @@ impl Zero {
                     in_partition.push(p);
                 }
                 let end = (offset + numel(e, p)).min(partition);
-                pieces.push((p, end.saturating_sub(offset)));
+                pieces.push((p, end.saturating_sub(offset), numel(e, p)));
                 offset += numel(e, p);
             }
             groups.push(Group {
@@ -156,8 +156,8 @@ impl Zero {
             }
         }
         let offload = offload.then(|| {
-            let largest = groups.iter().flat_map(|g| &g.params).map(|&p| numel(e, p));
-            Offload::build(e, pieces, largest.max().unwrap_or(0), dtype)
+            let partitions: Vec<u64> = groups.iter().map(|g| g.partition).collect();
+            Offload::build(e, pieces, &partitions, dtype)
         });
         // initialize_optimizer_states: zero fp32 gradients, one step, gradients dropped
         // (kept on the host with offload).

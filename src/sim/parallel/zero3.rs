@@ -50,7 +50,9 @@ impl Zero3 {
         for params in param_groups(e) {
             let part: u64 = params.iter().map(|&p| numel(e, p).div_ceil(world)).sum();
             // offload_param: `_create_param_groups_fp16_flat_cpu_memory` holds them.
-            if !offload_params {
+            if offload_params {
+                e.host(part, dtype);
+            } else {
                 partition(e, "ds_partitions", part, dtype);
             }
             groups.push(part);
@@ -62,9 +64,14 @@ impl Zero3 {
         let frozen: Vec<usize> = (0..e.params.len())
             .filter(|&p| !e.params[p].requires_grad)
             .collect();
-        if let (Some(&first), false) = (frozen.first(), offload_params) {
+        if let Some(&first) = frozen.first() {
             let part = frozen.iter().map(|&p| numel(e, p).div_ceil(world)).sum();
-            partition(e, "ds_frozen_partitions", part, e.dtype(e.params[first].t));
+            let stored = e.dtype(e.params[first].t);
+            if offload_params {
+                e.host(part, stored);
+            } else {
+                partition(e, "ds_frozen_partitions", part, stored);
+            }
         }
         // Persistent parameters: whole on every rank (on the device even with offload_param).
         for p in 0..e.params.len() {
@@ -114,6 +121,12 @@ impl Zero3 {
             Category::Communication,
         );
         if !on_device {
+            // On the host: per group the fp32 partition, its fp32 gradient (the optimizer's
+            // `subgroup_gradient_buffer`) and DeepSpeedCPUAdam's two fp32 moments; the
+            // gradient partitions in the gradient-accumulation dtype, which is the model's
+            // under ZeRO (engine.py, `get_data_types`).
+            e.host(total.saturating_mul(4), DType::F32);
+            e.host(total, dtype);
             return;
         }
         e.alloc(

@@ -23,23 +23,34 @@ use crate::sim::timeline::{Category, Name, Shape};
 pub(super) struct Offload {
     /// `temp_grad_buffer_for_gpu_offload`, alive for the run.
     _temp: T,
-    /// Elements of each trainable parameter that lie in rank 0's partition (`grad_position`).
-    pieces: Vec<(usize, u64)>,
+    /// Each trainable parameter, its elements in rank 0's partition (`grad_position`) and
+    /// its whole size.
+    pieces: Vec<(usize, u64, u64)>,
     /// Parameters whose gradients are in the reduce bucket.
     bucket: Vec<usize>,
     /// This backward ends the accumulation (`is_gradient_accumulation_boundary`).
     pub boundary: bool,
+    dtype: DType,
+    /// `accumulated_grads_in_cpu` has been made (the first accumulating micro-step).
+    accumulating: bool,
 }
 
 impl Offload {
-    /// `pieces`: (parameter, its elements in rank 0's partition); `largest`: the largest
-    /// trainable parameter's elements; `dtype`: the module's.
+    /// `pieces`: (parameter, its elements in rank 0's partition, its elements);
+    /// `partitions`: each group's partition; `dtype`: the module's. The host keeps per group
+    /// the fp32 partition, its fp32 gradient and DeepSpeedCPUAdam's two fp32 moments, and
+    /// `temp_grad_buffer_for_cpu_offload` (the largest parameter in `dtype`).
     pub(super) fn build(
         e: &mut Engine,
-        pieces: Vec<(usize, u64)>,
-        largest: u64,
+        pieces: Vec<(usize, u64, u64)>,
+        partitions: &[u64],
         dtype: DType,
     ) -> Self {
+        let largest = pieces.iter().map(|p| p.2).max().unwrap_or(0);
+        for &part in partitions {
+            e.host(part.saturating_mul(4), DType::F32);
+        }
+        e.host(largest, dtype);
         let temp = e.alloc(
             Name::top("zero", "temp_grad_buffer_for_gpu_offload"),
             Shape::new(&[largest]),
@@ -51,6 +62,8 @@ impl Offload {
             pieces,
             bucket: Vec::new(),
             boundary: true,
+            dtype,
+            accumulating: false,
         }
     }
 
@@ -61,9 +74,16 @@ impl Offload {
 
     /// `reduce_ipg_grads` → `copy_grads_in_partition`: at the boundary, each slice in rank
     /// 0's partition upcast to fp32 on the device and copied to the host.
+    /// Before the boundary, `async_accumulate_grad_in_cpu_via_gpu` keeps a host buffer of the
+    /// whole parameter (`buffer_to_accumulate_to_in_cpu`) for each one in the partition.
     pub(super) fn copy_out(&mut self, e: &mut Engine) {
+        if !self.boundary && !self.accumulating {
+            self.accumulating = true;
+            let whole: u64 = self.pieces.iter().filter(|p| p.1 > 0).map(|p| p.2).sum();
+            e.host(whole, self.dtype);
+        }
         for p in std::mem::take(&mut self.bucket) {
-            let Some(&(_, n)) = self.pieces.iter().find(|(q, _)| *q == p) else {
+            let Some(&(_, n, _)) = self.pieces.iter().find(|q| q.0 == p) else {
                 continue;
             };
             if self.boundary && n > 0 {

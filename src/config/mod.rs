@@ -23,6 +23,7 @@ pub mod presets;
 mod pyexpr;
 mod pylex;
 pub mod registry;
+pub(crate) mod sharded;
 mod toml_file;
 pub mod transformers;
 pub mod validate;
@@ -211,6 +212,14 @@ pub struct TrainConfig {
     /// DDP(gradient_as_bucket_view=True): `.grad` become views into the Reducer's buckets.
     #[serde(default)]
     pub ddp_bucket_view: bool,
+    /// ZeRO-Offload (`zero_optimization.offload_optimizer.device = 'cpu'`): fp32 master
+    /// partitions, optimizer state and fp32 gradient partitions in host memory.
+    #[serde(default)]
+    pub offload_optimizer: bool,
+    /// ZeRO-3's `offload_param.device = 'cpu'`, or FSDP's `CPUOffload(offload_params=True)`:
+    /// the sharded parameters (and under FSDP their gradients and the optimizer) on the host.
+    #[serde(default)]
+    pub offload_params: bool,
     // --- architectures beyond nanoGPT's GPT (Hugging Face config.json names in brackets) ---
     /// The decoder: nanoGPT's GPT or a Hugging Face architecture [model_type].
     #[serde(default)]
@@ -330,6 +339,8 @@ impl Default for TrainConfig {
             world_size: 1,
             parallelism: Parallelism::Ddp,
             ddp_bucket_view: false,
+            offload_optimizer: false,
+            offload_params: false,
             model_type: ModelType::Gpt2,
             n_kv_head: None,
             head_dim: None,

@@ -147,6 +147,8 @@ pub const KEYS: &[KeySpec] = &[
     field("alloc_conf", Ty::OptStr, false, "PYTORCH_CUDA_ALLOC_CONF, e.g. 'expandable_segments:True'"),
     field("world_size", Ty::Int, false, "number of GPUs (ranks)"),
     field("ddp_bucket_view", Ty::Bool, false, "DDP(gradient_as_bucket_view=True): gradients are views into DDP's buckets"),
+    field("offload_optimizer", Ty::Bool, false, "ZeRO-Offload (zero2/zero3): fp32 master weights, optimizer state and fp32 gradient partitions on the CPU"),
+    field("offload_params", Ty::Bool, false, "zero3: offload_param to the CPU; fsdp: CPUOffload(offload_params=True) (sharded parameters, gradients and optimizer on the CPU)"),
     field("parallelism", Ty::Str, false, "'ddp', 'fsdp' (FULL_SHARD), 'fsdp_grad_op' (SHARD_GRAD_OP), 'zero1', 'zero2', 'zero3' or 'tp' (tensor parallel of degree world_size)"),
     // Architectures beyond nanoGPT's GPT (src/config/model_keys.rs).
     field("model_type", Ty::Str, false, "'gpt2' (nanoGPT's GPT), or Hugging Face's 'llama', 'mistral', 'qwen2', 'gemma', 'gpt_neox'"),
@@ -279,6 +281,8 @@ pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
         "checkpoint_every" => int(cfg.checkpoint_every),
         "use_reentrant" => cfg.use_reentrant.map_or(Value::None, Value::Bool),
         "ddp_bucket_view" => Value::Bool(cfg.ddp_bucket_view),
+        "offload_optimizer" => Value::Bool(cfg.offload_optimizer),
+        "offload_params" => Value::Bool(cfg.offload_params),
         "optimizer" => s(cfg.optimizer.as_str()),
         "eval_batch_size" => cfg.eval_batch_size.map_or(Value::None, int),
         "loss" => s(cfg.loss.as_str()),
@@ -327,6 +331,8 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
         "flash" => cfg.flash = boolean(v),
         "activation_checkpointing" => cfg.activation_checkpointing = boolean(v),
         "ddp_bucket_view" => cfg.ddp_bucket_view = boolean(v),
+        "offload_optimizer" => cfg.offload_optimizer = boolean(v),
+        "offload_params" => cfg.offload_params = boolean(v),
         "init_from" => cfg.init_from = string(v),
         "dataset" => cfg.dataset = string(v),
         "dtype" => {

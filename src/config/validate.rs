@@ -161,14 +161,7 @@ fn combinations(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
             cfg.world_size
         )));
     }
-    let adapters = cfg.lora_rank > 0 || cfg.quantization != super::Quantization::None;
-    if cfg.world_size > 1 && adapters && cfg.parallelism != super::Parallelism::Ddp {
-        return Err(Error::new(format!(
-            "{}parallelism = '{}': expected 'ddp' for LoRA/QLoRA runs (sharding frozen and quantized weights with FSDP or ZeRO is not modelled)",
-            blame.at("parallelism"),
-            cfg.parallelism.as_str()
-        )));
-    }
+    super::sharded::validate(cfg, blame)?;
     pure_precision(cfg, blame)?;
     sharded_optimizer(cfg, blame)?;
     if let Some(expected) = cfg.transformers_version.refusal(cfg.model_type) {

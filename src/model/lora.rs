@@ -24,7 +24,7 @@
 //! bitsandbytes LoRA layer then clones that result ("defensively", as its comment says) and,
 //! under autocast, feeds `x` to the adapters without its fp32 cast.
 
-use crate::config::{Mode, Precision, Quantization, TrainConfig};
+use crate::config::{Mode, Parallelism, Precision, Quantization, TrainConfig};
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, V};
 use crate::sim::ops::{self, quant::QuantWeight};
@@ -55,6 +55,9 @@ pub struct Params {
     base: DType,
     quantization: Quantization,
     double_quant: bool,
+    /// Under ZeRO or FSDP the frozen weights bitsandbytes leaves unquantized stay in the
+    /// half dtype (see `weight`).
+    sharded: bool,
 }
 
 impl Params {
@@ -71,6 +74,7 @@ impl Params {
             },
             quantization: cfg.quantization,
             double_quant: cfg.double_quant,
+            sharded: !matches!(cfg.parallelism, Parallelism::Ddp | Parallelism::Tp),
         }
     }
 
@@ -80,8 +84,13 @@ impl Params {
         if self.all_frozen {
             // Inference: loaded with torch_dtype; bitsandbytes leaves the rest in that dtype.
             e.add_param_as(name, dims, decay, self.base, false)
-        } else if self.quantization != Quantization::None {
+        } else if self.quantization != Quantization::None && !self.sharded {
             // prepare_model_for_kbit_training: what bitsandbytes left unquantized goes fp32.
+            // Not under ZeRO or FSDP: DeepSpeed's engine casts the whole module to the half
+            // dtype (runtime/engine.py, `_configure_distributed_model`: `module.bfloat16()`),
+            // FSDP flattens only tensors of one dtype (`_flat_param.py`,
+            // `_validate_tensors_to_flatten`) and TRL skips the fp32 cast for sharded QLoRA
+            // (trl/trainer/sft_trainer.py, `is_sharded_qlora`).
             e.add_param_as(name, dims, decay, DType::F32, false)
         } else if self.lora_rank > 0 {
             e.add_param_as(name, dims, decay, self.base, false)
@@ -145,7 +154,10 @@ pub fn forward(e: &mut Engine, x: V, p: Proj, layer: Option<u32>, module: &'stat
         return result;
     };
     let name = |what| Name::at(layer, module, what);
-    let x32 = ops::to_dtype(e, x, DType::F32, name("lora_input_fp32"));
+    // `_cast_input_dtype(x, lora_A.weight.dtype)`: fp32 for PEFT's upcast adapters; the half
+    // dtype where ZeRO's module or FSDP's gathered flat parameters hold them (a no-op then).
+    let to = e.dtype(e.params[adapters.0].t);
+    let x32 = ops::to_dtype(e, x, to, name("lora_input_fp32"));
     adapters_forward(e, result, x32, adapters, p.dropout, (layer, module))
 }
 
@@ -188,7 +200,8 @@ fn quantized_forward(
         e.retain(x.t);
         x
     } else {
-        ops::to_dtype(e, x, DType::F32, name("lora_input_fp32"))
+        let to = e.dtype(e.params[adapters.0].t);
+        ops::to_dtype(e, x, to, name("lora_input_fp32"))
     };
     adapters_forward(e, cloned, xa, adapters, p.dropout, (layer, module))
 }

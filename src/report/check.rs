@@ -179,6 +179,8 @@ pub struct RanksReport {
     pub rank: u64,
     /// gradient_accumulation_steps / world_size: the micro-steps each rank runs per step.
     pub micro_steps_per_rank: u64,
+    /// Host memory one rank's offloading engine keeps (0 without offload; not GPU memory).
+    pub host_bytes: u64,
 }
 
 /// Simulate `cfg` on the budget's card (None: figures without a verdict) and report.
@@ -265,6 +267,7 @@ pub fn build_from(cfg: &TrainConfig, run: &Run, budget: Option<&Budget>) -> Resu
                 parallelism: cfg.parallelism.as_str(),
                 rank: 0,
                 micro_steps_per_rank: crate::sim::parallel::micro_steps(cfg),
+                host_bytes: run.timeline.host_bytes,
             },
         ),
     })

@@ -145,6 +145,13 @@ pub fn render(r: &CheckReport, style: Style) -> String {
             k.parallelism,
             crate::units::count(k.micro_steps_per_rank, "micro-step")
         );
+        if k.host_bytes > 0 {
+            let _ = writeln!(
+                out,
+                "Host memory: {} of CPU RAM per rank for the offloaded state (not in the GPU figures)",
+                style.b(k.host_bytes)
+            );
+        }
     }
     if let Some(g) = &r.gpu {
         let _ = writeln!(

@@ -81,6 +81,9 @@ pub struct Engine {
     /// Some(dtype): parameters are views into flat buffers the multi-GPU policy owns
     /// (DeepSpeed's flattened bf16 groups, FSDP's flat parameters): no storage of their own.
     pub param_view: Option<DType>,
+    /// Frozen parameters are views too (FSDP's flat parameters and ZeRO-3's partitions hold
+    /// every module parameter, frozen or not): they keep their own dtype but no storage.
+    pub frozen_view: bool,
     /// The dtype of trainable parameters (`add_param`): fp32 master weights under mixed
     /// precision, `dtype` itself under `precision_mode = 'pure'` (see `sim::amp`).
     pub param_dtype: DType,
@@ -94,6 +97,7 @@ impl Engine {
             tl: Timeline {
                 tensors: Vec::with_capacity(4096),
                 events: Vec::with_capacity(16384),
+                host_bytes: 0,
             },
             rc: Vec::with_capacity(4096),
             fused_inputs: HashMap::new(),
@@ -113,6 +117,7 @@ impl Engine {
             kv: None,
             dist: super::parallel::Dist::single(),
             param_view: None,
+            frozen_view: false,
             param_dtype: DType::F32,
             reentrant_checkpoint: false,
         }
@@ -255,6 +260,12 @@ impl Engine {
         }
     }
 
+    /// `elements` of `dtype` kept in host memory by an offloading engine (Timeline::host_bytes).
+    pub fn host(&mut self, elements: u64, dtype: DType) {
+        let bytes = elements.saturating_mul(dtype.size());
+        self.tl.host_bytes = self.tl.host_bytes.saturating_add(bytes);
+    }
+
     // --- parameters ---
 
     /// A trainable parameter in the run's parameter dtype (an fp32 master weight under mixed
@@ -278,6 +289,9 @@ impl Engine {
             // A view's bytes belong to the flat buffer it points into.
             Some(view) if requires_grad => {
                 self.alloc_bytes(name, shape, view, 0, Category::Parameters)
+            }
+            _ if self.frozen_view && !requires_grad => {
+                self.alloc_bytes(name, shape, dtype, 0, Category::Parameters)
             }
             _ => self.alloc(name, shape, dtype, Category::Parameters),
         };

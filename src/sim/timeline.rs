@@ -258,6 +258,10 @@ pub struct Event {
 pub struct Timeline {
     pub tensors: Vec<TensorRecord>,
     pub events: Vec<Event>,
+    /// Host (pinned CPU) memory rank 0's offloading engine holds for the run: ZeRO-Offload's
+    /// master weights, optimizer state and gradient partitions, FSDP's CPU shards. Not GPU
+    /// memory: no event, no share of any peak.
+    pub host_bytes: u64,
 }
 
 impl Timeline {

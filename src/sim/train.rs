@@ -94,7 +94,7 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
             e.release(x);
             e.release(y);
             (x, y) = (nx, ny);
-            parallel::before_backward(&mut e);
+            parallel::before_backward(&mut e, micro + 1 == micro_steps);
             // `scaler.scale(loss).backward()`: the product is a temporary of the statement.
             match scaler.as_mut() {
                 Some(s) => {

@@ -290,17 +290,32 @@ fn combinations_without_a_policy_are_refused_not_guessed() {
         e.contains("world_size = 2: expected 1 with mode = 'inference'"),
         "{e}"
     );
+    // LoRA shards under FSDP and ZeRO now; LLM.int8()'s weights cannot be sharded.
     let e = err(
         "llama-3.2-1b",
         &[
             "--lora_rank=8",
+            "--quantization=int8",
             "--world_size=2",
             "--parallelism=fsdp",
             "--gradient_accumulation_steps=2",
         ],
     );
     assert!(
-        e.contains("parallelism = 'fsdp': expected 'ddp' for LoRA/QLoRA runs"),
+        e.contains("quantization = 'int8': expected 'nf4' or 'fp4' with parallelism = 'fsdp'"),
+        "{e}"
+    );
+    let e = err(
+        "llama-3.2-1b",
+        &[
+            "--world_size=2",
+            "--parallelism=fsdp",
+            "--offload_optimizer=True",
+            "--gradient_accumulation_steps=2",
+        ],
+    );
+    assert!(
+        e.contains("offload_optimizer = True: expected parallelism = 'zero2' or 'zero3'"),
         "{e}"
     );
     // DDP with LoRA is what people run, and it is simulated.

@@ -192,9 +192,14 @@ fn bad_framework_files_are_one_line_naming_the_key() {
         "{err}"
     );
 
-    let p = temp("offload.yml", "base_model: meta-llama/Llama-3.2-1B\nfsdp:\n  - full_shard\nfsdp_config:\n  fsdp_offload_params: true\n");
+    let p = temp("fsdp2.yml", "base_model: meta-llama/Llama-3.2-1B\nfsdp:\n  - full_shard\nfsdp_config:\n  fsdp_version: 2\n");
     let err = refused(&["check", &p]);
-    assert!(err.contains("offload.yml:5: fsdp_offload_params = true: FSDP CPU offload changes memory and is not modelled"), "{err}");
+    assert!(
+        err.contains(
+            "fsdp2.yml:5: fsdp_version = 2: FSDP2 (fully_shard) changes memory and is not modelled"
+        ),
+        "{err}"
+    );
 
     let p = temp(
         "hub.json",
@@ -306,4 +311,68 @@ fn pure_half_precision_full_fine_tuning_is_read_as_pure() {
         Sources::default(),
     );
     assert_eq!(lora.precision_mode, vramplan::config::PrecisionMode::Mixed);
+}
+
+/// Offload read from the files people write: a ds_config's `offload_optimizer` /
+/// `offload_param` with device 'cpu', accelerate's DeepSpeed plugin devices, and accelerate's
+/// FSDP `fsdp_offload_params`; NVMe stays refused.
+#[test]
+fn offload_is_read_from_deepspeed_and_accelerate_files() {
+    let ds = temp(
+        "ds_zero3_offload.json",
+        r#"{"bf16": {"enabled": true}, "zero_optimization": {"stage": 3,
+            "offload_optimizer": {"device": "cpu", "pin_memory": true},
+            "offload_param": {"device": "cpu", "pin_memory": true}}}"#,
+    );
+    let (c, _) = load(
+        "fixtures/frameworks/trainer_lora.json",
+        Sources {
+            deepspeed: Some(Path::new(&ds)),
+            ..Sources::default()
+        },
+    );
+    assert_eq!(c.parallelism, Parallelism::Zero3);
+    assert!(c.offload_optimizer && c.offload_params);
+
+    let acc = temp(
+        "acc_ds.yaml",
+        "distributed_type: DEEPSPEED\nnum_processes: 2\ndeepspeed_config:\n  zero_stage: 2\n  offload_optimizer_device: cpu\n  offload_param_device: none\n",
+    );
+    let (c, _) = load(
+        "fixtures/frameworks/trainer_lora.json",
+        Sources {
+            accelerate: Some(Path::new(&acc)),
+            ..Sources::default()
+        },
+    );
+    assert_eq!(c.parallelism, Parallelism::Zero2);
+    assert!(c.offload_optimizer && !c.offload_params);
+
+    let fsdp = std::fs::read_to_string("fixtures/frameworks/accelerate_fsdp.yaml")
+        .unwrap()
+        .replace("fsdp_offload_params: false", "fsdp_offload_params: true");
+    let fsdp = temp("acc_fsdp_offload.yaml", &fsdp);
+    let (c, _) = load(
+        "fixtures/frameworks/trainer_lora.json",
+        Sources {
+            accelerate: Some(Path::new(&fsdp)),
+            ..Sources::default()
+        },
+    );
+    // LoRA r=8 from the Trainer file, sharded by FSDP with CPUOffload.
+    assert_eq!((c.parallelism, c.lora_rank), (Parallelism::Fsdp, 8));
+    assert!(c.offload_params && !c.offload_optimizer);
+
+    let nvme = temp(
+        "ds_nvme.json",
+        r#"{"zero_optimization": {"stage": 3, "offload_param": {"device": "nvme"}}}"#,
+    );
+    let err = refused(&[
+        "check",
+        "fixtures/frameworks/trainer_lora.json",
+        "--deepspeed",
+        &nvme,
+    ]);
+    assert!(err.contains("offload_param"), "{err}");
+    assert!(err.contains("NVMe"), "{err}");
 }

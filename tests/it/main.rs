@@ -44,6 +44,8 @@ mod model_layers;
 mod models;
 mod models_new_types;
 mod parallel_ddp;
+mod parallel_lora;
+mod parallel_offload;
 mod parallel_shard;
 mod parallel_zero;
 mod pasted_commands;

@@ -90,8 +90,14 @@ fn deepspeed_plugin(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<
                 out.set(doc, k, "parallelism", Value::Str(p.into()));
             }
             "offload_optimizer_device" | "offload_param_device" => {
-                if doc.str(k, x)? != "none" {
-                    return Err(unsupported(doc, k, x, "ZeRO offload to CPU or NVMe"));
+                let key = match k.as_str() {
+                    "offload_optimizer_device" => "offload_optimizer",
+                    _ => "offload_params",
+                };
+                match doc.str(k, x)? {
+                    "none" => {}
+                    "cpu" => out.set(doc, k, key, Value::Bool(true)),
+                    _ => return Err(unsupported(doc, k, x, "ZeRO offload to NVMe")),
                 }
             }
             "gradient_accumulation_steps" => {

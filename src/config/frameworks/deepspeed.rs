@@ -125,8 +125,14 @@ fn zero(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<()> {
             }
             "offload_optimizer" | "offload_param" => {
                 let device = x.get("device").and_then(Json::as_str).unwrap_or("none");
-                if device != "none" {
-                    return Err(unsupported(doc, k, x, "ZeRO offload to CPU or NVMe"));
+                let key = match k.as_str() {
+                    "offload_optimizer" => "offload_optimizer",
+                    _ => "offload_params",
+                };
+                match device {
+                    "none" => {}
+                    "cpu" => out.set(doc, k, key, Value::Bool(true)),
+                    _ => return Err(unsupported(doc, k, x, "ZeRO offload to NVMe")),
                 }
             }
             name => {

@@ -8,7 +8,8 @@ use crate::config::value::Value;
 use crate::error::Result;
 use serde_json::Value as Json;
 
-/// `fsdp`: "full_shard auto_wrap" (or a list); offload and hybrid sharding are not modelled.
+/// `fsdp`: "full_shard auto_wrap" (or a list, "offload" for CPUOffload); hybrid sharding is not
+/// modelled.
 pub(super) fn fsdp(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<()> {
     let opts = doc.strings(key, v)?;
     if opts.is_empty() {
@@ -19,6 +20,7 @@ pub(super) fn fsdp(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<(
             "full_shard" => out.set(doc, key, "parallelism", Value::Str("fsdp".into())),
             "shard_grad_op" => out.set(doc, key, "parallelism", Value::Str("fsdp_grad_op".into())),
             "auto_wrap" => {}
+            "offload" => out.set(doc, key, "offload_params", Value::Bool(true)),
             "no_shard" => out.set(doc, key, "parallelism", Value::Str("ddp".into())),
             _ => return Err(unsupported(doc, key, v, &format!("FSDP option '{o}'"))),
         }
@@ -34,10 +36,9 @@ pub(super) fn fsdp_config(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> R
     for (k, x) in m {
         let name = k.strip_prefix("fsdp_").unwrap_or(k);
         match name {
+            // CPUOffload(offload_params=True) (accelerate's FullyShardedDataParallelPlugin).
             "offload_params" | "cpu_offload" => {
-                if doc.bool(k, x)? {
-                    return Err(unsupported(doc, k, x, "FSDP CPU offload"));
-                }
+                out.set(doc, k, "offload_params", Value::Bool(doc.bool(k, x)?))
             }
             "activation_checkpointing" => out.set(
                 doc,

@@ -92,7 +92,7 @@ pub fn quantize(
                 Category::Parameters
             },
         );
-        data = e.add_param_as(name("weight"), &[n.div_ceil(2), 1], false, DType::U8, false);
+        data = packed_4bit(e, n, half, name("weight"));
         keep(e, "weight.code", &[16], DType::F32);
         if nested {
             // offset = absmax.mean(); absmax -= offset; quantize_blockwise(absmax, 256).
@@ -118,6 +118,20 @@ pub fn quantize(
         data,
         nested,
     }
+}
+
+/// The packed 4-bit weight: uint8, two weights a byte — or, where FSDP or ZeRO-3 shard it,
+/// typed as `bnb_4bit_quant_storage` = the half dtype (transformers' fsdp_qlora guide): bnb's
+/// `quantize_4bit` makes `torch.zeros(((n + 1) // mod, 1), dtype=quant_storage)` with
+/// `mod = dtype2bytes[quant_storage] * 2` (bitsandbytes/functional.py) — the same bytes in a
+/// float dtype that FlatParameter and ZeRO's partitioner flatten beside the bf16 weights.
+fn packed_4bit(e: &mut Engine, n: u64, half: DType, name: Name) -> usize {
+    let (dtype, rows) = if e.frozen_view {
+        (half, (n + 1) / (half.size() * 2))
+    } else {
+        (DType::U8, n.div_ceil(2))
+    };
+    e.add_param_as(name, &[rows, 1], false, dtype, false)
 }
 
 /// vLLM's AWQ / GPTQ / FP8 storage, loaded as the checkpoint holds it.

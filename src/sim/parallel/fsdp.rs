@@ -21,31 +21,21 @@
 //! has its gradient, autograd's flat gradient (the unit's padded size, bf16) is reduce-scattered
 //! into a bf16 shard, cast to fp32 and added into the sharded gradient; the gathered
 //! parameters go (post-backward reshard).
+//!
+//! LoRA / QLoRA (fsdp_units.rs): a block's frozen FlatParameter is gathered and resharded on
+//! the same schedule but has no gradient; its reshard after the backward comes from the
+//! reshard-only hook (`_register_post_backward_reshard_only_hook`, at the end of the unit's
+//! backward, here with the adapters' post-backward) or the final callback's catch-all.
+//! CPU offload: the shards are moved to the device for each gather, the reduced gradient
+//! shard goes to the host, and the optimizer runs there.
 
-use super::zero::FLAT_MODULE;
+use super::fsdp_units::{self, Unit, Wrap};
 use super::zero3::Zero3;
 use crate::config::OptimizerKind;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T};
+use crate::sim::optim::state_for;
 use crate::sim::timeline::{Category, Name, Shape};
-use crate::sim::train::optimizer_state;
-
-#[derive(Debug, Clone)]
-struct Unit {
-    /// Trainable parameters in it.
-    params: Vec<usize>,
-    /// Elements all-gathered for it: FSDP's padded flat parameter; ZeRO-3's parameters that
-    /// are not persistent.
-    padded: u64,
-    shard: u64,
-    /// Gradients arrived (ZeRO-3 copies them out at once).
-    arrivals: usize,
-    gathered: Option<T>,
-    /// Gradients of its parameters arrived in this backward.
-    arrived: Vec<T>,
-    grad_shard: Option<T>,
-    state: Vec<T>,
-}
 
 /// Whose sharding this is.
 #[derive(Debug, Clone)]
@@ -61,50 +51,42 @@ pub(super) struct Fsdp {
     /// MixedPrecision's param_dtype (= reduce_dtype).
     dtype: DType,
     kind: OptimizerKind,
+    /// FSDP's CPUOffload(offload_params=True): shards, sharded gradients and the optimizer on
+    /// the host.
+    offload: bool,
+    /// The trainable flat parameters' dtype (fsdp_units.rs, `Wrap::shard_dtype`).
+    shard_dtype: DType,
     /// Blocks 0..n_layer, then the root.
     units: Vec<Unit>,
 }
 
 impl Fsdp {
-    /// Wrapping: each unit flattened and sharded; rank 0 keeps its fp32 shard.
-    pub(super) fn build(e: &mut Engine, full_shard: bool, kind: OptimizerKind) -> Fsdp {
-        let world = e.dist.world;
-        let units = units(e)
-            .into_iter()
-            .map(|params| {
-                let numel: u64 = params
-                    .iter()
-                    .map(|&p| e.params[p].shape.numel().unwrap_or(0))
-                    .sum();
-                let padded = numel.div_ceil(world) * world;
-                let shard = padded / world;
-                e.alloc(
-                    Name::top(FLAT_MODULE, "fsdp_shard"),
-                    Shape::new(&[shard]),
-                    DType::F32,
-                    Category::Parameters,
-                );
-                Unit::new(params, padded, shard)
-            })
-            .collect();
+    /// Wrapping (fsdp_units.rs): each unit flattened and sharded.
+    pub(super) fn build(e: &mut Engine, full_shard: bool, kind: OptimizerKind, wrap: Wrap) -> Fsdp {
+        let units = fsdp_units::build(e, wrap);
         Fsdp {
             layout: Layout::Fsdp,
             reshard_after_forward: full_shard,
             dtype: super::module_dtype(e),
             kind,
+            offload: wrap.offload,
+            shard_dtype: wrap.shard_dtype,
             units,
         }
     }
 
     /// DeepSpeed ZeRO-3: its partitions and buffers, and the same units to gather (each
-    /// unit's non-persistent parameters, released after the unit's forward).
-    pub(super) fn build_zero3(e: &mut Engine, kind: OptimizerKind) -> Fsdp {
-        let z = Zero3::build(e, kind);
-        let units = units(e)
+    /// unit's non-persistent parameters, frozen ones too, released after the unit's forward).
+    pub(super) fn build_zero3(e: &mut Engine, kind: OptimizerKind, z: Zero3) -> Fsdp {
+        let units = fsdp_units::members(e)
             .into_iter()
-            .map(|params| {
-                let gathered = params.iter().map(|&p| z.gathered_numel(e, p)).sum();
-                Unit::new(params, gathered, 0)
+            .map(|(params, frozen)| {
+                let gathered = params
+                    .iter()
+                    .chain(&frozen)
+                    .map(|&p| z.gathered_numel(e, p))
+                    .sum();
+                Unit::new(params, gathered, Vec::new())
             })
             .collect();
         Fsdp {
@@ -112,39 +94,9 @@ impl Fsdp {
             reshard_after_forward: true,
             dtype: super::module_dtype(e),
             kind,
+            offload: false,
+            shard_dtype: DType::F32,
             units,
-        }
-    }
-}
-
-/// Trainable parameters per unit: blocks 0..n_layer (by their layer), then the root.
-fn units(e: &Engine) -> Vec<Vec<usize>> {
-    let layers = e
-        .params
-        .iter()
-        .filter_map(|p| p.name.layer)
-        .max()
-        .map_or(0, |l| l as usize + 1);
-    let mut members: Vec<Vec<usize>> = vec![Vec::new(); layers + 1];
-    for (p, param) in e.params.iter().enumerate() {
-        if param.requires_grad {
-            members[param.name.layer.map_or(layers, |l| l as usize)].push(p);
-        }
-    }
-    members
-}
-
-impl Unit {
-    fn new(params: Vec<usize>, padded: u64, shard: u64) -> Unit {
-        Unit {
-            params,
-            padded,
-            shard,
-            arrivals: 0,
-            gathered: None,
-            arrived: Vec::new(),
-            grad_shard: None,
-            state: Vec::new(),
         }
     }
 }
@@ -155,36 +107,92 @@ impl Fsdp {
         layer.map_or(root, |l| (l as usize).min(root))
     }
 
-    /// All-gather a unit (no-op if it is gathered).
+    /// All-gather a unit (no-op if it is gathered): its trainable flat parameter in
+    /// param_dtype, its frozen one in the storage dtype.
     fn unshard(&mut self, e: &mut Engine, u: usize) {
-        if self.units[u].gathered.is_some() || self.units[u].padded == 0 {
+        let unit = &self.units[u];
+        if !unit.gathered.is_empty() || unit.padded + unit.frozen_padded == 0 {
             return;
         }
-        let (shard, padded) = (self.units[u].shard, self.units[u].padded);
-        // FSDP casts the local fp32 shard to param_dtype for the all-gather, freed once it is
-        // done; ZeRO-3's partitions are bf16 already.
-        let fsdp_mp = matches!(self.layout, Layout::Fsdp) && self.dtype != DType::F32;
-        let mp_shard = fsdp_mp.then(|| {
+        let (shard, padded) = (unit.shard, unit.padded);
+        let (frozen_shard, frozen_padded, frozen_dtype) =
+            (unit.frozen_shard, unit.frozen_padded, unit.frozen_dtype);
+        let fsdp = matches!(self.layout, Layout::Fsdp);
+        let mut kept = Vec::new();
+        // The block's frozen FlatParameter first (its pre-forward hook runs before those of
+        // the adapter units inside it).
+        let parts = [
+            (
+                frozen_padded,
+                frozen_shard,
+                frozen_dtype,
+                "gathered_frozen_params",
+            ),
+            (padded, shard, self.shard_dtype, "gathered_params"),
+        ];
+        for (padded, shard, stored, what) in parts {
+            if padded == 0 {
+                continue;
+            }
+            let (temp, keep) = if fsdp {
+                self.stage_shard(e, shard, stored)
+            } else {
+                (None, None)
+            };
+            kept.extend(keep);
+            // ZeRO-3's partitions are in the module's dtype; FSDP's frozen flat parameter
+            // gathers in its storage dtype (param_dtype equals it: no cast).
+            let dtype = if stored == DType::F32 {
+                self.dtype
+            } else {
+                stored
+            };
+            kept.push(e.alloc(
+                Name::top("fsdp", what),
+                Shape::new(&[padded]),
+                dtype,
+                Category::Communication,
+            ));
+            if let Some(t) = temp {
+                e.release(t);
+            }
+        }
+        self.units[u].gathered = kept;
+    }
+
+    /// What FSDP's all-gather reads on the device (`FlatParamHandle.pre_unshard`): the local
+    /// shard cast to param_dtype (`_use_low_precision_shard`: `_mp_shard.copy_(_local_shard
+    /// .to(device))`, the `.to` an fp32 device copy when the shard is offloaded), a temporary
+    /// freed after the all-gather (`_free_low_precision_sharded_param`); without a cast and
+    /// with CPU offload, the shard moved to the device (`flat_param_to(device)`), the flat
+    /// parameter's data until the reshard. Returns (temporary, kept).
+    fn stage_shard(&self, e: &mut Engine, shard: u64, stored: DType) -> (Option<T>, Option<T>) {
+        let shape = Shape::new(&[shard]);
+        let to_device = self.offload.then(|| {
             e.alloc(
-                Name::top("fsdp", "mp_shard"),
-                Shape::new(&[shard]),
-                self.dtype,
+                Name::top("fsdp", "offloaded_shard_on_device"),
+                shape,
+                stored,
                 Category::Communication,
             )
         });
-        self.units[u].gathered = Some(e.alloc(
-            Name::top("fsdp", "gathered_params"),
-            Shape::new(&[padded]),
+        if stored == self.dtype {
+            return (None, to_device);
+        }
+        let mp = e.alloc(
+            Name::top("fsdp", "mp_shard"),
+            shape,
             self.dtype,
             Category::Communication,
-        ));
-        if let Some(m) = mp_shard {
-            e.release(m);
+        );
+        if let Some(t) = to_device {
+            e.release(t);
         }
+        (Some(mp), None)
     }
 
     fn reshard(&mut self, e: &mut Engine, u: usize) {
-        if let Some(g) = self.units[u].gathered.take() {
+        for g in std::mem::take(&mut self.units[u].gathered) {
             e.release(g);
         }
     }
@@ -266,24 +274,37 @@ impl Fsdp {
             Category::Gradients,
         );
         e.release(flat);
-        // Upcast to fp32 (a new tensor unless it is fp32 already), kept or added in.
-        let fp32 = if self.dtype == DType::F32 {
+        // Cast to the parameter's dtype (`_cast_grad_to_param_dtype`: fp32, a new tensor unless
+        // it is that dtype already), kept or added in.
+        let fp32 = if self.dtype == self.shard_dtype {
             reduced
         } else {
             let t = e.alloc(
                 Name::top("fsdp", "grad_shard"),
                 Shape::new(&[shard]),
-                DType::F32,
+                self.shard_dtype,
                 Category::Gradients,
             );
             e.release(reduced);
             t
         };
         match self.units[u].grad_shard {
+            // CPUOffload: `_post_reduce_grad` copies the shard into the pinned `_cpu_grad`,
+            // and the device gradient goes.
+            _ if self.offload => e.release(fp32),
             None => self.units[u].grad_shard = Some(fp32),
             Some(_) => e.release(fp32),
         }
         self.reshard(e, u);
+    }
+
+    /// The end of the backward (`_post_backward_final_callback` → `_catch_all_reshard`):
+    /// units whose post-backward hook never ran — frozen ones, whose reshard-only hook waits
+    /// on inputs that need no gradient, like the root's token ids — are resharded.
+    pub(super) fn end_of_backward(&mut self, e: &mut Engine) {
+        for u in 0..self.units.len() {
+            self.reshard(e, u);
+        }
     }
 
     /// The optimizer on the shards (state at the first step), then zero_grad(set_to_none).
@@ -292,11 +313,15 @@ impl Fsdp {
             z.step(e);
             return;
         }
-        for u in 0..self.units.len() {
-            if self.units[u].grad_shard.is_some() && self.units[u].state.is_empty() {
-                let shape = Shape::new(&[self.units[u].shard]);
-                self.units[u].state =
-                    optimizer_state(e, Name::top("fsdp", ""), shape, self.kind, true);
+        // CPUOffload: the optimizer steps on the host shards; its state is there too.
+        for unit in self.units.iter_mut().filter(|_| !self.offload) {
+            if unit.grad_shard.is_some() && unit.state.is_empty() {
+                for &shard in &unit.flat_shards {
+                    let shape = Shape::new(&[shard]);
+                    let name = Name::top("fsdp", "");
+                    let state = state_for(e, name, shape, self.shard_dtype, self.kind, true);
+                    unit.state.extend(state);
+                }
             }
         }
         for unit in &mut self.units {

@@ -25,8 +25,10 @@
 
 mod ddp;
 mod fsdp;
+mod fsdp_units;
 mod zero;
 mod zero3;
+mod zero_offload;
 
 use super::autograd::Edge;
 use super::dtype::DType;
@@ -132,6 +134,9 @@ pub fn setup(e: &mut Engine, cfg: &TrainConfig) {
     {
         e.param_view = Some(module_dtype(e));
     }
+    // FSDP's flat parameters and ZeRO-3's partitions hold the frozen parameters too.
+    e.frozen_view =
+        cfg.parallelism == Parallelism::Zero3 || fsdp_strategy(cfg.parallelism).is_some();
 }
 
 /// After the model is on the device: DDP's construction, or DeepSpeed's optimizer's.
@@ -140,13 +145,23 @@ pub fn after_build(e: &mut Engine, cfg: &TrainConfig) {
         return;
     }
     if let Some(stage) = zero::stage(e.dist.mode) {
-        let z = zero::Zero::build(e, stage, cfg.optimizer);
+        let z = zero::Zero::build(e, stage, cfg.optimizer, cfg.offload_optimizer);
         e.dist.zero = Some(z);
     } else if e.dist.mode == Parallelism::Zero3 {
-        let f = fsdp::Fsdp::build_zero3(e, cfg.optimizer);
-        e.dist.fsdp = Some(f);
+        let offload = (cfg.offload_optimizer, cfg.offload_params);
+        let z = zero3::Zero3::build(e, cfg.optimizer, offload);
+        e.dist.fsdp = Some(fsdp::Fsdp::build_zero3(e, cfg.optimizer, z));
     } else if let Some(full_shard) = fsdp_strategy(e.dist.mode) {
-        let f = fsdp::Fsdp::build(e, full_shard, cfg.optimizer);
+        // LoRA: the Trainer wraps with PEFT's policy, each adapter its own unit.
+        let wrap = fsdp_units::Wrap {
+            per_leaf: cfg.lora_rank > 0,
+            offload: cfg.offload_params,
+            shard_dtype: match cfg.quantization.is_4bit() {
+                true => module_dtype(e),
+                false => DType::F32,
+            },
+        };
+        let f = fsdp::Fsdp::build(e, full_shard, cfg.optimizer, wrap);
         e.dist.fsdp = Some(f);
     } else {
         ddp::construct(e);
@@ -187,15 +202,17 @@ pub fn pre_backward(e: &mut Engine, layer: u32) {
     with_fsdp(e, |f, e| f.pre_backward(e, layer));
 }
 
-/// Right before `loss.backward()` (DeepSpeed's `engine.backward` allocates its reduce bucket).
-pub fn before_backward(e: &mut Engine) {
-    in_backward(e, |e| with_zero(e, |z, e| z.before_backward(e)));
+/// Right before `loss.backward()` (DeepSpeed's `engine.backward` allocates its reduce bucket);
+/// `boundary`: the micro-step that ends the accumulation.
+pub fn before_backward(e: &mut Engine, boundary: bool) {
+    in_backward(e, |e| with_zero(e, |z, e| z.before_backward(e, boundary)));
     in_backward(e, |e| with_fsdp(e, |f, e| f.root_pre_backward(e)));
 }
 
 /// Right after `loss.backward()`; `boundary`: the micro-step that ends the accumulation.
 pub fn after_backward(e: &mut Engine, boundary: bool) {
     in_backward(e, |e| with_zero(e, |z, e| z.after_backward(e, boundary)));
+    in_backward(e, |e| with_fsdp(e, |f, e| f.end_of_backward(e)));
 }
 
 /// The engine's backward call wraps autograd's: what it does counts as the backward phase.

@@ -34,6 +34,7 @@
 //! upper bound for that difference; the model states above are DeepSpeed's.
 
 use super::module_dtype;
+use super::zero_offload::Offload;
 use crate::config::{OptimizerKind, Parallelism};
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T};
@@ -78,6 +79,8 @@ pub(super) struct Zero {
     averaged: Option<T>,
     /// Stage 1: gradients kept past the epilogue by `averaged_gradients`, with their group.
     kept: Vec<(usize, T)>,
+    /// Stage 2 with offload_optimizer (zero_offload.rs).
+    offload: Option<Offload>,
 }
 
 pub(super) fn numel(e: &Engine, p: usize) -> u64 {
@@ -99,10 +102,11 @@ pub(super) fn param_groups(e: &Engine) -> Vec<Vec<usize>> {
 
 impl Zero {
     /// `deepspeed.initialize`: flatten the groups, make the fp32 partitions, create the state.
-    pub(super) fn build(e: &mut Engine, stage: u8, kind: OptimizerKind) -> Zero {
+    pub(super) fn build(e: &mut Engine, stage: u8, kind: OptimizerKind, offload: bool) -> Zero {
         let world = e.dist.world;
         let dtype = module_dtype(e);
         let mut groups = Vec::new();
+        let mut pieces = Vec::new();
         for params in param_groups(e) {
             let total: u64 = params.iter().map(|&p| numel(e, p)).sum();
             let align = ZERO_ALIGNMENT * world;
@@ -120,7 +124,17 @@ impl Zero {
                 if offset < partition {
                     in_partition.push(p);
                 }
+                let end = (offset + numel(e, p)).min(partition);
+                pieces.push((p, end.saturating_sub(offset), numel(e, p)));
                 offset += numel(e, p);
+            }
+            groups.push(Group {
+                params,
+                partition,
+                in_partition,
+            });
+            if offload {
+                continue;
             }
             // `partition.clone().float()`: the clone is a temporary unless it is fp32 already.
             let clone = (dtype != DType::F32).then(|| {
@@ -140,15 +154,16 @@ impl Zero {
             if let Some(c) = clone {
                 e.release(c);
             }
-            groups.push(Group {
-                params,
-                partition,
-                in_partition,
-            });
         }
-        // initialize_optimizer_states: zero fp32 gradients, one step, gradients dropped.
+        let offload = offload.then(|| {
+            let partitions: Vec<u64> = groups.iter().map(|g| g.partition).collect();
+            Offload::build(e, pieces, &partitions, dtype)
+        });
+        // initialize_optimizer_states: zero fp32 gradients, one step, gradients dropped
+        // (kept on the host with offload).
         let grads: Vec<T> = groups
             .iter()
+            .filter(|_| offload.is_none())
             .map(|g| {
                 e.alloc(
                     Name::top("zero", "fp32_grad_partition"),
@@ -158,7 +173,7 @@ impl Zero {
                 )
             })
             .collect();
-        for g in &groups {
+        for g in groups.iter().filter(|_| offload.is_none()) {
             optimizer_state(
                 e,
                 Name::top("zero", ""),
@@ -179,13 +194,17 @@ impl Zero {
             grads_in_partition: None,
             averaged: None,
             kept: Vec::new(),
+            offload,
         }
     }
 
     /// Stage 2's `engine.backward`: a fresh reduce bucket (the previous one was released).
-    pub(super) fn before_backward(&mut self, e: &mut Engine) {
+    pub(super) fn before_backward(&mut self, e: &mut Engine, boundary: bool) {
         if self.stage != 2 {
             return;
+        }
+        if let Some(o) = &mut self.offload {
+            o.boundary = boundary;
         }
         if let Some(old) = self.ipg.take() {
             e.release(old);
@@ -214,6 +233,9 @@ impl Zero {
             self.reduce_bucket(e);
         }
         self.ipg_fill += n;
+        if let Some(o) = &mut self.offload {
+            o.add(p);
+        }
         if let Some(g) = e.params[p].grad.take() {
             e.release(g);
         }
@@ -222,7 +244,9 @@ impl Zero {
     /// Stage 2's `reduce_ipg_grads`: reduce-scatter the bucket into `grads_in_partition`,
     /// allocated at the first reduction of the backward.
     fn reduce_bucket(&mut self, e: &mut Engine) {
-        if self.grads_in_partition.is_none() {
+        if let Some(o) = &mut self.offload {
+            o.copy_out(e);
+        } else if self.grads_in_partition.is_none() {
             let n: u64 = self
                 .groups
                 .iter()
@@ -306,6 +330,10 @@ impl Zero {
         let last = self.groups.len().saturating_sub(1);
         for i in 0..self.groups.len() {
             let shape = Shape::new(&[self.groups[i].partition]);
+            if self.offload.is_some() {
+                Offload::step(e, self.groups[i].partition);
+                continue;
+            }
             // flatten(averaged_gradients[i]).to(fp32): the flat copy is a temporary.
             let flat = (self.dtype != DType::F32).then(|| {
                 e.alloc(

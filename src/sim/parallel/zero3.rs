@@ -15,6 +15,12 @@
 //! prefetched. DeepSpeed fetches per submodule with a prefetch window of
 //! `stage3_prefetch_bucket_size` (5e7) elements; gathering a whole transformer block at once is
 //! coarser — an upper bound when a block is larger than the window.
+//!
+//! LoRA / QLoRA: frozen parameters are partitioned and gathered like the others but have no
+//! gradient, fp32 copy or optimizer state (see `Zero3::build`). Offload (ZeRO-Infinity's CPU
+//! tier): `offload_optimizer` moves the fp32 partitions, the optimizer state and the gradient
+//! partitions to the host; `offload_param` moves the half-precision partitions there, which
+//! are then gathered straight to the device per unit.
 
 use super::zero::{numel, param_groups, FLAT_MODULE, REDUCE_BUCKET_ELEMENTS};
 use crate::config::OptimizerKind;
@@ -30,37 +36,76 @@ pub const PERSISTENCE_THRESHOLD: u64 = 100_000;
 pub(super) struct Zero3 {
     /// Rank 0's partition of each optimizer group, in elements.
     groups: Vec<u64>,
+    /// `offload_optimizer.device = 'cpu'`: fp32 partitions, optimizer state and the gradient
+    /// partitions are host memory.
+    offload_optimizer: bool,
 }
 
 impl Zero3 {
-    pub(super) fn build(e: &mut Engine, kind: OptimizerKind) -> Zero3 {
+    pub(super) fn build(e: &mut Engine, kind: OptimizerKind, offload: (bool, bool)) -> Zero3 {
+        let (offload_optimizer, offload_params) = offload;
         let world = e.dist.world;
         let dtype = super::module_dtype(e);
         let mut groups = Vec::new();
         for params in param_groups(e) {
             let part: u64 = params.iter().map(|&p| numel(e, p).div_ceil(world)).sum();
-            e.alloc(
-                Name::top(FLAT_MODULE, "ds_partitions"),
-                Shape::new(&[part]),
-                dtype,
-                Category::Parameters,
-            );
+            // offload_param: `_create_param_groups_fp16_flat_cpu_memory` holds them.
+            if offload_params {
+                e.host(part, dtype);
+            } else {
+                partition(e, "ds_partitions", part, dtype);
+            }
             groups.push(part);
         }
-        // Persistent parameters: whole on every rank.
+        // Frozen parameters (LoRA's base) are partitioned too — `DeepSpeedZeRoOffload`
+        // converts every module parameter (parameter_offload.py, `_convert_to_zero_parameters`)
+        // — but are in no optimizer group (stage3.py, `_get_trainable_parameter_groups`: only
+        // `requires_grad`): their partitions are each parameter's own `ds_tensor`, in its dtype.
+        let frozen: Vec<usize> = (0..e.params.len())
+            .filter(|&p| !e.params[p].requires_grad)
+            .collect();
+        if let Some(&first) = frozen.first() {
+            let part = frozen.iter().map(|&p| numel(e, p).div_ceil(world)).sum();
+            let stored = e.dtype(e.params[first].t);
+            if offload_params {
+                e.host(part, stored);
+            } else {
+                partition(e, "ds_frozen_partitions", part, stored);
+            }
+        }
+        // Persistent parameters: whole on every rank (on the device even with offload_param).
         for p in 0..e.params.len() {
-            let n = numel(e, p);
-            if e.params[p].requires_grad && n <= PERSISTENCE_THRESHOLD {
+            if numel(e, p) <= PERSISTENCE_THRESHOLD {
                 let layer = e.params[p].name.layer;
+                let stored = if e.params[p].requires_grad {
+                    dtype
+                } else {
+                    e.dtype(e.params[p].t)
+                };
                 e.alloc(
                     Name::at(layer, FLAT_MODULE, "ds_persistent"),
                     e.params[p].shape,
-                    dtype,
+                    stored,
                     Category::Parameters,
                 );
             }
         }
-        for &part in &groups {
+        let z = Zero3 {
+            groups,
+            offload_optimizer,
+        };
+        z.optimizer_init(e, kind, dtype);
+        z
+    }
+
+    /// The fp32 partitions, the reduce bucket, the gradient partitions and
+    /// `initialize_optimizer_states` (an fp32 zero gradient per group, one step, dropped).
+    /// With offload_optimizer only the bucket is on the device (stage3.py: `self.device` is
+    /// the CPU for the fp32 partitions and `grad_partitions_flat_buffer`; the IPG bucket is
+    /// on the accelerator).
+    fn optimizer_init(&self, e: &mut Engine, kind: OptimizerKind, dtype: DType) {
+        let on_device = !self.offload_optimizer;
+        for &part in self.groups.iter().filter(|_| on_device) {
             e.alloc(
                 Name::top("zero", "fp32_partition"),
                 Shape::new(&[part]),
@@ -68,21 +113,29 @@ impl Zero3 {
                 Category::Optimizer,
             );
         }
-        let total: u64 = groups.iter().sum();
+        let total: u64 = self.groups.iter().sum();
         e.alloc(
             Name::top("zero", "ipg_bucket_flat_buffer"),
             Shape::new(&[REDUCE_BUCKET_ELEMENTS]),
             dtype,
             Category::Communication,
         );
+        if !on_device {
+            // On the host: per group the fp32 partition, its fp32 gradient (the optimizer's
+            // `subgroup_gradient_buffer`) and DeepSpeedCPUAdam's two fp32 moments; the
+            // gradient partitions in the gradient-accumulation dtype, which is the model's
+            // under ZeRO (engine.py, `get_data_types`).
+            e.host(total.saturating_mul(4), DType::F32);
+            e.host(total, dtype);
+            return;
+        }
         e.alloc(
             Name::top("zero", "grad_partitions_flat_buffer"),
             Shape::new(&[total]),
             dtype,
             Category::Gradients,
         );
-        // initialize_optimizer_states: an fp32 zero gradient per group, one step, dropped.
-        for &part in &groups {
+        for &part in &self.groups {
             let shape = Shape::new(&[part]);
             let g = e.alloc(
                 Name::top("zero", "fp32_grad_partition"),
@@ -93,7 +146,6 @@ impl Zero3 {
             optimizer_state(e, Name::top("zero", ""), shape, kind, false);
             e.release(g);
         }
-        Zero3 { groups }
     }
 
     /// Elements all-gathered for `p` when its unit runs (0 for a persistent parameter).
@@ -113,7 +165,11 @@ impl Zero3 {
 
     /// Per group: the partitioned gradient as fp32 for the optimizer, dropped after its step.
     pub(super) fn step(&self, e: &mut Engine) {
-        for &part in &self.groups {
+        // offload_optimizer: the gradient partitions are on the host already; the updated
+        // fp32 partition is copied into the bf16 one (`_reassign_or_swap_out_partitioned_
+        // parameters`), cast on the host side (aten's copy_ from CPU to CUDA converts
+        // before the transfer, Copy.cu `copy_kernel_cuda`).
+        for &part in self.groups.iter().filter(|_| !self.offload_optimizer) {
             let g = e.alloc(
                 Name::top("zero", "fp32_grad_partition"),
                 Shape::new(&[part]),
@@ -123,4 +179,14 @@ impl Zero3 {
             e.release(g);
         }
     }
+}
+
+/// A partition buffer on the device.
+fn partition(e: &mut Engine, what: &'static str, elements: u64, dtype: DType) {
+    e.alloc(
+        Name::top(FLAT_MODULE, what),
+        Shape::new(&[elements]),
+        dtype,
+        Category::Parameters,
+    );
 }

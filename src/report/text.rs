@@ -70,6 +70,25 @@ pub fn verdict(r: &CheckReport, style: Style) -> String {
 
 pub fn render(r: &CheckReport, style: Style) -> String {
     let mut out = String::new();
+    run_lines(&mut out, r, style);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", verdict(r, style));
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    let _ = writeln!(out);
+    phases_table(&mut out, r, style);
+    tensors_table(&mut out, r, style);
+    categories_table(&mut out, r, style);
+    if let Some(v) = &r.vllm {
+        vllm_section(&mut out, v);
+    }
+    out
+}
+
+/// The model, the run as simulated (whose semantics, the loss chain, checkpointing), the
+/// ranks and the card.
+fn run_lines(out: &mut String, r: &CheckReport, style: Style) {
     let c = &r.config;
     let (arch, kv) = match c.model_type {
         crate::config::ModelType::Gpt2 => ("GPT", String::new()),
@@ -125,8 +144,15 @@ pub fn render(r: &CheckReport, style: Style) -> String {
         }
     );
     }
+    decision_lines(out, r);
+    card_lines(out, r, style);
+}
+
+/// Whose semantics were simulated, and the choices a reader should know: the loss chain of
+/// the transformers release and how checkpointing runs.
+fn decision_lines(out: &mut String, r: &CheckReport) {
     let _ = writeln!(out, "Simulated: {}", r.runtime.semantics);
-    if let (Some(chain), crate::config::Mode::Train) = (r.decisions.loss_chain, c.mode) {
+    if let (Some(chain), crate::config::Mode::Train) = (r.decisions.loss_chain, r.config.mode) {
         let _ = writeln!(out, "Loss: {}", chain.value.describe());
     }
     if let Some(r) = r.decisions.reentrant_checkpoint {
@@ -137,6 +163,10 @@ pub fn render(r: &CheckReport, style: Style) -> String {
             r.source
         );
     }
+}
+
+/// Per-rank and host-memory lines, and the card the verdict is for.
+fn card_lines(out: &mut String, r: &CheckReport, style: Style) {
     if let Some(k) = &r.ranks {
         let _ = writeln!(
             out,
@@ -166,13 +196,10 @@ pub fn render(r: &CheckReport, style: Style) -> String {
             g.source.label()
         );
     }
-    let _ = writeln!(out);
-    let _ = writeln!(out, "{}", verdict(r, style));
-    for w in &r.warnings {
-        let _ = writeln!(out, "warning: {w}");
-    }
-    let _ = writeln!(out);
+}
 
+/// Each phase's allocated, reserved and device peaks, the peak and the first overflow marked.
+fn phases_table(out: &mut String, r: &CheckReport, style: Style) {
     let mut t = table(&["phase", "allocated", "reserved", "device", ""]);
     for ph in &r.phases {
         let mark = if r.first_overflow_phase == Some(ph.name) {
@@ -199,7 +226,10 @@ pub fn render(r: &CheckReport, style: Style) -> String {
         style.b(r.context_bytes)
     );
     let _ = writeln!(out);
+}
 
+/// The largest tensors alive at the peak.
+fn tensors_table(out: &mut String, r: &CheckReport, style: Style) {
     let _ = writeln!(
         out,
         "Largest tensors alive at the peak (phase `{}`):",
@@ -218,7 +248,10 @@ pub fn render(r: &CheckReport, style: Style) -> String {
     }
     let _ = writeln!(out, "{t}");
     let _ = writeln!(out);
+}
 
+/// Memory at the peak by category, with bars.
+fn categories_table(out: &mut String, r: &CheckReport, style: Style) {
     let _ = writeln!(out, "Memory at the peak by category:");
     let slack = r.peak.reserved_bytes.saturating_sub(r.peak.allocated_bytes);
     let mut rows: Vec<(&str, u64)> = Category::ALL
@@ -243,10 +276,6 @@ pub fn render(r: &CheckReport, style: Style) -> String {
         ]);
     }
     let _ = writeln!(out, "{t}");
-    if let Some(v) = &r.vllm {
-        vllm_section(&mut out, v);
-    }
-    out
 }
 
 /// What vLLM's start-up would find on this card, in the lines vLLM logs.

@@ -29,6 +29,27 @@ pub fn silu_as(e: &mut Engine, x: V, shape: Shape, name: Name) -> V {
     super::basic::activation_as(e, x, shape, name)
 }
 
+/// `torch.tanh(x)` (Gemma 2's soft-capping): TanhBackward keeps its *result*
+/// (tools/autograd/derivatives.yaml, `self: tanh_backward(grad, result)`) and allocates a
+/// gradient of x's shape and dtype. Not on autocast's lists: the output has x's dtype.
+pub fn tanh(e: &mut Engine, x: V, name: Name) -> V {
+    let r = *e.record(x.t);
+    let t = e.alloc(name, r.shape, r.dtype, Category::Activations);
+    let kept = save(e, t);
+    let edge = e.push_node(
+        Op::Activation {
+            x: kept,
+            shape: r.shape,
+            name: Name {
+                what: "grad",
+                ..name
+            },
+        },
+        [x.edge, Edge::None, Edge::None],
+    );
+    V { t, edge }
+}
+
 /// What `a * b` kept: each input is saved for the other's gradient when that one needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct MulSaved {

@@ -107,6 +107,15 @@ impl TrainConfig {
                 .is_none_or(|k| !(u64::from(layer) + 1).is_multiple_of(k))
     }
 
+    /// Tokens layer `layer` keeps in the KV cache, and attends over, at a context of `ctx`:
+    /// a sliding layer at most its window.
+    pub fn cached_tokens(&self, layer: u32, ctx: u64) -> u64 {
+        match self.sliding_window {
+            Some(w) if self.layer_slides(layer) => w.min(ctx),
+            _ => ctx,
+        }
+    }
+
     /// Some layer slides and some attends globally: the model builds both masks (and, for
     /// Gemma 3, both rotary tables).
     pub fn mixed_layers(&self) -> bool {
@@ -115,8 +124,8 @@ impl TrainConfig {
         slides > 0 && slides < n
     }
 
-    /// What the sliding window changes that the simulation does not model, one line each:
-    /// SDPA's explicit mask past the window, and the shorter KV cache of sliding layers.
+    /// What the sliding window changes that the simulation does not model: SDPA's explicit
+    /// mask past the window.
     pub fn sliding_window_gaps(&self) -> Vec<String> {
         let Some(w) = self.sliding_window.filter(|_| has_keys(self.model_type)) else {
             return Vec::new();
@@ -126,12 +135,6 @@ impl TrainConfig {
         if self.mode == super::Mode::Train && sdpa && self.block_size >= w {
             gaps.push(format!(
                 "block_size {} >= sliding_window {w}: the sliding layers' SDPA gets an explicit (B, 1, T, T) mask (transformers' masking_utils._ignore_causal_mask_sdpa), which the flash kernel cannot take (PyTorch runs the memory-efficient one, on k and v expanded by repeat_kv); simulated as the causal kernel without a mask, an underestimate",
-                self.block_size
-            ));
-        }
-        if self.mode == super::Mode::Inference && self.block_size > w {
-            gaps.push(format!(
-                "block_size {} > sliding_window {w}: the sliding layers' KV cache is simulated at the full context, as the global layers' (an overestimate; a sliding-window cache holds {w} tokens)",
                 self.block_size
             ));
         }

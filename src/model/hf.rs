@@ -60,6 +60,11 @@ impl Shared {
         };
         let eager = how.eager;
         if let Some(ctx) = ops::decode_context(e) {
+            // A sliding layer's cache holds (and its decode step reads) at most the window.
+            let ctx = match how.window {
+                Some(w) if how.sliding => ctx.min(w),
+                _ => ctx,
+            };
             ops::decode_attention(e, q, heads, ctx, eager)
         } else if eager && how.softcap {
             ops::softcapped_eager_attention(e, q, k, v, mask, heads)
@@ -218,6 +223,8 @@ pub struct Attend {
     pub softcap: bool,
     /// A sliding-window layer.
     pub sliding: bool,
+    /// The sliding window, in tokens.
+    pub window: Option<u64>,
 }
 
 /// `inputs_embeds = self.embed_tokens(input_ids)`, (B, T, C); made to require grad when a

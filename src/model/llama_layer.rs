@@ -160,6 +160,7 @@ impl LayerCall {
             eager: d.var.eager,
             softcap: d.var.attn_softcap,
             sliding: p.sliding,
+            window: d.var.window,
         };
         let y = sh.attend_with(e, [qe, ke, v], heads, how);
         let o = lora::forward(e, y, p.o, l, "self_attn.o_proj");

@@ -61,6 +61,8 @@ pub struct Variant {
     /// Gemma2/Gemma3ForCausalLM's `final_logit_softcapping`.
     pub final_softcap: bool,
     pub hybrid: Hybrid,
+    /// The sliding layers' window (Gemma 2/3's sliding_window).
+    pub window: Option<u64>,
 }
 
 impl Variant {
@@ -101,6 +103,7 @@ impl Variant {
                 sliding_mask: sliding,
                 local_rope: m == M::Gemma3 && cfg.mixed_layers(),
             },
+            window: cfg.sliding_window.filter(|_| sliding),
         }
     }
 

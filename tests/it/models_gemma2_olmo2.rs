@@ -388,3 +388,31 @@ fn the_new_keys_and_types_are_refused_where_they_mean_nothing() {
     assert!(err.contains("\"layer_types\""), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn gemma3_sliding_layers_cache_and_read_only_the_window_when_serving() {
+    // Serving with a context of 16 and a window of 8: the sliding layers' cache keeps
+    // min(8, 16) tokens (cache_utils.py's sliding-window layers), the global layer (the 6th)
+    // all 16. k of layer 0: (2, 1, 8, 32) bf16 = 2·8·32·2 = 1024 bytes; layer 5's: 2048.
+    let serve = [
+        &SMALL_GEMMA3[..],
+        &["--mode=inference", "--sliding_window=8", "--flash=False"],
+    ]
+    .concat();
+    let (first, _) = explain("layer0.kv_cache.k", &serve, &[]);
+    assert_eq!(first, "layer0.kv_cache.k (2, 1, 8, 32) bf16 = 1.00 KiB");
+    let (first, _) = explain("layer5.kv_cache.k", &serve, &[]);
+    assert_eq!(first, "layer5.kv_cache.k (2, 1, 16, 32) bf16 = 2.00 KiB");
+    // The decode step's eager scores read as much: (B, heads, 1, ctx) bf16, 2·4·1·8·2 = 128
+    // bytes on a sliding layer, 256 on the global one.
+    let (first, _) = explain("layer0.self_attn.decode.scores", &serve, &[]);
+    assert_eq!(
+        first,
+        "layer0.self_attn.decode.scores (2, 4, 1, 8) bf16 = 128 bytes"
+    );
+    let (first, _) = explain("layer5.self_attn.decode.scores", &serve, &[]);
+    assert_eq!(
+        first,
+        "layer5.self_attn.decode.scores (2, 4, 1, 16) bf16 = 256 bytes"
+    );
+}

@@ -21,7 +21,10 @@ mod tp;
 pub use attention::{attention, Attention, AttnKind};
 pub use basic::{add, add_broadcast, div_scalar, dropout, embedding, gelu, layer_norm};
 pub use eager::{scores_attention, softcapped_eager_attention, ScoresKind};
-pub use kv_cache::{alloc_kv_cache, decode_attention, decode_context, last_position, KvCache};
+pub use kv_cache::{
+    alloc_kv_cache, alloc_kv_cache_per_layer, decode_attention, decode_context, last_position,
+    KvCache,
+};
 pub use linear::linear;
 pub use loss::{chunked_cross_entropy, cross_entropy, CHUNK_ROWS};
 pub use pointwise::{

@@ -124,21 +124,21 @@ impl TrainConfig {
         slides > 0 && slides < n
     }
 
-    /// What the sliding window changes that the simulation does not model: SDPA's explicit
-    /// mask past the window.
-    pub fn sliding_window_gaps(&self) -> Vec<String> {
+    /// What the sliding window changes that the run's decisions do not say: past the window,
+    /// the sliding layers' SDPA takes an explicit mask and so another kernel.
+    pub fn sliding_window_notes(&self) -> Vec<String> {
         let Some(w) = self.sliding_window.filter(|_| has_keys(self.model_type)) else {
             return Vec::new();
         };
-        let mut gaps = Vec::new();
         let sdpa = !self.hf_eager_attention();
         if self.mode == super::Mode::Train && sdpa && self.block_size >= w {
-            gaps.push(format!(
-                "block_size {} >= sliding_window {w}: the sliding layers' SDPA gets an explicit (B, 1, T, T) mask (transformers' masking_utils._ignore_causal_mask_sdpa), which the flash kernel cannot take (PyTorch runs the memory-efficient one, on k and v expanded by repeat_kv); simulated as the causal kernel without a mask, an underestimate",
+            vec![format!(
+                "block_size {} >= sliding_window {w}: the sliding layers' SDPA gets an explicit (B, 1, T, T) mask (transformers' masking_utils._ignore_causal_mask_sdpa), which the flash kernel cannot take: they run the memory-efficient kernel on k and v expanded by repeat_kv, as simulated; the global layers keep the kernel named above",
                 self.block_size
-            ));
+            )]
+        } else {
+            Vec::new()
         }
-        gaps
     }
 
     /// Hugging Face's attention is eager: `flash = False` asks for it, and Gemma 2 has nothing

@@ -31,6 +31,10 @@ pub struct Hybrid {
     pub sliding_mask: bool,
     /// Gemma3TextModel computes `position_embeddings` once per layer type.
     pub local_rope: bool,
+    /// Under SDPA, the window: at T >= it, create_sliding_window_causal_mask materialises a
+    /// boolean (1, 1, T, T) mask (masking_utils.py `sdpa_mask`: `_ignore_causal_mask_sdpa`
+    /// no longer skips it, and the batch dimension is an `expand`).
+    pub sdpa_window: Option<u64>,
 }
 
 impl Shared {
@@ -70,6 +74,8 @@ impl Shared {
             ops::softcapped_eager_attention(e, q, k, v, mask, heads)
         } else if eager {
             ops::scores_attention(e, q, k, v, mask, ops::ScoresKind::Eager, heads)
+        } else if how.sliding && self.sliding_mask.is_some() {
+            sdpa_with_mask(e, [q, k, v], heads)
         } else {
             let half = e.autocast.unwrap_or(e.dtype(q.t));
             match ops::kernel_for(half, &heads, e.rt.flash_attention) {
@@ -111,7 +117,16 @@ impl Shared {
             )
         };
         let mask = eager.then(|| eager_mask(e, "causal_mask"));
-        let sliding_mask = (eager && hybrid.sliding_mask).then(|| eager_mask(e, "sliding_mask"));
+        let past_window = hybrid.sdpa_window.is_some_and(|w| t >= w);
+        let sliding_mask = if eager && hybrid.sliding_mask {
+            Some(eager_mask(e, "sliding_mask"))
+        } else if !eager && hybrid.sliding_mask && past_window {
+            let shape = Shape::new(&[1, 1, t, t]);
+            let name = Name::top("sliding_mask", "");
+            Some(e.alloc(name, shape, DType::Bool, Category::Activations))
+        } else {
+            None
+        };
         let (cos, sin) = ops::rotary_tables(e, t, rot_dim, dtype);
         let local = hybrid
             .local_rope
@@ -211,6 +226,37 @@ impl Shared {
         .into_iter()
         .flatten()
     }
+}
+
+/// A sliding layer's SDPA past the window, where the model passes its boolean sliding mask:
+/// transformers' sdpa_attention.py then `repeat_kv`s k and v (no `enable_gqa` with a mask)
+/// and SDPA runs the memory-efficient kernel on an additive copy of the mask
+/// (`ops::sdpa_masked`). Returns attn_output.
+fn sdpa_with_mask(e: &mut Engine, [q, k, v]: [V; 3], heads: ops::Heads) -> V {
+    let full = heads.bhtd(heads.nh);
+    let repeat = |e: &mut Engine, x: V, module| {
+        if heads.nkv == heads.nh {
+            e.retain(x.t);
+            x
+        } else {
+            ops::repeat_kv(e, x, full, Name::at(heads.layer, module, "out"))
+        }
+    };
+    let kx = repeat(e, k, "self_attn.k_repeat");
+    let vx = repeat(e, v, "self_attn.v_repeat");
+    let y = ops::sdpa_masked(
+        e,
+        q,
+        kx,
+        vx,
+        ops::Heads {
+            nkv: heads.nh,
+            ..heads
+        },
+    );
+    e.drop_value(kx);
+    e.drop_value(vx);
+    y
 }
 
 /// How one layer attends (`Shared::attend_with`).

@@ -102,6 +102,7 @@ impl Variant {
                 // built whole); eager materialises each.
                 sliding_mask: sliding,
                 local_rope: m == M::Gemma3 && cfg.mixed_layers(),
+                sdpa_window: cfg.sliding_window.filter(|_| sliding && !eager),
             },
             window: cfg.sliding_window.filter(|_| sliding),
         }

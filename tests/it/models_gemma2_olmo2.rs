@@ -284,7 +284,7 @@ fn gemma3_normalizes_each_head_and_rotates_sliding_layers_with_their_own_tables(
 }
 
 #[test]
-fn gemma3_says_what_the_sliding_window_changes_that_is_not_simulated() {
+fn gemma3_says_when_the_sliding_layers_change_kernel() {
     // gemma-3-1b slides over 512 tokens: at block_size 512 the sliding layers' SDPA gets an
     // explicit mask (masking_utils._ignore_causal_mask_sdpa returns False at kv_length >=
     // the window); below it, nothing changes.
@@ -415,4 +415,49 @@ fn gemma3_sliding_layers_cache_and_read_only_the_window_when_serving() {
         first,
         "layer5.self_attn.decode.scores (2, 4, 1, 16) bf16 = 256 bytes"
     );
+}
+
+#[test]
+fn gemma3_sliding_layers_past_the_window_run_sdpa_with_a_mask() {
+    // block_size 16 >= sliding_window 8: create_sliding_window_causal_mask materialises a
+    // boolean (1, 1, T, T) mask (batch expanded as a view): 16·16 = 256 bytes, a local of the
+    // model's forward.
+    let past = [&SMALL_GEMMA3[..], &["--sliding_window=8"]].concat();
+    let (first, life) = explain("sliding_mask", &past, &[]);
+    assert_eq!(first, "sliding_mask (1, 1, 16, 16) bool = 256 bytes");
+    assert_eq!(life, "2 x born in forward, freed in forward");
+    // With a mask, sdpa_attention.py repeat_kv's k and v to the 4 query heads: the rotated k
+    // is fp32 under autocast, (2, 4, 16, 32) fp32 = 16384 bytes; SDPA's autocast cast to bf16
+    // is what the kernel keeps, so the fp32 copy goes with the forward.
+    let (first, life) = explain("layer0.self_attn.k_repeat.out", &past, &[]);
+    assert_eq!(
+        first,
+        "layer0.self_attn.k_repeat.out (2, 4, 16, 32) fp32 = 16.00 KiB"
+    );
+    assert_eq!(life, "2 x born in forward, freed in forward");
+    // scaled_dot_product_attention turns the boolean mask into an additive one in q's dtype,
+    // (B, 1, T, T) bf16 = 2·16·16·2 = 1024 bytes, kept for the backward.
+    let (first, life) = explain("layer0.self_attn.attn_bias", &past, &[]);
+    assert_eq!(
+        first,
+        "layer0.self_attn.attn_bias (2, 1, 16, 16) bf16 = 1.00 KiB"
+    );
+    assert_eq!(life, "2 x born in forward, freed in backward");
+    // The kernel is the memory-efficient one (its logsumexp padded to 32 rows: 2·4·32·4 =
+    // 1024 bytes); the global layer (the 6th) keeps flash (16 rows, 512 bytes).
+    let (first, _) = explain("layer0.self_attn.sdpa.logsumexp", &past, &[]);
+    assert_eq!(
+        first,
+        "layer0.self_attn.sdpa.logsumexp (2, 4, 32) fp32 = 1.00 KiB"
+    );
+    let (first, _) = explain("layer5.self_attn.sdpa.logsumexp", &past, &[]);
+    assert_eq!(
+        first,
+        "layer5.self_attn.sdpa.logsumexp (2, 4, 16) fp32 = 512 bytes"
+    );
+    // Below the window nothing of this exists.
+    let within = [&SMALL_GEMMA3[..], &["--sliding_window=17"]].concat();
+    let (code, _, _) =
+        vramplan(&[&["explain", "layer0.self_attn.attn_bias"][..], &within].concat());
+    assert_eq!(code, 2);
 }

@@ -28,12 +28,12 @@ pub use kv_cache::{
 pub use linear::linear;
 pub use loss::{chunked_cross_entropy, cross_entropy, CHUNK_ROWS};
 pub use pointwise::{
-    clone, heads_view, mul, mul_as, mul_scalar, promote, requires_grad, scale, silu, silu_as,
-    split2, split3, tanh, to_dtype,
+    clone, heads_view, mul, mul_as, mul_scalar, promote, repeat_kv, requires_grad, scale, silu,
+    silu_as, split2, split3, tanh, to_dtype,
 };
 pub use rms_norm::{rms_norm, rms_norm_as, RmsStyle};
 pub use rotary::{rope, rotary_tables, rotary_tables_of};
-pub use sdpa::{kernel_for, sdpa, sdpa_kernel, Heads, SdpaKernel};
+pub use sdpa::{kernel_for, sdpa, sdpa_kernel, sdpa_masked, Heads, SdpaKernel};
 pub use tp::{vocab_parallel_cross_entropy, vocab_parallel_embedding};
 
 use super::dtype::DType;

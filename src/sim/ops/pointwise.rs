@@ -150,6 +150,16 @@ pub fn heads_view(e: &mut Engine, x: V, name: Name) -> V {
     V { t: x.t, edge }
 }
 
+/// transformers' `repeat_kv(x, n_rep)` on (B, nkv, T, hd): `expand` then `reshape` to
+/// (B, nkv·n_rep, T, hd) = `shape`, a copy (the expanded view is not contiguous). Its
+/// backward sums the gradient over each group: one tensor shaped like `x`.
+pub fn repeat_kv(e: &mut Engine, x: V, shape: Shape, name: Name) -> V {
+    let r = *e.record(x.t);
+    let t = e.alloc(name, shape, r.dtype, Category::Activations);
+    let edge = like_input_grad(e, x, name);
+    V { t, edge }
+}
+
 /// The node of an op whose backward allocates one gradient shaped like its input `x` (named
 /// `name` with `grad`) and keeps nothing.
 fn like_input_grad(e: &mut Engine, x: V, name: Name) -> Edge {

@@ -395,7 +395,7 @@ fn gemma3_sliding_layers_cache_and_read_only_the_window_when_serving() {
     // min(8, 16) tokens (cache_utils.py's sliding-window layers), the global layer (the 6th)
     // all 16. k of layer 0: (2, 1, 8, 32) bf16 = 2·8·32·2 = 1024 bytes; layer 5's: 2048.
     let serve = [
-        &SMALL_GEMMA3[..],
+        SMALL_GEMMA3,
         &["--mode=inference", "--sliding_window=8", "--flash=False"],
     ]
     .concat();
@@ -422,7 +422,7 @@ fn gemma3_sliding_layers_past_the_window_run_sdpa_with_a_mask() {
     // block_size 16 >= sliding_window 8: create_sliding_window_causal_mask materialises a
     // boolean (1, 1, T, T) mask (batch expanded as a view): 16·16 = 256 bytes, a local of the
     // model's forward.
-    let past = [&SMALL_GEMMA3[..], &["--sliding_window=8"]].concat();
+    let past = [SMALL_GEMMA3, &["--sliding_window=8"]].concat();
     let (first, life) = explain("sliding_mask", &past, &[]);
     assert_eq!(first, "sliding_mask (1, 1, 16, 16) bool = 256 bytes");
     assert_eq!(life, "2 x born in forward, freed in forward");
@@ -456,7 +456,7 @@ fn gemma3_sliding_layers_past_the_window_run_sdpa_with_a_mask() {
         "layer5.self_attn.sdpa.logsumexp (2, 4, 16) fp32 = 512 bytes"
     );
     // Below the window nothing of this exists.
-    let within = [&SMALL_GEMMA3[..], &["--sliding_window=17"]].concat();
+    let within = [SMALL_GEMMA3, &["--sliding_window=17"]].concat();
     let (code, _, _) =
         vramplan(&[&["explain", "layer0.self_attn.attn_bias"][..], &within].concat());
     assert_eq!(code, 2);

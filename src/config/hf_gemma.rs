@@ -133,3 +133,47 @@ fn global_every(f: &Fields, types: &Json) -> Result<Option<u64>> {
         Err(bad("the pattern does not repeat"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_hf_str;
+
+    #[test]
+    fn layer_types_give_the_period_of_the_global_layers() {
+        let text = r#"{"model_type": "gemma3_text", "num_hidden_layers": 6, "sliding_window": 512,
+            "layer_types": ["sliding_attention", "sliding_attention", "full_attention",
+                            "sliding_attention", "sliding_attention", "full_attention"]}"#;
+        let c = load_hf_str("c.json", text).unwrap().config;
+        assert_eq!(c.global_every, Some(3));
+        let sliding: Vec<u32> = (0..6).filter(|l| c.layer_slides(*l)).collect();
+        assert_eq!(sliding, [0, 1, 3, 4]);
+        // What the file leaves out is Gemma3TextConfig's default; no soft-capping.
+        let shape = (
+            c.n_embd,
+            c.n_head,
+            c.kv_heads(),
+            c.head_size(),
+            c.vocab_size,
+        );
+        assert_eq!(shape, (2304, 8, 4, 256, 262_208));
+        assert_eq!((c.attn_softcap, c.final_softcap), (None, None));
+    }
+
+    #[test]
+    fn gemma2_defaults_cap_both_and_alternate_and_null_turns_a_cap_off() {
+        let c = load_hf_str("c.json", r#"{"model_type": "gemma2"}"#)
+            .unwrap()
+            .config;
+        let got = (
+            c.attn_softcap,
+            c.final_softcap,
+            c.sliding_window,
+            c.global_every,
+        );
+        assert_eq!(got, (Some(50.0), Some(30.0), Some(4096), Some(2)));
+        assert!(c.layer_slides(0) && !c.layer_slides(1));
+        let text = r#"{"model_type": "gemma2", "final_logit_softcapping": null}"#;
+        let c = load_hf_str("c.json", text).unwrap().config;
+        assert_eq!((c.attn_softcap, c.final_softcap), (Some(50.0), None));
+    }
+}

@@ -17,7 +17,8 @@ pub struct Shared {
     pub mask: Option<T>,
     /// `cache_position = torch.arange(T)` (position_ids is a view of it).
     pub positions: T,
-    /// Gemma 2/3 under eager attention: the sliding layers' own mask (B, 1, T, T).
+    /// Gemma 2/3: the sliding layers' own mask — additive (B, 1, T, T) under eager attention,
+    /// boolean (1, 1, T, T) under SDPA once T reaches the window (`Hybrid`).
     pub sliding_mask: Option<T>,
     /// Gemma 3: the sliding layers' rotary tables (rope_local_base_freq), (cos, sin).
     pub local: Option<(T, T)>,

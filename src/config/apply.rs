@@ -102,7 +102,7 @@ pub(crate) fn apply(cfg: &mut TrainConfig, assignments: &[Assignment]) -> Result
 /// arrives as a string: say so when that is why the type is wrong.
 fn hint(ty: Ty, v: &Value, origin: &Origin) -> &'static str {
     match (origin, v, ty) {
-        (Origin::Override(_), Value::Str(_), Ty::Int | Ty::Float | Ty::OptInt) => {
+        (Origin::Override(_), Value::Str(_), Ty::Int | Ty::Float | Ty::OptInt | Ty::OptFloat) => {
             " (an override is read as a Python literal, as nanoGPT's configurator does: no arithmetic or names)"
         }
         _ => "",

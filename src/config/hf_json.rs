@@ -3,14 +3,17 @@
 //!
 //! What is read, per `model_type`:
 //! - `gpt2`: n_layer, n_head, n_embd, n_positions (→ block_size), vocab_size; biases everywhere.
-//! - `llama`, `mistral`, `qwen2`, `gemma`, `qwen3`, `phi3`: num_hidden_layers, num_attention_heads, hidden_size,
+//! - `llama`, `mistral`, `qwen2`, `gemma`, `qwen3`, `phi3`, `olmo2`: num_hidden_layers, num_attention_heads, hidden_size,
 //!   num_key_value_heads, head_dim, intermediate_size, vocab_size, tie_word_embeddings,
 //!   attention_bias (Qwen2 always has q/k/v biases).
 //! - `gpt_neox`: the same sizes, rotary_pct (or partial_rotary_factor), use_parallel_residual.
+//! - `gemma2`, `gemma3_text` (and `gemma3`'s text_config), `olmo2`: the Llama sizes, with the
+//!   config class's defaults for the sizes a file leaves out; Gemma's soft-capping and sliding
+//!   window (src/config/hf_gemma.rs).
 //!
 //! Fields that do not change training memory are not read: `max_position_embeddings` (the
 //! sequence trained is `block_size`), `rope_theta`/`rope_scaling` (the cos/sin tables are the
-//! same size), `sliding_window` (no effect up to the window with SDPA), `torch_dtype` (the
+//! same size), Mistral's `sliding_window` (no effect up to the window with SDPA), `torch_dtype` (the
 //! checkpoint's storage: training keeps fp32 master weights under autocast, per `dtype`).
 
 use super::model_keys::ModelType;
@@ -19,14 +22,14 @@ use crate::error::{Error, Result};
 use serde_json::{Map, Value as Json};
 
 /// A parsed config.json and where its fields are.
-struct Fields<'a> {
-    map: Map<String, Json>,
-    text: &'a str,
-    path: &'a str,
+pub(super) struct Fields<'a> {
+    pub(super) map: Map<String, Json>,
+    pub(super) text: &'a str,
+    pub(super) path: &'a str,
 }
 
 impl Fields<'_> {
-    fn origin(&self, key: &str) -> Origin {
+    pub(super) fn origin(&self, key: &str) -> Origin {
         let needle = format!("\"{key}\"");
         let line = self
             .text
@@ -38,11 +41,11 @@ impl Fields<'_> {
         }
     }
 
-    fn get(&self, key: &str) -> Option<&Json> {
+    pub(super) fn get(&self, key: &str) -> Option<&Json> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
-    fn int(&self, key: &str) -> Result<Option<u64>> {
+    pub(super) fn int(&self, key: &str) -> Result<Option<u64>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_u64().map(Some).ok_or_else(|| {
@@ -55,7 +58,7 @@ impl Fields<'_> {
         }
     }
 
-    fn required(&self, key: &str) -> Result<u64> {
+    pub(super) fn required(&self, key: &str) -> Result<u64> {
         self.int(key)?.ok_or_else(|| {
             Error::new(format!(
                 "{}: no \"{key}\": expected it in a config.json of this model_type",
@@ -64,7 +67,7 @@ impl Fields<'_> {
         })
     }
 
-    fn boolean(&self, key: &str) -> Result<Option<bool>> {
+    pub(super) fn boolean(&self, key: &str) -> Result<Option<bool>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_bool().map(Some).ok_or_else(|| {
@@ -77,7 +80,7 @@ impl Fields<'_> {
         }
     }
 
-    fn float(&self, key: &str) -> Result<Option<f64>> {
+    pub(super) fn float(&self, key: &str) -> Result<Option<f64>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_f64().map(Some).ok_or_else(|| {
@@ -91,7 +94,7 @@ impl Fields<'_> {
     }
 }
 
-fn brief(v: &Json) -> String {
+pub(super) fn brief(v: &Json) -> String {
     let s = v.to_string();
     if s.chars().count() > 60 {
         s.chars().take(59).chain(std::iter::once('…')).collect()
@@ -112,7 +115,12 @@ pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<Stri
             brief(&json)
         )));
     };
-    let f = Fields { map, text, path };
+    let mut f = Fields { map, text, path };
+    let mut warnings = Vec::new();
+    // Gemma3ForConditionalGeneration: the text model's fields are under text_config.
+    if f.get("model_type").and_then(Json::as_str) == Some("gemma3") {
+        f = super::hf_gemma::text_config(f, &mut warnings)?;
+    }
     let Some(mt) = f.get("model_type") else {
         return Err(Error::new(format!(
             "{path}: no \"model_type\": expected a Hugging Face config.json whose model_type is one of {}",
@@ -129,7 +137,6 @@ pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<Stri
         )));
     };
     let mut out = Vec::new();
-    let mut warnings = Vec::new();
     let mut put = |key: &str, from: &str, v: Value| {
         out.push(Assignment {
             key: key.to_string(),
@@ -173,28 +180,42 @@ pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<Stri
         }
         return Ok((out, warnings));
     }
+    // A field the file leaves out takes its config class's default where it has one.
+    let size = |key: &str| -> Result<u64> {
+        match super::hf_gemma::class_default(model_type, key) {
+            Some(d) => Ok(f.int(key)?.unwrap_or(d)),
+            None => f.required(key),
+        }
+    };
     put(
         "n_layer",
         "num_hidden_layers",
-        int(f.required("num_hidden_layers")?),
+        int(size("num_hidden_layers")?),
     );
-    let heads = f.required("num_attention_heads")?;
+    let heads = size("num_attention_heads")?;
     put("n_head", "num_attention_heads", int(heads));
-    put("n_embd", "hidden_size", int(f.required("hidden_size")?));
-    put("vocab_size", "vocab_size", int(f.required("vocab_size")?));
+    put("n_embd", "hidden_size", int(size("hidden_size")?));
+    put("vocab_size", "vocab_size", int(size("vocab_size")?));
     put(
         "intermediate_size",
         "intermediate_size",
-        int(f.required("intermediate_size")?),
+        int(size("intermediate_size")?),
     );
-    if let Some(kv) = f.int("num_key_value_heads")? {
+    let optional = |key: &str| -> Result<Option<u64>> {
+        let d = super::hf_gemma::class_default(model_type, key);
+        Ok(f.int(key)?.or(d))
+    };
+    if let Some(kv) = optional("num_key_value_heads")? {
         put("n_kv_head", "num_key_value_heads", int(kv));
     }
-    if let Some(hd) = f.int("head_dim")? {
+    if let Some(hd) = optional("head_dim")? {
         put("head_dim", "head_dim", int(hd));
     }
     // Each class's default when the file leaves it out.
-    let tie_default = matches!(model_type, ModelType::Gemma);
+    let tie_default = matches!(
+        model_type,
+        ModelType::Gemma | ModelType::Gemma2 | ModelType::Gemma3
+    );
     let tie = f.boolean("tie_word_embeddings")?.unwrap_or(tie_default);
     put(
         "tie_word_embeddings",
@@ -224,6 +245,9 @@ pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<Stri
             "use_parallel_residual",
             Value::Bool(par),
         );
+    }
+    if matches!(model_type, ModelType::Gemma2 | ModelType::Gemma3) {
+        super::hf_gemma::attention_fields(&f, model_type, &mut put)?;
     }
     if f.boolean("mlp_bias")? == Some(true) {
         warnings.push(format!(

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 mod apply;
+pub mod attn_keys;
 pub mod frameworks;
+mod hf_gemma;
 pub mod hf_json;
 pub mod infer_keys;
 mod kinds;
@@ -242,6 +244,18 @@ pub struct TrainConfig {
     /// Attention and MLP read the same input and add to it together [use_parallel_residual].
     #[serde(default)]
     pub parallel_residual: bool,
+    /// Gemma 2: `cap * tanh(scores / cap)` in eager attention [attn_logit_softcapping].
+    #[serde(default)]
+    pub attn_softcap: Option<f64>,
+    /// Gemma 2: `cap * tanh(logits / cap)` before the loss [final_logit_softcapping].
+    #[serde(default)]
+    pub final_softcap: Option<f64>,
+    /// Tokens a sliding-window layer attends over [sliding_window] (src/config/attn_keys.rs).
+    #[serde(default)]
+    pub sliding_window: Option<u64>,
+    /// Every k-th layer attends globally [layer_types, sliding_window_pattern].
+    #[serde(default)]
+    pub global_every: Option<u64>,
     // --- LoRA (PEFT): frozen base weights in `dtype`, fp32 adapters A (r x in), B (out x r) ---
     /// Adapter rank; 0 = full fine-tuning [LoraConfig.r].
     #[serde(default)]
@@ -348,6 +362,10 @@ impl Default for TrainConfig {
             tie_word_embeddings: true,
             rotary_pct: 1.0,
             parallel_residual: false,
+            attn_softcap: None,
+            final_softcap: None,
+            sliding_window: None,
+            global_every: None,
             lora_rank: 0,
             lora_alpha: 16.0,
             lora_dropout: 0.0,

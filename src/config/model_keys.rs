@@ -30,6 +30,18 @@ pub enum ModelType {
     /// GemmaForCausalLM: embeddings scaled by √hidden, `(1 + weight)` RMSNorm, GELU-gated MLP.
     #[serde(rename = "gemma")]
     Gemma,
+    /// Gemma2ForCausalLM: Gemma's with four norms per layer, attention and final logit
+    /// soft-capping, eager attention and alternating sliding-window layers.
+    #[serde(rename = "gemma2")]
+    Gemma2,
+    /// Gemma3ForCausalLM (the text model): Gemma 2's layers with q_norm/k_norm per head, no
+    /// soft-capping in the released configs, 5 sliding layers to 1 global, two rotary bases.
+    #[serde(rename = "gemma3_text")]
+    Gemma3,
+    /// Olmo2ForCausalLM: Llama's layers with the norms after each sublayer and q_norm/k_norm
+    /// over the whole projected q and k.
+    #[serde(rename = "olmo2")]
+    Olmo2,
     /// Qwen3ForCausalLM: Llama's layers without biases, with an RMSNorm over each head of q
     /// and of k (`q_norm`, `k_norm`) before rotary.
     #[serde(rename = "qwen3")]
@@ -44,12 +56,15 @@ pub enum ModelType {
 }
 
 impl ModelType {
-    pub const ALL: [ModelType; 8] = [
+    pub const ALL: [ModelType; 11] = [
         ModelType::Gpt2,
         ModelType::Llama,
         ModelType::Mistral,
         ModelType::Qwen2,
         ModelType::Gemma,
+        ModelType::Gemma2,
+        ModelType::Gemma3,
+        ModelType::Olmo2,
         ModelType::Qwen3,
         ModelType::Phi3,
         ModelType::GptNeox,
@@ -62,6 +77,9 @@ impl ModelType {
             ModelType::Mistral => "mistral",
             ModelType::Qwen2 => "qwen2",
             ModelType::Gemma => "gemma",
+            ModelType::Gemma2 => "gemma2",
+            ModelType::Gemma3 => "gemma3_text",
+            ModelType::Olmo2 => "olmo2",
             ModelType::Qwen3 => "qwen3",
             ModelType::Phi3 => "phi3",
             ModelType::GptNeox => "gpt_neox",
@@ -85,6 +103,9 @@ impl ModelType {
                 | ModelType::Mistral
                 | ModelType::Qwen2
                 | ModelType::Gemma
+                | ModelType::Gemma2
+                | ModelType::Gemma3
+                | ModelType::Olmo2
                 | ModelType::Qwen3
         )
     }

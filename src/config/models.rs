@@ -44,6 +44,10 @@ pub const PRESETS: &[Preset] = embed!(
     "qwen3-8b" => "Qwen/Qwen3-8B",
     "phi-3-mini-4k" => "microsoft/Phi-3-mini-4k-instruct",
     "gemma-2b" => "google/gemma-2b",
+    "gemma-2-2b" => "google/gemma-2-2b",
+    "gemma-2-9b" => "google/gemma-2-9b",
+    "gemma-3-1b" => "google/gemma-3-1b-pt",
+    "olmo-2-7b" => "allenai/OLMo-2-1124-7B",
     "pythia-1b" => "EleutherAI/pythia-1b",
 );
 
@@ -57,7 +61,8 @@ pub enum ModelSource<'a> {
 }
 
 /// The preset's TOML text. Case and an organisation prefix are ignored
-/// (`meta-llama/Llama-3.1-8B` finds `llama-3.1-8b`); so is a trailing "-v0.1" or "-instruct".
+/// (`meta-llama/Llama-3.1-8B` finds `llama-3.1-8b`); so are a trailing "-v0.1", "-instruct",
+/// "-it" or "-pt"; the Hub id a preset stands for finds it too (`allenai/OLMo-2-1124-7B`).
 pub fn preset(name: &str) -> Result<(&'static str, &'static str)> {
     find_preset(name).map(|p| (p.name, p.text))
 }
@@ -78,10 +83,16 @@ fn find_preset(name: &str) -> Result<&'static Preset> {
         base.to_string(),
         base.trim_end_matches("-instruct").to_string(),
         base.trim_end_matches("-v0.1").to_string(),
+        base.trim_end_matches("-it").to_string(),
+        base.trim_end_matches("-pt").to_string(),
     ];
+    let hub_base = |p: &Preset| {
+        let id = p.hub_id.to_ascii_lowercase();
+        id.rsplit('/').next().unwrap_or_default().to_string()
+    };
     PRESETS
         .iter()
-        .find(|p| candidates.iter().any(|c| c == p.name))
+        .find(|p| candidates.iter().any(|c| c == p.name || *c == hub_base(p)))
         .ok_or_else(|| {
             let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
             Error::new(format!(

@@ -22,6 +22,8 @@ pub enum Ty {
     OptStr,
     /// True, False or None (vramplan's `use_reentrant`).
     OptBool,
+    /// float or None (Gemma's soft-capping keys).
+    OptFloat,
 }
 
 impl Ty {
@@ -34,6 +36,7 @@ impl Ty {
             Ty::OptInt => "an int or None",
             Ty::OptStr => "a string or None",
             Ty::OptBool => "True, False or None",
+            Ty::OptFloat => "a float or None",
         }
     }
 
@@ -47,6 +50,7 @@ impl Ty {
                 | (Ty::OptInt, Value::Int(_) | Value::None)
                 | (Ty::OptStr, Value::Str(_) | Value::None)
                 | (Ty::OptBool, Value::Bool(_) | Value::None)
+                | (Ty::OptFloat, Value::Int(_) | Value::Float(_) | Value::None)
         )
     }
 }
@@ -151,13 +155,17 @@ pub const KEYS: &[KeySpec] = &[
     field("offload_params", Ty::Bool, false, "zero3: offload_param to the CPU; fsdp: CPUOffload(offload_params=True) (sharded parameters, gradients and optimizer on the CPU)"),
     field("parallelism", Ty::Str, false, "'ddp', 'fsdp' (FULL_SHARD), 'fsdp_grad_op' (SHARD_GRAD_OP), 'zero1', 'zero2', 'zero3' or 'tp' (tensor parallel of degree world_size)"),
     // Architectures beyond nanoGPT's GPT (src/config/model_keys.rs).
-    field("model_type", Ty::Str, false, "'gpt2' (nanoGPT's GPT), or Hugging Face's 'llama', 'mistral', 'qwen2', 'gemma', 'gpt_neox'"),
+    field("model_type", Ty::Str, false, "'gpt2' (nanoGPT's GPT), or Hugging Face's 'llama', 'mistral', 'qwen2', 'gemma', 'gemma2', 'gemma3_text', 'qwen3', 'phi3', 'olmo2', 'gpt_neox'"),
     field("n_kv_head", Ty::OptInt, false, "key/value heads (grouped-query attention); None = n_head"),
     field("head_dim", Ty::OptInt, false, "channels per attention head; None = n_embd / n_head"),
     field("intermediate_size", Ty::OptInt, false, "MLP hidden width; None = 4 * n_embd"),
     field("tie_word_embeddings", Ty::Bool, false, "lm_head shares the token embedding's weight (nanoGPT: always)"),
     field("rotary_pct", Ty::Float, false, "fraction of head_dim that rotary embeddings rotate (GPT-NeoX: 0.25)"),
     field("parallel_residual", Ty::Bool, false, "x + attn(ln1(x)) + mlp(ln2(x)), GPT-NeoX's use_parallel_residual"),
+    field("attn_softcap", Ty::OptFloat, false, "gemma2/gemma3_text: cap * tanh(scores / cap) in eager attention (attn_logit_softcapping; Gemma 2: 50.0); None = off"),
+    field("final_softcap", Ty::OptFloat, false, "gemma2/gemma3_text: cap * tanh(logits / cap) on the full logits before the loss (final_logit_softcapping; Gemma 2: 30.0); None = off"),
+    field("sliding_window", Ty::OptInt, false, "gemma2/gemma3_text: tokens a sliding-window layer attends over; None = every layer global"),
+    field("global_every", Ty::OptInt, false, "gemma2/gemma3_text with sliding_window: every k-th layer (1-based) is global, the rest slide (Gemma 2: 2, Gemma 3: 6, config.json's layer_types); None = every layer slides"),
     field("lora_rank", Ty::Int, false, "LoRA adapter rank; 0 = full fine-tuning (base weights frozen in dtype otherwise)"),
     field("lora_alpha", Ty::Float, false, "LoRA scale numerator (alpha / rank); no memory effect"),
     field("lora_dropout", Ty::Float, false, "dropout on the LoRA adapters' input (keeps a mask per adapter)"),
@@ -250,6 +258,9 @@ pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
     if let Some(v) = super::model_keys::get(cfg, spec.name) {
         return v;
     }
+    if let Some(v) = super::attn_keys::get(cfg, spec.name) {
+        return v;
+    }
     if let Some(v) = super::infer_keys::get(cfg, spec.name) {
         return v;
     }
@@ -316,6 +327,9 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
     }
     let name = spec.name;
     if let Some(r) = super::model_keys::set(cfg, name, v) {
+        return r;
+    }
+    if let Some(r) = super::attn_keys::set(cfg, name, v) {
         return r;
     }
     if let Some(r) = super::infer_keys::set(cfg, name, v) {

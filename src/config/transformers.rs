@@ -140,6 +140,9 @@ fn first_release(model: ModelType) -> Option<((u16, u16), &'static str)> {
         ModelType::Gemma => ((4, 38), "GemmaForCausalLM"),
         ModelType::Phi3 => ((4, 41), "Phi3ForCausalLM"),
         ModelType::Qwen3 => ((4, 51), "Qwen3ForCausalLM"),
+        ModelType::Gemma2 => ((4, 42), "Gemma2ForCausalLM"),
+        ModelType::Olmo2 => ((4, 47), "Olmo2ForCausalLM"),
+        ModelType::Gemma3 => ((4, 50), "Gemma3ForCausalLM"),
         ModelType::Gpt2 | ModelType::Llama | ModelType::Mistral | ModelType::GptNeox => {
             return None
         }

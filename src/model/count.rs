@@ -73,6 +73,9 @@ pub fn base_params(cfg: &TrainConfig) -> u64 {
         | ModelType::Mistral
         | ModelType::Qwen2
         | ModelType::Gemma
+        | ModelType::Gemma2
+        | ModelType::Gemma3
+        | ModelType::Olmo2
         | ModelType::Qwen3 => {
             let (hd, nh, kv, i) = (cfg.head_size(), cfg.n_head, cfg.kv_heads(), cfg.mlp_width());
             let q = c * nh * hd;
@@ -86,13 +89,20 @@ pub fn base_params(cfg: &TrainConfig) -> u64 {
             } else {
                 nh * hd + 2 * kv * hd + c
             };
-            // Qwen3's q_norm and k_norm: one weight of head_dim each.
-            let qk_norms = if cfg.model_type == ModelType::Qwen3 {
-                2 * hd
-            } else {
-                0
+            // q_norm and k_norm: one weight of head_dim each (Qwen3, Gemma 3), or of the whole
+            // q and k projections (Olmo2).
+            let qk_norms = match cfg.model_type {
+                ModelType::Qwen3 | ModelType::Gemma3 => 2 * hd,
+                ModelType::Olmo2 => nh * hd + kv * hd,
+                _ => 0,
             };
-            let per_layer = q + kvp + o + mlp + 2 * c + bias + qk_norms;
+            // RMSNorms per layer: Llama's two; Gemma 2/3's four (pre/post attention and
+            // feed-forward); Olmo2's two after the sublayers.
+            let norms = match cfg.model_type {
+                ModelType::Gemma2 | ModelType::Gemma3 => 4 * c,
+                _ => 2 * c,
+            };
+            let per_layer = q + kvp + o + mlp + norms + bias + qk_norms;
             embeddings + l * per_layer + c
         }
     }

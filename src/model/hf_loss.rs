@@ -38,7 +38,18 @@ pub fn lm_head_and_loss(
         return (None, ops::chunked_cross_entropy(e, x, weight, targets));
     }
     let logits = ops::linear(e, x, weight, None, None, "lm_head");
-    match loss.chain {
+    loss_from_logits(e, logits, targets, loss.chain)
+}
+
+/// The release's chain from the logits (the lm_head's, or Gemma 2's soft-capped ones) to the
+/// loss; returns the logits the output holds and the loss.
+pub(super) fn loss_from_logits(
+    e: &mut Engine,
+    logits: V,
+    targets: T,
+    chain: LossChain,
+) -> (Option<V>, V) {
+    match chain {
         LossChain::PadLabels => pad_labels(e, logits, targets),
         LossChain::UpcastInLoss => upcast_in_loss(e, logits, targets),
         LossChain::UpcastInForward => upcast_in_forward(e, logits, targets),

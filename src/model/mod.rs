@@ -1,5 +1,6 @@
 //! Architectures as sequences of ops on the simulator's engine: nanoGPT's GPT, and the Hugging
-//! Face decoders (Llama, Mistral, Qwen2, Gemma; GPT-NeoX). The training loop (sim/train.rs)
+//! Face decoders (Llama, Mistral, Qwen2, Gemma, Gemma 2, Gemma 3, Qwen3, Olmo2 on Llama's
+//! layers; Phi-3; GPT-NeoX). The training loop (sim/train.rs)
 //! sees one `Model`; `config.model_type` picks which one is built.
 
 pub mod count;
@@ -7,9 +8,11 @@ pub mod gpt2;
 pub mod hf;
 pub mod hf_loss;
 pub mod llama;
+mod llama_layer;
 pub mod lora;
 pub mod neox;
 pub mod phi3;
+mod variant;
 
 pub use count::{base_params, lora_params, n_params};
 pub use gpt2::Gpt2;
@@ -38,6 +41,9 @@ impl Model {
             | ModelType::Mistral
             | ModelType::Qwen2
             | ModelType::Gemma
+            | ModelType::Gemma2
+            | ModelType::Gemma3
+            | ModelType::Olmo2
             | ModelType::Qwen3 => Model::Llama(Llama::build(e, cfg)),
         }
     }

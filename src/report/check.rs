@@ -296,6 +296,7 @@ fn warnings(cfg: &TrainConfig, d: &Decisions, gpu: Option<&GpuProfile>) -> Vec<S
              the compile runtime's rules are derived for nanoGPT's GPT on one GPU or DDP"
         ));
     }
+    warnings.extend(cfg.sliding_window_notes());
     if cfg.world_size > 1 {
         // Their size depends on the topology NCCL detects (channels, NVLink SHARP), which no
         // profile describes: named, not guessed.

@@ -159,6 +159,10 @@ fn attention(cfg: &TrainConfig, precision: Precision, rt: &Runtime) -> Decision<
     let half = precision != Precision::Float32;
     let gqa = cfg.kv_heads() != cfg.n_head;
     let (value, source) = match (cfg.flash, sdpa_kernel(half, gqa, rt.flash_attention)) {
+        (true, _) if cfg.model_type == ModelType::Gemma2 => (
+            AttentionKernel::Eager,
+            "gemma2: Gemma2PreTrainedModel._supports_sdpa = False (softcapping), so from_pretrained falls back to attn_implementation=\"eager\"",
+        ),
         (false, _) if cfg.model_type != ModelType::Gpt2 => (
             AttentionKernel::Eager,
             "flash=False on a Hugging Face model: attn_implementation=\"eager\"",

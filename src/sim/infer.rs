@@ -52,10 +52,13 @@ pub fn simulate_inference(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
     let mut e = Engine::new(rt);
     let model = Model::build(&mut e, cfg);
     let (b, ctx) = (cfg.batch_size, cfg.block_size);
-    let dims = (b, cfg.kv_heads(), ctx, cfg.head_size());
-    e.kv = Some(ops::alloc_kv_cache(
+    let dims = (b, cfg.kv_heads(), cfg.head_size());
+    let tokens: Vec<u64> = (0..cfg.n_layer as u32)
+        .map(|l| cfg.cached_tokens(l, ctx))
+        .collect();
+    e.kv = Some(ops::alloc_kv_cache_per_layer(
         &mut e,
-        cfg.n_layer,
+        &tokens,
         dims,
         kv_dtype(cfg),
     ));

@@ -42,6 +42,7 @@ mod json_schema;
 mod lora;
 mod model_layers;
 mod models;
+mod models_gemma2_olmo2;
 mod models_new_types;
 mod parallel_ddp;
 mod parallel_lora;

@@ -46,6 +46,11 @@ const PUBLISHED: &[(&str, u64)] = &[
     ("qwen3-8b", 8_190_735_360),
     ("phi-3-mini-4k", 3_821_079_552),
     ("pythia-1b", 1_011_781_632),
+    // Derived field by field in models_gemma2_olmo2.rs.
+    ("gemma-2-2b", 2_614_341_888),
+    ("gemma-2-9b", 9_241_705_984),
+    ("gemma-3-1b", 999_885_952),
+    ("olmo-2-7b", 7_298_617_344),
 ];
 
 #[test]
@@ -80,6 +85,10 @@ fn hf_config_files_give_the_presets_shapes() {
         ("qwen3-8b.json", "qwen3-8b"),
         ("phi-3-mini-4k.json", "phi-3-mini-4k"),
         ("pythia-1b.json", "pythia-1b"),
+        ("gemma-2-2b.json", "gemma-2-2b"),
+        ("gemma-2-9b.json", "gemma-2-9b"),
+        ("gemma-3-1b.json", "gemma-3-1b"),
+        ("olmo-2-7b.json", "olmo-2-7b"),
     ];
     for (file, name) in pairs {
         let a = hf(file).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -102,6 +111,16 @@ fn hf_config_files_give_the_presets_shapes() {
             )
         };
         assert_eq!(shape(&a), shape(&b), "{file} vs {name}");
+        // Gemma's soft-capping and sliding window, read from the file as the preset has them.
+        let attention = |c: &TrainConfig| {
+            (
+                c.attn_softcap,
+                c.final_softcap,
+                c.sliding_window,
+                c.global_every,
+            )
+        };
+        assert_eq!(attention(&a), attention(&b), "{file} vs {name}");
     }
     assert_eq!(hf("gemma-2b.json").unwrap().model_type, ModelType::Gemma);
 }

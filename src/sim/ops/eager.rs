@@ -46,11 +46,16 @@ pub struct EagerSaved {
     softmax: T,
     att: T,
     v: T,
+    /// Gemma 2's soft-capping: tanh's result (B, nh, T, T), kept by TanhBackward.
+    tanh: Option<T>,
 }
 
 impl EagerSaved {
     pub(super) fn release_saved(self, e: &mut Engine) {
         for t in [self.q, self.kt, self.softmax, self.att, self.v] {
+            e.release(t);
+        }
+        if let Some(t) = self.tanh {
             e.release(t);
         }
     }
@@ -77,7 +82,35 @@ pub fn scores_attention(
     kind: ScoresKind,
     h: Heads,
 ) -> V {
+    scores_attention_capped(e, [q, k, v], mask, kind, h, false)
+}
+
+/// Gemma 2's `eager_attention_forward` (models/gemma2/modeling_gemma2.py): the eager
+/// attention above with soft-capping between the scaling and the mask,
+/// `attn_weights = attn_weights / softcap; torch.tanh(...); * softcap` — three more
+/// (B, nh, T, T) tensors in the matmul's dtype, of which tanh's result stays saved until the
+/// backward.
+pub fn softcapped_eager_attention(
+    e: &mut Engine,
+    q: V,
+    k: V,
+    v: V,
+    mask: Option<T>,
+    h: Heads,
+) -> V {
+    scores_attention_capped(e, [q, k, v], mask, ScoresKind::Eager, h, true)
+}
+
+fn scores_attention_capped(
+    e: &mut Engine,
+    [q, k, v]: [V; 3],
+    mask: Option<T>,
+    kind: ScoresKind,
+    h: Heads,
+    softcap: bool,
+) -> V {
     let act = Category::Activations;
+    let record = e.grad_mode && [q.edge, k.edge, v.edge].iter().any(|x| *x != Edge::None);
     let (dq, dk, dv) = (e.dtype(q.t), e.dtype(k.t), e.dtype(v.t));
     let mm = match kind {
         ScoresKind::Eager => e.autocast.unwrap_or(dq),
@@ -119,12 +152,16 @@ pub fn scores_attention(
     let vx = expand(e, v.t, dv, "v_repeat");
     let mut s = e.alloc(h.name("scores"), h.scores(), mm, act);
     e.matmul_workspace();
+    let mut tanh = None;
     let mut pre_softmax = mm;
     if kind == ScoresKind::Eager {
         // `* scaling`, then `+ causal_mask` (promoted to the mask's dtype).
         let sc = e.alloc(h.name("scores_scaled"), h.scores(), mm, act);
         e.release(s);
         s = sc;
+        if softcap {
+            (s, tanh) = softcap_scores(e, s, &h, mm, record);
+        }
         if let Some(m) = mask {
             pre_softmax = if e.dtype(m) == mm { mm } else { DType::F32 };
             let sm = e.alloc(h.name("scores_masked"), h.scores(), pre_softmax, act);
@@ -151,7 +188,6 @@ pub fn scores_attention(
     let y = e.alloc(h.name("attn_output"), full, mm, act);
     let yt = e.alloc(h.name("attn_output_contiguous"), h.out(), mm, act);
     e.release(y);
-    let record = e.grad_mode && [q.edge, k.edge, v.edge].iter().any(|x| *x != Edge::None);
     if record {
         // softmax's backward keeps its output.
         e.retain(softmax);
@@ -183,9 +219,27 @@ pub fn scores_attention(
         softmax,
         att: attm,
         v: vm,
+        tanh,
     };
     let edge = e.push_node(Op::Scores(saved), [q.edge, k.edge, v.edge]);
     V { t: yt, edge }
+}
+
+/// `scores / cap`, `tanh`, `* cap` in the matmul's dtype (tanh is on none of autocast's
+/// lists): returns the capped scores and, when autograd records, tanh's kept result.
+fn softcap_scores(e: &mut Engine, s: T, h: &Heads, mm: DType, record: bool) -> (T, Option<T>) {
+    let act = Category::Activations;
+    let div = e.alloc(h.name("scores_div"), h.scores(), mm, act);
+    e.release(s);
+    let th = e.alloc(h.name("scores_tanh"), h.scores(), mm, act);
+    e.release(div);
+    let capped = e.alloc(h.name("scores_capped"), h.scores(), mm, act);
+    if record {
+        (capped, Some(th))
+    } else {
+        e.release(th);
+        (capped, None)
+    }
 }
 
 /// Gradients of q, k, v, replaying the ops' backward last to first.
@@ -227,6 +281,13 @@ pub(super) fn backward(e: &mut Engine, g: T, s: EagerSaved) -> [Option<T>; 3] {
     if s.kind == ScoresKind::Eager {
         if s.pre_softmax != s.mm {
             gs = convert(e, gs, sc, s.mm, "scores.grad");
+        }
+        if let Some(th) = s.tanh {
+            // `* softcap`'s MulBackward, TanhBackward (then its saved result goes), `/ softcap`.
+            gs = convert(e, gs, sc, s.mm, "scores_capped.grad");
+            gs = convert(e, gs, sc, s.mm, "scores_tanh.grad");
+            e.release(th);
+            gs = convert(e, gs, sc, s.mm, "scores_div.grad");
         }
         gs = convert(e, gs, sc, s.mm, "scores.grad");
     }

@@ -29,9 +29,25 @@ pub fn alloc_kv_cache(
     (b, nkv, tokens, hd): (u64, u64, u64, u64),
     dtype: DType,
 ) -> KvCache {
-    let shape = Shape::new(&[b, nkv, tokens, hd]);
-    let layers = (0..layers as u32)
-        .map(|l| {
+    let per_layer = vec![tokens; layers as usize];
+    alloc_kv_cache_per_layer(e, &per_layer, (b, nkv, hd), dtype)
+}
+
+/// The cache with each layer's own length (`tokens[l]`): a sliding-window layer of Gemma 2/3
+/// keeps `min(sliding_window, context)` tokens (transformers' cache_utils.py:
+/// DynamicSlidingWindowLayer, "[batch_size, num_heads, min(seq_len, sliding_window),
+/// head_dim]", and StaticSlidingWindowLayer's `min(sliding_window, max_cache_len)`).
+pub fn alloc_kv_cache_per_layer(
+    e: &mut Engine,
+    tokens: &[u64],
+    (b, nkv, hd): (u64, u64, u64),
+    dtype: DType,
+) -> KvCache {
+    let layers = tokens
+        .iter()
+        .enumerate()
+        .map(|(l, &n)| {
+            let (l, shape) = (l as u32, Shape::new(&[b, nkv, n, hd]));
             [
                 e.alloc(
                     Name::layer_param(l, "kv_cache", "k"),

@@ -20,17 +20,20 @@ mod tp;
 
 pub use attention::{attention, Attention, AttnKind};
 pub use basic::{add, add_broadcast, div_scalar, dropout, embedding, gelu, layer_norm};
-pub use eager::{scores_attention, ScoresKind};
-pub use kv_cache::{alloc_kv_cache, decode_attention, decode_context, last_position, KvCache};
+pub use eager::{scores_attention, softcapped_eager_attention, ScoresKind};
+pub use kv_cache::{
+    alloc_kv_cache, alloc_kv_cache_per_layer, decode_attention, decode_context, last_position,
+    KvCache,
+};
 pub use linear::linear;
 pub use loss::{chunked_cross_entropy, cross_entropy, CHUNK_ROWS};
 pub use pointwise::{
-    clone, heads_view, mul, mul_as, mul_scalar, promote, requires_grad, scale, shifted_copy, silu,
-    silu_as, split2, split3, to_dtype,
+    clone, heads_view, mul, mul_as, mul_scalar, promote, repeat_kv, requires_grad, scale,
+    shifted_copy, silu, silu_as, split2, split3, tanh, to_dtype,
 };
 pub use rms_norm::{rms_norm, rms_norm_as, RmsStyle};
-pub use rotary::{rope, rotary_tables};
-pub use sdpa::{kernel_for, sdpa, sdpa_kernel, Heads, SdpaKernel};
+pub use rotary::{rope, rotary_tables, rotary_tables_of};
+pub use sdpa::{kernel_for, sdpa, sdpa_kernel, sdpa_masked, Heads, SdpaKernel};
 pub use tp::{vocab_parallel_cross_entropy, vocab_parallel_embedding};
 
 use super::dtype::DType;

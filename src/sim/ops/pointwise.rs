@@ -29,6 +29,27 @@ pub fn silu_as(e: &mut Engine, x: V, shape: Shape, name: Name) -> V {
     super::basic::activation_as(e, x, shape, name)
 }
 
+/// `torch.tanh(x)` (Gemma 2's soft-capping): TanhBackward keeps its *result*
+/// (tools/autograd/derivatives.yaml, `self: tanh_backward(grad, result)`) and allocates a
+/// gradient of x's shape and dtype. Not on autocast's lists: the output has x's dtype.
+pub fn tanh(e: &mut Engine, x: V, name: Name) -> V {
+    let r = *e.record(x.t);
+    let t = e.alloc(name, r.shape, r.dtype, Category::Activations);
+    let kept = save(e, t);
+    let edge = e.push_node(
+        Op::Activation {
+            x: kept,
+            shape: r.shape,
+            name: Name {
+                what: "grad",
+                ..name
+            },
+        },
+        [x.edge, Edge::None, Edge::None],
+    );
+    V { t, edge }
+}
+
 /// What `a * b` kept: each input is saved for the other's gradient when that one needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct MulSaved {
@@ -127,6 +148,16 @@ pub fn heads_view(e: &mut Engine, x: V, name: Name) -> V {
     e.retain(x.t);
     let edge = like_input_grad(e, x, name);
     V { t: x.t, edge }
+}
+
+/// transformers' `repeat_kv(x, n_rep)` on (B, nkv, T, hd): `expand` then `reshape` to
+/// (B, nkv·n_rep, T, hd) = `shape`, a copy (the expanded view is not contiguous). Its
+/// backward sums the gradient over each group: one tensor shaped like `x`.
+pub fn repeat_kv(e: &mut Engine, x: V, shape: Shape, name: Name) -> V {
+    let r = *e.record(x.t);
+    let t = e.alloc(name, shape, r.dtype, Category::Activations);
+    let edge = like_input_grad(e, x, name);
+    V { t, edge }
 }
 
 /// The node of an op whose backward allocates one gradient shaped like its input `x` (named

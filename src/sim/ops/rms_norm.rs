@@ -32,6 +32,9 @@ pub enum RmsStyle {
     Llama,
     /// `(x * (1 + weight)).type_as(x)` in fp32 (GemmaRMSNorm).
     Gemma,
+    /// `(weight * x).to(input_dtype)` in fp32 (Olmo2RMSNorm, modeling_olmo2.py): Gemma's
+    /// tensors without `1 + weight` (the fp32 weight multiplies as it is).
+    Olmo2,
 }
 
 /// What the norm's nodes keep, and what the backward needs to replay them.
@@ -123,15 +126,19 @@ pub fn rms_norm_as(e: &mut Engine, x: V, shape: Shape, w: usize, style: RmsStyle
             e.release(var);
             (out, kept, None, out_dtype)
         }
-        RmsStyle::Gemma => {
-            // _norm returns; then output * (1.0 + self.weight.float()), then .type_as(x).
+        RmsStyle::Gemma | RmsStyle::Olmo2 => {
+            // _norm returns; then output * (1.0 + self.weight.float()) (Olmo2: self.weight *
+            // output), then .type_as(x) (Olmo2: .to(input_dtype)).
             e.release(var);
-            let wplus = e.alloc(nm("weight_plus_one"), Shape::new(&[c]), DType::F32, act);
+            let wplus = (style == RmsStyle::Gemma)
+                .then(|| e.alloc(nm("weight_plus_one"), Shape::new(&[c]), DType::F32, act));
             let out32 = e.alloc(nm("out_fp32"), shape, DType::F32, act);
             let wplus = if record {
-                Some(wplus)
+                wplus
             } else {
-                e.release(wplus);
+                if let Some(w) = wplus {
+                    e.release(w);
+                }
                 None
             };
             let kept = if w_grad {
@@ -239,7 +246,7 @@ pub(super) fn backward(e: &mut Engine, g: T, s: RmsSaved) -> [Option<T>; 3] {
             }
             (gc, gw)
         }
-        RmsStyle::Gemma => {
+        RmsStyle::Gemma | RmsStyle::Olmo2 => {
             let mut g = g;
             if s.out_dtype != f32 {
                 // ToCopyBackward of `.type_as(x)`.

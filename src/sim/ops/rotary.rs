@@ -27,9 +27,21 @@ use crate::sim::timeline::{Category, Name, Shape};
 
 /// `LlamaRotaryEmbedding.forward(x, position_ids)`: (cos, sin), each (1, T, rot_dim) in `dtype`.
 pub fn rotary_tables(e: &mut Engine, t: u64, rot_dim: u64, dtype: DType) -> (T, T) {
+    rotary_tables_of(e, "rotary_emb", t, rot_dim, dtype)
+}
+
+/// `rotary_tables` named after `module` (Gemma 3 computes a second pair, for its
+/// sliding-window layers' base, and names neither apart: `local_rotary_emb` here).
+pub fn rotary_tables_of(
+    e: &mut Engine,
+    module: &'static str,
+    t: u64,
+    rot_dim: u64,
+    dtype: DType,
+) -> (T, T) {
     let f32 = DType::F32;
     let other = Category::Other;
-    let nm = |what| Name::top("rotary_emb", what);
+    let nm = |what| Name::top(module, what);
     let emb_shape = Shape::new(&[1, t, rot_dim]);
     // position_ids[:, None, :].float(), then inv_freq @ positions: (1, rot_dim / 2, T).
     let pos = e.alloc(nm("position_ids_fp32"), Shape::new(&[1, 1, t]), f32, other);

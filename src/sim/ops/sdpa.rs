@@ -73,6 +73,8 @@ pub struct SdpaSaved {
     out: T,
     lse: Option<T>,
     rng: [Option<T>; 2],
+    /// The additive mask of `sdpa_masked`.
+    bias: Option<T>,
 }
 
 fn round_up(x: u64, m: u64) -> u64 {
@@ -114,7 +116,45 @@ pub(super) fn autocast_inputs(e: &mut Engine, q: V, k: V, v: V, h: &Heads) -> [V
 /// SDPA with the flash or memory-efficient kernel; returns the output, (B, T, nh·hd) in
 /// memory. The caller's `transpose(1, 2).contiguous()` and `reshape` are views of it.
 pub fn sdpa(e: &mut Engine, q: V, k: V, v: V, kernel: SdpaKernel, h: Heads) -> V {
-    let [q, k, v] = autocast_inputs(e, q, k, v, &h);
+    let qkv = autocast_inputs(e, q, k, v, &h);
+    run_kernel(e, qkv, kernel, h, None)
+}
+
+/// SDPA given an explicit boolean mask (the model's, read here and not kept) and k, v at the
+/// full head count (a
+/// mask rules out `enable_gqa` in transformers' sdpa_attention.py, which then `repeat_kv`s):
+/// the flash kernel takes no mask, so PyTorch runs the memory-efficient one
+/// (sdp_utils.cpp `check_for_attn_mask`). `scaled_dot_product_attention` first turns the
+/// boolean mask into an additive one in the query's dtype (attention.cpp
+/// `convert_boolean_attn_mask`: `where(mask.logical_not(), -inf, 0)`, a (B, 1, T, T)
+/// temporary and the result), which the kernel keeps for its backward; the mem-efficient
+/// path pads its last dimension to a multiple of 16 (`preprocess_mask`) with a copy when T
+/// is not one.
+pub fn sdpa_masked(e: &mut Engine, q: V, k: V, v: V, h: Heads) -> V {
+    let qkv = autocast_inputs(e, q, k, v, &h);
+    let dtype = e.dtype(qkv[0].t);
+    let act = Category::Activations;
+    let shape = Shape::new(&[h.b, 1, h.t, h.t]);
+    let not = e.alloc(h.name("attn_mask_not"), shape, DType::Bool, act);
+    let mut bias = e.alloc(h.name("attn_bias"), shape, dtype, act);
+    e.release(not);
+    if !h.t.is_multiple_of(16) {
+        let padded = Shape::new(&[h.b, 1, h.t, round_up(h.t, 16)]);
+        let p = e.alloc(h.name("attn_bias_padded"), padded, dtype, act);
+        e.release(bias);
+        bias = p;
+    }
+    run_kernel(e, qkv, SdpaKernel::Efficient, h, Some(bias))
+}
+
+/// The kernel on q, k, v already in its dtype; `bias` (an additive mask) is kept with them.
+fn run_kernel(
+    e: &mut Engine,
+    [q, k, v]: [V; 3],
+    kernel: SdpaKernel,
+    h: Heads,
+    bias: Option<T>,
+) -> V {
     let dtype = e.dtype(q.t);
     let training = e.grad_mode;
     let out = e.alloc(h.name("sdpa.out"), h.out(), dtype, Category::Activations);
@@ -152,7 +192,7 @@ pub fn sdpa(e: &mut Engine, q: V, k: V, v: V, kernel: SdpaKernel, h: Heads) -> V
     };
     let record = training && [q.edge, k.edge, v.edge].iter().any(|e| *e != Edge::None);
     if !record {
-        for t in [rng[1], rng[0], lse].into_iter().flatten() {
+        for t in [rng[1], rng[0], lse, bias].into_iter().flatten() {
             e.release(t);
         }
         for x in [q, k, v] {
@@ -176,6 +216,7 @@ pub fn sdpa(e: &mut Engine, q: V, k: V, v: V, kernel: SdpaKernel, h: Heads) -> V
         out,
         lse,
         rng,
+        bias,
     };
     let edge = e.push_node(Op::Sdpa(saved), [q.edge, k.edge, v.edge]);
     V { t: out, edge }
@@ -191,6 +232,7 @@ impl SdpaSaved {
             self.lse,
             self.rng[0],
             self.rng[1],
+            self.bias,
         ];
         for t in all.into_iter().flatten() {
             e.release(t);

@@ -26,9 +26,9 @@ fn bench_check(c: &mut Criterion) {
     });
     let rt = vramplan::sim::Runtime::pytorch(&xl, None);
     c.bench_function("simulate gpt2-xl (timeline only)", |b| {
-        b.iter(|| vramplan::sim::simulate(black_box(&xl), rt).unwrap())
+        b.iter(|| vramplan::run::simulate(black_box(&xl), rt).unwrap())
     });
-    let tl = vramplan::sim::simulate(&xl, rt).unwrap();
+    let tl = vramplan::run::simulate(&xl, rt).unwrap();
     c.bench_function("replay gpt2-xl (allocator only)", |b| {
         b.iter(|| vramplan::sim::replay(black_box(&tl), false))
     });

@@ -3,7 +3,8 @@
 //!
 //!     cargo run --example leaks -- [--key=value ...]
 use vramplan::config::{apply_overrides, TrainConfig};
-use vramplan::sim::{simulate, Category, Runtime};
+use vramplan::run::simulate;
+use vramplan::sim::{Category, Runtime};
 
 fn main() {
     let overrides: Vec<String> = std::env::args().skip(1).collect();

@@ -4,8 +4,8 @@
 //!     cargo run --example trace -- CONFIG [--key=value ...] [--arch sm90]
 
 use vramplan::calibration::reference_runtime;
+use vramplan::run::simulate;
 use vramplan::sim::allocator::{round_size, CachingAllocator};
-use vramplan::sim::simulate;
 use vramplan::sim::timeline::EventKind;
 
 fn main() {

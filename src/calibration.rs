@@ -8,8 +8,9 @@
 use crate::budget::default_cublas_workspace_bytes;
 use crate::config::{Precision, TrainConfig};
 use crate::error::{Error, Result};
+use crate::run::simulate;
 use crate::sim::runtime::{Runtime, RuntimeKind};
-use crate::sim::{replay, simulate, DType, Phase};
+use crate::sim::{replay, DType, Phase};
 
 /// One compared figure.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! Architectures as sequences of ops on the simulator's engine: nanoGPT's GPT, and the Hugging
 //! Face decoders (Llama, Mistral, Qwen2, Gemma, Gemma 2, Gemma 3, Qwen3, Olmo2 on Llama's
-//! layers; Phi-3; GPT-NeoX). The training loop (sim/train.rs)
+//! layers; Phi-3; GPT-NeoX). The training loop (run/train.rs)
 //! sees one `Model`; `config.model_type` picks which one is built.
 
 pub mod count;

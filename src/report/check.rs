@@ -243,7 +243,7 @@ pub fn build_from(cfg: &TrainConfig, run: &Run, budget: Option<&Budget>) -> Resu
                     dtype: d.precision.value,
                     ..cfg.clone()
                 };
-                crate::sim::infer::kv_dtype(&simulated).short()
+                crate::run::infer::kv_dtype(&simulated).short()
             }),
             upper_bound: d.compile_fallback.is_some(),
             semantics: crate::sim::runtime::semantics(d.runtime.value),

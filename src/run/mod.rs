@@ -4,17 +4,27 @@
 //! returns one [`Run`]; [`Budget::judge`](crate::budget::Budget::judge) turns a Run into the
 //! [`Verdict`]. Front-ends (check, suggest, diagnose, explain, svg) read a Run and a Verdict;
 //! none computes bytes or a verdict itself.
+//!
+//! The runs themselves live here, above `sim` (the engine, ops, allocator and timeline, which
+//! know no model) and `model` (the architectures): [`train`] is nanoGPT's train.py loop with
+//! the frameworks' differences, [`infer`] the inference runs and vLLM's profile runs.
 
 mod decisions;
+pub mod infer;
+pub mod train;
 mod verdict;
 
 pub use decisions::{AllocatorMode, AttentionKernel, Decision, Decisions};
+pub use infer::{
+    simulate_inference, simulate_vllm_profile, simulate_vllm_v1_profile, ProfileBatch,
+};
+pub use train::simulate;
 pub use verdict::{Band, Figure, Provenance, Verdict};
 
 use crate::budget::GpuProfile;
 use crate::config::{Mode, TrainConfig};
 use crate::error::Result;
-use crate::sim::{replay, simulate, simulate_inference, MemoryProfile, Runtime, Timeline};
+use crate::sim::{replay, MemoryProfile, Runtime, Timeline};
 
 /// One simulated run: what happened (Timeline), what the allocator made of it (the profile:
 /// peaks, per-event allocated and reserved bytes) and the choices it was simulated under.

@@ -14,21 +14,15 @@ pub mod candle;
 pub mod dtype;
 pub mod engine;
 mod fused;
-pub mod infer;
 pub mod ops;
 pub mod optim;
 pub mod parallel;
 pub mod replay;
 pub mod runtime;
 pub mod timeline;
-pub mod train;
 
 pub use candle::{candle_phase_peaks, phase_bytes, simulate_candle, PhaseBytes};
 pub use dtype::DType;
-pub use infer::{
-    simulate_inference, simulate_vllm_profile, simulate_vllm_v1_profile, ProfileBatch,
-};
 pub use replay::{replay, MemoryProfile, PhasePeak};
 pub use runtime::Runtime;
 pub use timeline::{Category, Name, Phase, Residency, Shape, Timeline};
-pub use train::simulate;

@@ -51,7 +51,7 @@ const BNB_MIN_8BIT_SIZE: u64 = 4096;
 /// bitsandbytes' `get_state_buffer`: smaller parameters are never paged.
 const BNB_MIN_PAGED_SIZE: u64 = 100_000;
 /// Elements per absmax block of bitsandbytes' block-wise 8-bit state, as this simulator has
-/// always counted it (`sim::train`'s AdamW8bit before this module).
+/// always counted it (the training loop's AdamW8bit before this module).
 const BNB_BLOCK: u64 = 256;
 
 impl OptimizerKind {
@@ -377,4 +377,12 @@ fn factored_shapes(d: &[u64]) -> (Shape, Shape) {
     let mut col = d[..d.len() - 2].to_vec();
     col.push(d[d.len() - 1]);
     (row, Shape::new(&col))
+}
+
+/// Parameters in nanoGPT's optimizer order: the weight-decay group (2-D), then the rest.
+pub(crate) fn optimizer_order(e: &Engine) -> Vec<usize> {
+    let (mut decay, mut rest): (Vec<usize>, Vec<usize>) =
+        (0..e.params.len()).partition(|&p| e.params[p].decay);
+    decay.append(&mut rest);
+    decay
 }

@@ -8,10 +8,11 @@
 use crate::support::cli::{json, vramplan};
 use serde_json::Value;
 use vramplan::config::{Precision, TrainConfig};
+use vramplan::run::simulate;
 use vramplan::sim::dtype::DType;
 use vramplan::sim::runtime::{Runtime, RuntimeKind};
 use vramplan::sim::timeline::{Category, EventKind, Phase, Residency};
-use vramplan::sim::{simulate, Timeline};
+use vramplan::sim::Timeline;
 
 /// The compile runtime without cuBLAS workspaces (so hand counts need not include them).
 fn compiled(autocast: Option<DType>) -> Runtime {

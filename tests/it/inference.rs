@@ -4,11 +4,12 @@
 
 use vramplan::config::{load_with_model, ModelSource, TrainConfig};
 use vramplan::plan::vllm::{vllm_budget, NonTorch};
+use vramplan::run::infer::kv_bytes_per_token;
+use vramplan::run::simulate_inference;
 use vramplan::sim::dtype::DType;
-use vramplan::sim::infer::kv_bytes_per_token;
 use vramplan::sim::runtime::Runtime;
 use vramplan::sim::timeline::{Category, Phase, TensorRecord};
-use vramplan::sim::{replay, simulate_inference, Timeline};
+use vramplan::sim::{replay, Timeline};
 
 // The small Llama (GQA): 2 layers, 4 query heads, 2 key/value heads of 16 dims.
 const L: u64 = 2;

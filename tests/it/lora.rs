@@ -5,8 +5,8 @@
 use crate::support::hf::{after_forward, bytes, preset, SMALL_LLAMA};
 use vramplan::config::{load_with_model, ModelSource, TrainConfig};
 use vramplan::model::{base_params, lora_params};
+use vramplan::run::simulate;
 use vramplan::sim::runtime::Runtime;
-use vramplan::sim::simulate;
 use vramplan::sim::timeline::Category;
 
 const B: u64 = 2;

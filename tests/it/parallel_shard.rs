@@ -3,7 +3,8 @@
 
 use crate::support::sim::run;
 use crate::support::tiny_gpt::*;
-use vramplan::sim::{simulate, Runtime};
+use vramplan::run::simulate;
+use vramplan::sim::Runtime;
 use vramplan::sim::{Category, DType, Phase, Timeline};
 
 /// FSDP units of the tiny model with 4 layers over 4 ranks: a block is ln_1 128 + c_attn

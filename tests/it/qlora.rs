@@ -6,9 +6,10 @@
 use crate::support::hf::{bytes, preset, SMALL_LLAMA};
 use vramplan::config::{load_with_model, ModelSource, TrainConfig};
 use vramplan::model::{base_params, lora_params};
+use vramplan::run::simulate;
 use vramplan::sim::runtime::Runtime;
 use vramplan::sim::timeline::{Category, EventKind, Phase};
-use vramplan::sim::{simulate, Timeline};
+use vramplan::sim::Timeline;
 
 const C: u64 = 64;
 const NH: u64 = 4;

@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 use vramplan::calibration::reference_runtime;
 use vramplan::config::{Precision, TrainConfig};
+use vramplan::run::simulate;
 use vramplan::sim::timeline::EventKind;
-use vramplan::sim::{replay, simulate, Phase};
+use vramplan::sim::{replay, Phase};
 
 struct Row {
     phase: String,

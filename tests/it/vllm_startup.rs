@@ -9,9 +9,10 @@ use vramplan::config::{load_with_model, ModelSource, TrainConfig};
 use vramplan::plan::vllm::{
     non_torch, scheduler, vllm_budget, NonTorch, CUSTOM_ALL_REDUCE_BYTES, NCCL_CONNECTION_BYTES,
 };
+use vramplan::run::{simulate_vllm_v1_profile, ProfileBatch};
+use vramplan::sim::replay;
 use vramplan::sim::runtime::Runtime;
 use vramplan::sim::timeline::Phase;
-use vramplan::sim::{replay, simulate_vllm_v1_profile, ProfileBatch};
 
 const MIB: u64 = 1 << 20;
 // The small Llama (GQA): 2 layers, 4 query heads, 2 key/value heads of 16 dims, vocabulary 100

@@ -122,7 +122,7 @@ pub(crate) fn defaults(framework: Framework) -> Vec<Assignment> {
     //   finetune/lora.py (no compile, TrainArgs.max_norm None) neither compile nor accumulate
     //   unless asked.
     // "No eval" is eval_interval past max_iters: no estimate_loss() after a training step; and
-    // a framework other than nanoGPT never evaluates before training (src/sim/train.rs
+    // a framework other than nanoGPT never evaluates before training (src/run/train.rs
     // `schedule`).
     let mut out = vec![
         ("framework", Value::Str(framework.as_str().into())),

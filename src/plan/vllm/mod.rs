@@ -48,10 +48,11 @@ pub use startup::{gib, startup_lines, thousands};
 use crate::budget::GpuProfile;
 use crate::config::{Mode, TrainConfig, VllmVersion};
 use crate::error::{Error, Result};
-use crate::sim::infer::kv_bytes_per_token;
+use crate::run::infer::kv_bytes_per_token;
+use crate::run::{simulate_vllm_profile, simulate_vllm_v1_profile, ProfileBatch};
 use crate::sim::runtime::effective_precision;
 use crate::sim::timeline::Phase;
-use crate::sim::{replay, simulate_vllm_profile, simulate_vllm_v1_profile, ProfileBatch, Runtime};
+use crate::sim::{replay, Runtime};
 use serde::Serialize;
 
 /// vLLM's default `--block-size` (tokens per KV-cache block).

@@ -38,8 +38,8 @@ use super::zero_offload::Offload;
 use crate::config::{OptimizerKind, Parallelism};
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T};
+use crate::sim::optim::{optimizer_order, optimizer_state};
 use crate::sim::timeline::{Category, Name, Shape};
-use crate::sim::train::{optimizer_order, optimizer_state};
 
 /// The module name of the flat buffers that hold other parameters' storage.
 pub const FLAT_MODULE: &str = "flat_param";

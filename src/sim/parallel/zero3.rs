@@ -26,8 +26,8 @@ use super::zero::{numel, param_groups, FLAT_MODULE, REDUCE_BUCKET_ELEMENTS};
 use crate::config::OptimizerKind;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T};
+use crate::sim::optim::optimizer_state;
 use crate::sim::timeline::{Category, Name, Shape};
-use crate::sim::train::optimizer_state;
 
 /// `stage3_param_persistence_threshold` default, in elements.
 pub const PERSISTENCE_THRESHOLD: u64 = 100_000;

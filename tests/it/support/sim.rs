@@ -3,11 +3,12 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use vramplan::config::TrainConfig;
+use vramplan::run::simulate;
 use vramplan::sim::dtype::DType;
 use vramplan::sim::engine::{Engine, V};
 use vramplan::sim::runtime::{Runtime, RuntimeKind};
 use vramplan::sim::timeline::{Category, EventKind, Name, Shape};
-use vramplan::sim::{simulate, Timeline};
+use vramplan::sim::Timeline;
 
 /// The whole training run of `c` under PyTorch's runtime.
 pub fn run(c: &TrainConfig) -> Timeline {

@@ -4,18 +4,18 @@
 //! The keys that change what train.py runs (eval_only, init_from='resume', max_iters,
 //! eval_interval) decide which of these happen: [`schedule`], [`load_checkpoint`].
 
-use super::amp;
-use super::dtype::DType;
-use super::engine::{Engine, T, V};
-use super::ops;
-use super::optim;
-pub(crate) use super::optim::optimizer_state;
-use super::parallel;
-use super::runtime::Runtime;
-use super::timeline::{Category, Name, Phase, Shape, Timeline};
 use crate::config::TrainConfig;
 use crate::error::Result;
 use crate::model::Model;
+use crate::sim::amp;
+use crate::sim::dtype::DType;
+use crate::sim::engine::{Engine, T, V};
+use crate::sim::ops;
+use crate::sim::optim;
+use crate::sim::optim::optimizer_order;
+use crate::sim::parallel;
+use crate::sim::runtime::Runtime;
+use crate::sim::timeline::{Category, Name, Phase, Shape, Timeline};
 
 /// Training steps simulated: the first creates AdamW's state, the second is the steady state
 /// (state alive during forward and backward).
@@ -319,14 +319,6 @@ fn clip_grad_norm(e: &mut Engine) {
     e.release(mul);
     e.release(clamped);
     e.release(total);
-}
-
-/// Parameters in nanoGPT's optimizer order: the weight-decay group (2-D), then the rest.
-pub(crate) fn optimizer_order(e: &Engine) -> Vec<usize> {
-    let (mut decay, mut rest): (Vec<usize>, Vec<usize>) =
-        (0..e.params.len()).partition(|&p| e.params[p].decay);
-    decay.append(&mut rest);
-    decay
 }
 
 /// `optimizer.step()` (sim::optim): state created at the first step, the step's temporaries.

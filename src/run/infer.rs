@@ -8,14 +8,14 @@
 //! cache: `max_num_seqs` dummy sequences sharing `max_num_batched_tokens` tokens, then the
 //! sampler of that version.
 
-use super::dtype::DType;
-use super::engine::{Engine, T, V};
-use super::ops;
-use super::runtime::Runtime;
-use super::timeline::{Category, Name, Phase, Shape, Timeline};
 use crate::config::{KvCacheDtype, Precision, TrainConfig};
 use crate::error::Result;
 use crate::model::Model;
+use crate::sim::dtype::DType;
+use crate::sim::engine::{Engine, T, V};
+use crate::sim::ops;
+use crate::sim::runtime::Runtime;
+use crate::sim::timeline::{Category, Name, Phase, Shape, Timeline};
 
 /// The dtype of the weights (and the activations) of a model served in `cfg.dtype`.
 pub fn weight_dtype(cfg: &TrainConfig) -> DType {
@@ -115,9 +115,9 @@ pub fn graph_pool_bytes(cfg: &TrainConfig, rt: Runtime) -> Result<u64> {
     let logits = model.logits(&mut e, idx, false);
     e.drop_value(logits);
     e.release(idx);
-    let profile = super::replay(&e.tl, false);
+    let profile = crate::sim::replay(&e.tl, false);
     Ok(
-        super::replay::live_blocks_at(&e.tl, &profile, profile.peak_event)
+        crate::sim::replay::live_blocks_at(&e.tl, &profile, profile.peak_event)
             .into_iter()
             .filter(|&(t, _)| {
                 matches!(

@@ -55,10 +55,27 @@ fn json_value(v: &str) -> String {
     }
 }
 
-/// The keys that differ, in the framework's names.
+/// The keys that differ, in the framework's names: the shape of a step, then the memory
+/// knobs, the libraries that swap a component, and attention and sharding.
 fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<Change> {
-    let f = cfg.framework;
     let mut out: Vec<Change> = Vec::new();
+    if cfg.framework == Framework::NanoGpt {
+        return out;
+    }
+    for part in [
+        step_shape,
+        memory_knobs,
+        swapped_components,
+        attention_and_sharding,
+    ] {
+        part(cfg, base, &mut out);
+    }
+    out
+}
+
+/// Batch, accumulation (as the framework counts it), sequence length and devices.
+fn step_shape(cfg: &TrainConfig, base: &TrainConfig, out: &mut Vec<Change>) {
+    let f = cfg.framework;
     let accum = cfg.accumulation_as_counted();
     let batch_or_accum = cfg.batch_size != base.batch_size
         || accum != base.accumulation_as_counted()
@@ -109,10 +126,14 @@ fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<Change> {
                 out.push(("devices", cfg.world_size.to_string()));
             }
         }
-        Framework::NanoGpt => return out,
+        Framework::NanoGpt => {}
     }
+}
+
+/// The eval batch, activation checkpointing and the precision.
+fn memory_knobs(cfg: &TrainConfig, base: &TrainConfig, out: &mut Vec<Change>) {
+    let f = cfg.framework;
     let tt = f == Framework::Torchtune;
-    let lit = f == Framework::Litgpt;
     if cfg.eval_batch_size != base.eval_batch_size {
         if let Some(b) = cfg.eval_batch_size {
             let key = if f == Framework::HfTrainer {
@@ -142,6 +163,11 @@ fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<Change> {
             (_, Precision::Float32) => {}
         }
     }
+}
+
+/// The 8-bit optimizer, the chunked loss and 4-bit weights, each the framework's component.
+fn swapped_components(cfg: &TrainConfig, base: &TrainConfig, out: &mut Vec<Change>) {
+    let f = cfg.framework;
     if cfg.optimizer != base.optimizer && cfg.optimizer == OptimizerKind::AdamW8bit {
         match f {
             Framework::HfTrainer => out.push(("optim", "adamw_bnb_8bit".into())),
@@ -180,6 +206,12 @@ fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<Change> {
             Framework::NanoGpt => {}
         }
     }
+}
+
+/// SDPA attention and the sharding engine (leaving DeepSpeed drops the file's ds_config).
+fn attention_and_sharding(cfg: &TrainConfig, base: &TrainConfig, out: &mut Vec<Change>) {
+    let f = cfg.framework;
+    let (tt, lit) = (f == Framework::Torchtune, f == Framework::Litgpt);
     if cfg.flash && !base.flash && !tt && !lit {
         let (k, v) = if f == Framework::Axolotl {
             ("sdp_attention", "true")
@@ -222,7 +254,6 @@ fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<Change> {
             _ => {}
         }
     }
-    out
 }
 
 /// Whether the framework can run `mode` at all (torchtune's distributed recipes and LitGPT's

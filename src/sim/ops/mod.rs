@@ -6,9 +6,11 @@
 mod attention;
 mod attention_compiled;
 mod basic;
+mod cross_entropy;
 mod eager;
 pub(crate) mod fusion;
 mod kv_cache;
+mod layer_norm;
 mod linear;
 mod loss;
 mod pointwise;
@@ -19,14 +21,16 @@ mod sdpa;
 mod tp;
 
 pub use attention::{attention, Attention, AttnKind};
-pub use basic::{add, add_broadcast, div_scalar, dropout, embedding, gelu, layer_norm};
+pub use basic::{add, add_broadcast, div_scalar, dropout, embedding, gelu};
+pub use cross_entropy::cross_entropy;
 pub use eager::{scores_attention, softcapped_eager_attention, ScoresKind};
 pub use kv_cache::{
     alloc_kv_cache, alloc_kv_cache_per_layer, decode_attention, decode_context, last_position,
     KvCache,
 };
+pub use layer_norm::layer_norm;
 pub use linear::linear;
-pub use loss::{chunked_cross_entropy, cross_entropy, CHUNK_ROWS};
+pub use loss::{chunked_cross_entropy, CHUNK_ROWS};
 pub use pointwise::{
     clone, heads_view, mul, mul_as, mul_scalar, promote, repeat_kv, requires_grad, scale,
     shifted_copy, silu, silu_as, split2, split3, tanh, to_dtype,
@@ -178,39 +182,15 @@ impl Op {
                 weight,
                 dtype,
                 name,
-            } => {
-                let gw = e.alloc(
-                    Name {
-                        what: "grad",
-                        ..name
-                    },
-                    weight,
-                    dtype,
-                    Category::Gradients,
-                );
-                e.release(g);
-                e.release(idx);
-                [Some(gw), None, None]
-            }
-            Op::AddBroadcast { pos, name } => {
-                // tok_emb's gradient is the incoming one; pos_emb's is its sum over the batch,
-                // in the dtype of the trainable position embedding (fp32, or `dtype` when pure).
-                let gp = e.alloc(name, pos, e.param_dtype, Category::Activations);
-                [Some(g), Some(gp), None]
-            }
+            } => basic::embedding_backward(e, g, idx, (weight, dtype), name),
+            Op::AddBroadcast { pos, name } => basic::add_broadcast_backward(e, g, pos, name),
             Op::Add { a, b, shape, name } => basic::add_backward(e, g, a, b, shape, name),
             Op::Dropout {
                 mask,
                 shape,
                 dtype,
                 name,
-            } => {
-                let gx =
-                    fusion::pointwise_out(e, name, shape, dtype, Category::Activations, &[g, mask]);
-                e.release(g);
-                e.release(mask);
-                [Some(gx), None, None]
-            }
+            } => basic::dropout_backward(e, g, mask, (shape, dtype), name),
             Op::LayerNorm {
                 x,
                 mean,
@@ -219,74 +199,28 @@ impl Op {
                 w_grad,
                 c,
                 name,
-            } => basic::layer_norm_backward(e, g, x, mean, rstd, (bias, w_grad), c, name),
+            } => layer_norm::backward(e, g, x, mean, rstd, (bias, w_grad), c, name),
             Op::Linear(s) => linear::backward(e, g, s),
             Op::ToCopy {
                 from,
                 shape,
                 name,
                 category,
-            } => {
-                let gx = fusion::pointwise_out(e, name, shape, from, category, &[g]);
-                e.release(g);
-                [Some(gx), None, None]
-            }
-            Op::Activation { x, shape, name } => {
-                let r = *e.record(x);
-                // Compiled, GELU's backward is fused in place into the incoming gradient's
-                // buffer (its last use: inductor's in-place reuse, scheduler.py
-                // `decide_inplace_update`).
-                if e.compiled() && e.record(g).shape == shape && e.dtype(g) == r.dtype {
-                    e.release(x);
-                    return [Some(g), None, None];
-                }
-                let gx = e.alloc(name, shape, r.dtype, Category::Activations);
-                e.release(g);
-                e.release(x);
-                [Some(gx), None, None]
-            }
+            } => pointwise::to_copy_backward(e, g, (shape, from), name, category),
+            Op::Activation { x, shape, name } => basic::activation_backward(e, g, x, shape, name),
             Op::Attention(a) => [Some(a.backward(e, g)), None, None],
             Op::LogSoftmax { out, shape, dtype } => {
-                let gx = e.alloc(
-                    Name::top("loss", "log_softmax.grad"),
-                    shape,
-                    dtype,
-                    Category::Logits,
-                );
-                e.release(g);
-                e.release(out);
-                [Some(gx), None, None]
+                cross_entropy::log_softmax_backward(e, g, out, shape, dtype)
             }
             Op::NllLoss {
                 input,
                 target,
                 total_weight,
                 shape,
-            } => {
-                let gx = e.alloc(
-                    Name::top("loss", "nll.grad"),
-                    shape,
-                    DType::F32,
-                    Category::Logits,
-                );
-                e.release(g);
-                e.release(input);
-                e.release(target);
-                e.release(total_weight);
-                [Some(gx), None, None]
-            }
+            } => cross_entropy::nll_backward(e, g, [input, target, total_weight], shape),
             Op::Checkpoint { f, x } => [Some(e.checkpoint_backward(f, x, g)), None, None],
             Op::ChunkedLoss(c) => loss::chunked_backward(e, g, c),
-            Op::Div => {
-                let gx = e.alloc(
-                    Name::top("loss", "div.grad"),
-                    Shape::scalar(),
-                    DType::F32,
-                    Category::Logits,
-                );
-                e.release(g);
-                [Some(gx), None, None]
-            }
+            Op::Div => basic::div_backward(e, g),
             Op::RmsNorm(s) => rms_norm::backward(e, g, s),
             Op::Rope(s) => rotary::backward(e, g, s),
             Op::Mul(s) => pointwise::mul_backward(e, g, s),
@@ -295,16 +229,9 @@ impl Op {
                 shape,
                 dtype,
                 name,
-            } => {
-                let gx = e.alloc(name, shape, dtype, Category::Activations);
-                e.release(g);
-                e.release(s);
-                [Some(gx), None, None]
-            }
+            } => pointwise::scale_backward(e, g, s, (shape, dtype), name),
             Op::Pointwise { shape, dtype, name } => {
-                let gx = e.alloc(name, shape, dtype, Category::Activations);
-                e.release(g);
-                [Some(gx), None, None]
+                pointwise::pointwise_backward(e, g, (shape, dtype), name)
             }
             // Its gradient was taken by the last chunk; one that arrives alone passes on.
             Op::SplitPart => [Some(g), None, None],

@@ -354,3 +354,42 @@ pub fn clone(e: &mut Engine, x: V, name: Name) -> V {
     let edge = e.push_node(Op::Clone, [x.edge, Edge::None, Edge::None]);
     V { t, edge }
 }
+
+/// ToCopyBackward: the gradient cast back to the input's dtype (fused compiled).
+pub(super) fn to_copy_backward(
+    e: &mut Engine,
+    g: T,
+    (shape, from): (Shape, DType),
+    name: Name,
+    category: Category,
+) -> [Option<T>; 3] {
+    let gx = super::fusion::pointwise_out(e, name, shape, from, category, &[g]);
+    e.release(g);
+    [Some(gx), None, None]
+}
+
+/// A multiply by a saved scale: the input's gradient; the scale goes.
+pub(super) fn scale_backward(
+    e: &mut Engine,
+    g: T,
+    scale: T,
+    (shape, dtype): (Shape, DType),
+    name: Name,
+) -> [Option<T>; 3] {
+    let gx = e.alloc(name, shape, dtype, Category::Activations);
+    e.release(g);
+    e.release(scale);
+    [Some(gx), None, None]
+}
+
+/// A pointwise op that keeps nothing: a gradient of `shape` in `dtype`.
+pub(super) fn pointwise_backward(
+    e: &mut Engine,
+    g: T,
+    (shape, dtype): (Shape, DType),
+    name: Name,
+) -> [Option<T>; 3] {
+    let gx = e.alloc(name, shape, dtype, Category::Activations);
+    e.release(g);
+    [Some(gx), None, None]
+}

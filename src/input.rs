@@ -19,19 +19,30 @@ pub const MAX_LOG_BYTES: u64 = 16 * MIB;
 /// The bytes of the regular file at `path`; `what` names it in errors ("the config file").
 pub fn read_file(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>> {
     let shown = path.display();
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::new(format!("{shown}: cannot read {what}: {}", io_reason(&e))))?;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Error::file(
+            &shown,
+            format!("{shown}: cannot read {what}: {}", io_reason(&e)),
+        )
+    })?;
     if !meta.is_file() {
-        return Err(Error::new(format!(
-            "{shown}: cannot read {what}: expected a regular file, found {}",
-            kind_of(&meta)
-        )));
+        return Err(Error::file(
+            &shown,
+            format!(
+                "{shown}: cannot read {what}: expected a regular file, found {}",
+                kind_of(&meta)
+            ),
+        ));
     }
     if meta.len() > limit {
         return Err(too_large(&shown.to_string(), what, limit));
     }
-    let file = std::fs::File::open(path)
-        .map_err(|e| Error::new(format!("{shown}: cannot read {what}: {}", io_reason(&e))))?;
+    let file = std::fs::File::open(path).map_err(|e| {
+        Error::file(
+            &shown,
+            format!("{shown}: cannot read {what}: {}", io_reason(&e)),
+        )
+    })?;
     read_limited(file, &shown.to_string(), what, limit)
 }
 
@@ -41,7 +52,12 @@ pub fn read_limited(reader: impl Read, shown: &str, what: &str, limit: u64) -> R
     reader
         .take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| Error::new(format!("{shown}: cannot read {what}: {}", io_reason(&e))))?;
+        .map_err(|e| {
+            Error::file(
+                shown,
+                format!("{shown}: cannot read {what}: {}", io_reason(&e)),
+            )
+        })?;
     if bytes.len() as u64 > limit {
         return Err(too_large(shown, what, limit));
     }
@@ -49,10 +65,13 @@ pub fn read_limited(reader: impl Read, shown: &str, what: &str, limit: u64) -> R
 }
 
 fn too_large(shown: &str, what: &str, limit: u64) -> Error {
-    Error::new(format!(
-        "{shown}: {what} is larger than {}: expected a file of at most that size",
-        human(limit)
-    ))
+    Error::file(
+        shown,
+        format!(
+            "{shown}: {what} is larger than {}: expected a file of at most that size",
+            human(limit)
+        ),
+    )
 }
 
 /// What a path that is not a regular file is, in words.

@@ -120,7 +120,7 @@ pub fn toml_error(e: &toml::de::Error, text: &str, origin: &str) -> Error {
         }
         None => String::new(),
     };
-    Error::new(format!("{origin}{at}: not valid TOML: {message}"))
+    Error::file(origin, format!("{origin}{at}: not valid TOML: {message}"))
 }
 
 /// A JSON syntax or type error: `origin:line:column: not valid JSON: what` (or, for a type
@@ -145,11 +145,14 @@ pub fn json_error(e: &serde_json::Error, text: &str, origin: &str, expected: &st
         }
         message = format!("not valid JSON: {message}");
     }
-    Error::new(format!(
-        "{origin}:{}:{}: {message}; expected {expected}",
-        e.line(),
-        e.column().max(1)
-    ))
+    Error::file(
+        origin,
+        format!(
+            "{origin}:{}:{}: {message}; expected {expected}",
+            e.line(),
+            e.column().max(1)
+        ),
+    )
 }
 
 /// serde's words replaced by the user's: Rust type names, "borrowed", "variant", and Rust's

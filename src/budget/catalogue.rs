@@ -17,7 +17,7 @@
 //! `h100-pcie`. `--live` needs no such choice: it tells cards apart by their measured total.
 
 use super::GpuProfile;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::plain::quote;
 use crate::units::human;
 use std::path::Path;
@@ -90,17 +90,20 @@ pub fn catalogue() -> &'static [GpuProfile] {
 pub fn find(name: &str) -> Result<GpuProfile> {
     let wanted = normalize(name);
     if wanted.is_empty() {
-        return Err(Error::new(format!(
+        return Err(Error::with(
+            ErrorKind::Gpu,
+            format!(
             "--gpu {}: give a card's name or key, e.g. --gpu rtx3060 (`vramplan gpus` lists them)",
             quote(name)
-        )));
+        ),
+        ));
     }
     let matches: Vec<&GpuProfile> = catalogue()
         .iter()
         .filter(|p| forms(p).contains(&wanted))
         .collect();
     if matches.is_empty() && is_amd(&wanted) {
-        return Err(Error::new(format!(
+        return Err(Error::with(ErrorKind::Gpu, format!(
             "--gpu {name:?}: AMD cards (Instinct MI-class, Radeon) are out of scope: vramplan models \
              PyTorch on CUDA (its caching allocator, cuBLAS workspaces, NVIDIA's attention kernels), \
              and ROCm's HIP allocator and kernels were never checked against it"
@@ -108,7 +111,9 @@ pub fn find(name: &str) -> Result<GpuProfile> {
     }
     match matches.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(Error::new(format!(
+        [] => Err(Error::with(
+            ErrorKind::Gpu,
+            format!(
             "--gpu {}: no such card in the catalogue; closest: {}. `vramplan gpus` lists them all, \
              or describe your card in a file for --gpu-file",
             quote(name),
@@ -117,17 +122,21 @@ pub fn find(name: &str) -> Result<GpuProfile> {
                 .map(|p| describe(p))
                 .collect::<Vec<_>>()
                 .join(", ")
-        ))),
-        several => Err(Error::new(format!(
-            "--gpu {} names {} cards with different memory: {}; say which",
-            quote(name),
-            several.len(),
-            several
-                .iter()
-                .map(|p| describe(p))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        ),
+        )),
+        several => Err(Error::with(
+            ErrorKind::Gpu,
+            format!(
+                "--gpu {} names {} cards with different memory: {}; say which",
+                quote(name),
+                several.len(),
+                several
+                    .iter()
+                    .map(|p| describe(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
     }
 }
 
@@ -148,7 +157,7 @@ pub fn generic_card(spec: &str) -> Result<Option<GpuProfile>> {
         .trim()
         .to_ascii_lowercase();
     if matches!(unit.as_str(), "kb" | "mb" | "gb" | "tb") {
-        return Err(Error::new(format!(
+        return Err(Error::with(ErrorKind::Gpu, format!(
             "--gpu {}: a card's size in GB is ambiguous (a \"24 GB\" card has 24 GiB, of which CUDA reports about 23.6 GiB): give the total CUDA reports in binary units, e.g. --gpu 23.6GiB, or name the card",
             quote(spec)
         )));
@@ -158,7 +167,10 @@ pub fn generic_card(spec: &str) -> Result<Option<GpuProfile>> {
         return Ok(None);
     };
     if let Some(why) = super::profile::total_problem(total) {
-        return Err(Error::new(format!("--gpu {}: {why}", quote(spec))));
+        return Err(Error::with(
+            ErrorKind::Gpu,
+            format!("--gpu {}: {why}", quote(spec)),
+        ));
     }
     let shown = crate::units::human(total);
     let key = format!("generic-{}", normalize(&shown));
@@ -177,11 +189,14 @@ pub fn from_file(path: impl AsRef<Path>) -> Result<GpuProfile> {
         crate::input::MAX_CONFIG_BYTES,
     )?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        Error::new(format!(
-            "{}: expected a UTF-8 TOML GPU profile, found invalid UTF-8 at byte {}",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        ))
+        Error::with(
+            ErrorKind::Gpu,
+            format!(
+                "{}: expected a UTF-8 TOML GPU profile, found invalid UTF-8 at byte {}",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            ),
+        )
     })?;
     GpuProfile::from_toml_str(&text, &path.display().to_string())
 }

@@ -3,7 +3,7 @@
 
 use super::profile_fields::Fields;
 use super::GpuProfile;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::units::{human, KIB, MIB};
 
 /// PyTorch's cuBLAS workspace below sm90: 4096·1024·2 + 16·1024·8 bytes (8.125 MiB).
@@ -152,7 +152,10 @@ impl GpuProfile {
         let problems = f.problems();
         match profile {
             Some(p) if problems.is_empty() => Ok(p),
-            _ => Err(Error::new(format!("{origin}: {}", problems.join("; ")))),
+            _ => Err(Error::with(
+                ErrorKind::Gpu,
+                format!("{origin}: {}", problems.join("; ")),
+            )),
         }
     }
 }

@@ -16,11 +16,7 @@ pub(crate) fn apply(cfg: &mut TrainConfig, assignments: &[Assignment]) -> Result
     let mut warnings = Vec::new();
     for a in assignments {
         let Some(spec) = registry::spec(&a.key) else {
-            return Err(Error::new(format!(
-                "{}: {}",
-                a.origin,
-                registry::unknown_key_message(&a.key)
-            )));
+            return Err(registry::unknown_key(&a.origin, &a.key));
         };
         pending.retain(|(k, _)| *k != spec.name);
         let v = match &a.rhs {
@@ -40,13 +36,16 @@ pub(crate) fn apply(cfg: &mut TrainConfig, assignments: &[Assignment]) -> Result
         match spec.effect {
             Effect::Field => {
                 registry::set(&mut work, spec, v).map_err(|e| {
-                    Error::new(format!(
-                        "{}: {} = {}: {e}{}",
-                        a.origin,
+                    Error::bad_value(
                         spec.name,
-                        v.brief(),
-                        hint(spec.ty, v, &a.origin)
-                    ))
+                        format!(
+                            "{}: {} = {}: {e}{}",
+                            a.origin,
+                            spec.name,
+                            v.brief(),
+                            hint(spec.ty, v, &a.origin)
+                        ),
+                    )
                 })?;
                 origins.insert(spec.name, a.origin.clone());
             }
@@ -61,7 +60,8 @@ pub(crate) fn apply(cfg: &mut TrainConfig, assignments: &[Assignment]) -> Result
                 );
                 // nanoGPT's configurator asserts the type of an override; a file it just execs.
                 if matches!(a.origin, Origin::Override(_)) {
-                    return Err(Error::new(format!("{msg}{}", hint(spec.ty, v, &a.origin))));
+                    let msg = format!("{msg}{}", hint(spec.ty, v, &a.origin));
+                    return Err(Error::bad_value(spec.name, msg));
                 }
                 warnings.push(format!(
                     "{msg}; ignored ({} does not change memory)",
@@ -87,10 +87,13 @@ pub(crate) fn apply(cfg: &mut TrainConfig, assignments: &[Assignment]) -> Result
         let example = registry::spec(key)
             .map(|s| registry::get(&TrainConfig::default(), s))
             .unwrap_or(Value::None);
-        return Err(Error::new(format!(
-            "{}: `{text}` {why}, and {key} changes memory: expected a literal (e.g. `{key} = {example}`) or an override --{key}=...",
-            a.origin
-        )));
+        return Err(Error::bad_value(
+            key,
+            format!(
+                "{}: `{text}` {why}, and {key} changes memory: expected a literal (e.g. `{key} = {example}`) or an override --{key}=...",
+                a.origin
+            ),
+        ));
     }
     presets::resolve(&mut work, &mut origins, &mut warnings);
     validate::validate(&work, &origins)?;

@@ -263,7 +263,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         .map(|(k, _)| k)
         .collect();
         if let Some(key) = set.first() {
-            return Err(Error::new(format!(
+            return Err(Error::bad_value(key, format!(
                 "{}{key} is set, but model_type = 'gpt2' (nanoGPT's GPT) has no such option: expected model_type = one of {} for it, or leave {key} at its default",
                 blame.at(key),
                 ModelType::names()

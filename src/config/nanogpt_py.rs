@@ -23,8 +23,9 @@ const AUG_OPS: &[&str] = &["+=", "-=", "*=", "/=", "//=", "%=", "**="];
 
 /// The assignments of a nanoGPT config file, in order, and warnings for what was skipped.
 pub(crate) fn parse(src: &str, path: &str) -> Result<(Vec<Assignment>, Vec<String>)> {
-    let lines = tokenize(src)
-        .map_err(|(line, what)| Error::new(format!("{path}:{line}: not valid Python: {what}")))?;
+    let lines = tokenize(src).map_err(|(line, what)| {
+        Error::file(path, format!("{path}:{line}: not valid Python: {what}"))
+    })?;
     let defaults = TrainConfig::default();
     let mut env: Env = KEYS
         .iter()
@@ -172,10 +173,7 @@ fn assign(
 ) -> Result<()> {
     for n in names {
         if registry::spec(n).is_none() {
-            return Err(Error::new(format!(
-                "{at}: {}",
-                registry::unknown_key_message(n)
-            )));
+            return Err(registry::unknown_key(at, n));
         }
     }
     let rhs = match eval(rhs, env, false) {

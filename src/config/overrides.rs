@@ -20,10 +20,7 @@ pub(crate) fn parse_override(arg: &str) -> Result<Assignment> {
         )));
     };
     if registry::spec(key).is_none() {
-        return Err(Error::new(format!(
-            "{origin}: {}",
-            registry::unknown_key_message(key)
-        )));
+        return Err(registry::unknown_key(origin, key));
     }
     let value = if TEXT_KEYS.contains(&key) && raw != "None" {
         match literal_or_string(raw) {

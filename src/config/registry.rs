@@ -218,8 +218,17 @@ pub fn closest_key(name: &str) -> &'static str {
         .unwrap_or("batch_size")
 }
 
+/// The error for an unknown key set at `origin`: "unknown key 'batchsize' (did you mean
+/// 'batch_size'?)".
+pub(crate) fn unknown_key(origin: impl std::fmt::Display, name: &str) -> crate::error::Error {
+    crate::error::Error::with(
+        crate::error::ErrorKind::UnknownKey { key: name.into() },
+        format!("{origin}: {}", unknown_key_message(name)),
+    )
+}
+
 /// "unknown key 'batchsize' (did you mean 'batch_size'?)".
-pub(crate) fn unknown_key_message(name: &str) -> String {
+fn unknown_key_message(name: &str) -> String {
     format!(
         "unknown key '{}' (did you mean '{}'?); the keys are nanoGPT's train.py globals and vramplan's own, see the key table in README.md",
         name.chars().take(80).collect::<String>(),

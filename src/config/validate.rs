@@ -42,10 +42,10 @@ impl Blame<'_> {
         value: impl fmt::Display,
         expected: impl fmt::Display,
     ) -> Result<T> {
-        Err(Error::new(format!(
-            "{}{key} = {value}: expected {expected}",
-            self.at(key)
-        )))
+        Err(Error::bad_value(
+            key,
+            format!("{}{key} = {value}: expected {expected}", self.at(key)),
+        ))
     }
 }
 
@@ -90,7 +90,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         } else {
             "n_embd"
         };
-        return Err(Error::new(format!(
+        return Err(Error::bad_value(key, format!(
             "{}n_embd = {} is not divisible by n_head = {}: expected n_embd % n_head == 0 (each head gets n_embd / n_head channels)",
             blame.at(key),
             cfg.n_embd,
@@ -105,7 +105,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             .gradient_accumulation_steps
             .is_multiple_of(cfg.world_size)
     {
-        return Err(Error::new(format!(
+        return Err(Error::bad_value("gradient_accumulation_steps", format!(
             "{}gradient_accumulation_steps = {} is not a multiple of world_size = {}: expected a multiple (nanoGPT asserts it, then gives each rank gradient_accumulation_steps / world_size micro-steps)",
             blame.at("gradient_accumulation_steps"),
             cfg.gradient_accumulation_steps,
@@ -139,11 +139,14 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
     }
     if let Some(conf) = &cfg.alloc_conf {
         check_alloc_conf(conf).map_err(|e| {
-            Error::new(format!(
-                "{}alloc_conf = '{}': {e}",
-                blame.at("alloc_conf"),
-                short(conf)
-            ))
+            Error::bad_value(
+                "alloc_conf",
+                format!(
+                    "{}alloc_conf = '{}': {e}",
+                    blame.at("alloc_conf"),
+                    short(conf)
+                ),
+            )
         })?;
     }
     super::model_keys::validate(cfg, origins)?;
@@ -156,7 +159,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
 /// mixes two models.
 fn combinations(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
     if cfg.world_size > 1 && cfg.mode == super::Mode::Inference {
-        return Err(Error::new(format!(
+        return Err(Error::bad_value("world_size", format!(
             "{}world_size = {}: expected 1 with mode = 'inference' (tensor-parallel serving, vLLM's --tensor-parallel-size, is not modelled)",
             blame.at("world_size"),
             cfg.world_size
@@ -186,7 +189,7 @@ fn sharded_optimizer(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
     use super::{OptimizerKind as O, Parallelism as P};
     let sharded = !matches!(cfg.parallelism, P::Ddp | P::Tp);
     if sharded && !matches!(cfg.optimizer, O::AdamW | O::AdamW8bit | O::Sgd) {
-        return Err(Error::new(format!(
+        return Err(Error::bad_value("optimizer", format!(
             "{}optimizer = '{}': expected 'adamw', 'adamw8bit' or 'sgd' with parallelism = '{}' (other optimizers on ZeRO/FSDP partitions are not modelled)",
             blame.at("optimizer"),
             cfg.optimizer.as_str(),
@@ -205,10 +208,13 @@ fn pure_precision(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
         return Ok(());
     }
     let refuse = |why: &str| {
-        Err(Error::new(format!(
-            "{}precision_mode = 'pure': expected 'mixed' {why}",
-            blame.at("precision_mode")
-        )))
+        Err(Error::bad_value(
+            "precision_mode",
+            format!(
+                "{}precision_mode = 'pure': expected 'mixed' {why}",
+                blame.at("precision_mode")
+            ),
+        ))
     };
     if cfg.lora_rank > 0 || cfg.quantization != super::Quantization::None {
         return refuse("with LoRA/QLoRA (pure half-precision adapters are not modelled)");
@@ -227,20 +233,20 @@ fn pure_precision(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
 fn tensor_parallel(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
     let w = cfg.world_size;
     if cfg.model_type != super::ModelType::Gpt2 {
-        return Err(Error::new(format!(
+        return Err(Error::bad_value("parallelism", format!(
             "{}parallelism = 'tp': expected model_type 'gpt2' (tensor parallelism is modelled for nanoGPT's GPT only), got '{}'",
             blame.at("parallelism"),
             cfg.model_type.as_str()
         )));
     }
     if cfg.loss != super::LossKind::Standard {
-        return Err(Error::new(format!(
+        return Err(Error::bad_value("parallelism", format!(
             "{}parallelism = 'tp': expected loss = 'standard' (the vocab-parallel cross-entropy replaces it)",
             blame.at("parallelism")
         )));
     }
     if !cfg.n_head.is_multiple_of(w) {
-        return Err(Error::new(format!(
+        return Err(Error::bad_value("n_head", format!(
             "{}n_head = {} is not divisible by world_size = {w}: expected n_head % world_size == 0 under parallelism = 'tp' (each rank computes n_head / world_size heads)",
             blame.at("n_head"),
             cfg.n_head
@@ -330,7 +336,7 @@ fn check_bytes(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
                 .filter(|f| f.0 != key)
                 .map(|(k, v)| format!("{k} = {v}"))
                 .collect();
-            return Err(Error::new(format!(
+            return Err(Error::bad_value(key, format!(
                 "{}{key} = {value}: with {}, {what} overflow 64 bits: expected sizes a GPU can hold",
                 blame.at(key),
                 others.join(", ")

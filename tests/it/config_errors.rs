@@ -334,3 +334,47 @@ fn combinations_without_a_policy_are_refused_not_guessed() {
     )
     .is_ok());
 }
+
+/// Programs (the Python wheel, scripts) read what went wrong from the error's kind, not its
+/// message: the key or the path it is about.
+#[test]
+fn errors_carry_their_kind_and_the_key_or_path() {
+    use vramplan::error::ErrorKind;
+    let kind =
+        |r: vramplan::error::Result<vramplan::config::Loaded>| r.err().unwrap().kind().clone();
+    assert_eq!(
+        kind(load_str("x.py", "batch_size = -3\n", &[])),
+        ErrorKind::BadValue {
+            key: "batch_size".into()
+        }
+    );
+    assert_eq!(
+        kind(load_str("x.py", "batchsize = 8\n", &[])),
+        ErrorKind::UnknownKey {
+            key: "batchsize".into()
+        }
+    );
+    assert_eq!(
+        kind(load(None, &["--n_layr=4".to_string()])),
+        ErrorKind::UnknownKey {
+            key: "n_layr".into()
+        }
+    );
+    let missing = bad("no-such-file.py");
+    assert_eq!(
+        kind(load(Some(&missing), &[])),
+        ErrorKind::File {
+            path: missing.display().to_string()
+        }
+    );
+    // A file that is not what it should be is about the file, whatever line broke.
+    assert_eq!(
+        kind(load_str("x.toml", "batch_size = = 8\n", &[])),
+        ErrorKind::File {
+            path: "x.toml".into()
+        }
+    );
+    let gpu = vramplan::budget::find("no-such-card").unwrap_err();
+    assert_eq!(gpu.kind(), &ErrorKind::Gpu);
+    assert!(!gpu.to_string().contains('\n'));
+}

@@ -62,7 +62,10 @@ impl<'a> Doc<'a> {
 
     /// "path:line: key = value: why" as an error.
     pub fn fail(&self, key: &str, v: &Json, why: impl std::fmt::Display) -> Error {
-        Error::new(format!("{}: {key} = {}: {why}", self.origin(key), brief(v)))
+        Error::bad_value(
+            key,
+            format!("{}: {key} = {}: {why}", self.origin(key), brief(v)),
+        )
     }
 
     pub fn bool(&self, key: &str, v: &Json) -> Result<bool> {
@@ -194,7 +197,8 @@ fn kind_name(v: &Json) -> &'static str {
 
 /// An unknown key of a framework's file: an error that names it and the format expected.
 pub(crate) fn unknown(doc: &Doc, key: &str, format: &str) -> Error {
-    Error::new(format!(
+    let kind = crate::error::ErrorKind::UnknownKey { key: key.into() };
+    Error::with(kind, format!(
         "{}: unknown key '{}' for {format}: vramplan cannot tell whether it changes memory; expected one of the format's documented keys (README.md, \"Framework config files\")",
         doc.origin(key),
         key.chars().take(80).collect::<String>()

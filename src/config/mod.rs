@@ -443,10 +443,9 @@ impl TrainConfig {
     /// `CheckpointImpl.NO_REENTRANT` wrapper and LitGPT's policy are non-reentrant.
     pub fn reentrant_checkpoint(&self) -> bool {
         self.use_reentrant.unwrap_or(match self.framework {
-            Framework::HfTrainer | Framework::Axolotl => self
-                .transformers_version
-                .0
-                .is_none_or(|(major, _)| major < 5),
+            Framework::HfTrainer | Framework::Axolotl => {
+                !self.transformers_version.at_least((5, 0))
+            }
             Framework::NanoGpt | Framework::Torchtune | Framework::Litgpt => false,
         })
     }

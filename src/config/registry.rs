@@ -183,7 +183,7 @@ pub const KEYS: &[KeySpec] = &[
     field("cuda_graphs", Ty::Bool, false, "inference: keep the private memory pool of vLLM's decode CUDA graphs (False = --enforce-eager, HF generate())"),
     field("quantization", Ty::Str, false, "quantized base Linear weights: bitsandbytes 'none', 'nf4' or 'fp4' (4-bit, QLoRA), 'int8' (LLM.int8); vLLM checkpoints (inference) 'awq', 'gptq' (4-bit, group 128) or 'fp8'"),
     field("double_quant", Ty::Bool, false, "4-bit: quantize the absmax constants again to 8 bits (bnb_4bit_use_double_quant)"),
-    field("transformers_version", Ty::OptStr, false, "Hugging Face models: the transformers release that runs them, e.g. '4.44' or '4.46.3' (up to 4.45 the forward upcasts the logits to fp32 and copies them shifted; 4.46-4.48 the loss does; from 4.49 labels are padded instead); None = 4.49 or later"),
+    field("transformers_version", Ty::OptStr, false, "Hugging Face models: the transformers release that runs them, e.g. '4.44' or '4.46.3' (up to 4.45 the forward upcasts the logits to fp32 and copies them shifted; 4.46-4.48 the loss does; from 4.49 labels are padded instead; Gemma and Gemma 2 scale the embeddings inside the module from 5.4; checkpointing's use_reentrant default is False from 5.0); None = 4.49 or later, taking the older form where later releases differ (it holds more)"),
     field("framework", Ty::Str, false, "whose semantics the run follows: 'nanogpt', 'hf-trainer', 'axolotl', 'torchtune' or 'litgpt' (set by the file's format; changes how accumulation is counted, how suggest answers, and whether the loop holds the logits through the backward: nanoGPT and LitGPT do, a Trainer and torchtune do not)"),
 ];
 

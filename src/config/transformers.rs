@@ -86,6 +86,12 @@ impl TransformersVersion {
         rest_ok.then_some(TransformersVersion(Some((major, minor))))
     }
 
+    /// This release is `v` or later; an unknown release (None) is taken as not, so that what
+    /// changed after 4.49 keeps its older, larger form.
+    pub fn at_least(self, v: (u16, u16)) -> bool {
+        self.0.is_some_and(|have| have >= v)
+    }
+
     pub fn display(self) -> String {
         match self.0 {
             Some((a, b)) => format!("{a}.{b}"),

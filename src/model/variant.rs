@@ -38,11 +38,12 @@ pub enum QkNorm {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmbedScale {
     None,
-    /// GemmaModel.forward: `hidden_states = inputs_embeds * normalizer`; the unscaled
-    /// `inputs_embeds` stays a local until the model's forward returns.
+    /// GemmaModel/Gemma2Model.forward before transformers 5.4: `hidden_states = inputs_embeds
+    /// * normalizer`; the unscaled `inputs_embeds` stays a local until the forward returns.
     Local,
-    /// Gemma2/Gemma3TextScaledWordEmbedding.forward: `super().forward(ids) * embed_scale`
-    /// inside the embedding: the unscaled lookup is a temporary.
+    /// Gemma*TextScaledWordEmbedding.forward (Gemma 3; Gemma and Gemma 2 from 5.4):
+    /// `super().forward(ids) * embed_scale` inside the embedding: the unscaled lookup is a
+    /// temporary.
     InModule,
 }
 
@@ -90,8 +91,14 @@ impl Variant {
                 _ => QkNorm::None,
             },
             embed_scale: match m {
-                M::Gemma => EmbedScale::Local,
-                M::Gemma2 | M::Gemma3 => EmbedScale::InModule,
+                // Gemma and Gemma 2 moved the scale into the embedding module in transformers
+                // 5.4 (GemmaTextScaledWordEmbedding; read in 5.3.0 and 5.4.0); Gemma 3 had it
+                // from its first release (4.50).
+                M::Gemma | M::Gemma2 if cfg.transformers_version.at_least((5, 4)) => {
+                    EmbedScale::InModule
+                }
+                M::Gemma | M::Gemma2 => EmbedScale::Local,
+                M::Gemma3 => EmbedScale::InModule,
                 _ => EmbedScale::None,
             },
             eager,

@@ -189,3 +189,49 @@ fn the_release_is_read_as_written_and_refused_where_the_class_is_missing() {
     assert_eq!(code, 2);
     assert!(err.contains("4.36 or later"), "{err}");
 }
+
+#[test]
+fn gemma_2_keeps_the_unscaled_embeddings_until_transformers_5_4() {
+    // Gemma2Model.forward up to 5.3: `hidden_states = inputs_embeds * normalizer`, the unscaled
+    // (B, T, C) lookup a local until the decoder's forward returns, after the last layer; from
+    // 5.4 the scale is inside Gemma2TextScaledWordEmbedding and the lookup a temporary, gone
+    // before the first layer runs. Where the first training forward frees the lookup:
+    let freed_after_layer = |v: &str| -> Option<u32> {
+        let tl = run(&preset(
+            "gemma-2-2b",
+            &[
+                "--batch_size=2",
+                "--block_size=16",
+                "--vocab_size=64",
+                "--n_layer=2",
+                "--n_embd=64",
+                "--n_head=4",
+                "--n_kv_head=2",
+                "--head_dim=16",
+                "--intermediate_size=160",
+                "--dtype=bfloat16",
+                "--compile=False",
+                "--framework=hf-trainer",
+                v,
+            ],
+        ));
+        let is_lookup = |t: u32| {
+            let r = &tl.tensors[t as usize];
+            r.name.module == "embed_tokens" && r.name.what == "out" && r.phase == Phase::Forward
+        };
+        let lookup = tl.events.iter().position(|e| is_lookup(e.tensor))?;
+        let freed = lookup
+            + tl.events[lookup + 1..]
+                .iter()
+                .position(|e| e.tensor == tl.events[lookup].tensor)?;
+        // The deepest layer with an allocation before that free.
+        tl.events[lookup..freed]
+            .iter()
+            .filter_map(|e| tl.tensors[e.tensor as usize].name.layer)
+            .max()
+    };
+    assert_eq!(freed_after_layer("--transformers_version=5.3"), Some(1));
+    assert_eq!(freed_after_layer("--transformers_version=5.4"), None);
+    // An unknown release keeps the older, longer-lived form.
+    assert_eq!(freed_after_layer("--transformers_version=None"), Some(1));
+}

@@ -15,7 +15,10 @@
 //!
 //! `page_size` is one layer's block, 2 (K and V) × 16 tokens × kv heads per rank × head_dim ×
 //! element size (`FullAttentionSpec.page_size_bytes`); "GPU KV cache size" is num_blocks × 16
-//! tokens and "Maximum concurrency" num_blocks / cdiv(max_model_len, 16).
+//! tokens and "Maximum concurrency" num_blocks / cdiv(max_model_len, 16). A model with
+//! sliding-window layers and full ones (Gemma 2, Gemma 3) is grouped instead: num_layers
+//! becomes the group size, tokens are divided by the number of groups, and a sliding layer
+//! needs only its window's blocks ([`KvGroups`], src/plan/vllm/kv_groups.rs).
 //! `check_enough_kv_cache_memory` raises "No available memory for the cache blocks" when
 //! available ≤ 0 and "To serve at least one request with the models's max seq len …" when one
 //! request of max_model_len tokens does not fit. CUDA graphs are captured after the cache is

@@ -40,6 +40,7 @@
 use super::BLOCK_TOKENS;
 use crate::config::TrainConfig;
 use serde::Serialize;
+use std::ops::Range;
 
 /// One rank's KV cache as vLLM's KV-cache manager groups it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,9 +74,18 @@ impl KvGroups {
 
     /// vLLM V1's grouping of `rank`'s layers (see the module's comment).
     pub fn v1(rank: &TrainConfig, page_bytes: u64) -> KvGroups {
-        let n = rank.n_layer.min(u64::from(u32::MAX)) as u32;
-        let sliding = (0..n).filter(|l| rank.layer_slides(*l)).count() as u64;
-        let full = u64::from(n) - sliding;
+        KvGroups::v1_layers(rank, 0..rank.n_layer, page_bytes)
+    }
+
+    /// The same for the layers `layers` only: one pipeline-parallel rank's
+    /// ([`pp_layers`](super::pp_layers)), whose sliding and full layers are counted by the
+    /// model's own layer index.
+    pub fn v1_layers(rank: &TrainConfig, layers: Range<u64>, page_bytes: u64) -> KvGroups {
+        let end = layers.end.min(rank.n_layer).min(u64::from(u32::MAX));
+        let layers = layers.start.min(end)..end;
+        let n = layers.end - layers.start;
+        let sliding = layers.filter(|&l| rank.layer_slides(l as u32)).count() as u64;
+        let full = n - sliding;
         match rank.sliding_window {
             Some(w) if sliding > 0 && full == 0 => KvGroups {
                 window: Some(w),
@@ -97,7 +107,7 @@ impl KvGroups {
                     sliding_groups: sliding.div_ceil(group),
                 }
             }
-            _ => KvGroups::all_full(u64::from(n), page_bytes),
+            _ => KvGroups::all_full(n, page_bytes),
         }
     }
 
@@ -179,5 +189,36 @@ impl KvGroups {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipeline_rank_groups_its_own_layers() {
+        // Gemma 3 1B's pattern: 26 layers, every 6th global (5, 11, 17, 23).
+        let c = TrainConfig {
+            n_layer: 26,
+            sliding_window: Some(512),
+            global_every: Some(6),
+            ..TrainConfig::default()
+        };
+        // Pipeline size 4 (pp_layers): 0..6, 6..13, 13..20, 20..26.
+        let counts = |r: Range<u64>| {
+            let g = KvGroups::v1_layers(&c, r, 1);
+            (g.full_layers, g.sliding_layers, g.pools, g.groups())
+        };
+        // Layer 5 global: 1 full, 5 sliding; group_size 1: 1 + 5 groups.
+        assert_eq!(counts(0..6), (1, 5, 1, 6));
+        // Layer 11 global: 1 + 6.
+        assert_eq!(counts(6..13), (1, 6, 1, 7));
+        // Layer 17: 1 + 6.
+        assert_eq!(counts(13..20), (1, 6, 1, 7));
+        // Layer 23: 1 + 5.
+        assert_eq!(counts(20..26), (1, 5, 1, 6));
+        // The whole model: 4 full, 22 sliding, group_size 4, 1 + cdiv(22, 4) = 7 groups.
+        assert_eq!(counts(0..26), (4, 22, 4, 7));
     }
 }

@@ -41,6 +41,7 @@
 mod defaults;
 mod kv_groups;
 mod non_torch;
+mod pipeline;
 mod startup;
 
 pub use defaults::{scheduler, Scheduler};
@@ -48,6 +49,7 @@ pub use kv_groups::KvGroups;
 pub use non_torch::{
     non_torch, NonTorch, NonTorchPart, CUSTOM_ALL_REDUCE_BYTES, NCCL_CONNECTION_BYTES,
 };
+pub use pipeline::pp_layers;
 pub use startup::{gib, startup_lines, thousands};
 
 use crate::budget::GpuProfile;

@@ -99,6 +99,8 @@ fn gemma2_like_one_sliding_one_global_layer_by_hand() {
             "--vllm_version=v0",
         ],
     ));
+    assert_eq!(v0.window_kept_full, Some(16));
+    assert_eq!(v.window_kept_full, None);
     let v0_blocks = v0.kv_cache_bytes as u64 / (2 * PAGE);
     assert_eq!(v0.num_gpu_blocks, v0_blocks);
     assert_eq!(v0.max_tokens, v0_blocks * 16);

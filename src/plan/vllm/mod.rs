@@ -96,6 +96,9 @@ pub struct VllmBudget {
     /// How the cache's layers are grouped ([`KvGroups`]): one group of every layer unless
     /// V1 serves a model with sliding-window layers.
     pub kv_groups: KvGroups,
+    /// V0 serving a model with sliding-window layers: their window, which V0's cache ignores
+    /// (every layer keeps the full length, src/plan/vllm/kv_groups.rs).
+    pub window_kept_full: Option<u64>,
     /// `max_num_batched_tokens`: a sliding layer's share of one request depends on it.
     pub max_num_batched_tokens: u64,
     /// One block id: a page of 16 tokens in each of the cache's pools (every layer of this
@@ -206,6 +209,10 @@ pub fn vllm_budget(
         non_torch_bytes: non_torch.high_bytes,
         kv_cache_bytes,
         kv_groups: groups,
+        window_kept_full: match c.vllm_version {
+            VllmVersion::V0 => KvGroups::v1(&rank, page_bytes).window,
+            VllmVersion::V1 => None,
+        },
         max_num_batched_tokens: batched,
         block_bytes: groups.block_bytes(),
         num_gpu_blocks,

@@ -94,6 +94,11 @@ pub fn startup_lines(v: &VllmBudget) -> Vec<String> {
 /// How V1 grouped a model with sliding-window layers, when it did.
 fn groups_line(v: &VllmBudget) -> Option<String> {
     let g = &v.kv_groups;
+    if let Some(w) = v.window_kept_full {
+        return Some(format!(
+            "  KV cache groups: one; the sliding-window layers ({w} tokens) keep the full length in V0's cache (vLLM 0.6.6 config.py: interleaved sliding window treated as full attention; later V0 engines likewise, arg_utils.py create_engine_config)"
+        ));
+    }
     let window = g.window?;
     let how = if g.hybrid() {
         format!(

@@ -99,13 +99,14 @@ fn fixes(cfg: &TrainConfig, gpu: &GpuProfile, v: &VllmBudget) -> Result<Vec<Fix>
             fits: Some(true),
         });
     }
-    if v.max_tokens > 0 && v.max_tokens < len {
+    let fits = v.max_model_len_that_fits();
+    if fits > 0 && fits < len {
         out.push(Fix {
             change: format!(
-                "keep --gpu-memory-utilization {:.2} and shorten --max-model-len to {} (what its {} blocks hold)",
-                v.gpu_memory_utilization, v.max_tokens, v.num_gpu_blocks
+                "keep --gpu-memory-utilization {:.2} and shorten --max-model-len to {fits} (what its {} blocks hold)",
+                v.gpu_memory_utilization, v.num_gpu_blocks
             ),
-            command: Some(v.command("MODEL", v.gpu_memory_utilization, v.max_tokens)),
+            command: Some(v.command("MODEL", v.gpu_memory_utilization, fits)),
             code_changes: Vec::new(),
             predicted_peak_bytes: Some(v.budget_bytes),
             fits: Some(true),
@@ -116,7 +117,7 @@ fn fixes(cfg: &TrainConfig, gpu: &GpuProfile, v: &VllmBudget) -> Result<Vec<Fix>
             let mut c = cfg.clone();
             c.quantization = q;
             let qv = vllm_budget(&c, Some(gpu), v.total_bytes, &v.non_torch)?;
-            if qv.max_tokens >= len {
+            if qv.max_model_len_that_fits() >= len {
                 out.push(Fix {
                     change: format!(
                         "serve a quantized model (bitsandbytes {}): weights {} instead of {}, {} blocks at --gpu-memory-utilization {:.2}",

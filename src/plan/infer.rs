@@ -158,9 +158,9 @@ pub fn suggest_inference(
             crate::units::human(vllm.weights_bytes)
         )),
     }
-    if vllm.max_tokens >= BLOCK_TOKENS {
+    let len = vllm.max_model_len_that_fits();
+    if len >= BLOCK_TOKENS {
         // At the configured utilization: the configured context if it fits, else what does.
-        let len = vllm.max_tokens.min(base.block_size);
         vllm_commands.push(vllm.command(name, vllm.gpu_memory_utilization, len));
     }
     let seqs = vllm.max_num_seqs_that_fit(base.block_size);

@@ -154,3 +154,50 @@ fn diagnose_explains_the_v1_max_seq_len_refusal_with_the_simulated_budget() {
         "{cmds:?}"
     );
 }
+
+#[test]
+fn check_prints_gemma_3s_kv_cache_groups_as_vllm_v1_groups_them() {
+    // google/gemma-3-1b-pt: 26 layers, 4 global (every 6th), 22 sliding over 512 tokens.
+    // group_size 4: 1 full group and cdiv(22, 4) = 6 sliding groups, 4 pools.
+    let args = [
+        "check",
+        "--model",
+        "gemma-3-1b",
+        "--mode",
+        "inference",
+        "--gpu",
+        "rtx4090",
+        "--block_size=32768",
+    ];
+    let (code, out, err) = vramplan(&args);
+    // 1: the transformers run of the same config (32K tokens) does not fit; the vLLM start-up
+    // is printed either way.
+    assert!(code == 0 || code == 1, "{err}");
+    let (_, v) = json(&[&args[..], &["--json"]].concat());
+    let blocks = v["vllm"]["num_gpu_blocks"].as_u64().unwrap();
+    let tokens: u64 = line(&out, "GPU KV cache size: ")["GPU KV cache size: ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    // num_blocks // 7 groups × 16.
+    assert_eq!(tokens, blocks / 7 * 16);
+    let groups = line(&out, "KV cache groups (sliding window 512 tokens;");
+    // One request of 32,768: the full group cdiv(32768, 16) = 2048 blocks, each sliding group
+    // cdiv(min(511 + 2048, 32768), 16) + 1 = 161 (an RTX 4090 batches 2048 tokens).
+    assert!(
+        groups.contains("one request takes 3014 blocks over the groups"),
+        "{groups}"
+    );
+    assert!(
+        groups.contains("4 full-attention layer(s) in 1 group(s) and 22 sliding-window layer(s) in 6 group(s) of 4 layer(s)"),
+        "{groups}"
+    );
+    let conc = line(&out, "Maximum concurrency for 32,768 tokens per request: ");
+    assert!(
+        conc.ends_with(&format!("{:.2}x", blocks as f64 / 3014.0)),
+        "{conc}"
+    );
+}

@@ -61,4 +61,5 @@ mod svg_charts;
 mod traces;
 mod train_keys;
 mod train_modes;
+mod vllm_kv_groups;
 mod vllm_startup;

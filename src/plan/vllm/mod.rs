@@ -15,7 +15,10 @@
 //!
 //! `page_size` is one layer's block, 2 (K and V) × 16 tokens × kv heads per rank × head_dim ×
 //! element size (`FullAttentionSpec.page_size_bytes`); "GPU KV cache size" is num_blocks × 16
-//! tokens and "Maximum concurrency" num_blocks / cdiv(max_model_len, 16).
+//! tokens and "Maximum concurrency" num_blocks / cdiv(max_model_len, 16). A model with
+//! sliding-window layers and full ones (Gemma 2, Gemma 3) is grouped instead: num_layers
+//! becomes the group size, tokens are divided by the number of groups, and a sliding layer
+//! needs only its window's blocks ([`KvGroups`], src/plan/vllm/kv_groups.rs).
 //! `check_enough_kv_cache_memory` raises "No available memory for the cache blocks" when
 //! available ≤ 0 and "To serve at least one request with the models's max seq len …" when one
 //! request of max_model_len tokens does not fit. CUDA graphs are captured after the cache is
@@ -36,13 +39,17 @@
 //! ([`rank_config`]); vLLM takes the smallest rank's blocks, and every rank is the same here.
 
 mod defaults;
+mod kv_groups;
 mod non_torch;
+mod pipeline;
 mod startup;
 
 pub use defaults::{scheduler, Scheduler};
+pub use kv_groups::KvGroups;
 pub use non_torch::{
     non_torch, NonTorch, NonTorchPart, CUSTOM_ALL_REDUCE_BYTES, NCCL_CONNECTION_BYTES,
 };
+pub use pipeline::pp_layers;
 pub use startup::{gib, startup_lines, thousands};
 
 use crate::budget::GpuProfile;
@@ -87,10 +94,19 @@ pub struct VllmBudget {
     pub non_torch_bytes: u64,
     /// What is left for the KV cache at the high end of non-torch (negative: nothing).
     pub kv_cache_bytes: i64,
-    /// One block of 16 tokens over every layer of this rank.
+    /// How the cache's layers are grouped ([`KvGroups`]): one group of every layer unless
+    /// V1 serves a model with sliding-window layers.
+    pub kv_groups: KvGroups,
+    /// V0 serving a model with sliding-window layers: their window, which V0's cache ignores
+    /// (every layer keeps the full length, src/plan/vllm/kv_groups.rs).
+    pub window_kept_full: Option<u64>,
+    /// `max_num_batched_tokens`: a sliding layer's share of one request depends on it.
+    pub max_num_batched_tokens: u64,
+    /// One block id: a page of 16 tokens in each of the cache's pools (every layer of this
+    /// rank, or a hybrid model's group_size).
     pub block_bytes: u64,
     pub num_gpu_blocks: u64,
-    /// 16 × blocks: "GPU KV cache size: N tokens".
+    /// "GPU KV cache size: N tokens": 16 × blocks, over the number of groups when hybrid.
     pub max_tokens: u64,
     /// The same at the low end of non-torch.
     pub max_tokens_optimistic: u64,
@@ -151,7 +167,11 @@ pub fn vllm_budget(
     let (weights_bytes, activation_bytes) = (run.weights_bytes, run.activation_bytes);
     let per_token = kv_bytes_per_token(&rank)
         .ok_or_else(|| Error::new("the KV cache per token overflows 64 bits"))?;
-    let block_bytes = per_token.saturating_mul(BLOCK_TOKENS);
+    let page_bytes = (per_token / rank.n_layer.max(1)).saturating_mul(BLOCK_TOKENS);
+    let groups = match c.vllm_version {
+        VllmVersion::V1 => KvGroups::v1(&rank, page_bytes),
+        VllmVersion::V0 => KvGroups::all_full(rank.n_layer, page_bytes),
+    };
     let util = c.gpu_memory_utilization;
     // vLLM computes in Python floats: total × utilization; the int() / floor division of the
     // blocks gives the same whole blocks as truncating the budget first.
@@ -159,28 +179,21 @@ pub fn vllm_budget(
     let profile_peak_bytes = weights_bytes.saturating_add(activation_bytes);
     let left =
         |non_torch: u64| budget_bytes as i64 - profile_peak_bytes.saturating_add(non_torch) as i64;
-    let blocks = |left: i64| {
-        if left > 0 && block_bytes > 0 {
-            left as u64 / block_bytes
-        } else {
-            0
+    let kv_cache_bytes = left(non_torch.high_bytes);
+    let num_gpu_blocks = groups.blocks(kv_cache_bytes);
+    let len = c.block_size;
+    let batched = run.batch.tokens;
+    let (max_tokens, max_concurrency) = match c.vllm_version {
+        VllmVersion::V1 => (
+            groups.tokens(num_gpu_blocks),
+            num_gpu_blocks as f64 / groups.blocks_per_request(len, batched).max(1) as f64,
+        ),
+        VllmVersion::V0 => {
+            let tokens = num_gpu_blocks.saturating_mul(BLOCK_TOKENS);
+            (tokens, tokens as f64 / len.max(1) as f64)
         }
     };
-    let kv_cache_bytes = left(non_torch.high_bytes);
-    let num_gpu_blocks = blocks(kv_cache_bytes);
-    let max_tokens = num_gpu_blocks.saturating_mul(BLOCK_TOKENS);
-    let len = c.block_size;
-    let max_concurrency = match c.vllm_version {
-        VllmVersion::V1 => num_gpu_blocks as f64 / len.div_ceil(BLOCK_TOKENS).max(1) as f64,
-        VllmVersion::V0 => max_tokens as f64 / len.max(1) as f64,
-    };
-    let error = startup_error(
-        c.vllm_version,
-        kv_cache_bytes,
-        num_gpu_blocks,
-        block_bytes,
-        len,
-    );
+    let error = startup_error(c.vllm_version, &groups, kv_cache_bytes, len, batched);
     Ok(VllmBudget {
         version: c.vllm_version,
         tensor_parallel_size: c.tensor_parallel_size,
@@ -196,10 +209,16 @@ pub fn vllm_budget(
         non_torch: non_torch.clone(),
         non_torch_bytes: non_torch.high_bytes,
         kv_cache_bytes,
-        block_bytes,
+        kv_groups: groups,
+        window_kept_full: match c.vllm_version {
+            VllmVersion::V0 => KvGroups::v1(&rank, page_bytes).window,
+            VllmVersion::V1 => None,
+        },
+        max_num_batched_tokens: batched,
+        block_bytes: groups.block_bytes(),
         num_gpu_blocks,
         max_tokens,
-        max_tokens_optimistic: blocks(left(non_torch.low_bytes)).saturating_mul(BLOCK_TOKENS),
+        max_tokens_optimistic: groups.tokens(groups.blocks(left(non_torch.low_bytes))),
         max_concurrency,
         max_model_len: len,
         error,
@@ -252,29 +271,27 @@ fn profile_run(
 /// The error vLLM raises at start-up, if any, in its own words.
 fn startup_error(
     version: VllmVersion,
+    groups: &KvGroups,
     available: i64,
-    blocks: u64,
-    block_bytes: u64,
     len: u64,
+    batched: u64,
 ) -> Option<String> {
     const NO_MEMORY: &str = "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.";
     const ADVICE: &str = "Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.";
-    let tokens = blocks.saturating_mul(BLOCK_TOKENS);
+    let blocks = groups.blocks(available);
     match version {
-        // kv_cache_utils.py check_enough_kv_cache_memory (vLLM 0.10).
+        // kv_cache_utils.py check_enough_kv_cache_memory (vLLM 0.10.1).
         VllmVersion::V1 if available <= 0 => Some(NO_MEMORY.to_string()),
         VllmVersion::V1 => {
-            let needed = len.div_ceil(BLOCK_TOKENS).saturating_mul(block_bytes);
+            let needed = groups.needed_bytes(len, batched);
             (needed > available as u64).then(|| {
                 let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-                // estimate_max_model_len: the longest length whose blocks fit, by bisection.
-                let estimate = if tokens > 0 {
-                    format!(" Based on the available memory, the estimated maximum model length is {tokens}.")
-                } else {
-                    String::new()
+                let estimate = match groups.estimate_max_model_len(available, len, batched) {
+                    0 => String::new(),
+                    n => format!("Based on the available memory, the estimated maximum model length is {n}."),
                 };
                 format!(
-                    "To serve at least one request with the models's max seq len ({len}), ({:.2} GiB KV cache is needed, which is larger than the available KV cache memory ({:.2} GiB).{estimate} {ADVICE}",
+                    "To serve at least one request with the models's max seq len ({len}), ({:.2} GiB KV cache is needed, which is larger than the available KV cache memory ({:.2} GiB). {estimate} {ADVICE}",
                     gib(needed),
                     gib(available as u64)
                 )
@@ -282,34 +299,62 @@ fn startup_error(
         }
         // worker.py determine_num_available_blocks / raise_if_cache_size_invalid (vLLM 0.6).
         VllmVersion::V0 if blocks == 0 => Some(NO_MEMORY.to_string()),
-        VllmVersion::V0 => (len > tokens).then(|| {
-            format!("The model's max seq len ({len}) is larger than the maximum number of tokens that can be stored in KV cache ({tokens}). {ADVICE}")
-        }),
+        VllmVersion::V0 => {
+            let tokens = blocks.saturating_mul(BLOCK_TOKENS);
+            (len > tokens).then(|| {
+                format!("The model's max seq len ({len}) is larger than the maximum number of tokens that can be stored in KV cache ({tokens}). {ADVICE}")
+            })
+        }
     }
 }
 
 impl VllmBudget {
+    /// The KV-cache bytes vLLM needs to start with `len` tokens per request: V1's
+    /// `check_enough_kv_cache_memory` (every layer's `max_memory_usage_bytes`), V0's blocks
+    /// for `len` tokens (`raise_if_cache_size_invalid`).
+    fn needed_kv_bytes(&self, len: u64) -> Option<u64> {
+        match self.version {
+            VllmVersion::V1 => Some(
+                self.kv_groups
+                    .needed_bytes(len, self.max_num_batched_tokens),
+            ),
+            VllmVersion::V0 => len.div_ceil(BLOCK_TOKENS).checked_mul(self.block_bytes),
+        }
+    }
+
     /// The smallest `--gpu-memory-utilization` (rounded up to 0.01) whose budget holds the
-    /// profile peak, the non-torch memory and the blocks for `tokens` tokens; None above 1.0.
-    pub fn utilization_for(&self, tokens: u64) -> Option<f64> {
-        let blocks = tokens.div_ceil(BLOCK_TOKENS);
+    /// profile peak, the non-torch memory and the cache one request of `len` tokens needs;
+    /// None above 1.0.
+    pub fn utilization_for(&self, len: u64) -> Option<f64> {
         let need = self
             .profile_peak_bytes
             .checked_add(self.non_torch_bytes)?
-            .checked_add(blocks.checked_mul(self.block_bytes)?)?;
+            .checked_add(self.needed_kv_bytes(len)?)?;
         let hundredths = (need as f64 / self.total_bytes.max(1) as f64 * 100.0).ceil();
         (hundredths <= 100.0).then_some(hundredths / 100.0)
     }
 
-    /// The largest `--max-model-len` (a multiple of the block) this budget's cache holds for
-    /// one sequence.
+    /// The largest `--max-model-len`, up to the configured one, that this budget starts with:
+    /// V1's `estimate_max_model_len` (sliding layers need only their window's blocks), V0's
+    /// cache tokens.
     pub fn max_model_len_that_fits(&self) -> u64 {
-        self.max_tokens
+        match self.version {
+            VllmVersion::V1 => self.kv_groups.estimate_max_model_len(
+                self.kv_cache_bytes,
+                self.max_model_len,
+                self.max_num_batched_tokens,
+            ),
+            VllmVersion::V0 => self.max_tokens.min(self.max_model_len),
+        }
     }
 
-    /// The most requests of `len` tokens the cache holds at once (whole blocks each).
+    /// The most requests of `len` tokens the cache holds at once (whole blocks in every
+    /// group each).
     pub fn max_num_seqs_that_fit(&self, len: u64) -> u64 {
-        self.num_gpu_blocks / len.div_ceil(BLOCK_TOKENS).max(1)
+        let per_request = self
+            .kv_groups
+            .blocks_per_request(len, self.max_num_batched_tokens);
+        self.num_gpu_blocks / per_request.max(1)
     }
 
     /// `vllm serve MODEL --gpu-memory-utilization U --max-model-len N`, with this budget's

@@ -82,10 +82,39 @@ pub fn startup_lines(v: &VllmBudget) -> Vec<String> {
             v.max_concurrency
         ),
     ];
+    if let Some(line) = groups_line(v) {
+        lines.insert(lines.len() - 1, line);
+    }
     if let Some(e) = &v.error {
         lines.push(format!("  vLLM would refuse to start: ValueError: {e}"));
     }
     lines
+}
+
+/// How V1 grouped a model with sliding-window layers, when it did.
+fn groups_line(v: &VllmBudget) -> Option<String> {
+    let g = &v.kv_groups;
+    if let Some(w) = v.window_kept_full {
+        return Some(format!(
+            "  KV cache groups: one; the sliding-window layers ({w} tokens) keep the full length in V0's cache (vLLM 0.6.6 config.py: interleaved sliding window treated as full attention; later V0 engines likewise, arg_utils.py create_engine_config)"
+        ));
+    }
+    let window = g.window?;
+    let how = if g.hybrid() {
+        format!(
+            "{} full-attention layer(s) in {} group(s) and {} sliding-window layer(s) in {} group(s) of {} layer(s), the groups sharing {} pool(s) of {} blocks: tokens = blocks // {} groups x 16  [kv_cache_utils.py _get_kv_cache_config_uniform_page_size]",
+            g.full_layers, g.full_groups, g.sliding_layers, g.sliding_groups, g.pools, g.pools,
+            v.num_gpu_blocks, g.groups()
+        )
+    } else {
+        "every layer slides: one group  [kv_cache_utils.py _get_kv_cache_config_uniform_type]"
+            .to_string()
+    };
+    Some(format!(
+        "  KV cache groups (sliding window {window} tokens; one request takes {} blocks over the groups, sliding layers cdiv(min(window - 1 + {} batched tokens, max_model_len), 16) + 1 each): {how}",
+        g.blocks_per_request(v.max_model_len, v.max_num_batched_tokens),
+        v.max_num_batched_tokens
+    ))
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ struct Res {
 fn res() -> &'static Res {
     static R: OnceLock<Res> = OnceLock::new();
     R.get_or_init(|| {
-        let r = |s: &str| Regex::new(s).expect("static regex");
+        let r = super::pattern::compile;
         Res {
             // CSI and OSC sequences, a lone ESC, and the `[31m` that is left when a paste
             // dropped the ESC byte.

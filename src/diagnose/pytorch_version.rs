@@ -100,7 +100,7 @@ struct Res {
 fn res() -> &'static Res {
     static R: OnceLock<Res> = OnceLock::new();
     R.get_or_init(|| {
-        let r = |s: &str| Regex::new(s).expect("static regex");
+        let r = super::pattern::compile;
         Res {
             class: r(r"(?P<module>torch\.cuda\.|torch\.)?OutOfMemoryError\b"),
             runtime_error: r(r"RuntimeError:\s*(?:CUDA|HIP)\s*out\s*of\s*memory"),

@@ -9,6 +9,32 @@
 //! write `(?i-u)`: Unicode case folding of a long literal alternation cost about 1 ms each.
 
 use regex::Regex;
+use std::sync::OnceLock;
+
+/// A static pattern compiled on its first use: a log exercises a few of the patterns (a
+/// PyTorch traceback never reaches the C++ frame or IPython ones), and each costs its compile
+/// time whether it is used or not. Reads as the `Regex` it derefs to.
+pub struct Lazy {
+    pattern: String,
+    re: OnceLock<Regex>,
+}
+
+impl Lazy {
+    pub fn new(pattern: impl Into<String>) -> Lazy {
+        Lazy {
+            pattern: pattern.into(),
+            re: OnceLock::new(),
+        }
+    }
+}
+
+impl std::ops::Deref for Lazy {
+    type Target = Regex;
+
+    fn deref(&self) -> &Regex {
+        self.re.get_or_init(|| compile(&self.pattern))
+    }
+}
 
 /// Compile a static pattern with ASCII `\w`, `\W`, `\d`, `\D`, `\b`, `\B`.
 pub fn compile(pattern: &str) -> Regex {

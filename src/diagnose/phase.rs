@@ -8,8 +8,8 @@
 //! inductor-generated code only say "compiled code ran", so they count when nothing else does.
 
 use super::normalize::Normalized;
+use super::pattern::Lazy;
 use super::types::Phase;
-use regex::Regex;
 use std::sync::OnceLock;
 
 /// One stack frame as far as the log shows it.
@@ -21,33 +21,33 @@ pub struct Frame {
 }
 
 struct Res {
-    py: Regex,
-    ipy8: Regex,
-    ipy: Regex,
-    ipy_context: Regex,
-    ipy_code: Regex,
-    rust: Regex,
-    cpp: Regex,
-    raised_from: Regex,
-    header: Regex,
-    exception: Regex,
-    compile: Regex,
-    optimizer_func: Regex,
-    optimizer_code: Regex,
-    backward: Regex,
-    backward_code: Regex,
-    kv: Regex,
-    load: Regex,
-    load_code: Regex,
-    init: Regex,
-    eval: Regex,
-    forward: Regex,
+    py: Lazy,
+    ipy8: Lazy,
+    ipy: Lazy,
+    ipy_context: Lazy,
+    ipy_code: Lazy,
+    rust: Lazy,
+    cpp: Lazy,
+    raised_from: Lazy,
+    header: Lazy,
+    exception: Lazy,
+    compile: Lazy,
+    optimizer_func: Lazy,
+    optimizer_code: Lazy,
+    backward: Lazy,
+    backward_code: Lazy,
+    kv: Lazy,
+    load: Lazy,
+    load_code: Lazy,
+    init: Lazy,
+    eval: Lazy,
+    forward: Lazy,
 }
 
 fn res() -> &'static Res {
     static R: OnceLock<Res> = OnceLock::new();
     R.get_or_init(|| {
-        let r = super::pattern::compile;
+        let r = super::pattern::Lazy::new;
         Res {
             py: r(r#"^\s*File "(?P<file>[^"]*)", line \d+, in (?P<func>\S+)"#),
             // IPython 8: `File ~/x/train.py:42, in train_step(model, batch)`.

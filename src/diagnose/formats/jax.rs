@@ -6,16 +6,16 @@
 
 use super::{cap_size, parse_dims, re, LogTensor, Markers, Report};
 use crate::diagnose::normalize::Normalized;
+use crate::diagnose::pattern::Lazy;
 use crate::diagnose::size::{dtype_bytes, dtype_short, parse_size, shape_bytes};
 use crate::diagnose::types::Format;
-use regex::Regex;
 use std::sync::OnceLock;
 
 struct Res {
-    anchors: Vec<Regex>,
-    bfc: Regex,
-    stats: Vec<(Regex, &'static str)>,
-    buffer: Regex,
+    anchors: Vec<Lazy>,
+    bfc: Lazy,
+    stats: Vec<(Lazy, &'static str)>,
+    buffer: Lazy,
 }
 
 fn res() -> &'static Res {

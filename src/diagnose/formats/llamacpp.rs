@@ -6,18 +6,18 @@
 
 use super::{cap_size, context, re, Markers, Report};
 use crate::diagnose::normalize::Normalized;
+use crate::diagnose::pattern::Lazy;
 use crate::diagnose::size::parse_size;
 use crate::diagnose::types::{Format, Phase};
-use regex::Regex;
 use std::sync::OnceLock;
 
 struct Res {
-    malloc: Regex,
-    buffer: Regex,
-    bare: Regex,
-    own: Regex,
-    current: Regex,
-    pinned: Regex,
+    malloc: Lazy,
+    buffer: Lazy,
+    bare: Lazy,
+    own: Lazy,
+    current: Lazy,
+    pinned: Lazy,
 }
 
 fn res() -> &'static Res {

@@ -12,6 +12,7 @@ mod tensorflow;
 mod vllm;
 
 use super::normalize::Normalized;
+use super::pattern::Lazy;
 use super::pytorch_version::{MessageLayout, VersionRange};
 use super::size::{parse_size, Size};
 use super::types::{Facts, Format, Phase};
@@ -171,8 +172,8 @@ pub fn has(text: &str, needles: &'static [&'static str]) -> bool {
 }
 
 /// Compile a static pattern, substituting `SIZE` with the printed-size fragment.
-pub fn re(pattern: &str) -> Regex {
-    super::pattern::compile(&pattern.replace("SIZE", super::size::SIZE))
+pub fn re(pattern: &str) -> Lazy {
+    Lazy::new(pattern.replace("SIZE", super::size::SIZE))
 }
 
 /// The printed size in capture group `name`.

@@ -5,17 +5,17 @@
 
 use super::{cap_size, context, re, Markers, Report};
 use crate::diagnose::normalize::Normalized;
+use crate::diagnose::pattern::Lazy;
 use crate::diagnose::types::Format;
-use regex::Regex;
 use std::sync::OnceLock;
 
 struct Res {
-    nccl: Regex,
-    nccl_bytes: Regex,
-    nccl_dev: Regex,
-    lib: Regex,
-    cupy: Regex,
-    generic: Regex,
+    nccl: Lazy,
+    nccl_bytes: Lazy,
+    nccl_dev: Lazy,
+    lib: Lazy,
+    cupy: Lazy,
+    generic: Lazy,
 }
 
 fn res() -> &'static Res {

@@ -6,20 +6,20 @@
 
 use super::{cap_size, parse_dims, re, LogTensor, Markers, Report};
 use crate::diagnose::normalize::Normalized;
+use crate::diagnose::pattern::Lazy;
 use crate::diagnose::size::{dtype_bytes, dtype_short, parse_size, shape_bytes};
 use crate::diagnose::types::{Format, Phase};
-use regex::Regex;
 use std::sync::OnceLock;
 
 struct Res {
-    shape: Regex,
-    bytes: Regex,
-    driver: Regex,
-    cublas: Regex,
-    bfc: Regex,
-    exhausted: Regex,
-    node: Regex,
-    device_props: [Regex; 2],
+    shape: Lazy,
+    bytes: Lazy,
+    driver: Lazy,
+    cublas: Lazy,
+    bfc: Lazy,
+    exhausted: Lazy,
+    node: Lazy,
+    device_props: [Lazy; 2],
 }
 
 fn res() -> &'static Res {

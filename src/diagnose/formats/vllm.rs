@@ -7,17 +7,17 @@
 
 use super::{cap_size, re, Markers, Report};
 use crate::diagnose::normalize::Normalized;
+use crate::diagnose::pattern::Lazy;
 use crate::diagnose::size::parse_size;
 use crate::diagnose::types::{Format, Phase};
-use regex::Regex;
 use std::sync::OnceLock;
 
 struct Res {
-    no_blocks: Regex,
-    gpu_blocks: Regex,
-    needed: Regex,
-    max_tokens: Regex,
-    startup: Regex,
+    no_blocks: Lazy,
+    gpu_blocks: Lazy,
+    needed: Lazy,
+    max_tokens: Lazy,
+    startup: Lazy,
 }
 
 fn res() -> &'static Res {

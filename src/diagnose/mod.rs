@@ -16,6 +16,7 @@ pub mod culprit;
 pub mod fixes;
 mod formats;
 pub mod normalize;
+pub(crate) mod pattern;
 pub mod phase;
 pub mod pytorch_version;
 pub mod render;

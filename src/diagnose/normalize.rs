@@ -8,8 +8,8 @@
 //! result: one logical line per message, prefixes gone, lines of one stream (rank, container,
 //! worker) kept together so that interleaved ranks do not splice into each other.
 
+use super::pattern::Lazy;
 use super::wrap::{self, Join, Wrap};
-use regex::Regex;
 use std::sync::OnceLock;
 
 /// A logical line: one or more physical lines rejoined.
@@ -52,21 +52,21 @@ impl Normalized {
 }
 
 struct Res {
-    ansi: Regex,
-    control: Regex,
-    cr: Regex,
-    bold: Regex,
-    stream: Regex,
-    compose: Regex,
-    record: Regex,
-    structural: Regex,
-    unit_end: Regex,
+    ansi: Lazy,
+    control: Lazy,
+    cr: Lazy,
+    bold: Lazy,
+    stream: Lazy,
+    compose: Lazy,
+    record: Lazy,
+    structural: Lazy,
+    unit_end: Lazy,
 }
 
 fn res() -> &'static Res {
     static R: OnceLock<Res> = OnceLock::new();
     R.get_or_init(|| {
-        let r = |s: &str| Regex::new(s).expect("static regex");
+        let r = super::pattern::Lazy::new;
         Res {
             // CSI and OSC sequences, a lone ESC, and the `[31m` that is left when a paste
             // dropped the ESC byte.

@@ -8,8 +8,8 @@
 //! inductor-generated code only say "compiled code ran", so they count when nothing else does.
 
 use super::normalize::Normalized;
+use super::pattern::Lazy;
 use super::types::Phase;
-use regex::Regex;
 use std::sync::OnceLock;
 
 /// One stack frame as far as the log shows it.
@@ -21,33 +21,33 @@ pub struct Frame {
 }
 
 struct Res {
-    py: Regex,
-    ipy8: Regex,
-    ipy: Regex,
-    ipy_context: Regex,
-    ipy_code: Regex,
-    rust: Regex,
-    cpp: Regex,
-    raised_from: Regex,
-    header: Regex,
-    exception: Regex,
-    compile: Regex,
-    optimizer_func: Regex,
-    optimizer_code: Regex,
-    backward: Regex,
-    backward_code: Regex,
-    kv: Regex,
-    load: Regex,
-    load_code: Regex,
-    init: Regex,
-    eval: Regex,
-    forward: Regex,
+    py: Lazy,
+    ipy8: Lazy,
+    ipy: Lazy,
+    ipy_context: Lazy,
+    ipy_code: Lazy,
+    rust: Lazy,
+    cpp: Lazy,
+    raised_from: Lazy,
+    header: Lazy,
+    exception: Lazy,
+    compile: Lazy,
+    optimizer_func: Lazy,
+    optimizer_code: Lazy,
+    backward: Lazy,
+    backward_code: Lazy,
+    kv: Lazy,
+    load: Lazy,
+    load_code: Lazy,
+    init: Lazy,
+    eval: Lazy,
+    forward: Lazy,
 }
 
 fn res() -> &'static Res {
     static R: OnceLock<Res> = OnceLock::new();
     R.get_or_init(|| {
-        let r = |s: &str| Regex::new(s).expect("static regex");
+        let r = super::pattern::Lazy::new;
         Res {
             py: r(r#"^\s*File "(?P<file>[^"]*)", line \d+, in (?P<func>\S+)"#),
             // IPython 8: `File ~/x/train.py:42, in train_step(model, batch)`.
@@ -67,11 +67,12 @@ fn res() -> &'static Res {
             backward: r(r"^(?:backward|_backward|run_backward|_engine_run_backward|backward_\w+|\w+_backward\w*|\w+Backward\w*|manual_backward|call_compiled_backward)$|::backward|_backward\b|Backward\d*::apply|autograd::Engine"),
             backward_code: r(r"\.backward\(|\bbackward\(|run_backward|_engine_run_backward"),
             // Function names only: HF forward signatures pass `past_key_values` in training too.
-            kv: r(r"(?i)^generate$|^_?sample$|greedy_search|beam_search|prefill|kv_?cache|dynamiccache|staticcache|_update_cache|cache_engine|_allocate_kv_cache|initialize_cache|determine_num_available_blocks|allocate_cache"),
-            load: r(r"(?i)load_state_dict|_load_from_state_dict|torch\.load\b|load_checkpoint|from_pretrained|_load_pretrained_model|load_sharded_checkpoint|set_module_tensor_to_device|dispatch_model|\bload_model\b|load_weights|safetensors|load_tensors|llama_model_load|var_builder|varbuilder|::load\b"),
+            // `(?i-u)`: ASCII case folding for ASCII names (see `pattern`).
+            kv: r(r"(?i-u)^generate$|^_?sample$|greedy_search|beam_search|prefill|kv_?cache|dynamiccache|staticcache|_update_cache|cache_engine|_allocate_kv_cache|initialize_cache|determine_num_available_blocks|allocate_cache"),
+            load: r(r"(?i-u)load_state_dict|_load_from_state_dict|torch\.load\b|load_checkpoint|from_pretrained|_load_pretrained_model|load_sharded_checkpoint|set_module_tensor_to_device|dispatch_model|\bload_model\b|load_weights|safetensors|load_tensors|llama_model_load|var_builder|varbuilder|::load\b"),
             load_code: r(r"\b\w*(?:model|net|module|transformer|encoder|decoder|unet|vae|pipe|pipeline)\w*\s*(?:=\s*[\w.]+(?:\([^)]*\))?\s*)?\.(?:to|cuda)\("),
             init: r(r"init_process_group|_lazy_init|ncclCommInit\w*|init_processes|_sync_module_states|_verify_param_shape_across_processes|DistributedDataParallel\(|profile_run|llama_new_context\w*|llama_init_from_model|graph_reserve|sched_reserve"),
-            eval: r(r"(?i)^(?:estimate_loss|evaluate\w*|evaluation\w*|eval|eval_\w+|\w+_eval|validate\w*|validation\w*|val_\w+|\w+_val|valid\w*|test_step|test_epoch\w*|predict\w*|prediction_step|inference\w*|run_test|compute_metrics|decorate_context)$"),
+            eval: r(r"(?i-u)^(?:estimate_loss|evaluate\w*|evaluation\w*|eval|eval_\w+|\w+_eval|validate\w*|validation\w*|val_\w+|\w+_val|valid\w*|test_step|test_epoch\w*|predict\w*|prediction_step|inference\w*|run_test|compute_metrics|decorate_context)$"),
             forward: r(r"^(?:forward|_forward|_call_impl|_wrapped_call_impl|training_step|train_step|forward_step|\w+_forward|forward_\w+)$|::forward"),
         }
     })

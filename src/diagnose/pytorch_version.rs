@@ -19,7 +19,7 @@
 //! weakest (a wrapper can catch the error and raise another). Evidence that contradicts what
 //! is already known is left out and said so.
 
-use regex::Regex;
+use super::pattern::Lazy;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::OnceLock;
@@ -90,17 +90,17 @@ impl fmt::Display for VersionRange {
 }
 
 struct Res {
-    class: Regex,
-    runtime_error: Regex,
-    cached: Regex,
-    process: Regex,
-    compile_stack: Regex,
+    class: Lazy,
+    runtime_error: Lazy,
+    cached: Lazy,
+    process: Lazy,
+    compile_stack: Lazy,
 }
 
 fn res() -> &'static Res {
     static R: OnceLock<Res> = OnceLock::new();
     R.get_or_init(|| {
-        let r = |s: &str| Regex::new(s).expect("static regex");
+        let r = super::pattern::Lazy::new;
         Res {
             class: r(r"(?P<module>torch\.cuda\.|torch\.)?OutOfMemoryError\b"),
             runtime_error: r(r"RuntimeError:\s*(?:CUDA|HIP)\s*out\s*of\s*memory"),

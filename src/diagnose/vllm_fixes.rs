@@ -9,7 +9,6 @@ use crate::config::{Mode, ModelType, Quantization, TrainConfig};
 use crate::error::Result;
 use crate::plan::vllm::{vllm_budget, vllm_startup, VllmBudget};
 use crate::units::{human, human_signed};
-use regex::Regex;
 
 /// Engine settings the log prints (`gpu_memory_utilization=0.4`, `max_seq_len=4096`,
 /// `max_model_len=4096`, `tensor_parallel_size=2`, `kv_cache_dtype=fp8`, and the engine: V1
@@ -23,9 +22,9 @@ pub fn log_settings(text: &str) -> Vec<String> {
         out.push("--vllm_version=v0".to_string());
     }
     let pick = |re: &str| {
-        Regex::new(re)
-            .ok()
-            .and_then(|r| r.captures_iter(text).last())
+        super::pattern::compile(re)
+            .captures_iter(text)
+            .last()
             .and_then(|c| c.get(1).map(|m| m.as_str().to_string()))
     };
     if let Some(u) = pick(r"gpu_memory_utilization\s*=\s*([0-9]*\.?[0-9]+)") {

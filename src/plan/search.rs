@@ -13,11 +13,12 @@ use super::speed::tokens_per_second;
 use crate::budget::{catalogue, Budget, GpuProfile};
 use crate::config::TrainConfig;
 use crate::error::Result;
-use crate::run::{run, Verdict};
+use crate::run::{run, run_timeline, Verdict};
 use crate::sim::replay::{category_peak, live_peak};
-use crate::sim::Category;
+use crate::sim::{Category, Timeline};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::cell::RefCell;
 
 const BLOCK_HALVED: &str = "block_size halved (changes the context length)";
 
@@ -74,21 +75,64 @@ pub struct SuggestReport {
 
 pub(super) struct Ctx<'a> {
     pub(super) budget: &'a Budget,
+    /// Verdicts already simulated, by config: the searches meet the same configs again (the
+    /// baseline is one of the batches searched), and a config is simulated once.
+    verdicts: RefCell<Vec<(TrainConfig, Verdict)>>,
+    /// Lower bounds already taken, by config with `alloc_conf` cleared: the Timeline does not
+    /// depend on the allocator's configuration, so the expandable-segments knob's search
+    /// repeats the plain one's bounds without simulating them.
+    bounds: RefCell<Vec<(TrainConfig, bool)>>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    pub(super) fn new(budget: &'a Budget) -> Ctx<'a> {
+        Ctx {
+            budget,
+            verdicts: RefCell::new(Vec::new()),
+            bounds: RefCell::new(Vec::new()),
+        }
+    }
+
     /// The verdict on `cfg` on this card.
     fn peak(&self, cfg: &TrainConfig) -> Result<Verdict> {
-        Ok(self.budget.judge(&run(cfg, Some(&self.budget.profile))?))
+        if let Some(v) = self.known_verdict(cfg) {
+            return Ok(v);
+        }
+        let tl = crate::run::timeline(cfg, Some(&self.budget.profile))?;
+        Ok(self.judge_timeline(cfg, tl))
+    }
+
+    fn known_verdict(&self, cfg: &TrainConfig) -> Option<Verdict> {
+        let verdicts = self.verdicts.borrow();
+        verdicts.iter().find(|(c, _)| c == cfg).map(|&(_, v)| v)
+    }
+
+    /// The verdict on `cfg` from its Timeline (simulated for its lower bound).
+    fn judge_timeline(&self, cfg: &TrainConfig, tl: Timeline) -> Verdict {
+        let v = self
+            .budget
+            .judge(&run_timeline(cfg, Some(&self.budget.profile), tl));
+        self.verdicts.borrow_mut().push((cfg.clone(), v));
+        v
     }
 
     /// Whether live bytes + context fit: no larger than the device peak, so a config that
-    /// fails this fails the verdict too.
-    fn lower_bound_fits(&self, cfg: &TrainConfig) -> Result<bool> {
+    /// fails this fails the verdict too. With the Timeline when it was simulated here (None:
+    /// the bound was known).
+    fn lower_bound(&self, cfg: &TrainConfig) -> Result<(bool, Option<Timeline>)> {
+        let key = TrainConfig {
+            alloc_conf: None,
+            ..cfg.clone()
+        };
+        if let Some(&(_, fits)) = self.bounds.borrow().iter().find(|(c, _)| *c == key) {
+            return Ok((fits, None));
+        }
         let tl = crate::run::timeline(cfg, Some(&self.budget.profile))?;
-        Ok(self
+        let fits = self
             .budget
-            .fits(live_peak(&tl).saturating_add(self.budget.profile.context_bytes)))
+            .fits(live_peak(&tl).saturating_add(self.budget.profile.context_bytes));
+        self.bounds.borrow_mut().push((key, fits));
+        Ok((fits, Some(tl)))
     }
 }
 
@@ -110,7 +154,16 @@ pub(super) fn max_batch(
     cap: u64,
 ) -> Result<Option<(u64, Verdict)>> {
     let cap = cap.clamp(1, MAX_BATCH);
-    let fits_bound = |b: u64| ctx.lower_bound_fits(&make(b));
+    // The Timeline of the last batch whose bound fitted: the search's `lo` when it ends, where
+    // the full check starts (it needs only the allocator replay then).
+    let mut top: Option<(u64, Timeline)> = None;
+    let mut fits_bound = |b: u64| -> Result<bool> {
+        let (fits, tl) = ctx.lower_bound(&make(b))?;
+        if let (true, Some(tl)) = (fits, tl) {
+            top = Some((b, tl));
+        }
+        Ok(fits)
+    };
     if !fits_bound(1)? {
         return Ok(None);
     }
@@ -130,7 +183,13 @@ pub(super) fn max_batch(
     }
     // Full simulation from the bound down.
     for b in (1..=lo).rev() {
-        let p = ctx.peak(&make(b))?;
+        let cfg = make(b);
+        let p = match top.take() {
+            Some((at, tl)) if at == b && ctx.known_verdict(&cfg).is_none() => {
+                ctx.judge_timeline(&cfg, tl)
+            }
+            _ => ctx.peak(&cfg)?,
+        };
         if p.fits {
             return Ok(Some((b, p)));
         }
@@ -160,7 +219,7 @@ pub fn suggest(
     script: &Script,
 ) -> Result<SuggestReport> {
     let gpu = &budget.profile;
-    let ctx = Ctx { budget };
+    let ctx = Ctx::new(budget);
     let tokens = base.tokens_per_step().unwrap_or(u64::MAX);
     let base_peak = ctx.peak(base)?;
     let base_speed = tokens_per_second(base, gpu);
@@ -337,7 +396,7 @@ pub fn suggest_multi(
     one_card_fits: bool,
     script: &Script,
 ) -> Result<super::multi::MultiReport> {
-    let ctx = Ctx { budget };
+    let ctx = Ctx::new(budget);
     let mut tokens = base.tokens_per_step().unwrap_or(u64::MAX);
     if let super::multi::Plan::Exactly(n) = plan {
         if base.framework.accumulation_per_rank() && base.world_size == 1 {

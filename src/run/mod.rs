@@ -38,22 +38,28 @@ pub struct Run {
 /// Simulate `cfg` as PyTorch would run it on `gpu` (None: no card known; the architecture
 /// decides the cuBLAS workspaces, the card's bf16 support the precision).
 pub fn run(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<Run> {
+    Ok(run_timeline(cfg, gpu, timeline(cfg, gpu)?))
+}
+
+/// The Run of `cfg` from its Timeline, already simulated by [`timeline`] with the same `cfg`
+/// and `gpu` (suggest's lower bound simulated it; only the allocator replay is left).
+pub fn run_timeline(cfg: &TrainConfig, gpu: Option<&GpuProfile>, timeline: Timeline) -> Run {
     let runtime = Runtime::pytorch(cfg, gpu);
     let decisions = Decisions::pytorch(cfg, gpu, &runtime);
-    let timeline = simulate_timeline(cfg, &decisions, runtime)?;
     let profile = replay(
         &timeline,
         decisions.allocator.value == AllocatorMode::ExpandableSegments,
     );
-    Ok(Run {
+    Run {
         decisions,
         runtime,
         timeline,
         profile,
-    })
+    }
 }
 
-/// Only the Timeline (no allocator replay): what suggest's lower bound needs.
+/// Only the Timeline (no allocator replay): what suggest's lower bound needs. It does not
+/// depend on the allocator's configuration (`alloc_conf`): only the replay reads that.
 pub fn timeline(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<Timeline> {
     let runtime = Runtime::pytorch(cfg, gpu);
     simulate_timeline(cfg, &Decisions::pytorch(cfg, gpu, &runtime), runtime)

@@ -56,7 +56,7 @@ pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
     let mut reserved_after = Vec::with_capacity(tl.events.len());
     for (i, ev) in tl.events.iter().enumerate() {
         let t = ev.tensor as usize;
-        let bytes = tl.tensors[t].bytes;
+        let bytes = ev.bytes;
         match ev.kind {
             EventKind::Alloc => {
                 block[t] = alloc.malloc(bytes);
@@ -127,7 +127,7 @@ pub fn live_blocks_at(tl: &Timeline, profile: &MemoryProfile, at: usize) -> Vec<
 pub fn live_peak(tl: &Timeline) -> u64 {
     let (mut live, mut peak) = (0u64, 0u64);
     for ev in &tl.events {
-        let bytes = tl.tensors[ev.tensor as usize].bytes;
+        let bytes = ev.bytes;
         if bytes == 0 {
             continue;
         }

@@ -3,12 +3,13 @@
 
 use super::{re, Report};
 use crate::diagnose::normalize::Normalized;
+use crate::diagnose::pattern::Lazy;
 use crate::diagnose::types::Format;
 use regex::Regex;
 use std::sync::OnceLock;
 
 fn anchor() -> &'static Regex {
-    static R: OnceLock<Regex> = OnceLock::new();
+    static R: OnceLock<Lazy> = OnceLock::new();
     R.get_or_init(|| re(r"DriverError\(\s*CUDA_ERROR_OUT_OF_MEMORY"))
 }
 

@@ -6,16 +6,16 @@
 
 use super::{cap_size, parse_dims, re, LogTensor, Markers, Report};
 use crate::diagnose::normalize::Normalized;
+use crate::diagnose::pattern::Lazy;
 use crate::diagnose::size::{dtype_bytes, dtype_short, parse_size, shape_bytes};
 use crate::diagnose::types::Format;
-use regex::Regex;
 use std::sync::OnceLock;
 
 struct Res {
-    anchors: Vec<Regex>,
-    bfc: Regex,
-    stats: Vec<(Regex, &'static str)>,
-    buffer: Regex,
+    anchors: Vec<Lazy>,
+    bfc: Lazy,
+    stats: Vec<(Lazy, &'static str)>,
+    buffer: Lazy,
 }
 
 fn res() -> &'static Res {
@@ -39,10 +39,15 @@ fn res() -> &'static Res {
 }
 
 pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
-    let r = res();
     let text = &n.text;
     let mut seen = Vec::new();
     let exhausted = super::has(text, &["RESOURCE_EXHAUSTED"]);
+    let bfc = m.jax && !m.tensorflow && super::has(text, &["Allocator"]);
+    if !exhausted && !bfc {
+        return;
+    }
+    // Compiled only for a log that has something for them to read.
+    let r = res();
     for a in r.anchors.iter().filter(|_| exhausted) {
         for c in a.captures_iter(text) {
             let at = c.get(0).map_or(0, |x| x.start());
@@ -68,7 +73,7 @@ pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
             out.push(rep);
         }
     }
-    if m.jax && !m.tensorflow && super::has(text, &["Allocator"]) {
+    if bfc {
         for c in r.bfc.captures_iter(text) {
             let at = c.get(0).map_or(0, |x| x.start());
             let mut rep = Report::new(Format::Jax, at);

@@ -6,18 +6,18 @@
 
 use super::{cap_size, context, re, Markers, Report};
 use crate::diagnose::normalize::Normalized;
+use crate::diagnose::pattern::Lazy;
 use crate::diagnose::size::parse_size;
 use crate::diagnose::types::{Format, Phase};
-use regex::Regex;
 use std::sync::OnceLock;
 
 struct Res {
-    malloc: Regex,
-    buffer: Regex,
-    bare: Regex,
-    own: Regex,
-    current: Regex,
-    pinned: Regex,
+    malloc: Lazy,
+    buffer: Lazy,
+    bare: Lazy,
+    own: Lazy,
+    current: Lazy,
+    pinned: Lazy,
 }
 
 fn res() -> &'static Res {
@@ -34,11 +34,12 @@ fn res() -> &'static Res {
 }
 
 pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
-    let r = res();
     let text = &n.text;
     if !super::has(text, &["cudaMalloc", "buffer", "pinned", "CUDA error"]) {
         return;
     }
+    // Compiled only for a log that carries one of the gates' literals.
+    let r = res();
     let mut covered: Vec<(usize, usize)> = Vec::new();
     for c in r.malloc.captures_iter(text) {
         let whole = c.get(0).expect("match");

@@ -12,6 +12,7 @@ mod tensorflow;
 mod vllm;
 
 use super::normalize::Normalized;
+use super::pattern::Lazy;
 use super::pytorch_version::{MessageLayout, VersionRange};
 use super::size::{parse_size, Size};
 use super::types::{Facts, Format, Phase};
@@ -128,15 +129,17 @@ pub struct Markers {
 impl Markers {
     fn of(text: &str) -> Markers {
         static SET: OnceLock<regex::RegexSet> = OnceLock::new();
+        // ASCII case folding (`-u`): the names are ASCII, and Unicode folding is most of the
+        // set's compile time (see `pattern`).
         let set = SET.get_or_init(|| {
             regex::RegexSet::new([
-                r"(?i)vllm",
+                r"(?i-u)vllm",
                 // `stream_executor` and `_bfc` are XLA's as much as TensorFlow's: not markers.
-                r"(?i)tensorflow|/job:localhost",
-                r"(?i)jax|xla_extension|pjrt",
+                r"(?i-u)tensorflow|/job:localhost",
+                r"(?i-u)jax|xla_extension|pjrt",
                 // Every llama.cpp failure path prints a ggml_ function; `llama_` alone also
                 // matches PyTorch projects (llama_recipes).
-                r"(?i)ggml",
+                r"(?i-u)ggml",
             ])
             .expect("static regex set")
         });
@@ -169,8 +172,8 @@ pub fn has(text: &str, needles: &'static [&'static str]) -> bool {
 }
 
 /// Compile a static pattern, substituting `SIZE` with the printed-size fragment.
-pub fn re(pattern: &str) -> Regex {
-    Regex::new(&pattern.replace("SIZE", super::size::SIZE)).expect("static regex")
+pub fn re(pattern: &str) -> Lazy {
+    Lazy::new(pattern.replace("SIZE", super::size::SIZE))
 }
 
 /// The printed size in capture group `name`.

@@ -5,13 +5,13 @@
 
 use super::{re, Report};
 use crate::diagnose::normalize::Normalized;
+use crate::diagnose::pattern::Lazy;
 use crate::diagnose::types::Format;
 use crate::units::human;
-use regex::Regex;
 use std::sync::OnceLock;
 
 /// (pattern, kind, literals one of which the text must contain for the pattern to be tried).
-type Rule = (Regex, &'static str, &'static [&'static str]);
+type Rule = (Lazy, &'static str, &'static [&'static str]);
 
 fn rules() -> &'static Vec<Rule> {
     static R: OnceLock<Vec<Rule>> = OnceLock::new();

@@ -5,17 +5,17 @@
 
 use super::{cap_size, context, re, Markers, Report};
 use crate::diagnose::normalize::Normalized;
+use crate::diagnose::pattern::Lazy;
 use crate::diagnose::types::Format;
-use regex::Regex;
 use std::sync::OnceLock;
 
 struct Res {
-    nccl: Regex,
-    nccl_bytes: Regex,
-    nccl_dev: Regex,
-    lib: Regex,
-    cupy: Regex,
-    generic: Regex,
+    nccl: Lazy,
+    nccl_bytes: Lazy,
+    nccl_dev: Lazy,
+    lib: Lazy,
+    cupy: Lazy,
+    generic: Lazy,
 }
 
 fn res() -> &'static Res {
@@ -31,7 +31,6 @@ fn res() -> &'static Res {
 }
 
 pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
-    let r = res();
     let text = &n.text;
     let first = out.len();
     const GATES: &[&str] = &[
@@ -45,6 +44,8 @@ pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
     if !super::has(text, GATES) {
         return;
     }
+    // Compiled only for a log that carries one of the gates' literals.
+    let r = res();
     let already = |at: usize, out: &[Report]| out.iter().any(|x| x.at.abs_diff(at) < 400);
     for x in r.nccl.find_iter(text) {
         let mut rep = Report::new(Format::Other, x.start());

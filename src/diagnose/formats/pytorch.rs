@@ -9,29 +9,29 @@
 
 use super::{cap_size, find_size, re, span_end, LogTensor, Markers, Report};
 use crate::diagnose::normalize::Normalized;
+use crate::diagnose::pattern::Lazy;
 use crate::diagnose::pytorch_version;
 use crate::diagnose::size::{dtype_bytes, dtype_short, shape_bytes};
 use crate::diagnose::types::{Format, OtherProcess};
-use regex::Regex;
 use std::sync::OnceLock;
 
 struct Res {
-    anchor: Regex,
-    bare: Regex,
-    mps: Regex,
-    total: [Regex; 2],
-    free: [Regex; 2],
-    this_process: [Regex; 2],
-    process: Regex,
-    allocated: [Regex; 2],
-    private: Regex,
-    unallocated: Regex,
+    anchor: Lazy,
+    bare: Lazy,
+    mps: Lazy,
+    total: [Lazy; 2],
+    free: [Lazy; 2],
+    this_process: [Lazy; 2],
+    process: Lazy,
+    allocated: [Lazy; 2],
+    private: Lazy,
+    unallocated: Lazy,
     /// PyTorch 1.0–1.3's "X cached)".
-    cached: Regex,
-    reserved_total: Regex,
-    allowed: Regex,
-    device: [Regex; 2],
-    buffer: Regex,
+    cached: Lazy,
+    reserved_total: Lazy,
+    allowed: Lazy,
+    device: [Lazy; 2],
+    buffer: Lazy,
 }
 
 fn res() -> &'static Res {
@@ -73,7 +73,7 @@ fn res() -> &'static Res {
     })
 }
 
-fn first_size(res: &[Regex], span: &str) -> Option<crate::diagnose::size::Size> {
+fn first_size(res: &[Lazy], span: &str) -> Option<crate::diagnose::size::Size> {
     res.iter().find_map(|r| find_size(r, span))
 }
 

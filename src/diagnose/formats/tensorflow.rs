@@ -6,20 +6,20 @@
 
 use super::{cap_size, parse_dims, re, LogTensor, Markers, Report};
 use crate::diagnose::normalize::Normalized;
+use crate::diagnose::pattern::Lazy;
 use crate::diagnose::size::{dtype_bytes, dtype_short, parse_size, shape_bytes};
 use crate::diagnose::types::{Format, Phase};
-use regex::Regex;
 use std::sync::OnceLock;
 
 struct Res {
-    shape: Regex,
-    bytes: Regex,
-    driver: Regex,
-    cublas: Regex,
-    bfc: Regex,
-    exhausted: Regex,
-    node: Regex,
-    device_props: [Regex; 2],
+    shape: Lazy,
+    bytes: Lazy,
+    driver: Lazy,
+    cublas: Lazy,
+    bfc: Lazy,
+    exhausted: Lazy,
+    node: Lazy,
+    device_props: [Lazy; 2],
 }
 
 fn res() -> &'static Res {
@@ -40,7 +40,6 @@ fn res() -> &'static Res {
 }
 
 pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
-    let r = res();
     let text = &n.text;
     let first = out.len();
     const GATES: &[&str] = &[
@@ -54,6 +53,8 @@ pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
     if !super::has(text, GATES) {
         return;
     }
+    // Compiled only for a log that carries one of the gates' literals.
+    let r = res();
     for c in r.shape.captures_iter(text) {
         let at = c.get(0).map_or(0, |x| x.start());
         let mut rep = Report::new(Format::Tensorflow, at);

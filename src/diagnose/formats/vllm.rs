@@ -7,17 +7,17 @@
 
 use super::{cap_size, re, Markers, Report};
 use crate::diagnose::normalize::Normalized;
+use crate::diagnose::pattern::Lazy;
 use crate::diagnose::size::parse_size;
 use crate::diagnose::types::{Format, Phase};
-use regex::Regex;
 use std::sync::OnceLock;
 
 struct Res {
-    no_blocks: Regex,
-    gpu_blocks: Regex,
-    needed: Regex,
-    max_tokens: Regex,
-    startup: Regex,
+    no_blocks: Lazy,
+    gpu_blocks: Lazy,
+    needed: Lazy,
+    max_tokens: Lazy,
+    startup: Lazy,
 }
 
 fn res() -> &'static Res {
@@ -32,11 +32,12 @@ fn res() -> &'static Res {
 }
 
 pub fn scan(n: &Normalized, _m: Markers, out: &mut Vec<Report>) {
-    let r = res();
     let text = &n.text;
     if !super::has(text, &["cache blocks", "KV cache", "on startup"]) {
         return;
     }
+    // Compiled only for a log that carries one of the gates' literals.
+    let r = res();
     let blocks = r
         .gpu_blocks
         .captures_iter(text)

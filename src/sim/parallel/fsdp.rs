@@ -58,6 +58,9 @@ pub(super) struct Fsdp {
     shard_dtype: DType,
     /// Blocks 0..n_layer, then the root.
     units: Vec<Unit>,
+    /// The unit of each parameter index (None: frozen): the gradient hook's lookup, which
+    /// scanned every unit's parameters once per gradient, quadratic in the layers.
+    unit_of: Vec<Option<usize>>,
 }
 
 impl Fsdp {
@@ -71,6 +74,7 @@ impl Fsdp {
             kind,
             offload: wrap.offload,
             shard_dtype: wrap.shard_dtype,
+            unit_of: unit_of(e, &units),
             units,
         }
     }
@@ -78,7 +82,7 @@ impl Fsdp {
     /// DeepSpeed ZeRO-3: its partitions and buffers, and the same units to gather (each
     /// unit's non-persistent parameters, frozen ones too, released after the unit's forward).
     pub(super) fn build_zero3(e: &mut Engine, kind: OptimizerKind, z: Zero3) -> Fsdp {
-        let units = fsdp_units::members(e)
+        let units: Vec<Unit> = fsdp_units::members(e)
             .into_iter()
             .map(|(params, frozen)| {
                 let gathered = params
@@ -96,9 +100,21 @@ impl Fsdp {
             kind,
             offload: false,
             shard_dtype: DType::F32,
+            unit_of: unit_of(e, &units),
             units,
         }
     }
+}
+
+/// The index of each parameter's unit.
+fn unit_of(e: &Engine, units: &[Unit]) -> Vec<Option<usize>> {
+    let mut of = vec![None; e.params.len()];
+    for (u, unit) in units.iter().enumerate() {
+        for &p in &unit.params {
+            of[p] = Some(u);
+        }
+    }
+    of
 }
 
 impl Fsdp {
@@ -230,7 +246,7 @@ impl Fsdp {
 
     /// AccumulateGrad of one of the unit's parameters has run.
     pub(super) fn grad_ready(&mut self, e: &mut Engine, p: usize) {
-        let Some(u) = self.units.iter().position(|u| u.params.contains(&p)) else {
+        let Some(u) = self.unit_of.get(p).copied().flatten() else {
             return;
         };
         let Some(g) = e.params[p].grad.take() else {

@@ -71,6 +71,9 @@ pub(super) struct Zero {
     /// The module's (and its gradients') dtype.
     dtype: DType,
     groups: Vec<Group>,
+    /// Whether each parameter index is in a group: the gradient hook's lookup, which scanned
+    /// the groups (all the model's parameters) once per gradient, quadratic in the layers.
+    member: Vec<bool>,
     /// Stage 2: the contiguous reduce bucket and the elements copied into it so far.
     ipg: Option<T>,
     ipg_fill: u64,
@@ -185,10 +188,15 @@ impl Zero {
         for t in grads {
             e.release(t);
         }
+        let mut member = vec![false; e.params.len()];
+        for &p in groups.iter().flat_map(|g| g.params.iter()) {
+            member[p] = true;
+        }
         Zero {
             stage,
             dtype,
             groups,
+            member,
             ipg: None,
             ipg_fill: 0,
             grads_in_partition: None,
@@ -219,7 +227,7 @@ impl Zero {
     }
 
     fn is_trainable_member(&self, p: usize) -> bool {
-        self.groups.iter().any(|g| g.params.contains(&p))
+        self.member.get(p).copied().unwrap_or(false)
     }
 
     /// Stage 2's gradient hook: the gradient is copied into the bucket (reduced first when it

@@ -131,16 +131,22 @@ fn is_gpt2(m: ModelSource) -> bool {
     match m {
         ModelSource::Preset(name) => preset(name).is_ok_and(|(k, _)| k.starts_with("gpt2")),
         // A config.json's model_type decides; read it the way the model layer will.
-        ModelSource::HfConfig(p) => std::fs::read_to_string(p).is_ok_and(|t| {
-            serde_json::from_str::<serde_json::Value>(&t)
-                .ok()
-                .and_then(|v| {
-                    v.get("model_type")
-                        .and_then(|m| m.as_str())
-                        .map(|m| m == "gpt2")
-                })
-                .unwrap_or(false)
-        }),
+        // Read as the model layer will, bounded: a FIFO or /dev/urandom is refused there, with
+        // its one-line error, not read here forever.
+        ModelSource::HfConfig(p) => {
+            crate::input::read_file(p, "the config.json", crate::input::MAX_CONFIG_BYTES).is_ok_and(
+                |t| {
+                    serde_json::from_slice::<serde_json::Value>(&t)
+                        .ok()
+                        .and_then(|v| {
+                            v.get("model_type")
+                                .and_then(|m| m.as_str())
+                                .map(|m| m == "gpt2")
+                        })
+                        .unwrap_or(false)
+                },
+            )
+        }
     }
 }
 

@@ -81,7 +81,7 @@ pub(super) struct Ctx<'a> {
     /// Lower bounds already taken, by config with `alloc_conf` cleared: the Timeline does not
     /// depend on the allocator's configuration, so the expandable-segments knob's search
     /// repeats the plain one's bounds without simulating them.
-    bounds: RefCell<Vec<(TrainConfig, bool)>>,
+    bounds: RefCell<Vec<(TrainConfig, Bound)>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -119,21 +119,36 @@ impl<'a> Ctx<'a> {
     /// Whether live bytes + context fit: no larger than the device peak, so a config that
     /// fails this fails the verdict too. With the Timeline when it was simulated here (None:
     /// the bound was known).
-    fn lower_bound(&self, cfg: &TrainConfig) -> Result<(bool, Option<Timeline>)> {
+    fn lower_bound(&self, cfg: &TrainConfig) -> Result<(Bound, Option<Timeline>)> {
         let key = TrainConfig {
             alloc_conf: None,
             ..cfg.clone()
         };
-        if let Some(&(_, fits)) = self.bounds.borrow().iter().find(|(c, _)| *c == key) {
-            return Ok((fits, None));
+        if let Some(&(_, bound)) = self.bounds.borrow().iter().find(|(c, _)| *c == key) {
+            return Ok((bound, None));
         }
         let tl = crate::run::timeline(cfg, Some(&self.budget.profile))?;
-        let fits = self
-            .budget
-            .fits(live_peak(&tl).saturating_add(self.budget.profile.context_bytes));
-        self.bounds.borrow_mut().push((key, fits));
-        Ok((fits, Some(tl)))
+        let live = live_peak(&tl);
+        let bound = Bound {
+            live,
+            fits: self.fits_live(live),
+        };
+        self.bounds.borrow_mut().push((key, bound));
+        Ok((bound, Some(tl)))
     }
+
+    /// Live bytes plus the CUDA context fit the budget.
+    fn fits_live(&self, live: u64) -> bool {
+        self.budget
+            .fits(live.saturating_add(self.budget.profile.context_bytes))
+    }
+}
+
+/// A lower bound: the run's largest live bytes, and whether they fit with the context.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bound {
+    live: u64,
+    fits: bool,
 }
 
 /// `cfg` at micro-batch `b`, with the smallest accumulation that keeps `tokens` per step.
@@ -154,28 +169,57 @@ pub(super) fn max_batch(
     cap: u64,
 ) -> Result<Option<(u64, Verdict)>> {
     let cap = cap.clamp(1, MAX_BATCH);
-    // The Timeline of the last batch whose bound fitted: the search's `lo` when it ends, where
-    // the full check starts (it needs only the allocator replay then).
+    // The Timeline of the last batch whose bound fitted: every probe above `lo` that fits
+    // becomes `lo`, so this is the search's `lo` when it ends, where the full check starts (it
+    // needs only the allocator replay then).
     let mut top: Option<(u64, Timeline)> = None;
-    let mut fits_bound = |b: u64| -> Result<bool> {
-        let (fits, tl) = ctx.lower_bound(&make(b))?;
-        if let (true, Some(tl)) = (fits, tl) {
+    let mut bound = |b: u64| -> Result<Bound> {
+        let (bound, tl) = ctx.lower_bound(&make(b))?;
+        if let (true, Some(tl)) = (bound.fits, tl) {
             top = Some((b, tl));
         }
-        Ok(fits)
+        Ok(bound)
     };
-    if !fits_bound(1)? {
+    let first = bound(1)?;
+    if !first.fits {
         return Ok(None);
     }
-    // Exponential, then binary search on the lower bound: largest b with bound(b) fitting.
-    let mut lo = 1;
-    while lo < cap && fits_bound((lo * 2).min(cap))? {
-        lo = (lo * 2).min(cap);
+    // The largest b whose bound fits: `lo` fits, `hi` does not (cap + 1: none known to fail).
+    let (mut lo, mut hi) = (1, cap + 1);
+    if cap >= 2 {
+        let second = bound(2)?;
+        if second.fits {
+            lo = 2;
+            // Live bytes grow about linearly in the batch (activations, logits): look first
+            // where that line crosses the budget, and one above. The guess only decides where
+            // to look; the answer is the largest b whose bound fits, as the search finds it.
+            let per_sample = second.live.saturating_sub(first.live);
+            let guess = affine_guess(ctx, first.live, per_sample, cap);
+            for b in [guess, guess + 1] {
+                if b > lo && b < hi && b <= cap {
+                    if bound(b)?.fits {
+                        lo = b;
+                    } else {
+                        hi = b;
+                    }
+                }
+            }
+        } else {
+            hi = 2;
+        }
     }
-    let mut hi = (lo * 2).min(cap + 1);
-    while hi - lo > 1 {
+    // Exponential while no batch above is known to fail, then binary.
+    while hi > cap && lo < cap {
+        let next = lo.saturating_mul(2).min(cap);
+        if bound(next)?.fits {
+            lo = next;
+        } else {
+            hi = next;
+        }
+    }
+    while hi - lo > 1 && lo < cap {
         let mid = lo + (hi - lo) / 2;
-        if fits_bound(mid)? {
+        if bound(mid)?.fits {
             lo = mid;
         } else {
             hi = mid;
@@ -195,6 +239,21 @@ pub(super) fn max_batch(
         }
     }
     Ok(None)
+}
+
+/// The largest b in 2..=cap whose live bytes, `at_one + (b - 1) * per_sample`, would fit.
+fn affine_guess(ctx: &Ctx, at_one: u64, per_sample: u64, cap: u64) -> u64 {
+    let live = |b: u64| at_one.saturating_add((b - 1).saturating_mul(per_sample));
+    let (mut lo, mut hi) = (2, cap + 1);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if ctx.fits_live(live(mid)) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Map<String, Value> {

@@ -3,13 +3,13 @@
 use super::search::{Candidate, GpuSummary, SuggestReport};
 use crate::units::human;
 use comfy_table::presets::UTF8_BORDERS_ONLY;
-use comfy_table::{Cell, CellAlignment};
+use comfy_table::{Cell, CellAlignment, ColumnConstraint};
 use std::fmt::Write;
 
 fn row(c: &Candidate) -> Vec<Cell> {
     let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
     vec![
-        Cell::new(&c.label),
+        Cell::new(&c.knob),
         right(c.config.batch_size.to_string()),
         right(c.config.accumulation_as_counted().to_string()),
         right(c.config.block_size.to_string()),
@@ -72,15 +72,23 @@ pub fn render(r: &SuggestReport) -> String {
             }
             let _ = writeln!(out);
             let mut t = crate::report::fitted_table(UTF8_BORDERS_ONLY);
+            // Short headers leave the candidate's name room to stay on one line at 80 columns;
+            // the line under the table says what each column is.
             t.set_header(vec![
                 "candidate",
                 "batch",
                 "accum",
                 "block",
-                "tokens/step",
-                "device peak",
+                "tokens",
+                "peak",
                 "speed",
             ]);
+            // The figures never wrap; the candidate's name takes what is left of the width.
+            for i in 1..7 {
+                if let Some(c) = t.column_mut(i) {
+                    c.set_constraint(ColumnConstraint::ContentWidth);
+                }
+            }
             t.add_row(row(best));
             for a in &r.alternatives {
                 t.add_row(row(a));
@@ -88,7 +96,8 @@ pub fn render(r: &SuggestReport) -> String {
             let _ = writeln!(out, "{t}");
             let _ = writeln!(
                 out,
-                "speed: predicted tokens/s relative to your config (FLOPs per token against the card's throughput)."
+                "tokens: per optimizer step; peak: on the device (reserved + CUDA context); speed: predicted\n\
+                 tokens/s relative to your config (FLOPs per token against the card's throughput)."
             );
             for a in &r.alternatives {
                 let _ = writeln!(out, "  {}: {}", a.label, a.command);

@@ -28,6 +28,9 @@ pub const MAX_BATCH: u64 = 1 << 14;
 #[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
     pub label: String,
+    /// The knob alone, for the table (the label says "exact tokens/step" where this run keeps
+    /// the user's tokens per step at a smaller batch; the table's tokens/step column shows it).
+    pub knob: String,
     pub config: TrainConfig,
     pub changes: Map<String, Value>,
     pub tokens_per_step: u64,
@@ -286,10 +289,11 @@ pub fn suggest(
     let mut notes = Vec::new();
     let mut found: Vec<Candidate> = Vec::new();
 
-    let candidate = |label: &str, cfg: TrainConfig, p: Verdict| -> Candidate {
+    let candidate = |(label, knob): (&str, &str), cfg: TrainConfig, p: Verdict| -> Candidate {
         let speed = tokens_per_second(&cfg, gpu);
         Candidate {
             label: label.to_string(),
+            knob: knob.to_string(),
             changes: changes(&cfg, base),
             tokens_per_step: cfg.tokens_per_step().unwrap_or(0),
             peak_allocated_bytes: p.allocated.bytes,
@@ -331,7 +335,7 @@ pub fn suggest(
         if kept("batch_size") || kept("gradient_accumulation_steps") {
             let p = ctx.peak(&v)?;
             if p.fits {
-                found.push(candidate(label, v, p));
+                found.push(candidate((label, label), v, p));
             }
             continue;
         }
@@ -341,7 +345,7 @@ pub fn suggest(
             if label == "as configured" {
                 plain_max = Some(b);
             }
-            found.push(candidate(label, make(b), p));
+            found.push(candidate((label, label), make(b), p));
             // The largest smaller batch that keeps the tokens per step exactly, if b does not.
             if make(b).tokens_per_step() != Some(tokens) {
                 let exact = (1..b)
@@ -350,7 +354,7 @@ pub fn suggest(
                 if let Some(e) = exact {
                     let p = ctx.peak(&make(e))?;
                     if p.fits {
-                        found.push(candidate(exact_label, make(e), p));
+                        found.push(candidate((exact_label, label), make(e), p));
                     }
                 }
             }
@@ -367,7 +371,8 @@ pub fn suggest(
         };
         if let Some((b, p)) = max_batch(&ctx, &make, base.batch_size)? {
             if b < base.batch_size {
-                found.push(candidate("smaller eval batch", make(b), p));
+                let label = "smaller eval batch";
+                found.push(candidate((label, label), make(b), p));
             }
         }
     }
@@ -378,7 +383,7 @@ pub fn suggest(
         v.block_size = base.block_size / 2;
         let make = |b: u64| with_batch(&v, b, tokens);
         if let Some((b, p)) = max_batch(&ctx, &make, tokens.div_ceil(v.block_size))? {
-            found.push(candidate(BLOCK_HALVED, make(b), p));
+            found.push(candidate((BLOCK_HALVED, "block_size halved"), make(b), p));
         }
     }
 

@@ -10,6 +10,8 @@
 //! - `gemma2`, `gemma3_text` (and `gemma3`'s text_config), `olmo2`: the Llama sizes, with the
 //!   config class's defaults for the sizes a file leaves out; Gemma's soft-capping and sliding
 //!   window (src/config/hf_gemma.rs).
+//! - `mixtral`: the Llama sizes, num_local_experts, num_experts_per_tok (MixtralConfig's
+//!   defaults 8 and 2); output_router_logits = true (the auxiliary loss) is refused.
 //!
 //! Fields that do not change training memory are not read: `max_position_embeddings` (the
 //! sequence trained is `block_size`), `rope_theta`/`rope_scaling` (the cos/sin tables are the
@@ -249,6 +251,9 @@ pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<Stri
     if matches!(model_type, ModelType::Gemma2 | ModelType::Gemma3) {
         super::hf_gemma::attention_fields(&f, model_type, &mut put)?;
     }
+    if model_type == ModelType::Mixtral {
+        moe_fields(&f, &mut put)?;
+    }
     if f.boolean("mlp_bias")? == Some(true) {
         warnings.push(format!(
             "{}: mlp_bias = true is not simulated (the MLP is built without biases; they are {} parameters per layer at most)",
@@ -257,4 +262,29 @@ pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<Stri
         ));
     }
     Ok((out, warnings))
+}
+
+/// Mixtral's experts: `num_local_experts`, `num_experts_per_tok` (MixtralConfig's defaults
+/// 8 and 2 where the file leaves them out). `output_router_logits = true` keeps every layer's
+/// router logits for the auxiliary loss, which is not simulated: refused.
+fn moe_fields(f: &Fields, put: &mut impl FnMut(&str, &str, Value)) -> Result<()> {
+    if f.boolean("output_router_logits")? == Some(true) {
+        return Err(Error::new(format!(
+            "{}: \"output_router_logits\": true: expected false (the router's auxiliary loss is not simulated)",
+            f.origin("output_router_logits")
+        )));
+    }
+    let experts = f.int("num_local_experts")?.unwrap_or(8);
+    let per_token = f.int("num_experts_per_tok")?.unwrap_or(2);
+    put(
+        "num_experts",
+        "num_local_experts",
+        Value::Int(experts.into()),
+    );
+    put(
+        "experts_per_token",
+        "num_experts_per_tok",
+        Value::Int(per_token.into()),
+    );
+    Ok(())
 }

@@ -76,12 +76,17 @@ pub fn base_params(cfg: &TrainConfig) -> u64 {
         | ModelType::Gemma2
         | ModelType::Gemma3
         | ModelType::Olmo2
+        | ModelType::Mixtral
         | ModelType::Qwen3 => {
             let (hd, nh, kv, i) = (cfg.head_size(), cfg.n_head, cfg.kv_heads(), cfg.mlp_width());
             let q = c * nh * hd;
             let kvp = 2 * c * kv * hd;
             let o = nh * hd * c;
-            let mlp = 3 * c * i;
+            // Mixtral: each of E experts' gate, up and down, and the router's (E, C).
+            let mlp = match (cfg.num_experts, cfg.experts_per_token) {
+                (Some(experts), Some(_)) => experts * 3 * c * i + experts * c,
+                _ => 3 * c * i,
+            };
             let bias = if !cfg.bias {
                 0
             } else if cfg.model_type == ModelType::Qwen2 {

@@ -24,8 +24,9 @@
 //! `flash = False`. Each `drop_value` is where a Python name goes out of scope or is rebound.
 
 use super::hf::{capped_causal_lm_head, input_embeddings, Shared};
-use super::llama_layer::{Dims, Layer, LayerCall};
+use super::llama_layer::{Dims, Layer, LayerCall, Mlp};
 use super::lora::Params;
+use super::moe::MoeWeights;
 use super::variant::{EmbedScale, QkNorm, Variant};
 use super::{Head, Output};
 use crate::config::{ModelType, TrainConfig};
@@ -169,9 +170,14 @@ fn build_layer(e: &mut Engine, cfg: &TrainConfig, ps: &Params, var: Variant, l: 
             w(e, "self_attn.k_norm", nkv * hd),
         )),
     };
-    let gate = ps.linear(e, l, "mlp.gate_proj", (i, c), false);
-    let up = ps.linear(e, l, "mlp.up_proj", (i, c), false);
-    let down = ps.linear(e, l, "mlp.down_proj", (c, i), false);
+    let mlp = match (cfg.num_experts, cfg.experts_per_token) {
+        (Some(experts), Some(top_k)) => Mlp::Moe(moe_weights(e, ps, (experts, top_k), (c, i), l)),
+        _ => Mlp::Dense {
+            gate: ps.linear(e, l, "mlp.gate_proj", (i, c), false),
+            up: ps.linear(e, l, "mlp.up_proj", (i, c), false),
+            down: ps.linear(e, l, "mlp.down_proj", (c, i), false),
+        },
+    };
     const NORMS: [&str; 4] = [
         "input_layernorm",
         "post_attention_layernorm",
@@ -190,11 +196,29 @@ fn build_layer(e: &mut Engine, cfg: &TrainConfig, ps: &Params, var: Variant, l: 
         k,
         v,
         o,
-        gate,
-        up,
-        down,
+        mlp,
         norms,
         qk_norm,
         sliding: cfg.layer_slides(l),
+    }
+}
+
+/// MixtralSparseMoeBlock's parameters in module order: gate (MixtralTopKRouter.weight,
+/// (E, C)), then experts.gate_up_proj (E, 2I, C) and experts.down_proj (E, C, I) — 3-D
+/// nn.Parameters in 5.x (modeling_mixtral.py `MixtralExperts.__init__`).
+fn moe_weights(
+    e: &mut Engine,
+    ps: &Params,
+    (experts, top_k): (u64, u64),
+    (c, i): (u64, u64),
+    l: u32,
+) -> MoeWeights {
+    let mut w =
+        |module, what, dims: &[u64]| ps.weight(e, Name::layer_param(l, module, what), dims, true);
+    MoeWeights {
+        router: w("mlp.gate", "weight", &[experts, c]),
+        gate_up: w("mlp.experts", "gate_up_proj", &[experts, 2 * i, c]),
+        down: w("mlp.experts", "down_proj", &[experts, c, i]),
+        top_k,
     }
 }

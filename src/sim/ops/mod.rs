@@ -11,6 +11,7 @@ pub(crate) mod fusion;
 mod kv_cache;
 mod linear;
 mod loss;
+pub mod moe;
 mod pointwise;
 pub mod quant;
 mod rms_norm;
@@ -167,6 +168,8 @@ pub enum Op {
     Clone,
     /// Cross-entropy inside a compiled graph (loss.rs).
     CompiledCe(loss::CompiledCeSaved),
+    /// A mixture-of-experts layer's router, gathers and grouped matmuls (moe.rs).
+    Moe(moe::MoeSaved),
 }
 
 impl Op {
@@ -345,6 +348,7 @@ impl Op {
             Op::QuantLinear(s) => quant::backward(e, g, s),
             Op::Clone => [Some(g), None, None],
             Op::CompiledCe(s) => loss::compiled_backward(e, g, s),
+            Op::Moe(s) => s.backward(e, g),
         }
     }
 
@@ -384,6 +388,10 @@ impl Op {
                 [None; 3]
             }
             Op::Sdpa(s) => {
+                s.release_saved(e);
+                [None; 3]
+            }
+            Op::Moe(s) => {
                 s.release_saved(e);
                 [None; 3]
             }

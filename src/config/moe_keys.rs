@@ -1,0 +1,95 @@
+//! The keys of a mixture-of-experts decoder (Mixtral): how many experts a layer has
+//! (`num_experts`, config.json's `num_local_experts`) and how many each token is routed to
+//! (`experts_per_token`, `num_experts_per_tok`). Mixtral's experts are as wide as its
+//! `intermediate_size`, so it has no `moe_intermediate_size`.
+//!
+//! What the simulation of an MoE layer (src/model/moe.rs) covers, and what it refuses with
+//! one line rather than guess: transformers 4.x's per-expert loop (its buffers depend on the
+//! routing) and LoRA/QLoRA on the 3-D expert parameters.
+
+use super::model_keys::ModelType;
+use super::validate::Blame;
+use super::value::{opt_count, opt_int, Origin, Value};
+use super::TrainConfig;
+use crate::error::Result;
+use std::collections::HashMap;
+
+/// The current value of one of these keys.
+pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
+    Some(match name {
+        "num_experts" => opt_int(cfg.num_experts),
+        "experts_per_token" => opt_int(cfg.experts_per_token),
+        _ => return None,
+    })
+}
+
+/// Set one of these keys (its type already checked); None when the key is not one of them.
+pub(crate) fn set(
+    cfg: &mut TrainConfig,
+    name: &str,
+    v: &Value,
+) -> Option<std::result::Result<(), String>> {
+    Some(match name {
+        "num_experts" => opt_count(v, true).map(|x| cfg.num_experts = x),
+        "experts_per_token" => opt_count(v, true).map(|x| cfg.experts_per_token = x),
+        _ => return None,
+    })
+}
+
+/// Both keys on Mixtral (1 <= experts_per_token <= num_experts), neither elsewhere, and
+/// none of the modes the MoE layer is not simulated under.
+pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>) -> Result<()> {
+    let blame = &Blame(origins);
+    let keys = [
+        ("num_experts", cfg.num_experts),
+        ("experts_per_token", cfg.experts_per_token),
+    ];
+    if cfg.model_type != ModelType::Mixtral {
+        return match keys.iter().find_map(|(k, v)| v.map(|v| (k, v))) {
+            Some((key, v)) => blame.fail(key, v, "None (only model_type = 'mixtral' reads it)"),
+            None => Ok(()),
+        };
+    }
+    for (key, v) in keys {
+        match v {
+            None => {
+                return blame.fail(key, "None", "a positive integer for model_type = 'mixtral'")
+            }
+            Some(0) => return blame.fail(key, "0", "a positive integer"),
+            Some(_) => {}
+        }
+    }
+    let (e, k) = (
+        cfg.num_experts.unwrap_or(0),
+        cfg.experts_per_token.unwrap_or(0),
+    );
+    if k > e {
+        return blame.fail(
+            "experts_per_token",
+            k,
+            format!("at most num_experts = {e} (torch.topk over the experts)"),
+        );
+    }
+    refuse_unsimulated(cfg, blame)
+}
+
+/// The modes an MoE layer is not simulated under: one line each.
+fn refuse_unsimulated(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
+    if cfg.lora_rank > 0 {
+        return blame.fail(
+            "lora_rank",
+            cfg.lora_rank,
+            "0 with model_type = 'mixtral' (LoRA on the 3-D expert parameters is not simulated)",
+        );
+    }
+    // Tensor parallelism (validate.rs) and torch.compile (runtime.rs `compile_fallback`:
+    // simulated eager) are handled for every Hugging Face model already.
+    if let Some((major, minor)) = cfg.transformers_version.0.filter(|v| v.0 < 5) {
+        return blame.fail(
+            "transformers_version",
+            format!("'{major}.{minor}'"),
+            "5.0 or later (or None) with model_type = 'mixtral': 4.x's MixtralSparseMoeBlock loops over the experts a batch hits, so its buffers depend on the routing; 5.x's default grouped_mm path is simulated",
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,366 @@
+//! The ops of a mixture-of-experts layer as transformers 5.x runs it (read in 5.25.0:
+//! models/mixtral/modeling_mixtral.py `MixtralTopKRouter.forward`, and
+//! integrations/moe.py `grouped_mm_experts_forward`, the default `experts_implementation`
+//! — modeling_utils.py `get_correct_experts_implementation` picks "grouped_mm" when none is
+//! asked for). Every expert buffer there has S = tokens × top_k rows whatever the routing:
+//! the grouped matmul takes all S rows at once and per-expert offsets only steer the kernel.
+
+use super::{save, Op};
+use crate::sim::autograd::Edge;
+use crate::sim::dtype::DType;
+use crate::sim::engine::{Engine, T, V};
+use crate::sim::timeline::{Category, Name, Shape};
+
+/// What an MoE op kept for its backward.
+#[derive(Debug, Clone, Copy)]
+pub enum MoeSaved {
+    /// softmax → topk → `/= sum`: the softmax output, topk's indices, and what the in-place
+    /// division reads (the values before it, cloned, and the sum).
+    Router {
+        probs: T,
+        indices: T,
+        original: T,
+        sum: T,
+        rows: u64,
+        experts: u64,
+        k: u64,
+        name: Name,
+    },
+    /// `x[idx]` along the rows: IndexBackward0 keeps the index and x's sizes.
+    Rows {
+        idx: T,
+        src: Shape,
+        dtype: DType,
+        name: Name,
+    },
+    /// `grouped_mm(x, w.transpose(-2, -1), offs)`: x as multiplied and the weight.
+    GroupedMm {
+        x: Option<T>,
+        w: Option<T>,
+        x_shape: Shape,
+        w_shape: Shape,
+        dtype: DType,
+        need_x: bool,
+        need_w: bool,
+        name: Name,
+    },
+    /// `proj_out * sample_weights_g.unsqueeze(-1)`: (S, C) times (S, 1).
+    Weigh {
+        proj: Option<T>,
+        weights: Option<T>,
+        shape: Shape,
+        proj_dtype: DType,
+        name: Name,
+    },
+}
+
+fn grad_name(name: Name) -> Name {
+    Name {
+        what: "grad",
+        ..name
+    }
+}
+
+/// MixtralTopKRouter.forward after the router's Linear, on `logits.float()` (N, E):
+/// `softmax(dim=-1)` (fp32, SoftmaxBackward keeps its output), `topk(k)` (values fp32, indices
+/// int64; TopkBackward keeps the indices), `router_top_value /= router_top_value.sum(-1,
+/// keepdim=True)` (DivBackward0 keeps `other`, the (N, 1) sum, and the values before the
+/// in-place division, which autograd clones for an in-place op whose formula reads `self`).
+/// Returns the routing weights (N, k) and the indices (N, k), which take no gradient.
+pub fn router_topk(e: &mut Engine, logits: V, k: u64, name: Name) -> (V, T) {
+    let d = e.shape(logits.t).dims().to_vec();
+    let (n, experts) = (d[..d.len() - 1].iter().product::<u64>(), d[d.len() - 1]);
+    let at = |what| Name { what, ..name };
+    let probs = e.alloc(
+        at("probs"),
+        Shape::new(&[n, experts]),
+        DType::F32,
+        Category::Activations,
+    );
+    let values = e.alloc(
+        at("top_k_weights"),
+        Shape::new(&[n, k]),
+        DType::F32,
+        Category::Activations,
+    );
+    let indices = e.alloc(
+        at("top_k_index"),
+        Shape::new(&[n, k]),
+        DType::I64,
+        Category::Activations,
+    );
+    let sum = e.alloc(
+        at("top_k_sum"),
+        Shape::new(&[n, 1]),
+        DType::F32,
+        Category::Activations,
+    );
+    if !e.grad_mode || logits.edge == Edge::None {
+        e.release(probs);
+        e.release(sum);
+        let v = V {
+            t: values,
+            edge: Edge::None,
+        };
+        return (v, indices);
+    }
+    let original = e.alloc(
+        at("top_k_original"),
+        Shape::new(&[n, k]),
+        DType::F32,
+        Category::Activations,
+    );
+    let kept = save(e, indices);
+    let saved = MoeSaved::Router {
+        probs,
+        indices: kept,
+        original,
+        sum,
+        rows: n,
+        experts,
+        k,
+        name: grad_name(name),
+    };
+    let edge = e.push_node(Op::Moe(saved), [logits.edge, Edge::None, Edge::None]);
+    (V { t: values, edge }, indices)
+}
+
+/// `x[idx]` with `idx` an int64 vector of row numbers: a gathered copy shaped `out` in
+/// x's dtype. Its backward is `zeros_like(x).index_put_(idx, grad, accumulate=True)`
+/// (derivatives.yaml `index.Tensor`: `index_backward`) — one x-sized buffer. (index_put_'s
+/// own sort of the indices, a few int64 vectors of `rows`, is not simulated.)
+pub fn gather_rows(e: &mut Engine, x: V, idx: T, out: Shape, name: Name) -> V {
+    let r = *e.record(x.t);
+    let t = e.alloc(name, out, r.dtype, Category::Activations);
+    if x.edge == Edge::None || !e.grad_mode {
+        return V {
+            t,
+            edge: Edge::None,
+        };
+    }
+    let saved = MoeSaved::Rows {
+        idx: save(e, idx),
+        src: r.shape,
+        dtype: r.dtype,
+        name: grad_name(name),
+    };
+    let edge = e.push_node(Op::Moe(saved), [x.edge, Edge::None, Edge::None]);
+    V { t, edge }
+}
+
+/// integrations/moe.py `_grouped_linear` → `_grouped_mm`: `grouped_mm(input.to(w.dtype),
+/// w.transpose(-2, -1), offs)` for x (S, in) and the 3-D parameter w (E, out, in). grouped_mm
+/// is on no autocast list, so with fp32 master weights the experts run in fp32; the input is
+/// cast to the weight's dtype where they differ. The output is (S, out) in that dtype.
+pub fn grouped_mm(e: &mut Engine, x: V, w: usize, name: Name) -> V {
+    let wshape = e.params[w].shape;
+    let out_features = wshape.dims()[1];
+    let wv = e.param(w);
+    let wd = e.dtype(wv.t);
+    let xm = super::to_dtype(
+        e,
+        x,
+        wd,
+        Name {
+            what: "input_cast",
+            ..name
+        },
+    );
+    let xs = e.shape(xm.t);
+    let rows = xs.dims()[0];
+    let out = e.alloc(
+        name,
+        Shape::new(&[rows, out_features]),
+        wd,
+        Category::Activations,
+    );
+    e.matmul_workspace();
+    let (need_x, need_w) = (xm.edge != Edge::None, wv.edge != Edge::None);
+    let saved = MoeSaved::GroupedMm {
+        x: need_w.then(|| save(e, xm.t)).filter(|_| e.grad_mode),
+        w: need_x.then(|| save(e, wv.t)).filter(|_| e.grad_mode),
+        x_shape: xs,
+        w_shape: wshape,
+        dtype: wd,
+        need_x,
+        need_w,
+        name: grad_name(name),
+    };
+    let edge = if e.grad_mode && (need_x || need_w) {
+        e.push_node(Op::Moe(saved), [xm.edge, wv.edge, Edge::None])
+    } else {
+        Edge::None
+    };
+    // The input's cast was a temporary of this call (the saved reference keeps it); the
+    // parameter is not ours to release.
+    e.release(xm.t);
+    V { t: out, edge }
+}
+
+/// `proj_out * sample_weights_g.unsqueeze(-1)`: (S, C) in the experts' dtype times the fp32
+/// routing weights (S, 1) promotes to an fp32 (S, C).
+pub fn weigh(e: &mut Engine, proj: V, weights: V, name: Name) -> V {
+    let r = *e.record(proj.t);
+    let t = e.alloc(name, r.shape, DType::F32, Category::Activations);
+    if !e.grad_mode {
+        return V {
+            t,
+            edge: Edge::None,
+        };
+    }
+    // MulBackward0 keeps `other` for self's gradient and `self` for other's.
+    let saved = MoeSaved::Weigh {
+        proj: (weights.edge != Edge::None).then(|| save(e, proj.t)),
+        weights: (proj.edge != Edge::None).then(|| save(e, weights.t)),
+        shape: r.shape,
+        proj_dtype: r.dtype,
+        name: grad_name(name),
+    };
+    let edge = e.push_node(Op::Moe(saved), [proj.edge, weights.edge, Edge::None]);
+    V { t, edge }
+}
+
+impl MoeSaved {
+    pub fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        match self {
+            MoeSaved::Router { .. } => [Some(self.router_backward(e, g)), None, None],
+            MoeSaved::Rows {
+                idx,
+                src,
+                dtype,
+                name,
+            } => {
+                let gx = e.alloc(name, src, dtype, Category::Activations);
+                e.release(g);
+                e.release(idx);
+                [Some(gx), None, None]
+            }
+            MoeSaved::GroupedMm {
+                x,
+                w,
+                x_shape,
+                w_shape,
+                dtype,
+                need_x,
+                need_w,
+                name,
+            } => {
+                // derivatives.yaml `_grouped_mm`: mat_a's gradient, then mat_b's (the
+                // weight's, through the transpose: a view of a buffer of its shape).
+                let gx = need_x.then(|| e.alloc(name, x_shape, dtype, Category::Activations));
+                e.matmul_workspace();
+                let gw = need_w.then(|| e.alloc(name, w_shape, dtype, Category::Gradients));
+                if let Some(gw) = gw {
+                    e.mark_no_inplace(gw);
+                }
+                e.release(g);
+                for t in [x, w].into_iter().flatten() {
+                    e.release(t);
+                }
+                [gx, gw, None]
+            }
+            MoeSaved::Weigh { .. } => self.weigh_backward(e, g),
+        }
+    }
+
+    /// DivBackward0 (self's gradient, then other's: fp32 (N, k), summed to (N, 1)); the sum's
+    /// gradient is an expand added into self's in place; TopkBackward scatters into zeros
+    /// (N, E); SoftmaxBackward's (N, E).
+    fn router_backward(self, e: &mut Engine, g: T) -> T {
+        let MoeSaved::Router {
+            probs,
+            indices,
+            original,
+            sum,
+            rows,
+            experts,
+            k,
+            name,
+        } = self
+        else {
+            unreachable!("router_backward on another op")
+        };
+        let nk = Shape::new(&[rows, k]);
+        let ne = Shape::new(&[rows, experts]);
+        let g_self = e.alloc(name, nk, DType::F32, Category::Activations);
+        let g_other_full = e.alloc(name, nk, DType::F32, Category::Activations);
+        let g_other = e.alloc(
+            name,
+            Shape::new(&[rows, 1]),
+            DType::F32,
+            Category::Activations,
+        );
+        e.release(g_other_full);
+        e.release(g);
+        e.release(original);
+        e.release(sum);
+        e.release(g_other);
+        let g_topk = e.alloc(name, ne, DType::F32, Category::Activations);
+        e.release(g_self);
+        e.release(indices);
+        let g_logits = e.alloc(name, ne, DType::F32, Category::Activations);
+        e.release(g_topk);
+        e.release(probs);
+        g_logits
+    }
+
+    /// MulBackward0: `grad * other` (fp32 (S, C)) cast to proj's dtype by the engine's
+    /// validate_outputs where it differs; then `grad * self` (fp32 (S, C)) summed to (S, 1).
+    fn weigh_backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let MoeSaved::Weigh {
+            proj,
+            weights,
+            shape,
+            proj_dtype,
+            name,
+        } = self
+        else {
+            unreachable!("weigh_backward on another op")
+        };
+        let rows = shape.dims()[0];
+        let g_proj = weights.map(|_| {
+            let full = e.alloc(name, shape, DType::F32, Category::Activations);
+            if proj_dtype == DType::F32 {
+                return full;
+            }
+            let cast = e.alloc(name, shape, proj_dtype, Category::Activations);
+            e.release(full);
+            cast
+        });
+        let g_weights = proj.map(|_| {
+            let full = e.alloc(name, shape, DType::F32, Category::Activations);
+            let summed = e.alloc(
+                name,
+                Shape::new(&[rows, 1]),
+                DType::F32,
+                Category::Activations,
+            );
+            e.release(full);
+            summed
+        });
+        e.release(g);
+        for t in [proj, weights].into_iter().flatten() {
+            e.release(t);
+        }
+        [g_proj, g_weights, None]
+    }
+
+    /// Free the saved tensors of a node that never received a gradient.
+    pub fn release_saved(self, e: &mut Engine) {
+        let saved: [Option<T>; 4] = match self {
+            MoeSaved::Router {
+                probs,
+                indices,
+                original,
+                sum,
+                ..
+            } => [Some(probs), Some(indices), Some(original), Some(sum)],
+            MoeSaved::Rows { idx, .. } => [Some(idx), None, None, None],
+            MoeSaved::GroupedMm { x, w, .. } => [x, w, None, None],
+            MoeSaved::Weigh { proj, weights, .. } => [proj, weights, None, None],
+        };
+        for t in saved.into_iter().flatten() {
+            e.release(t);
+        }
+    }
+}

@@ -43,6 +43,7 @@ mod lora;
 mod model_layers;
 mod models;
 mod models_gemma2_olmo2;
+mod models_moe;
 mod models_new_types;
 mod parallel_ddp;
 mod parallel_lora;

@@ -5,12 +5,13 @@
 //!
 //! What the simulation of an MoE layer (src/model/moe.rs) covers, and what it refuses with
 //! one line rather than guess: transformers 4.x's per-expert loop (its buffers depend on the
-//! routing) and LoRA/QLoRA on the 3-D expert parameters.
+//! routing) and QLoRA. LoRA runs: PEFT's targets are attention's Linear layers only, the
+//! router and the experts stay frozen (src/config/lora.rs `lora_modules`).
 
 use super::model_keys::ModelType;
 use super::validate::Blame;
 use super::value::{opt_count, opt_int, Origin, Value};
-use super::TrainConfig;
+use super::{Quantization, TrainConfig};
 use crate::error::Result;
 use std::collections::HashMap;
 
@@ -75,11 +76,11 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
 
 /// The modes an MoE layer is not simulated under: one line each.
 fn refuse_unsimulated(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
-    if cfg.lora_rank > 0 {
+    if cfg.quantization != Quantization::None {
         return blame.fail(
-            "lora_rank",
-            cfg.lora_rank,
-            "0 with model_type = 'mixtral' (LoRA on the 3-D expert parameters is not simulated)",
+            "quantization",
+            format!("'{}'", cfg.quantization.as_str()),
+            "'none' with model_type = 'mixtral' (bitsandbytes replaces nn.Linear modules; what it does with the 3-D expert parameters is not simulated)",
         );
     }
     // Tensor parallelism (validate.rs) and torch.compile (runtime.rs `compile_fallback`:
@@ -92,4 +93,24 @@ fn refuse_unsimulated(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
         );
     }
     Ok(())
+}
+
+impl TrainConfig {
+    /// What the run's figures mean for an MoE model: no routing band (every buffer of the
+    /// grouped_mm path has tokens × experts_per_token rows), and, when serving, that vLLM's
+    /// own fused_moe kernel is not what was simulated.
+    pub fn moe_notes(&self) -> Vec<String> {
+        let (Some(e), Some(k)) = (self.num_experts, self.experts_per_token) else {
+            return Vec::new();
+        };
+        let mut notes = vec![format!(
+            "MoE layers as transformers 5.x runs them by default (integrations/moe.py grouped_mm_experts_forward): every expert buffer has tokens x {k} rows over the {e} experts together, so the figure is the same for balanced and skewed routing (4.x's per-expert loop, whose buffers follow the routing, is not simulated)"
+        )];
+        if self.mode == super::Mode::Inference {
+            notes.push(
+                "vLLM start-up: its profile run's MoE layers are simulated with transformers' grouped_mm buffers, not vLLM's fused_moe kernel's (not modelled); the weights and KV cache per rank are vLLM's sharding".to_string(),
+            );
+        }
+        notes
+    }
 }

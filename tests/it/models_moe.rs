@@ -246,6 +246,42 @@ fn mixtral_experts_run_on_s_rows_in_the_weights_dtype() {
 }
 
 #[test]
+fn mixtral_lora_adapts_attention_and_keeps_the_experts_frozen() {
+    // PEFT finds only attention's nn.Linear layers in MixtralDecoderLayer (5.x): its default
+    // targets q_proj and v_proj get adapters; the router and the 3-D experts stay frozen in
+    // the loaded bf16: gate_up_proj 4·192·64·2 = 98304 bytes.
+    let lora = ["--lora_rank=4"];
+    assert_eq!(
+        small("layer0.mlp.experts.gate_up_proj", &lora).0,
+        "layer0.mlp.experts.gate_up_proj (4, 192, 64) bf16 = 96.00 KiB"
+    );
+    assert_eq!(
+        small("layer0.self_attn.q_proj.lora_A.weight", &lora).0,
+        "layer0.self_attn.q_proj.lora_A.weight (4, 64) fp32 = 1.00 KiB"
+    );
+    // A frozen expert weight needs no input for its gradient: the gathered rows (S, C) in the
+    // bf16 stream, 64·64·2, go with the forward; the down projection's output is still kept
+    // for the routing weights' gradient (they depend on the hidden states).
+    assert_eq!(
+        small("layer0.mlp.selected_hidden_states_g", &lora),
+        (
+            "layer0.mlp.selected_hidden_states_g (64, 64) bf16 = 8.00 KiB".to_string(),
+            FORWARD.to_string()
+        )
+    );
+    assert_eq!(small("layer0.mlp.experts.down_proj.out", &lora).1, BACKWARD);
+    let (code, _, err) = vramplan(
+        &[
+            &["check"][..],
+            SMALL_MIXTRAL,
+            &["--lora_rank=4", "--lora_targets=gate_proj"],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
 fn mixtral_saves_per_layer_what_s_rows_cost_by_hand() {
     // What the forward leaves for the backward and grows with S = N·k, per layer, each
     // rounded up to the allocator's 512-byte blocks (N = 32, C = 64, I = 96):
@@ -281,6 +317,7 @@ fn mixtral_leaves_nothing_alive_after_the_backward() {
         &["--flash=False", "--loss=chunked"],
         &["--world_size=2", "--parallelism=fsdp"],
         &["--world_size=2", "--parallelism=zero3"],
+        &["--lora_rank=4", "--activation_checkpointing=True"],
     ];
     for k in knobs {
         let mut o: Vec<&str> = SMALL_MIXTRAL[2..].to_vec();
@@ -344,7 +381,15 @@ fn what_the_moe_layer_does_not_simulate_is_refused_in_one_line() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(err.contains(says), "{says}: {err}");
     };
-    refused(&["--model", "mixtral-8x7b", "--lora_rank=8"], "lora_rank");
+    refused(
+        &[
+            "--model",
+            "mixtral-8x7b",
+            "--lora_rank=8",
+            "--quantization=nf4",
+        ],
+        "quantization",
+    );
     refused(
         &["--model", "mixtral-8x7b", "--transformers_version=4.57"],
         "4.x's MixtralSparseMoeBlock loops over the experts",

@@ -88,7 +88,7 @@ pub fn lora_modules(m: ModelType) -> &'static [&'static str] {
         ModelType::Phi3 => &["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
         // MixtralDecoderLayer (5.x): the router (MixtralTopKRouter) and the experts
         // (MixtralExperts, 3-D parameters) are not nn.Linear; PEFT finds only attention's.
-        ModelType::Mixtral => &["q_proj", "k_proj", "v_proj", "o_proj"],
+        ModelType::Mixtral | ModelType::Qwen3Moe => &["q_proj", "k_proj", "v_proj", "o_proj"],
         _ => &[
             "q_proj",
             "k_proj",

@@ -263,6 +263,12 @@ pub struct TrainConfig {
     /// Mixtral: experts each token is routed to [num_experts_per_tok].
     #[serde(default)]
     pub experts_per_token: Option<u64>,
+    /// Qwen3-MoE: each expert's hidden width [moe_intermediate_size]; None = intermediate_size.
+    #[serde(default)]
+    pub moe_intermediate_size: Option<u64>,
+    /// The top-k routing weights are renormalised to sum to 1 [norm_topk_prob] (Mixtral: always).
+    #[serde(default = "model_keys::yes")]
+    pub norm_topk_prob: bool,
     // --- LoRA (PEFT): frozen base weights in `dtype`, fp32 adapters A (r x in), B (out x r) ---
     /// Adapter rank; 0 = full fine-tuning [LoraConfig.r].
     #[serde(default)]
@@ -375,6 +381,8 @@ impl Default for TrainConfig {
             global_every: None,
             num_experts: None,
             experts_per_token: None,
+            moe_intermediate_size: None,
+            norm_topk_prob: true,
             lora_rank: 0,
             lora_alpha: 16.0,
             lora_dropout: 0.0,

@@ -46,6 +46,10 @@ pub enum ModelType {
     /// (a top-k router over `num_experts` SwiGLU experts; src/model/moe.rs).
     #[serde(rename = "mixtral")]
     Mixtral,
+    /// Qwen3MoeForCausalLM: Qwen3's layers with the MLP replaced by a sparse mixture of
+    /// `moe_intermediate_size`-wide experts (src/model/moe.rs).
+    #[serde(rename = "qwen3_moe")]
+    Qwen3Moe,
     /// Qwen3ForCausalLM: Llama's layers without biases, with an RMSNorm over each head of q
     /// and of k (`q_norm`, `k_norm`) before rotary.
     #[serde(rename = "qwen3")]
@@ -60,7 +64,7 @@ pub enum ModelType {
 }
 
 impl ModelType {
-    pub const ALL: [ModelType; 12] = [
+    pub const ALL: [ModelType; 13] = [
         ModelType::Gpt2,
         ModelType::Llama,
         ModelType::Mistral,
@@ -70,6 +74,7 @@ impl ModelType {
         ModelType::Gemma3,
         ModelType::Olmo2,
         ModelType::Mixtral,
+        ModelType::Qwen3Moe,
         ModelType::Qwen3,
         ModelType::Phi3,
         ModelType::GptNeox,
@@ -86,6 +91,7 @@ impl ModelType {
             ModelType::Gemma3 => "gemma3_text",
             ModelType::Olmo2 => "olmo2",
             ModelType::Mixtral => "mixtral",
+            ModelType::Qwen3Moe => "qwen3_moe",
             ModelType::Qwen3 => "qwen3",
             ModelType::Phi3 => "phi3",
             ModelType::GptNeox => "gpt_neox",
@@ -113,6 +119,7 @@ impl ModelType {
                 | ModelType::Gemma3
                 | ModelType::Olmo2
                 | ModelType::Mixtral
+                | ModelType::Qwen3Moe
                 | ModelType::Qwen3
         )
     }

@@ -20,6 +20,8 @@ pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
     Some(match name {
         "num_experts" => opt_int(cfg.num_experts),
         "experts_per_token" => opt_int(cfg.experts_per_token),
+        "moe_intermediate_size" => opt_int(cfg.moe_intermediate_size),
+        "norm_topk_prob" => Value::Bool(cfg.norm_topk_prob),
         _ => return None,
     })
 }
@@ -33,28 +35,56 @@ pub(crate) fn set(
     Some(match name {
         "num_experts" => opt_count(v, true).map(|x| cfg.num_experts = x),
         "experts_per_token" => opt_count(v, true).map(|x| cfg.experts_per_token = x),
+        "moe_intermediate_size" => opt_count(v, true).map(|x| cfg.moe_intermediate_size = x),
+        "norm_topk_prob" => {
+            cfg.norm_topk_prob = matches!(v, Value::Bool(true));
+            Ok(())
+        }
         _ => return None,
     })
 }
 
-/// Both keys on Mixtral (1 <= experts_per_token <= num_experts), neither elsewhere, and
-/// none of the modes the MoE layer is not simulated under.
+/// Both keys on an MoE model (1 <= experts_per_token <= num_experts), none of the MoE keys
+/// elsewhere, Mixtral's renormalisation unconditional, and none of the modes the MoE layer is
+/// not simulated under.
 pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>) -> Result<()> {
     let blame = &Blame(origins);
     let keys = [
         ("num_experts", cfg.num_experts),
         ("experts_per_token", cfg.experts_per_token),
     ];
-    if cfg.model_type != ModelType::Mixtral {
+    let moe = matches!(cfg.model_type, ModelType::Mixtral | ModelType::Qwen3Moe);
+    let only = "None (only model_type = 'mixtral' and 'qwen3_moe' read it)";
+    if !moe {
         return match keys.iter().find_map(|(k, v)| v.map(|v| (k, v))) {
-            Some((key, v)) => blame.fail(key, v, "None (only model_type = 'mixtral' reads it)"),
-            None => Ok(()),
+            Some((key, v)) => blame.fail(key, v, only),
+            None => match cfg.moe_intermediate_size {
+                Some(w) => blame.fail("moe_intermediate_size", w, only),
+                None => Ok(()),
+            },
         };
+    }
+    if cfg.model_type == ModelType::Mixtral {
+        if let Some(w) = cfg.moe_intermediate_size {
+            let why = "None with model_type = 'mixtral' (its experts are intermediate_size wide)";
+            return blame.fail("moe_intermediate_size", w, why);
+        }
+        if !cfg.norm_topk_prob {
+            let why = "True with model_type = 'mixtral' (MixtralTopKRouter always renormalises)";
+            return blame.fail("norm_topk_prob", "False", why);
+        }
+    }
+    if cfg.moe_intermediate_size == Some(0) {
+        return blame.fail("moe_intermediate_size", "0", "a positive integer or None");
     }
     for (key, v) in keys {
         match v {
             None => {
-                return blame.fail(key, "None", "a positive integer for model_type = 'mixtral'")
+                let why = format!(
+                    "a positive integer for model_type = '{}'",
+                    cfg.model_type.as_str()
+                );
+                return blame.fail(key, "None", why);
             }
             Some(0) => return blame.fail(key, "0", "a positive integer"),
             Some(_) => {}
@@ -80,7 +110,7 @@ fn refuse_unsimulated(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
         return blame.fail(
             "quantization",
             format!("'{}'", cfg.quantization.as_str()),
-            "'none' with model_type = 'mixtral' (bitsandbytes replaces nn.Linear modules; what it does with the 3-D expert parameters is not simulated)",
+            "'none' for an MoE model (bitsandbytes replaces nn.Linear modules; what it does with the 3-D expert parameters is not simulated)",
         );
     }
     // Tensor parallelism (validate.rs) and torch.compile (runtime.rs `compile_fallback`:
@@ -89,13 +119,18 @@ fn refuse_unsimulated(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
         return blame.fail(
             "transformers_version",
             format!("'{major}.{minor}'"),
-            "5.0 or later (or None) with model_type = 'mixtral': 4.x's MixtralSparseMoeBlock loops over the experts a batch hits, so its buffers depend on the routing; 5.x's default grouped_mm path is simulated",
+            "5.0 or later (or None) for an MoE model: 4.x's sparse MoE blocks loop over the experts a batch hits, so its buffers depend on the routing; 5.x's default grouped_mm path is simulated",
         );
     }
     Ok(())
 }
 
 impl TrainConfig {
+    /// Each expert's hidden width: Qwen3-MoE's moe_intermediate_size, else intermediate_size.
+    pub fn expert_width(&self) -> u64 {
+        self.moe_intermediate_size.unwrap_or(self.mlp_width())
+    }
+
     /// What the run's figures mean for an MoE model: no routing band (every buffer of the
     /// grouped_mm path has tokens × experts_per_token rows), and, when serving, that vLLM's
     /// own fused_moe kernel is not what was simulated.

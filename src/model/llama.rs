@@ -26,7 +26,7 @@
 use super::hf::{capped_causal_lm_head, input_embeddings, Shared};
 use super::llama_layer::{Dims, Layer, LayerCall, Mlp};
 use super::lora::Params;
-use super::moe::MoeWeights;
+use super::moe::{MoeWeights, RouterKind};
 use super::variant::{EmbedScale, QkNorm, Variant};
 use super::{Head, Output};
 use crate::config::{ModelType, TrainConfig};
@@ -171,7 +171,10 @@ fn build_layer(e: &mut Engine, cfg: &TrainConfig, ps: &Params, var: Variant, l: 
         )),
     };
     let mlp = match (cfg.num_experts, cfg.experts_per_token) {
-        (Some(experts), Some(top_k)) => Mlp::Moe(moe_weights(e, ps, (experts, top_k), (c, i), l)),
+        (Some(experts), Some(top_k)) => {
+            let width = cfg.expert_width();
+            Mlp::Moe(moe_weights(e, cfg, ps, (experts, top_k), (c, width), l))
+        }
         _ => Mlp::Dense {
             gate: ps.linear(e, l, "mlp.gate_proj", (i, c), false),
             up: ps.linear(e, l, "mlp.up_proj", (i, c), false),
@@ -203,11 +206,13 @@ fn build_layer(e: &mut Engine, cfg: &TrainConfig, ps: &Params, var: Variant, l: 
     }
 }
 
-/// MixtralSparseMoeBlock's parameters in module order: gate (MixtralTopKRouter.weight,
-/// (E, C)), then experts.gate_up_proj (E, 2I, C) and experts.down_proj (E, C, I) — 3-D
-/// nn.Parameters in 5.x (modeling_mixtral.py `MixtralExperts.__init__`).
+/// The sparse MoE block's parameters in module order: the router's weight (E, C) and the
+/// experts' gate_up_proj (E, 2I, C) and down_proj (E, C, I) — 3-D nn.Parameters in 5.x
+/// (modeling_mixtral.py `MixtralExperts.__init__`). MixtralSparseMoeBlock creates `gate` then
+/// `experts`, Qwen3MoeSparseMoeBlock `experts` then `gate`.
 fn moe_weights(
     e: &mut Engine,
+    cfg: &TrainConfig,
     ps: &Params,
     (experts, top_k): (u64, u64),
     (c, i): (u64, u64),
@@ -215,10 +220,22 @@ fn moe_weights(
 ) -> MoeWeights {
     let mut w =
         |module, what, dims: &[u64]| ps.weight(e, Name::layer_param(l, module, what), dims, true);
+    let qwen = cfg.model_type == ModelType::Qwen3Moe;
+    let router_first = (!qwen).then(|| w("mlp.gate", "weight", &[experts, c]));
+    let gate_up = w("mlp.experts", "gate_up_proj", &[experts, 2 * i, c]);
+    let down = w("mlp.experts", "down_proj", &[experts, c, i]);
+    let router = router_first.unwrap_or_else(|| w("mlp.gate", "weight", &[experts, c]));
     MoeWeights {
-        router: w("mlp.gate", "weight", &[experts, c]),
-        gate_up: w("mlp.experts", "gate_up_proj", &[experts, 2 * i, c]),
-        down: w("mlp.experts", "down_proj", &[experts, c, i]),
+        router,
+        gate_up,
+        down,
         top_k,
+        router_kind: if qwen {
+            RouterKind::Qwen3Moe {
+                norm: cfg.norm_topk_prob,
+            }
+        } else {
+            RouterKind::Mixtral
+        },
     }
 }

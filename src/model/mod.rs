@@ -46,6 +46,7 @@ impl Model {
             | ModelType::Gemma3
             | ModelType::Olmo2
             | ModelType::Mixtral
+            | ModelType::Qwen3Moe
             | ModelType::Qwen3 => Model::Llama(Llama::build(e, cfg)),
         }
     }

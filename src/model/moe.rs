@@ -37,9 +37,23 @@ pub struct MoeWeights {
     pub gate_up: usize,
     pub down: usize,
     pub top_k: u64,
+    pub router_kind: RouterKind,
 }
 
-/// MixtralSparseMoeBlock.forward on h (B, T, C); returns (B, T, C) in h's dtype.
+/// How the router turns its logits into routing weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterKind {
+    /// MixtralTopKRouter.forward: `softmax(router_logits.float())`, always renormalised, the
+    /// weights left in fp32.
+    Mixtral,
+    /// Qwen3MoeTopKRouter.forward (modeling_qwen3_moe.py, 5.25.0): `softmax(router_logits,
+    /// dtype=torch.float)` (no fp32 copy of the logits), renormalised when `norm_topk_prob`,
+    /// then `router_top_value.to(router_logits.dtype)`: the weights in the logits' dtype.
+    Qwen3Moe { norm: bool },
+}
+
+/// MixtralSparseMoeBlock.forward / Qwen3MoeSparseMoeBlock.forward on h (B, T, C); returns
+/// (B, T, C) in h's dtype.
 pub fn sparse_moe_block(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> V {
     let l = Some(layer);
     let name = |what| Name::at(l, "mlp", what);
@@ -48,12 +62,7 @@ pub fn sparse_moe_block(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> V {
     let n = d.numel().unwrap_or(0) / c.max(1);
     let (experts, k) = (e.params[w.router].shape.dims()[0], w.top_k);
     let s = n * k;
-    // MixtralTopKRouter.forward: F.linear under autocast, then softmax(logits.float()).
-    let logits = ops::linear(e, h, w.router, None, l, "mlp.gate");
-    let logits_f32 = ops::to_dtype(e, logits, DType::F32, name("router_logits.float"));
-    let router = Name::at(l, "mlp.gate", "");
-    let (weights, indices) = ops::moe::router_topk(e, logits_f32, k, router);
-    e.drop_value(logits_f32);
+    let (logits, weights, indices) = route(e, h, w, layer);
     // grouped_mm_experts_forward's index bookkeeping (no grad).
     let vec = |e: &mut Engine, what, len, dt| {
         e.alloc(name(what), Shape::new(&[len]), dt, Category::Activations)
@@ -111,6 +120,31 @@ pub fn sparse_moe_block(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> V {
     e.drop_value(weights);
     e.release(indices);
     result
+}
+
+/// The router (its module's forward): the logits by F.linear under autocast (returned: the
+/// block's `_` local), the routing weights and the expert indices.
+fn route(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> (V, V, T) {
+    let l = Some(layer);
+    let logits = ops::linear(e, h, w.router, None, l, "mlp.gate");
+    let router = Name::at(l, "mlp.gate", "");
+    let k = w.top_k;
+    match w.router_kind {
+        RouterKind::Mixtral => {
+            let name = Name::at(l, "mlp", "router_logits.float");
+            let logits_f32 = ops::to_dtype(e, logits, DType::F32, name);
+            let (weights, indices) = ops::moe::router_topk(e, logits_f32, k, true, router);
+            e.drop_value(logits_f32);
+            (logits, weights, indices)
+        }
+        RouterKind::Qwen3Moe { norm } => {
+            let (top, indices) = ops::moe::router_topk(e, logits, k, norm, router);
+            let name = Name::at(l, "mlp.gate", "top_k_weights.to");
+            let weights = ops::to_dtype(e, top, e.dtype(logits.t), name);
+            e.drop_value(top);
+            (logits, weights, indices)
+        }
+    }
 }
 
 /// The experts' SwiGLU on the S gathered rows: gate_up grouped matmul, `act_fn(gate) * up`

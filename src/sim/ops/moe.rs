@@ -19,8 +19,11 @@ pub enum MoeSaved {
     Router {
         probs: T,
         indices: T,
-        original: T,
-        sum: T,
+        /// The in-place division's operands (the values before it, the sum) when the
+        /// weights are renormalised.
+        renorm: Option<(T, T)>,
+        /// The logits' dtype: SoftmaxBackward's gradient comes out in it.
+        logits_dtype: DType,
         rows: u64,
         experts: u64,
         k: u64,
@@ -49,7 +52,8 @@ pub enum MoeSaved {
         proj: Option<T>,
         weights: Option<T>,
         shape: Shape,
-        proj_dtype: DType,
+        /// proj's, the weights', the product's.
+        dtypes: [DType; 3],
         name: Name,
     },
 }
@@ -61,61 +65,43 @@ fn grad_name(name: Name) -> Name {
     }
 }
 
-/// MixtralTopKRouter.forward after the router's Linear, on `logits.float()` (N, E):
-/// `softmax(dim=-1)` (fp32, SoftmaxBackward keeps its output), `topk(k)` (values fp32, indices
-/// int64; TopkBackward keeps the indices), `router_top_value /= router_top_value.sum(-1,
-/// keepdim=True)` (DivBackward0 keeps `other`, the (N, 1) sum, and the values before the
-/// in-place division, which autograd clones for an in-place op whose formula reads `self`).
-/// Returns the routing weights (N, k) and the indices (N, k), which take no gradient.
-pub fn router_topk(e: &mut Engine, logits: V, k: u64, name: Name) -> (V, T) {
+/// The top-k router after its Linear: MixtralTopKRouter.forward's `softmax(logits.float())`
+/// (`logits` is then the fp32 copy) or Qwen3MoeTopKRouter.forward's `softmax(logits,
+/// dtype=torch.float)` (the bf16 logits themselves; SoftmaxBackward's gradient comes out in
+/// their dtype): the probabilities in fp32 (SoftmaxBackward keeps its output), `topk(k)`
+/// (values fp32, indices int64; TopkBackward keeps the indices), and with `renorm`,
+/// `router_top_value /= router_top_value.sum(-1, keepdim=True)` (DivBackward0 keeps `other`,
+/// the (N, 1) sum, and the values before the in-place division, which autograd clones for an
+/// in-place op whose formula reads `self`). Returns the routing weights (N, k) and the
+/// indices (N, k), which take no gradient.
+pub fn router_topk(e: &mut Engine, logits: V, k: u64, renorm: bool, name: Name) -> (V, T) {
     let d = e.shape(logits.t).dims().to_vec();
     let (n, experts) = (d[..d.len() - 1].iter().product::<u64>(), d[d.len() - 1]);
     let at = |what| Name { what, ..name };
-    let probs = e.alloc(
-        at("probs"),
-        Shape::new(&[n, experts]),
-        DType::F32,
-        Category::Activations,
-    );
-    let values = e.alloc(
-        at("top_k_weights"),
-        Shape::new(&[n, k]),
-        DType::F32,
-        Category::Activations,
-    );
-    let indices = e.alloc(
-        at("top_k_index"),
-        Shape::new(&[n, k]),
-        DType::I64,
-        Category::Activations,
-    );
-    let sum = e.alloc(
-        at("top_k_sum"),
-        Shape::new(&[n, 1]),
-        DType::F32,
-        Category::Activations,
-    );
-    if !e.grad_mode || logits.edge == Edge::None {
-        e.release(probs);
-        e.release(sum);
+    let alloc = |e: &mut Engine, what, dims: &[u64], dt| {
+        e.alloc(at(what), Shape::new(dims), dt, Category::Activations)
+    };
+    let probs = alloc(e, "probs", &[n, experts], DType::F32);
+    let values = alloc(e, "top_k_weights", &[n, k], DType::F32);
+    let indices = alloc(e, "top_k_index", &[n, k], DType::I64);
+    let grad = e.grad_mode && logits.edge != Edge::None;
+    let sum = renorm.then(|| alloc(e, "top_k_sum", &[n, 1], DType::F32));
+    if !grad {
+        for t in [Some(probs), sum].into_iter().flatten() {
+            e.release(t);
+        }
         let v = V {
             t: values,
             edge: Edge::None,
         };
         return (v, indices);
     }
-    let original = e.alloc(
-        at("top_k_original"),
-        Shape::new(&[n, k]),
-        DType::F32,
-        Category::Activations,
-    );
-    let kept = save(e, indices);
+    let renorm = sum.map(|sum| (alloc(e, "top_k_original", &[n, k], DType::F32), sum));
     let saved = MoeSaved::Router {
         probs,
-        indices: kept,
-        original,
-        sum,
+        indices: save(e, indices),
+        renorm,
+        logits_dtype: e.dtype(logits.t),
         rows: n,
         experts,
         k,
@@ -197,11 +183,14 @@ pub fn grouped_mm(e: &mut Engine, x: V, w: usize, name: Name) -> V {
     V { t: out, edge }
 }
 
-/// `proj_out * sample_weights_g.unsqueeze(-1)`: (S, C) in the experts' dtype times the fp32
-/// routing weights (S, 1) promotes to an fp32 (S, C).
+/// `proj_out * sample_weights_g.unsqueeze(-1)`: (S, C) in the experts' dtype times the
+/// routing weights (S, 1) — fp32 (Mixtral) or the logits' dtype (Qwen3-MoE) — in the
+/// promoted dtype (fp32 whenever either is).
 pub fn weigh(e: &mut Engine, proj: V, weights: V, name: Name) -> V {
     let r = *e.record(proj.t);
-    let t = e.alloc(name, r.shape, DType::F32, Category::Activations);
+    let weights_dtype = e.dtype(weights.t);
+    let out = super::promote(r.dtype, weights_dtype);
+    let t = e.alloc(name, r.shape, out, Category::Activations);
     if !e.grad_mode {
         return V {
             t,
@@ -213,7 +202,7 @@ pub fn weigh(e: &mut Engine, proj: V, weights: V, name: Name) -> V {
         proj: (weights.edge != Edge::None).then(|| save(e, proj.t)),
         weights: (proj.edge != Edge::None).then(|| save(e, weights.t)),
         shape: r.shape,
-        proj_dtype: r.dtype,
+        dtypes: [r.dtype, weights_dtype, out],
         name: grad_name(name),
     };
     let edge = e.push_node(Op::Moe(saved), [proj.edge, weights.edge, Edge::None]);
@@ -263,15 +252,15 @@ impl MoeSaved {
         }
     }
 
-    /// DivBackward0 (self's gradient, then other's: fp32 (N, k), summed to (N, 1)); the sum's
-    /// gradient is an expand added into self's in place; TopkBackward scatters into zeros
-    /// (N, E); SoftmaxBackward's (N, E).
+    /// DivBackward0 when renormalised (self's gradient, then other's: fp32 (N, k), summed to
+    /// (N, 1)); the sum's gradient is an expand added into self's in place; TopkBackward
+    /// scatters into zeros (N, E) fp32; SoftmaxBackward's (N, E) in the logits' dtype.
     fn router_backward(self, e: &mut Engine, g: T) -> T {
         let MoeSaved::Router {
             probs,
             indices,
-            original,
-            sum,
+            renorm,
+            logits_dtype,
             rows,
             experts,
             k,
@@ -280,64 +269,62 @@ impl MoeSaved {
         else {
             unreachable!("router_backward on another op")
         };
-        let nk = Shape::new(&[rows, k]);
-        let ne = Shape::new(&[rows, experts]);
-        let g_self = e.alloc(name, nk, DType::F32, Category::Activations);
-        let g_other_full = e.alloc(name, nk, DType::F32, Category::Activations);
-        let g_other = e.alloc(
-            name,
-            Shape::new(&[rows, 1]),
-            DType::F32,
-            Category::Activations,
-        );
-        e.release(g_other_full);
-        e.release(g);
-        e.release(original);
-        e.release(sum);
-        e.release(g_other);
-        let g_topk = e.alloc(name, ne, DType::F32, Category::Activations);
-        e.release(g_self);
+        let alloc = |e: &mut Engine, dims: &[u64], dt| {
+            e.alloc(name, Shape::new(dims), dt, Category::Activations)
+        };
+        let g_values = match renorm {
+            Some((original, sum)) => {
+                let g_self = alloc(e, &[rows, k], DType::F32);
+                let g_other_full = alloc(e, &[rows, k], DType::F32);
+                let g_other = alloc(e, &[rows, 1], DType::F32);
+                for t in [g_other_full, g, original, sum, g_other] {
+                    e.release(t);
+                }
+                g_self
+            }
+            None => g,
+        };
+        let g_topk = alloc(e, &[rows, experts], DType::F32);
+        e.release(g_values);
         e.release(indices);
-        let g_logits = e.alloc(name, ne, DType::F32, Category::Activations);
+        let g_logits = alloc(e, &[rows, experts], logits_dtype);
         e.release(g_topk);
         e.release(probs);
         g_logits
     }
 
-    /// MulBackward0: `grad * other` (fp32 (S, C)) cast to proj's dtype by the engine's
-    /// validate_outputs where it differs; then `grad * self` (fp32 (S, C)) summed to (S, 1).
+    /// MulBackward0: `grad * other` ((S, C) in the output's dtype) cast to proj's dtype by the
+    /// engine's validate_outputs where it differs; then `grad * self` ((S, C)) summed to
+    /// (S, 1), cast to the weights' dtype where it differs.
     fn weigh_backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
         let MoeSaved::Weigh {
             proj,
             weights,
             shape,
-            proj_dtype,
+            dtypes: [proj_dtype, weights_dtype, out],
             name,
         } = self
         else {
             unreachable!("weigh_backward on another op")
         };
         let rows = shape.dims()[0];
-        let g_proj = weights.map(|_| {
-            let full = e.alloc(name, shape, DType::F32, Category::Activations);
-            if proj_dtype == DType::F32 {
-                return full;
+        // One product in `out`, then its reduction or cast into `(shape, to)`.
+        let grad_as = |e: &mut Engine, reduced: Shape, to: DType| {
+            let full = e.alloc(name, shape, out, Category::Activations);
+            let mut t = full;
+            if reduced != shape {
+                t = e.alloc(name, reduced, out, Category::Activations);
+                e.release(full);
             }
-            let cast = e.alloc(name, shape, proj_dtype, Category::Activations);
-            e.release(full);
-            cast
-        });
-        let g_weights = proj.map(|_| {
-            let full = e.alloc(name, shape, DType::F32, Category::Activations);
-            let summed = e.alloc(
-                name,
-                Shape::new(&[rows, 1]),
-                DType::F32,
-                Category::Activations,
-            );
-            e.release(full);
-            summed
-        });
+            if to != out {
+                let cast = e.alloc(name, reduced, to, Category::Activations);
+                e.release(t);
+                t = cast;
+            }
+            t
+        };
+        let g_proj = weights.map(|_| grad_as(e, shape, proj_dtype));
+        let g_weights = proj.map(|_| grad_as(e, Shape::new(&[rows, 1]), weights_dtype));
         e.release(g);
         for t in [proj, weights].into_iter().flatten() {
             e.release(t);
@@ -351,10 +338,14 @@ impl MoeSaved {
             MoeSaved::Router {
                 probs,
                 indices,
-                original,
-                sum,
+                renorm,
                 ..
-            } => [Some(probs), Some(indices), Some(original), Some(sum)],
+            } => [
+                Some(probs),
+                Some(indices),
+                renorm.map(|r| r.0),
+                renorm.map(|r| r.1),
+            ],
             MoeSaved::Rows { idx, .. } => [Some(idx), None, None, None],
             MoeSaved::GroupedMm { x, w, .. } => [x, w, None, None],
             MoeSaved::Weigh { proj, weights, .. } => [proj, weights, None, None],

@@ -120,3 +120,34 @@ fn qwen3_moe_leaves_nothing_alive_after_the_backward() {
     ];
     nothing_left("qwen3-30b-a3b", &SMALL_QWEN3_MOE[2..], knobs);
 }
+
+#[test]
+fn qwen3_moe_serving_splits_each_experts_width_over_tensor_parallel_ranks() {
+    // vLLM with tensor_parallel_size=2, bf16, one rank: the vocabulary (151936, a multiple of
+    // 64 already) and q, k, v, o split by heads (16 query and 2 key/value heads of 128 per
+    // rank), each of 128 experts' width 768/2 = 384 (FusedMoE's
+    // intermediate_size_per_partition), the router, the norms and q_norm/k_norm replicated.
+    // Each tensor is rounded up to the allocator's 512-byte blocks; the rotary inv_freq
+    // buffer (64 fp32) is one more block.
+    let block = |b: u64| b.div_ceil(512) * 512;
+    let (c, bf16) = (2048u64, 2u64);
+    let embeddings = 2 * block(151_936 / 2 * c * bf16);
+    let attention = 2 * block(c * 16 * 128 * bf16) + 2 * block(c * 2 * 128 * bf16);
+    let norms = 2 * block(128 * bf16) + 2 * block(c * bf16);
+    let moe = block(128 * c * bf16) + block(128 * 2 * 384 * c * bf16) + block(128 * c * 384 * bf16);
+    let want = embeddings + 48 * (attention + norms + moe) + block(c * bf16) + block(64 * 4);
+    let (_, v) = json(&[
+        "check",
+        "--json",
+        "--model",
+        "qwen3-30b-a3b",
+        "--mode=inference",
+        "--dtype=bfloat16",
+        "--gpu",
+        "h100-80gb",
+        "--tensor_parallel_size=2",
+        "--block_size=4096",
+        "--batch_size=1",
+    ]);
+    assert_eq!(v["vllm"]["weights_bytes"].as_u64(), Some(want));
+}

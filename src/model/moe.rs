@@ -83,7 +83,7 @@ pub fn sparse_moe_block(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> V {
     let histc_input = vec(e, "histc_input", s, DType::I32);
     let tokens_per_expert = vec(e, "tokens_per_expert", experts, DType::I32);
     let offsets = vec(e, "offsets", experts, DType::I32);
-    let out = experts_mlp(e, selected, w, layer);
+    let out = experts_mlp(e, selected, w, offsets, layer);
     e.drop_value(selected);
     let weighted = ops::moe::weigh(e, out, sample_weights, name("weighted_out"));
     e.drop_value(out);
@@ -149,9 +149,9 @@ fn route(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> (V, V, T) {
 
 /// The experts' SwiGLU on the S gathered rows: gate_up grouped matmul, `act_fn(gate) * up`
 /// on the halves of its output (views), down grouped matmul.
-fn experts_mlp(e: &mut Engine, x: V, w: MoeWeights, layer: u32) -> V {
+fn experts_mlp(e: &mut Engine, x: V, w: MoeWeights, offsets: T, layer: u32) -> V {
     let name = |what| Name::at(Some(layer), "mlp.experts", what);
-    let gate_up = ops::moe::grouped_mm(e, x, w.gate_up, name("gate_up_proj.out"));
+    let gate_up = ops::moe::grouped_mm(e, x, w.gate_up, offsets, name("gate_up_proj.out"));
     let gs = e.shape(gate_up.t).dims().to_vec();
     let half = Shape::new(&[gs[0], gs[1] / 2]);
     let [gate, up] = ops::split2(e, gate_up, name("gate_up_proj.out"));
@@ -161,7 +161,7 @@ fn experts_mlp(e: &mut Engine, x: V, w: MoeWeights, layer: u32) -> V {
     let prod = ops::mul_as(e, a, up, half, name("gate_up"));
     e.drop_value(a);
     e.drop_value(up);
-    let out = ops::moe::grouped_mm(e, prod, w.down, name("down_proj.out"));
+    let out = ops::moe::grouped_mm(e, prod, w.down, offsets, name("down_proj.out"));
     e.drop_value(prod);
     out
 }

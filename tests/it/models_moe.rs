@@ -3,7 +3,8 @@
 //! (4 experts, 2 per token) by its shape, dtype, bytes and lifetime, counted by hand from
 //! transformers 5.25.0's source (models/mixtral/modeling_mixtral.py `MixtralTopKRouter.forward`,
 //! `MixtralSparseMoeBlock.forward`; integrations/moe.py `grouped_mm_experts_forward`, the
-//! default `experts_implementation`); nothing outlives the run.
+//! default `experts_implementation`) — what each op saves checked against torch 2.15 with
+//! `torch.autograd.graph.saved_tensors_hooks` on CPU; nothing outlives the run.
 
 use crate::support::cli::{explain, forward_end, json, vramplan};
 use crate::support::hf::nothing_left;
@@ -211,6 +212,14 @@ fn mixtral_experts_run_on_s_rows_in_the_weights_dtype() {
             FORWARD,
         ),
         ("layer0.mlp.inv_perm", "(64) int64 = 512 bytes", BACKWARD),
+        // histc's counts (E,) int32 go with the function; their cumsum, the offsets, is kept
+        // by both grouped matmuls (GroupedMmBackward0 saves `offs`).
+        (
+            "layer0.mlp.tokens_per_expert",
+            "(4) int32 = 16 bytes",
+            FORWARD,
+        ),
+        ("layer0.mlp.offsets", "(4) int32 = 16 bytes", BACKWARD),
         // view(N, k, C).sum(dim=1): (B, T, C) fp32 = 2·16·64·4, the block's output.
         (
             "layer0.mlp.final_hidden_states",

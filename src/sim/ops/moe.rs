@@ -4,6 +4,10 @@
 //! — modeling_utils.py `get_correct_experts_implementation` picks "grouped_mm" when none is
 //! asked for). Every expert buffer there has S = tokens × top_k rows whatever the routing:
 //! the grouped matmul takes all S rows at once and per-expert offsets only steer the kernel.
+//! What each backward node keeps was checked against torch 2.15 (CPU) with
+//! `torch.autograd.graph.saved_tensors_hooks`: softmax its fp32 output, topk its int64
+//! indices, the in-place `/=` the sum and a clone of the values before it, each row gather
+//! its index, grouped_mm its weight, offsets and input, the weighting multiply both factors.
 
 use super::{save, Op};
 use crate::sim::autograd::Edge;
@@ -36,10 +40,13 @@ pub enum MoeSaved {
         dtype: DType,
         name: Name,
     },
-    /// `grouped_mm(x, w.transpose(-2, -1), offs)`: x as multiplied and the weight.
+    /// `grouped_mm(x, w.transpose(-2, -1), offs)`: x as multiplied (when the weight needs a
+    /// gradient), the weight (when x does) and the offsets, always (as torch 2.15's
+    /// GroupedMmBackward0 keeps them, read through saved_tensors_hooks).
     GroupedMm {
         x: Option<T>,
         w: Option<T>,
+        offs: T,
         x_shape: Shape,
         w_shape: Shape,
         dtype: DType,
@@ -138,7 +145,7 @@ pub fn gather_rows(e: &mut Engine, x: V, idx: T, out: Shape, name: Name) -> V {
 /// w.transpose(-2, -1), offs)` for x (S, in) and the 3-D parameter w (E, out, in). grouped_mm
 /// is on no autocast list, so with fp32 master weights the experts run in fp32; the input is
 /// cast to the weight's dtype where they differ. The output is (S, out) in that dtype.
-pub fn grouped_mm(e: &mut Engine, x: V, w: usize, name: Name) -> V {
+pub fn grouped_mm(e: &mut Engine, x: V, w: usize, offs: T, name: Name) -> V {
     let wshape = e.params[w].shape;
     let out_features = wshape.dims()[1];
     let wv = e.param(w);
@@ -165,6 +172,7 @@ pub fn grouped_mm(e: &mut Engine, x: V, w: usize, name: Name) -> V {
     let saved = MoeSaved::GroupedMm {
         x: need_w.then(|| save(e, xm.t)).filter(|_| e.grad_mode),
         w: need_x.then(|| save(e, wv.t)).filter(|_| e.grad_mode),
+        offs,
         x_shape: xs,
         w_shape: wshape,
         dtype: wd,
@@ -173,6 +181,7 @@ pub fn grouped_mm(e: &mut Engine, x: V, w: usize, name: Name) -> V {
         name: grad_name(name),
     };
     let edge = if e.grad_mode && (need_x || need_w) {
+        e.retain(offs);
         e.push_node(Op::Moe(saved), [xm.edge, wv.edge, Edge::None])
     } else {
         Edge::None
@@ -227,6 +236,7 @@ impl MoeSaved {
             MoeSaved::GroupedMm {
                 x,
                 w,
+                offs,
                 x_shape,
                 w_shape,
                 dtype,
@@ -243,7 +253,7 @@ impl MoeSaved {
                     e.mark_no_inplace(gw);
                 }
                 e.release(g);
-                for t in [x, w].into_iter().flatten() {
+                for t in [x, w, Some(offs)].into_iter().flatten() {
                     e.release(t);
                 }
                 [gx, gw, None]
@@ -347,7 +357,7 @@ impl MoeSaved {
                 renorm.map(|r| r.1),
             ],
             MoeSaved::Rows { idx, .. } => [Some(idx), None, None, None],
-            MoeSaved::GroupedMm { x, w, .. } => [x, w, None, None],
+            MoeSaved::GroupedMm { x, w, offs, .. } => [x, w, Some(offs), None],
             MoeSaved::Weigh { proj, weights, .. } => [proj, weights, None, None],
         };
         for t in saved.into_iter().flatten() {

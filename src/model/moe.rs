@@ -56,7 +56,9 @@ pub enum RouterKind {
 /// (B, T, C) in h's dtype.
 pub fn sparse_moe_block(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> V {
     let l = Some(layer);
-    let name = |what| Name::at(l, "mlp", what);
+    // A tensor whose node names its gradient gets the whole name as its module, so that the
+    // gradient reads `layer0.mlp.<tensor>.grad`.
+    let name = |module| Name::at(l, module, "");
     let d = e.shape(h.t);
     let c = *d.dims().last().unwrap_or(&1);
     let n = d.numel().unwrap_or(0) / c.max(1);
@@ -65,7 +67,8 @@ pub fn sparse_moe_block(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> V {
     let (logits, weights, indices) = route(e, h, w, layer);
     // grouped_mm_experts_forward's index bookkeeping (no grad).
     let vec = |e: &mut Engine, what, len, dt| {
-        e.alloc(name(what), Shape::new(&[len]), dt, Category::Activations)
+        let n = Name::at(l, "mlp", what);
+        e.alloc(n, Shape::new(&[len]), dt, Category::Activations)
     };
     let expert_ids_g = vec(e, "expert_ids_g", s, DType::I64);
     let perm = vec(e, "perm", s, DType::I64);
@@ -75,17 +78,22 @@ pub fn sparse_moe_block(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> V {
         h,
         token_of,
         Shape::new(&[s, c]),
-        name("selected_hidden_states_g"),
+        name("mlp.selected_hidden_states_g"),
     );
     e.release(token_of);
-    let sample_weights =
-        ops::moe::gather_rows(e, weights, perm, Shape::new(&[s]), name("sample_weights_g"));
+    let sample_weights = ops::moe::gather_rows(
+        e,
+        weights,
+        perm,
+        Shape::new(&[s]),
+        name("mlp.sample_weights_g"),
+    );
     let histc_input = vec(e, "histc_input", s, DType::I32);
     let tokens_per_expert = vec(e, "tokens_per_expert", experts, DType::I32);
     let offsets = vec(e, "offsets", experts, DType::I32);
     let out = experts_mlp(e, selected, w, offsets, layer);
     e.drop_value(selected);
-    let weighted = ops::moe::weigh(e, out, sample_weights, name("weighted_out"));
+    let weighted = ops::moe::weigh(e, out, sample_weights, name("mlp.weighted_out"));
     e.drop_value(out);
     e.drop_value(sample_weights);
     let inv_perm = vec(e, "inv_perm", s, DType::I64);
@@ -96,12 +104,12 @@ pub fn sparse_moe_block(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> V {
         weighted,
         inv_perm,
         Shape::new(&[s, c]),
-        name("weighted_out_restored"),
+        name("mlp.weighted_out_restored"),
     );
     e.drop_value(weighted);
-    let summed = top_k_sum(e, restored, d, name("final_hidden_states"));
+    let summed = top_k_sum(e, restored, d, name("mlp.final_hidden_states"));
     e.drop_value(restored);
-    let result = ops::to_dtype(e, summed, e.dtype(h.t), name("final_hidden_states.to"));
+    let result = ops::to_dtype(e, summed, e.dtype(h.t), name("mlp.final_hidden_states.to"));
     e.drop_value(summed);
     // The experts' locals, then the block's (`_` = router_logits, the top-k weights and
     // indices) go as the functions return.
@@ -150,18 +158,24 @@ fn route(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> (V, V, T) {
 /// The experts' SwiGLU on the S gathered rows: gate_up grouped matmul, `act_fn(gate) * up`
 /// on the halves of its output (views), down grouped matmul.
 fn experts_mlp(e: &mut Engine, x: V, w: MoeWeights, offsets: T, layer: u32) -> V {
-    let name = |what| Name::at(Some(layer), "mlp.experts", what);
-    let gate_up = ops::moe::grouped_mm(e, x, w.gate_up, offsets, name("gate_up_proj.out"));
+    let name = |module| Name::at(Some(layer), module, "");
+    let gate_up = ops::moe::grouped_mm(
+        e,
+        x,
+        w.gate_up,
+        offsets,
+        name("mlp.experts.gate_up_proj.out"),
+    );
     let gs = e.shape(gate_up.t).dims().to_vec();
     let half = Shape::new(&[gs[0], gs[1] / 2]);
-    let [gate, up] = ops::split2(e, gate_up, name("gate_up_proj.out"));
+    let [gate, up] = ops::split2(e, gate_up, name("mlp.experts.gate_up_proj.out"));
     e.drop_value(gate_up);
-    let a = ops::silu_as(e, gate, half, name("act_fn"));
+    let a = ops::silu_as(e, gate, half, name("mlp.experts.act_fn"));
     e.drop_value(gate);
-    let prod = ops::mul_as(e, a, up, half, name("gate_up"));
+    let prod = ops::mul_as(e, a, up, half, name("mlp.experts.gate_up"));
     e.drop_value(a);
     e.drop_value(up);
-    let out = ops::moe::grouped_mm(e, prod, w.down, offsets, name("down_proj.out"));
+    let out = ops::moe::grouped_mm(e, prod, w.down, offsets, name("mlp.experts.down_proj.out"));
     e.drop_value(prod);
     out
 }

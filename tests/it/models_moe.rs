@@ -253,6 +253,45 @@ fn mixtral_experts_run_on_s_rows_in_the_weights_dtype() {
 }
 
 #[test]
+fn mixtral_backward_allocates_what_autograd_runs() {
+    // The aten ops a TorchDispatchMode logs in the block's backward (torch 2.15, CPU), two
+    // steps of the small Mixtral. `view(N, k, C).sum(1)`: SumBackward's expand, copied by
+    // ViewBackward's reshape to (S, C) fp32 = 64·64·4, once a step.
+    let copy = "layer0.mlp.final_hidden_states.grad";
+    let want = (
+        format!("{copy} (64, 64) fp32 = 16.00 KiB"),
+        "2 x born in backward, freed in backward".to_string(),
+    );
+    assert_eq!(small(copy, &[]), want);
+    // IndexBackward0: `grad.new_zeros(sizes).index_put(indices, grad, True)`, an
+    // out-of-place index_put: two buffers of the source's shape a step — (S, C) for the
+    // un-permute, the hidden states' (B, T, C) fp32 for the token gather.
+    for (name, shape) in [
+        (
+            "layer0.mlp.weighted_out_restored.grad",
+            "(64, 64) fp32 = 16.00 KiB",
+        ),
+        (
+            "layer0.mlp.selected_hidden_states_g.grad",
+            "(2, 16, 64) fp32 = 8.00 KiB",
+        ),
+    ] {
+        let want = (
+            format!("{name} {shape}"),
+            "4 x born in backward, freed in backward".to_string(),
+        );
+        assert_eq!(small(name, &[]), want);
+    }
+    // GroupedMmBackward0's weight gradient: the parameter's (E, C, I) fp32, held to the
+    // optimizer step (4·64·96·4 bytes).
+    let (first, _) = small("layer0.mlp.experts.down_proj.out.grad", &[]);
+    assert_eq!(
+        first,
+        "layer0.mlp.experts.down_proj.out.grad (4, 64, 96) fp32 = 96.00 KiB"
+    );
+}
+
+#[test]
 fn mixtral_lora_adapts_attention_and_keeps_the_experts_frozen() {
     // PEFT finds only attention's nn.Linear layers in MixtralDecoderLayer (5.x): its default
     // targets q_proj and v_proj get adapters; the router and the 3-D experts stay frozen in

@@ -228,7 +228,12 @@ impl MoeSaved {
                 dtype,
                 name,
             } => {
+                // `grad.new_zeros(sizes).index_put(indices, grad, accumulate=True)`: the
+                // out-of-place index_put copies the zeros (aten ops logged with a
+                // TorchDispatchMode, torch 2.15), which then go.
+                let zeros = e.alloc(name, src, dtype, Category::Activations);
                 let gx = e.alloc(name, src, dtype, Category::Activations);
+                e.release(zeros);
                 e.release(g);
                 e.release(idx);
                 [Some(gx), None, None]
@@ -244,11 +249,12 @@ impl MoeSaved {
                 need_w,
                 name,
             } => {
-                // derivatives.yaml `_grouped_mm`: mat_a's gradient, then mat_b's (the
-                // weight's, through the transpose: a view of a buffer of its shape).
-                let gx = need_x.then(|| e.alloc(name, x_shape, dtype, Category::Activations));
-                e.matmul_workspace();
+                // GroupedMmBackward0 (aten ops logged, torch 2.15): mat_b's gradient first
+                // (the weight's, through the transpose: a view of a buffer of its shape),
+                // then mat_a's.
                 let gw = need_w.then(|| e.alloc(name, w_shape, dtype, Category::Gradients));
+                e.matmul_workspace();
+                let gx = need_x.then(|| e.alloc(name, x_shape, dtype, Category::Activations));
                 if let Some(gw) = gw {
                     e.mark_no_inplace(gw);
                 }
@@ -263,8 +269,9 @@ impl MoeSaved {
     }
 
     /// DivBackward0 when renormalised (self's gradient, then other's: fp32 (N, k), summed to
-    /// (N, 1)); the sum's gradient is an expand added into self's in place; TopkBackward
-    /// scatters into zeros (N, E) fp32; SoftmaxBackward's (N, E) in the logits' dtype.
+    /// (N, 1)); the sum's gradient added to self's; TopkBackward's scatter into zeros (N, E)
+    /// fp32; SoftmaxBackward's (N, E) in the logits' dtype. The aten ops as a
+    /// TorchDispatchMode logs them (torch 2.15, CPU).
     fn router_backward(self, e: &mut Engine, g: T) -> T {
         let MoeSaved::Router {
             probs,
@@ -284,17 +291,32 @@ impl MoeSaved {
         };
         let g_values = match renorm {
             Some((original, sum)) => {
-                let g_self = alloc(e, &[rows, k], DType::F32);
-                let g_other_full = alloc(e, &[rows, k], DType::F32);
-                let g_other = alloc(e, &[rows, 1], DType::F32);
-                for t in [g_other_full, g, original, sum, g_other] {
+                // div_tensor_self_backward: grad / other. div_tensor_other_backward:
+                // -grad * ((self / other) / other), its temporaries alive to the end of the
+                // C++ expression; validate_outputs sums it to (N, 1). SumBackward's expand
+                // is then added to self's gradient out of place.
+                let nk = [rows, k];
+                let g_self = alloc(e, &nk, DType::F32);
+                let temps = [0; 3].map(|_| alloc(e, &nk, DType::F32));
+                let g_other_full = alloc(e, &nk, DType::F32);
+                for t in temps {
                     e.release(t);
                 }
-                g_self
+                let g_other = alloc(e, &[rows, 1], DType::F32);
+                for t in [g_other_full, g, original, sum] {
+                    e.release(t);
+                }
+                let g_sum = alloc(e, &nk, DType::F32);
+                e.release(g_self);
+                e.release(g_other);
+                g_sum
             }
             None => g,
         };
+        // TopkBackward: new_zeros (N, E), then the out-of-place scatter.
+        let zeros = alloc(e, &[rows, experts], DType::F32);
         let g_topk = alloc(e, &[rows, experts], DType::F32);
+        e.release(zeros);
         e.release(g_values);
         e.release(indices);
         let g_logits = alloc(e, &[rows, experts], logits_dtype);

@@ -37,6 +37,8 @@ MODELS = {
     "phi3": "phi3/modeling_phi3.py",
     "gpt_neox": "gpt_neox/modeling_gpt_neox.py",
     "olmo2": "olmo2/modeling_olmo2.py",
+    "mixtral": "mixtral/modeling_mixtral.py",
+    "qwen3_moe": "qwen3_moe/modeling_qwen3_moe.py",
 }
 SHIFT = re.compile(r"shift_logits\s*=\s*\w*logits\[\.\.\., :-1, :\]\.contiguous\(\)|"
                    r"shift_logits\s*=\s*\w*logits\[:, :-1, :\]\.contiguous\(\)")

@@ -10,6 +10,11 @@
 //! - `gemma2`, `gemma3_text` (and `gemma3`'s text_config), `olmo2`: the Llama sizes, with the
 //!   config class's defaults for the sizes a file leaves out; Gemma's soft-capping and sliding
 //!   window (src/config/hf_gemma.rs).
+//! - `mixtral`: the Llama sizes, num_local_experts, num_experts_per_tok (MixtralConfig's
+//!   defaults 8 and 2); output_router_logits = true (the auxiliary loss) is refused.
+//! - `qwen3_moe`: Qwen3's sizes, num_experts, num_experts_per_tok, moe_intermediate_size,
+//!   norm_topk_prob (Qwen3MoeConfig's defaults 128, 8, 768, false); dense layers
+//!   (decoder_sparse_step other than 1, mlp_only_layers) and output_router_logits are refused.
 //!
 //! Fields that do not change training memory are not read: `max_position_embeddings` (the
 //! sequence trained is `block_size`), `rope_theta`/`rope_scaling` (the cos/sin tables are the
@@ -249,6 +254,9 @@ pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<Stri
     if matches!(model_type, ModelType::Gemma2 | ModelType::Gemma3) {
         super::hf_gemma::attention_fields(&f, model_type, &mut put)?;
     }
+    if matches!(model_type, ModelType::Mixtral | ModelType::Qwen3Moe) {
+        moe_fields(&f, model_type, &mut put)?;
+    }
     if f.boolean("mlp_bias")? == Some(true) {
         warnings.push(format!(
             "{}: mlp_bias = true is not simulated (the MLP is built without biases; they are {} parameters per layer at most)",
@@ -257,4 +265,63 @@ pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<Stri
         ));
     }
     Ok((out, warnings))
+}
+
+/// The experts: Mixtral's `num_local_experts` and `num_experts_per_tok` (MixtralConfig's
+/// defaults 8 and 2), Qwen3-MoE's `num_experts`, `num_experts_per_tok`,
+/// `moe_intermediate_size`, `norm_topk_prob` (Qwen3MoeConfig's 128, 8, 768, false).
+/// `output_router_logits = true` keeps every layer's router logits for the auxiliary loss,
+/// and Qwen3-MoE's dense layers (`decoder_sparse_step`, `mlp_only_layers`) are not
+/// simulated: refused.
+fn moe_fields(f: &Fields, m: ModelType, put: &mut impl FnMut(&str, &str, Value)) -> Result<()> {
+    let refuse = |key: &str, what: &str| {
+        Err(Error::new(format!(
+            "{}: \"{key}\": expected {what}",
+            f.origin(key)
+        )))
+    };
+    if f.boolean("output_router_logits")? == Some(true) {
+        return refuse(
+            "output_router_logits",
+            "false (the router's auxiliary loss is not simulated)",
+        );
+    }
+    let qwen = m == ModelType::Qwen3Moe;
+    let experts_key = if qwen {
+        "num_experts"
+    } else {
+        "num_local_experts"
+    };
+    let experts = f.int(experts_key)?.unwrap_or(if qwen { 128 } else { 8 });
+    let per_token = f
+        .int("num_experts_per_tok")?
+        .unwrap_or(if qwen { 8 } else { 2 });
+    put("num_experts", experts_key, Value::Int(experts.into()));
+    let k = Value::Int(per_token.into());
+    put("experts_per_token", "num_experts_per_tok", k);
+    if !qwen {
+        return Ok(());
+    }
+    if f.int("decoder_sparse_step")?.is_some_and(|s| s != 1) {
+        return refuse(
+            "decoder_sparse_step",
+            "1 (every layer sparse; dense layers between are not simulated)",
+        );
+    }
+    let dense = f.get("mlp_only_layers").and_then(Json::as_array);
+    if dense.is_some_and(|l| !l.is_empty()) {
+        return refuse(
+            "mlp_only_layers",
+            "[] (dense layers among the MoE ones are not simulated)",
+        );
+    }
+    let width = f.int("moe_intermediate_size")?.unwrap_or(768);
+    put(
+        "moe_intermediate_size",
+        "moe_intermediate_size",
+        Value::Int(width.into()),
+    );
+    let norm = f.boolean("norm_topk_prob")?.unwrap_or(false);
+    put("norm_topk_prob", "norm_topk_prob", Value::Bool(norm));
+    Ok(())
 }

@@ -86,6 +86,9 @@ pub fn lora_modules(m: ModelType) -> &'static [&'static str] {
         ModelType::Gpt2 => &[],
         ModelType::GptNeox => &["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
         ModelType::Phi3 => &["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+        // MixtralDecoderLayer (5.x): the router (MixtralTopKRouter) and the experts
+        // (MixtralExperts, 3-D parameters) are not nn.Linear; PEFT finds only attention's.
+        ModelType::Mixtral | ModelType::Qwen3Moe => &["q_proj", "k_proj", "v_proj", "o_proj"],
         _ => &[
             "q_proj",
             "k_proj",

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod lora;
 pub mod model_keys;
 pub mod models;
+pub mod moe_keys;
 mod nanogpt_py;
 mod overrides;
 pub mod presets;
@@ -256,6 +257,18 @@ pub struct TrainConfig {
     /// Every k-th layer attends globally [layer_types, sliding_window_pattern].
     #[serde(default)]
     pub global_every: Option<u64>,
+    /// Mixtral: experts per MoE layer [num_local_experts] (src/config/moe_keys.rs).
+    #[serde(default)]
+    pub num_experts: Option<u64>,
+    /// Mixtral: experts each token is routed to [num_experts_per_tok].
+    #[serde(default)]
+    pub experts_per_token: Option<u64>,
+    /// Qwen3-MoE: each expert's hidden width [moe_intermediate_size]; None = intermediate_size.
+    #[serde(default)]
+    pub moe_intermediate_size: Option<u64>,
+    /// The top-k routing weights are renormalised to sum to 1 [norm_topk_prob] (Mixtral: always).
+    #[serde(default = "model_keys::yes")]
+    pub norm_topk_prob: bool,
     // --- LoRA (PEFT): frozen base weights in `dtype`, fp32 adapters A (r x in), B (out x r) ---
     /// Adapter rank; 0 = full fine-tuning [LoraConfig.r].
     #[serde(default)]
@@ -366,6 +379,10 @@ impl Default for TrainConfig {
             final_softcap: None,
             sliding_window: None,
             global_every: None,
+            num_experts: None,
+            experts_per_token: None,
+            moe_intermediate_size: None,
+            norm_topk_prob: true,
             lora_rank: 0,
             lora_alpha: 16.0,
             lora_dropout: 0.0,

@@ -42,6 +42,14 @@ pub enum ModelType {
     /// over the whole projected q and k.
     #[serde(rename = "olmo2")]
     Olmo2,
+    /// MixtralForCausalLM: Mistral's layers with the MLP replaced by a sparse mixture of experts
+    /// (a top-k router over `num_experts` SwiGLU experts; src/model/moe.rs).
+    #[serde(rename = "mixtral")]
+    Mixtral,
+    /// Qwen3MoeForCausalLM: Qwen3's layers with the MLP replaced by a sparse mixture of
+    /// `moe_intermediate_size`-wide experts (src/model/moe.rs).
+    #[serde(rename = "qwen3_moe")]
+    Qwen3Moe,
     /// Qwen3ForCausalLM: Llama's layers without biases, with an RMSNorm over each head of q
     /// and of k (`q_norm`, `k_norm`) before rotary.
     #[serde(rename = "qwen3")]
@@ -56,7 +64,7 @@ pub enum ModelType {
 }
 
 impl ModelType {
-    pub const ALL: [ModelType; 11] = [
+    pub const ALL: [ModelType; 13] = [
         ModelType::Gpt2,
         ModelType::Llama,
         ModelType::Mistral,
@@ -65,6 +73,8 @@ impl ModelType {
         ModelType::Gemma2,
         ModelType::Gemma3,
         ModelType::Olmo2,
+        ModelType::Mixtral,
+        ModelType::Qwen3Moe,
         ModelType::Qwen3,
         ModelType::Phi3,
         ModelType::GptNeox,
@@ -80,6 +90,8 @@ impl ModelType {
             ModelType::Gemma2 => "gemma2",
             ModelType::Gemma3 => "gemma3_text",
             ModelType::Olmo2 => "olmo2",
+            ModelType::Mixtral => "mixtral",
+            ModelType::Qwen3Moe => "qwen3_moe",
             ModelType::Qwen3 => "qwen3",
             ModelType::Phi3 => "phi3",
             ModelType::GptNeox => "gpt_neox",
@@ -106,6 +118,8 @@ impl ModelType {
                 | ModelType::Gemma2
                 | ModelType::Gemma3
                 | ModelType::Olmo2
+                | ModelType::Mixtral
+                | ModelType::Qwen3Moe
                 | ModelType::Qwen3
         )
     }

@@ -48,6 +48,8 @@ pub const PRESETS: &[Preset] = embed!(
     "gemma-2-9b" => "google/gemma-2-9b",
     "gemma-3-1b" => "google/gemma-3-1b-pt",
     "olmo-2-7b" => "allenai/OLMo-2-1124-7B",
+    "mixtral-8x7b" => "mistralai/Mixtral-8x7B-v0.1",
+    "qwen3-30b-a3b" => "Qwen/Qwen3-30B-A3B",
     "pythia-1b" => "EleutherAI/pythia-1b",
 );
 

@@ -155,7 +155,7 @@ pub const KEYS: &[KeySpec] = &[
     field("offload_params", Ty::Bool, false, "zero3: offload_param to the CPU; fsdp: CPUOffload(offload_params=True) (sharded parameters, gradients and optimizer on the CPU)"),
     field("parallelism", Ty::Str, false, "'ddp', 'fsdp' (FULL_SHARD), 'fsdp_grad_op' (SHARD_GRAD_OP), 'zero1', 'zero2', 'zero3' or 'tp' (tensor parallel of degree world_size)"),
     // Architectures beyond nanoGPT's GPT (src/config/model_keys.rs).
-    field("model_type", Ty::Str, false, "'gpt2' (nanoGPT's GPT), or Hugging Face's 'llama', 'mistral', 'qwen2', 'gemma', 'gemma2', 'gemma3_text', 'qwen3', 'phi3', 'olmo2', 'gpt_neox'"),
+    field("model_type", Ty::Str, false, "'gpt2' (nanoGPT's GPT), or Hugging Face's 'llama', 'mistral', 'qwen2', 'gemma', 'gemma2', 'gemma3_text', 'qwen3', 'phi3', 'olmo2', 'mixtral', 'qwen3_moe', 'gpt_neox'"),
     field("n_kv_head", Ty::OptInt, false, "key/value heads (grouped-query attention); None = n_head"),
     field("head_dim", Ty::OptInt, false, "channels per attention head; None = n_embd / n_head"),
     field("intermediate_size", Ty::OptInt, false, "MLP hidden width; None = 4 * n_embd"),
@@ -166,6 +166,10 @@ pub const KEYS: &[KeySpec] = &[
     field("final_softcap", Ty::OptFloat, false, "gemma2/gemma3_text: cap * tanh(logits / cap) on the full logits before the loss (final_logit_softcapping; Gemma 2: 30.0); None = off"),
     field("sliding_window", Ty::OptInt, false, "gemma2/gemma3_text: tokens a sliding-window layer attends over; None = every layer global"),
     field("global_every", Ty::OptInt, false, "gemma2/gemma3_text with sliding_window: every k-th layer (1-based) is global, the rest slide (Gemma 2: 2, Gemma 3: 6, config.json's layer_types); None = every layer slides"),
+    field("num_experts", Ty::OptInt, false, "mixtral, qwen3_moe: experts per MoE layer (num_local_experts / num_experts; Mixtral 8x7B: 8); None elsewhere"),
+    field("experts_per_token", Ty::OptInt, false, "mixtral, qwen3_moe: experts each token is routed to (num_experts_per_tok; Mixtral: 2); None elsewhere"),
+    field("moe_intermediate_size", Ty::OptInt, false, "qwen3_moe: each expert's hidden width (Qwen3-30B-A3B: 768); None = intermediate_size"),
+    field("norm_topk_prob", Ty::Bool, false, "MoE: the top-k routing weights renormalised to sum to 1 (Mixtral always; Qwen3-MoE's norm_topk_prob)"),
     field("lora_rank", Ty::Int, false, "LoRA adapter rank; 0 = full fine-tuning (base weights frozen in dtype otherwise)"),
     field("lora_alpha", Ty::Float, false, "LoRA scale numerator (alpha / rank); no memory effect"),
     field("lora_dropout", Ty::Float, false, "dropout on the LoRA adapters' input (keeps a mask per adapter)"),
@@ -270,6 +274,9 @@ pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
     if let Some(v) = super::attn_keys::get(cfg, spec.name) {
         return v;
     }
+    if let Some(v) = super::moe_keys::get(cfg, spec.name) {
+        return v;
+    }
     if let Some(v) = super::infer_keys::get(cfg, spec.name) {
         return v;
     }
@@ -339,6 +346,9 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
         return r;
     }
     if let Some(r) = super::attn_keys::set(cfg, name, v) {
+        return r;
+    }
+    if let Some(r) = super::moe_keys::set(cfg, name, v) {
         return r;
     }
     if let Some(r) = super::infer_keys::set(cfg, name, v) {

@@ -149,6 +149,8 @@ fn first_release(model: ModelType) -> Option<((u16, u16), &'static str)> {
         ModelType::Gemma2 => ((4, 42), "Gemma2ForCausalLM"),
         ModelType::Olmo2 => ((4, 47), "Olmo2ForCausalLM"),
         ModelType::Gemma3 => ((4, 50), "Gemma3ForCausalLM"),
+        ModelType::Mixtral => ((4, 36), "MixtralForCausalLM"),
+        ModelType::Qwen3Moe => ((4, 51), "Qwen3MoeForCausalLM"),
         ModelType::Gpt2 | ModelType::Llama | ModelType::Mistral | ModelType::GptNeox => {
             return None
         }

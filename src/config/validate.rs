@@ -151,6 +151,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
     }
     super::model_keys::validate(cfg, origins)?;
     super::attn_keys::validate(cfg, origins)?;
+    super::moe_keys::validate(cfg, origins)?;
     super::infer_keys::validate(cfg, origins)?;
     check_bytes(cfg, blame)
 }

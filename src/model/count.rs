@@ -76,12 +76,18 @@ pub fn base_params(cfg: &TrainConfig) -> u64 {
         | ModelType::Gemma2
         | ModelType::Gemma3
         | ModelType::Olmo2
+        | ModelType::Mixtral
+        | ModelType::Qwen3Moe
         | ModelType::Qwen3 => {
             let (hd, nh, kv, i) = (cfg.head_size(), cfg.n_head, cfg.kv_heads(), cfg.mlp_width());
             let q = c * nh * hd;
             let kvp = 2 * c * kv * hd;
             let o = nh * hd * c;
-            let mlp = 3 * c * i;
+            // Mixtral: each of E experts' gate, up and down, and the router's (E, C).
+            let mlp = match (cfg.num_experts, cfg.experts_per_token) {
+                (Some(experts), Some(_)) => experts * 3 * c * cfg.expert_width() + experts * c,
+                _ => 3 * c * i,
+            };
             let bias = if !cfg.bias {
                 0
             } else if cfg.model_type == ModelType::Qwen2 {
@@ -92,7 +98,7 @@ pub fn base_params(cfg: &TrainConfig) -> u64 {
             // q_norm and k_norm: one weight of head_dim each (Qwen3, Gemma 3), or of the whole
             // q and k projections (Olmo2).
             let qk_norms = match cfg.model_type {
-                ModelType::Qwen3 | ModelType::Gemma3 => 2 * hd,
+                ModelType::Qwen3 | ModelType::Qwen3Moe | ModelType::Gemma3 => 2 * hd,
                 ModelType::Olmo2 => nh * hd + kv * hd,
                 _ => 0,
             };

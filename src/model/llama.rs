@@ -24,8 +24,9 @@
 //! `flash = False`. Each `drop_value` is where a Python name goes out of scope or is rebound.
 
 use super::hf::{capped_causal_lm_head, input_embeddings, Shared};
-use super::llama_layer::{Dims, Layer, LayerCall};
+use super::llama_layer::{Dims, Layer, LayerCall, Mlp};
 use super::lora::Params;
+use super::moe::{MoeWeights, RouterKind};
 use super::variant::{EmbedScale, QkNorm, Variant};
 use super::{Head, Output};
 use crate::config::{ModelType, TrainConfig};
@@ -169,9 +170,17 @@ fn build_layer(e: &mut Engine, cfg: &TrainConfig, ps: &Params, var: Variant, l: 
             w(e, "self_attn.k_norm", nkv * hd),
         )),
     };
-    let gate = ps.linear(e, l, "mlp.gate_proj", (i, c), false);
-    let up = ps.linear(e, l, "mlp.up_proj", (i, c), false);
-    let down = ps.linear(e, l, "mlp.down_proj", (c, i), false);
+    let mlp = match (cfg.num_experts, cfg.experts_per_token) {
+        (Some(experts), Some(top_k)) => {
+            let width = cfg.expert_width();
+            Mlp::Moe(moe_weights(e, cfg, ps, (experts, top_k), (c, width), l))
+        }
+        _ => Mlp::Dense {
+            gate: ps.linear(e, l, "mlp.gate_proj", (i, c), false),
+            up: ps.linear(e, l, "mlp.up_proj", (i, c), false),
+            down: ps.linear(e, l, "mlp.down_proj", (c, i), false),
+        },
+    };
     const NORMS: [&str; 4] = [
         "input_layernorm",
         "post_attention_layernorm",
@@ -190,11 +199,43 @@ fn build_layer(e: &mut Engine, cfg: &TrainConfig, ps: &Params, var: Variant, l: 
         k,
         v,
         o,
-        gate,
-        up,
-        down,
+        mlp,
         norms,
         qk_norm,
         sliding: cfg.layer_slides(l),
+    }
+}
+
+/// The sparse MoE block's parameters in module order: the router's weight (E, C) and the
+/// experts' gate_up_proj (E, 2I, C) and down_proj (E, C, I) — 3-D nn.Parameters in 5.x
+/// (modeling_mixtral.py `MixtralExperts.__init__`). MixtralSparseMoeBlock creates `gate` then
+/// `experts`, Qwen3MoeSparseMoeBlock `experts` then `gate`.
+fn moe_weights(
+    e: &mut Engine,
+    cfg: &TrainConfig,
+    ps: &Params,
+    (experts, top_k): (u64, u64),
+    (c, i): (u64, u64),
+    l: u32,
+) -> MoeWeights {
+    let mut w =
+        |module, what, dims: &[u64]| ps.weight(e, Name::layer_param(l, module, what), dims, true);
+    let qwen = cfg.model_type == ModelType::Qwen3Moe;
+    let router_first = (!qwen).then(|| w("mlp.gate", "weight", &[experts, c]));
+    let gate_up = w("mlp.experts", "gate_up_proj", &[experts, 2 * i, c]);
+    let down = w("mlp.experts", "down_proj", &[experts, c, i]);
+    let router = router_first.unwrap_or_else(|| w("mlp.gate", "weight", &[experts, c]));
+    MoeWeights {
+        router,
+        gate_up,
+        down,
+        top_k,
+        router_kind: if qwen {
+            RouterKind::Qwen3Moe {
+                norm: cfg.norm_topk_prob,
+            }
+        } else {
+            RouterKind::Mixtral
+        },
     }
 }

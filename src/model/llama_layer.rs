@@ -30,9 +30,8 @@ pub struct Layer {
     pub k: Proj,
     pub v: Proj,
     pub o: Proj,
-    pub gate: Proj,
-    pub up: Proj,
-    pub down: Proj,
+    /// LlamaMLP's gate_proj, up_proj, down_proj, or Mixtral's sparse MoE block (moe.rs).
+    pub mlp: Mlp,
     /// input_layernorm, post_attention_layernorm, pre_feedforward_layernorm,
     /// post_feedforward_layernorm, where the variant has them.
     pub norms: [Option<usize>; 4],
@@ -40,6 +39,15 @@ pub struct Layer {
     pub qk_norm: Option<(usize, usize)>,
     /// A sliding-window layer (Gemma 2/3's layer_types).
     pub sliding: bool,
+}
+
+/// A layer's feed-forward block. (Copied by value like `Layer`, one per layer: the size
+/// difference between the variants costs nothing worth a Box.)
+#[derive(Debug, Clone, Copy)]
+#[allow(clippy::large_enum_variant)]
+pub enum Mlp {
+    Dense { gate: Proj, up: Proj, down: Proj },
+    Moe(super::moe::MoeWeights),
 }
 
 /// The hyper-parameters one layer's forward needs.
@@ -220,21 +228,25 @@ impl LayerCall {
         (q_normed, k_normed)
     }
 
-    /// LlamaMLP.forward: down_proj(act_fn(gate_proj(x)) * up_proj(x)).
+    /// LlamaMLP.forward: down_proj(act_fn(gate_proj(x)) * up_proj(x)); Mixtral's MoE block.
     fn mlp(&self, e: &mut Engine, h: V) -> V {
-        let (p, l) = (&self.p, Some(self.layer));
-        let g = lora::forward(e, h, p.gate, l, "mlp.gate_proj");
+        let l = Some(self.layer);
+        let (gate, up, down) = match self.p.mlp {
+            Mlp::Dense { gate, up, down } => (gate, up, down),
+            Mlp::Moe(w) => return super::moe::sparse_moe_block(e, h, w, self.layer),
+        };
+        let g = lora::forward(e, h, gate, l, "mlp.gate_proj");
         let a = if self.d.var.gelu {
             ops::gelu(e, g, self.name("mlp.act_fn"))
         } else {
             ops::silu(e, g, self.name("mlp.act_fn"))
         };
         e.drop_value(g);
-        let u = lora::forward(e, h, p.up, l, "mlp.up_proj");
+        let u = lora::forward(e, h, up, l, "mlp.up_proj");
         let prod = ops::mul(e, a, u, self.name("mlp.gate_up"));
         e.drop_value(a);
         e.drop_value(u);
-        let out = lora::forward(e, prod, p.down, l, "mlp.down_proj");
+        let out = lora::forward(e, prod, down, l, "mlp.down_proj");
         e.drop_value(prod);
         out
     }

@@ -10,6 +10,7 @@ pub mod hf_loss;
 pub mod llama;
 mod llama_layer;
 pub mod lora;
+mod moe;
 pub mod neox;
 pub mod phi3;
 mod variant;
@@ -44,6 +45,8 @@ impl Model {
             | ModelType::Gemma2
             | ModelType::Gemma3
             | ModelType::Olmo2
+            | ModelType::Mixtral
+            | ModelType::Qwen3Moe
             | ModelType::Qwen3 => Model::Llama(Llama::build(e, cfg)),
         }
     }

@@ -86,7 +86,7 @@ impl Variant {
                 _ => Norms::Pre,
             },
             qk_norm: match m {
-                M::Qwen3 | M::Gemma3 => QkNorm::PerHead,
+                M::Qwen3 | M::Qwen3Moe | M::Gemma3 => QkNorm::PerHead,
                 M::Olmo2 => QkNorm::Whole,
                 _ => QkNorm::None,
             },

@@ -297,6 +297,7 @@ fn warnings(cfg: &TrainConfig, d: &Decisions, gpu: Option<&GpuProfile>) -> Vec<S
         ));
     }
     warnings.extend(cfg.sliding_window_notes());
+    warnings.extend(cfg.moe_notes());
     if cfg.world_size > 1 {
         // Their size depends on the topology NCCL detects (channels, NVLink SHARP), which no
         // profile describes: named, not guessed.

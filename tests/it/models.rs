@@ -51,6 +51,9 @@ const PUBLISHED: &[(&str, u64)] = &[
     ("gemma-2-9b", 9_241_705_984),
     ("gemma-3-1b", 999_885_952),
     ("olmo-2-7b", 7_298_617_344),
+    // Derived field by field in models_moe.rs.
+    ("mixtral-8x7b", 46_702_792_704),
+    ("qwen3-30b-a3b", 30_532_122_624),
 ];
 
 #[test]
@@ -89,6 +92,8 @@ fn hf_config_files_give_the_presets_shapes() {
         ("gemma-2-9b.json", "gemma-2-9b"),
         ("gemma-3-1b.json", "gemma-3-1b"),
         ("olmo-2-7b.json", "olmo-2-7b"),
+        ("mixtral-8x7b.json", "mixtral-8x7b"),
+        ("qwen3-30b-a3b.json", "qwen3-30b-a3b"),
     ];
     for (file, name) in pairs {
         let a = hf(file).unwrap_or_else(|e| panic!("{file}: {e}"));

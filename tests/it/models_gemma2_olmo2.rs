@@ -4,7 +4,7 @@
 //! norms, the sliding-window masks, q_norm/k_norm) is checked on a small config by the tensors
 //! it adds, their bytes counted by hand, as the user reads them from the built binary.
 
-use crate::support::cli::{json, vramplan};
+use crate::support::cli::{explain, forward_end, json, vramplan};
 
 /// `check --json` of a model: its parameter count.
 fn n_params(args: &[&str]) -> u64 {
@@ -137,29 +137,6 @@ const SMALL_GEMMA2: &[&str] = &[
     "--block_size=16",
     "--dtype=bfloat16",
 ];
-
-/// `explain TENSOR` on `base` plus `extra`: its first line and its lifetime line.
-fn explain(tensor: &str, base: &[&str], extra: &[&str]) -> (String, String) {
-    let (code, out, err) = vramplan(&[&["explain", tensor][..], base, extra].concat());
-    assert_eq!(code, 0, "explain {tensor}: {err}");
-    let mut lines = out.lines();
-    let first = lines.next().unwrap().to_string();
-    let life = lines
-        .find(|l| l.contains(" x born in "))
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    (first, life)
-}
-
-/// The forward phase's allocated bytes at its end (what the forward saved for the backward).
-fn forward_end(base: &[&str], extra: &[&str]) -> u64 {
-    let (code, v) = json(&[&["check", "--json"][..], base, extra].concat());
-    assert_eq!(code, 0);
-    let phases = v["phases"].as_array().unwrap();
-    let fwd = phases.iter().find(|p| p["name"] == "forward").unwrap();
-    fwd["end_allocated_bytes"].as_u64().unwrap()
-}
 
 #[test]
 fn gemma2_soft_capping_keeps_tanh_results_until_the_backward() {

@@ -126,8 +126,8 @@ pub fn padded_vocab(vocab: u64) -> u64 {
 /// One rank's model as vLLM shards it over `tensor_parallel_size` GPUs (vllm/model_executor/
 /// layers/linear.py `QKVParallelLinear`, `MergedColumnParallelLinear`, `RowParallelLinear`;
 /// vocab_parallel_embedding.py): the query heads, the key/value heads (each rank keeps one,
-/// replicated, when there are fewer than ranks), the MLP width and the padded vocabulary are
-/// split; the hidden size and the norms are not. At 1 rank only the vocabulary padding applies.
+/// replicated, when there are fewer than ranks), the MLP width (each expert's, for MoE) and the
+/// padded vocabulary are split; the hidden size and the norms are not. At 1 rank only the vocabulary padding applies.
 pub fn rank_config(cfg: &TrainConfig) -> TrainConfig {
     let tp = cfg.tensor_parallel_size.max(1);
     let mut c = cfg.clone();
@@ -137,6 +137,9 @@ pub fn rank_config(cfg: &TrainConfig) -> TrainConfig {
         c.n_head = cfg.n_head / tp;
         c.n_kv_head = Some((cfg.kv_heads() / tp).max(1));
         c.intermediate_size = Some(cfg.mlp_width().div_ceil(tp));
+        // FusedMoE without expert parallelism splits each expert's width the same way
+        // (`intermediate_size_per_partition`); the router is replicated.
+        c.moe_intermediate_size = cfg.moe_intermediate_size.map(|w| w.div_ceil(tp));
     }
     c.tensor_parallel_size = 1;
     c

@@ -13,6 +13,7 @@ mod kv_cache;
 mod layer_norm;
 mod linear;
 mod loss;
+pub mod moe;
 mod pointwise;
 pub mod quant;
 mod rms_norm;
@@ -171,6 +172,8 @@ pub enum Op {
     Clone,
     /// Cross-entropy inside a compiled graph (loss.rs).
     CompiledCe(loss::CompiledCeSaved),
+    /// A mixture-of-experts layer's router, gathers and grouped matmuls (moe.rs).
+    Moe(moe::MoeSaved),
 }
 
 impl Op {
@@ -272,6 +275,7 @@ impl Op {
             Op::QuantLinear(s) => quant::backward(e, g, s),
             Op::Clone => [Some(g), None, None],
             Op::CompiledCe(s) => loss::compiled_backward(e, g, s),
+            Op::Moe(s) => s.backward(e, g),
         }
     }
 
@@ -311,6 +315,10 @@ impl Op {
                 [None; 3]
             }
             Op::Sdpa(s) => {
+                s.release_saved(e);
+                [None; 3]
+            }
+            Op::Moe(s) => {
                 s.release_saved(e);
                 [None; 3]
             }

@@ -49,3 +49,26 @@ pub fn device_peak(cfg: &TrainConfig, gpu: &str) -> (u64, u64) {
 pub fn suggest_json(args: &[&str]) -> (i32, Value) {
     json(&[&["suggest", "--json"], args].concat())
 }
+
+/// `explain TENSOR` on `base` plus `extra`: its first line and its lifetime line.
+pub fn explain(tensor: &str, base: &[&str], extra: &[&str]) -> (String, String) {
+    let (code, out, err) = vramplan(&[&["explain", tensor][..], base, extra].concat());
+    assert_eq!(code, 0, "explain {tensor}: {err}");
+    let mut lines = out.lines();
+    let first = lines.next().unwrap().to_string();
+    let life = lines
+        .find(|l| l.contains(" x born in "))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    (first, life)
+}
+
+/// The forward phase's allocated bytes at its end (what the forward saved for the backward).
+pub fn forward_end(base: &[&str], extra: &[&str]) -> u64 {
+    let (code, v) = json(&[&["check", "--json"][..], base, extra].concat());
+    assert_eq!(code, 0);
+    let phases = v["phases"].as_array().unwrap();
+    let fwd = phases.iter().find(|p| p["name"] == "forward").unwrap();
+    fwd["end_allocated_bytes"].as_u64().unwrap()
+}

@@ -2,7 +2,7 @@
 //! of the tensors that match, and what one training forward leaves alive.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use super::sim::{alive, eager};
+use super::sim::{alive, eager, run};
 use vramplan::config::{load_with_model, ModelSource, TrainConfig};
 use vramplan::model::Model;
 use vramplan::sim::dtype::DType;
@@ -61,4 +61,38 @@ pub fn after_forward(c: &TrainConfig) -> (u64, u64) {
         sum(&|c| c == Category::AutocastCopies),
         sum(&|c| !matches!(c, Category::Parameters | Category::AutocastCopies)),
     )
+}
+
+/// After the run of `model` with `base` and each of `knobs`, only what the run still holds
+/// is alive: the model states, persistent buffers, what train.py still references, and what
+/// the engines keep for the next step as parallel_ddp.rs expects for every model (FSDP's
+/// gathered root unit, ZeRO's buckets).
+pub fn nothing_left(model: &str, base: &[&str], knobs: &[&[&str]]) {
+    for k in knobs {
+        let mut o: Vec<&str> = base.to_vec();
+        o.extend_from_slice(k);
+        let tl = run(&preset(model, &o));
+        for t in tl.live_after(tl.events.len() - 1) {
+            let r = &tl.tensors[t as usize];
+            let expected = matches!(
+                r.category,
+                Category::Parameters | Category::Optimizer | Category::Workspace
+            ) || matches!(
+                (r.name.module, r.name.what),
+                ("batch" | "rotary_emb", _)
+                    | ("fsdp", "gathered_params")
+                    | (
+                        "zero",
+                        "ipg_bucket_flat_buffer" | "grad_partitions_flat_buffer"
+                    )
+                    | ("loss", "scaled")
+                    | ("lm_head", "logits")
+            );
+            assert!(
+                expected,
+                "{model} {k:?}: {} {} still alive",
+                r.name, r.shape
+            );
+        }
+    }
 }

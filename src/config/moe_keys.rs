@@ -1,0 +1,151 @@
+//! The keys of a mixture-of-experts decoder (Mixtral): how many experts a layer has
+//! (`num_experts`, config.json's `num_local_experts`) and how many each token is routed to
+//! (`experts_per_token`, `num_experts_per_tok`). Mixtral's experts are as wide as its
+//! `intermediate_size`, so it has no `moe_intermediate_size`.
+//!
+//! What the simulation of an MoE layer (src/model/moe.rs) covers, and what it refuses with
+//! one line rather than guess: transformers 4.x's per-expert loop (its buffers depend on the
+//! routing) and QLoRA. LoRA runs: PEFT's targets are attention's Linear layers only, the
+//! router and the experts stay frozen (src/config/lora.rs `lora_modules`).
+
+use super::model_keys::ModelType;
+use super::validate::Blame;
+use super::value::{opt_count, opt_int, Origin, Value};
+use super::{Quantization, TrainConfig};
+use crate::error::Result;
+use std::collections::HashMap;
+
+/// The current value of one of these keys.
+pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
+    Some(match name {
+        "num_experts" => opt_int(cfg.num_experts),
+        "experts_per_token" => opt_int(cfg.experts_per_token),
+        "moe_intermediate_size" => opt_int(cfg.moe_intermediate_size),
+        "norm_topk_prob" => Value::Bool(cfg.norm_topk_prob),
+        _ => return None,
+    })
+}
+
+/// Set one of these keys (its type already checked); None when the key is not one of them.
+pub(crate) fn set(
+    cfg: &mut TrainConfig,
+    name: &str,
+    v: &Value,
+) -> Option<std::result::Result<(), String>> {
+    Some(match name {
+        "num_experts" => opt_count(v, true).map(|x| cfg.num_experts = x),
+        "experts_per_token" => opt_count(v, true).map(|x| cfg.experts_per_token = x),
+        "moe_intermediate_size" => opt_count(v, true).map(|x| cfg.moe_intermediate_size = x),
+        "norm_topk_prob" => {
+            cfg.norm_topk_prob = matches!(v, Value::Bool(true));
+            Ok(())
+        }
+        _ => return None,
+    })
+}
+
+/// Both keys on an MoE model (1 <= experts_per_token <= num_experts), none of the MoE keys
+/// elsewhere, Mixtral's renormalisation unconditional, and none of the modes the MoE layer is
+/// not simulated under.
+pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>) -> Result<()> {
+    let blame = &Blame(origins);
+    let keys = [
+        ("num_experts", cfg.num_experts),
+        ("experts_per_token", cfg.experts_per_token),
+    ];
+    let moe = matches!(cfg.model_type, ModelType::Mixtral | ModelType::Qwen3Moe);
+    let only = "None (only model_type = 'mixtral' and 'qwen3_moe' read it)";
+    if !moe {
+        return match keys.iter().find_map(|(k, v)| v.map(|v| (k, v))) {
+            Some((key, v)) => blame.fail(key, v, only),
+            None => match cfg.moe_intermediate_size {
+                Some(w) => blame.fail("moe_intermediate_size", w, only),
+                None => Ok(()),
+            },
+        };
+    }
+    if cfg.model_type == ModelType::Mixtral {
+        if let Some(w) = cfg.moe_intermediate_size {
+            let why = "None with model_type = 'mixtral' (its experts are intermediate_size wide)";
+            return blame.fail("moe_intermediate_size", w, why);
+        }
+        if !cfg.norm_topk_prob {
+            let why = "True with model_type = 'mixtral' (MixtralTopKRouter always renormalises)";
+            return blame.fail("norm_topk_prob", "False", why);
+        }
+    }
+    if cfg.moe_intermediate_size == Some(0) {
+        return blame.fail("moe_intermediate_size", "0", "a positive integer or None");
+    }
+    for (key, v) in keys {
+        match v {
+            None => {
+                let why = format!(
+                    "a positive integer for model_type = '{}'",
+                    cfg.model_type.as_str()
+                );
+                return blame.fail(key, "None", why);
+            }
+            Some(0) => return blame.fail(key, "0", "a positive integer"),
+            Some(_) => {}
+        }
+    }
+    let (e, k) = (
+        cfg.num_experts.unwrap_or(0),
+        cfg.experts_per_token.unwrap_or(0),
+    );
+    if k > e {
+        return blame.fail(
+            "experts_per_token",
+            k,
+            format!("at most num_experts = {e} (torch.topk over the experts)"),
+        );
+    }
+    refuse_unsimulated(cfg, blame)
+}
+
+/// The modes an MoE layer is not simulated under: one line each.
+fn refuse_unsimulated(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
+    if cfg.quantization != Quantization::None {
+        return blame.fail(
+            "quantization",
+            format!("'{}'", cfg.quantization.as_str()),
+            "'none' for an MoE model (bitsandbytes replaces nn.Linear modules; what it does with the 3-D expert parameters is not simulated)",
+        );
+    }
+    // Tensor parallelism (validate.rs) and torch.compile (runtime.rs `compile_fallback`:
+    // simulated eager) are handled for every Hugging Face model already.
+    if let Some((major, minor)) = cfg.transformers_version.0.filter(|v| v.0 < 5) {
+        return blame.fail(
+            "transformers_version",
+            format!("'{major}.{minor}'"),
+            "5.0 or later (or None) for an MoE model: 4.x's sparse MoE blocks loop over the experts a batch hits, so its buffers depend on the routing; 5.x's default grouped_mm path is simulated",
+        );
+    }
+    Ok(())
+}
+
+impl TrainConfig {
+    /// Each expert's hidden width: Qwen3-MoE's moe_intermediate_size, else intermediate_size.
+    pub fn expert_width(&self) -> u64 {
+        self.moe_intermediate_size.unwrap_or(self.mlp_width())
+    }
+
+    /// What the run's figures mean for an MoE model: no routing band (every buffer of the
+    /// grouped_mm path has tokens × experts_per_token rows), and, when serving, that vLLM's
+    /// own fused_moe kernel is not what was simulated.
+    pub fn moe_notes(&self) -> Vec<String> {
+        let (Some(e), Some(k)) = (self.num_experts, self.experts_per_token) else {
+            return Vec::new();
+        };
+        let mut notes = vec![format!(
+            "MoE layers as transformers 5.x runs them by default (integrations/moe.py grouped_mm_experts_forward): every expert buffer has tokens x {k} rows over the {e} experts together, so the figure is the same for balanced and skewed routing (4.x's per-expert loop, whose buffers follow the routing, is not simulated)"
+        )];
+        if self.mode == super::Mode::Inference {
+            notes.push(
+                "vLLM start-up: its profile run's MoE layers are simulated with transformers' grouped_mm buffers, not vLLM's fused_moe kernel's (not modelled); the weights and KV cache per rank are vLLM's sharding".to_string(),
+            );
+        }
+        notes
+    }
+}

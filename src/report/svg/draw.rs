@@ -335,6 +335,33 @@ pub fn place_box(
     None
 }
 
+/// The card's usable memory as a red line across `plot` at `y`, labelled "usable on the card:
+/// …" at the first spot `blocked` leaves free.
+pub fn limit_line(
+    svg: &mut Svg,
+    plot: &Rect,
+    (usable, y): (u64, f64),
+    blocked: &dyn Fn(&Rect) -> bool,
+) {
+    svg.line(
+        plot.x0,
+        y,
+        plot.x1,
+        y,
+        r##"id="limit" class="limit" stroke="#d62728" stroke-width="2""##,
+    );
+    let label = format!("usable on the card: {}", crate::units::human(usable));
+    let (x, ty, anchor) = limit_label_spot(svg, &label, y, plot, blocked);
+    svg.text(
+        x,
+        ty,
+        12.0,
+        anchor,
+        r##"fill="#d62728" font-weight="bold" class="limit-label""##,
+        &label,
+    );
+}
+
 /// Where the limit line's label goes: just above or just below the line at `y`, at the plot's
 /// left or right end, the first spot clear of other labels and not `blocked` (the curves).
 /// Returns the text's x, baseline and anchor; above at the left when nothing is clear.

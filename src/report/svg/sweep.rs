@@ -2,8 +2,8 @@
 //! and the chosen point.
 
 use super::draw::{
-    escape, limit_label_spot, num, place_box, text_width, ticks, wrap, x_axis, y_axis_gib, Anchor,
-    Rect, Scale, Svg,
+    self, escape, num, place_box, text_width, ticks, wrap, x_axis, y_axis_gib, Anchor, Rect, Scale,
+    Svg,
 };
 use crate::error::Result;
 use crate::units::{human, GIB};
@@ -226,24 +226,8 @@ fn legend(svg: &mut Svg, series: &[SweepSeries]) {
 
 /// The card's usable memory as a red line at `ly`, its label placed off the curves.
 fn limit_line(svg: &mut Svg, usable_bytes: u64, ly: f64, marks: &[Rect]) {
-    svg.line(
-        PLOT.x0,
-        ly,
-        PLOT.x1,
-        ly,
-        r##"id="limit" class="limit" stroke="#d62728" stroke-width="2""##,
-    );
-    let label = format!("usable on the card: {}", human(usable_bytes));
-    let clear = |r: &Rect| marks.iter().any(|m| m.overlaps(r));
-    let (lx, label_y, anchor) = limit_label_spot(svg, &label, ly, &PLOT, &clear);
-    svg.text(
-        lx,
-        label_y,
-        12.0,
-        anchor,
-        r##"fill="#d62728" font-weight="bold" class="limit-label""##,
-        &label,
-    );
+    let blocked = |r: &Rect| marks.iter().any(|m| m.overlaps(r));
+    draw::limit_line(svg, &PLOT, (usable_bytes, ly), &blocked);
 }
 
 /// One knob's curve: the line through its points, each point filled where it fits.

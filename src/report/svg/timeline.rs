@@ -3,7 +3,7 @@
 //! largest tensor, and the phases along the x axis.
 
 use super::annotate::{legend, peak_marker, phase_strip};
-use super::draw::{limit_label_spot, num, ticks, x_axis, y_axis_gib, Anchor, Rect, Scale, Svg};
+use super::draw::{self, num, ticks, x_axis, y_axis_gib, Anchor, Rect, Scale, Svg};
 use crate::sim::timeline::EventKind;
 use crate::sim::{Category, MemoryProfile, Phase, Timeline};
 use crate::units::{human, GIB};
@@ -365,27 +365,11 @@ fn areas_and_device_line(
 /// The card's usable memory as a red line at `y`, its label placed off the stack and the
 /// device line.
 fn limit_line(svg: &mut Svg, usable: u64, y: f64, ink: &Ink) {
-    svg.line(
-        PLOT.x0,
-        y,
-        PLOT.x1,
-        y,
-        r##"id="limit" class="limit" stroke="#d62728" stroke-width="2""##,
-    );
-    let label = format!("usable on the card: {}", human(usable));
-    let clear = |r: &Rect| {
+    let blocked = |r: &Rect| {
         let (lo, hi) = ink.device_span(r.x0, r.x1);
         r.y1 > ink.stack_top(r.x0, r.x1) || !(r.y1 < lo || r.y0 > hi)
     };
-    let (x, ty, anchor) = limit_label_spot(svg, &label, y, &PLOT, &clear);
-    svg.text(
-        x,
-        ty,
-        12.0,
-        anchor,
-        r##"fill="#d62728" font-weight="bold" class="limit-label""##,
-        &label,
-    );
+    draw::limit_line(svg, &PLOT, (usable, y), &blocked);
 }
 
 /// Events across (x), GiB up (y, ticks `yt`).

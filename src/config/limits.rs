@@ -110,6 +110,18 @@ pub const LIMITS: &[Limit] = &[
         why: "LoRA ranks are 4 to 256 in practice",
     },
     Limit {
+        key: "num_experts",
+        max: 1 << 12,
+        what: "experts per MoE layer",
+        why: "released MoE models have 8 to 384: Mixtral 8, Qwen3-MoE 128, DeepSeek-V3 256, Kimi K2 384",
+    },
+    Limit {
+        key: "moe_intermediate_size",
+        max: 1 << 20,
+        what: "expert MLP width",
+        why: "released experts are 768 to 14 336 wide: Qwen3-30B-A3B 768, Mixtral 14 336",
+    },
+    Limit {
         key: "max_num_seqs",
         max: 1 << 20,
         what: "sequences served at once",
@@ -141,6 +153,8 @@ fn value(cfg: &TrainConfig, key: &str) -> Option<u64> {
         "lora_rank" => Some(cfg.lora_rank),
         "max_num_seqs" => cfg.max_num_seqs,
         "max_num_batched_tokens" => cfg.max_num_batched_tokens,
+        "num_experts" => cfg.num_experts,
+        "moe_intermediate_size" => cfg.moe_intermediate_size,
         _ => None,
     }
 }

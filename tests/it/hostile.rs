@@ -259,3 +259,25 @@ fn usage_errors_are_one_line_and_say_how_overrides_are_written() {
         &["--layers 0: expected 1 to n_layer = 12"],
     );
 }
+
+#[test]
+fn absurd_moe_sizes_are_refused_before_any_work() {
+    refused(
+        &[
+            "check",
+            "--model",
+            "mixtral-8x7b",
+            "--num_experts=100000000",
+        ],
+        &["num_experts = 100000000: expected at most 4096 experts per MoE layer"],
+    );
+    refused(
+        &[
+            "check",
+            "--model",
+            "qwen3-30b-a3b",
+            "--moe_intermediate_size=99999999999",
+        ],
+        &["moe_intermediate_size = 99999999999: expected at most 1048576"],
+    );
+}

@@ -15,7 +15,12 @@ fn near_limits() -> impl Strategy<Value = Vec<(&'static str, u64)>> {
         .filter(|k| {
             !matches!(
                 *k,
-                "lora_rank" | "n_kv_head" | "head_dim" | "intermediate_size"
+                "lora_rank"
+                    | "n_kv_head"
+                    | "head_dim"
+                    | "intermediate_size"
+                    | "num_experts"
+                    | "moe_intermediate_size"
             )
         })
         .collect();

@@ -220,6 +220,8 @@ mod tests {
             eval_batch_size: Some(1),
             max_num_batched_tokens: Some(1),
             max_num_seqs: Some(1),
+            num_experts: Some(1),
+            moe_intermediate_size: Some(1),
             ..TrainConfig::default()
         };
         for l in LIMITS {

@@ -215,6 +215,24 @@ impl Shared {
         x
     }
 
+    /// `*Model.forward` returns (its rotary tables, masks and cache_position go), then
+    /// `*ForCausalLM.forward` runs its head on the final norm's output `xf`, which then goes.
+    /// `how`: the loss, and whether Gemma's final soft-capping runs.
+    pub fn finish(
+        self,
+        e: &mut Engine,
+        xf: V,
+        lm_head: usize,
+        head: Head,
+        how: (HfLoss, bool),
+    ) -> Output {
+        self.release(e);
+        e.release(self.positions);
+        let out = causal_lm_head(e, xf, lm_head, head, how);
+        e.drop_value(xf);
+        out
+    }
+
     fn tensors(&self) -> impl Iterator<Item = T> {
         let (lc, ls) = (self.local.map(|l| l.0), self.local.map(|l| l.1));
         [
@@ -298,17 +316,12 @@ pub fn input_embeddings(
 
 /// `*ForCausalLM.forward` after the final norm: the loss against the targets (training and
 /// eval), or the logits alone (inference; `logits_to_keep=1` slices `hidden_states[:, -1:, :]`
-/// as a view).
-pub fn causal_lm_head(e: &mut Engine, xf: V, weight: usize, head: Head, loss: HfLoss) -> Output {
-    capped_causal_lm_head(e, xf, weight, head, (loss, false))
-}
-
-/// `causal_lm_head` with Gemma 2's final soft-capping when `softcap` (Gemma2ForCausalLM.forward,
+/// as a view). With `softcap`, Gemma 2's final soft-capping (Gemma2ForCausalLM.forward,
 /// modeling_gemma2.py: `logits = logits / cap; logits = torch.tanh(logits); logits = logits *
 /// cap` on the lm_head's output, before the release's loss chain): two more full (B, T, V)
 /// tensors live while it runs and tanh's result saved until the backward. The chunked loss (a
 /// model.py change of vramplan's own) is not capped.
-pub fn capped_causal_lm_head(
+fn causal_lm_head(
     e: &mut Engine,
     xf: V,
     weight: usize,

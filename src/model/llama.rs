@@ -23,7 +23,7 @@
 //! `use_cache=False` (training); attention is HF's default `sdpa`, or `eager` with
 //! `flash = False`. Each `drop_value` is where a Python name goes out of scope or is rebound.
 
-use super::hf::{capped_causal_lm_head, input_embeddings, Shared};
+use super::hf::{input_embeddings, Shared};
 use super::llama_layer::{Dims, Layer, LayerCall, Mlp};
 use super::lora::Params;
 use super::moe::{MoeWeights, RouterKind};
@@ -138,12 +138,7 @@ impl Llama {
         // The model's forward returns: its locals (inputs_embeds, the rotary tables, the
         // masks, cache_position) go.
         e.drop_value(inputs_embeds);
-        shared.release(e);
-        e.release(shared.positions);
-        let how = (self.loss, var.final_softcap);
-        let out = capped_causal_lm_head(e, xf, self.lm_head, head, how);
-        e.drop_value(xf);
-        out
+        shared.finish(e, xf, self.lm_head, head, (self.loss, var.final_softcap))
     }
 }
 

@@ -16,7 +16,7 @@
 //! The attention projects q, k, v with one `query_key_value` Linear, views it as
 //! (B, nh, T, 3·hd) and chunks it; rotary rotates the first `rotary_pct · hd` dims of q and k.
 
-use super::hf::{causal_lm_head, input_embeddings, Shared};
+use super::hf::{input_embeddings, Shared};
 use super::lora::{self, Params, Proj};
 use super::{Head, Output};
 use crate::config::TrainConfig;
@@ -153,11 +153,7 @@ impl Neox {
         let (w, bias) = self.final_ln;
         let xf = ops::layer_norm(e, x, w, bias, Name::top("final_layer_norm", "out"));
         e.drop_value(x);
-        shared.release(e);
-        e.release(shared.positions);
-        let out = causal_lm_head(e, xf, self.embed_out, head, self.loss);
-        e.drop_value(xf);
-        out
+        shared.finish(e, xf, self.embed_out, head, (self.loss, false))
     }
 }
 

@@ -26,7 +26,7 @@
 //! gradients summed into qkv's. `chunk` is SplitBackward: one cat of the two halves'
 //! gradients. The saved v, gate and up are views, so they keep qkv and gate_up alive whole.
 
-use super::hf::{causal_lm_head, input_embeddings, Shared};
+use super::hf::{input_embeddings, Shared};
 use super::lora::{self, Params, Proj};
 use super::{Head, Output};
 use crate::config::TrainConfig;
@@ -163,11 +163,7 @@ impl Phi3 {
         // Phi3Model.forward returns: its locals (inputs_embeds, the rotary tables, the mask,
         // cache_position) go.
         e.drop_value(inputs_embeds);
-        shared.release(e);
-        e.release(shared.positions);
-        let out = causal_lm_head(e, xf, self.lm_head, head, self.loss);
-        e.drop_value(xf);
-        out
+        shared.finish(e, xf, self.lm_head, head, (self.loss, false))
     }
 }
 

@@ -335,6 +335,23 @@ pub fn place_box(
     None
 }
 
+/// A chart's scales: 0..x_top across `plot`, 0..y_top up it (the y axis grows upwards).
+pub fn plot_scales(plot: &Rect, x_top: f64, y_top: f64) -> (Scale, Scale) {
+    let xs = Scale {
+        d0: 0.0,
+        d1: x_top,
+        r0: plot.x0,
+        r1: plot.x1,
+    };
+    let ys = Scale {
+        d0: 0.0,
+        d1: y_top,
+        r0: plot.y1,
+        r1: plot.y0,
+    };
+    (xs, ys)
+}
+
 /// The card's usable memory as a red line across `plot` at `y`, labelled "usable on the card:
 /// …" at the first spot `blocked` leaves free.
 pub fn limit_line(

@@ -2,8 +2,7 @@
 //! and the chosen point.
 
 use super::draw::{
-    self, escape, num, place_box, text_width, ticks, wrap, x_axis, y_axis_gib, Anchor, Rect, Scale,
-    Svg,
+    self, escape, num, place_box, text_width, ticks, wrap, x_axis, y_axis_gib, Anchor, Rect, Svg,
 };
 use crate::error::Result;
 use crate::units::{human, GIB};
@@ -77,18 +76,8 @@ pub fn sweep_svg(
     let max_y = all().map(|p| p.1).max().unwrap_or(0).max(usable_bytes);
     let xt = ticks(max_b as f64, 10, true);
     let yt = ticks(gib(max_y) * 1.08, 7, false);
-    let xs = Scale {
-        d0: 0.0,
-        d1: *xt.last().unwrap_or(&1.0),
-        r0: PLOT.x0,
-        r1: PLOT.x1,
-    };
-    let ys = Scale {
-        d0: 0.0,
-        d1: *yt.last().unwrap_or(&1.0),
-        r0: PLOT.y1,
-        r1: PLOT.y0,
-    };
+    let top = |t: &[f64]| *t.last().unwrap_or(&1.0);
+    let (xs, ys) = draw::plot_scales(&PLOT, top(&xt), top(&yt));
     let at = |(b, p): (u64, u64)| (xs.at(b as f64), ys.at(gib(p)));
     let chosen_point = chosen.as_ref().and_then(|(label, b)| {
         series

@@ -247,7 +247,7 @@ pub fn timeline_svg(
     .max()
     .unwrap_or(0);
     let yt = ticks(gib(top) * 1.12, 6, false);
-    let (xs, ys) = scales(n, &yt);
+    let (xs, ys) = draw::plot_scales(&PLOT, n.max(1) as f64, *yt.last().unwrap_or(&1.0));
     let yb = |b: u64| ys.at(gib(b));
     let present: Vec<usize> = (0..LAYERS)
         .filter(|&l| s.at_peak[l] > 0 || s.buckets.iter().any(|b| b.layers[l] > 0))
@@ -370,23 +370,6 @@ fn limit_line(svg: &mut Svg, usable: u64, y: f64, ink: &Ink) {
         r.y1 > ink.stack_top(r.x0, r.x1) || !(r.y1 < lo || r.y0 > hi)
     };
     draw::limit_line(svg, &PLOT, (usable, y), &blocked);
-}
-
-/// Events across (x), GiB up (y, ticks `yt`).
-fn scales(n: usize, yt: &[f64]) -> (Scale, Scale) {
-    let xs = Scale {
-        d0: 0.0,
-        d1: n.max(1) as f64,
-        r0: PLOT.x0,
-        r1: PLOT.x1,
-    };
-    let ys = Scale {
-        d0: 0.0,
-        d1: *yt.last().unwrap_or(&1.0),
-        r0: PLOT.y1,
-        r1: PLOT.y0,
-    };
-    (xs, ys)
 }
 
 /// Phases as faint bands behind everything in the plot.

@@ -67,6 +67,32 @@ impl PrecisionMode {
     }
 }
 
+/// What a checkpointed block keeps from its forward for the backward's recomputation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum CheckpointPolicy {
+    /// Only the block's inputs: every op is recomputed (torch.utils.checkpoint as nanoGPT,
+    /// HF's gradient_checkpointing, torchtune and torchtitan's `FullAC` call it).
+    #[default]
+    #[serde(rename = "full")]
+    Full,
+    /// torchtitan's per-op selective AC (torchtitan/distributed/activation_checkpoint.py
+    /// `SelectiveAC`): the outputs of compute-intensive ops are kept, every second matmul and
+    /// everything else recomputed (`sim::sac`).
+    #[serde(rename = "op")]
+    Op,
+}
+
+impl CheckpointPolicy {
+    pub const ALL: [CheckpointPolicy; 2] = [CheckpointPolicy::Full, CheckpointPolicy::Op];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointPolicy::Full => "full",
+            CheckpointPolicy::Op => "op",
+        }
+    }
+}
+
 /// Optimizer implementation (memory of its state and its step's temporaries differ;
 /// `sim::optim` cites each one's source).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

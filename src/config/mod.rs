@@ -34,7 +34,9 @@ mod value;
 
 pub use frameworks::{load_sources, Sources};
 pub use infer_keys::{KvCacheDtype, Mode, VllmVersion};
-pub use kinds::{Framework, LossKind, OptimizerKind, Parallelism, Precision, PrecisionMode};
+pub use kinds::{
+    CheckpointPolicy, Framework, LossKind, OptimizerKind, Parallelism, Precision, PrecisionMode,
+};
 pub use lora::Quantization;
 pub use model_keys::ModelType;
 pub use models::{load_hf_str, load_with_model, ModelSource};
@@ -200,6 +202,9 @@ pub struct TrainConfig {
     /// With activation_checkpointing: checkpoint every k-th block (1 = every block).
     #[serde(default = "infer_keys::one")]
     pub checkpoint_every: u64,
+    /// With activation checkpointing: what a checkpointed block keeps (torchtitan's op policy).
+    #[serde(default)]
+    pub checkpoint_policy: CheckpointPolicy,
     /// With activation checkpointing: torch.utils.checkpoint's use_reentrant; None = the
     /// framework's default ([`TrainConfig::reentrant_checkpoint`]).
     #[serde(default)]
@@ -358,6 +363,7 @@ impl Default for TrainConfig {
             flash: true,
             activation_checkpointing: false,
             checkpoint_every: 1,
+            checkpoint_policy: CheckpointPolicy::Full,
             use_reentrant: None,
             optimizer: OptimizerKind::AdamW,
             eval_batch_size: None,
@@ -458,7 +464,13 @@ impl TrainConfig {
     /// modeling_utils.py) and False from 5.0; an unknown release takes the 4.x default, the
     /// one that holds more. nanoGPT's change as vramplan prints it, torchtune's
     /// `CheckpointImpl.NO_REENTRANT` wrapper and LitGPT's policy are non-reentrant.
+    /// torchtitan's op policy runs non-reentrant (`ptd_checkpoint_wrapper`'s default
+    /// `CheckpointImpl.NO_REENTRANT`; torch/utils/checkpoint.py accepts a `context_fn` only with
+    /// use_reentrant=False, and validation refuses an explicit True).
     pub fn reentrant_checkpoint(&self) -> bool {
+        if self.checkpoint_policy == CheckpointPolicy::Op {
+            return false;
+        }
         self.use_reentrant.unwrap_or(match self.framework {
             Framework::HfTrainer | Framework::Axolotl => {
                 !self.transformers_version.at_least((5, 0))

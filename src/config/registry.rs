@@ -5,7 +5,8 @@
 use super::kinds::{parse_name, quoted_names};
 use super::value::{count, float, opt_count, Value};
 use super::{
-    Framework, LossKind, OptimizerKind, Parallelism, Precision, PrecisionMode, TrainConfig,
+    CheckpointPolicy, Framework, LossKind, OptimizerKind, Parallelism, Precision, PrecisionMode,
+    TrainConfig,
 };
 
 /// The Python type a key takes. nanoGPT's configurator asserts an override has the type of the
@@ -143,6 +144,7 @@ pub const KEYS: &[KeySpec] = &[
     field("vocab_size", Ty::Int, false, "vocabulary; default 50304, 50257 for gpt2* weights, 65 for shakespeare_char"),
     field("flash", Ty::Bool, false, "True = F.scaled_dot_product_attention, False = manual masked softmax"),
     field("activation_checkpointing", Ty::Bool, false, "recompute each block's activations in backward"),
+    field("checkpoint_policy", Ty::Str, false, "with activation_checkpointing: 'full' recomputes every op of a checkpointed block; 'op' is torchtitan's per-op selective AC (keeps the outputs of every other matmul, of SDPA and of the other compute-intensive ops; recomputes the rest; non-reentrant)"),
     field("use_reentrant", Ty::OptBool, false, "with activation_checkpointing: torch.utils.checkpoint's use_reentrant (True keeps each block's recomputed output and incoming gradient through its backward); None = the framework's default (transformers 4.x: True, 5.x: False; nanoGPT's printed change, torchtune, LitGPT: False)"),
     field("checkpoint_every", Ty::Int, false, "with activation_checkpointing: checkpoint every k-th block, the 1-based k-th, 2k-th, ... (torchtitan's selective_ac_option = 'k'); 1 = every block"),
     field("optimizer", Ty::Str, false, "'adamw' (fused, as nanoGPT), 'adamw_foreach' (torch's default), 'adamw_single', 'adamw8bit', 'paged_adamw8bit', 'paged_adamw', 'adafactor', 'lion' or 'sgd'"),
@@ -306,6 +308,7 @@ pub(crate) fn get(cfg: &TrainConfig, spec: &KeySpec) -> Value {
         "flash" => Value::Bool(cfg.flash),
         "activation_checkpointing" => Value::Bool(cfg.activation_checkpointing),
         "checkpoint_every" => int(cfg.checkpoint_every),
+        "checkpoint_policy" => s(cfg.checkpoint_policy.as_str()),
         "use_reentrant" => cfg.use_reentrant.map_or(Value::None, Value::Bool),
         "ddp_bucket_view" => Value::Bool(cfg.ddp_bucket_view),
         "offload_optimizer" => Value::Bool(cfg.offload_optimizer),
@@ -394,6 +397,9 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
         }
         "eval_batch_size" => {
             cfg.eval_batch_size = opt_count(v, false)?;
+        }
+        "checkpoint_policy" => {
+            cfg.checkpoint_policy = choice(v, &CheckpointPolicy::ALL, |m| m.as_str())?
         }
         "use_reentrant" => cfg.use_reentrant = (*v != Value::None).then(|| boolean(v)),
         "transformers_version" => {

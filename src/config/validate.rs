@@ -180,6 +180,32 @@ fn combinations(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
             "a positive integer (1 = every block, k = every k-th block)",
         );
     }
+    op_checkpoint_policy(cfg, blame)
+}
+
+/// torchtitan's per-op policy (`sim::sac`) is derived for dense decoders whose matmuls are
+/// aten.mm/addmm: bitsandbytes' 4-/8-bit matmuls and the MoE experts' grouped_mm/topk are other
+/// ops whose policy is not derived here, and torch.utils.checkpoint takes a `context_fn` only
+/// non-reentrant (it raises "Passing `context_fn` or `debug` is only supported when
+/// use_reentrant=False").
+fn op_checkpoint_policy(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
+    if cfg.checkpoint_policy != super::CheckpointPolicy::Op || !cfg.activation_checkpointing {
+        return Ok(());
+    }
+    let refuse = |why: &str| blame.fail("checkpoint_policy", "'op'", format!("'full' {why}"));
+    if cfg.use_reentrant == Some(true) {
+        return refuse("with use_reentrant = True (a selective policy runs non-reentrant only)");
+    }
+    if cfg.quantization != super::Quantization::None {
+        return refuse(
+            "with quantized weights (the policy over bitsandbytes' matmuls is not modelled)",
+        );
+    }
+    if cfg.num_experts.is_some() {
+        return refuse(
+            "with mixture-of-experts models (the policy over grouped_mm and topk is not modelled)",
+        );
+    }
     Ok(())
 }
 

@@ -123,6 +123,10 @@ impl Decisions {
             reentrant_checkpoint: cfg.activation_checkpointing.then(|| Decision {
                 value: cfg.reentrant_checkpoint(),
                 source: match (cfg.use_reentrant, cfg.framework) {
+                    _ if cfg.checkpoint_policy == crate::config::CheckpointPolicy::Op => {
+                        "checkpoint_policy = 'op', torchtitan's per-op selective AC: keeps the \
+                         outputs of every other mm and of addmm, bmm and SDPA; recomputes the rest"
+                    }
                     (Some(_), _) => "use_reentrant as written",
                     (None, Framework::HfTrainer | Framework::Axolotl) => {
                         "gradient_checkpointing_enable's default: use_reentrant=True in \

@@ -149,6 +149,8 @@ impl Engine {
     pub fn checkpoint(&mut self, f: super::engine::Recompute, x: V) -> V {
         let grad_mode = self.grad_mode;
         self.grad_mode = false;
+        let id = self.recompute.len() as u32;
+        self.sac_enter(id, false);
         let out = f(
             self,
             V {
@@ -156,9 +158,9 @@ impl Engine {
                 edge: Edge::None,
             },
         );
+        self.sac_leave();
         self.grad_mode = grad_mode;
         self.recompute.push(f);
-        let id = (self.recompute.len() - 1) as u32;
         self.retain(x.t);
         let edge = self.push_node(
             Op::Checkpoint { f: id, x: x.t },
@@ -177,8 +179,10 @@ impl Engine {
     pub(crate) fn checkpoint_backward(&mut self, f: u32, x: T, g: T) -> T {
         let outer = std::mem::take(&mut self.tape);
         let captured = self.captured.take();
+        let id = f;
         let f = self.recompute[f as usize].clone();
         self.enter_autocast(self.rt.autocast);
+        self.sac_enter(id, true);
         let out = f(
             self,
             V {
@@ -186,6 +190,7 @@ impl Engine {
                 edge: Edge::Capture,
             },
         );
+        self.sac_leave();
         self.exit_autocast();
         let reentrant = self.reentrant_checkpoint;
         if reentrant {

@@ -89,6 +89,12 @@ pub struct Engine {
     pub param_dtype: DType,
     /// Activation checkpointing runs torch.utils.checkpoint with use_reentrant=True.
     pub reentrant_checkpoint: bool,
+    /// Checkpointed blocks run torchtitan's per-op policy (`sim::sac`).
+    pub sac_policy: bool,
+    /// The block the policy is running, if any.
+    pub(crate) sac: Option<super::sac::SacFrame>,
+    /// Each checkpoint's storage of kept outputs, in the order its forward made them.
+    pub(crate) sac_storage: HashMap<u32, std::collections::VecDeque<Vec<Option<T>>>>,
 }
 
 impl Engine {
@@ -124,6 +130,9 @@ impl Engine {
             frozen_view: false,
             param_dtype: DType::F32,
             reentrant_checkpoint: false,
+            sac_policy: false,
+            sac: None,
+            sac_storage: HashMap::new(),
         }
     }
 

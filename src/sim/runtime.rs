@@ -149,6 +149,13 @@ pub fn compile_fallback(cfg: &TrainConfig) -> Option<&'static str> {
         Some("LoRA and quantized weights under torch.compile")
     } else if cfg.precision_mode == PrecisionMode::Pure {
         Some("precision_mode='pure' under torch.compile")
+    } else if cfg.activation_checkpointing
+        && cfg.checkpoint_policy == crate::config::CheckpointPolicy::Op
+    {
+        // Compiled, the policy tags each traced node's meta["recompute"] and the min-cut
+        // partitioner honours the tags (torch/_functorch/partitioners.py `must_recompute`):
+        // another graph, not derived yet.
+        Some("torchtitan's per-op checkpoint policy under torch.compile")
     } else {
         None
     }

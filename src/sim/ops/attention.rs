@@ -14,6 +14,7 @@ use super::save;
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
+use crate::sim::sac::SacOp;
 use crate::sim::timeline::{Category, Name, Shape};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,41 +290,12 @@ pub fn attention(
 }
 
 fn sdpa_forward(e: &mut Engine, a: &mut Attention, qkv: T) -> T {
-    let out = e.alloc(a.name("sdpa.out"), a.bhtd(), a.dtype, Category::Activations);
     let training = e.grad_mode;
-    let lse_rows = match a.kind {
-        AttnKind::Flash => a.t,
-        // Efficient attention pads logsumexp to 32 rows, and skips it without grad.
-        _ if training => round_up(a.t, 32),
-        _ => 0,
-    };
-    let lse = (lse_rows > 0).then(|| {
-        e.alloc(
-            a.name("sdpa.logsumexp"),
-            Shape::new(&[a.b, a.nh, lse_rows]),
-            DType::F32,
-            Category::Activations,
-        )
-    });
-    let rng = if a.kind == AttnKind::Flash {
-        // Philox seed/offset as device tensors: uint64[2] and a uint64 scalar.
-        [
-            Some(e.alloc(
-                a.name("sdpa.rng_state"),
-                Shape::new(&[2]),
-                DType::U64,
-                Category::Other,
-            )),
-            Some(e.alloc(
-                a.name("sdpa.rng_offset"),
-                Shape::scalar(),
-                DType::U64,
-                Category::Other,
-            )),
-        ]
-    } else {
-        [None, None]
-    };
+    // torchtitan's op policy keeps all of the kernel's outputs (sim::sac).
+    let [out, lse, rng_state, rng_offset] =
+        e.sac_outputs(SacOp::ComputeIntensive, |e| sdpa_outputs(e, a));
+    let out = out.expect("SDPA has an output");
+    let rng = [rng_state, rng_offset];
     if training {
         a.qkv = Some(save(e, qkv));
         a.out = Some(save(e, out));
@@ -337,6 +309,46 @@ fn sdpa_forward(e: &mut Engine, a: &mut Attention, qkv: T) -> T {
     out
 }
 
+/// The kernel's output, its fp32 logsumexp (efficient attention pads it to 32 rows and skips
+/// it when no input needs a gradient; a non-reentrant checkpoint's forward runs with grad on)
+/// and flash's Philox seed/offset as device tensors: uint64[2] and a uint64 scalar.
+fn sdpa_outputs(e: &mut Engine, a: &Attention) -> [Option<T>; 4] {
+    let out = e.alloc(a.name("sdpa.out"), a.bhtd(), a.dtype, Category::Activations);
+    let lse_rows = match a.kind {
+        AttnKind::Flash => a.t,
+        _ if e.grad_mode || e.sac_forward() => round_up(a.t, 32),
+        _ => 0,
+    };
+    let lse = (lse_rows > 0).then(|| {
+        e.alloc(
+            a.name("sdpa.logsumexp"),
+            Shape::new(&[a.b, a.nh, lse_rows]),
+            DType::F32,
+            Category::Activations,
+        )
+    });
+    let [rng_state, rng_offset] = if a.kind == AttnKind::Flash {
+        let other = Category::Other;
+        [
+            Some(e.alloc(
+                a.name("sdpa.rng_state"),
+                Shape::new(&[2]),
+                DType::U64,
+                other,
+            )),
+            Some(e.alloc(
+                a.name("sdpa.rng_offset"),
+                Shape::scalar(),
+                DType::U64,
+                other,
+            )),
+        ]
+    } else {
+        [None, None]
+    };
+    [Some(out), lse, rng_state, rng_offset]
+}
+
 fn manual_forward(e: &mut Engine, a: &mut Attention, dropout: f64) -> (T, T) {
     let h = a.dtype;
     let act = Category::Activations;
@@ -344,7 +356,11 @@ fn manual_forward(e: &mut Engine, a: &mut Attention, dropout: f64) -> (T, T) {
     // q @ k.transpose(-2, -1): both made contiguous for bmm.
     let q = e.alloc(a.name("q"), a.bhtd(), h, act);
     let k = e.alloc(a.name("k"), a.bhtd(), h, act);
-    let s = e.alloc(a.name("scores"), a.scores(), h, act);
+    // Both matmuls are bmm, which torchtitan's op policy keeps (sim::sac).
+    let [s] = e.sac_outputs(SacOp::ComputeIntensive, |e| {
+        [Some(e.alloc(a.name("scores"), a.scores(), h, act))]
+    });
+    let s = s.expect("bmm has an output");
     e.matmul_workspace();
     a.q = Some(save(e, q));
     a.k = Some(save(e, k));
@@ -396,7 +412,10 @@ fn manual_forward(e: &mut Engine, a: &mut Attention, dropout: f64) -> (T, T) {
         att
     };
     let v = e.alloc(a.name("v"), a.bhtd(), h, act);
-    let y = e.alloc(a.name("y"), a.bhtd(), h, act);
+    let [y] = e.sac_outputs(SacOp::ComputeIntensive, |e| {
+        [Some(e.alloc(a.name("y"), a.bhtd(), h, act))]
+    });
+    let y = y.expect("bmm has an output");
     a.att = Some(save(e, att_mm));
     a.v = Some(save(e, v));
     e.release(att_mm);

@@ -19,6 +19,7 @@ use super::Op;
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
+use crate::sim::sac::SacOp;
 use crate::sim::timeline::{Category, Shape};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +151,11 @@ fn scores_attention_capped(
     }
     temps.push(kx);
     let vx = expand(e, v.t, dv, "v_repeat");
-    let mut s = e.alloc(h.name("scores"), h.scores(), mm, act);
+    // Both matmuls are bmm, which torchtitan's op policy keeps (sim::sac).
+    let [s] = e.sac_outputs(SacOp::ComputeIntensive, |e| {
+        [Some(e.alloc(h.name("scores"), h.scores(), mm, act))]
+    });
+    let mut s = s.expect("bmm has an output");
     e.matmul_workspace();
     let mut tanh = None;
     let mut pre_softmax = mm;
@@ -185,7 +190,10 @@ fn scores_attention_capped(
     let att_dtype = e.dtype(att);
     let attm = to_mm(e, att, h.scores(), mm, &h, "attn_cast");
     let vm = to_mm(e, vx, full, mm, &h, "v_cast");
-    let y = e.alloc(h.name("attn_output"), full, mm, act);
+    let [y] = e.sac_outputs(SacOp::ComputeIntensive, |e| {
+        [Some(e.alloc(h.name("attn_output"), full, mm, act))]
+    });
+    let y = y.expect("bmm has an output");
     let yt = e.alloc(h.name("attn_output_contiguous"), h.out(), mm, act);
     e.release(y);
     if record {

@@ -8,6 +8,7 @@ use super::{save, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
+use crate::sim::sac::SacOp;
 use crate::sim::timeline::{Category, Name, Shape};
 
 #[derive(Debug, Clone, Copy)]
@@ -141,16 +142,24 @@ pub fn linear(
     // `ban_recompute_materialized_backward`).
     let (xo, wo) = (e.materialise(xm.t), e.materialise(wm.t));
     let bo = bm.map(|b| e.materialise(b.t));
-    let out = e.alloc(
-        Name::at(
-            layer,
-            module,
-            if module == "lm_head" { "logits" } else { "out" },
-        ),
-        out_shape,
-        dtype,
-        category,
-    );
+    // Under torchtitan's op policy (sim::sac) a kept matmul's output comes back from the
+    // checkpoint's storage in the recomputation. With a bias, F.linear is addmm
+    // (aten/src/ATen/native/Linear.cpp `linear`, `_flatten_nd_linear` for 3-D inputs).
+    let sac_op = if b.is_some() {
+        SacOp::ComputeIntensive
+    } else {
+        SacOp::Mm
+    };
+    let [out] = e.sac_outputs(sac_op, |e| {
+        let what = if module == "lm_head" { "logits" } else { "out" };
+        [Some(e.alloc(
+            Name::at(layer, module, what),
+            out_shape,
+            dtype,
+            category,
+        ))]
+    });
+    let out = out.expect("a linear has one output");
     e.matmul_workspace();
     let (need_x, need_w) = (xm.edge != Edge::None, wm.edge != Edge::None);
     let saved = LinearSaved {

@@ -17,6 +17,7 @@ use super::Op;
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
+use crate::sim::sac::SacOp;
 use crate::sim::timeline::{Category, Name, Shape};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,21 +148,15 @@ pub fn sdpa_masked(e: &mut Engine, q: V, k: V, v: V, h: Heads) -> V {
     run_kernel(e, qkv, SdpaKernel::Efficient, h, Some(bias))
 }
 
-/// The kernel on q, k, v already in its dtype; `bias` (an additive mask) is kept with them.
-fn run_kernel(
-    e: &mut Engine,
-    [q, k, v]: [V; 3],
-    kernel: SdpaKernel,
-    h: Heads,
-    bias: Option<T>,
-) -> V {
-    let dtype = e.dtype(q.t);
-    let training = e.grad_mode;
+/// What the kernel writes: its output, the fp32 logsumexp (the memory-efficient kernel pads it
+/// to 32 rows and skips it when no input needs a gradient; a non-reentrant checkpoint's forward
+/// runs with grad on, so it computes it there too) and flash's Philox seed and offset as device
+/// tensors (uint64[2] and a uint64 scalar).
+fn kernel_outputs(e: &mut Engine, kernel: SdpaKernel, h: &Heads, dtype: DType) -> [Option<T>; 4] {
     let out = e.alloc(h.name("sdpa.out"), h.out(), dtype, Category::Activations);
     let lse_rows = match kernel {
         SdpaKernel::Flash => h.t,
-        // The efficient kernel pads logsumexp to 32 rows, and skips it without grad.
-        SdpaKernel::Efficient if training => round_up(h.t, 32),
+        SdpaKernel::Efficient if e.grad_mode || e.sac_forward() => round_up(h.t, 32),
         SdpaKernel::Efficient => 0,
     };
     let lse = (lse_rows > 0).then(|| {
@@ -172,7 +167,7 @@ fn run_kernel(
             Category::Activations,
         )
     });
-    let rng = if kernel == SdpaKernel::Flash {
+    let [rng_state, rng_offset] = if kernel == SdpaKernel::Flash {
         [
             Some(e.alloc(
                 h.name("sdpa.rng_state"),
@@ -190,6 +185,25 @@ fn run_kernel(
     } else {
         [None, None]
     };
+    [Some(out), lse, rng_state, rng_offset]
+}
+
+/// The kernel on q, k, v already in its dtype; `bias` (an additive mask) is kept with them.
+fn run_kernel(
+    e: &mut Engine,
+    [q, k, v]: [V; 3],
+    kernel: SdpaKernel,
+    h: Heads,
+    bias: Option<T>,
+) -> V {
+    let dtype = e.dtype(q.t);
+    let training = e.grad_mode;
+    // The kernel's outputs; torchtitan's op policy keeps them all (sim::sac).
+    let [out, lse, rng_state, rng_offset] = e.sac_outputs(SacOp::ComputeIntensive, |e| {
+        kernel_outputs(e, kernel, &h, dtype)
+    });
+    let out = out.expect("SDPA has an output");
+    let rng = [rng_state, rng_offset];
     let record = training && [q.edge, k.edge, v.edge].iter().any(|e| *e != Edge::None);
     if !record {
         for t in [rng[1], rng[0], lse, bias].into_iter().flatten() {

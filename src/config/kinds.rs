@@ -80,15 +80,25 @@ pub enum CheckpointPolicy {
     /// everything else recomputed (`sim::sac`).
     #[serde(rename = "op")]
     Op,
+    /// axolotl's `gradient_checkpointing: offload` (`CPU_Offloaded_Gradient_Checkpointer`,
+    /// Unsloth's offloaded checkpointer): the block's input is copied to host memory and back
+    /// for the recomputation; the backward holds like a reentrant checkpoint.
+    #[serde(rename = "offload")]
+    Offload,
 }
 
 impl CheckpointPolicy {
-    pub const ALL: [CheckpointPolicy; 2] = [CheckpointPolicy::Full, CheckpointPolicy::Op];
+    pub const ALL: [CheckpointPolicy; 3] = [
+        CheckpointPolicy::Full,
+        CheckpointPolicy::Op,
+        CheckpointPolicy::Offload,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             CheckpointPolicy::Full => "full",
             CheckpointPolicy::Op => "op",
+            CheckpointPolicy::Offload => "offload",
         }
     }
 }

@@ -467,9 +467,14 @@ impl TrainConfig {
     /// torchtitan's op policy runs non-reentrant (`ptd_checkpoint_wrapper`'s default
     /// `CheckpointImpl.NO_REENTRANT`; torch/utils/checkpoint.py accepts a `context_fn` only with
     /// use_reentrant=False, and validation refuses an explicit True).
+    /// axolotl's offloading checkpointer is an autograd Function whose backward holds the
+    /// recomputed output and the incoming gradient until `torch.autograd.backward` returns, as
+    /// a reentrant checkpoint does (it ignores use_reentrant).
     pub fn reentrant_checkpoint(&self) -> bool {
-        if self.checkpoint_policy == CheckpointPolicy::Op {
-            return false;
+        match self.checkpoint_policy {
+            CheckpointPolicy::Op => return false,
+            CheckpointPolicy::Offload => return true,
+            CheckpointPolicy::Full => {}
         }
         self.use_reentrant.unwrap_or(match self.framework {
             Framework::HfTrainer | Framework::Axolotl => {

@@ -170,6 +170,9 @@ pub struct CheckReport {
     pub warnings: Vec<String>,
     /// Multi-GPU runs: the figures are one rank's (rank 0).
     pub ranks: Option<RanksReport>,
+    /// Host memory the run keeps outside the GPU (an offloading engine's state, offloaded
+    /// checkpoint inputs at their most); 0 without offload.
+    pub host_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -270,6 +273,7 @@ pub fn build_from(cfg: &TrainConfig, run: &Run, budget: Option<&Budget>) -> Resu
                 host_bytes: run.timeline.host_bytes,
             },
         ),
+        host_bytes: run.timeline.host_bytes,
     })
 }
 

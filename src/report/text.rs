@@ -175,13 +175,14 @@ fn card_lines(out: &mut String, r: &CheckReport, style: Style) {
             k.parallelism,
             crate::units::count(k.micro_steps_per_rank, "micro-step")
         );
-        if k.host_bytes > 0 {
-            let _ = writeln!(
-                out,
-                "Host memory: {} of CPU RAM per rank for the offloaded state (not in the GPU figures)",
-                style.b(k.host_bytes)
-            );
-        }
+    }
+    if r.host_bytes > 0 {
+        let _ = writeln!(
+            out,
+            "Host memory: {} of CPU RAM{} for the offloaded state (not in the GPU figures)",
+            style.b(r.host_bytes),
+            if r.ranks.is_some() { " per rank" } else { "" }
+        );
     }
     if let Some(g) = &r.gpu {
         let _ = writeln!(

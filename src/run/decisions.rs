@@ -127,6 +127,11 @@ impl Decisions {
                         "checkpoint_policy = 'op', torchtitan's per-op selective AC: keeps the \
                          outputs of every other mm and of addmm, bmm and SDPA; recomputes the rest"
                     }
+                    _ if cfg.checkpoint_policy == crate::config::CheckpointPolicy::Offload => {
+                        "checkpoint_policy = 'offload', axolotl's CPU_Offloaded_Gradient_Checkpointer: \
+                         each block's input kept in host memory; its backward holds the \
+                         recomputed output and gradient as a reentrant checkpoint does"
+                    }
                     (Some(_), _) => "use_reentrant as written",
                     (None, Framework::HfTrainer | Framework::Axolotl) => {
                         "gradient_checkpointing_enable's default: use_reentrant=True in \

@@ -161,7 +161,14 @@ impl Engine {
         self.sac_leave();
         self.grad_mode = grad_mode;
         self.recompute.push(f);
-        self.retain(x.t);
+        if self.offload_checkpoint_inputs {
+            // `saved_hidden_states = hidden_states.to("cpu", non_blocking=True)`; only the host
+            // copy is saved, so the GPU input goes when its caller lets go of it.
+            let bytes = self.record(x.t).bytes;
+            self.host_checkpoint(bytes, true);
+        } else {
+            self.retain(x.t);
+        }
         let edge = self.push_node(
             Op::Checkpoint { f: id, x: x.t },
             [x.edge, Edge::None, Edge::None],
@@ -181,6 +188,19 @@ impl Engine {
         let captured = self.captured.take();
         let id = f;
         let f = self.recompute[f as usize].clone();
+        let x = if self.offload_checkpoint_inputs {
+            // `hidden_states.to("cuda", non_blocking=True).detach()`: a new GPU copy, a local of
+            // the backward like the checkpoint's own reference to its input.
+            let r = *self.record(x);
+            self.host_checkpoint(r.bytes, false);
+            let name = Name {
+                what: "input_from_host",
+                ..r.name
+            };
+            self.alloc(name, r.shape, r.dtype, r.category)
+        } else {
+            x
+        };
         self.enter_autocast(self.rt.autocast);
         self.sac_enter(id, true);
         let out = f(

@@ -91,6 +91,11 @@ pub struct Engine {
     pub reentrant_checkpoint: bool,
     /// Checkpointed blocks run torchtitan's per-op policy (`sim::sac`).
     pub sac_policy: bool,
+    /// Checkpointed blocks keep their input in host memory, not on the GPU (axolotl's
+    /// offloading checkpointer).
+    pub offload_checkpoint_inputs: bool,
+    /// Bytes of checkpoint inputs in host memory now, and the most there has been.
+    host_checkpoints: [u64; 2],
     /// The block the policy is running, if any.
     pub(crate) sac: Option<super::sac::SacFrame>,
     /// Each checkpoint's storage of kept outputs, in the order its forward made them.
@@ -131,6 +136,8 @@ impl Engine {
             param_dtype: DType::F32,
             reentrant_checkpoint: false,
             sac_policy: false,
+            offload_checkpoint_inputs: false,
+            host_checkpoints: [0; 2],
             sac: None,
             sac_storage: HashMap::new(),
         }
@@ -279,6 +286,21 @@ impl Engine {
     pub fn host(&mut self, elements: u64, dtype: DType) {
         let bytes = elements.saturating_mul(dtype.size());
         self.tl.host_bytes = self.tl.host_bytes.saturating_add(bytes);
+    }
+
+    /// A checkpoint's input copied to (`to_host`) or back from host memory: the host figure
+    /// counts the most that was ever there at once on top of the offloading engine's state.
+    pub(crate) fn host_checkpoint(&mut self, bytes: u64, to_host: bool) {
+        let [live, most] = &mut self.host_checkpoints;
+        if to_host {
+            *live = live.saturating_add(bytes);
+            if *live > *most {
+                self.tl.host_bytes = self.tl.host_bytes.saturating_add(*live - *most);
+                *most = *live;
+            }
+        } else {
+            *live = live.saturating_sub(bytes);
+        }
     }
 
     // --- parameters ---

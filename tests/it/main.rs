@@ -11,6 +11,7 @@ mod budget_profile_file;
 mod budget_safety;
 mod calibration;
 mod checkpoint_modes;
+mod checkpoint_offload;
 mod checkpoint_op_policy;
 mod cli_cards;
 mod cli_check;

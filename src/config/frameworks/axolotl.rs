@@ -160,8 +160,15 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
                 }
             }
             "gradient_checkpointing" => match v {
+                // axolotl/utils/gradient_checkpointing: 'offload' wraps each layer in
+                // CPU_Offloaded_Gradient_Checkpointer (offload_cpu.py); 'offload_disk' writes the
+                // inputs to disk (offload_disk.py), which is not modelled.
                 Json::String(s) if s == "offload" => {
-                    return Err(unsupported(doc, key, v, "offloaded gradient checkpointing"))
+                    out.set(doc, key, "activation_checkpointing", Value::Bool(true));
+                    out.set(doc, key, "checkpoint_policy", Value::Str("offload".into()));
+                }
+                Json::String(s) if s == "offload_disk" => {
+                    return Err(unsupported(doc, key, v, "checkpoints offloaded to disk"))
                 }
                 _ => out.set(
                     doc,

@@ -298,6 +298,12 @@ impl Op {
                 total_weight,
                 ..
             } => [Some(input), Some(target), Some(total_weight)],
+            // An offloaded input has no GPU reference to let go of, only its host copy.
+            Op::Checkpoint { x, .. } if e.offload_checkpoint_inputs => {
+                let bytes = e.record(x).bytes;
+                e.host_checkpoint(bytes, false);
+                [None; 3]
+            }
             Op::Checkpoint { x, .. } => [Some(x), None, None],
             Op::VocabParallelCe {
                 softmax,

@@ -286,8 +286,8 @@ fn every_architecture_keeps_its_kv_heads_and_weights_in_bf16() {
             2 * L * kv_heads * HD * T * B * 2,
             "{preset}"
         );
-        // The weights: the parameter count (model::n_params counts shapes, not the simulator)
-        // at 2 bytes each; GPT-NeoX and Llama keep a rotary inv_freq buffer outside them.
+        // The weights: the parameter count (model::n_params, held to the published counts in
+        // models.rs) at 2 bytes each; GPT-NeoX and Llama keep a rotary inv_freq buffer outside them.
         assert_eq!(
             bytes(&tl, |t| t.category == Category::Parameters),
             2 * vramplan::model::n_params(&c),

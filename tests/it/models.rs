@@ -60,7 +60,7 @@ const PUBLISHED: &[(&str, u64)] = &[
 fn presets_have_the_published_parameter_counts() {
     for (name, want) in PUBLISHED {
         let c = preset(name, &["--batch_size=1"]);
-        assert_eq!(n_params(&c), *want, "{name}: arithmetic");
+        assert_eq!(n_params(&c), *want, "{name}: model::n_params");
         let tl = run(&c);
         assert_eq!(simulated_params(&tl), *want, "{name}: simulated tensors");
         // fp32 master weights: 4 bytes each.

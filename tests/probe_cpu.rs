@@ -13,7 +13,7 @@ use candle_nn::VarMap;
 use std::sync::{mpsc, Mutex, OnceLock};
 use vramplan::config::{Precision, TrainConfig};
 use vramplan::probe::meter::{CountingAlloc, CpuMeter};
-use vramplan::probe::model::{named_params, Gpt, Shape};
+use vramplan::probe::model::{gpt, named_params, Shape};
 use vramplan::probe::run::{measure, run_with, tokens, ProbeOptions, Progress};
 use vramplan::probe::LayerRun;
 use vramplan::sim::{phase_bytes, simulate_candle, PhaseBytes};
@@ -108,7 +108,7 @@ fn every_parameter_gets_a_gradient() {
             };
             let shape = Shape::of(&c, 2).unwrap();
             let varmap = VarMap::new();
-            let model = Gpt::new(shape, 0.0, dtype, &Device::Cpu, &varmap).unwrap();
+            let model = gpt(shape, 0.0, dtype, &Device::Cpu, &varmap).unwrap();
             let x = tokens(&shape, 1, &Device::Cpu).unwrap();
             let y = tokens(&shape, 2, &Device::Cpu).unwrap();
             let grads = model.loss(&x, &y).unwrap().backward().unwrap();

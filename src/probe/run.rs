@@ -3,7 +3,7 @@
 //! layers and an affine extrapolation instead) and CUDA out-of-memory turned into a finding.
 
 use super::meter::{cpu_available_bytes, CpuMeter, PeakMeter};
-use super::model::{dtype_of, Gpt, Shape};
+use super::model::{dtype_of, gpt, Shape};
 use super::{extrapolate, LayerRun, LiveMemory, PhaseMeasurement, ProbeReport};
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
@@ -139,7 +139,7 @@ pub fn measure(
     let shape = Shape::of(config, layers)?;
     let base = meter.current()?;
     let varmap = VarMap::new();
-    let model = Gpt::new(
+    let model = gpt(
         shape,
         config.dropout as f32,
         dtype_of(config.dtype),

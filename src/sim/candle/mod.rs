@@ -1,5 +1,6 @@
 //! The simulator's `candle` runtime: candle 0.11.1's memory rules for the probe's GPT
-//! (src/probe/model.rs), replayed op by op on shape-only tensors.
+//! (nanogpt.rs, which the probe runs on candle's own tensors), replayed op by op on
+//! shape-only tensors.
 //!
 //! The rules (docs/candle-runtime.md) differ from PyTorch's: a tensor keeps its inputs alive,
 //! so the loss pins the whole graph; backward frees nothing of the forward and accumulates
@@ -12,6 +13,7 @@
 
 mod backward;
 mod gpt;
+pub mod nanogpt;
 mod ops;
 mod record;
 mod shape;
@@ -24,7 +26,8 @@ use crate::config::TrainConfig;
 use crate::error::Result;
 use crate::sim::DType;
 use backward::{backward, AdamW};
-use gpt::{Dims, Gpt};
+use gpt::SimWeights;
+use nanogpt::{Dims, Gpt};
 use record::Scope;
 pub use shape::{dtype_of, Shape};
 use tensor::T;
@@ -52,7 +55,7 @@ fn dims(cfg: &TrainConfig) -> Result<Dims> {
         l: s.n_layer,
         bias: s.bias,
         dt,
-        dropout: cfg.dropout > 0.0,
+        dropout: cfg.dropout as f32,
     })
 }
 
@@ -63,13 +66,18 @@ pub fn simulate_candle(cfg: &TrainConfig) -> Result<Timeline> {
     let d = dims(cfg)?;
     record::install(Engine::new(Runtime::candle()));
     {
-        let model = Gpt::new(d);
-        let opt = AdamW::new(&model.params);
+        let mut weights = SimWeights {
+            params: Vec::new(),
+            dt: d.dt,
+        };
+        let shape_only = |e: candle_core::Error| crate::error::Error::new(e.to_string());
+        let model = Gpt::new(d, &mut weights).map_err(shape_only)?;
+        let opt = AdamW::new(&weights.params);
         record::enter(Scope::new(None, "batch", Category::Other));
         let x = T::new(&[d.b, d.t], DType::U32, "x");
         let y = T::new(&[d.b, d.t], DType::U32, "y");
         record::set_phase(Phase::Forward);
-        let loss = model.loss(&x, &y);
+        let loss = model.loss(&x, &y).map_err(shape_only)?;
         record::set_phase(Phase::Backward);
         let grads = backward(&loss);
         record::set_phase(Phase::Optimizer);
@@ -78,7 +86,7 @@ pub fn simulate_candle(cfg: &TrainConfig) -> Result<Timeline> {
         // and the loss still alive. They, the model, AdamW and the batch are dropped after the
         // engine is taken, so none of that is recorded (the next step starts from Init's state).
         let engine = record::take().expect("the candle runtime's engine was installed");
-        drop((grads, loss, model, opt, x, y));
+        drop((grads, loss, model, weights, opt, x, y));
         Ok(engine.tl)
     }
 }

@@ -1,6 +1,6 @@
 //! The dimensions of nanoGPT's GPT as candle wants them, and the dtype candle runs a
 //! precision in: shared by the candle runtime's simulation and the probe's real candle model
-//! (src/probe/model.rs), which must agree on both.
+//! (src/probe/model.rs); the model itself is one, src/sim/candle/nanogpt.rs.
 
 use crate::config::{Precision, TrainConfig};
 use candle_core::DType;

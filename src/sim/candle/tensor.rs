@@ -33,23 +33,7 @@ pub fn is_int(dt: DType) -> bool {
     !matches!(dt, DType::F32 | DType::BF16 | DType::F16)
 }
 
-#[derive(Clone, Copy, PartialEq, Debug)]
-pub enum Un {
-    Sqr,
-    Sqrt,
-    Exp,
-    Log,
-    Neg,
-    Erf,
-    GeluErf,
-}
-#[derive(Clone, Copy, PartialEq, Debug)]
-pub enum Bin {
-    Add,
-    Sub,
-    Mul,
-    Div,
-}
+pub use super::nanogpt::{Bin, Un};
 
 pub enum Op {
     Binary(T, T, Bin),

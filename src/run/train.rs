@@ -69,72 +69,17 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
     let mut last: Option<(Option<V>, V)> = None;
     for _ in 0..plan.steps {
         for micro in 0..micro_steps {
-            e.phase = Phase::Forward;
-            e.grad_mode = true;
-            e.training = true;
-            e.enter_autocast(rt.autocast);
-            let (mut logits, loss) = model.forward(&mut e, x, y);
-            if !cfg.framework.holds_logits_through_backward() {
-                // The loop keeps only the loss (Trainer's compute_loss, torchtune's `del`).
-                if let Some(l) = logits.take() {
-                    e.drop_value(l);
-                }
-            }
-            // `logits, loss = model(X, Y)` drops the previous micro-step's pair.
-            if let Some((l, s)) = last.take() {
-                if let Some(l) = l {
-                    e.drop_value(l);
-                }
-                e.drop_value(s);
-            }
-            // `loss = loss / gradient_accumulation_steps`, even when it is 1.
-            let scaled = ops::div_scalar(&mut e, loss);
-            e.drop_value(loss);
-            e.exit_autocast();
-            // X, Y = get_batch('train'): the old batch lives on only in the graph.
-            let (nx, ny) = batch(&mut e, cfg.batch_size);
-            e.release(x);
-            e.release(y);
-            (x, y) = (nx, ny);
-            parallel::before_backward(&mut e, micro + 1 == micro_steps);
-            // `scaler.scale(loss).backward()`: the product is a temporary of the statement.
-            match scaler.as_mut() {
-                Some(s) => {
-                    let product = s.scale(&mut e, scaled);
-                    e.backward(product);
-                    e.drop_value(product);
-                }
-                None => e.backward(scaled),
-            }
-            parallel::after_backward(&mut e, micro + 1 == micro_steps);
-            last = Some((logits, scaled));
+            let step = MicroStep {
+                model: &model,
+                cfg,
+                rt,
+                batch: &batch,
+                last_of_step: micro + 1 == micro_steps,
+            };
+            let pair = step.run(&mut e, scaler.as_mut(), &mut x, &mut y, last.take());
+            last = Some(pair);
         }
-        e.phase = Phase::Optimizer;
-        e.grad_mode = false;
-        e.training = false;
-        // DeepSpeed's engine replaces clip, step and zero_grad with its own on the partitions.
-        if !parallel::optimizer_step(&mut e) {
-            match scaler.as_mut() {
-                // train.py: unscale_ before clipping, scaler.step(optimizer), scaler.update().
-                Some(s) => {
-                    if cfg.grad_clip != 0.0 {
-                        s.unscale_(&mut e);
-                        clip_grad_norm(&mut e);
-                    }
-                    s.step(&mut e, cfg.optimizer.supports_amp_scaling(), |e| {
-                        optimizer_step(e, cfg)
-                    });
-                    s.update(&mut e);
-                }
-                None => {
-                    if cfg.grad_clip != 0.0 {
-                        clip_grad_norm(&mut e);
-                    }
-                    optimizer_step(&mut e, cfg);
-                }
-            }
-            zero_grad(&mut e);
-        }
+        optimizer_phase(&mut e, cfg, scaler.as_mut());
     }
 
     if plan.eval_after {
@@ -142,6 +87,100 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
         estimate_loss(&mut e, &model, cfg, &batch);
     }
     Ok(e.tl)
+}
+
+/// One micro-step of train.py's loop, and what it needs from the run.
+struct MicroStep<'a> {
+    model: &'a Model,
+    cfg: &'a TrainConfig,
+    rt: Runtime,
+    batch: &'a dyn Fn(&mut Engine, u64) -> (T, T),
+    /// The micro-step before the optimizer step (DDP/FSDP reduce gradients then).
+    last_of_step: bool,
+}
+
+impl MicroStep<'_> {
+    /// The forward under autocast, the loss scaled, the next batch fetched, the backward.
+    /// `last` is the previous micro-step's (logits, loss), which this one's assignment drops;
+    /// returns this one's.
+    fn run(
+        &self,
+        e: &mut Engine,
+        scaler: Option<&mut amp::GradScaler>,
+        x: &mut T,
+        y: &mut T,
+        last: Option<(Option<V>, V)>,
+    ) -> (Option<V>, V) {
+        e.phase = Phase::Forward;
+        e.grad_mode = true;
+        e.training = true;
+        e.enter_autocast(self.rt.autocast);
+        let (mut logits, loss) = self.model.forward(e, *x, *y);
+        if !self.cfg.framework.holds_logits_through_backward() {
+            // The loop keeps only the loss (Trainer's compute_loss, torchtune's `del`).
+            if let Some(l) = logits.take() {
+                e.drop_value(l);
+            }
+        }
+        // `logits, loss = model(X, Y)` drops the previous micro-step's pair.
+        if let Some((l, s)) = last {
+            if let Some(l) = l {
+                e.drop_value(l);
+            }
+            e.drop_value(s);
+        }
+        // `loss = loss / gradient_accumulation_steps`, even when it is 1.
+        let scaled = ops::div_scalar(e, loss);
+        e.drop_value(loss);
+        e.exit_autocast();
+        // X, Y = get_batch('train'): the old batch lives on only in the graph.
+        let (nx, ny) = (self.batch)(e, self.cfg.batch_size);
+        e.release(*x);
+        e.release(*y);
+        (*x, *y) = (nx, ny);
+        parallel::before_backward(e, self.last_of_step);
+        // `scaler.scale(loss).backward()`: the product is a temporary of the statement.
+        match scaler {
+            Some(s) => {
+                let product = s.scale(e, scaled);
+                e.backward(product);
+                e.drop_value(product);
+            }
+            None => e.backward(scaled),
+        }
+        parallel::after_backward(e, self.last_of_step);
+        (logits, scaled)
+    }
+}
+
+/// The optimizer step: train.py's unscale_, clip, `scaler.step(optimizer)`, `scaler.update()`
+/// and `zero_grad`, unless DeepSpeed's engine runs its own on the partitions.
+fn optimizer_phase(e: &mut Engine, cfg: &TrainConfig, scaler: Option<&mut amp::GradScaler>) {
+    e.phase = Phase::Optimizer;
+    e.grad_mode = false;
+    e.training = false;
+    if parallel::optimizer_step(e) {
+        return;
+    }
+    match scaler {
+        Some(s) => {
+            if cfg.grad_clip != 0.0 {
+                s.unscale_(e);
+                clip_grad_norm(e);
+            }
+            s.step(e, cfg.optimizer.supports_amp_scaling(), |e| {
+                optimizer_step(e, cfg)
+            });
+            s.update(e);
+        }
+        None => {
+            if cfg.grad_clip != 0.0 {
+                clip_grad_norm(e);
+            }
+            optimizer_step(e, cfg);
+        }
+    }
+    zero_grad(e);
 }
 
 /// What train.py's loop runs for this config (nanoGPT train.py, the `while True:` loop).

@@ -34,6 +34,13 @@ pub enum Model {
 impl Model {
     /// Build the model's parameters on the device (`model.to(device)`).
     pub fn build(e: &mut Engine, cfg: &TrainConfig) -> Model {
+        Model::build_stage(e, cfg, Stage::whole(cfg))
+    }
+
+    /// One pipeline-parallel rank's share of the model: the decoders on Llama's layers are
+    /// split (llama.rs); the others, for which validation refuses pipeline parallelism, are
+    /// built whole.
+    pub fn build_stage(e: &mut Engine, cfg: &TrainConfig, stage: Stage) -> Model {
         match cfg.model_type {
             ModelType::Gpt2 => Model::Gpt2(Gpt2::build(e, cfg)),
             ModelType::GptNeox => Model::Neox(Neox::build(e, cfg)),
@@ -47,7 +54,7 @@ impl Model {
             | ModelType::Olmo2
             | ModelType::Mixtral
             | ModelType::Qwen3Moe
-            | ModelType::Qwen3 => Model::Llama(Llama::build(e, cfg)),
+            | ModelType::Qwen3 => Model::Llama(Llama::build_stage(e, cfg, stage)),
         }
     }
 
@@ -74,6 +81,18 @@ impl Model {
         }
     }
 
+    /// Inference on one stage: from its input to the last position's logits (the last
+    /// stage) or to the hidden states it hands on.
+    pub fn stage_logits(&self, e: &mut Engine, input: StageInput) -> StageOutput {
+        let head = Head::Logits { all: false };
+        match (self, input) {
+            (Model::Llama(m), input) => m.forward_stage(e, input, head),
+            (_, StageInput::Ids(idx)) => StageOutput::Done(self.run(e, idx, head)),
+            // Never split (see build_stage): nothing to run on received hidden states.
+            (_, StageInput::Hidden(h)) => StageOutput::Hidden(h),
+        }
+    }
+
     fn run(&self, e: &mut Engine, idx: T, head: Head) -> Output {
         // FSDP's root unit (embeddings, final norm, lm_head) is gathered before the first op.
         crate::sim::parallel::unit_enter(e, None);
@@ -84,6 +103,65 @@ impl Model {
             Model::Phi3(m) => m.forward(e, idx, head),
         }
     }
+}
+
+/// One pipeline-parallel rank's share of the model, as vLLM builds it (vLLM 0.10.1
+/// vllm/model_executor/models/llama.py `LlamaModel.__init__`, `LlamaForCausalLM.__init__`):
+/// `make_layers` keeps the layers `start..end` ([`pp_layers`](crate::plan::vllm::pp_layers)),
+/// the others are `PPMissingLayer`s without weights; `embed_tokens` exists on the first rank,
+/// and on the last too when the embeddings are tied (`is_first_rank or (tie_word_embeddings
+/// and is_last_rank)`: its lm_head then `tie_weights` to that copy); the final norm and the
+/// lm_head exist on the last rank only. The whole model is one stage, first and last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    pub start: u64,
+    pub end: u64,
+    pub first: bool,
+    pub last: bool,
+}
+
+impl Stage {
+    pub fn whole(cfg: &TrainConfig) -> Stage {
+        Stage {
+            start: 0,
+            end: cfg.n_layer,
+            first: true,
+            last: true,
+        }
+    }
+
+    /// Rank `rank` of `cfg.pipeline_parallel_size`; None when there is no such rank.
+    pub fn of_rank(cfg: &TrainConfig, rank: u64) -> Option<Stage> {
+        let size = cfg.pipeline_parallel_size;
+        let layers = crate::plan::vllm::pp_layers(cfg.n_layer, rank, size)?;
+        Some(Stage {
+            start: layers.start,
+            end: layers.end,
+            first: rank == 0,
+            last: rank + 1 == size,
+        })
+    }
+
+    /// This rank holds `embed_tokens` (see the type's comment).
+    pub fn has_embeddings(&self, cfg: &TrainConfig) -> bool {
+        self.first || (self.last && cfg.tie_word_embeddings)
+    }
+}
+
+/// What one stage's forward starts from: the token ids (the first rank), or the hidden states
+/// received from the rank before (vLLM's `IntermediateTensors["hidden_states"]`, a slice of
+/// the runner's buffer, which outlives the forward).
+#[derive(Debug, Clone, Copy)]
+pub enum StageInput {
+    Ids(T),
+    Hidden(V),
+}
+
+/// What one stage's forward ends in: the head's output (the last rank), or the last layer's
+/// hidden states for the next rank.
+pub enum StageOutput {
+    Done(Output),
+    Hidden(V),
 }
 
 /// Which blocks activation checkpointing wraps: every block (nanoGPT-style

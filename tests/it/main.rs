@@ -64,4 +64,5 @@ mod traces;
 mod train_keys;
 mod train_modes;
 mod vllm_kv_groups;
+mod vllm_pipeline;
 mod vllm_startup;

@@ -45,7 +45,8 @@ pub struct Llama {
     /// The stage's layers, the first of them the model's layer `first_layer`.
     layers: Vec<Layer>,
     first_layer: u32,
-    /// The final norm and the lm_head: None except on the last pipeline rank.
+    /// The final norm and the lm_head the forward runs: None except on the last pipeline
+    /// rank.
     head: Option<(usize, usize)>,
 }
 
@@ -69,7 +70,7 @@ impl Llama {
             .map(|l| build_layer(e, cfg, &ps, var, l))
             .collect();
         let norm = stage
-            .last
+            .has_head(cfg)
             .then(|| ps.weight(e, Name::top("norm", "weight"), &[c], false));
         // rotary_emb.inv_freq: a buffer (head_dim / 2 fp32), not a parameter; Gemma 3 has one
         // per layer type.
@@ -89,6 +90,8 @@ impl Llama {
             };
             (norm, lm_head)
         });
+        // Held on every rank by some models (Stage::ends_on_every_rank), run on the last.
+        let head = head.filter(|_| stage.last);
         Llama {
             d: Dims {
                 nh: cfg.n_head,

@@ -105,13 +105,12 @@ impl Model {
     }
 }
 
-/// One pipeline-parallel rank's share of the model, as vLLM builds it (vLLM 0.10.1
-/// vllm/model_executor/models/llama.py `LlamaModel.__init__`, `LlamaForCausalLM.__init__`):
-/// `make_layers` keeps the layers `start..end` ([`pp_layers`](crate::plan::vllm::pp_layers)),
-/// the others are `PPMissingLayer`s without weights; `embed_tokens` exists on the first rank,
-/// and on the last too when the embeddings are tied (`is_first_rank or (tie_word_embeddings
-/// and is_last_rank)`: its lm_head then `tie_weights` to that copy); the final norm and the
-/// lm_head exist on the last rank only. The whole model is one stage, first and last.
+/// One pipeline-parallel rank's share of the model, as vLLM 0.10.1 builds it
+/// (vllm/model_executor/models/): `make_layers` keeps the layers `start..end`
+/// ([`pp_layers`](crate::plan::vllm::pp_layers)), the others are `PPMissingLayer`s without
+/// weights. The ends depend on the model's file ([`Stage::ends_on_every_rank`]). The first
+/// rank embeds and the last runs the final norm, lm_head and sampler either way. The whole
+/// model is one stage, first and last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stage {
     pub start: u64,
@@ -142,9 +141,40 @@ impl Stage {
         })
     }
 
-    /// This rank holds `embed_tokens` (see the type's comment).
+    /// Whether vLLM builds `embed_tokens`, the final norm and the lm_head on every rank.
+    /// llama.py (Llama, Mistral) and qwen2.py (Qwen2, Qwen3's `Qwen3Model`) do not:
+    /// `embed_tokens` only `if get_pp_group().is_first_rank or (config.tie_word_embeddings and
+    /// get_pp_group().is_last_rank)` (the last rank's lm_head then ties to that copy), the
+    /// norm and lm_head only on the last rank, `PPMissingLayer()` elsewhere. gemma.py,
+    /// gemma2.py, gemma3.py, olmo2.py, mixtral.py and qwen3_moe.py build `embed_tokens` and
+    /// `norm` unconditionally in their `*Model.__init__`, and their lm_head (a
+    /// `ParallelLMHead`, or the embedding when tied; Gemma always uses the embedding) in
+    /// `*ForCausalLM.__init__`: every rank holds them.
+    pub fn ends_on_every_rank(cfg: &TrainConfig) -> bool {
+        !matches!(
+            cfg.model_type,
+            ModelType::Llama | ModelType::Mistral | ModelType::Qwen2 | ModelType::Qwen3
+        )
+    }
+
+    /// This rank holds `embed_tokens` (see [`Stage::ends_on_every_rank`]).
     pub fn has_embeddings(&self, cfg: &TrainConfig) -> bool {
-        self.first || (self.last && cfg.tie_word_embeddings)
+        self.first || (self.last && cfg.tie_word_embeddings) || Stage::ends_on_every_rank(cfg)
+    }
+
+    /// This rank holds the final norm and the lm_head (the embedding, when tied).
+    pub fn has_head(&self, cfg: &TrainConfig) -> bool {
+        self.last || Stage::ends_on_every_rank(cfg)
+    }
+
+    /// The tensors one rank hands the next (`make_empty_intermediate_tensors_factory`):
+    /// hidden_states and the fused residual stream, or olmo2.py's hidden_states alone (its
+    /// post-norm layers carry no separate residual).
+    pub fn intermediate_tensors(cfg: &TrainConfig) -> &'static [&'static str] {
+        match cfg.model_type {
+            ModelType::Olmo2 => &["hidden_states"],
+            _ => &["hidden_states", "residual"],
+        }
     }
 }
 

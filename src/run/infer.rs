@@ -330,9 +330,9 @@ pub fn simulate_vllm_v1_profile_stage(
 /// last rank's logits, or None once a non-last rank's output
 /// (`IntermediateTensors`) has come and gone. A rank after the first reads the received
 /// hidden states from the runner's buffers, returned for the caller to keep or free:
-/// `hidden_states` and `residual`, each `tokens` x n_embd in the weights' dtype (vLLM 0.10.1
-/// llama.py: `make_empty_intermediate_tensors_factory(["hidden_states", "residual"],
-/// hidden_size)`; sequence.py `IntermediateTensors`).
+/// `hidden_states` and `residual` ([`Stage::intermediate_tensors`]), each `tokens` x n_embd
+/// in the weights' dtype (vLLM 0.10.1 llama.py: `make_empty_intermediate_tensors_factory(
+/// ["hidden_states", "residual"], hidden_size)`; sequence.py `IntermediateTensors`).
 fn stage_forward(
     e: &mut Engine,
     model: &Model,
@@ -351,13 +351,11 @@ fn stage_forward(
         let name = Name::top("intermediate_tensors", what);
         e.alloc_bytes(name, shape, dtype, bytes, Category::Activations)
     };
+    let handed = Stage::intermediate_tensors(cfg);
     let received: Vec<T> = if stage.first {
         Vec::new()
     } else {
-        ["hidden_states", "residual"]
-            .into_iter()
-            .map(|what| buffer(e, what))
-            .collect()
+        handed.iter().map(|what| buffer(e, what)).collect()
     };
     let input = match received.first() {
         Some(&hidden) => StageInput::Hidden(V {
@@ -372,10 +370,12 @@ fn stage_forward(
         StageOutput::Hidden(x) => {
             // vLLM's decoder layer returns (hidden_states, residual): the simulated layers
             // leave one stream, the fused residual add keeps the second.
-            let shape = e.shape(x.t);
-            let name = Name::top("intermediate_tensors", "residual_out");
-            let residual = e.alloc(name, shape, e.dtype(x.t), Category::Activations);
-            e.release(residual);
+            if handed.len() > 1 {
+                let shape = e.shape(x.t);
+                let name = Name::top("intermediate_tensors", "residual_out");
+                let residual = e.alloc(name, shape, e.dtype(x.t), Category::Activations);
+                e.release(residual);
+            }
             e.drop_value(x);
             None
         }

@@ -114,6 +114,41 @@ fn each_rank_holds_its_layers_and_only_the_first_and_last_the_ends() {
     assert!(one.pipeline.is_none());
 }
 
+#[test]
+fn gemma_builds_its_embeddings_and_final_norm_on_every_rank() {
+    // vLLM 0.10.1 gemma.py `GemmaModel.__init__` builds embed_tokens and norm without
+    // PPMissingLayer, and GemmaForCausalLM's logits come from the embedding (tied): every
+    // rank holds both. The small Gemma has the small Llama's layer (4 heads, 2 kv heads of
+    // 16 dims, MLP 160: the same bytes, GELU instead of SiLU).
+    let o = [
+        "--mode=inference",
+        "--block_size=32",
+        "--vocab_size=100",
+        "--n_layer=5",
+        "--n_embd=64",
+        "--n_head=4",
+        "--n_kv_head=2",
+        "--head_dim=16",
+        "--intermediate_size=160",
+        "--compile=False",
+        "--pipeline_parallel_size=3",
+    ]
+    .map(String::from);
+    let c = load_with_model(None, Some(ModelSource::Preset("gemma-2b")), &o)
+        .unwrap()
+        .config;
+    let v = budget(&c, 1 << 30, 0);
+    let w: Vec<u64> = ranks(&v).iter().map(|r| r.0).collect();
+    // [2, 2, 1] layers, each rank with the embedding, the norm and inv_freq.
+    let ends = EMBED + 2 * BLOCK;
+    assert_eq!(w, [2 * LAYER + ends, 2 * LAYER + ends, LAYER + ends]);
+    let p = v.pipeline.as_ref().unwrap();
+    assert!(p.ranks.iter().all(|r| r.embeddings && r.head_weights));
+    // Only the last rank runs the head and samples.
+    let runs: Vec<bool> = p.ranks.iter().map(|r| r.head).collect();
+    assert_eq!(runs, [false, false, true]);
+}
+
 /// (bytes, freed) of each tensor called `name` in `tl`.
 fn tensors(tl: &Timeline, name: &str) -> Vec<(u64, bool)> {
     tl.tensors
@@ -397,4 +432,47 @@ fn suggest_serves_with_the_pipeline_flags() {
         ),
         "{out}"
     );
+}
+
+#[test]
+fn llama_70b_over_tp_4_and_pp_2_holds_each_half_of_the_layers_by_hand() {
+    // Llama-3.1-70B's config.json (fixtures/hf/llama-3.1-70b.json): hidden 8192, MLP 28,672,
+    // 80 layers, 64 heads and 8 kv heads of 128, vocabulary 128,256 (a multiple of 64).
+    let (code, v) = json(&[
+        "check",
+        "--hf-config",
+        "fixtures/hf/llama-3.1-70b.json",
+        "--mode",
+        "inference",
+        "--gpu",
+        "a100-80gb",
+        "--tensor-parallel-size",
+        "4",
+        "--pipeline-parallel-size",
+        "2",
+        "--json",
+    ]);
+    // 1: the whole model in Hugging Face's generate() does not fit one card; the vLLM figures
+    // are per rank.
+    assert_eq!(code, 1);
+    // One TP rank's layer in bf16: q 16 heads × 128 × 8192 × 2, k and v 2 × 128 × 8192 × 2,
+    // o as q, gate, up and down 7168 × 8192 × 2, two norms 8192 × 2.
+    let layer: u64 = 2 * 33_554_432 + 2 * 4_194_304 + 3 * 117_440_512 + 2 * 16_384;
+    // The embedding (or lm_head) slice: 32,064 × 8192 × 2 = 501 MiB; the caching allocator
+    // serves it from a 502 MiB segment (over 10 MiB: 2 MiB multiples) and keeps the 1 MiB
+    // remainder in the block (a large block is split only above 1 MiB left), so 502 MiB count.
+    let embed: u64 = 502 * MIB;
+    let ranks = v["vllm"]["pipeline"]["ranks"].as_array().unwrap();
+    let w: Vec<u64> = ranks
+        .iter()
+        .map(|r| r["budget"]["weights_bytes"].as_u64().unwrap())
+        .collect();
+    // Rank 0: 40 layers, embed_tokens, inv_freq (64 fp32, a block); rank 1: 40 layers, the
+    // final norm (16 KiB), lm_head, inv_freq.
+    assert_eq!(
+        w,
+        [40 * layer + embed + 512, 40 * layer + 16_384 + embed + 512]
+    );
+    // A block: 2 × 16 tokens × 2 kv heads × 128 × 2 bytes × 40 layers = 640 KiB.
+    assert_eq!(v["vllm"]["block_bytes"].as_u64(), Some(640 * 1024));
 }

@@ -33,8 +33,11 @@ pub struct PipelineRank {
     pub layers: [u64; 2],
     /// It holds `embed_tokens` (the first rank; the last too with tied embeddings).
     pub embeddings: bool,
-    /// It holds the final norm and the lm_head, and samples (the last rank).
+    /// It runs the final norm and the lm_head, and samples (the last rank).
     pub head: bool,
+    /// It holds the final norm and lm_head weights (the last rank; every rank for the models
+    /// of [`Stage::ends_on_every_rank`]).
+    pub head_weights: bool,
     pub budget: VllmBudget,
 }
 
@@ -65,6 +68,7 @@ pub(super) fn unify(
             layers: [stage.start, stage.end],
             embeddings: stage.has_embeddings(c),
             head: stage.last,
+            head_weights: stage.has_head(c),
             budget: rank_budget(stage)?,
         });
     }
@@ -89,11 +93,19 @@ pub(super) fn unify(
             binding.budget.error.clone(),
         ),
     };
-    top.max_tokens_optimistic = ranks
+    // At the low end of non-torch: each rank's blocks with the band's width back, the fewest
+    // taken, counted with rank 0's groups as above.
+    let low_blocks = ranks
         .iter()
-        .map(|r| r.budget.max_tokens_optimistic)
+        .map(|r| {
+            let b = &r.budget;
+            let width = b.non_torch.high_bytes - b.non_torch.low_bytes;
+            b.kv_groups
+                .blocks(b.kv_cache_bytes.saturating_add(width as i64))
+        })
         .min()
         .unwrap_or(0);
+    top.max_tokens_optimistic = ranks[0].budget.kv_groups.tokens(low_blocks);
     top.error = error;
     top.pipeline = Some(Pipeline {
         binding_rank: binding.rank,

@@ -126,6 +126,8 @@ fn pipeline_lines(p: &super::Pipeline) -> Vec<String> {
         }
         if r.head {
             holds.push("norm, lm_head, sampler");
+        } else if r.head_weights {
+            holds.push("norm and lm_head weights (built on every rank, unused)");
         }
         if r.rank > 0 {
             holds.push("received hidden_states + residual");

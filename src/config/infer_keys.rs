@@ -311,6 +311,13 @@ fn pipeline(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
             "1 in training (pipeline parallelism is modelled for vLLM serving: mode = 'inference')",
         );
     }
+    if cfg.serving_world_size().is_none() {
+        return blame.fail(
+            key,
+            pp.to_string(),
+            "a size whose product with tensor_parallel_size fits in 64 bits",
+        );
+    }
     if pp > cfg.n_layer {
         return blame.fail(
             key,

@@ -473,6 +473,7 @@ fn llama_70b_over_tp_4_and_pp_2_holds_each_half_of_the_layers_by_hand() {
         w,
         [40 * layer + embed + 512, 40 * layer + 16_384 + embed + 512]
     );
+    assert_eq!(v["vllm"]["world_size"].as_u64(), Some(8));
     // A block: 2 × 16 tokens × 2 kv heads × 128 × 2 bytes × 40 layers = 640 KiB.
     assert_eq!(v["vllm"]["block_bytes"].as_u64(), Some(640 * 1024));
 }

@@ -76,6 +76,8 @@ pub struct VllmBudget {
     pub version: VllmVersion,
     pub tensor_parallel_size: u64,
     pub pipeline_parallel_size: u64,
+    /// GPUs the engine runs on: tensor_parallel_size x pipeline_parallel_size.
+    pub world_size: u64,
     /// Pipeline parallelism: every rank's own figures and the one that binds; the figures
     /// above are the binding rank's, with vLLM's unified blocks (pipeline.rs).
     pub pipeline: Option<Pipeline>,
@@ -226,6 +228,9 @@ fn rank_budget(
         version: c.vllm_version,
         tensor_parallel_size: c.tensor_parallel_size,
         pipeline_parallel_size: c.pipeline_parallel_size,
+        world_size: c
+            .serving_world_size()
+            .ok_or_else(|| Error::new("tensor_parallel_size x pipeline_parallel_size overflows"))?,
         pipeline: None,
         total_bytes,
         gpu_memory_utilization: util,

@@ -36,8 +36,8 @@ pub fn startup_lines(v: &VllmBudget) -> Vec<String> {
     let rank = match &v.pipeline {
         None => rank,
         Some(p) => format!(
-            "{rank}; pipeline rank {} of {} binds: the fewest KV-cache blocks",
-            p.binding_rank, v.pipeline_parallel_size
+            "{rank}; pipeline rank {} of {} binds: the fewest KV-cache blocks; {} GPUs in all",
+            p.binding_rank, v.pipeline_parallel_size, v.world_size
         ),
     };
     let activation = match v.version {

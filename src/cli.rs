@@ -169,6 +169,10 @@ pub struct RunArgs {
     /// override --tensor_parallel_size=... after the config file.
     #[arg(long, value_name = "N")]
     pub tensor_parallel_size: Option<u64>,
+    /// Inference: vLLM's --pipeline-parallel-size (every rank is simulated; the one with the
+    /// fewest KV-cache blocks binds); the same as the override --pipeline_parallel_size=...
+    #[arg(long, value_name = "N")]
+    pub pipeline_parallel_size: Option<u64>,
     /// nanoGPT-style overrides (--batch_size=64), collected before clap parses.
     #[arg(skip)]
     pub overrides: Vec<String>,

@@ -44,6 +44,9 @@ pub(crate) fn load_config(args: &RunArgs) -> Result<Loaded> {
     if let Some(n) = args.tensor_parallel_size {
         overrides.push(format!("--tensor_parallel_size={n}"));
     }
+    if let Some(n) = args.pipeline_parallel_size {
+        overrides.push(format!("--pipeline_parallel_size={n}"));
+    }
     let loaded = config::load_sources(&config::Sources {
         config: args.config.as_deref(),
         model,

@@ -121,6 +121,7 @@ pub(crate) const NAMES: &[&str] = &[
     "cuda_graphs",
     "vllm_version",
     "tensor_parallel_size",
+    "pipeline_parallel_size",
 ];
 
 /// The current value of one of these keys.
@@ -137,6 +138,7 @@ pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
         "max_num_seqs" => opt_int(cfg.max_num_seqs),
         "vllm_version" => Value::Str(cfg.vllm_version.as_str().to_string()),
         "tensor_parallel_size" => Value::Int(cfg.tensor_parallel_size.into()),
+        "pipeline_parallel_size" => Value::Int(cfg.pipeline_parallel_size.into()),
         "cuda_graphs" => Value::Bool(cfg.cuda_graphs),
         _ => return None,
     })
@@ -149,6 +151,11 @@ pub(crate) fn set(
     v: &Value,
 ) -> Option<std::result::Result<(), String>> {
     let count = |v: &Value| opt_count(v, false);
+    let whole = |v: &Value| match count(v) {
+        Ok(Some(n)) => Ok(n),
+        Ok(None) => Err("expected an int, got None".to_string()),
+        Err(e) => Err(e),
+    };
     let r = match (name, v) {
         ("mode", Value::Str(s)) => match s.as_str() {
             "train" => {
@@ -164,14 +171,8 @@ pub(crate) fn set(
         ("prompt_len", v) => count(v).map(|x| cfg.prompt_len = x),
         ("max_num_batched_tokens", v) => count(v).map(|x| cfg.max_num_batched_tokens = x),
         ("max_num_seqs", v) => count(v).map(|x| cfg.max_num_seqs = x),
-        ("tensor_parallel_size", v) => match count(v) {
-            Ok(Some(n)) => {
-                cfg.tensor_parallel_size = n;
-                Ok(())
-            }
-            Ok(None) => Err("expected an int, got None".to_string()),
-            Err(e) => Err(e),
-        },
+        ("tensor_parallel_size", v) => whole(v).map(|n| cfg.tensor_parallel_size = n),
+        ("pipeline_parallel_size", v) => whole(v).map(|n| cfg.pipeline_parallel_size = n),
         ("vllm_version", Value::Str(s)) => {
             match parse_name(&VllmVersion::ALL, VllmVersion::as_str, s) {
                 Some(v) => {
@@ -279,6 +280,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             ),
         );
     }
+    pipeline(cfg, blame)?;
     if cfg.mode == Mode::Inference && cfg.lora_rank > 0 {
         return blame.fail(
             "lora_rank",
@@ -289,7 +291,68 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
     Ok(())
 }
 
+/// `pipeline_parallel_size`: vLLM splits the layers over the ranks (vllm/distributed/utils.py
+/// `get_pp_indices`), so at most one rank per layer; modelled for the decoders built on
+/// Llama's layers (src/model/llama.rs: vLLM's `LlamaModel` and its relatives build a rank's
+/// share with `make_layers` and `PPMissingLayer`), and for serving only.
+fn pipeline(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
+    let pp = cfg.pipeline_parallel_size;
+    let key = "pipeline_parallel_size";
+    if pp == 0 {
+        return blame.fail(key, "0", "a positive integer");
+    }
+    if pp == 1 {
+        return Ok(());
+    }
+    if cfg.mode != Mode::Inference {
+        return blame.fail(
+            key,
+            pp.to_string(),
+            "1 in training (pipeline parallelism is modelled for vLLM serving: mode = 'inference')",
+        );
+    }
+    if cfg.serving_world_size().is_none() {
+        return blame.fail(
+            key,
+            pp.to_string(),
+            "a size whose product with tensor_parallel_size fits in 64 bits",
+        );
+    }
+    if pp > cfg.n_layer {
+        return blame.fail(
+            key,
+            pp.to_string(),
+            format!(
+                "at most n_layer = {} (vLLM gives each pipeline rank at least one layer)",
+                cfg.n_layer
+            ),
+        );
+    }
+    let llama_family = !matches!(
+        cfg.model_type,
+        super::ModelType::Gpt2 | super::ModelType::GptNeox | super::ModelType::Phi3
+    );
+    if !llama_family {
+        return blame.fail(
+            key,
+            pp.to_string(),
+            format!(
+                "1 for model_type '{}' (pipeline-parallel serving is modelled for the decoders on Llama's layers: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, olmo2, mixtral, qwen3_moe)",
+                cfg.model_type.as_str()
+            ),
+        );
+    }
+    Ok(())
+}
+
 impl TrainConfig {
+    /// GPUs one vLLM engine runs on: tensor_parallel_size x pipeline_parallel_size (vLLM's
+    /// `ParallelConfig.world_size`); None on overflow.
+    pub fn serving_world_size(&self) -> Option<u64> {
+        self.tensor_parallel_size
+            .checked_mul(self.pipeline_parallel_size)
+    }
+
     /// Tokens of the prefill: `prompt_len`, or a full context.
     pub fn prompt_tokens(&self) -> u64 {
         self.prompt_len.unwrap_or(self.block_size)

@@ -122,6 +122,12 @@ pub const LIMITS: &[Limit] = &[
         why: "released experts are 768 to 14 336 wide: Qwen3-30B-A3B 768, Mixtral 14 336",
     },
     Limit {
+        key: "pipeline_parallel_size",
+        max: 1024,
+        what: "pipeline-parallel GPUs",
+        why: "at most one per layer, and n_layer is at most 1024; served models use 2 to 16",
+    },
+    Limit {
         key: "max_num_seqs",
         max: 1 << 20,
         what: "sequences served at once",
@@ -152,6 +158,7 @@ fn value(cfg: &TrainConfig, key: &str) -> Option<u64> {
         "world_size" => Some(cfg.world_size),
         "lora_rank" => Some(cfg.lora_rank),
         "max_num_seqs" => cfg.max_num_seqs,
+        "pipeline_parallel_size" => Some(cfg.pipeline_parallel_size),
         "max_num_batched_tokens" => cfg.max_num_batched_tokens,
         "num_experts" => cfg.num_experts,
         "moe_intermediate_size" => cfg.moe_intermediate_size,

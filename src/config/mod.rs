@@ -315,6 +315,9 @@ pub struct TrainConfig {
     /// vLLM's --tensor-parallel-size: GPUs that split each layer (weights, KV heads).
     #[serde(default = "infer_keys::one")]
     pub tensor_parallel_size: u64,
+    /// vLLM's --pipeline-parallel-size: GPUs that each hold a consecutive share of the layers.
+    #[serde(default = "infer_keys::one")]
+    pub pipeline_parallel_size: u64,
     /// Decode CUDA graphs captured (vLLM without --enforce-eager): their memory pool.
     #[serde(default = "infer_keys::no")]
     pub cuda_graphs: bool,
@@ -402,6 +405,7 @@ impl Default for TrainConfig {
             max_num_seqs: None,
             vllm_version: VllmVersion::V1,
             tensor_parallel_size: 1,
+            pipeline_parallel_size: 1,
             cuda_graphs: false,
             quantization: Quantization::None,
             double_quant: true,

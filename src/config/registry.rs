@@ -186,6 +186,7 @@ pub const KEYS: &[KeySpec] = &[
     field("max_num_seqs", Ty::OptInt, false, "inference: vLLM's --max-num-seqs (requests in the profile run); None = the default of vllm_version on the card (V1: 1024 on cards of 70 GiB or more other than A100, else 256; V0: 256)"),
     field("vllm_version", Ty::Str, false, "inference: which vLLM engine sizes the KV cache, 'v1' (vLLM 0.10's V1, the default) or 'v0' (vLLM 0.6's V0 worker)"),
     field("tensor_parallel_size", Ty::Int, false, "inference: vLLM's --tensor-parallel-size, GPUs that split every layer's weights and KV heads (one rank is simulated)"),
+    field("pipeline_parallel_size", Ty::Int, false, "inference: vLLM's --pipeline-parallel-size, GPUs that each hold a consecutive share of the layers (every rank simulated; the one with the fewest KV blocks binds)"),
     field("cuda_graphs", Ty::Bool, false, "inference: keep the private memory pool of vLLM's decode CUDA graphs (False = --enforce-eager, HF generate())"),
     field("quantization", Ty::Str, false, "quantized base Linear weights: bitsandbytes 'none', 'nf4' or 'fp4' (4-bit, QLoRA), 'int8' (LLM.int8); vLLM checkpoints (inference) 'awq', 'gptq' (4-bit, group 128) or 'fp8'"),
     field("double_quant", Ty::Bool, false, "4-bit: quantize the absmax constants again to 8 bits (bnb_4bit_use_double_quant)"),

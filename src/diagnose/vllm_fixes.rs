@@ -11,9 +11,10 @@ use crate::plan::vllm::{vllm_budget, vllm_startup, VllmBudget};
 use crate::units::{human, human_signed};
 
 /// Engine settings the log prints (`gpu_memory_utilization=0.4`, `max_seq_len=4096`,
-/// `max_model_len=4096`, `tensor_parallel_size=2`, `kv_cache_dtype=fp8`, and the engine: V1
-/// logs "Initializing a V1 LLM engine" and runs an `EngineCore`; V0 logs "Initializing an LLM
-/// engine" and "# GPU blocks: N") as overrides, to be applied before the user's own.
+/// `max_model_len=4096`, `tensor_parallel_size=2`, `pipeline_parallel_size=2`,
+/// `kv_cache_dtype=fp8`, and the engine: V1 logs "Initializing a V1 LLM engine" and runs an
+/// `EngineCore`; V0 logs "Initializing an LLM engine" and "# GPU blocks: N") as overrides, to
+/// be applied before the user's own.
 pub fn log_settings(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     if text.contains("V1 LLM engine") || text.contains("EngineCore") {
@@ -35,6 +36,9 @@ pub fn log_settings(text: &str) -> Vec<String> {
     }
     if let Some(n) = pick(r"tensor_parallel_size\s*=\s*([0-9]+)").filter(|n| n != "1") {
         out.push(format!("--tensor_parallel_size={n}"));
+    }
+    if let Some(n) = pick(r"pipeline_parallel_size\s*=\s*([0-9]+)").filter(|n| n != "1") {
+        out.push(format!("--pipeline_parallel_size={n}"));
     }
     if pick(r"kv_cache_dtype\s*=\s*(fp8\w*)").is_some() {
         out.push("--kv_cache_dtype='fp8'".to_string());
@@ -157,7 +161,7 @@ mod tests {
             ]
         );
         assert!(log_settings("ValueError: No available memory for the cache blocks.").is_empty());
-        let v1 = "INFO [core.py:69] Initializing a V1 LLM engine (v0.10.0) with config: model='m', max_seq_len=32768, tensor_parallel_size=4, kv_cache_dtype=fp8, gpu_memory_utilization=0.9";
+        let v1 = "INFO [core.py:69] Initializing a V1 LLM engine (v0.10.0) with config: model='m', max_seq_len=32768, tensor_parallel_size=4, pipeline_parallel_size=2, kv_cache_dtype=fp8, gpu_memory_utilization=0.9";
         assert_eq!(
             log_settings(v1),
             [
@@ -165,6 +169,7 @@ mod tests {
                 "--gpu_memory_utilization=0.9",
                 "--block_size=32768",
                 "--tensor_parallel_size=4",
+                "--pipeline_parallel_size=2",
                 "--kv_cache_dtype='fp8'"
             ]
         );

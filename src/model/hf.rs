@@ -226,11 +226,16 @@ impl Shared {
         head: Head,
         how: (HfLoss, bool),
     ) -> Output {
-        self.release(e);
-        e.release(self.positions);
+        self.done(e);
         let out = causal_lm_head(e, xf, lm_head, head, how);
         e.drop_value(xf);
         out
+    }
+
+    /// `*Model.forward` returns: its rotary tables, masks and cache_position go.
+    pub fn done(self, e: &mut Engine) {
+        self.release(e);
+        e.release(self.positions);
     }
 
     fn tensors(&self) -> impl Iterator<Item = T> {

@@ -28,9 +28,9 @@ use super::llama_layer::{Dims, Layer, LayerCall, Mlp};
 use super::lora::Params;
 use super::moe::{MoeWeights, RouterKind};
 use super::variant::{EmbedScale, QkNorm, Variant};
-use super::{Head, Output};
+use super::{Head, Output, StageInput, StageOutput};
 use crate::config::{ModelType, TrainConfig};
-use crate::sim::engine::{Engine, T};
+use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops;
 use crate::sim::timeline::{Category, Name, Shape};
 
@@ -40,24 +40,38 @@ pub struct Llama {
     checkpoint: super::Checkpointing,
     lora: bool,
     loss: super::hf_loss::HfLoss,
-    embed: usize,
+    /// None on a middle or last pipeline rank ([`super::Stage`]).
+    embed: Option<usize>,
+    /// The stage's layers, the first of them the model's layer `first_layer`.
     layers: Vec<Layer>,
-    norm: usize,
-    lm_head: usize,
+    first_layer: u32,
+    /// The final norm and the lm_head the forward runs: None except on the last pipeline
+    /// rank.
+    head: Option<(usize, usize)>,
 }
 
 impl Llama {
     /// `model.to(device)`: parameters in module order (embed_tokens, each layer's self_attn,
     /// mlp and norms, the final norm, the rotary module's buffer, lm_head).
     pub fn build(e: &mut Engine, cfg: &TrainConfig) -> Llama {
+        Llama::build_stage(e, cfg, super::Stage::whole(cfg))
+    }
+
+    /// The parameters one pipeline rank holds (`stage`), in the same order; the layers keep
+    /// the model's own indices (names, sliding-window pattern).
+    pub fn build_stage(e: &mut Engine, cfg: &TrainConfig, stage: super::Stage) -> Llama {
         let (c, v) = (cfg.n_embd, cfg.vocab_size);
         let var = Variant::of(cfg);
         let ps = Params::new(cfg);
-        let embed = ps.weight(e, Name::top("embed_tokens", "weight"), &[v, c], true);
-        let layers = (0..cfg.n_layer as u32)
+        let embed = stage
+            .has_embeddings(cfg)
+            .then(|| ps.weight(e, Name::top("embed_tokens", "weight"), &[v, c], true));
+        let layers = (stage.start as u32..stage.end.min(cfg.n_layer) as u32)
             .map(|l| build_layer(e, cfg, &ps, var, l))
             .collect();
-        let norm = ps.weight(e, Name::top("norm", "weight"), &[c], false);
+        let norm = stage
+            .has_head(cfg)
+            .then(|| ps.weight(e, Name::top("norm", "weight"), &[c], false));
         // rotary_emb.inv_freq: a buffer (head_dim / 2 fp32), not a parameter; Gemma 3 has one
         // per layer type.
         let inv_freqs = if var.hybrid.local_rope { 2 } else { 1 };
@@ -69,11 +83,15 @@ impl Llama {
                 Category::Other,
             );
         }
-        let lm_head = if cfg.tie_word_embeddings {
-            embed
-        } else {
-            ps.weight(e, Name::top("lm_head", "weight"), &[v, c], true)
-        };
+        let head = norm.map(|norm| {
+            let lm_head = match embed {
+                Some(embed) if cfg.tie_word_embeddings => embed,
+                _ => ps.weight(e, Name::top("lm_head", "weight"), &[v, c], true),
+            };
+            (norm, lm_head)
+        });
+        // Held on every rank by some models (Stage::ends_on_every_rank), run on the last.
+        let head = head.filter(|_| stage.last);
         Llama {
             d: Dims {
                 nh: cfg.n_head,
@@ -87,19 +105,72 @@ impl Llama {
             loss: super::hf_loss::HfLoss::of(cfg),
             embed,
             layers,
-            norm,
-            lm_head,
+            first_layer: stage.start as u32,
+            head,
         }
     }
 
     /// `outputs = model(input_ids, labels=labels)`: (logits, loss).
     pub fn forward(&self, e: &mut Engine, idx: T, head: Head) -> Output {
-        let bt = e.shape(idx);
-        let (b, t) = (bt.dims()[0], bt.dims()[1]);
+        match self.forward_stage(e, StageInput::Ids(idx), head) {
+            StageOutput::Done(out) => out,
+            // The whole model has its head; a stage's hidden states are the closest value.
+            StageOutput::Hidden(x) => Output::Logits(x),
+        }
+    }
+
+    /// One stage's forward. The first rank embeds the ids; a later rank starts from the
+    /// received hidden states, which the runner's buffer keeps (vLLM 0.10.1 llama.py
+    /// `LlamaModel.forward`: `hidden_states = intermediate_tensors["hidden_states"]`). A rank
+    /// without the head returns its last layer's output (`IntermediateTensors`).
+    pub fn forward_stage(&self, e: &mut Engine, input: StageInput, head: Head) -> StageOutput {
         let var = self.d.var;
+        let (inputs_embeds, x) = match (input, self.embed) {
+            (StageInput::Ids(idx), Some(w)) => self.embed_ids(e, w, idx),
+            (StageInput::Hidden(h), _) => {
+                e.retain(h.t);
+                (None, h)
+            }
+            (StageInput::Ids(_), None) => {
+                unreachable!("token ids fed to a pipeline rank without embed_tokens")
+            }
+        };
+        let bt = e.shape(x.t);
+        let (b, t) = (bt.dims()[0], bt.dims()[1]);
+        let dtype = e.dtype(x.t);
+        let dims = (b, t, self.d.hd);
+        let shared = Shared::new_hybrid(e, dims, dtype, var.eager, var.hybrid);
+        let calls = self.layers.iter().enumerate().map(|(l, p)| LayerCall {
+            p: *p,
+            d: self.d,
+            shared,
+            layer: self.first_layer + l as u32,
+        });
+        let x = shared.run_layers(e, x, self.checkpoint, calls, LayerCall::forward);
+        let Some((norm, lm_head)) = self.head else {
+            if let Some(ie) = inputs_embeds {
+                e.drop_value(ie);
+            }
+            shared.done(e);
+            return StageOutput::Hidden(x);
+        };
+        let xf = ops::rms_norm(e, x, norm, var.style, Name::top("norm", "out"));
+        e.drop_value(x);
+        // The model's forward returns: its locals (inputs_embeds, the rotary tables, the
+        // masks, cache_position) go.
+        if let Some(ie) = inputs_embeds {
+            e.drop_value(ie);
+        }
+        let how = (self.loss, var.final_softcap);
+        StageOutput::Done(shared.finish(e, xf, lm_head, head, how))
+    }
+
+    /// `inputs_embeds = self.embed_tokens(input_ids)` and the hidden states the layers start
+    /// from: (the local `inputs_embeds`, hidden_states).
+    fn embed_ids(&self, e: &mut Engine, weight: usize, idx: T) -> (Option<V>, V) {
         let lookup = input_embeddings(
             e,
-            self.embed,
+            weight,
             idx,
             self.c,
             Name::top("embed_tokens", "out"),
@@ -107,7 +178,7 @@ impl Llama {
         );
         // Gemma: hidden_states = inputs_embeds * normalizer (inputs_embeds stays a local);
         // Gemma 2/3: the embedding module scales, and its unscaled lookup goes at once.
-        let (inputs_embeds, x) = match var.embed_scale {
+        let (inputs_embeds, x) = match self.d.var.embed_scale {
             EmbedScale::None => {
                 e.retain(lookup.t);
                 (lookup, lookup)
@@ -123,22 +194,7 @@ impl Llama {
                 (x, x)
             }
         };
-        let dtype = e.dtype(x.t);
-        let dims = (b, t, self.d.hd);
-        let shared = Shared::new_hybrid(e, dims, dtype, var.eager, var.hybrid);
-        let calls = self.layers.iter().enumerate().map(|(l, p)| LayerCall {
-            p: *p,
-            d: self.d,
-            shared,
-            layer: l as u32,
-        });
-        let x = shared.run_layers(e, x, self.checkpoint, calls, LayerCall::forward);
-        let xf = ops::rms_norm(e, x, self.norm, var.style, Name::top("norm", "out"));
-        e.drop_value(x);
-        // The model's forward returns: its locals (inputs_embeds, the rotary tables, the
-        // masks, cache_position) go.
-        e.drop_value(inputs_embeds);
-        shared.finish(e, xf, self.lm_head, head, (self.loss, var.final_softcap))
+        (Some(inputs_embeds), x)
     }
 }
 

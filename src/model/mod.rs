@@ -34,6 +34,13 @@ pub enum Model {
 impl Model {
     /// Build the model's parameters on the device (`model.to(device)`).
     pub fn build(e: &mut Engine, cfg: &TrainConfig) -> Model {
+        Model::build_stage(e, cfg, Stage::whole(cfg))
+    }
+
+    /// One pipeline-parallel rank's share of the model: the decoders on Llama's layers are
+    /// split (llama.rs); the others, for which validation refuses pipeline parallelism, are
+    /// built whole.
+    pub fn build_stage(e: &mut Engine, cfg: &TrainConfig, stage: Stage) -> Model {
         match cfg.model_type {
             ModelType::Gpt2 => Model::Gpt2(Gpt2::build(e, cfg)),
             ModelType::GptNeox => Model::Neox(Neox::build(e, cfg)),
@@ -47,7 +54,7 @@ impl Model {
             | ModelType::Olmo2
             | ModelType::Mixtral
             | ModelType::Qwen3Moe
-            | ModelType::Qwen3 => Model::Llama(Llama::build(e, cfg)),
+            | ModelType::Qwen3 => Model::Llama(Llama::build_stage(e, cfg, stage)),
         }
     }
 
@@ -74,6 +81,18 @@ impl Model {
         }
     }
 
+    /// Inference on one stage: from its input to the last position's logits (the last
+    /// stage) or to the hidden states it hands on.
+    pub fn stage_logits(&self, e: &mut Engine, input: StageInput) -> StageOutput {
+        let head = Head::Logits { all: false };
+        match (self, input) {
+            (Model::Llama(m), input) => m.forward_stage(e, input, head),
+            (_, StageInput::Ids(idx)) => StageOutput::Done(self.run(e, idx, head)),
+            // Never split (see build_stage): nothing to run on received hidden states.
+            (_, StageInput::Hidden(h)) => StageOutput::Hidden(h),
+        }
+    }
+
     fn run(&self, e: &mut Engine, idx: T, head: Head) -> Output {
         // FSDP's root unit (embeddings, final norm, lm_head) is gathered before the first op.
         crate::sim::parallel::unit_enter(e, None);
@@ -84,6 +103,95 @@ impl Model {
             Model::Phi3(m) => m.forward(e, idx, head),
         }
     }
+}
+
+/// One pipeline-parallel rank's share of the model, as vLLM 0.10.1 builds it
+/// (vllm/model_executor/models/): `make_layers` keeps the layers `start..end`
+/// ([`pp_layers`](crate::plan::vllm::pp_layers)), the others are `PPMissingLayer`s without
+/// weights. The ends depend on the model's file ([`Stage::ends_on_every_rank`]). The first
+/// rank embeds and the last runs the final norm, lm_head and sampler either way. The whole
+/// model is one stage, first and last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    pub start: u64,
+    pub end: u64,
+    pub first: bool,
+    pub last: bool,
+}
+
+impl Stage {
+    pub fn whole(cfg: &TrainConfig) -> Stage {
+        Stage {
+            start: 0,
+            end: cfg.n_layer,
+            first: true,
+            last: true,
+        }
+    }
+
+    /// Rank `rank` of `cfg.pipeline_parallel_size`; None when there is no such rank.
+    pub fn of_rank(cfg: &TrainConfig, rank: u64) -> Option<Stage> {
+        let size = cfg.pipeline_parallel_size;
+        let layers = crate::plan::vllm::pp_layers(cfg.n_layer, rank, size)?;
+        Some(Stage {
+            start: layers.start,
+            end: layers.end,
+            first: rank == 0,
+            last: rank + 1 == size,
+        })
+    }
+
+    /// Whether vLLM builds `embed_tokens`, the final norm and the lm_head on every rank.
+    /// llama.py (Llama, Mistral) and qwen2.py (Qwen2, Qwen3's `Qwen3Model`) do not:
+    /// `embed_tokens` only `if get_pp_group().is_first_rank or (config.tie_word_embeddings and
+    /// get_pp_group().is_last_rank)` (the last rank's lm_head then ties to that copy), the
+    /// norm and lm_head only on the last rank, `PPMissingLayer()` elsewhere. gemma.py,
+    /// gemma2.py, gemma3.py, olmo2.py, mixtral.py and qwen3_moe.py build `embed_tokens` and
+    /// `norm` unconditionally in their `*Model.__init__`, and their lm_head (a
+    /// `ParallelLMHead`, or the embedding when tied; Gemma always uses the embedding) in
+    /// `*ForCausalLM.__init__`: every rank holds them.
+    pub fn ends_on_every_rank(cfg: &TrainConfig) -> bool {
+        !matches!(
+            cfg.model_type,
+            ModelType::Llama | ModelType::Mistral | ModelType::Qwen2 | ModelType::Qwen3
+        )
+    }
+
+    /// This rank holds `embed_tokens` (see [`Stage::ends_on_every_rank`]).
+    pub fn has_embeddings(&self, cfg: &TrainConfig) -> bool {
+        self.first || (self.last && cfg.tie_word_embeddings) || Stage::ends_on_every_rank(cfg)
+    }
+
+    /// This rank holds the final norm and the lm_head (the embedding, when tied).
+    pub fn has_head(&self, cfg: &TrainConfig) -> bool {
+        self.last || Stage::ends_on_every_rank(cfg)
+    }
+
+    /// The tensors one rank hands the next (`make_empty_intermediate_tensors_factory`):
+    /// hidden_states and the fused residual stream, or olmo2.py's hidden_states alone (its
+    /// post-norm layers carry no separate residual).
+    pub fn intermediate_tensors(cfg: &TrainConfig) -> &'static [&'static str] {
+        match cfg.model_type {
+            ModelType::Olmo2 => &["hidden_states"],
+            _ => &["hidden_states", "residual"],
+        }
+    }
+}
+
+/// What one stage's forward starts from: the token ids (the first rank), or the hidden states
+/// received from the rank before (vLLM's `IntermediateTensors["hidden_states"]`, a slice of
+/// the runner's buffer, which outlives the forward).
+#[derive(Debug, Clone, Copy)]
+pub enum StageInput {
+    Ids(T),
+    Hidden(V),
+}
+
+/// What one stage's forward ends in: the head's output (the last rank), or the last layer's
+/// hidden states for the next rank.
+pub enum StageOutput {
+    Done(Output),
+    Hidden(V),
 }
 
 /// Which blocks activation checkpointing wraps: every block (nanoGPT-style

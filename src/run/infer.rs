@@ -10,7 +10,8 @@
 
 use crate::config::{KvCacheDtype, Precision, TrainConfig};
 use crate::error::Result;
-use crate::model::Model;
+use crate::model::{Model, Output, Stage, StageInput, StageOutput};
+use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops;
@@ -188,7 +189,21 @@ pub fn simulate_vllm_profile(
     rt: Runtime,
     batch: ProfileBatch,
 ) -> Result<Timeline> {
-    let (mut e, model) = profile_engine(cfg, rt)?;
+    simulate_vllm_profile_stage(cfg, rt, batch, Stage::whole(cfg))
+}
+
+/// [`simulate_vllm_profile`] on one pipeline-parallel rank (`stage`): V0's `profile_run`
+/// (vLLM 0.6.6 vllm/worker/model_runner.py) makes `intermediate_tensors` a local of the run on
+/// a rank after the first (`make_empty_intermediate_tensors(batch_size=batch_size)`, the
+/// run's tokens), freed with it; `execute_model` returns a non-last rank's hidden states
+/// before `compute_logits`, so only the last rank samples.
+pub fn simulate_vllm_profile_stage(
+    cfg: &TrainConfig,
+    rt: Runtime,
+    batch: ProfileBatch,
+    stage: Stage,
+) -> Result<Timeline> {
+    let (mut e, model) = profile_engine(cfg, rt, stage)?;
     let seqs = batch.reqs.max(1);
     let idx = e.alloc(
         Name::top("batch", "input_ids"),
@@ -196,7 +211,17 @@ pub fn simulate_vllm_profile(
         DType::I64,
         Category::Other,
     );
-    let logits = model.logits(&mut e, idx, false);
+    let (logits, received) = stage_forward(&mut e, &model, cfg, stage, idx, batch.tokens);
+    let finish = |e: &mut Engine| {
+        e.release(idx);
+        for t in received.iter().rev() {
+            e.release(*t);
+        }
+    };
+    let Some(logits) = logits else {
+        finish(&mut e);
+        return Ok(e.tl);
+    };
     let rows = Shape::new(&[seqs, batch.vocab]);
     let sampler: Vec<T> = ["logits_fp32", "probs", "logprobs"]
         .into_iter()
@@ -213,7 +238,7 @@ pub fn simulate_vllm_profile(
         e.release(t);
     }
     e.drop_value(logits);
-    e.release(idx);
+    finish(&mut e);
     Ok(e.tl)
 }
 
@@ -235,7 +260,21 @@ pub fn simulate_vllm_v1_profile(
     rt: Runtime,
     batch: ProfileBatch,
 ) -> Result<Timeline> {
-    let (mut e, model) = profile_engine(cfg, rt)?;
+    simulate_vllm_v1_profile_stage(cfg, rt, batch, Stage::whole(cfg))
+}
+
+/// [`simulate_vllm_v1_profile`] on one pipeline-parallel rank (`stage`): a rank after the
+/// first allocates the runner's `self.intermediate_tensors` in its first `_dummy_run` (vLLM
+/// 0.10.1 gpu_model_runner.py: `make_empty_intermediate_tensors(batch_size=
+/// self.max_num_tokens, ...)`) and keeps it; only the last rank runs `_dummy_sampler_run`
+/// (`profile_run`: `if get_pp_group().is_last_rank`).
+pub fn simulate_vllm_v1_profile_stage(
+    cfg: &TrainConfig,
+    rt: Runtime,
+    batch: ProfileBatch,
+    stage: Stage,
+) -> Result<Timeline> {
+    let (mut e, model) = profile_engine(cfg, rt, stage)?;
     let reqs = batch.reqs.max(1);
     let idx = e.alloc(
         Name::top("batch", "input_ids"),
@@ -243,8 +282,12 @@ pub fn simulate_vllm_v1_profile(
         DType::I64,
         Category::Other,
     );
-    let logits = model.logits(&mut e, idx, false);
+    // The runner's buffers outlive the run: never released.
+    let (logits, _kept) = stage_forward(&mut e, &model, cfg, stage, idx, batch.tokens);
     e.release(idx);
+    let Some(logits) = logits else {
+        return Ok(e.tl);
+    };
     let gathered = batch.gathered_vocab.map(|v| {
         e.alloc(
             Name::top("logits", "all_gather"),
@@ -283,11 +326,69 @@ pub fn simulate_vllm_v1_profile(
     Ok(e.tl)
 }
 
-/// The engine of a profile run: the weights loaded (phase Init), then no_grad prefill.
-fn profile_engine(cfg: &TrainConfig, rt: Runtime) -> Result<(Engine, Model)> {
+/// One stage's forward of a profile run on the input ids `idx` (requests, tokens each): the
+/// last rank's logits, or None once a non-last rank's output
+/// (`IntermediateTensors`) has come and gone. A rank after the first reads the received
+/// hidden states from the runner's buffers, returned for the caller to keep or free:
+/// `hidden_states` and `residual` ([`Stage::intermediate_tensors`]), each `tokens` x n_embd
+/// in the weights' dtype (vLLM 0.10.1 llama.py: `make_empty_intermediate_tensors_factory(
+/// ["hidden_states", "residual"], hidden_size)`; sequence.py `IntermediateTensors`).
+fn stage_forward(
+    e: &mut Engine,
+    model: &Model,
+    cfg: &TrainConfig,
+    stage: Stage,
+    idx: T,
+    tokens: u64,
+) -> (Option<V>, Vec<T>) {
+    let (reqs, each) = (e.shape(idx).dims()[0], e.shape(idx).dims()[1]);
+    let dtype = weight_dtype(cfg);
+    let c = cfg.n_embd;
+    let buffer = |e: &mut Engine, what: &'static str| {
+        // Shaped as the simulated batch's rows; sized as vLLM's (tokens, hidden_size).
+        let bytes = tokens.saturating_mul(c).saturating_mul(dtype.size());
+        let shape = Shape::new(&[reqs, each, c]);
+        let name = Name::top("intermediate_tensors", what);
+        e.alloc_bytes(name, shape, dtype, bytes, Category::Activations)
+    };
+    let handed = Stage::intermediate_tensors(cfg);
+    let received: Vec<T> = if stage.first {
+        Vec::new()
+    } else {
+        handed.iter().map(|what| buffer(e, what)).collect()
+    };
+    let input = match received.first() {
+        Some(&hidden) => StageInput::Hidden(V {
+            t: hidden,
+            edge: Edge::None,
+        }),
+        None => StageInput::Ids(idx),
+    };
+    let out = model.stage_logits(e, input);
+    let logits = match out {
+        StageOutput::Done(Output::Logits(l)) | StageOutput::Done(Output::Loss(_, l)) => Some(l),
+        StageOutput::Hidden(x) => {
+            // vLLM's decoder layer returns (hidden_states, residual): the simulated layers
+            // leave one stream, the fused residual add keeps the second.
+            if handed.len() > 1 {
+                let shape = e.shape(x.t);
+                let name = Name::top("intermediate_tensors", "residual_out");
+                let residual = e.alloc(name, shape, e.dtype(x.t), Category::Activations);
+                e.release(residual);
+            }
+            e.drop_value(x);
+            None
+        }
+    };
+    (logits, received)
+}
+
+/// The engine of a profile run: the stage's weights loaded (phase Init), then no_grad
+/// prefill.
+fn profile_engine(cfg: &TrainConfig, rt: Runtime, stage: Stage) -> Result<(Engine, Model)> {
     cfg.validate()?;
     let mut e = Engine::new(rt);
-    let model = Model::build(&mut e, cfg);
+    let model = Model::build_stage(&mut e, cfg, stage);
     e.grad_mode = false;
     e.training = false;
     e.phase = Phase::Prefill;

@@ -16,7 +16,8 @@ mod verdict;
 
 pub use decisions::{AllocatorMode, AttentionKernel, Decision, Decisions};
 pub use infer::{
-    simulate_inference, simulate_vllm_profile, simulate_vllm_v1_profile, ProfileBatch,
+    simulate_inference, simulate_vllm_profile, simulate_vllm_profile_stage,
+    simulate_vllm_v1_profile, simulate_vllm_v1_profile_stage, ProfileBatch,
 };
 pub use train::simulate;
 pub use verdict::{Band, Figure, Provenance, Verdict};

@@ -66,4 +66,6 @@ mod traces;
 mod train_keys;
 mod train_modes;
 mod vllm_kv_groups;
+mod vllm_pipeline;
+mod vllm_pipeline_cli;
 mod vllm_startup;

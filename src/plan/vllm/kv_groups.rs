@@ -72,14 +72,9 @@ impl KvGroups {
         }
     }
 
-    /// vLLM V1's grouping of `rank`'s layers (see the module's comment).
-    pub fn v1(rank: &TrainConfig, page_bytes: u64) -> KvGroups {
-        KvGroups::v1_layers(rank, 0..rank.n_layer, page_bytes)
-    }
-
-    /// The same for the layers `layers` only: one pipeline-parallel rank's
-    /// ([`pp_layers`](super::pp_layers)), whose sliding and full layers are counted by the
-    /// model's own layer index.
+    /// vLLM V1's grouping of the layers `layers` of `rank` (see the module's comment): every
+    /// layer, or one pipeline-parallel rank's ([`pp_layers`](super::pp_layers)), whose
+    /// sliding and full layers are counted by the model's own layer index.
     pub fn v1_layers(rank: &TrainConfig, layers: Range<u64>, page_bytes: u64) -> KvGroups {
         let end = layers.end.min(rank.n_layer).min(u64::from(u32::MAX));
         let layers = layers.start.min(end)..end;

@@ -37,11 +37,14 @@
 //!
 //! Tensor parallelism: one rank is simulated, its model sharded as vLLM shards it
 //! ([`rank_config`]); vLLM takes the smallest rank's blocks, and every rank is the same here.
+//! Pipeline parallelism: every pipeline rank is simulated on its own share of the model
+//! (tensor-sharded the same way), and the ranks unified as vLLM does (pipeline.rs).
 
 mod defaults;
 mod kv_groups;
 mod non_torch;
 mod pipeline;
+mod profile;
 mod startup;
 
 pub use defaults::{scheduler, Scheduler};
@@ -49,17 +52,16 @@ pub use kv_groups::KvGroups;
 pub use non_torch::{
     non_torch, NonTorch, NonTorchPart, CUSTOM_ALL_REDUCE_BYTES, NCCL_CONNECTION_BYTES,
 };
-pub use pipeline::pp_layers;
+pub use pipeline::{pp_layers, Pipeline, PipelineRank};
 pub use startup::{gib, startup_lines, thousands};
 
 use crate::budget::GpuProfile;
 use crate::config::{Mode, TrainConfig, VllmVersion};
 use crate::error::{Error, Result};
+use crate::model::Stage;
 use crate::run::infer::kv_bytes_per_token;
-use crate::run::{simulate_vllm_profile, simulate_vllm_v1_profile, ProfileBatch};
 use crate::sim::runtime::effective_precision;
-use crate::sim::timeline::Phase;
-use crate::sim::{replay, Runtime};
+use profile::profile_run;
 use serde::Serialize;
 
 /// vLLM's default `--block-size` (tokens per KV-cache block).
@@ -73,6 +75,12 @@ pub const VOCAB_PADDING: u64 = 64;
 pub struct VllmBudget {
     pub version: VllmVersion,
     pub tensor_parallel_size: u64,
+    pub pipeline_parallel_size: u64,
+    /// GPUs the engine runs on: tensor_parallel_size x pipeline_parallel_size.
+    pub world_size: u64,
+    /// Pipeline parallelism: every rank's own figures and the one that binds; the figures
+    /// above are the binding rank's, with vLLM's unified blocks (pipeline.rs).
+    pub pipeline: Option<Pipeline>,
     pub total_bytes: u64,
     pub gpu_memory_utilization: f64,
     /// gpu_memory_utilization × total.
@@ -155,7 +163,8 @@ pub fn vllm_startup(
     vllm_budget(cfg, gpu, total_bytes, &non_torch(cfg, gpu))
 }
 
-/// vLLM's start-up figures for `cfg` with `non_torch` outside the allocator.
+/// vLLM's start-up figures for `cfg` with `non_torch` outside the allocator: one rank's, or
+/// under pipeline parallelism every rank's, unified as vLLM unifies them (pipeline.rs).
 pub fn vllm_budget(
     cfg: &TrainConfig,
     gpu: Option<&GpuProfile>,
@@ -165,15 +174,33 @@ pub fn vllm_budget(
     let mut c = cfg.clone();
     c.mode = Mode::Inference;
     c.dtype = effective_precision(cfg, gpu);
-    let rank = rank_config(&c);
-    let run = profile_run(&c, &rank, gpu)?;
+    if c.pipeline_parallel_size <= 1 {
+        return rank_budget(&c, gpu, total_bytes, non_torch, Stage::whole(&c));
+    }
+    pipeline::unify(&c, |stage| {
+        rank_budget(&c, gpu, total_bytes, non_torch, stage)
+    })
+}
+
+/// The start-up figures of the rank that holds `stage` (`c` already in inference and the
+/// simulated precision).
+fn rank_budget(
+    c: &TrainConfig,
+    gpu: Option<&GpuProfile>,
+    total_bytes: u64,
+    non_torch: &NonTorch,
+    stage: Stage,
+) -> Result<VllmBudget> {
+    let rank = rank_config(c);
+    let run = profile_run(c, &rank, gpu, stage)?;
     let (weights_bytes, activation_bytes) = (run.weights_bytes, run.activation_bytes);
     let per_token = kv_bytes_per_token(&rank)
         .ok_or_else(|| Error::new("the KV cache per token overflows 64 bits"))?;
     let page_bytes = (per_token / rank.n_layer.max(1)).saturating_mul(BLOCK_TOKENS);
+    let layers = stage.start..stage.end;
     let groups = match c.vllm_version {
-        VllmVersion::V1 => KvGroups::v1(&rank, page_bytes),
-        VllmVersion::V0 => KvGroups::all_full(rank.n_layer, page_bytes),
+        VllmVersion::V1 => KvGroups::v1_layers(&rank, layers.clone(), page_bytes),
+        VllmVersion::V0 => KvGroups::all_full(stage.end - stage.start, page_bytes),
     };
     let util = c.gpu_memory_utilization;
     // vLLM computes in Python floats: total × utilization; the int() / floor division of the
@@ -200,6 +227,11 @@ pub fn vllm_budget(
     Ok(VllmBudget {
         version: c.vllm_version,
         tensor_parallel_size: c.tensor_parallel_size,
+        pipeline_parallel_size: c.pipeline_parallel_size,
+        world_size: c
+            .serving_world_size()
+            .ok_or_else(|| Error::new("tensor_parallel_size x pipeline_parallel_size overflows"))?,
+        pipeline: None,
         total_bytes,
         gpu_memory_utilization: util,
         budget_bytes,
@@ -214,7 +246,7 @@ pub fn vllm_budget(
         kv_cache_bytes,
         kv_groups: groups,
         window_kept_full: match c.vllm_version {
-            VllmVersion::V0 => KvGroups::v1(&rank, page_bytes).window,
+            VllmVersion::V0 => KvGroups::v1_layers(&rank, layers, page_bytes).window,
             VllmVersion::V1 => None,
         },
         max_num_batched_tokens: batched,
@@ -225,49 +257,6 @@ pub fn vllm_budget(
         max_concurrency,
         max_model_len: len,
         error,
-    })
-}
-
-/// The profile run of `c` (one rank: `rank`) and what it leaves in vLLM's accounting.
-struct ProfileRun {
-    batch: ProfileBatch,
-    scheduler_source: String,
-    /// Allocated once `load_model` is done (V1's `model_memory_usage`).
-    weights_bytes: u64,
-    /// V1: reserved after the run less reserved before it; V0: allocated peak less weights.
-    activation_bytes: u64,
-}
-
-fn profile_run(
-    c: &TrainConfig,
-    rank: &TrainConfig,
-    gpu: Option<&GpuProfile>,
-) -> Result<ProfileRun> {
-    let sched = scheduler(c, gpu);
-    let tokens = sched.max_num_batched_tokens;
-    let batch = ProfileBatch {
-        tokens,
-        reqs: sched.max_num_seqs.min(tokens).max(1),
-        vocab: c.vocab_size,
-        gathered_vocab: (c.tensor_parallel_size > 1).then(|| padded_vocab(c.vocab_size)),
-    };
-    let rt = Runtime::pytorch(rank, gpu);
-    let tl = match c.vllm_version {
-        VllmVersion::V0 => simulate_vllm_profile(rank, rt, batch)?,
-        VllmVersion::V1 => simulate_vllm_v1_profile(rank, rt, batch)?,
-    };
-    let profile = replay(&tl, rt.expandable_segments);
-    let loaded = profile.phase(Phase::Init);
-    let weights_bytes = loaded.end_allocated;
-    let activation_bytes = match c.vllm_version {
-        VllmVersion::V0 => profile.peak_allocated.saturating_sub(weights_bytes),
-        VllmVersion::V1 => profile.peak_reserved.saturating_sub(loaded.peak_reserved),
-    };
-    Ok(ProfileRun {
-        batch,
-        scheduler_source: sched.source,
-        weights_bytes,
-        activation_bytes,
     })
 }
 
@@ -329,6 +318,12 @@ impl VllmBudget {
     /// profile peak, the non-torch memory and the cache one request of `len` tokens needs;
     /// None above 1.0.
     pub fn utilization_for(&self, len: u64) -> Option<f64> {
+        if let Some(p) = &self.pipeline {
+            // Every rank must start: the largest of theirs.
+            return p.ranks.iter().try_fold(0.0f64, |most, r| {
+                r.budget.utilization_for(len).map(|u| most.max(u))
+            });
+        }
         let need = self
             .profile_peak_bytes
             .checked_add(self.non_torch_bytes)?
@@ -341,6 +336,18 @@ impl VllmBudget {
     /// V1's `estimate_max_model_len` (sliding layers need only their window's blocks), V0's
     /// cache tokens.
     pub fn max_model_len_that_fits(&self) -> u64 {
+        if let Some(p) = &self.pipeline {
+            // V1 checks each rank's own layers; V0 the unified tokens, the same on every rank.
+            return p
+                .ranks
+                .iter()
+                .map(|r| match self.version {
+                    VllmVersion::V1 => r.budget.max_model_len_that_fits(),
+                    VllmVersion::V0 => self.max_tokens.min(self.max_model_len),
+                })
+                .min()
+                .unwrap_or(0);
+        }
         match self.version {
             VllmVersion::V1 => self.kv_groups.estimate_max_model_len(
                 self.kv_cache_bytes,
@@ -354,9 +361,13 @@ impl VllmBudget {
     /// The most requests of `len` tokens the cache holds at once (whole blocks in every
     /// group each).
     pub fn max_num_seqs_that_fit(&self, len: u64) -> u64 {
-        let per_request = self
-            .kv_groups
-            .blocks_per_request(len, self.max_num_batched_tokens);
+        // Under pipeline parallelism the scheduler counts with rank 0's groups.
+        let groups = self
+            .pipeline
+            .as_ref()
+            .and_then(|p| p.ranks.first())
+            .map_or(&self.kv_groups, |r| &r.budget.kv_groups);
+        let per_request = groups.blocks_per_request(len, self.max_num_batched_tokens);
         self.num_gpu_blocks / per_request.max(1)
     }
 
@@ -371,6 +382,10 @@ impl VllmBudget {
             1 => String::new(),
             n => format!(" --tensor-parallel-size {n}"),
         };
-        format!("{env}vllm serve {model}{tp} --gpu-memory-utilization {utilization:.2} --max-model-len {max_model_len}")
+        let pp = match self.pipeline_parallel_size {
+            1 => String::new(),
+            n => format!(" --pipeline-parallel-size {n}"),
+        };
+        format!("{env}vllm serve {model}{tp}{pp} --gpu-memory-utilization {utilization:.2} --max-model-len {max_model_len}")
     }
 }

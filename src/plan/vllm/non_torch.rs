@@ -23,6 +23,17 @@
 //! (vllm/distributed/device_communicators/custom_all_reduce.py, `max_size` 8 MiB) adds a data
 //! buffer and a meta buffer of 8 MiB each per rank for 2, 4, 6 or 8 ranks. None of this has been
 //! measured by this project.
+//!
+//! Pipeline parallelism (vLLM 0.10.1): the pipeline group gets its own communicators
+//! (vllm/distributed/device_communicators/cuda_communicator.py `CudaCommunicator.__init__`:
+//! a `PyNcclCommunicator` for every group of more than one rank but expert parallelism,
+//! whose `__init__` warms up with a small all_reduce; custom all-reduce only for "tp"), and
+//! `GroupCoordinator.send_tensor_dict` sends the hidden states with `torch.distributed.send`
+//! on the group's device group, whose NCCL communicator torch creates at the first send.
+//! V1 creates the PyNccl one after its `init_snapshot` (gpu_worker.py `init_device`:
+//! `init_worker_distributed_environment` follows the snapshot), so it counts; the first send
+//! comes after the start-up, so the band's high end (torch's communicator too, 32 channels,
+//! both ring peers of a middle rank) is pessimistic. Same band as the tensor-parallel group.
 
 use crate::budget::{context_stack_bytes, default_context_bytes, GpuProfile};
 use crate::config::{TrainConfig, VllmVersion};
@@ -113,6 +124,14 @@ pub fn non_torch(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> NonTorch {
                 source: "custom_all_reduce.py CustomAllreduce(max_size=8 MiB)",
             });
         }
+    }
+    if cfg.pipeline_parallel_size > 1 {
+        parts.push(NonTorchPart {
+            what: "NCCL buffers of the pipeline group",
+            low_bytes: 2 * NCCL_CONNECTION_BYTES,
+            high_bytes: 2 * 32 * 2 * NCCL_CONNECTION_BYTES,
+            source: "the pipeline group's PyNccl (warm-up all_reduce at init) and torch's send/recv communicator; NCCL's default buffer sizes as for tensor parallelism; unmeasured",
+        });
     }
     NonTorch::from_parts(parts)
 }

@@ -33,6 +33,13 @@ pub fn startup_lines(v: &VllmBudget) -> Vec<String> {
         1 => String::new(),
         n => format!(", one of {n} tensor-parallel ranks"),
     };
+    let rank = match &v.pipeline {
+        None => rank,
+        Some(p) => format!(
+            "{rank}; pipeline rank {} of {} binds: the fewest KV-cache blocks; {} GPUs in all",
+            p.binding_rank, v.pipeline_parallel_size, v.world_size
+        ),
+    };
     let activation = match v.version {
         VllmVersion::V1 => "reserved increase over the profile run",
         VllmVersion::V0 => "allocated peak of the profile run less the weights",
@@ -85,8 +92,67 @@ pub fn startup_lines(v: &VllmBudget) -> Vec<String> {
     if let Some(line) = groups_line(v) {
         lines.insert(lines.len() - 1, line);
     }
+    if let Some(p) = &v.pipeline {
+        lines.extend(pipeline_lines(p));
+    }
     if let Some(e) = &v.error {
-        lines.push(format!("  vLLM would refuse to start: ValueError: {e}"));
+        let (kind, e) = match e.strip_prefix("AssertionError") {
+            Some(rest) => ("AssertionError", rest.trim_start_matches(' ')),
+            None => ("ValueError", e.as_str()),
+        };
+        let at = match v.pipeline.as_ref().and_then(|p| p.refusing_rank) {
+            Some(r) => format!(" (pipeline rank {r})"),
+            None => String::new(),
+        };
+        lines.push(format!("  vLLM would refuse to start{at}: {kind}: {e}"));
+    }
+    lines
+}
+
+/// One line per pipeline rank: its share and its own figures before vLLM unifies the blocks.
+fn pipeline_lines(p: &super::Pipeline) -> Vec<String> {
+    let mut lines = vec![format!(
+        "  pipeline ranks (vllm/distributed/utils.py get_pp_indices; every rank simulated, {} blocks each after unification, min over ranks):",
+        p.ranks
+            .iter()
+            .map(|r| r.budget.num_gpu_blocks)
+            .min()
+            .unwrap_or(0)
+    )];
+    for r in &p.ranks {
+        let mut holds = Vec::new();
+        if r.embeddings {
+            holds.push("embed_tokens");
+        }
+        if r.head {
+            holds.push("norm, lm_head, sampler");
+        } else if r.head_weights {
+            holds.push("norm and lm_head weights (built on every rank, unused)");
+        }
+        if r.rank > 0 {
+            holds.push("received hidden_states + residual");
+        }
+        let b = &r.budget;
+        lines.push(format!(
+            "    rank {}: layers {}-{} ({}{}): weights {}, activation peak {}, KV cache {}, {} blocks = {} tokens{}",
+            r.rank,
+            r.layers[0],
+            r.layers[1].saturating_sub(1),
+            r.layers[1] - r.layers[0],
+            match holds.len() {
+                0 => String::new(),
+                _ => format!(", {}", holds.join(", ")),
+            },
+            gib(b.weights_bytes),
+            gib(b.activation_bytes),
+            match b.kv_cache_bytes {
+                k if k < 0 => format!("-{}", gib(k.unsigned_abs())),
+                k => gib(k as u64),
+            },
+            b.num_gpu_blocks,
+            thousands(b.max_tokens),
+            if r.rank == p.binding_rank { "  <- binds" } else { "" }
+        ));
     }
     lines
 }

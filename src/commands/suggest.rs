@@ -48,7 +48,12 @@ pub fn run(args: &SuggestArgs) -> Result<u8> {
             }
             print!("{}", crate::plan::infer::render(&report));
         }
-        return Ok(if report.largest_batch.is_some() { 0 } else { 1 });
+        // Over several GPUs the answer is vLLM's: something fits when it starts.
+        let fits = match report.sharded {
+            true => report.vllm.error.is_none(),
+            false => report.largest_batch.is_some(),
+        };
+        return Ok(if fits { 0 } else { 1 });
     }
     let script = script(
         args.run.config.as_deref(),

@@ -32,6 +32,10 @@ pub struct InferenceSuggestion {
     /// The configuration as given.
     pub baseline: Fit,
     pub baseline_fits: bool,
+    /// Serving over several GPUs (tensor or pipeline parallel): the baseline is one GPU holding
+    /// the whole model, for comparison only; the `largest_*` searches (that same one-GPU run)
+    /// are skipped, and vLLM's start-up on every rank is the answer.
+    pub sharded: bool,
     /// The most sequences at the configured block_size.
     pub largest_batch: Option<Fit>,
     /// The longest context for one sequence.
@@ -129,20 +133,11 @@ pub fn suggest_inference(
         model: model.map_or(String::new(), |m| format!(" --model {m}")),
     };
     let base_verdict = ctx.judge(&base)?;
-    let largest_batch = ctx.largest(&|b| {
-        let mut c = base.clone();
-        c.batch_size = b;
-        c
-    })?;
-    let largest_context_batch1 = ctx.largest(&|t| {
-        let mut c = with_context(&base, t);
-        c.batch_size = 1;
-        c
-    })?;
-    let largest_context = if base.batch_size == 1 {
-        largest_context_batch1.clone()
+    let sharded = base.tensor_parallel_size > 1 || base.pipeline_parallel_size > 1;
+    let (largest_batch, largest_context_batch1, largest_context) = if sharded {
+        (None, None, None)
     } else {
-        ctx.largest(&|t| with_context(&base, t))?
+        one_gpu_searches(&ctx, &base)?
     };
     let total = budget.total_bytes;
     let vllm = vllm_startup(&base, Some(&budget.profile), total)?;
@@ -180,6 +175,7 @@ pub fn suggest_inference(
         },
         margin_bytes: budget.margin_bytes,
         baseline_fits: base_verdict.fits,
+        sharded,
         baseline: fit(&base, base_verdict.device.band.high, &ctx.model),
         largest_batch,
         largest_context_batch1,
@@ -188,6 +184,30 @@ pub fn suggest_inference(
         vllm_commands,
         notes,
     })
+}
+
+/// transformers' inference on one GPU: the largest batch at the configured context, the longest
+/// context at batch 1 and at the configured batch.
+fn one_gpu_searches(
+    ctx: &Ctx,
+    base: &TrainConfig,
+) -> Result<(Option<Fit>, Option<Fit>, Option<Fit>)> {
+    let largest_batch = ctx.largest(&|b| {
+        let mut c = base.clone();
+        c.batch_size = b;
+        c
+    })?;
+    let largest_context_batch1 = ctx.largest(&|t| {
+        let mut c = with_context(base, t);
+        c.batch_size = 1;
+        c
+    })?;
+    let largest_context = if base.batch_size == 1 {
+        largest_context_batch1.clone()
+    } else {
+        ctx.largest(&|t| with_context(base, t))?
+    };
+    Ok((largest_batch, largest_context_batch1, largest_context))
 }
 
 /// The report for people.
@@ -199,7 +219,12 @@ pub fn render(r: &InferenceSuggestion) -> String {
     let b = &r.baseline;
     let _ = writeln!(
         out,
-        "Your inference: batch_size {} x block_size {} — peak {} on the device: {}",
+        "Your inference{}: batch_size {} x block_size {} — peak {} on the device: {}",
+        if r.sharded {
+            " (transformers, the whole model on one GPU, for comparison)"
+        } else {
+            ""
+        },
         b.batch_size,
         b.block_size,
         human(b.peak_device_bytes),
@@ -223,18 +248,20 @@ pub fn render(r: &InferenceSuggestion) -> String {
             None => writeln!(out, "{what}: nothing fits, not even 1"),
         };
     };
-    line(&mut out, "Largest batch at this context", &r.largest_batch);
-    line(
-        &mut out,
-        "Longest context at batch 1",
-        &r.largest_context_batch1,
-    );
-    line(
-        &mut out,
-        "Longest context at this batch",
-        &r.largest_context,
-    );
-    let _ = writeln!(out);
+    if !r.sharded {
+        line(&mut out, "Largest batch at this context", &r.largest_batch);
+        line(
+            &mut out,
+            "Longest context at batch 1",
+            &r.largest_context_batch1,
+        );
+        line(
+            &mut out,
+            "Longest context at this batch",
+            &r.largest_context,
+        );
+        let _ = writeln!(out);
+    }
     for l in super::vllm::startup_lines(&r.vllm) {
         let _ = writeln!(out, "{l}");
     }

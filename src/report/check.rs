@@ -164,6 +164,11 @@ pub struct CheckReport {
     pub headroom_bytes: Option<i64>,
     /// The verdict with each figure's provenance and band (None: no card).
     pub verdict: Option<Verdict>,
+    /// What `fits` and `headroom_bytes` judge: "simulation" (the simulated run's device peak,
+    /// `verdict`), or "vllm_startup" for serving over several GPUs (vLLM's start-up on every
+    /// rank: fits when it starts, headroom = the binding rank's KV-cache memory), where the
+    /// simulated run (one GPU holding the whole model) is shown only for comparison.
+    pub judged_by: &'static str,
     pub context_bytes: u64,
     /// Inference on a known card: what vLLM's start-up would size the KV cache to.
     pub vllm: Option<crate::plan::vllm::VllmBudget>,
@@ -230,6 +235,11 @@ pub fn build_from(cfg: &TrainConfig, run: &Run, budget: Option<&Budget>) -> Resu
         }
         _ => None,
     };
+    // Serving over several GPUs: the simulated run is one GPU holding the whole model, which
+    // is not what runs; vLLM's start-up on every rank is the verdict.
+    let sharded = vllm
+        .as_ref()
+        .filter(|_| cfg.tensor_parallel_size > 1 || cfg.pipeline_parallel_size > 1);
     // The model's parameter count (adapters included), whatever their storage on the device
     // (4-bit weights pack two per byte).
     let n_params = crate::model::n_params(cfg);
@@ -255,12 +265,22 @@ pub fn build_from(cfg: &TrainConfig, run: &Run, budget: Option<&Budget>) -> Resu
         n_params,
         phases,
         peak,
-        first_overflow_phase: verdict.and_then(|v| v.first_overflow).map(Phase::key),
+        first_overflow_phase: match sharded {
+            Some(_) => None,
+            None => verdict.and_then(|v| v.first_overflow).map(Phase::key),
+        },
         categories,
         tensors,
-        fits: verdict.map(|v| v.fits),
-        headroom_bytes: verdict.map(|v| v.headroom_bytes),
+        fits: sharded.map_or(verdict.map(|v| v.fits), |v| Some(v.error.is_none())),
+        headroom_bytes: sharded.map_or(verdict.map(|v| v.headroom_bytes), |v| {
+            Some(v.kv_cache_bytes)
+        }),
         verdict,
+        judged_by: if sharded.is_some() {
+            "vllm_startup"
+        } else {
+            "simulation"
+        },
         context_bytes: context,
         vllm,
         warnings,

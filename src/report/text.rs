@@ -45,6 +45,9 @@ fn right(s: String) -> Cell {
 
 /// The one-line verdict.
 pub fn verdict(r: &CheckReport, style: Style) -> String {
+    if let (Some(g), Some(v), "vllm_startup") = (&r.gpu, &r.vllm, r.judged_by) {
+        return vllm_verdict(&g.name, v, style);
+    }
     match (&r.gpu, r.fits, r.headroom_bytes) {
         (Some(g), Some(true), Some(h)) => format!(
             "FITS on {} with {} headroom (peak {} on the device, {} usable)",
@@ -64,6 +67,27 @@ pub fn verdict(r: &CheckReport, style: Style) -> String {
         _ => format!(
             "No GPU given: peak {} on the device. Add --gpu NAME (see `vramplan gpus`) or --live for a verdict.",
             style.b(r.peak.device_bytes)
+        ),
+    }
+}
+
+/// Serving over several GPUs: whether vLLM starts on every rank, which is the verdict (the
+/// phase table is one GPU holding the whole model, for comparison).
+fn vllm_verdict(card: &str, v: &crate::plan::vllm::VllmBudget, style: Style) -> String {
+    let gpus = v
+        .tensor_parallel_size
+        .saturating_mul(v.pipeline_parallel_size);
+    match &v.error {
+        None => format!(
+            "FITS on {gpus} x {card}: vLLM starts on every rank with {} of KV cache ({} tokens) \
+             on the binding rank; the phase table below is one GPU holding the whole model, for \
+             comparison",
+            style.b(v.kv_cache_bytes.max(0) as u64),
+            crate::plan::vllm::thousands(v.max_tokens)
+        ),
+        Some(e) => format!(
+            "DOES NOT FIT on {gpus} x {card}: vLLM would not start: {e}; the phase table below is \
+             one GPU holding the whole model, for comparison"
         ),
     }
 }

@@ -139,9 +139,10 @@ fn llama_70b_over_tp_4_and_pp_2_holds_each_half_of_the_layers_by_hand() {
         "2",
         "--json",
     ]);
-    // 1: the whole model in Hugging Face's generate() does not fit one card; the vLLM figures
-    // are per rank.
-    assert_eq!(code, 1);
+    // Serving over 8 GPUs is judged by vLLM's start-up on every rank (the whole model in
+    // Hugging Face's generate() on one card, which does not fit, is shown for comparison).
+    assert_eq!(code, 0);
+    assert_eq!(v["verdict"]["fits"], false);
     // One TP rank's layer in bf16: q 16 heads × 128 × 8192 × 2, k and v 2 × 128 × 8192 × 2,
     // o as q, gate, up and down 7168 × 8192 × 2, two norms 8192 × 2.
     let layer: u64 = 2 * 33_554_432 + 2 * 4_194_304 + 3 * 117_440_512 + 2 * 16_384;
@@ -163,4 +164,71 @@ fn llama_70b_over_tp_4_and_pp_2_holds_each_half_of_the_layers_by_hand() {
     assert_eq!(v["vllm"]["world_size"].as_u64(), Some(8));
     // A block: 2 × 16 tokens × 2 kv heads × 128 × 2 bytes × 40 layers = 640 KiB.
     assert_eq!(v["vllm"]["block_bytes"].as_u64(), Some(640 * 1024));
+}
+
+/// Serving over several GPUs is judged by vLLM's start-up on every rank, not by the simulated
+/// run of the whole model on one GPU (which never runs): the weights per rank decide.
+#[test]
+fn sharded_serving_is_judged_by_vllms_start_up() {
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/hf/llama-3.1-70b.json"
+    );
+    let check = |tp: &str, pp: &str| {
+        crate::support::cli::json(&[
+            "check",
+            "--hf-config",
+            model,
+            "--mode",
+            "inference",
+            "--gpu",
+            "a100-80gb",
+            "--json",
+            "--tensor-parallel-size",
+            tp,
+            "--",
+            &format!("--pipeline_parallel_size={pp}"),
+        ])
+    };
+    // 70.55B parameters in bf16 are 131.4 GiB: one 80 GB card cannot hold them (the
+    // simulated run's own verdict), two can (65.7 GiB of weights each under 0.9 × 79.15).
+    let (code, one) = check("1", "1");
+    assert_eq!((code, one["judged_by"].as_str()), (1, Some("simulation")));
+    let (code, v) = check("2", "1");
+    assert_eq!((code, v["judged_by"].as_str()), (0, Some("vllm_startup")));
+    assert_eq!(v["fits"], true);
+    assert_eq!(
+        v["verdict"]["fits"], false,
+        "the one-GPU run stays for comparison"
+    );
+    assert_eq!(v["first_overflow_phase"], serde_json::Value::Null);
+    assert_eq!(v["headroom_bytes"], v["vllm"]["kv_cache_bytes"]);
+    let (code, v) = check("4", "2");
+    assert_eq!((code, v["fits"].as_bool()), (0, Some(true)));
+}
+
+/// suggest over several GPUs answers with vLLM's start-up; the one-GPU searches of the whole
+/// model (which never runs that way) are not made.
+#[test]
+fn sharded_suggest_answers_with_vllm() {
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/hf/llama-3.1-70b.json"
+    );
+    let (code, v) = crate::support::cli::suggest_json(&[
+        "--hf-config",
+        model,
+        "--mode",
+        "inference",
+        "--gpu",
+        "a100-80gb",
+        "--tensor-parallel-size",
+        "4",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(v["sharded"], true);
+    assert_eq!(v["baseline_fits"], false);
+    assert_eq!(v["largest_batch"], serde_json::Value::Null);
+    assert_eq!(v["vllm"]["error"], serde_json::Value::Null);
+    assert!(!v["vllm_commands"].as_array().unwrap().is_empty());
 }

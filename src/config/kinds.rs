@@ -175,6 +175,10 @@ pub enum LossKind {
     /// Cross-entropy over chunks of rows, each chunk's logits recomputed in backward.
     #[serde(rename = "chunked")]
     Chunked,
+    /// Liger-Kernel's fused linear cross-entropy (`use_liger_kernel`): chunks whose gradients
+    /// are computed in the forward and kept for the backward (`sim::ops::liger`).
+    #[serde(rename = "liger")]
+    Liger,
 }
 
 impl LossKind {
@@ -182,6 +186,7 @@ impl LossKind {
         match self {
             LossKind::Standard => "standard",
             LossKind::Chunked => "chunked",
+            LossKind::Liger => "liger",
         }
     }
 }

@@ -149,7 +149,7 @@ pub const KEYS: &[KeySpec] = &[
     field("checkpoint_every", Ty::Int, false, "with activation_checkpointing: checkpoint every k-th block, the 1-based k-th, 2k-th, ... (torchtitan's selective_ac_option = 'k'); 1 = every block"),
     field("optimizer", Ty::Str, false, "'adamw' (fused, as nanoGPT), 'adamw_foreach' (torch's default), 'adamw_single', 'adamw8bit', 'paged_adamw8bit', 'paged_adamw', 'adafactor', 'lion' or 'sgd'"),
     field("eval_batch_size", Ty::OptInt, false, "batch size of estimate_loss(); None = batch_size"),
-    field("loss", Ty::Str, false, "'standard' (F.cross_entropy) or 'chunked'"),
+    field("loss", Ty::Str, false, "'standard' (F.cross_entropy), 'chunked' (4096-row chunks, each checkpointed: no full logits) or 'liger' (Liger-Kernel's fused linear cross-entropy, use_liger_kernel: gradients computed in the forward and kept; Hugging Face decoders Liger patches)"),
     field("alloc_conf", Ty::OptStr, false, "PYTORCH_CUDA_ALLOC_CONF, e.g. 'expandable_segments:True'"),
     field("world_size", Ty::Int, false, "number of GPUs (ranks)"),
     field("ddp_bucket_view", Ty::Bool, false, "DDP(gradient_as_bucket_view=True): gradients are views into DDP's buckets"),
@@ -382,7 +382,10 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
         }
         "precision_mode" => cfg.precision_mode = choice(v, &PrecisionMode::ALL, |m| m.as_str())?,
         "optimizer" => cfg.optimizer = choice(v, &OptimizerKind::ALL, |o| o.as_str())?,
-        "loss" => cfg.loss = choice(v, &[LossKind::Standard, LossKind::Chunked], |l| l.as_str())?,
+        "loss" => {
+            let all = [LossKind::Standard, LossKind::Chunked, LossKind::Liger];
+            cfg.loss = choice(v, &all, |l| l.as_str())?
+        }
         "framework" => cfg.framework = choice(v, &Framework::ALL, |f| f.as_str())?,
         "parallelism" => {
             let all = [

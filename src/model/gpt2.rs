@@ -195,6 +195,12 @@ impl Gpt2 {
             (Head::Loss(targets), LossKind::Chunked) => {
                 Output::Loss(None, ops::chunked_cross_entropy(e, xf, self.wte, targets))
             }
+            // `LigerFusedLinearCrossEntropyLoss()(self.lm_head.weight, x, targets)` in place of
+            // lm_head and F.cross_entropy.
+            (Head::Loss(targets), LossKind::Liger) => Output::Loss(
+                None,
+                ops::fused_linear_cross_entropy(e, xf, self.wte, targets),
+            ),
             (Head::Logits { all }, _) => Output::Logits(logits_head(e, xf, self.wte, all, true)),
         };
         e.release(pos);

@@ -334,7 +334,8 @@ fn causal_lm_head(
     (loss, softcap): (HfLoss, bool),
 ) -> Output {
     match head {
-        Head::Loss(targets) if softcap && loss.kind != LossKind::Chunked => {
+        // The fused losses take the soft-capping into their kernels (Liger's `softcap`).
+        Head::Loss(targets) if softcap && loss.kind == LossKind::Standard => {
             let logits = ops::linear(e, xf, weight, None, None, "lm_head");
             let capped = final_softcap(e, logits);
             let (logits, l) = super::hf_loss::loss_from_logits(e, capped, targets, loss.chain);

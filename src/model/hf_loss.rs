@@ -34,11 +34,26 @@ pub fn lm_head_and_loss(
     targets: T,
     loss: HfLoss,
 ) -> (Option<V>, V) {
-    if loss.kind == LossKind::Chunked {
-        return (None, ops::chunked_cross_entropy(e, x, weight, targets));
+    match loss.kind {
+        LossKind::Chunked => return (None, ops::chunked_cross_entropy(e, x, weight, targets)),
+        LossKind::Liger => return (None, liger_loss(e, x, weight, targets)),
+        LossKind::Standard => {}
     }
     let logits = ops::linear(e, x, weight, None, None, "lm_head");
     loss_from_logits(e, logits, targets, loss.chain)
+}
+
+/// Liger's `lce_forward` → `LigerForCausalLMLoss`: labels padded and shifted as
+/// transformers 4.49+ does, the hidden states viewed (B·T, H), then the fused function.
+fn liger_loss(e: &mut Engine, x: V, weight: usize, targets: T) -> V {
+    let (b, t) = batch_dims(e, targets);
+    let padded = labels(e, "labels_padded", b, t + 1);
+    let shift = labels(e, "shift_labels", b, t);
+    let l = ops::fused_linear_cross_entropy(e, x, weight, shift);
+    // LigerForCausalLMLoss returns: its labels and shift_labels go.
+    e.release(padded);
+    e.release(shift);
+    l
 }
 
 /// The release's chain from the logits (the lm_head's, or Gemma 2's soft-capped ones) to the

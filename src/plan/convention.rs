@@ -180,16 +180,21 @@ fn swapped_components(cfg: &TrainConfig, base: &TrainConfig, out: &mut Vec<Chang
             Framework::NanoGpt => {}
         }
     }
-    if cfg.loss == LossKind::Chunked && base.loss != LossKind::Chunked {
+    if cfg.loss == LossKind::Liger && base.loss != LossKind::Liger {
         match f {
             Framework::HfTrainer => out.push(("use_liger_kernel", "true".into())),
             Framework::Axolotl => out.push(("liger_fused_linear_cross_entropy", "true".into())),
-            Framework::Torchtune => out.push((
-                "loss._component_",
-                "torchtune.modules.loss.CEWithChunkedOutputLoss".into(),
-            )),
             _ => {}
         }
+    }
+    if cfg.loss == LossKind::Chunked
+        && base.loss != LossKind::Chunked
+        && f == Framework::Torchtune
+    {
+        out.push((
+            "loss._component_",
+            "torchtune.modules.loss.CEWithChunkedOutputLoss".into(),
+        ));
     }
     if cfg.quantization == Quantization::Nf4 && base.quantization != Quantization::Nf4 {
         match f {

@@ -43,7 +43,7 @@ pub fn command(cfg: &TrainConfig, base: &TrainConfig) -> String {
         }
         .into(),
     );
-    if cfg.loss == LossKind::Chunked {
+    if cfg.loss == LossKind::Liger {
         // Liger's fused linear cross-entropy never materialises the full logits.
         args.push("use_liger_kernel=True".into());
     }
@@ -74,7 +74,7 @@ pub fn code_changes(cfg: &TrainConfig, base: &TrainConfig) -> Vec<String> {
                 .to_string(),
         );
     }
-    if cfg.loss == LossKind::Chunked && base.loss != LossKind::Chunked {
+    if cfg.loss == LossKind::Liger && base.loss != LossKind::Liger {
         out.push(
             "the environment: pip install liger-kernel (use_liger_kernel=True patches the model's loss)"
                 .into(),

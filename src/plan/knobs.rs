@@ -20,6 +20,19 @@ pub struct Knob {
     pub combines: bool,
 }
 
+/// The loss that never materialises the logits, as the run's framework turns it on: Liger's
+/// under the Trainer and axolotl, for the decoders Liger patches (none: GPT-2 and GPT-NeoX
+/// there have no such flag); a chunked loss elsewhere.
+fn fused_loss(c: &TrainConfig) -> Option<LossKind> {
+    match c.framework {
+        Framework::HfTrainer | Framework::Axolotl => {
+            (!matches!(c.model_type, ModelType::Gpt2 | ModelType::GptNeox))
+                .then_some(LossKind::Liger)
+        }
+        _ => Some(LossKind::Chunked),
+    }
+}
+
 /// The knobs, in the order they are tried. `bf16` says whether the card has bfloat16.
 pub fn knobs() -> Vec<Knob> {
     vec![
@@ -77,8 +90,10 @@ pub fn knobs() -> Vec<Knob> {
         Knob {
             label: "chunked cross-entropy",
             exact_label: "chunked cross-entropy, exact tokens/step",
-            apply: |c| c.loss = LossKind::Chunked,
-            applies: |c, _| c.loss == LossKind::Standard,
+            // What the printed change runs: Liger's function under the Trainer and axolotl
+            // (use_liger_kernel / liger_fused_linear_cross_entropy), a chunked loss elsewhere.
+            apply: |c| c.loss = fused_loss(c).unwrap_or(c.loss),
+            applies: |c, _| c.loss == LossKind::Standard && fused_loss(c).is_some(),
             combines: true,
         },
         Knob {

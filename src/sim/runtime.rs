@@ -149,6 +149,8 @@ pub fn compile_fallback(cfg: &TrainConfig) -> Option<&'static str> {
         Some("LoRA and quantized weights under torch.compile")
     } else if cfg.precision_mode == PrecisionMode::Pure {
         Some("precision_mode='pure' under torch.compile")
+    } else if cfg.loss == crate::config::LossKind::Liger {
+        Some("Liger's fused linear cross-entropy (a Triton autograd Function) under torch.compile")
     } else if cfg.activation_checkpointing
         && cfg.checkpoint_policy == crate::config::CheckpointPolicy::Op
     {

@@ -41,6 +41,7 @@ mod hostile_logs;
 mod hostile_props;
 mod inference;
 mod json_schema;
+mod liger_loss;
 mod lora;
 mod model_layers;
 mod models;

@@ -215,13 +215,18 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
                     out.ignore(doc, key);
                 }
             }
-            "liger_fused_linear_cross_entropy" | "cut_cross_entropy" => {
+            "liger_fused_linear_cross_entropy" => {
+                if doc.bool(key, v)? {
+                    out.set(doc, key, "loss", Value::Str("liger".into()));
+                }
+            }
+            "cut_cross_entropy" => {
                 if doc.bool(key, v)? {
                     out.set(doc, key, "loss", Value::Str("chunked".into()));
                     out.note(
                         doc,
                         key,
-                        "simulated as vramplan's chunked cross-entropy (no full logits)",
+                        "simulated as vramplan's chunked cross-entropy (no full logits; each chunk's logits recomputed in the backward)",
                     );
                 }
             }

@@ -121,8 +121,8 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
             }
             "use_liger_kernel" => {
                 if doc.bool(key, v)? {
-                    out.set(doc, key, "loss", Value::Str("chunked".into()));
-                    out.note(doc, key, "Liger's fused linear cross-entropy is simulated as vramplan's chunked cross-entropy (no full logits); Liger's other kernels (RMSNorm, SwiGLU, RoPE) are not modelled");
+                    out.set(doc, key, "loss", Value::Str("liger".into()));
+                    out.note(doc, key, "Liger's fused linear cross-entropy is simulated (loss = 'liger'); Liger's other kernels (RMSNorm, SwiGLU, RoPE) are not modelled: they keep less than eager PyTorch, so the figures are an upper bound");
                 }
             }
             "fsdp" => fsdp(doc, key, v, &mut out)?,

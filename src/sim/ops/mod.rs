@@ -11,6 +11,7 @@ mod eager;
 pub(crate) mod fusion;
 mod kv_cache;
 mod layer_norm;
+mod liger;
 mod linear;
 mod loss;
 pub mod moe;
@@ -30,6 +31,7 @@ pub use kv_cache::{
     KvCache,
 };
 pub use layer_norm::layer_norm;
+pub use liger::fused_linear_cross_entropy;
 pub use linear::linear;
 pub use loss::{chunked_cross_entropy, CHUNK_ROWS};
 pub use pointwise::{
@@ -117,6 +119,8 @@ pub enum Op {
     },
     /// Cross-entropy over chunks of rows, each chunk recomputed in the backward.
     ChunkedLoss(loss::ChunkedSaved),
+    /// Liger's fused linear cross-entropy: the gradients it computed in its forward.
+    LigerLoss(liger::LigerSaved),
     // --- the Hugging Face decoders' ops ---
     RmsNorm(rms_norm::RmsSaved),
     Rope(rotary::RopeSaved),
@@ -223,6 +227,7 @@ impl Op {
             } => cross_entropy::nll_backward(e, g, [input, target, total_weight], shape),
             Op::Checkpoint { f, x } => [Some(e.checkpoint_backward(f, x, g)), None, None],
             Op::ChunkedLoss(c) => loss::chunked_backward(e, g, c),
+            Op::LigerLoss(s) => liger::backward(e, g, s),
             Op::Div => basic::div_backward(e, g),
             Op::RmsNorm(s) => rms_norm::backward(e, g, s),
             Op::Rope(s) => rotary::backward(e, g, s),
@@ -312,6 +317,7 @@ impl Op {
                 ..
             } => [Some(softmax), Some(target_mask), Some(masked_target)],
             Op::ChunkedLoss(c) => [Some(c.x), Some(c.w), Some(c.target)],
+            Op::LigerLoss(s) => [Some(s.grad_input), s.grad_weight, None],
             Op::RmsNorm(s) => {
                 s.release_saved(e);
                 [None; 3]

@@ -11,34 +11,44 @@ pub fn n_params(cfg: &TrainConfig) -> u64 {
     base_params(cfg) + lora_params(cfg)
 }
 
-/// LoRA's adapters: r × (in + out) for each targeted Linear of each layer.
+/// LoRA's adapters: r × (in + out) for each targeted Linear of each layer. A sparse layer's
+/// gate_proj, up_proj and down_proj are its shared expert's (Qwen2-MoE; the routed experts
+/// are 3-D parameters PEFT does not wrap), a dense layer's its MLP's.
 pub fn lora_params(cfg: &TrainConfig) -> u64 {
     let (c, r) = (cfg.n_embd, cfg.lora_rank);
-    let (q, kv, i) = (
+    let (q, kv) = (
         cfg.n_head * cfg.head_size(),
         cfg.kv_heads() * cfg.head_size(),
-        cfg.mlp_width(),
     );
-    let per_layer: u64 = cfg
-        .lora_target_list()
-        .iter()
-        .map(|t| {
-            let (inp, out) = match *t {
-                "q_proj" => (c, q),
-                "k_proj" | "v_proj" => (c, kv),
-                "o_proj" => (q, c),
-                "gate_proj" | "up_proj" | "dense_h_to_4h" => (c, i),
-                "down_proj" | "dense_4h_to_h" => (i, c),
-                "query_key_value" => (c, 3 * c),
-                "qkv_proj" => (c, q + 2 * kv),
-                "gate_up_proj" => (c, 2 * i),
-                "dense" => (c, c),
-                _ => (0, 0),
-            };
-            r * (inp + out)
-        })
-        .sum();
-    cfg.n_layer * per_layer
+    let targets = cfg.lora_target_list();
+    let layer = |sparse: bool| -> u64 {
+        let i = match cfg.shared_expert_intermediate_size {
+            Some(s) if sparse => s,
+            _ => cfg.mlp_width(),
+        };
+        let shared_gate = if sparse { (c, 1) } else { (0, 0) };
+        targets
+            .iter()
+            .map(|t| {
+                let (inp, out) = match *t {
+                    "q_proj" => (c, q),
+                    "k_proj" | "v_proj" => (c, kv),
+                    "o_proj" => (q, c),
+                    "gate_proj" | "up_proj" | "dense_h_to_4h" => (c, i),
+                    "down_proj" | "dense_4h_to_h" => (i, c),
+                    "query_key_value" => (c, 3 * c),
+                    "qkv_proj" => (c, q + 2 * kv),
+                    "gate_up_proj" => (c, 2 * i),
+                    "dense" => (c, c),
+                    "shared_expert_gate" => shared_gate,
+                    _ => (0, 0),
+                };
+                r * (inp + out)
+            })
+            .sum()
+    };
+    let sparse = cfg.moe_layer_count();
+    sparse * layer(true) + (cfg.n_layer - sparse) * layer(false)
 }
 
 /// The model's own weights (frozen under LoRA).
@@ -78,19 +88,28 @@ pub fn base_params(cfg: &TrainConfig) -> u64 {
         | ModelType::Olmo2
         | ModelType::Mixtral
         | ModelType::Qwen3Moe
+        | ModelType::Qwen2Moe
         | ModelType::Qwen3 => {
             let (hd, nh, kv, i) = (cfg.head_size(), cfg.n_head, cfg.kv_heads(), cfg.mlp_width());
             let q = c * nh * hd;
             let kvp = 2 * c * kv * hd;
             let o = nh * hd * c;
-            // Mixtral: each of E experts' gate, up and down, and the router's (E, C).
-            let mlp = match (cfg.num_experts, cfg.experts_per_token) {
-                (Some(experts), Some(_)) => experts * 3 * c * cfg.expert_width() + experts * c,
-                _ => 3 * c * i,
+            // A dense layer's gate, up and down; a sparse layer's E experts' gate, up and
+            // down, the router's (E, C), and Qwen2-MoE's shared expert (gate, up, down of
+            // shared_expert_intermediate_size) and shared_expert_gate (1, C).
+            let dense = 3 * c * i;
+            let shared = cfg
+                .shared_expert_intermediate_size
+                .map_or(0, |s| 3 * c * s + c);
+            let sparse = match cfg.num_experts {
+                Some(experts) => experts * 3 * c * cfg.expert_width() + experts * c + shared,
+                None => dense,
             };
+            let moe_layers = cfg.moe_layer_count();
+            let mlps = moe_layers * sparse + (l - moe_layers) * dense;
             let bias = if !cfg.bias {
                 0
-            } else if cfg.model_type == ModelType::Qwen2 {
+            } else if cfg.model_type.qkv_bias_only() {
                 nh * hd + 2 * kv * hd
             } else {
                 nh * hd + 2 * kv * hd + c
@@ -108,8 +127,8 @@ pub fn base_params(cfg: &TrainConfig) -> u64 {
                 ModelType::Gemma2 | ModelType::Gemma3 => 4 * c,
                 _ => 2 * c,
             };
-            let per_layer = q + kvp + o + mlp + norms + bias + qk_norms;
-            embeddings + l * per_layer + c
+            let per_layer = q + kvp + o + norms + bias + qk_norms;
+            embeddings + l * per_layer + mlps + c
         }
     }
 }

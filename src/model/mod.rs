@@ -47,6 +47,7 @@ impl Model {
             | ModelType::Olmo2
             | ModelType::Mixtral
             | ModelType::Qwen3Moe
+            | ModelType::Qwen2Moe
             | ModelType::Qwen3 => Model::Llama(Llama::build(e, cfg)),
         }
     }

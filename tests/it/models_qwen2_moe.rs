@@ -415,3 +415,81 @@ fn qwen2_moe_serving_splits_the_shared_expert_over_tensor_parallel_ranks() {
     assert!(code == 0 || code == 1, "{v}");
     assert_eq!(v["vllm"]["weights_bytes"].as_u64(), Some(want));
 }
+
+#[test]
+fn the_block_keeps_what_the_real_modules_autograd_graph_keeps() {
+    // scripts/moe-truth/qwen2_moe_block.out: the real Qwen2MoeSparseMoeBlock on the same
+    // tiny shapes (N = 32, C = 64, E = 4, k = 2, I = 48, I_s = 80) in bf16 without autocast,
+    // each autograd node with what it saved — the truth this simulator's pure-bf16 run is
+    // held to, tensor by tensor (shape and dtype; kept until the backward).
+    let truth = std::fs::read_to_string("scripts/moe-truth/qwen2_moe_block.out").unwrap();
+    let cases = [
+        // The shared expert's gate: sigmoid keeps its (N, 1) result; the multiply keeps it
+        // and down_proj's (N, C) output.
+        (
+            "SigmoidBackward0: result=(32, 1) bfloat16",
+            "layer0.mlp.shared_expert_gate.sigmoid",
+            "(2, 16, 1) bf16 = 64 bytes",
+        ),
+        (
+            "MulBackward0: other=(32, 64) bfloat16, self=(32, 1) bfloat16",
+            "layer0.mlp.shared_expert.down_proj.out",
+            "(2, 16, 64) bf16 = 4.00 KiB",
+        ),
+        // Qwen2MoeMLP: SiLU keeps gate_proj's output, the product both factors, down_proj
+        // the product.
+        (
+            "SiluBackward0: self=(32, 80) bfloat16",
+            "layer0.mlp.shared_expert.gate_proj.out",
+            "(2, 16, 80) bf16 = 5.00 KiB",
+        ),
+        (
+            "MulBackward0: other=(32, 80) bfloat16, self=(32, 80) bfloat16",
+            "layer0.mlp.shared_expert.up_proj.out",
+            "(2, 16, 80) bf16 = 5.00 KiB",
+        ),
+        (
+            "MmBackward0: mat2=(80, 64) bfloat16, self=(32, 80) bfloat16",
+            "layer0.mlp.shared_expert.gate_up",
+            "(2, 16, 80) bf16 = 5.00 KiB",
+        ),
+        // The router: softmax's fp32 result, topk's int64 indices.
+        (
+            "SoftmaxBackward0: result=(32, 4) float32",
+            "layer0.mlp.gate.probs",
+            "(32, 4) fp32 = 512 bytes",
+        ),
+        (
+            "TopkBackward0: indices=(32, 2) int64",
+            "layer0.mlp.gate.top_k_index",
+            "(32, 2) int64 = 512 bytes",
+        ),
+        // The routed experts: grouped_mm keeps its input, weight and offsets; the weighting
+        // multiply the (S, 1) routing weights.
+        (
+            "GroupedMmBackward0: mat2=(4, 48, 64) bfloat16, offs=(4,) int32, self=(64, 48) bfloat16",
+            "layer0.mlp.offsets",
+            "(4) int32 = 16 bytes",
+        ),
+        (
+            "MulBackward0: other=(64, 1) bfloat16, self=(64, 64) bfloat16",
+            "layer0.mlp.sample_weights_g",
+            "(64) bf16 = 128 bytes",
+        ),
+    ];
+    let pure = ["--precision_mode=pure"];
+    for (node, name, shape) in cases {
+        assert!(truth.contains(node), "the truth has no `{node}`");
+        let want = (format!("{name} {shape}"), BACKWARD.to_string());
+        assert_eq!(small(name, &pure), want, "{node}");
+    }
+    // No node keeps shared_expert_gate's logit, the gated product or the sum.
+    for name in [
+        "layer0.mlp.shared_expert_gate.out",
+        "layer0.mlp.shared_expert_output",
+        "layer0.mlp.expert_output",
+    ] {
+        assert_eq!(small(name, &pure).1, FORWARD, "{name}");
+    }
+    assert!(truth.contains("AddBackward0: -"));
+}

@@ -370,14 +370,12 @@ fn what_qwen2_moe_does_not_take_is_refused_in_one_line() {
 fn qwen2_moe_serving_splits_the_shared_expert_over_tensor_parallel_ranks() {
     // vLLM with tensor_parallel_size=2, bf16, one rank: the vocabulary (151936, a multiple
     // of 64) split; q, k, v, o by heads (8 of 128 per rank, k and v as many: 16 kv heads)
-    // with q, k, v's biases split alike; each of 60 experts' width 1408/2 = 704; the shared
-    // expert's 5632/2 = 2816 (MergedColumnParallelLinear, RowParallelLinear); the router,
-    // shared_expert_gate (1, 2048) and the norms replicated. Each tensor below 10 MiB is
-    // rounded up to the allocator's 512-byte blocks; one of 10 MiB or more gets a segment of
-    // its size rounded up to 2 MiB and keeps the rest of it when 1 MiB or less would remain
-    // (c10/cuda/CUDACachingAllocator.cpp: kMinLargeAlloc, kRoundLarge, and large blocks split
-    // only past kSmallSize): each 11 MiB shared projection holds 12 MiB, the experts' 165 MiB
-    // down_proj 166 MiB. The rotary inv_freq buffer (64 fp32) is one more block.
+    // with q, k, v's biases split alike; each of 60 experts' width 1408/2 = 704 (FusedMoE);
+    // the shared expert's 5632/2 = 2816 (vllm/model_executor/models/qwen2_moe.py
+    // `Qwen2MoeMLP`: MergedColumnParallelLinear, RowParallelLinear); the router,
+    // shared_expert_gate (a plain torch.nn.Linear(2048, 1)) and the norms replicated. vLLM
+    // stores gate and up (and q, k, v) as one merged tensor; the simulator keeps
+    // transformers' separate ones, as for every served model, so the counts below do too.
     let block = |b: u64| b.div_ceil(512) * 512;
     let mib = 1u64 << 20;
     let large = |b: u64| {

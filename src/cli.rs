@@ -121,11 +121,11 @@ pub struct RunArgs {
     pub verbose: bool,
     /// A built-in model (gpt2 … gpt2-xl, llama-3.2-1b/3b, llama-3.1-8b, mistral-7b,
     /// qwen2.5-0.5b/1.5b/7b, qwen3-0.6b/8b, phi-3-mini-4k, gemma-2b, gemma-2-2b/9b, gemma-3-1b,
-    /// olmo-2-7b, mixtral-8x7b, qwen3-30b-a3b, pythia-1b); the config file and overrides apply on top.
+    /// olmo-2-7b, mixtral-8x7b, qwen3-30b-a3b, qwen1.5-moe-a2.7b, pythia-1b); the config file and overrides apply on top.
     #[arg(long, value_name = "NAME", conflicts_with = "hf_config")]
     pub model: Option<String>,
     /// A Hugging Face config.json to build the model from (model_type llama, mistral, qwen2,
-    /// gemma, gemma2, gemma3_text or gemma3, qwen3, phi3, olmo2, mixtral, qwen3_moe, gpt_neox or gpt2); the config
+    /// gemma, gemma2, gemma3_text or gemma3, qwen3, phi3, olmo2, mixtral, qwen3_moe, qwen2_moe, gpt_neox or gpt2); the config
     /// file and overrides apply on top.
     #[arg(long, value_name = "PATH")]
     pub hf_config: Option<PathBuf>,

@@ -39,6 +39,7 @@ MODELS = {
     "olmo2": "olmo2/modeling_olmo2.py",
     "mixtral": "mixtral/modeling_mixtral.py",
     "qwen3_moe": "qwen3_moe/modeling_qwen3_moe.py",
+    "qwen2_moe": "qwen2_moe/modeling_qwen2_moe.py",
 }
 SHIFT = re.compile(r"shift_logits\s*=\s*\w*logits\[\.\.\., :-1, :\]\.contiguous\(\)|"
                    r"shift_logits\s*=\s*\w*logits\[:, :-1, :\]\.contiguous\(\)")

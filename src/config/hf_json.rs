@@ -13,8 +13,11 @@
 //! - `mixtral`: the Llama sizes, num_local_experts, num_experts_per_tok (MixtralConfig's
 //!   defaults 8 and 2); output_router_logits = true (the auxiliary loss) is refused.
 //! - `qwen3_moe`: Qwen3's sizes, num_experts, num_experts_per_tok, moe_intermediate_size,
-//!   norm_topk_prob (Qwen3MoeConfig's defaults 128, 8, 768, false); dense layers
-//!   (decoder_sparse_step other than 1, mlp_only_layers) and output_router_logits are refused.
+//!   norm_topk_prob, decoder_sparse_step, mlp_only_layers (Qwen3MoeConfig's defaults 128, 8,
+//!   768, false, 1, []); output_router_logits = true is refused.
+//! - `qwen2_moe`: Qwen2's sizes with qkv_bias (default true), the same MoE keys with
+//!   Qwen2MoeConfig's defaults (60, 4, 1408, false, 1, []) and shared_expert_intermediate_size
+//!   (5632); use_sliding_window is not read (as for qwen2).
 //!
 //! Fields that do not change training memory are not read: `max_position_embeddings` (the
 //! sequence trained is `block_size`), `rope_theta`/`rope_scaling` (the cos/sin tables are the
@@ -230,6 +233,8 @@ pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<Stri
     let bias = match model_type {
         // Qwen2Attention: q_proj, k_proj, v_proj with bias=True, o_proj without.
         ModelType::Qwen2 => true,
+        // Qwen2MoeAttention: q, k, v with bias=config.qkv_bias (Qwen2MoeConfig: True).
+        ModelType::Qwen2Moe => f.boolean("qkv_bias")?.unwrap_or(true),
         // GPT-NeoX: every Linear and LayerNorm has a bias.
         ModelType::GptNeox => true,
         _ => f.boolean("attention_bias")?.unwrap_or(false),
@@ -254,7 +259,10 @@ pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<Stri
     if matches!(model_type, ModelType::Gemma2 | ModelType::Gemma3) {
         super::hf_gemma::attention_fields(&f, model_type, &mut put)?;
     }
-    if matches!(model_type, ModelType::Mixtral | ModelType::Qwen3Moe) {
+    if matches!(
+        model_type,
+        ModelType::Mixtral | ModelType::Qwen3Moe | ModelType::Qwen2Moe
+    ) {
         moe_fields(&f, model_type, &mut put)?;
     }
     if f.boolean("mlp_bias")? == Some(true) {
@@ -268,60 +276,69 @@ pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<Stri
 }
 
 /// The experts: Mixtral's `num_local_experts` and `num_experts_per_tok` (MixtralConfig's
-/// defaults 8 and 2), Qwen3-MoE's `num_experts`, `num_experts_per_tok`,
-/// `moe_intermediate_size`, `norm_topk_prob` (Qwen3MoeConfig's 128, 8, 768, false).
-/// `output_router_logits = true` keeps every layer's router logits for the auxiliary loss,
-/// and Qwen3-MoE's dense layers (`decoder_sparse_step`, `mlp_only_layers`) are not
-/// simulated: refused.
+/// defaults 8 and 2); Qwen3-MoE's and Qwen2-MoE's `num_experts`, `num_experts_per_tok`,
+/// `moe_intermediate_size`, `norm_topk_prob`, `decoder_sparse_step`, `mlp_only_layers`
+/// (Qwen3MoeConfig's 128, 8, 768, false, 1, []; Qwen2MoeConfig's 60, 4, 1408, false, 1, []),
+/// and Qwen2-MoE's `shared_expert_intermediate_size` (5632). `output_router_logits = true`
+/// keeps every layer's router logits for the auxiliary loss (load_balancing_loss_func), which
+/// is not simulated: refused.
 fn moe_fields(f: &Fields, m: ModelType, put: &mut impl FnMut(&str, &str, Value)) -> Result<()> {
-    let refuse = |key: &str, what: &str| {
-        Err(Error::new(format!(
-            "{}: \"{key}\": expected {what}",
-            f.origin(key)
-        )))
-    };
     if f.boolean("output_router_logits")? == Some(true) {
-        return refuse(
-            "output_router_logits",
-            "false (the router's auxiliary loss is not simulated)",
-        );
+        return Err(Error::new(format!(
+            "{}: \"output_router_logits\": expected false (the router's auxiliary loss, load_balancing_loss_func, is not simulated)",
+            f.origin("output_router_logits")
+        )));
     }
-    let qwen = m == ModelType::Qwen3Moe;
-    let experts_key = if qwen {
-        "num_experts"
-    } else {
-        "num_local_experts"
+    let int = |v: u64| Value::Int(v.into());
+    // (experts key, experts, per token, expert width, shared expert width) by class default.
+    let (experts_key, defaults) = match m {
+        ModelType::Qwen3Moe => ("num_experts", (128, 8, Some(768), None)),
+        ModelType::Qwen2Moe => ("num_experts", (60, 4, Some(1408), Some(5632))),
+        _ => ("num_local_experts", (8, 2, None, None)),
     };
-    let experts = f.int(experts_key)?.unwrap_or(if qwen { 128 } else { 8 });
-    let per_token = f
-        .int("num_experts_per_tok")?
-        .unwrap_or(if qwen { 8 } else { 2 });
-    put("num_experts", experts_key, Value::Int(experts.into()));
-    let k = Value::Int(per_token.into());
-    put("experts_per_token", "num_experts_per_tok", k);
-    if !qwen {
-        return Ok(());
-    }
-    if f.int("decoder_sparse_step")?.is_some_and(|s| s != 1) {
-        return refuse(
-            "decoder_sparse_step",
-            "1 (every layer sparse; dense layers between are not simulated)",
-        );
-    }
-    let dense = f.get("mlp_only_layers").and_then(Json::as_array);
-    if dense.is_some_and(|l| !l.is_empty()) {
-        return refuse(
-            "mlp_only_layers",
-            "[] (dense layers among the MoE ones are not simulated)",
-        );
-    }
-    let width = f.int("moe_intermediate_size")?.unwrap_or(768);
+    let (experts, per_token, width, shared) = defaults;
     put(
-        "moe_intermediate_size",
-        "moe_intermediate_size",
-        Value::Int(width.into()),
+        "num_experts",
+        experts_key,
+        int(f.int(experts_key)?.unwrap_or(experts)),
     );
+    let k = int(f.int("num_experts_per_tok")?.unwrap_or(per_token));
+    put("experts_per_token", "num_experts_per_tok", k);
+    let Some(width) = width else {
+        return Ok(());
+    };
+    let width = f.int("moe_intermediate_size")?.unwrap_or(width);
+    put("moe_intermediate_size", "moe_intermediate_size", int(width));
+    if let Some(shared) = shared {
+        let key = "shared_expert_intermediate_size";
+        put(key, key, int(f.int(key)?.unwrap_or(shared)));
+    }
     let norm = f.boolean("norm_topk_prob")?.unwrap_or(false);
     put("norm_topk_prob", "norm_topk_prob", Value::Bool(norm));
+    let step = f.int("decoder_sparse_step")?.unwrap_or(1);
+    put("decoder_sparse_step", "decoder_sparse_step", int(step));
+    let dense = dense_layer_list(f)?;
+    put("mlp_only_layers", "mlp_only_layers", Value::Str(dense));
     Ok(())
+}
+
+/// `mlp_only_layers` (a JSON list of layer indices, or null) as vramplan's comma-separated
+/// string.
+fn dense_layer_list(f: &Fields) -> Result<String> {
+    let key = "mlp_only_layers";
+    let Some(v) = f.get(key) else {
+        return Ok(String::new());
+    };
+    let layers = v.as_array().and_then(|l| {
+        l.iter()
+            .map(|x| x.as_u64().map(|x| x.to_string()))
+            .collect::<Option<Vec<_>>>()
+    });
+    layers.map(|l| l.join(",")).ok_or_else(|| {
+        Error::new(format!(
+            "{}: \"{key}\": {}: expected a list of layer indices (non-negative integers)",
+            f.origin(key),
+            brief(v)
+        ))
+    })
 }

@@ -128,6 +128,18 @@ pub const LIMITS: &[Limit] = &[
         why: "at most one per layer, and n_layer is at most 1024; served models use 2 to 16",
     },
     Limit {
+        key: "shared_expert_intermediate_size",
+        max: 1 << 20,
+        what: "shared expert MLP width",
+        why: "released shared experts are 5 632 to 20 480 wide: Qwen1.5-MoE-A2.7B 5 632, Qwen2-57B-A14B 20 480",
+    },
+    Limit {
+        key: "decoder_sparse_step",
+        max: 1024,
+        what: "layers between sparse ones",
+        why: "released Qwen MoE models use 1; a step past n_layer (itself at most 1024) leaves every layer dense",
+    },
+    Limit {
         key: "max_num_seqs",
         max: 1 << 20,
         what: "sequences served at once",
@@ -162,6 +174,8 @@ fn value(cfg: &TrainConfig, key: &str) -> Option<u64> {
         "max_num_batched_tokens" => cfg.max_num_batched_tokens,
         "num_experts" => cfg.num_experts,
         "moe_intermediate_size" => cfg.moe_intermediate_size,
+        "shared_expert_intermediate_size" => cfg.shared_expert_intermediate_size,
+        "decoder_sparse_step" => cfg.decoder_sparse_step,
         _ => None,
     }
 }
@@ -229,6 +243,8 @@ mod tests {
             max_num_seqs: Some(1),
             num_experts: Some(1),
             moe_intermediate_size: Some(1),
+            shared_expert_intermediate_size: Some(1),
+            decoder_sparse_step: Some(1),
             ..TrainConfig::default()
         };
         for l in LIMITS {

@@ -89,6 +89,18 @@ pub fn lora_modules(m: ModelType) -> &'static [&'static str] {
         // MixtralDecoderLayer (5.x): the router (MixtralTopKRouter) and the experts
         // (MixtralExperts, 3-D parameters) are not nn.Linear; PEFT finds only attention's.
         ModelType::Mixtral | ModelType::Qwen3Moe => &["q_proj", "k_proj", "v_proj", "o_proj"],
+        // Qwen2MoeSparseMoeBlock: the shared expert (a Qwen2MoeMLP) and shared_expert_gate
+        // are nn.Linear, as is a dense layer's MLP; the router and the experts are not.
+        ModelType::Qwen2Moe => &[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+            "shared_expert_gate",
+        ],
         _ => &[
             "q_proj",
             "k_proj",

@@ -271,6 +271,18 @@ pub struct TrainConfig {
     /// Qwen3-MoE: each expert's hidden width [moe_intermediate_size]; None = intermediate_size.
     #[serde(default)]
     pub moe_intermediate_size: Option<u64>,
+    /// Qwen2-MoE: the shared expert's hidden width [shared_expert_intermediate_size]; None
+    /// elsewhere (no shared expert).
+    #[serde(default)]
+    pub shared_expert_intermediate_size: Option<u64>,
+    /// Qwen2/Qwen3-MoE: every k-th layer (1-based) is sparse, the others dense
+    /// [decoder_sparse_step]; None = 1.
+    #[serde(default)]
+    pub decoder_sparse_step: Option<u64>,
+    /// Qwen2/Qwen3-MoE: the 0-based layers whose MLP is dense, comma-separated
+    /// [mlp_only_layers]; "" = none.
+    #[serde(default)]
+    pub mlp_only_layers: String,
     /// The top-k routing weights are renormalised to sum to 1 [norm_topk_prob] (Mixtral: always).
     #[serde(default = "model_keys::yes")]
     pub norm_topk_prob: bool,
@@ -391,6 +403,9 @@ impl Default for TrainConfig {
             num_experts: None,
             experts_per_token: None,
             moe_intermediate_size: None,
+            shared_expert_intermediate_size: None,
+            decoder_sparse_step: None,
+            mlp_only_layers: String::new(),
             norm_topk_prob: true,
             lora_rank: 0,
             lora_alpha: 16.0,

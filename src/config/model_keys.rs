@@ -50,6 +50,10 @@ pub enum ModelType {
     /// `moe_intermediate_size`-wide experts (src/model/moe.rs).
     #[serde(rename = "qwen3_moe")]
     Qwen3Moe,
+    /// Qwen2MoeForCausalLM: Qwen2's layers (q/k/v biases) with a sparse MoE block whose
+    /// shared expert runs beside the routed ones (src/model/moe.rs).
+    #[serde(rename = "qwen2_moe")]
+    Qwen2Moe,
     /// Qwen3ForCausalLM: Llama's layers without biases, with an RMSNorm over each head of q
     /// and of k (`q_norm`, `k_norm`) before rotary.
     #[serde(rename = "qwen3")]
@@ -64,7 +68,7 @@ pub enum ModelType {
 }
 
 impl ModelType {
-    pub const ALL: [ModelType; 13] = [
+    pub const ALL: [ModelType; 14] = [
         ModelType::Gpt2,
         ModelType::Llama,
         ModelType::Mistral,
@@ -75,6 +79,7 @@ impl ModelType {
         ModelType::Olmo2,
         ModelType::Mixtral,
         ModelType::Qwen3Moe,
+        ModelType::Qwen2Moe,
         ModelType::Qwen3,
         ModelType::Phi3,
         ModelType::GptNeox,
@@ -92,6 +97,7 @@ impl ModelType {
             ModelType::Olmo2 => "olmo2",
             ModelType::Mixtral => "mixtral",
             ModelType::Qwen3Moe => "qwen3_moe",
+            ModelType::Qwen2Moe => "qwen2_moe",
             ModelType::Qwen3 => "qwen3",
             ModelType::Phi3 => "phi3",
             ModelType::GptNeox => "gpt_neox",
@@ -120,8 +126,16 @@ impl ModelType {
                 | ModelType::Olmo2
                 | ModelType::Mixtral
                 | ModelType::Qwen3Moe
+                | ModelType::Qwen2Moe
                 | ModelType::Qwen3
         )
+    }
+}
+
+impl ModelType {
+    /// Qwen2Attention and Qwen2MoeAttention: biases on q_proj, k_proj, v_proj, none on o_proj.
+    pub fn qkv_bias_only(self) -> bool {
+        matches!(self, ModelType::Qwen2 | ModelType::Qwen2Moe)
     }
 }
 

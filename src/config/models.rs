@@ -50,6 +50,7 @@ pub const PRESETS: &[Preset] = embed!(
     "olmo-2-7b" => "allenai/OLMo-2-1124-7B",
     "mixtral-8x7b" => "mistralai/Mixtral-8x7B-v0.1",
     "qwen3-30b-a3b" => "Qwen/Qwen3-30B-A3B",
+    "qwen1.5-moe-a2.7b" => "Qwen/Qwen1.5-MoE-A2.7B",
     "pythia-1b" => "EleutherAI/pythia-1b",
 );
 

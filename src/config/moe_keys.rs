@@ -1,7 +1,11 @@
 //! The keys of a mixture-of-experts decoder (Mixtral): how many experts a layer has
 //! (`num_experts`, config.json's `num_local_experts`) and how many each token is routed to
 //! (`experts_per_token`, `num_experts_per_tok`). Mixtral's experts are as wide as its
-//! `intermediate_size`, so it has no `moe_intermediate_size`.
+//! `intermediate_size`, so it has no `moe_intermediate_size`. Qwen2-MoE adds a shared expert
+//! (`shared_expert_intermediate_size`); Qwen2- and Qwen3-MoE can make layers dense
+//! (`decoder_sparse_step`, `mlp_only_layers`: Qwen2MoeDecoderLayer.__init__ and
+//! Qwen3MoeDecoderLayer.__init__ build a sparse block where `layer_idx not in mlp_only_layers
+//! and (layer_idx + 1) % decoder_sparse_step == 0`, else a dense MLP of intermediate_size).
 //!
 //! What the simulation of an MoE layer (src/model/moe.rs) covers, and what it refuses with
 //! one line rather than guess: transformers 4.x's per-expert loop (its buffers depend on the
@@ -22,6 +26,9 @@ pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
         "experts_per_token" => opt_int(cfg.experts_per_token),
         "moe_intermediate_size" => opt_int(cfg.moe_intermediate_size),
         "norm_topk_prob" => Value::Bool(cfg.norm_topk_prob),
+        "shared_expert_intermediate_size" => opt_int(cfg.shared_expert_intermediate_size),
+        "decoder_sparse_step" => opt_int(cfg.decoder_sparse_step),
+        "mlp_only_layers" => Value::Str(cfg.mlp_only_layers.clone()),
         _ => return None,
     })
 }
@@ -40,42 +47,61 @@ pub(crate) fn set(
             cfg.norm_topk_prob = matches!(v, Value::Bool(true));
             Ok(())
         }
+        "shared_expert_intermediate_size" => {
+            opt_count(v, true).map(|x| cfg.shared_expert_intermediate_size = x)
+        }
+        "decoder_sparse_step" => opt_count(v, true).map(|x| cfg.decoder_sparse_step = x),
+        "mlp_only_layers" => match v {
+            Value::Str(s) => {
+                cfg.mlp_only_layers = s.clone();
+                Ok(())
+            }
+            other => Err(format!(
+                "expected a str of comma-separated layer indices, got {}",
+                other.type_name()
+            )),
+        },
         _ => return None,
     })
 }
 
 /// Both keys on an MoE model (1 <= experts_per_token <= num_experts), none of the MoE keys
-/// elsewhere, Mixtral's renormalisation unconditional, and none of the modes the MoE layer is
-/// not simulated under.
+/// elsewhere, Mixtral's renormalisation unconditional, the shared expert on Qwen2-MoE alone,
+/// and none of the modes the MoE layer is not simulated under.
 pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>) -> Result<()> {
     let blame = &Blame(origins);
     let keys = [
         ("num_experts", cfg.num_experts),
         ("experts_per_token", cfg.experts_per_token),
     ];
-    let moe = matches!(cfg.model_type, ModelType::Mixtral | ModelType::Qwen3Moe);
-    let only = "None (only model_type = 'mixtral' and 'qwen3_moe' read it)";
+    use ModelType as M;
+    let moe = matches!(cfg.model_type, M::Mixtral | M::Qwen3Moe | M::Qwen2Moe);
     if !moe {
-        return match keys.iter().find_map(|(k, v)| v.map(|v| (k, v))) {
+        let only = "None (only model_type = 'mixtral', 'qwen3_moe' and 'qwen2_moe' read it)";
+        let set = [
+            ("moe_intermediate_size", cfg.moe_intermediate_size),
+            (
+                "shared_expert_intermediate_size",
+                cfg.shared_expert_intermediate_size,
+            ),
+            ("decoder_sparse_step", cfg.decoder_sparse_step),
+        ];
+        return match keys.iter().chain(&set).find_map(|(k, v)| v.map(|v| (k, v))) {
             Some((key, v)) => blame.fail(key, v, only),
-            None => match cfg.moe_intermediate_size {
-                Some(w) => blame.fail("moe_intermediate_size", w, only),
-                None => Ok(()),
-            },
+            None => dense_layers(cfg, blame),
         };
     }
-    if cfg.model_type == ModelType::Mixtral {
-        if let Some(w) = cfg.moe_intermediate_size {
-            let why = "None with model_type = 'mixtral' (its experts are intermediate_size wide)";
-            return blame.fail("moe_intermediate_size", w, why);
-        }
-        if !cfg.norm_topk_prob {
-            let why = "True with model_type = 'mixtral' (MixtralTopKRouter always renormalises)";
-            return blame.fail("norm_topk_prob", "False", why);
-        }
+    if cfg.model_type == M::Mixtral {
+        mixtral_only(cfg, blame)?;
     }
-    if cfg.moe_intermediate_size == Some(0) {
-        return blame.fail("moe_intermediate_size", "0", "a positive integer or None");
+    shared_expert(cfg, blame)?;
+    for (key, v) in [
+        ("moe_intermediate_size", cfg.moe_intermediate_size),
+        ("decoder_sparse_step", cfg.decoder_sparse_step),
+    ] {
+        if v == Some(0) {
+            return blame.fail(key, "0", "a positive integer or None");
+        }
     }
     for (key, v) in keys {
         match v {
@@ -101,7 +127,78 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             format!("at most num_experts = {e} (torch.topk over the experts)"),
         );
     }
+    dense_layers(cfg, blame)?;
     refuse_unsimulated(cfg, blame)
+}
+
+/// Mixtral: experts of intermediate_size, always renormalised, every layer sparse.
+fn mixtral_only(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
+    if let Some(w) = cfg.moe_intermediate_size {
+        let why = "None with model_type = 'mixtral' (its experts are intermediate_size wide)";
+        return blame.fail("moe_intermediate_size", w, why);
+    }
+    if !cfg.norm_topk_prob {
+        let why = "True with model_type = 'mixtral' (MixtralTopKRouter always renormalises)";
+        return blame.fail("norm_topk_prob", "False", why);
+    }
+    if let Some(s) = cfg.decoder_sparse_step {
+        let why = "None with model_type = 'mixtral' (every MixtralDecoderLayer is sparse)";
+        return blame.fail("decoder_sparse_step", s, why);
+    }
+    Ok(())
+}
+
+/// Qwen2MoeSparseMoeBlock always has its shared expert (a Qwen2MoeMLP of
+/// shared_expert_intermediate_size); the other MoE blocks have none.
+fn shared_expert(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
+    let key = "shared_expert_intermediate_size";
+    match (cfg.model_type, cfg.shared_expert_intermediate_size) {
+        (ModelType::Qwen2Moe, None) => blame.fail(
+            key,
+            "None",
+            "a positive integer for model_type = 'qwen2_moe'",
+        ),
+        (ModelType::Qwen2Moe, Some(0)) => blame.fail(key, "0", "a positive integer"),
+        (ModelType::Qwen2Moe, Some(_)) => Ok(()),
+        (m, Some(w)) => blame.fail(
+            key,
+            w,
+            format!(
+                "None with model_type = '{}' (only Qwen2MoeSparseMoeBlock has a shared expert)",
+                m.as_str()
+            ),
+        ),
+        (_, None) => Ok(()),
+    }
+}
+
+/// mlp_only_layers: layer indices below n_layer, on a model whose layers can be dense.
+/// (transformers ignores an index past the last layer; here it is more likely a typo.)
+fn dense_layers(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
+    let list = cfg.mlp_only_layers.trim();
+    if list.is_empty() {
+        return Ok(());
+    }
+    let shown = super::value::str_repr(&cfg.mlp_only_layers.chars().take(80).collect::<String>());
+    if !matches!(cfg.model_type, ModelType::Qwen2Moe | ModelType::Qwen3Moe) {
+        let why = "'' (only model_type = 'qwen2_moe' and 'qwen3_moe' read it)";
+        return blame.fail("mlp_only_layers", shown, why);
+    }
+    let n = cfg.n_layer;
+    let ok = list
+        .split(',')
+        .all(|x| x.trim().parse::<u64>().is_ok_and(|l| l < n));
+    if ok {
+        return Ok(());
+    }
+    blame.fail(
+        "mlp_only_layers",
+        shown,
+        format!(
+            "comma-separated layer indices from 0 to n_layer - 1 = {}",
+            n.saturating_sub(1)
+        ),
+    )
 }
 
 /// The modes an MoE layer is not simulated under: one line each.
@@ -126,6 +223,26 @@ fn refuse_unsimulated(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
 }
 
 impl TrainConfig {
+    /// Whether layer `l` (0-based) has the sparse MoE block: an MoE model's layer that
+    /// decoder_sparse_step selects and mlp_only_layers does not list
+    /// (Qwen2MoeDecoderLayer.__init__, modeling_qwen2_moe.py).
+    pub fn moe_layer(&self, l: u64) -> bool {
+        if self.num_experts.is_none() || self.experts_per_token.is_none() {
+            return false;
+        }
+        let step = self.decoder_sparse_step.unwrap_or(1).max(1);
+        let dense = self
+            .mlp_only_layers
+            .split(',')
+            .any(|x| x.trim().parse::<u64>() == Ok(l));
+        (l + 1).is_multiple_of(step) && !dense
+    }
+
+    /// How many layers have the sparse MoE block.
+    pub fn moe_layer_count(&self) -> u64 {
+        (0..self.n_layer).filter(|&l| self.moe_layer(l)).count() as u64
+    }
+
     /// Each expert's hidden width: Qwen3-MoE's moe_intermediate_size, else intermediate_size.
     pub fn expert_width(&self) -> u64 {
         self.moe_intermediate_size.unwrap_or(self.mlp_width())

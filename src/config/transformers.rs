@@ -151,6 +151,7 @@ fn first_release(model: ModelType) -> Option<((u16, u16), &'static str)> {
         ModelType::Gemma3 => ((4, 50), "Gemma3ForCausalLM"),
         ModelType::Mixtral => ((4, 36), "MixtralForCausalLM"),
         ModelType::Qwen3Moe => ((4, 51), "Qwen3MoeForCausalLM"),
+        ModelType::Qwen2Moe => ((4, 40), "Qwen2MoeForCausalLM"),
         ModelType::Gpt2 | ModelType::Llama | ModelType::Mistral | ModelType::GptNeox => {
             return None
         }

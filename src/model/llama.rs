@@ -26,7 +26,7 @@
 use super::hf::{input_embeddings, Shared};
 use super::llama_layer::{Dims, Layer, LayerCall, Mlp};
 use super::lora::Params;
-use super::moe::{MoeWeights, RouterKind};
+use super::moe::{MoeWeights, RouterKind, SharedExpert};
 use super::variant::{EmbedScale, QkNorm, Variant};
 use super::{Head, Output, StageInput, StageOutput};
 use crate::config::{ModelType, TrainConfig};
@@ -203,9 +203,9 @@ impl Llama {
 fn build_layer(e: &mut Engine, cfg: &TrainConfig, ps: &Params, var: Variant, l: u32) -> Layer {
     let c = cfg.n_embd;
     let (nh, nkv, hd, i) = (cfg.n_head, cfg.kv_heads(), cfg.head_size(), cfg.mlp_width());
-    // attention_bias: q, k, v and o; Qwen2 has q, k, v biases only.
+    // attention_bias: q, k, v and o; Qwen2 and Qwen2-MoE have q, k, v biases only.
     let qkv_bias = cfg.bias;
-    let o_bias = cfg.bias && cfg.model_type != ModelType::Qwen2;
+    let o_bias = cfg.bias && !cfg.model_type.qkv_bias_only();
     let q = ps.linear(e, l, "self_attn.q_proj", (nh * hd, c), qkv_bias);
     let k = ps.linear(e, l, "self_attn.k_proj", (nkv * hd, c), qkv_bias);
     let v = ps.linear(e, l, "self_attn.v_proj", (nkv * hd, c), qkv_bias);
@@ -222,7 +222,7 @@ fn build_layer(e: &mut Engine, cfg: &TrainConfig, ps: &Params, var: Variant, l: 
         )),
     };
     let mlp = match (cfg.num_experts, cfg.experts_per_token) {
-        (Some(experts), Some(top_k)) => {
+        (Some(experts), Some(top_k)) if cfg.moe_layer(u64::from(l)) => {
             let width = cfg.expert_width();
             Mlp::Moe(moe_weights(e, cfg, ps, (experts, top_k), (c, width), l))
         }
@@ -260,7 +260,8 @@ fn build_layer(e: &mut Engine, cfg: &TrainConfig, ps: &Params, var: Variant, l: 
 /// The sparse MoE block's parameters in module order: the router's weight (E, C) and the
 /// experts' gate_up_proj (E, 2I, C) and down_proj (E, C, I) — 3-D nn.Parameters in 5.x
 /// (modeling_mixtral.py `MixtralExperts.__init__`). MixtralSparseMoeBlock creates `gate` then
-/// `experts`, Qwen3MoeSparseMoeBlock `experts` then `gate`.
+/// `experts`, Qwen3MoeSparseMoeBlock `experts` then `gate`; Qwen2MoeSparseMoeBlock `gate`,
+/// `experts`, then `shared_expert` (gate_proj, up_proj, down_proj) and `shared_expert_gate`.
 fn moe_weights(
     e: &mut Engine,
     cfg: &TrainConfig,
@@ -276,17 +277,27 @@ fn moe_weights(
     let gate_up = w("mlp.experts", "gate_up_proj", &[experts, 2 * i, c]);
     let down = w("mlp.experts", "down_proj", &[experts, c, i]);
     let router = router_first.unwrap_or_else(|| w("mlp.gate", "weight", &[experts, c]));
+    let shared = cfg.shared_expert_intermediate_size.map(|s| SharedExpert {
+        mlp: [
+            ps.linear(e, l, "mlp.shared_expert.gate_proj", (s, c), false),
+            ps.linear(e, l, "mlp.shared_expert.up_proj", (s, c), false),
+            ps.linear(e, l, "mlp.shared_expert.down_proj", (c, s), false),
+        ],
+        gate: ps.linear(e, l, "mlp.shared_expert_gate", (1, c), false),
+    });
+    // Qwen2MoeTopKRouter.forward is Qwen3MoeTopKRouter.forward line for line.
+    let router_kind = match cfg.model_type {
+        ModelType::Mixtral => RouterKind::Mixtral,
+        _ => RouterKind::Qwen3Moe {
+            norm: cfg.norm_topk_prob,
+        },
+    };
     MoeWeights {
         router,
         gate_up,
         down,
         top_k,
-        router_kind: if qwen {
-            RouterKind::Qwen3Moe {
-                norm: cfg.norm_topk_prob,
-            }
-        } else {
-            RouterKind::Mixtral
-        },
+        router_kind,
+        shared,
     }
 }

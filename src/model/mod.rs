@@ -54,6 +54,7 @@ impl Model {
             | ModelType::Olmo2
             | ModelType::Mixtral
             | ModelType::Qwen3Moe
+            | ModelType::Qwen2Moe
             | ModelType::Qwen3 => Model::Llama(Llama::build_stage(e, cfg, stage)),
         }
     }
@@ -146,7 +147,8 @@ impl Stage {
     /// `embed_tokens` only `if get_pp_group().is_first_rank or (config.tie_word_embeddings and
     /// get_pp_group().is_last_rank)` (the last rank's lm_head then ties to that copy), the
     /// norm and lm_head only on the last rank, `PPMissingLayer()` elsewhere. gemma.py,
-    /// gemma2.py, gemma3.py, olmo2.py, mixtral.py and qwen3_moe.py build `embed_tokens` and
+    /// gemma2.py, gemma3.py, olmo2.py, mixtral.py, qwen2_moe.py and qwen3_moe.py build
+    /// `embed_tokens` and
     /// `norm` unconditionally in their `*Model.__init__`, and their lm_head (a
     /// `ParallelLMHead`, or the embedding when tied; Gemma always uses the embedding) in
     /// `*ForCausalLM.__init__`: every rank holds them.

@@ -23,7 +23,22 @@
 //! Every buffer has N or S rows whatever the routing: a balanced and a skewed batch cost
 //! the same here (transformers 4.x's per-expert loop did not; it is refused, moe_keys.rs).
 //! `output_router_logits` is False by default (MixtralConfig): no auxiliary loss.
+//!
+//! Qwen2-MoE's block (models/qwen2_moe/modeling_qwen2_moe.py, `Qwen2MoeSparseMoeBlock`) runs
+//! a shared expert beside the routed ones and adds it, gated per token:
+//!
+//! ```python
+//! hidden_states_reshaped = hidden_states.view(-1, hidden_dim)                 # (N, C)
+//! shared_expert_output = self.shared_expert(hidden_states_reshaped)            # Qwen2MoeMLP
+//! _, routing_weights, selected_experts = self.gate(hidden_states_reshaped)     # Qwen3's router
+//! expert_output = self.experts(hidden_states_reshaped, selected_experts, routing_weights)
+//! shared_expert_output = F.sigmoid(self.shared_expert_gate(hidden_states_reshaped)) * shared_expert_output
+//! expert_output = expert_output + shared_expert_output
+//! return expert_output.reshape(batch_size, sequence_length, hidden_dim)
+//! ```
 
+use super::llama_layer::{gated_mlp, GatedNames};
+use super::lora::{self, Proj};
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops;
@@ -38,7 +53,25 @@ pub struct MoeWeights {
     pub down: usize,
     pub top_k: u64,
     pub router_kind: RouterKind,
+    /// Qwen2-MoE's shared expert.
+    pub shared: Option<SharedExpert>,
 }
+
+/// Qwen2MoeSparseMoeBlock's `shared_expert` (a Qwen2MoeMLP: gate_proj, up_proj, down_proj of
+/// shared_expert_intermediate_size) and `shared_expert_gate` (Linear(C, 1, bias=False)).
+#[derive(Debug, Clone, Copy)]
+pub struct SharedExpert {
+    pub mlp: [Proj; 3],
+    pub gate: Proj,
+}
+
+const SHARED_NAMES: GatedNames = GatedNames {
+    gate: "mlp.shared_expert.gate_proj",
+    act: "mlp.shared_expert.act_fn",
+    up: "mlp.shared_expert.up_proj",
+    prod: "mlp.shared_expert.gate_up",
+    down: "mlp.shared_expert.down_proj",
+};
 
 /// How the router turns its logits into routing weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +85,55 @@ pub enum RouterKind {
     Qwen3Moe { norm: bool },
 }
 
-/// MixtralSparseMoeBlock.forward / Qwen3MoeSparseMoeBlock.forward on h (B, T, C); returns
-/// (B, T, C) in h's dtype.
+/// MixtralSparseMoeBlock.forward / Qwen3MoeSparseMoeBlock.forward /
+/// Qwen2MoeSparseMoeBlock.forward on h (B, T, C); returns (B, T, C) in h's dtype (fp32 where
+/// the shared expert's bf16 output is added to fp32 routed rows).
 pub fn sparse_moe_block(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> V {
+    let shared = w
+        .shared
+        .map(|s| (s, gated_mlp(e, h, s.mlp, false, layer, &SHARED_NAMES)));
+    let (logits, weights, indices) = route(e, h, w, layer);
+    let routed = routed_experts(e, h, w, weights, layer);
+    let out = match shared {
+        Some((s, shared_out)) => add_shared(e, routed, (h, shared_out), s.gate, layer),
+        None => routed,
+    };
+    // The block's locals (`_` = router_logits, the top-k weights and indices) go as it
+    // returns.
+    e.drop_value(logits);
+    e.drop_value(weights);
+    e.release(indices);
+    out
+}
+
+/// `F.sigmoid(self.shared_expert_gate(x)) * shared_expert_output` ((N, 1) times (N, C), in
+/// the projections' autocast dtype; the sigmoid keeps its result, the multiply both
+/// factors), then `expert_output + shared_expert_output` (promoted to the routed output's
+/// dtype). The multiply is `weigh`'s broadcast product with the (N, 1) factor first: its
+/// backward makes the same two (N, C) gradients before summing the gate's to (N, 1).
+fn add_shared(e: &mut Engine, routed: V, (h, shared_out): (V, V), gate: Proj, layer: u32) -> V {
+    let l = Some(layer);
+    let logit = lora::forward(e, h, gate, l, "mlp.shared_expert_gate");
+    let sig = ops::sigmoid(
+        e,
+        logit,
+        Name::layer(layer, "mlp.shared_expert_gate.sigmoid"),
+    );
+    e.drop_value(logit);
+    let gated_name = Name::layer(layer, "mlp.shared_expert_output");
+    let gated = ops::moe::weigh(e, shared_out, sig, gated_name);
+    e.drop_value(sig);
+    e.drop_value(shared_out);
+    let sum = ops::add(e, routed, gated, Name::layer(layer, "mlp.expert_output"));
+    e.drop_value(routed);
+    // shared_expert_output goes as the block returns.
+    e.drop_value(gated);
+    sum
+}
+
+/// The routed experts (integrations/moe.py `grouped_mm_experts_forward`) on h's N rows:
+/// returns their weighted sum per token in h's dtype; the function's locals go as it returns.
+fn routed_experts(e: &mut Engine, h: V, w: MoeWeights, weights: V, layer: u32) -> V {
     let l = Some(layer);
     // A tensor whose node names its gradient gets the whole name as its module, so that the
     // gradient reads `layer0.mlp.<tensor>.grad`.
@@ -64,7 +143,6 @@ pub fn sparse_moe_block(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> V {
     let n = d.numel().unwrap_or(0) / c.max(1);
     let (experts, k) = (e.params[w.router].shape.dims()[0], w.top_k);
     let s = n * k;
-    let (logits, weights, indices) = route(e, h, w, layer);
     // grouped_mm_experts_forward's index bookkeeping (no grad).
     let vec = |e: &mut Engine, what, len, dt| {
         let n = Name::at(l, "mlp", what);
@@ -73,21 +151,13 @@ pub fn sparse_moe_block(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> V {
     let expert_ids_g = vec(e, "expert_ids_g", s, DType::I64);
     let perm = vec(e, "perm", s, DType::I64);
     let token_of = vec(e, "perm_div_top_k", s, DType::I64);
-    let selected = ops::moe::gather_rows(
-        e,
-        h,
-        token_of,
-        Shape::new(&[s, c]),
-        name("mlp.selected_hidden_states_g"),
-    );
+    let rows = Shape::new(&[s, c]);
+    let selected =
+        ops::moe::gather_rows(e, h, token_of, rows, name("mlp.selected_hidden_states_g"));
     e.release(token_of);
-    let sample_weights = ops::moe::gather_rows(
-        e,
-        weights,
-        perm,
-        Shape::new(&[s]),
-        name("mlp.sample_weights_g"),
-    );
+    let sample_weights_name = name("mlp.sample_weights_g");
+    let sample_weights =
+        ops::moe::gather_rows(e, weights, perm, Shape::new(&[s]), sample_weights_name);
     let histc_input = vec(e, "histc_input", s, DType::I32);
     let tokens_per_expert = vec(e, "tokens_per_expert", experts, DType::I32);
     let offsets = vec(e, "offsets", experts, DType::I32);
@@ -99,20 +169,13 @@ pub fn sparse_moe_block(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> V {
     let inv_perm = vec(e, "inv_perm", s, DType::I64);
     let arange = vec(e, "arange", s, DType::I64);
     e.release(arange);
-    let restored = ops::moe::gather_rows(
-        e,
-        weighted,
-        inv_perm,
-        Shape::new(&[s, c]),
-        name("mlp.weighted_out_restored"),
-    );
+    let restored_name = name("mlp.weighted_out_restored");
+    let restored = ops::moe::gather_rows(e, weighted, inv_perm, rows, restored_name);
     e.drop_value(weighted);
     let summed = top_k_sum(e, restored, d, name("mlp.final_hidden_states"));
     e.drop_value(restored);
     let result = ops::to_dtype(e, summed, e.dtype(h.t), name("mlp.final_hidden_states.to"));
     e.drop_value(summed);
-    // The experts' locals, then the block's (`_` = router_logits, the top-k weights and
-    // indices) go as the functions return.
     let locals: [T; 6] = [
         expert_ids_g,
         perm,
@@ -124,9 +187,6 @@ pub fn sparse_moe_block(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> V {
     for t in locals {
         e.release(t);
     }
-    e.drop_value(logits);
-    e.drop_value(weights);
-    e.release(indices);
     result
 }
 

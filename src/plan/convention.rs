@@ -187,9 +187,7 @@ fn swapped_components(cfg: &TrainConfig, base: &TrainConfig, out: &mut Vec<Chang
             _ => {}
         }
     }
-    if cfg.loss == LossKind::Chunked
-        && base.loss != LossKind::Chunked
-        && f == Framework::Torchtune
+    if cfg.loss == LossKind::Chunked && base.loss != LossKind::Chunked && f == Framework::Torchtune
     {
         out.push((
             "loss._component_",

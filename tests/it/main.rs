@@ -48,6 +48,7 @@ mod models;
 mod models_gemma2_olmo2;
 mod models_moe;
 mod models_new_types;
+mod models_qwen2_moe;
 mod models_qwen3_moe;
 mod parallel_ddp;
 mod parallel_lora;

@@ -54,6 +54,8 @@ const PUBLISHED: &[(&str, u64)] = &[
     // Derived field by field in models_moe.rs.
     ("mixtral-8x7b", 46_702_792_704),
     ("qwen3-30b-a3b", 30_532_122_624),
+    // Derived field by field in models_qwen2_moe.rs.
+    ("qwen1.5-moe-a2.7b", 14_315_784_192),
 ];
 
 #[test]
@@ -94,6 +96,7 @@ fn hf_config_files_give_the_presets_shapes() {
         ("olmo-2-7b.json", "olmo-2-7b"),
         ("mixtral-8x7b.json", "mixtral-8x7b"),
         ("qwen3-30b-a3b.json", "qwen3-30b-a3b"),
+        ("qwen1.5-moe-a2.7b.json", "qwen1.5-moe-a2.7b"),
     ];
     for (file, name) in pairs {
         let a = hf(file).unwrap_or_else(|e| panic!("{file}: {e}"));

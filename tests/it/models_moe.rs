@@ -451,19 +451,25 @@ fn what_the_moe_layer_does_not_simulate_is_refused_in_one_line() {
         &["--hf-config", path.to_str().unwrap()],
         "\"output_router_logits\"",
     );
-    // Qwen3-MoE's dense layers among the sparse ones are not simulated.
+    // Qwen3-MoE's dense layers among the sparse ones (Qwen3MoeDecoderLayer.__init__: a
+    // Qwen3MoeMLP of intermediate_size, 6144) are read from config.json.
     let text = std::fs::read_to_string("fixtures/hf/qwen3-30b-a3b.json").unwrap();
     let dense = text.replace("\"mlp_only_layers\": []", "\"mlp_only_layers\": [0]");
-    std::fs::write(&path, dense).unwrap();
-    refused(
-        &["--hf-config", path.to_str().unwrap()],
-        "\"mlp_only_layers\"",
-    );
     let step = text.replace("\"decoder_sparse_step\": 1", "\"decoder_sparse_step\": 2");
-    std::fs::write(&path, step).unwrap();
-    refused(
-        &["--hf-config", path.to_str().unwrap()],
-        "\"decoder_sparse_step\"",
-    );
+    for edited in [dense, step] {
+        std::fs::write(&path, edited).unwrap();
+        let name = "layer0.mlp.gate_proj.weight";
+        let (code, out, err) = vramplan(&[
+            "explain",
+            name,
+            "--hf-config",
+            path.to_str().unwrap(),
+            "--batch_size=1",
+            "--block_size=64",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let want = format!("{name} (6144, 2048) fp32 = 48.00 MiB");
+        assert_eq!(out.lines().next(), Some(want.as_str()));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -148,6 +148,11 @@ pub fn rank_config(cfg: &TrainConfig) -> TrainConfig {
         // FusedMoE without expert parallelism splits each expert's width the same way
         // (`intermediate_size_per_partition`); the router is replicated.
         c.moe_intermediate_size = cfg.moe_intermediate_size.map(|w| w.div_ceil(tp));
+        // vLLM's Qwen2-MoE shared expert (models/qwen2_moe.py `Qwen2MoeMLP`: a
+        // MergedColumnParallelLinear gate_up_proj and a RowParallelLinear down_proj) splits
+        // the same way; shared_expert_gate is a plain nn.Linear, replicated.
+        c.shared_expert_intermediate_size =
+            cfg.shared_expert_intermediate_size.map(|w| w.div_ceil(tp));
     }
     c.tensor_parallel_size = 1;
     c

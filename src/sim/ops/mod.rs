@@ -36,7 +36,7 @@ pub use linear::linear;
 pub use loss::{chunked_cross_entropy, CHUNK_ROWS};
 pub use pointwise::{
     clone, heads_view, mul, mul_as, mul_scalar, promote, repeat_kv, requires_grad, scale,
-    shifted_copy, silu, silu_as, split2, split3, tanh, to_dtype,
+    shifted_copy, sigmoid, silu, silu_as, split2, split3, tanh, to_dtype,
 };
 pub use rms_norm::{rms_norm, rms_norm_as, RmsStyle};
 pub use rotary::{rope, rotary_tables, rotary_tables_of};

@@ -33,6 +33,19 @@ pub fn silu_as(e: &mut Engine, x: V, shape: Shape, name: Name) -> V {
 /// (tools/autograd/derivatives.yaml, `self: tanh_backward(grad, result)`) and allocates a
 /// gradient of x's shape and dtype. Not on autocast's lists: the output has x's dtype.
 pub fn tanh(e: &mut Engine, x: V, name: Name) -> V {
+    result_saving(e, x, name)
+}
+
+/// `F.sigmoid(x)` (Qwen2-MoE's shared expert gate): SigmoidBackward0 keeps its result
+/// (derivatives.yaml `self: sigmoid_backward(grad, result)`), as tanh does; not on autocast's
+/// lists either.
+pub fn sigmoid(e: &mut Engine, x: V, name: Name) -> V {
+    result_saving(e, x, name)
+}
+
+/// A pointwise op whose backward reads its output: the output in x's shape and dtype, kept;
+/// the backward allocates one gradient of that shape.
+fn result_saving(e: &mut Engine, x: V, name: Name) -> V {
     let r = *e.record(x.t);
     let t = e.alloc(name, r.shape, r.dtype, Category::Activations);
     let kept = save(e, t);

@@ -86,7 +86,8 @@ pub struct VllmBudget {
     /// gpu_memory_utilization × total.
     pub budget_bytes: u64,
     /// The weights as the allocator holds them after load_model (shapes × dtype, each tensor
-    /// in its 512-byte blocks): vLLM's "Model loading took".
+    /// in its block: 512-byte multiples, or a whole 2 MiB-rounded segment for a tensor of
+    /// 10 MiB or more that leaves at most 1 MiB over): vLLM's "Model loading took".
     pub weights_bytes: u64,
     /// What the profile run adds: V1 the reserved increase (torch_peak_increase), V0 the
     /// allocated peak less the weights (simulated; eager PyTorch).

@@ -52,7 +52,7 @@ pub fn startup_lines(v: &VllmBudget) -> Vec<String> {
             v.gpu_memory_utilization,
             gib(v.budget_bytes)
         ),
-        format!("  model weights take {}  [exact: shapes x dtype, 512-byte blocks]", gib(v.weights_bytes)),
+        format!("  model weights take {}  [exact: shapes x dtype, in the caching allocator's blocks]", gib(v.weights_bytes)),
         format!(
             "  non_torch_memory takes {}  [modelled, band {} to {}: {}]",
             gib(v.non_torch_bytes),

@@ -118,70 +118,17 @@ fn scores_attention_capped(
         ScoresKind::Math => dq,
     };
     let full = h.bhtd(h.nh);
-    let expand = |e: &mut Engine, x: T, dt, what| {
-        if h.nkv == h.nh {
-            e.retain(x);
-            x
-        } else {
-            e.alloc(h.name(what), full, dt, act)
-        }
-    };
-    let mut temps = Vec::new();
-    let (qm, ktm, kx);
-    match kind {
-        ScoresKind::Eager => {
-            kx = expand(e, k.t, dk, "k_repeat");
-            qm = to_mm(e, q.t, full, mm, &h, "q_cast");
-            ktm = to_mm(e, kx, full, mm, &h, "k_cast");
-        }
-        ScoresKind::Math => {
-            qm = e.alloc(h.name("q_scaled"), full, dq, act);
-            // The causal mask: ones(T, T).tril(), then where(~mask, -inf, 0) in q's dtype.
-            let tt = Shape::new(&[h.t, h.t]);
-            let ones = e.alloc(h.name("causal_ones"), tt, DType::Bool, act);
-            let tril = e.alloc(h.name("causal_tril"), tt, DType::Bool, act);
-            e.release(ones);
-            let not = e.alloc(h.name("causal_not"), tt, DType::Bool, act);
-            temps.push(e.alloc(h.name("causal_mask"), tt, dq, act));
-            e.release(not);
-            e.release(tril);
-            kx = expand(e, k.t, dk, "k_repeat");
-            ktm = e.alloc(h.name("k_scaled"), full, dk, act);
-        }
-    }
-    temps.push(kx);
-    let vx = expand(e, v.t, dv, "v_repeat");
+    let (qm, ktm, temps) = first_operands(e, [q.t, k.t], kind, &h, mm);
+    let vx = repeat_kv(e, v.t, dv, &h, "v_repeat");
     // Both matmuls are bmm, which torchtitan's op policy keeps (sim::sac).
     let [s] = e.sac_outputs(SacOp::ComputeIntensive, |e| {
         [Some(e.alloc(h.name("scores"), h.scores(), mm, act))]
     });
-    let mut s = s.expect("bmm has an output");
+    let s = s.expect("bmm has an output");
     e.matmul_workspace();
-    let mut tanh = None;
-    let mut pre_softmax = mm;
-    if kind == ScoresKind::Eager {
-        // `* scaling`, then `+ causal_mask` (promoted to the mask's dtype).
-        let sc = e.alloc(h.name("scores_scaled"), h.scores(), mm, act);
-        e.release(s);
-        s = sc;
-        if softcap {
-            (s, tanh) = softcap_scores(e, s, &h, mm, record);
-        }
-        if let Some(m) = mask {
-            pre_softmax = if e.dtype(m) == mm { mm } else { DType::F32 };
-            let sm = e.alloc(h.name("scores_masked"), h.scores(), pre_softmax, act);
-            e.release(s);
-            s = sm;
-        }
-    }
-    let soft_dtype = match kind {
-        ScoresKind::Eager => DType::F32,
-        ScoresKind::Math => mm,
-    };
-    let softmax = e.alloc(h.name("softmax"), h.scores(), soft_dtype, act);
-    e.release(s);
+    let (softmax, tanh, pre_softmax) = scores_softmax(e, s, kind, &h, (mm, mask), softcap, record);
     // `.to(query.dtype)`: a copy only when q is not fp32.
-    let att = if kind == ScoresKind::Eager && dq != soft_dtype {
+    let att = if kind == ScoresKind::Eager && dq != e.dtype(softmax) {
         e.alloc(h.name("attn_weights"), h.scores(), dq, act)
     } else {
         e.retain(softmax);
@@ -231,6 +178,94 @@ fn scores_attention_capped(
     };
     let edge = e.push_node(Op::Scores(saved), [q.edge, k.edge, v.edge]);
     V { t: yt, edge }
+}
+
+/// `repeat_kv`: a copy at the full head count, unless there are as many key/value heads.
+fn repeat_kv(e: &mut Engine, x: T, dt: DType, h: &Heads, what: &'static str) -> T {
+    if h.nkv == h.nh {
+        e.retain(x);
+        x
+    } else {
+        e.alloc(h.name(what), h.bhtd(h.nh), dt, Category::Activations)
+    }
+}
+
+/// q and kᵀ as the first matmul takes them, and the temporaries the function holds until it
+/// returns (the repeated k; the math kernel's causal mask).
+fn first_operands(
+    e: &mut Engine,
+    [q, k]: [T; 2],
+    kind: ScoresKind,
+    h: &Heads,
+    mm: DType,
+) -> (T, T, Vec<T>) {
+    let act = Category::Activations;
+    let (dq, dk) = (e.dtype(q), e.dtype(k));
+    let full = h.bhtd(h.nh);
+    let mut temps = Vec::new();
+    let (qm, ktm, kx);
+    match kind {
+        ScoresKind::Eager => {
+            kx = repeat_kv(e, k, dk, h, "k_repeat");
+            qm = to_mm(e, q, full, mm, h, "q_cast");
+            ktm = to_mm(e, kx, full, mm, h, "k_cast");
+        }
+        ScoresKind::Math => {
+            qm = e.alloc(h.name("q_scaled"), full, dq, act);
+            // The causal mask: ones(T, T).tril(), then where(~mask, -inf, 0) in q's dtype.
+            let tt = Shape::new(&[h.t, h.t]);
+            let ones = e.alloc(h.name("causal_ones"), tt, DType::Bool, act);
+            let tril = e.alloc(h.name("causal_tril"), tt, DType::Bool, act);
+            e.release(ones);
+            let not = e.alloc(h.name("causal_not"), tt, DType::Bool, act);
+            temps.push(e.alloc(h.name("causal_mask"), tt, dq, act));
+            e.release(not);
+            e.release(tril);
+            kx = repeat_kv(e, k, dk, h, "k_repeat");
+            ktm = e.alloc(h.name("k_scaled"), full, dk, act);
+        }
+    }
+    temps.push(kx);
+    (qm, ktm, temps)
+}
+
+/// The first matmul's scores `s` through eager's scaling, soft-capping and mask to softmax
+/// (fp32 for eager, the matmul's dtype for the math kernel): (softmax, tanh's kept result,
+/// the dtype that entered softmax).
+fn scores_softmax(
+    e: &mut Engine,
+    mut s: T,
+    kind: ScoresKind,
+    h: &Heads,
+    (mm, mask): (DType, Option<T>),
+    softcap: bool,
+    record: bool,
+) -> (T, Option<T>, DType) {
+    let act = Category::Activations;
+    let mut tanh = None;
+    let mut pre_softmax = mm;
+    if kind == ScoresKind::Eager {
+        // `* scaling`, then `+ causal_mask` (promoted to the mask's dtype).
+        let sc = e.alloc(h.name("scores_scaled"), h.scores(), mm, act);
+        e.release(s);
+        s = sc;
+        if softcap {
+            (s, tanh) = softcap_scores(e, s, h, mm, record);
+        }
+        if let Some(m) = mask {
+            pre_softmax = if e.dtype(m) == mm { mm } else { DType::F32 };
+            let sm = e.alloc(h.name("scores_masked"), h.scores(), pre_softmax, act);
+            e.release(s);
+            s = sm;
+        }
+    }
+    let soft_dtype = match kind {
+        ScoresKind::Eager => DType::F32,
+        ScoresKind::Math => mm,
+    };
+    let softmax = e.alloc(h.name("softmax"), h.scores(), soft_dtype, act);
+    e.release(s);
+    (softmax, tanh, pre_softmax)
 }
 
 /// `scores / cap`, `tanh`, `* cap` in the matmul's dtype (tanh is on none of autocast's

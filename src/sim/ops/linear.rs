@@ -78,6 +78,45 @@ pub(super) fn cast(e: &mut Engine, x: V, to: DType, param: Option<usize>, name: 
     V { t, edge }
 }
 
+/// The matmul's operands as autocast hands them over: the input cast to the half dtype (a
+/// temporary), the weight and bias through the region's cache, or as stored when already half
+/// (a frozen bf16 base); without autocast the tensors themselves. Each comes with a reference
+/// of the caller's, and the dtype the matmul runs in.
+fn operands(
+    e: &mut Engine,
+    x: V,
+    (w, wv): (usize, V),
+    bias: Option<(usize, V)>,
+    name: impl Fn(&'static str) -> Name,
+) -> (V, V, Option<V>, DType) {
+    let Some(half) = e.autocast else {
+        e.retain(x.t);
+        e.retain(wv.t);
+        let bm = bias.map(|(_, bv)| bv);
+        if let Some(bv) = bm {
+            e.retain(bv.t);
+        }
+        return (x, wv, bm, e.dtype(x.t));
+    };
+    let xm = if e.dtype(x.t) == half {
+        e.retain(x.t);
+        x
+    } else {
+        cast(e, x, half, None, name("input_cast"))
+    };
+    let param_cast = |e: &mut Engine, v: V, p: usize, what| {
+        if e.dtype(v.t) == half {
+            e.retain(v.t);
+            v
+        } else {
+            cast(e, v, half, Some(p), name(what))
+        }
+    };
+    let wm = param_cast(e, wv, w, "weight_cast");
+    let bm = bias.map(|(b, bv)| param_cast(e, bv, b, "bias_cast"));
+    (xm, wm, bm, half)
+}
+
 /// y = x W^T + b for x of shape (..., K) viewed as (M, K); the output is (M, N).
 pub fn linear(
     e: &mut Engine,
@@ -93,34 +132,8 @@ pub fn linear(
     let wv = e.param(w);
     let bv = b.map(|b| e.param(b));
 
-    let (xm, wm, bm, dtype) = match e.autocast {
-        Some(half) => {
-            let xm = if e.dtype(x.t) == half {
-                e.retain(x.t);
-                x
-            } else {
-                cast(e, x, half, None, Name::at(layer, module, "input_cast"))
-            };
-            // A weight stored in the half dtype already (a frozen bf16 base) is used as is.
-            let param_cast = |e: &mut Engine, v: V, p: usize, what| {
-                if e.dtype(v.t) == half {
-                    e.retain(v.t);
-                    v
-                } else {
-                    cast(e, v, half, Some(p), Name::at(layer, module, what))
-                }
-            };
-            let wm = param_cast(e, wv, w, "weight_cast");
-            let bm = b.zip(bv).map(|(b, bv)| param_cast(e, bv, b, "bias_cast"));
-            (xm, wm, bm, half)
-        }
-        None => {
-            e.retain(x.t);
-            e.retain(wv.t);
-            let bm = bv.inspect(|v| e.retain(v.t));
-            (x, wv, bm, e.dtype(x.t))
-        }
-    };
+    let name = |what| Name::at(layer, module, what);
+    let (xm, wm, bm, dtype) = operands(e, x, (w, wv), b.zip(bv), name);
     let category = if module == "lm_head" {
         Category::Logits
     } else {

@@ -105,57 +105,16 @@ pub fn rms_norm_as(e: &mut Engine, x: V, shape: Shape, w: usize, style: RmsStyle
         e.release(x32);
     }
     let (out, kept, wplus, out_dtype) = match style {
-        RmsStyle::Llama => {
-            // hidden_states.to(input_dtype), then weight * that.
-            let cast = if d == DType::F32 {
-                e.retain(normed);
-                normed
-            } else {
-                e.alloc(nm("normed_cast"), shape, d, act)
-            };
-            let out_dtype = promote(w_dtype, d);
-            let out = e.alloc(name, shape, out_dtype, act);
-            let kept = if w_grad {
-                Some(cast)
-            } else {
-                e.release(cast);
-                None
-            };
-            // `variance` and the rebound `hidden_states` are locals until the return.
-            e.release(normed);
-            e.release(var);
-            (out, kept, None, out_dtype)
-        }
-        RmsStyle::Gemma | RmsStyle::Olmo2 => {
-            // _norm returns; then output * (1.0 + self.weight.float()) (Olmo2: self.weight *
-            // output), then .type_as(x) (Olmo2: .to(input_dtype)).
-            e.release(var);
-            let wplus = (style == RmsStyle::Gemma)
-                .then(|| e.alloc(nm("weight_plus_one"), Shape::new(&[c]), DType::F32, act));
-            let out32 = e.alloc(nm("out_fp32"), shape, DType::F32, act);
-            let wplus = if record {
-                wplus
-            } else {
-                if let Some(w) = wplus {
-                    e.release(w);
-                }
-                None
-            };
-            let kept = if w_grad {
-                Some(normed)
-            } else {
-                e.release(normed);
-                None
-            };
-            let out = if d == DType::F32 {
-                out32
-            } else {
-                let o = e.alloc(name, shape, d, act);
-                e.release(out32);
-                o
-            };
-            (out, kept, wplus, d)
-        }
+        RmsStyle::Llama => llama_affine(e, name, shape, (d, w_dtype), [normed, var], w_grad),
+        RmsStyle::Gemma | RmsStyle::Olmo2 => gemma_affine(
+            e,
+            name,
+            (shape, c),
+            style,
+            d,
+            [normed, var],
+            [record, w_grad],
+        ),
     };
     if !record {
         return V {
@@ -181,6 +140,81 @@ pub fn rms_norm_as(e: &mut Engine, x: V, shape: Shape, w: usize, style: RmsStyle
     // here so that the node counts as needing a gradient.
     let edge = e.push_node(Op::RmsNorm(saved), [x.edge, wv.edge, Edge::None]);
     V { t: out, edge }
+}
+
+/// What an RMSNorm's affine part returns: the output, the normalised input kept for the
+/// weight's gradient, Gemma's kept `1 + weight`, the output's dtype.
+type Affine = (T, Option<T>, Option<T>, DType);
+
+/// LlamaRMSNorm: `hidden_states.to(input_dtype)`, then `weight * that`.
+fn llama_affine(
+    e: &mut Engine,
+    name: Name,
+    shape: Shape,
+    (d, w_dtype): (DType, DType),
+    [normed, var]: [T; 2],
+    w_grad: bool,
+) -> Affine {
+    let nm = |what| Name { what, ..name };
+    let cast = if d == DType::F32 {
+        e.retain(normed);
+        normed
+    } else {
+        e.alloc(nm("normed_cast"), shape, d, Category::Activations)
+    };
+    let out_dtype = promote(w_dtype, d);
+    let out = e.alloc(name, shape, out_dtype, Category::Activations);
+    let kept = if w_grad {
+        Some(cast)
+    } else {
+        e.release(cast);
+        None
+    };
+    // `variance` and the rebound `hidden_states` are locals until the return.
+    e.release(normed);
+    e.release(var);
+    (out, kept, None, out_dtype)
+}
+
+/// Gemma's and Olmo2's: `_norm` returns; then `output * (1.0 + self.weight.float())` (Olmo2:
+/// `self.weight * output`), then `.type_as(x)` (Olmo2: `.to(input_dtype)`).
+fn gemma_affine(
+    e: &mut Engine,
+    name: Name,
+    (shape, c): (Shape, u64),
+    style: RmsStyle,
+    d: DType,
+    [normed, var]: [T; 2],
+    [record, w_grad]: [bool; 2],
+) -> Affine {
+    let act = Category::Activations;
+    let nm = |what| Name { what, ..name };
+    e.release(var);
+    let wplus = (style == RmsStyle::Gemma)
+        .then(|| e.alloc(nm("weight_plus_one"), Shape::new(&[c]), DType::F32, act));
+    let out32 = e.alloc(nm("out_fp32"), shape, DType::F32, act);
+    let wplus = if record {
+        wplus
+    } else {
+        if let Some(w) = wplus {
+            e.release(w);
+        }
+        None
+    };
+    let kept = if w_grad {
+        Some(normed)
+    } else {
+        e.release(normed);
+        None
+    };
+    let out = if d == DType::F32 {
+        out32
+    } else {
+        let o = e.alloc(name, shape, d, act);
+        e.release(out32);
+        o
+    };
+    (out, kept, wplus, d)
 }
 
 impl RmsSaved {

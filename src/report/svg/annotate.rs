@@ -79,6 +79,18 @@ pub(super) fn legend(svg: &mut Svg, present: &[usize], at_peak: &[u64; LAYERS], 
         "At the peak",
     );
     y += 22.0;
+    y = legend_layers(svg, (x, right, y), present, at_peak);
+    y = legend_lines(svg, x, y, has_limit);
+    legend_notes(svg, x, y);
+}
+
+/// One entry per category present at the peak, then the total: returns where the next row goes.
+fn legend_layers(
+    svg: &mut Svg,
+    (x, right, mut y): (f64, f64, f64),
+    present: &[usize],
+    at_peak: &[u64; LAYERS],
+) -> f64 {
     for &l in present.iter().rev() {
         svg.raw(&format!(
             r#"<g class="legend-entry" data-layer="{}">"#,
@@ -119,6 +131,11 @@ pub(super) fn legend(svg: &mut Svg, present: &[usize], at_peak: &[u64; LAYERS], 
         r#"font-weight="bold" class="legend-total""#,
         &human(total),
     );
+    y
+}
+
+/// The device line, the card's limit and the allocated peak's ring: returns where the next row goes.
+fn legend_lines(svg: &mut Svg, x: f64, mut y: f64, has_limit: bool) -> f64 {
     y += 30.0;
     svg.line(
         x,
@@ -160,6 +177,11 @@ pub(super) fn legend(svg: &mut Svg, present: &[usize], at_peak: &[u64; LAYERS], 
         num(y - 4.0)
     ));
     svg.text(x + 18.0, y, 12.0, Anchor::Start, "", "allocated peak");
+    y
+}
+
+/// How to read the chart.
+fn legend_notes(svg: &mut Svg, x: f64, mut y: f64) {
     y += 30.0;
     for line in [
         "Areas: allocator blocks of live",

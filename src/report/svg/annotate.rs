@@ -197,19 +197,9 @@ fn legend_notes(svg: &mut Svg, x: f64, mut y: f64) {
     }
 }
 
-/// The allocated peak: a ring on the top of the stack, a dashed drop to the axis, and a boxed
-/// label with the largest tensor alive there, placed where it covers no other label.
-pub(super) fn peak_marker(
-    svg: &mut Svg,
-    tl: &Timeline,
-    profile: &MemoryProfile,
-    xs: &Scale,
-    my: f64,
-    limit_y: Option<f64>,
-    ink: &Ink,
-) {
+/// The peak label's lines: the allocated peak and where, and the largest tensor alive there.
+fn peak_label(tl: &Timeline, profile: &MemoryProfile) -> Vec<String> {
     let e = profile.peak_event;
-    let mx = xs.at(e as f64 + 0.5);
     let mut largest: Option<u32> = None;
     for (t, _) in live_blocks_at(tl, profile, e) {
         if largest.is_none_or(|b| tl.tensors[t as usize].bytes > tl.tensors[b as usize].bytes) {
@@ -231,15 +221,18 @@ pub(super) fn peak_marker(
             human(r.bytes)
         )
     });
-    let lines: Vec<&str> = std::iter::once(line1.as_str())
-        .chain(line2.as_deref())
-        .collect();
-    let bw = lines
-        .iter()
-        .map(|l| text_width(l, 12.0))
-        .fold(0.0, f64::max)
-        + 14.0;
-    let bh = 15.0 * lines.len() as f64 + 10.0;
+    std::iter::once(line1).chain(line2).collect()
+}
+
+/// Where the peak label's box goes: near the peak, covering none of the limit line, the device
+/// line and the areas if it can, giving up the last of them first; in a top corner otherwise.
+fn peak_box(
+    svg: &mut Svg,
+    (mx, my): (f64, f64),
+    (bw, bh): (f64, f64),
+    limit_y: Option<f64>,
+    ink: &Ink,
+) -> Rect {
     let prefer_left = mx > (PLOT.x0 + PLOT.x1) / 2.0;
     // What the box should not cover, most important first: the limit line, then the device
     // line, then the areas. Each pass gives up the last of them.
@@ -258,14 +251,38 @@ pub(super) fn peak_marker(
     let chosen = passes
         .iter()
         .find_map(|blocked| place_box(svg, (mx, my), (bw, bh), &bounds, *blocked, prefer_left));
-    let r = chosen.unwrap_or_else(|| {
+    chosen.unwrap_or_else(|| {
         let x0 = if prefer_left {
             PLOT.x0 + 8.0
         } else {
             PLOT.x1 - 8.0 - bw
         };
         Rect::new(x0, PLOT.y0 + 8.0, x0 + bw, PLOT.y0 + 8.0 + bh)
-    });
+    })
+}
+
+/// The allocated peak: a ring on the top of the stack, a dashed drop to the axis, and a boxed
+/// label with the largest tensor alive there, placed where it covers no other label.
+pub(super) fn peak_marker(
+    svg: &mut Svg,
+    tl: &Timeline,
+    profile: &MemoryProfile,
+    xs: &Scale,
+    my: f64,
+    limit_y: Option<f64>,
+    ink: &Ink,
+) {
+    let e = profile.peak_event;
+    let mx = xs.at(e as f64 + 0.5);
+    let owned = peak_label(tl, profile);
+    let lines: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let bw = lines
+        .iter()
+        .map(|l| text_width(l, 12.0))
+        .fold(0.0, f64::max)
+        + 14.0;
+    let bh = 15.0 * lines.len() as f64 + 10.0;
+    let r = peak_box(svg, (mx, my), (bw, bh), limit_y, ink);
     svg.line(
         mx,
         my,

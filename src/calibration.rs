@@ -10,7 +10,7 @@ use crate::config::{Precision, TrainConfig};
 use crate::error::{Error, Result};
 use crate::run::simulate;
 use crate::sim::runtime::{Runtime, RuntimeKind};
-use crate::sim::{replay, DType, Phase};
+use crate::sim::{replay, DType, MemoryProfile, Phase};
 
 /// One compared figure.
 #[derive(Debug, Clone)]
@@ -42,107 +42,137 @@ pub fn evaluate(csv: &str) -> Result<Vec<RowResult>> {
         .next()
         .ok_or_else(|| Error::new("calibration file is empty"))?
         .split(',')
+        .map(str::trim)
         .collect();
-    let col = |name: &str| -> Result<usize> {
-        header
-            .iter()
-            .position(|h| h.trim() == name)
-            .ok_or_else(|| Error::new(format!("calibration file has no column `{name}`")))
-    };
     let mut out = Vec::new();
     for (i, line) in lines.enumerate() {
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        let get = |name: &str| -> Result<&str> {
-            let c = col(name)?;
-            f.get(c)
-                .copied()
-                .ok_or_else(|| Error::new(format!("row {}: missing `{name}`", i + 2)))
+        let row = Row {
+            header: &header,
+            fields: line.split(',').map(str::trim).collect(),
+            number: i + 2,
         };
-        let num = |name: &str| -> Result<u64> {
-            get(name)?
-                .parse::<u64>()
-                .map_err(|_| Error::new(format!("row {}: `{name}` is not an integer", i + 2)))
-        };
-        let cfg = TrainConfig {
-            n_layer: num("n_layer")?,
-            n_head: num("n_head")?,
-            n_embd: num("n_embd")?,
-            block_size: num("block_size")?,
-            batch_size: num("batch")?,
-            vocab_size: num("vocab_size")?,
-            gradient_accumulation_steps: num("grad_accum")?,
-            dtype: if get("dtype")? == "fp32" {
-                Precision::Float32
-            } else {
-                Precision::BFloat16
-            },
-            flash: get("flash")? == "1",
-            dropout: get("dropout")?
-                .parse()
-                .map_err(|_| Error::new(format!("row {}: bad dropout", i + 2)))?,
-            bias: get("bias")? == "1",
-            compile: false,
-            ..TrainConfig::default()
-        };
-        let arch = get("arch")?;
+        let cfg = row.config()?;
+        let arch = row.get("arch")?;
         let major: u32 = arch
             .trim_start_matches("sm")
             .get(..1)
             .and_then(|d| d.parse().ok())
             .unwrap_or(9);
-        let rt = reference_runtime(&cfg, major);
-        let tl = simulate(&cfg, rt)?;
-        let p = replay(&tl, false);
+        let tl = simulate(&cfg, reference_runtime(&cfg, major))?;
+        let figures = row.figures(&replay(&tl, false))?;
+        out.push(RowResult {
+            label: row.label(&cfg)?,
+            figures,
+        });
+    }
+    Ok(out)
+}
+
+/// One row of the calibration file, read by column name.
+struct Row<'a> {
+    header: &'a [&'a str],
+    fields: Vec<&'a str>,
+    /// The line number in the file (the header is line 1).
+    number: usize,
+}
+
+impl<'a> Row<'a> {
+    fn get(&self, name: &str) -> Result<&'a str> {
+        let c = self
+            .header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or_else(|| Error::new(format!("calibration file has no column `{name}`")))?;
+        self.fields
+            .get(c)
+            .copied()
+            .ok_or_else(|| Error::new(format!("row {}: missing `{name}`", self.number)))
+    }
+
+    fn num(&self, name: &str) -> Result<u64> {
+        self.get(name)?
+            .parse::<u64>()
+            .map_err(|_| Error::new(format!("row {}: `{name}` is not an integer", self.number)))
+    }
+
+    /// The reference run's config (nanoGPT's GPT, eager).
+    fn config(&self) -> Result<TrainConfig> {
+        Ok(TrainConfig {
+            n_layer: self.num("n_layer")?,
+            n_head: self.num("n_head")?,
+            n_embd: self.num("n_embd")?,
+            block_size: self.num("block_size")?,
+            batch_size: self.num("batch")?,
+            vocab_size: self.num("vocab_size")?,
+            gradient_accumulation_steps: self.num("grad_accum")?,
+            dtype: if self.get("dtype")? == "fp32" {
+                Precision::Float32
+            } else {
+                Precision::BFloat16
+            },
+            flash: self.get("flash")? == "1",
+            dropout: self
+                .get("dropout")?
+                .parse()
+                .map_err(|_| Error::new(format!("row {}: bad dropout", self.number)))?,
+            bias: self.get("bias")? == "1",
+            compile: false,
+            ..TrainConfig::default()
+        })
+    }
+
+    /// Each reference figure beside the simulated one.
+    fn figures(&self, p: &MemoryProfile) -> Result<Vec<Figure>> {
         let train = [Phase::Forward, Phase::Backward, Phase::Optimizer]
             .iter()
             .map(|&ph| p.phase(ph).peak_allocated)
             .max()
             .unwrap_or(0);
-        let figures = vec![
-            Figure {
-                name: "init",
-                reference: num("sim_init_alloc_bytes")?,
-                simulated: p.phase(Phase::Init).end_allocated,
-            },
-            Figure {
-                name: "train_peak",
-                reference: num("sim_train_peak_alloc_bytes")?,
-                simulated: train,
-            },
-            Figure {
-                name: "eval_peak",
-                reference: num("sim_eval_peak_alloc_bytes")?,
-                simulated: p.phase(Phase::Eval).peak_allocated,
-            },
-            Figure {
-                name: "eval2_peak",
-                reference: num("sim_eval2_peak_alloc_bytes")?,
-                simulated: p.phase(Phase::EvalAfterStep).peak_allocated,
-            },
-            Figure {
-                name: RESERVED_FIGURE,
-                reference: num("sim_peak_reserved_bytes")?,
-                simulated: p.peak_reserved,
-            },
-        ];
-        let label = format!(
+        let figure = |name, column, simulated| -> Result<Figure> {
+            Ok(Figure {
+                name,
+                reference: self.num(column)?,
+                simulated,
+            })
+        };
+        Ok(vec![
+            figure(
+                "init",
+                "sim_init_alloc_bytes",
+                p.phase(Phase::Init).end_allocated,
+            )?,
+            figure("train_peak", "sim_train_peak_alloc_bytes", train)?,
+            figure(
+                "eval_peak",
+                "sim_eval_peak_alloc_bytes",
+                p.phase(Phase::Eval).peak_allocated,
+            )?,
+            figure(
+                "eval2_peak",
+                "sim_eval2_peak_alloc_bytes",
+                p.phase(Phase::EvalAfterStep).peak_allocated,
+            )?,
+            figure(RESERVED_FIGURE, "sim_peak_reserved_bytes", p.peak_reserved)?,
+        ])
+    }
+
+    fn label(&self, cfg: &TrainConfig) -> Result<String> {
+        Ok(format!(
             "L{} H{} C{} T{} B{} {} {} d{} {} V{} ga{} {}",
             cfg.n_layer,
             cfg.n_head,
             cfg.n_embd,
             cfg.block_size,
             cfg.batch_size,
-            get("dtype")?,
+            self.get("dtype")?,
             if cfg.flash { "flash" } else { "manual" },
             cfg.dropout,
             if cfg.bias { "bias" } else { "nobias" },
             cfg.vocab_size,
             cfg.gradient_accumulation_steps,
-            arch
-        );
-        out.push(RowResult { label, figures });
+            self.get("arch")?
+        ))
     }
-    Ok(out)
 }
 
 /// PyTorch eager, as the reference ran it, on an `sm{major}x` card.

@@ -517,3 +517,28 @@ fn checkpoint_every_zero_is_a_one_line_error() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("checkpoint_every = 0"), "{err}");
 }
+
+/// TRL's `torch_dtype: bfloat16` without PEFT and without `bf16: true`: the Trainer runs no
+/// autocast over bf16 parameters and AdamW keeps bf16 state — pure bf16 training (issue #12
+/// item 1). With `bf16: true` as well it is autocast over half weights, which is refused.
+#[test]
+fn trl_half_weights_without_autocast_are_pure_half_training() {
+    use crate::support::cli::json;
+    use crate::support::hostile::{refused, temp};
+    let pure = temp(
+        "trl_pure.json",
+        br#"{"per_device_train_batch_size": 1, "torch_dtype": "bfloat16"}"#,
+    );
+    let (code, v) = json(&["check", &pure, "--model", "llama-3.2-1b", "--json"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["config"]["precision_mode"], "pure");
+    assert_eq!(v["config"]["dtype"], "bfloat16");
+    let mixed = temp(
+        "trl_autocast_half.json",
+        br#"{"per_device_train_batch_size": 1, "torch_dtype": "bfloat16", "bf16": true}"#,
+    );
+    refused(
+        &["check", &mixed, "--model", "llama-3.2-1b"],
+        &["torch_dtype", "autocast"],
+    );
+}

@@ -68,9 +68,12 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
             "per_device_eval_batch_size" | "per_gpu_eval_batch_size" => {
                 out.set(doc, key, "eval_batch_size", int(doc.count(key, v)?))
             }
-            "gradient_accumulation_steps" => {
-                out.set(doc, key, "gradient_accumulation_steps", int(doc.count(key, v)?))
-            }
+            "gradient_accumulation_steps" => out.set(
+                doc,
+                key,
+                "gradient_accumulation_steps",
+                int(doc.count(key, v)?),
+            ),
             "bf16" => {
                 if doc.bool(key, v)? {
                     out.set(doc, key, "dtype", Value::Str("bfloat16".into()))
@@ -83,25 +86,20 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
             }
             "bf16_full_eval" | "fp16_full_eval" => {
                 if doc.bool(key, v)? {
-                    return Err(unsupported(doc, key, v, "evaluating with the model cast to half precision"));
+                    return Err(unsupported(
+                        doc,
+                        key,
+                        v,
+                        "evaluating with the model cast to half precision",
+                    ));
                 }
             }
-            "torch_compile" => out.set(doc, key, "compile", Value::Bool(doc.bool(key, v)?)),
-            "torch_compile_backend" | "torchdynamo" => {
-                if doc.str(key, v)? != "inductor" {
-                    return Err(unsupported(doc, key, v, "a torch.compile backend other than inductor"));
-                }
-                out.set(doc, key, "compile", Value::Bool(true));
-            }
-            "torch_compile_mode" => {
-                if doc.str(key, v)? != "default" {
-                    return Err(unsupported(doc, key, v, "a torch.compile mode other than \"default\" (CUDA graphs, autotuning)"));
-                }
-                out.set(doc, key, "compile", Value::Bool(true));
-            }
-            "gradient_checkpointing" => {
-                out.set(doc, key, "activation_checkpointing", Value::Bool(doc.bool(key, v)?))
-            }
+            "gradient_checkpointing" => out.set(
+                doc,
+                key,
+                "activation_checkpointing",
+                Value::Bool(doc.bool(key, v)?),
+            ),
             "gradient_checkpointing_kwargs" => checkpointing_kwargs(doc, key, v, &mut out)?,
             "optim" => map_trainer_optim(doc, key, v, &mut out)?,
             "max_grad_norm" => out.set(doc, key, "grad_clip", Value::Float(doc.float(key, v)?)),
@@ -114,7 +112,11 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
             }
             "packing" | "padding_free" => {
                 if doc.bool(key, v)? {
-                    out.note(doc, key, "packed sequences fill block_size tokens each, as simulated");
+                    out.note(
+                        doc,
+                        key,
+                        "packed sequences fill block_size tokens each, as simulated",
+                    );
                 } else {
                     out.ignore(doc, key);
                 }
@@ -132,45 +134,101 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
                     Json::String(s) if s.is_empty() => continue,
                     Json::String(s) => DeepSpeedRef::Path(s.clone()),
                     Json::Object(_) => DeepSpeedRef::Inline(v.to_string()),
-                    _ => return Err(doc.fail(key, v, "expected the path of a ds_config.json or its contents")),
+                    _ => {
+                        return Err(doc.fail(
+                            key,
+                            v,
+                            "expected the path of a ds_config.json or its contents",
+                        ))
+                    }
                 };
                 out.deepspeed = Some((r, doc.origin(key)));
             }
-            "torch_empty_cache_steps" => {
-                return Err(unsupported(doc, key, v, "torch.cuda.empty_cache() every N steps (it returns the cached segments the simulation keeps)"))
-            }
-            "auto_find_batch_size" => {
-                if doc.bool(key, v)? {
-                    out.note(doc, key, "the Trainer halves the batch after an OOM; simulated at the batch written");
-                } else {
-                    out.ignore(doc, key);
-                }
-            }
-            // Deprecated: adafactor = True means optim = "adafactor".
-            "adafactor" => {
-                if doc.bool(key, v)? {
-                    return Err(unsupported(doc, key, v, "the Adafactor optimizer"));
-                }
-                out.ignore(doc, key);
-            }
-            "activation_offloading" => {
-                if doc.bool(key, v)? {
-                    return Err(unsupported(doc, key, v, "activation offloading to the CPU"));
-                }
-            }
-            "neftune_noise_alpha" | "optim_target_modules" | "parallelism_config" => {
-                return Err(unsupported(doc, key, v, key));
-            }
-            "ddp_bucket_cap_mb" => {
-                if doc.count(key, v)? != 25 {
-                    return Err(unsupported(doc, key, v, "a DDP bucket size other than PyTorch's 25 MiB"));
-                }
-            }
+            k if compile_key(doc, k, v, &mut out)? => {}
+            k if run_key(doc, k, v, &mut out)? => {}
             k if model_key(doc, k, v, &mut out, &mut model)? => {}
             k if IGNORED.contains(&k) => out.ignore(doc, key),
             _ => return Err(unknown(doc, key, "TrainingArguments / TRL SFTConfig")),
         }
     }
+    finish(doc, &mut out, model, eval_on)?;
+    Ok(out)
+}
+
+/// torch.compile's keys: only inductor in its default mode is modelled. True when `key` was
+/// one of them.
+fn compile_key(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<bool> {
+    match key {
+        "torch_compile" => out.set(doc, key, "compile", Value::Bool(doc.bool(key, v)?)),
+        "torch_compile_backend" | "torchdynamo" => {
+            if doc.str(key, v)? != "inductor" {
+                return Err(unsupported(
+                    doc,
+                    key,
+                    v,
+                    "a torch.compile backend other than inductor",
+                ));
+            }
+            out.set(doc, key, "compile", Value::Bool(true));
+        }
+        "torch_compile_mode" => {
+            if doc.str(key, v)? != "default" {
+                return Err(unsupported(
+                    doc,
+                    key,
+                    v,
+                    "a torch.compile mode other than \"default\" (CUDA graphs, autotuning)",
+                ));
+            }
+            out.set(doc, key, "compile", Value::Bool(true));
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// The Trainer's run-time switches that change memory in ways not modelled (refused) or not
+/// at all (noted). True when `key` was one of them.
+fn run_key(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<bool> {
+    match key {
+    "torch_empty_cache_steps" => {
+        return Err(unsupported(doc, key, v, "torch.cuda.empty_cache() every N steps (it returns the cached segments the simulation keeps)"))
+    }
+    "auto_find_batch_size" => {
+        if doc.bool(key, v)? {
+            out.note(doc, key, "the Trainer halves the batch after an OOM; simulated at the batch written");
+        } else {
+            out.ignore(doc, key);
+        }
+    }
+    // Deprecated: adafactor = True means optim = "adafactor".
+    "adafactor" => {
+        if doc.bool(key, v)? {
+            return Err(unsupported(doc, key, v, "the Adafactor optimizer"));
+        }
+        out.ignore(doc, key);
+    }
+    "activation_offloading" => {
+        if doc.bool(key, v)? {
+            return Err(unsupported(doc, key, v, "activation offloading to the CPU"));
+        }
+    }
+    "neftune_noise_alpha" | "optim_target_modules" | "parallelism_config" => {
+        return Err(unsupported(doc, key, v, key));
+    }
+    "ddp_bucket_cap_mb" => {
+        if doc.count(key, v)? != 25 {
+            return Err(unsupported(doc, key, v, "a DDP bucket size other than PyTorch's 25 MiB"));
+        }
+    }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// After every key: TRL's PEFT defaults and half-precision weights, and the evaluation batch
+/// the Trainer uses.
+fn finish(doc: &Doc, out: &mut Mapped, model: ModelKeys, eval_on: bool) -> Result<()> {
     let ModelKeys { peft, half_weights } = model;
     if !peft && doc.get("lora_r").is_some() {
         out.note(
@@ -184,15 +242,11 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
         out.set(doc, "use_peft", "lora_rank", int(16));
     }
     if let Some((key, v)) = half_weights {
-        if !peft {
-            return Err(unsupported(
-                doc,
-                &key,
-                &v,
-                "full fine-tuning of weights loaded in half precision (no fp32 master copy)",
-            ));
+        if peft {
+            out.note(doc, &key, "the frozen base weights are loaded in this dtype, as the simulator's LoRA keeps them in dtype");
+        } else {
+            half_full_fine_tune(doc, out, &key, &v)?;
         }
-        out.note(doc, &key, "the frozen base weights are loaded in this dtype, as the simulator's LoRA keeps them in dtype");
     }
     if eval_on {
         // The Trainer evaluates at eval_steps with per_device_eval_batch_size (default 8).
@@ -203,7 +257,28 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
     } else {
         out.assignments.retain(|a| a.key != "eval_batch_size");
     }
-    Ok(out)
+    Ok(())
+}
+
+/// A full fine-tune of weights loaded in half precision: without `bf16`/`fp16` the Trainer runs
+/// no autocast and AdamW keeps its state in the parameters' dtype (torch/optim/adamw.py
+/// `zeros_like(p)`): `precision_mode = 'pure'`. With the flag, autocast runs over half weights,
+/// whose fp32-list ops (softmax, the losses) differ from both modes: refused.
+fn half_full_fine_tune(doc: &Doc, out: &mut Mapped, key: &str, v: &Json) -> Result<()> {
+    let autocast = ["bf16", "fp16"]
+        .iter()
+        .any(|k| doc.get(k).and_then(Json::as_bool) == Some(true));
+    if autocast {
+        return Err(unsupported(
+            doc,
+            key,
+            v,
+            "autocast (bf16/fp16 = true) over weights loaded in half precision; without the flag it is pure half-precision training",
+        ));
+    }
+    out.set(doc, key, "dtype", Value::Str(doc.str(key, v)?.to_string()));
+    out.set(doc, key, "precision_mode", Value::Str("pure".into()));
+    Ok(())
 }
 
 /// What TRL's ModelConfig keys say beyond single assignments.

@@ -206,22 +206,7 @@ pub fn build_from(cfg: &TrainConfig, run: &Run, budget: Option<&Budget>) -> Resu
     let verdict = budget.map(|b| b.judge(run));
     let (_, _, _, device) = run.figures(context);
     let p = &run.profile;
-    // Only the phases the run went through: training's six, or inference's init, prefill and
-    // decode.
-    let phases: Vec<PhaseReport> = Phase::ALL
-        .iter()
-        .filter(|&&ph| p.phase(ph).seen)
-        .map(|&ph| {
-            let s = p.phase(ph);
-            PhaseReport {
-                name: ph.key(),
-                peak_allocated_bytes: s.peak_allocated,
-                end_allocated_bytes: s.end_allocated,
-                peak_reserved_bytes: s.peak_reserved,
-                peak_device_bytes: s.peak_reserved.saturating_add(context),
-            }
-        })
-        .collect();
+    let phases = phase_reports(p, context);
     let peak = PeakReport {
         phase: p.peak_phase.key(),
         allocated_bytes: p.peak_allocated,
@@ -246,21 +231,7 @@ pub fn build_from(cfg: &TrainConfig, run: &Run, budget: Option<&Budget>) -> Resu
     Ok(CheckReport {
         config: cfg.clone(),
         gpu: budget.map(Target::from_budget),
-        runtime: RuntimeReport {
-            name: d.runtime.value.as_str(),
-            dtype: d.precision.value.as_str(),
-            attention: d.attention.value.as_str(),
-            kv_cache_dtype: (cfg.mode == Mode::Inference).then(|| {
-                // The cache follows the weights' dtype, and the weights the precision simulated.
-                let simulated = TrainConfig {
-                    dtype: d.precision.value,
-                    ..cfg.clone()
-                };
-                crate::run::infer::kv_dtype(&simulated).short()
-            }),
-            upper_bound: d.compile_fallback.is_some(),
-            semantics: crate::sim::runtime::semantics(d.runtime.value),
-        },
+        runtime: runtime_report(cfg, d),
         decisions: *d,
         n_params,
         phases,
@@ -295,6 +266,44 @@ pub fn build_from(cfg: &TrainConfig, run: &Run, budget: Option<&Budget>) -> Resu
         ),
         host_bytes: run.timeline.host_bytes,
     })
+}
+
+/// Only the phases the run went through: training's six, or inference's init, prefill and
+/// decode; the device figure is reserved + the context.
+fn phase_reports(p: &MemoryProfile, context: u64) -> Vec<PhaseReport> {
+    Phase::ALL
+        .iter()
+        .filter(|&&ph| p.phase(ph).seen)
+        .map(|&ph| {
+            let s = p.phase(ph);
+            PhaseReport {
+                name: ph.key(),
+                peak_allocated_bytes: s.peak_allocated,
+                end_allocated_bytes: s.end_allocated,
+                peak_reserved_bytes: s.peak_reserved,
+                peak_device_bytes: s.peak_reserved.saturating_add(context),
+            }
+        })
+        .collect()
+}
+
+/// The runtime the figures were simulated with, and its KV cache's dtype in inference.
+fn runtime_report(cfg: &TrainConfig, d: &Decisions) -> RuntimeReport {
+    RuntimeReport {
+        name: d.runtime.value.as_str(),
+        dtype: d.precision.value.as_str(),
+        attention: d.attention.value.as_str(),
+        kv_cache_dtype: (cfg.mode == Mode::Inference).then(|| {
+            // The cache follows the weights' dtype, and the weights the precision simulated.
+            let simulated = TrainConfig {
+                dtype: d.precision.value,
+                ..cfg.clone()
+            };
+            crate::run::infer::kv_dtype(&simulated).short()
+        }),
+        upper_bound: d.compile_fallback.is_some(),
+        semantics: crate::sim::runtime::semantics(d.runtime.value),
+    }
 }
 
 /// What the user should know about the decisions: a precision fallback or a dtype kept on a

@@ -52,18 +52,7 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
                     ))
                 }
             },
-            "quantize" => {
-                let q = match doc.str(key, v)? {
-                    "bnb.nf4" => ("nf4", false),
-                    "bnb.nf4-dq" => ("nf4", true),
-                    "bnb.fp4" => ("fp4", false),
-                    "bnb.fp4-dq" => ("fp4", true),
-                    "bnb.int8" => ("int8", false),
-                    _ => return Err(unsupported(doc, key, v, "this quantization")),
-                };
-                out.set(doc, key, "quantization", Value::Str(q.0.into()));
-                out.set(doc, key, "double_quant", Value::Bool(q.1));
-            }
+            "quantize" => quantize(doc, key, v, &mut out)?,
             "devices" => out.set(doc, key, "world_size", int(doc.count(key, v)?)),
             "lora_r" => {
                 lora = true;
@@ -94,23 +83,54 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
                 out.set(doc, key, "eval_interval", int(1));
                 out.note(doc, key, "after each validation LitGPT generates a sample with a KV cache; that allocation is not modelled");
             }
-            "optimizer" => {
-                let name = match v {
-                    Json::String(s) => s.as_str(),
-                    _ => v.get("class_path").and_then(Json::as_str).unwrap_or(""),
-                };
-                let Some((kind, note)) = class_optim(name) else {
-                    return Err(unsupported(doc, key, v, "this optimizer"));
-                };
-                out.set(doc, key, "optimizer", Value::Str(kind.into()));
-                if let Some(n) = note {
-                    out.note(doc, key, n);
-                }
-            }
+            "optimizer" => optimizer(doc, key, v, &mut out)?,
             k if IGNORED.contains(&k) => out.ignore(doc, key),
             _ => return Err(unknown(doc, key, "a LitGPT finetune config")),
         }
     }
+    finish(doc, &mut out, lora, &targets, true_half)?;
+    Ok(out)
+}
+
+/// `quantize`: bitsandbytes' 4-bit (with or without double quantization) or LLM.int8().
+fn quantize(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<()> {
+    let q = match doc.str(key, v)? {
+        "bnb.nf4" => ("nf4", false),
+        "bnb.nf4-dq" => ("nf4", true),
+        "bnb.fp4" => ("fp4", false),
+        "bnb.fp4-dq" => ("fp4", true),
+        "bnb.int8" => ("int8", false),
+        _ => return Err(unsupported(doc, key, v, "this quantization")),
+    };
+    out.set(doc, key, "quantization", Value::Str(q.0.into()));
+    out.set(doc, key, "double_quant", Value::Bool(q.1));
+    Ok(())
+}
+
+/// `optimizer`: a name or a `class_path`.
+fn optimizer(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<()> {
+    let name = match v {
+        Json::String(s) => s.as_str(),
+        _ => v.get("class_path").and_then(Json::as_str).unwrap_or(""),
+    };
+    let Some((kind, note)) = class_optim(name) else {
+        return Err(unsupported(doc, key, v, "this optimizer"));
+    };
+    out.set(doc, key, "optimizer", Value::Str(kind.into()));
+    if let Some(n) = note {
+        out.note(doc, key, n);
+    }
+    Ok(())
+}
+
+/// After every key: the LoRA targets, the "-true" precisions, and the length LitGPT needs.
+fn finish(
+    doc: &Doc,
+    out: &mut Mapped,
+    lora: bool,
+    targets: &[&str],
+    true_half: Option<Json>,
+) -> Result<()> {
     if lora {
         out.set(doc, "lora_r", "lora_targets", Value::Str(targets.join(",")));
         out.note(doc, "lora_r", "LitGPT fuses q, k, v into one Linear with one LoRA pair for the enabled parts; simulated as separate adapters of the same rank (the same adapter elements)");
@@ -143,7 +163,7 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
         let v = doc.map.get("train").cloned().unwrap_or(Json::Null);
         return Err(doc.fail("train", &v, "expected train.max_seq_length: without it LitGPT trains at the data's longest sequence, and vramplan needs a length"));
     }
-    Ok(out)
+    Ok(())
 }
 
 fn train(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<()> {

@@ -59,24 +59,65 @@ pub fn load_sources(s: &Sources) -> Result<Loaded> {
         source = name.clone();
     }
     // The model: the command line's, else the file's.
-    let (model_assignments, model_name, mut warnings) = match (s.model, &mapped.model) {
+    let (model_assignments, model_name, mut warnings) = model_of(s, &mapped, &source)?;
+    let mut layers: Vec<Assignment> = model_assignments;
+    layers.extend(defaults(framework));
+    let mut ignored = Vec::new();
+    side_files(s, &mut mapped, &mut layers, &mut ignored, &mut warnings)?;
+    for o in s.overrides {
+        layers.push(overrides::parse_override(o)?);
+    }
+    accumulation_to_global(super::framework_in(&layers), &mut layers);
+    let mut config = TrainConfig::default();
+    warnings.extend(apply::apply(&mut config, &layers)?);
+    // Serving a model is not a Trainer run: inference keeps its own defaults.
+    if hf_model_alone && config.mode == crate::config::Mode::Inference {
+        return crate::config::load_with_model(s.config, s.model, s.overrides);
+    }
+    let source = if source.is_empty() {
+        format!("{model_name}, {} defaults", config.framework.display_name())
+    } else {
+        format!("{source} on {model_name}")
+    };
+    Ok(Loaded {
+        config,
+        warnings,
+        source,
+        ignored,
+    })
+}
+
+/// The model's assignments, its display name and any warning: the command line's model,
+/// else the one the file names.
+fn model_of(
+    s: &Sources,
+    mapped: &Mapped,
+    source: &str,
+) -> Result<(Vec<Assignment>, String, Vec<String>)> {
+    match (s.model, &mapped.model) {
         (Some(m), named) => {
             let (a, d, mut w) = model_layer(m)?;
             if let Some((n, o)) = named {
                 w.push(format!("{o}: the model '{n}' is replaced by the command line's {d}"));
             }
-            (a, d, w)
+            Ok((a, d, w))
         }
-        (None, Some((name, origin))) => resolve_model(s.config, name, origin)?,
-        (None, None) => {
-            return Err(Error::new(format!(
-                "{source}: names no model (base_model, model_name_or_path, model._component_ or checkpoint_dir): expected one, or --model NAME / --hf-config path/to/config.json"
-            )))
-        }
-    };
-    let mut layers: Vec<Assignment> = model_assignments;
-    layers.extend(defaults(framework));
-    let mut ignored = Vec::new();
+        (None, Some((name, origin))) => resolve_model(s.config, name, origin),
+        (None, None) => Err(Error::new(format!(
+            "{source}: names no model (base_model, model_name_or_path, model._component_ or checkpoint_dir): expected one, or --model NAME / --hf-config path/to/config.json"
+        ))),
+    }
+}
+
+/// The accelerate and DeepSpeed files (given on the command line, or named by the config),
+/// in that order after the config's own assignments.
+fn side_files(
+    s: &Sources,
+    mapped: &mut Mapped,
+    layers: &mut Vec<Assignment>,
+    ignored: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
     if let Some(p) = s.accelerate {
         let (name, text) = read_text(p, "an accelerate config (YAML)")?;
         let a = map_accelerate(&name, &text)?;
@@ -104,27 +145,7 @@ pub fn load_sources(s: &Sources) -> Result<Loaded> {
         ignored.extend(d.ignored);
         warnings.extend(d.notes);
     }
-    for o in s.overrides {
-        layers.push(overrides::parse_override(o)?);
-    }
-    accumulation_to_global(super::framework_in(&layers), &mut layers);
-    let mut config = TrainConfig::default();
-    warnings.extend(apply::apply(&mut config, &layers)?);
-    // Serving a model is not a Trainer run: inference keeps its own defaults.
-    if hf_model_alone && config.mode == crate::config::Mode::Inference {
-        return crate::config::load_with_model(s.config, s.model, s.overrides);
-    }
-    let source = if source.is_empty() {
-        format!("{model_name}, {} defaults", config.framework.display_name())
-    } else {
-        format!("{source} on {model_name}")
-    };
-    Ok(Loaded {
-        config,
-        warnings,
-        source,
-        ignored,
-    })
+    Ok(())
 }
 
 fn is_gpt2(m: ModelSource) -> bool {

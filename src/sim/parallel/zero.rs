@@ -103,6 +103,94 @@ pub(super) fn param_groups(e: &Engine) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// One parameter group flattened into its bf16/fp16 buffer (padded to ZERO_ALIGNMENT × world):
+/// the group with its partition, and each parameter's (index, elements in rank 0's partition,
+/// elements) for the offload's host copies.
+fn flat_group(
+    e: &mut Engine,
+    params: Vec<usize>,
+    world: u64,
+    dtype: DType,
+) -> (Group, Vec<(usize, u64, u64)>) {
+    let total: u64 = params.iter().map(|&p| numel(e, p)).sum();
+    let align = ZERO_ALIGNMENT * world;
+    let padded = total.div_ceil(align) * align;
+    let partition = padded / world;
+    e.alloc(
+        Name::top(FLAT_MODULE, "bit16_group"),
+        Shape::new(&[padded]),
+        dtype,
+        Category::Parameters,
+    );
+    let mut pieces = Vec::new();
+    let mut offset = 0;
+    let mut in_partition = Vec::new();
+    for &p in &params {
+        if offset < partition {
+            in_partition.push(p);
+        }
+        let end = (offset + numel(e, p)).min(partition);
+        pieces.push((p, end.saturating_sub(offset), numel(e, p)));
+        offset += numel(e, p);
+    }
+    let group = Group {
+        params,
+        partition,
+        in_partition,
+    };
+    (group, pieces)
+}
+
+/// The rank's fp32 master partition: `partition.clone().float()`, the clone a temporary
+/// unless the group is fp32 already.
+fn fp32_partition(e: &mut Engine, partition: u64, dtype: DType) {
+    let clone = (dtype != DType::F32).then(|| {
+        e.alloc(
+            Name::top("zero", "partition_clone"),
+            Shape::new(&[partition]),
+            dtype,
+            Category::Optimizer,
+        )
+    });
+    e.alloc(
+        Name::top("zero", "fp32_partition"),
+        Shape::new(&[partition]),
+        DType::F32,
+        Category::Optimizer,
+    );
+    if let Some(c) = clone {
+        e.release(c);
+    }
+}
+
+/// initialize_optimizer_states: zero fp32 gradients, one step (the state made), gradients
+/// dropped.
+fn initialize_optimizer_states(e: &mut Engine, groups: &[Group], kind: OptimizerKind) {
+    let grads: Vec<T> = groups
+        .iter()
+        .map(|g| {
+            e.alloc(
+                Name::top("zero", "fp32_grad_partition"),
+                Shape::new(&[g.partition]),
+                DType::F32,
+                Category::Gradients,
+            )
+        })
+        .collect();
+    for g in groups {
+        optimizer_state(
+            e,
+            Name::top("zero", ""),
+            Shape::new(&[g.partition]),
+            kind,
+            false,
+        );
+    }
+    for t in grads {
+        e.release(t);
+    }
+}
+
 impl Zero {
     /// `deepspeed.initialize`: flatten the groups, make the fp32 partitions, create the state.
     pub(super) fn build(e: &mut Engine, stage: u8, kind: OptimizerKind, offload: bool) -> Zero {
@@ -111,82 +199,19 @@ impl Zero {
         let mut groups = Vec::new();
         let mut pieces = Vec::new();
         for params in param_groups(e) {
-            let total: u64 = params.iter().map(|&p| numel(e, p)).sum();
-            let align = ZERO_ALIGNMENT * world;
-            let padded = total.div_ceil(align) * align;
-            let partition = padded / world;
-            e.alloc(
-                Name::top(FLAT_MODULE, "bit16_group"),
-                Shape::new(&[padded]),
-                dtype,
-                Category::Parameters,
-            );
-            let mut offset = 0;
-            let mut in_partition = Vec::new();
-            for &p in &params {
-                if offset < partition {
-                    in_partition.push(p);
-                }
-                let end = (offset + numel(e, p)).min(partition);
-                pieces.push((p, end.saturating_sub(offset), numel(e, p)));
-                offset += numel(e, p);
+            let (group, group_pieces) = flat_group(e, params, world, dtype);
+            pieces.extend(group_pieces);
+            if !offload {
+                fp32_partition(e, group.partition, dtype);
             }
-            groups.push(Group {
-                params,
-                partition,
-                in_partition,
-            });
-            if offload {
-                continue;
-            }
-            // `partition.clone().float()`: the clone is a temporary unless it is fp32 already.
-            let clone = (dtype != DType::F32).then(|| {
-                e.alloc(
-                    Name::top("zero", "partition_clone"),
-                    Shape::new(&[partition]),
-                    dtype,
-                    Category::Optimizer,
-                )
-            });
-            e.alloc(
-                Name::top("zero", "fp32_partition"),
-                Shape::new(&[partition]),
-                DType::F32,
-                Category::Optimizer,
-            );
-            if let Some(c) = clone {
-                e.release(c);
-            }
+            groups.push(group);
         }
         let offload = offload.then(|| {
             let partitions: Vec<u64> = groups.iter().map(|g| g.partition).collect();
             Offload::build(e, pieces, &partitions, dtype)
         });
-        // initialize_optimizer_states: zero fp32 gradients, one step, gradients dropped
-        // (kept on the host with offload).
-        let grads: Vec<T> = groups
-            .iter()
-            .filter(|_| offload.is_none())
-            .map(|g| {
-                e.alloc(
-                    Name::top("zero", "fp32_grad_partition"),
-                    Shape::new(&[g.partition]),
-                    DType::F32,
-                    Category::Gradients,
-                )
-            })
-            .collect();
-        for g in groups.iter().filter(|_| offload.is_none()) {
-            optimizer_state(
-                e,
-                Name::top("zero", ""),
-                Shape::new(&[g.partition]),
-                kind,
-                false,
-            );
-        }
-        for t in grads {
-            e.release(t);
+        if offload.is_none() {
+            initialize_optimizer_states(e, &groups, kind);
         }
         let mut member = vec![false; e.params.len()];
         for &p in groups.iter().flat_map(|g| g.params.iter()) {

@@ -19,6 +19,12 @@ fn main() -> ExitCode {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("a panic");
+        // `vramplan check --json | head`: the reader went away, which is no bug. print! panics
+        // on EPIPE (Rust ignores SIGPIPE); leave quietly, as a process killed by it would
+        // (128 + SIGPIPE).
+        if what.contains("failed printing to stdout") && what.contains("Broken pipe") {
+            std::process::exit(141);
+        }
         let at = info
             .location()
             .map_or(String::new(), |l| format!(" at {}:{}", l.file(), l.line()));

@@ -103,3 +103,22 @@ fn errors_are_one_plain_line() {
         }
     }
 }
+
+/// `vramplan check --json | head -1`: the reader goes away before the output is written. That
+/// is no bug of ours: no "internal error" line, the exit status of a process SIGPIPE killed.
+#[test]
+fn a_reader_that_goes_away_is_not_an_internal_error() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vramplan"))
+        .args(["check", "--model", "llama-3.1-8b", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the simulation has printed anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("internal error"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}

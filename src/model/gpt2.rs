@@ -118,15 +118,52 @@ impl Gpt2 {
     /// `logits, loss = model(idx, targets)`; with `loss = 'chunked'` no full logits exist.
     /// Without targets (inference), `logits = self.lm_head(x[:, [-1], :])`.
     pub fn forward(&self, e: &mut Engine, idx: T, head: Head) -> Output {
-        let bt = e.shape(idx);
-        let (b, t) = (bt.dims()[0], bt.dims()[1]);
-        let c = self.n_embd;
+        let t = e.shape(idx).dims()[1];
         let pos = e.alloc(
             Name::top("pos", ""),
             Shape::new(&[t]),
             DType::I64,
             Category::Other,
         );
+        let mut x = self.embed(e, idx, pos);
+        for (l, block) in self.blocks.iter().enumerate() {
+            let call = BlockCall {
+                p: *block,
+                n_head: self.n_head / self.tp,
+                head_size: self.n_embd / self.n_head,
+                dropout: self.dropout,
+                flash: self.flash,
+                layer: l as u32,
+            };
+            parallel::unit_enter(e, Some(l as u32));
+            let next = if self.checkpoint.wraps(l as u32) && e.grad_mode {
+                // x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+                e.checkpoint(
+                    std::rc::Rc::new(move |e: &mut Engine, x| call.forward(e, x)),
+                    x,
+                )
+            } else {
+                call.forward(e, x)
+            };
+            let next = parallel::unit_exit(e, l as u32, next);
+            e.drop_value(x);
+            x = next;
+        }
+        let (w, bias) = self.ln_f;
+        let xf = ops::layer_norm(e, x, w, bias, Name::top("ln_f", "out"));
+        e.drop_value(x);
+        let out = self.head(e, xf, head);
+        e.release(pos);
+        e.drop_value(xf);
+        out
+    }
+
+    /// `tok_emb = self.transformer.wte(idx)` (vocabulary-parallel under TP), `pos_emb`, their
+    /// sum and dropout.
+    fn embed(&self, e: &mut Engine, idx: T, pos: T) -> V {
+        let bt = e.shape(idx);
+        let (b, t) = (bt.dims()[0], bt.dims()[1]);
+        let c = self.n_embd;
         let tok_emb = if self.tp > 1 {
             ops::vocab_parallel_embedding(
                 e,
@@ -154,35 +191,14 @@ impl Gpt2 {
         let sum = ops::add_broadcast(e, tok_emb, pos_emb, Name::top("embed", "sum"));
         e.drop_value(tok_emb);
         e.drop_value(pos_emb);
-        let mut x = ops::dropout(e, sum, self.dropout, Name::top("drop", "out"));
+        let x = ops::dropout(e, sum, self.dropout, Name::top("drop", "out"));
         e.drop_value(sum);
-        for (l, block) in self.blocks.iter().enumerate() {
-            let call = BlockCall {
-                p: *block,
-                n_head: self.n_head / self.tp,
-                head_size: self.n_embd / self.n_head,
-                dropout: self.dropout,
-                flash: self.flash,
-                layer: l as u32,
-            };
-            parallel::unit_enter(e, Some(l as u32));
-            let next = if self.checkpoint.wraps(l as u32) && e.grad_mode {
-                // x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-                e.checkpoint(
-                    std::rc::Rc::new(move |e: &mut Engine, x| call.forward(e, x)),
-                    x,
-                )
-            } else {
-                call.forward(e, x)
-            };
-            let next = parallel::unit_exit(e, l as u32, next);
-            e.drop_value(x);
-            x = next;
-        }
-        let (w, bias) = self.ln_f;
-        let xf = ops::layer_norm(e, x, w, bias, Name::top("ln_f", "out"));
-        e.drop_value(x);
-        let out = match (head, self.loss) {
+        x
+    }
+
+    /// After ln_f: lm_head and the loss (standard, chunked or Liger's fused), or the logits.
+    fn head(&self, e: &mut Engine, xf: V, head: Head) -> Output {
+        match (head, self.loss) {
             (Head::Loss(targets), LossKind::Standard) => {
                 let logits = ops::linear(e, xf, self.wte, None, None, "lm_head");
                 let loss = if self.tp > 1 {
@@ -202,10 +218,7 @@ impl Gpt2 {
                 ops::fused_linear_cross_entropy(e, xf, self.wte, targets),
             ),
             (Head::Logits { all }, _) => Output::Logits(logits_head(e, xf, self.wte, all, true)),
-        };
-        e.release(pos);
-        e.drop_value(xf);
-        out
+        }
     }
 }
 

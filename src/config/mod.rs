@@ -286,6 +286,10 @@ pub struct TrainConfig {
     /// The top-k routing weights are renormalised to sum to 1 [norm_topk_prob] (Mixtral: always).
     #[serde(default = "model_keys::yes")]
     pub norm_topk_prob: bool,
+    /// MoE: every MoE layer's router logits are returned and the auxiliary load-balancing
+    /// loss is added to the loss [output_router_logits].
+    #[serde(default)]
+    pub output_router_logits: bool,
     // --- LoRA (PEFT): frozen base weights in `dtype`, fp32 adapters A (r x in), B (out x r) ---
     /// Adapter rank; 0 = full fine-tuning [LoraConfig.r].
     #[serde(default)]
@@ -407,6 +411,7 @@ impl Default for TrainConfig {
             decoder_sparse_step: None,
             mlp_only_layers: String::new(),
             norm_topk_prob: true,
+            output_router_logits: false,
             lora_rank: 0,
             lora_alpha: 16.0,
             lora_dropout: 0.0,

@@ -26,6 +26,7 @@ pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
         "experts_per_token" => opt_int(cfg.experts_per_token),
         "moe_intermediate_size" => opt_int(cfg.moe_intermediate_size),
         "norm_topk_prob" => Value::Bool(cfg.norm_topk_prob),
+        "output_router_logits" => Value::Bool(cfg.output_router_logits),
         "shared_expert_intermediate_size" => opt_int(cfg.shared_expert_intermediate_size),
         "decoder_sparse_step" => opt_int(cfg.decoder_sparse_step),
         "mlp_only_layers" => Value::Str(cfg.mlp_only_layers.clone()),
@@ -45,6 +46,10 @@ pub(crate) fn set(
         "moe_intermediate_size" => opt_count(v, true).map(|x| cfg.moe_intermediate_size = x),
         "norm_topk_prob" => {
             cfg.norm_topk_prob = matches!(v, Value::Bool(true));
+            Ok(())
+        }
+        "output_router_logits" => {
+            cfg.output_router_logits = matches!(v, Value::Bool(true));
             Ok(())
         }
         "shared_expert_intermediate_size" => {
@@ -86,6 +91,9 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             ),
             ("decoder_sparse_step", cfg.decoder_sparse_step),
         ];
+        if cfg.output_router_logits {
+            return blame.fail("output_router_logits", "True", format!("False: {only}"));
+        }
         return match keys.iter().chain(&set).find_map(|(k, v)| v.map(|v| (k, v))) {
             Some((key, v)) => blame.fail(key, v, only),
             None => dense_layers(cfg, blame),

@@ -175,6 +175,7 @@ pub const KEYS: &[KeySpec] = &[
     field("decoder_sparse_step", Ty::OptInt, false, "qwen2_moe, qwen3_moe: every k-th layer (1-based) is sparse, the others dense MLPs of intermediate_size; None = 1"),
     field("mlp_only_layers", Ty::Str, false, "qwen2_moe, qwen3_moe: comma-separated 0-based layers with a dense MLP of intermediate_size (config.json's list); '' = none"),
     field("norm_topk_prob", Ty::Bool, false, "MoE: the top-k routing weights renormalised to sum to 1 (Mixtral always; Qwen2/Qwen3-MoE's norm_topk_prob)"),
+    field("output_router_logits", Ty::Bool, false, "MoE training: every MoE layer's router logits kept to the end of the forward for load_balancing_loss_func, its loss added x router_aux_loss_coef (config.json's key; axolotl's model_config); False = no auxiliary loss"),
     field("lora_rank", Ty::Int, false, "LoRA adapter rank; 0 = full fine-tuning (base weights frozen in dtype otherwise)"),
     field("lora_alpha", Ty::Float, false, "LoRA scale numerator (alpha / rank); no memory effect"),
     field("lora_dropout", Ty::Float, false, "dropout on the LoRA adapters' input (keeps a mask per adapter)"),

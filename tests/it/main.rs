@@ -47,6 +47,7 @@ mod model_layers;
 mod models;
 mod models_gemma2_olmo2;
 mod models_moe;
+mod models_moe_aux;
 mod models_new_types;
 mod models_qwen2_moe;
 mod models_qwen3_moe;

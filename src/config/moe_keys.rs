@@ -9,13 +9,14 @@
 //!
 //! What the simulation of an MoE layer (src/model/moe.rs) covers, and what it refuses with
 //! one line rather than guess: transformers 4.x's per-expert loop (its buffers depend on the
-//! routing) and QLoRA. LoRA runs: PEFT's targets are attention's Linear layers only, the
-//! router and the experts stay frozen (src/config/lora.rs `lora_modules`).
+//! routing). LoRA runs: PEFT's targets are attention's Linear layers only, the router and the
+//! experts stay frozen (src/config/lora.rs `lora_modules`); so does QLoRA, with only the
+//! nn.Linear layers quantized (`refuse_unsimulated`).
 
 use super::model_keys::ModelType;
 use super::validate::Blame;
 use super::value::{opt_count, opt_int, Origin, Value};
-use super::{Quantization, TrainConfig};
+use super::TrainConfig;
 use crate::error::Result;
 use std::collections::HashMap;
 
@@ -211,13 +212,12 @@ fn dense_layers(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
 
 /// The modes an MoE layer is not simulated under: one line each.
 fn refuse_unsimulated(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
-    if cfg.quantization != Quantization::None {
-        return blame.fail(
-            "quantization",
-            format!("'{}'", cfg.quantization.as_str()),
-            "'none' for an MoE model (bitsandbytes replaces nn.Linear modules; what it does with the 3-D expert parameters is not simulated)",
-        );
-    }
+    // QLoRA runs: bitsandbytes replaces only `type(module) is nn.Linear` (transformers 5.25
+    // integrations/bitsandbytes.py `replace_with_bnb_linear`; the 4-bit quantizer's
+    // `param_needs_quantization` asks for a Linear4bit), so the router's weight and the 3-D
+    // expert parameters stay in the load dtype, and PEFT's `prepare_model_for_kbit_training`
+    // then casts every bf16/fp16 parameter that is not a Params4bit to fp32 (src/model/lora.rs
+    // `Params::weight`).
     // Tensor parallelism (validate.rs) and torch.compile (runtime.rs `compile_fallback`:
     // simulated eager) are handled for every Hugging Face model already.
     if let Some((major, minor)) = cfg.transformers_version.0.filter(|v| v.0 < 5) {

@@ -406,15 +406,6 @@ fn what_the_moe_layer_does_not_simulate_is_refused_in_one_line() {
         assert!(err.contains(says), "{says}: {err}");
     };
     refused(
-        &[
-            "--model",
-            "mixtral-8x7b",
-            "--lora_rank=8",
-            "--quantization=nf4",
-        ],
-        "quantization",
-    );
-    refused(
         &["--model", "mixtral-8x7b", "--transformers_version=4.57"],
         "4.x's sparse MoE blocks loop over the experts",
     );

@@ -155,3 +155,54 @@ fn output_router_logits_is_read_from_config_json_and_axolotl() {
         "{err}"
     );
 }
+
+/// QLoRA on an MoE model (transformers 5.25 integrations/bitsandbytes.py
+/// `replace_with_bnb_linear`: only `type(module) is nn.Linear` becomes a Linear4bit; PEFT's
+/// `prepare_model_for_kbit_training` casts every other bf16 parameter to fp32): on the small
+/// Mixtral the router's weight and the 3-D experts stay unquantized and become fp32, frozen;
+/// attention's Linear weights are packed 4-bit.
+#[test]
+fn qlora_quantizes_the_linear_layers_and_upcasts_the_experts() {
+    let qlora = ["--lora_rank=4", "--quantization=nf4"];
+    let line = |name: &str, extra: &[&str]| explain(name, SMALL_MIXTRAL, extra).0;
+    // gate_up_proj (E, 2I, C) = 4·192·64 = 49,152 elements × 4 bytes = 196,608 = 192 KiB;
+    // down_proj (E, C, I) = 4·64·96 × 4 = 98,304; the router (E, C) = 4·64 × 4 = 1,024.
+    for (name, want) in [
+        (
+            "layer0.mlp.experts.gate_up_proj",
+            "(4, 192, 64) fp32 = 192.00 KiB",
+        ),
+        (
+            "layer1.mlp.experts.down_proj",
+            "(4, 64, 96) fp32 = 96.00 KiB",
+        ),
+        ("layer0.mlp.gate.weight", "(4, 64) fp32 = 1.00 KiB"),
+    ] {
+        assert_eq!(line(name, &qlora), format!("{name} {want}"));
+    }
+    // Plain LoRA keeps them in the load dtype: half those bytes.
+    assert_eq!(
+        line("layer0.mlp.experts.gate_up_proj", &["--lora_rank=4"]),
+        "layer0.mlp.experts.gate_up_proj (4, 192, 64) bf16 = 96.00 KiB"
+    );
+    // q_proj (64, 64) is an nn.Linear: 4,096 4-bit values packed two a byte, (2048, 1) uint8.
+    assert_eq!(
+        line("layer0.self_attn.q_proj.weight", &qlora),
+        "layer0.self_attn.q_proj.weight (2048, 1) uint8 = 2.00 KiB"
+    );
+    // Nothing of the experts is trainable: the (E, 2I, C) weight gradient GroupedMmBackward0
+    // makes under full fine-tuning (a gradient) is never made.
+    let gradients = |extra: &[&str]| {
+        let (code, out, err) =
+            vramplan(&[&["explain", "gradients"][..], SMALL_MIXTRAL, extra].concat());
+        assert_eq!(code, 0, "{err}");
+        out.contains("(4, 192, 64)")
+    };
+    assert!(gradients(&[]));
+    assert!(!gradients(&qlora));
+    nothing_left(
+        "mixtral-8x7b",
+        &SMALL_MIXTRAL[2..],
+        &[&qlora, &[&qlora[..], &[AUX]].concat()],
+    );
+}

@@ -334,6 +334,14 @@ pub struct TrainConfig {
     /// vLLM's --pipeline-parallel-size: GPUs that each hold a consecutive share of the layers.
     #[serde(default = "infer_keys::one")]
     pub pipeline_parallel_size: u64,
+    /// vLLM's --enable-expert-parallel: the MoE layers' experts are spread whole over the
+    /// tensor-parallel ranks instead of each expert's width being split.
+    #[serde(default)]
+    pub enable_expert_parallel: bool,
+    /// Experts the simulated rank holds (vLLM expert parallelism: set by the vLLM planner's
+    /// `rank_config`); None = every expert.
+    #[serde(skip)]
+    pub rank_experts: Option<u64>,
     /// Decode CUDA graphs captured (vLLM without --enforce-eager): their memory pool.
     #[serde(default = "infer_keys::no")]
     pub cuda_graphs: bool,
@@ -426,6 +434,8 @@ impl Default for TrainConfig {
             vllm_version: VllmVersion::V1,
             tensor_parallel_size: 1,
             pipeline_parallel_size: 1,
+            enable_expert_parallel: false,
+            rank_experts: None,
             cuda_graphs: false,
             quantization: Quantization::None,
             double_quant: true,

@@ -266,6 +266,19 @@ impl TrainConfig {
         let mut notes = vec![format!(
             "MoE layers as transformers 5.x runs them by default (integrations/moe.py grouped_mm_experts_forward): every expert buffer has tokens x {k} rows over the {e} experts together, so the figure is the same for balanced and skewed routing (4.x's per-expert loop, whose buffers follow the routing, is not simulated)"
         )];
+        if self.mode == super::Mode::Inference
+            && self.enable_expert_parallel
+            && self.tensor_parallel_size > 1
+        {
+            let tp = self.tensor_parallel_size.max(1);
+            notes.push(format!(
+                "vLLM expert parallelism (--enable-expert-parallel) over {tp} ranks: each holds {} or {} whole experts of the {e} (fused_moe/layer.py determine_expert_map: the first {} ranks one more); the rank simulated holds {}, attention and the router split or replicated as without it",
+                e / tp,
+                e.div_ceil(tp),
+                e % tp,
+                e.div_ceil(tp)
+            ));
+        }
         if self.mode == super::Mode::Inference {
             notes.push(
                 "vLLM start-up: its profile run's MoE layers are simulated with transformers' grouped_mm buffers, not vLLM's fused_moe kernel's (not modelled); the weights and KV cache per rank are vLLM's sharding".to_string(),

@@ -189,6 +189,7 @@ pub const KEYS: &[KeySpec] = &[
     field("max_num_batched_tokens", Ty::OptInt, false, "inference: vLLM's --max-num-batched-tokens, the profile forward's tokens; None = the default of vllm_version on the card (V1 `vllm serve`: 8192 on cards of 70 GiB or more other than A100, else 2048; V0: max(block_size, 2048))"),
     field("max_num_seqs", Ty::OptInt, false, "inference: vLLM's --max-num-seqs (requests in the profile run); None = the default of vllm_version on the card (V1: 1024 on cards of 70 GiB or more other than A100, else 256; V0: 256)"),
     field("vllm_version", Ty::Str, false, "inference: which vLLM engine sizes the KV cache, 'v1' (vLLM 0.10's V1, the default) or 'v0' (vLLM 0.6's V0 worker)"),
+    field("enable_expert_parallel", Ty::Bool, false, "inference, MoE models: vLLM's --enable-expert-parallel, each of the tensor_parallel_size ranks holds E // tp whole experts (the first E % tp ranks one more; the rank with most is simulated) instead of every expert at width / tp"),
     field("tensor_parallel_size", Ty::Int, false, "inference: vLLM's --tensor-parallel-size, GPUs that split every layer's weights and KV heads (one rank is simulated)"),
     field("pipeline_parallel_size", Ty::Int, false, "inference: vLLM's --pipeline-parallel-size, GPUs that each hold a consecutive share of the layers (every rank simulated; the one with the fewest KV blocks binds)"),
     field("cuda_graphs", Ty::Bool, false, "inference: keep the private memory pool of vLLM's decode CUDA graphs (False = --enforce-eager, HF generate())"),

@@ -301,8 +301,10 @@ fn moe_weights(
         |module, what, dims: &[u64]| ps.weight(e, Name::layer_param(l, module, what), dims, true);
     let qwen = cfg.model_type == ModelType::Qwen3Moe;
     let router_first = (!qwen).then(|| w("mlp.gate", "weight", &[experts, c]));
-    let gate_up = w("mlp.experts", "gate_up_proj", &[experts, 2 * i, c]);
-    let down = w("mlp.experts", "down_proj", &[experts, c, i]);
+    // vLLM expert parallelism: this rank's share of the experts (src/plan/vllm/mod.rs).
+    let held = cfg.rank_experts.unwrap_or(experts);
+    let gate_up = w("mlp.experts", "gate_up_proj", &[held, 2 * i, c]);
+    let down = w("mlp.experts", "down_proj", &[held, c, i]);
     let router = router_first.unwrap_or_else(|| w("mlp.gate", "weight", &[experts, c]));
     let shared = cfg.shared_expert_intermediate_size.map(|s| SharedExpert {
         mlp: [

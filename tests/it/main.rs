@@ -60,6 +60,7 @@ mod pasted_commands;
 mod probe_replay;
 mod qlora;
 mod run_verdict;
+mod serving_expert_parallel;
 mod sim_knobs;
 mod sim_ops;
 mod sim_ops_hf;

@@ -102,6 +102,9 @@ fn aux_loss_leaves_nothing_alive_after_the_backward() {
             "--use_reentrant=True",
         ],
         &[AUX, "--lora_rank=4", "--activation_checkpointing=True"],
+        &[AUX, "--world_size=2", "--parallelism=fsdp"],
+        &[AUX, "--world_size=2", "--parallelism=zero3"],
+        &[AUX, "--flash=False", "--loss=chunked"],
     ];
     nothing_left("mixtral-8x7b", &SMALL_MIXTRAL[2..], knobs);
 }

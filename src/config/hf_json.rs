@@ -11,10 +11,10 @@
 //!   config class's defaults for the sizes a file leaves out; Gemma's soft-capping and sliding
 //!   window (src/config/hf_gemma.rs).
 //! - `mixtral`: the Llama sizes, num_local_experts, num_experts_per_tok (MixtralConfig's
-//!   defaults 8 and 2); output_router_logits = true (the auxiliary loss) is refused.
+//!   defaults 8 and 2), output_router_logits (default false: the auxiliary loss).
 //! - `qwen3_moe`: Qwen3's sizes, num_experts, num_experts_per_tok, moe_intermediate_size,
 //!   norm_topk_prob, decoder_sparse_step, mlp_only_layers (Qwen3MoeConfig's defaults 128, 8,
-//!   768, false, 1, []); output_router_logits = true is refused.
+//!   768, false, 1, []), output_router_logits.
 //! - `qwen2_moe`: Qwen2's sizes with qkv_bias (default true), the same MoE keys with
 //!   Qwen2MoeConfig's defaults (60, 4, 1408, false, 1, []) and shared_expert_intermediate_size
 //!   (5632); use_sliding_window is not read (as for qwen2).
@@ -279,16 +279,9 @@ pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<Stri
 /// defaults 8 and 2); Qwen3-MoE's and Qwen2-MoE's `num_experts`, `num_experts_per_tok`,
 /// `moe_intermediate_size`, `norm_topk_prob`, `decoder_sparse_step`, `mlp_only_layers`
 /// (Qwen3MoeConfig's 128, 8, 768, false, 1, []; Qwen2MoeConfig's 60, 4, 1408, false, 1, []),
-/// and Qwen2-MoE's `shared_expert_intermediate_size` (5632). `output_router_logits = true`
-/// keeps every layer's router logits for the auxiliary loss (load_balancing_loss_func), which
-/// is not simulated: refused.
+/// and Qwen2-MoE's `shared_expert_intermediate_size` (5632); `output_router_logits` (the
+/// auxiliary load-balancing loss; every config class's default False).
 fn moe_fields(f: &Fields, m: ModelType, put: &mut impl FnMut(&str, &str, Value)) -> Result<()> {
-    if f.boolean("output_router_logits")? == Some(true) {
-        return Err(Error::new(format!(
-            "{}: \"output_router_logits\": expected false (the router's auxiliary loss, load_balancing_loss_func, is not simulated)",
-            f.origin("output_router_logits")
-        )));
-    }
     let int = |v: u64| Value::Int(v.into());
     // (experts key, experts, per token, expert width, shared expert width) by class default.
     let (experts_key, defaults) = match m {
@@ -304,6 +297,12 @@ fn moe_fields(f: &Fields, m: ModelType, put: &mut impl FnMut(&str, &str, Value))
     );
     let k = int(f.int("num_experts_per_tok")?.unwrap_or(per_token));
     put("experts_per_token", "num_experts_per_tok", k);
+    let aux = f.boolean("output_router_logits")?.unwrap_or(false);
+    put(
+        "output_router_logits",
+        "output_router_logits",
+        Value::Bool(aux),
+    );
     let Some(width) = width else {
         return Ok(());
     };

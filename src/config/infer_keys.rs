@@ -122,6 +122,7 @@ pub(crate) const NAMES: &[&str] = &[
     "vllm_version",
     "tensor_parallel_size",
     "pipeline_parallel_size",
+    "enable_expert_parallel",
 ];
 
 /// The current value of one of these keys.
@@ -139,6 +140,7 @@ pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
         "vllm_version" => Value::Str(cfg.vllm_version.as_str().to_string()),
         "tensor_parallel_size" => Value::Int(cfg.tensor_parallel_size.into()),
         "pipeline_parallel_size" => Value::Int(cfg.pipeline_parallel_size.into()),
+        "enable_expert_parallel" => Value::Bool(cfg.enable_expert_parallel),
         "cuda_graphs" => Value::Bool(cfg.cuda_graphs),
         _ => return None,
     })
@@ -173,6 +175,10 @@ pub(crate) fn set(
         ("max_num_seqs", v) => count(v).map(|x| cfg.max_num_seqs = x),
         ("tensor_parallel_size", v) => whole(v).map(|n| cfg.tensor_parallel_size = n),
         ("pipeline_parallel_size", v) => whole(v).map(|n| cfg.pipeline_parallel_size = n),
+        ("enable_expert_parallel", Value::Bool(b)) => {
+            cfg.enable_expert_parallel = *b;
+            Ok(())
+        }
         ("vllm_version", Value::Str(s)) => {
             match parse_name(&VllmVersion::ALL, VllmVersion::as_str, s) {
                 Some(v) => {
@@ -281,6 +287,13 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         );
     }
     pipeline(cfg, blame)?;
+    if cfg.enable_expert_parallel && cfg.num_experts.is_none() {
+        return blame.fail(
+            "enable_expert_parallel",
+            "True",
+            "False for a model without experts (vLLM's --enable-expert-parallel spreads an MoE model's experts over the ranks)",
+        );
+    }
     if cfg.mode == Mode::Inference && cfg.lora_rank > 0 {
         return blame.fail(
             "lora_rank",

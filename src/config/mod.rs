@@ -286,6 +286,10 @@ pub struct TrainConfig {
     /// The top-k routing weights are renormalised to sum to 1 [norm_topk_prob] (Mixtral: always).
     #[serde(default = "model_keys::yes")]
     pub norm_topk_prob: bool,
+    /// MoE: every MoE layer's router logits are returned and the auxiliary load-balancing
+    /// loss is added to the loss [output_router_logits].
+    #[serde(default)]
+    pub output_router_logits: bool,
     // --- LoRA (PEFT): frozen base weights in `dtype`, fp32 adapters A (r x in), B (out x r) ---
     /// Adapter rank; 0 = full fine-tuning [LoraConfig.r].
     #[serde(default)]
@@ -330,6 +334,14 @@ pub struct TrainConfig {
     /// vLLM's --pipeline-parallel-size: GPUs that each hold a consecutive share of the layers.
     #[serde(default = "infer_keys::one")]
     pub pipeline_parallel_size: u64,
+    /// vLLM's --enable-expert-parallel: the MoE layers' experts are spread whole over the
+    /// tensor-parallel ranks instead of each expert's width being split.
+    #[serde(default)]
+    pub enable_expert_parallel: bool,
+    /// Experts the simulated rank holds (vLLM expert parallelism: set by the vLLM planner's
+    /// `rank_config`); None = every expert.
+    #[serde(skip)]
+    pub rank_experts: Option<u64>,
     /// Decode CUDA graphs captured (vLLM without --enforce-eager): their memory pool.
     #[serde(default = "infer_keys::no")]
     pub cuda_graphs: bool,
@@ -407,6 +419,7 @@ impl Default for TrainConfig {
             decoder_sparse_step: None,
             mlp_only_layers: String::new(),
             norm_topk_prob: true,
+            output_router_logits: false,
             lora_rank: 0,
             lora_alpha: 16.0,
             lora_dropout: 0.0,
@@ -421,6 +434,8 @@ impl Default for TrainConfig {
             vllm_version: VllmVersion::V1,
             tensor_parallel_size: 1,
             pipeline_parallel_size: 1,
+            enable_expert_parallel: false,
+            rank_experts: None,
             cuda_graphs: false,
             quantization: Quantization::None,
             double_quant: true,

@@ -9,13 +9,14 @@
 //!
 //! What the simulation of an MoE layer (src/model/moe.rs) covers, and what it refuses with
 //! one line rather than guess: transformers 4.x's per-expert loop (its buffers depend on the
-//! routing) and QLoRA. LoRA runs: PEFT's targets are attention's Linear layers only, the
-//! router and the experts stay frozen (src/config/lora.rs `lora_modules`).
+//! routing). LoRA runs: PEFT's targets are attention's Linear layers only, the router and the
+//! experts stay frozen (src/config/lora.rs `lora_modules`); so does QLoRA, with only the
+//! nn.Linear layers quantized (`refuse_unsimulated`).
 
 use super::model_keys::ModelType;
 use super::validate::Blame;
 use super::value::{opt_count, opt_int, Origin, Value};
-use super::{Quantization, TrainConfig};
+use super::TrainConfig;
 use crate::error::Result;
 use std::collections::HashMap;
 
@@ -26,6 +27,7 @@ pub(crate) fn get(cfg: &TrainConfig, name: &str) -> Option<Value> {
         "experts_per_token" => opt_int(cfg.experts_per_token),
         "moe_intermediate_size" => opt_int(cfg.moe_intermediate_size),
         "norm_topk_prob" => Value::Bool(cfg.norm_topk_prob),
+        "output_router_logits" => Value::Bool(cfg.output_router_logits),
         "shared_expert_intermediate_size" => opt_int(cfg.shared_expert_intermediate_size),
         "decoder_sparse_step" => opt_int(cfg.decoder_sparse_step),
         "mlp_only_layers" => Value::Str(cfg.mlp_only_layers.clone()),
@@ -45,6 +47,10 @@ pub(crate) fn set(
         "moe_intermediate_size" => opt_count(v, true).map(|x| cfg.moe_intermediate_size = x),
         "norm_topk_prob" => {
             cfg.norm_topk_prob = matches!(v, Value::Bool(true));
+            Ok(())
+        }
+        "output_router_logits" => {
+            cfg.output_router_logits = matches!(v, Value::Bool(true));
             Ok(())
         }
         "shared_expert_intermediate_size" => {
@@ -86,6 +92,9 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             ),
             ("decoder_sparse_step", cfg.decoder_sparse_step),
         ];
+        if cfg.output_router_logits {
+            return blame.fail("output_router_logits", "True", format!("False: {only}"));
+        }
         return match keys.iter().chain(&set).find_map(|(k, v)| v.map(|v| (k, v))) {
             Some((key, v)) => blame.fail(key, v, only),
             None => dense_layers(cfg, blame),
@@ -203,13 +212,12 @@ fn dense_layers(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
 
 /// The modes an MoE layer is not simulated under: one line each.
 fn refuse_unsimulated(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
-    if cfg.quantization != Quantization::None {
-        return blame.fail(
-            "quantization",
-            format!("'{}'", cfg.quantization.as_str()),
-            "'none' for an MoE model (bitsandbytes replaces nn.Linear modules; what it does with the 3-D expert parameters is not simulated)",
-        );
-    }
+    // QLoRA runs: bitsandbytes replaces only `type(module) is nn.Linear` (transformers 5.25
+    // integrations/bitsandbytes.py `replace_with_bnb_linear`; the 4-bit quantizer's
+    // `param_needs_quantization` asks for a Linear4bit), so the router's weight and the 3-D
+    // expert parameters stay in the load dtype, and PEFT's `prepare_model_for_kbit_training`
+    // then casts every bf16/fp16 parameter that is not a Params4bit to fp32 (src/model/lora.rs
+    // `Params::weight`).
     // Tensor parallelism (validate.rs) and torch.compile (runtime.rs `compile_fallback`:
     // simulated eager) are handled for every Hugging Face model already.
     if let Some((major, minor)) = cfg.transformers_version.0.filter(|v| v.0 < 5) {
@@ -258,6 +266,19 @@ impl TrainConfig {
         let mut notes = vec![format!(
             "MoE layers as transformers 5.x runs them by default (integrations/moe.py grouped_mm_experts_forward): every expert buffer has tokens x {k} rows over the {e} experts together, so the figure is the same for balanced and skewed routing (4.x's per-expert loop, whose buffers follow the routing, is not simulated)"
         )];
+        if self.mode == super::Mode::Inference
+            && self.enable_expert_parallel
+            && self.tensor_parallel_size > 1
+        {
+            let tp = self.tensor_parallel_size.max(1);
+            notes.push(format!(
+                "vLLM expert parallelism (--enable-expert-parallel) over {tp} ranks: each holds {} or {} whole experts of the {e} (fused_moe/layer.py determine_expert_map: the first {} ranks one more); the rank simulated holds {}, attention and the router split or replicated as without it",
+                e / tp,
+                e.div_ceil(tp),
+                e % tp,
+                e.div_ceil(tp)
+            ));
+        }
         if self.mode == super::Mode::Inference {
             notes.push(
                 "vLLM start-up: its profile run's MoE layers are simulated with transformers' grouped_mm buffers, not vLLM's fused_moe kernel's (not modelled); the weights and KV cache per rank are vLLM's sharding".to_string(),

@@ -45,6 +45,8 @@ pub struct Llama {
     /// The stage's layers, the first of them the model's layer `first_layer`.
     layers: Vec<Layer>,
     first_layer: u32,
+    /// MoE models: experts per token (the auxiliary loss's topk).
+    top_k: Option<u64>,
     /// The final norm and the lm_head the forward runs: None except on the last pipeline
     /// rank.
     head: Option<(usize, usize)>,
@@ -106,6 +108,7 @@ impl Llama {
             embed,
             layers,
             first_layer: stage.start as u32,
+            top_k: cfg.experts_per_token,
             head,
         }
     }
@@ -152,6 +155,10 @@ impl Llama {
                 e.drop_value(ie);
             }
             shared.done(e);
+            // A pipeline rank without the head hands on hidden states only.
+            for l in std::mem::take(&mut e.router_logits) {
+                e.drop_value(l.v);
+            }
             return StageOutput::Hidden(x);
         };
         let xf = ops::rms_norm(e, x, norm, var.style, Name::top("norm", "out"));
@@ -162,7 +169,27 @@ impl Llama {
             e.drop_value(ie);
         }
         let how = (self.loss, var.final_softcap);
-        StageOutput::Done(shared.finish(e, xf, lm_head, head, how))
+        let out = shared.finish(e, xf, lm_head, head, how);
+        StageOutput::Done(self.router_aux_loss(e, out))
+    }
+
+    /// `*ForCausalLM.forward` after the loss, with output_router_logits: `aux_loss =
+    /// load_balancing_loss_func(outputs.router_logits, ...)` and, given labels, `loss +=
+    /// router_aux_loss_coef * aux_loss` (ops/moe_aux.rs). Without labels (serving) the logits
+    /// go with the output.
+    fn router_aux_loss(&self, e: &mut Engine, out: Output) -> Output {
+        let logits = std::mem::take(&mut e.router_logits);
+        match (out, self.top_k) {
+            (Output::Loss(l, loss), Some(k)) if !logits.is_empty() => {
+                Output::Loss(l, ops::moe_aux::add_aux_loss(e, loss, logits, k))
+            }
+            (out, _) => {
+                for l in logits {
+                    e.drop_value(l.v);
+                }
+                out
+            }
+        }
     }
 
     /// `inputs_embeds = self.embed_tokens(input_ids)` and the hidden states the layers start
@@ -274,8 +301,10 @@ fn moe_weights(
         |module, what, dims: &[u64]| ps.weight(e, Name::layer_param(l, module, what), dims, true);
     let qwen = cfg.model_type == ModelType::Qwen3Moe;
     let router_first = (!qwen).then(|| w("mlp.gate", "weight", &[experts, c]));
-    let gate_up = w("mlp.experts", "gate_up_proj", &[experts, 2 * i, c]);
-    let down = w("mlp.experts", "down_proj", &[experts, c, i]);
+    // vLLM expert parallelism: this rank's share of the experts (src/plan/vllm/mod.rs).
+    let held = cfg.rank_experts.unwrap_or(experts);
+    let gate_up = w("mlp.experts", "gate_up_proj", &[held, 2 * i, c]);
+    let down = w("mlp.experts", "down_proj", &[held, c, i]);
     let router = router_first.unwrap_or_else(|| w("mlp.gate", "weight", &[experts, c]));
     let shared = cfg.shared_expert_intermediate_size.map(|s| SharedExpert {
         mlp: [
@@ -298,6 +327,7 @@ fn moe_weights(
         down,
         top_k,
         router_kind,
+        keep_logits: cfg.output_router_logits,
         shared,
     }
 }

@@ -53,6 +53,8 @@ pub struct MoeWeights {
     pub down: usize,
     pub top_k: u64,
     pub router_kind: RouterKind,
+    /// `output_router_logits`: the model's output keeps the router's logits.
+    pub keep_logits: bool,
     /// Qwen2-MoE's shared expert.
     pub shared: Option<SharedExpert>,
 }
@@ -99,11 +101,31 @@ pub fn sparse_moe_block(e: &mut Engine, h: V, w: MoeWeights, layer: u32) -> V {
         None => routed,
     };
     // The block's locals (`_` = router_logits, the top-k weights and indices) go as it
-    // returns.
-    e.drop_value(logits);
+    // returns; with output_router_logits the model's OutputRecorder holds the logits (not
+    // while a checkpointed block is recomputed in the backward: that forward's outputs go).
+    keep_or_drop_logits(e, logits, w.keep_logits);
     e.drop_value(weights);
     e.release(indices);
     out
+}
+
+/// OutputRecorder(*TopKRouter, index=0) appends the router's logits to the output's
+/// `router_logits` (utils/output_capturing.py). Under a checkpoint without reentrancy the
+/// forward runs with autograd on in torch, off in the engine: the logits still require a
+/// gradient; reentrant, they do not (the block's forward ran under no_grad).
+fn keep_or_drop_logits(e: &mut Engine, logits: V, keep: bool) {
+    use crate::sim::timeline::Phase;
+    if !keep || e.phase == Phase::Backward {
+        e.drop_value(logits);
+        return;
+    }
+    let in_checkpoint = !e.grad_mode && e.phase == Phase::Forward && e.training;
+    let requires_grad = logits.edge != crate::sim::autograd::Edge::None
+        || (in_checkpoint && !e.reentrant_checkpoint);
+    e.router_logits.push(ops::moe_aux::RouterLogits {
+        v: logits,
+        requires_grad,
+    });
 }
 
 /// `F.sigmoid(self.shared_expert_gate(x)) * shared_expert_output` ((N, 1) times (N, C), in

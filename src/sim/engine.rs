@@ -100,6 +100,9 @@ pub struct Engine {
     pub(crate) sac: Option<super::sac::SacFrame>,
     /// Each checkpoint's storage of kept outputs, in the order its forward made them.
     pub(crate) sac_storage: HashMap<u32, std::collections::VecDeque<Vec<Option<T>>>>,
+    /// The MoE layers' router logits the model's output keeps (`output_router_logits`:
+    /// transformers' OutputRecorder), in layer order, until the loss takes them.
+    pub router_logits: Vec<super::ops::moe_aux::RouterLogits>,
 }
 
 impl Engine {
@@ -140,6 +143,7 @@ impl Engine {
             host_checkpoints: [0; 2],
             sac: None,
             sac_storage: HashMap::new(),
+            router_logits: Vec::new(),
         }
     }
 

@@ -328,20 +328,9 @@ fn what_qwen2_moe_does_not_take_is_refused_in_one_line() {
         &["--model", "llama-3.2-1b", "--mlp_only_layers='0'"],
         "mlp_only_layers = '0': expected '' (only model_type = 'qwen2_moe' and 'qwen3_moe' read it)",
     );
-    // config.json: the auxiliary loss, a malformed list, DeepSeek's MLA.
+    // config.json: a malformed list, DeepSeek's MLA.
     let base = std::fs::read_to_string("fixtures/hf/qwen1.5-moe-a2.7b.json").unwrap();
     let write = |name: &str, text: String| temp(&format!("qwen2-moe-{name}"), text.as_bytes());
-    let aux = write(
-        "aux.json",
-        base.replace(
-            "\"output_router_logits\": false",
-            "\"output_router_logits\": true",
-        ),
-    );
-    refused(
-        &["--hf-config", &aux],
-        "\"output_router_logits\": expected false (the router's auxiliary loss, load_balancing_loss_func, is not simulated)",
-    );
     let list = write(
         "list.json",
         base.replace(

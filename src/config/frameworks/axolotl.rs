@@ -236,6 +236,7 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
                     doc.origin(key),
                 ))
             }
+            "overrides_of_model_config" | "model_config" => model_config(doc, key, v, &mut out)?,
             "fsdp" => fsdp(doc, key, v, &mut out)?,
             "fsdp_config" => fsdp_config(doc, key, v, &mut out)?,
             "neftune_noise_alpha" => {
@@ -279,4 +280,27 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
         ));
     }
     Ok(out)
+}
+
+/// `overrides_of_model_config` (alias `model_config`, axolotl's RemappedParameters): the loader
+/// (`load_model_config`) does `setattr(model_config, key, val)` for each entry. Only
+/// `output_router_logits` (axolotl's Mixtral examples set it) is read; any other entry would
+/// change the model in ways this mapping does not follow: refused by name.
+fn model_config(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<()> {
+    let Some(m) = v.as_object() else {
+        return Err(doc.fail(key, v, "expected a mapping of config.json keys"));
+    };
+    for (k, x) in m {
+        match k.as_str() {
+            "output_router_logits" => {
+                let on = Value::Bool(doc.bool(key, x)?);
+                out.set(doc, key, "output_router_logits", on)
+            }
+            _ => {
+                let why = format!("{key}.{k}: only output_router_logits is read from {key}");
+                return Err(doc.fail(key, v, why));
+            }
+        }
+    }
+    Ok(())
 }

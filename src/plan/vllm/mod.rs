@@ -76,6 +76,8 @@ pub struct VllmBudget {
     pub version: VllmVersion,
     pub tensor_parallel_size: u64,
     pub pipeline_parallel_size: u64,
+    /// `--enable-expert-parallel` with more than one tensor-parallel rank.
+    pub expert_parallel: bool,
     /// GPUs the engine runs on: tensor_parallel_size x pipeline_parallel_size.
     pub world_size: u64,
     /// Pipeline parallelism: every rank's own figures and the one that binds; the figures
@@ -149,6 +151,9 @@ pub fn rank_config(cfg: &TrainConfig) -> TrainConfig {
         // FusedMoE without expert parallelism splits each expert's width the same way
         // (`intermediate_size_per_partition`); the router is replicated.
         c.moe_intermediate_size = cfg.moe_intermediate_size.map(|w| w.div_ceil(tp));
+        if let Some(experts) = cfg.num_experts.filter(|_| cfg.enable_expert_parallel) {
+            expert_parallel(cfg, &mut c, experts, tp);
+        }
         // vLLM's Qwen2-MoE shared expert (models/qwen2_moe.py `Qwen2MoeMLP`: a
         // MergedColumnParallelLinear gate_up_proj and a RowParallelLinear down_proj) splits
         // the same way; shared_expert_gate is a plain nn.Linear, replicated.
@@ -157,6 +162,22 @@ pub fn rank_config(cfg: &TrainConfig) -> TrainConfig {
     }
     c.tensor_parallel_size = 1;
     c
+}
+
+/// `--enable-expert-parallel` (vLLM 0.10.1 fused_moe/layer.py): `FusedMoEParallelConfig.make`
+/// turns the tensor-parallel group into the expert-parallel one (ep_size = tp, the MoE
+/// layer's own tp_size 1), and `determine_expert_map` gives rank r `E // ep` experts, one
+/// more where `r < E % ep`, each at full width (`intermediate_size // 1`). The rank
+/// simulated holds the most: `E.div_ceil(ep)`. The router (a ReplicatedLinear), attention and
+/// any dense MLP or shared expert keep their tensor-parallel split; the (E,) int32
+/// expert_map is not simulated.
+fn expert_parallel(cfg: &TrainConfig, c: &mut TrainConfig, experts: u64, tp: u64) {
+    c.rank_experts = Some(experts.div_ceil(tp));
+    c.moe_intermediate_size = cfg.moe_intermediate_size;
+    if cfg.moe_intermediate_size.is_none() {
+        // Mixtral's experts are intermediate_size wide and it has no dense MLP.
+        c.intermediate_size = cfg.intermediate_size;
+    }
 }
 
 /// vLLM's start-up on `gpu` (or a card of `total_bytes` as CUDA reports it), the non-torch
@@ -234,6 +255,7 @@ fn rank_budget(
         version: c.vllm_version,
         tensor_parallel_size: c.tensor_parallel_size,
         pipeline_parallel_size: c.pipeline_parallel_size,
+        expert_parallel: c.enable_expert_parallel && c.tensor_parallel_size > 1,
         world_size: c
             .serving_world_size()
             .ok_or_else(|| Error::new("tensor_parallel_size x pipeline_parallel_size overflows"))?,
@@ -392,6 +414,11 @@ impl VllmBudget {
             1 => String::new(),
             n => format!(" --pipeline-parallel-size {n}"),
         };
-        format!("{env}vllm serve {model}{tp}{pp} --gpu-memory-utilization {utilization:.2} --max-model-len {max_model_len}")
+        let ep = if self.expert_parallel {
+            " --enable-expert-parallel"
+        } else {
+            ""
+        };
+        format!("{env}vllm serve {model}{tp}{pp}{ep} --gpu-memory-utilization {utilization:.2} --max-model-len {max_model_len}")
     }
 }

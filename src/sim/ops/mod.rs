@@ -15,6 +15,7 @@ mod liger;
 mod linear;
 mod loss;
 pub mod moe;
+pub mod moe_aux;
 mod pointwise;
 pub mod quant;
 mod rms_norm;
@@ -178,6 +179,8 @@ pub enum Op {
     CompiledCe(loss::CompiledCeSaved),
     /// A mixture-of-experts layer's router, gathers and grouped matmuls (moe.rs).
     Moe(moe::MoeSaved),
+    /// One layer's share of the router's auxiliary loss (moe_aux.rs).
+    MoeAux(moe_aux::AuxSaved),
 }
 
 impl Op {
@@ -281,6 +284,7 @@ impl Op {
             Op::Clone => [Some(g), None, None],
             Op::CompiledCe(s) => loss::compiled_backward(e, g, s),
             Op::Moe(s) => s.backward(e, g),
+            Op::MoeAux(s) => s.backward(e, g),
         }
     }
 
@@ -331,6 +335,10 @@ impl Op {
                 [None; 3]
             }
             Op::Moe(s) => {
+                s.release_saved(e);
+                [None; 3]
+            }
+            Op::MoeAux(s) => {
                 s.release_saved(e);
                 [None; 3]
             }

@@ -510,10 +510,12 @@ impl TrainConfig {
             CheckpointPolicy::Offload => return true,
             CheckpointPolicy::Full => {}
         }
+        // A mixture-of-experts model runs on 5.x only (4.x's expert loop is refused), so an
+        // unnamed release is a 5.x one there.
+        let five = self.transformers_version.at_least((5, 0))
+            || (self.transformers_version.0.is_none() && self.num_experts.is_some());
         self.use_reentrant.unwrap_or(match self.framework {
-            Framework::HfTrainer | Framework::Axolotl => {
-                !self.transformers_version.at_least((5, 0))
-            }
+            Framework::HfTrainer | Framework::Axolotl => !five,
             Framework::NanoGpt | Framework::Torchtune | Framework::Litgpt => false,
         })
     }

@@ -133,6 +133,12 @@ impl Decisions {
                          recomputed output and gradient as a reentrant checkpoint does"
                     }
                     (Some(_), _) => "use_reentrant as written",
+                    (None, Framework::HfTrainer | Framework::Axolotl)
+                        if cfg.num_experts.is_some() && cfg.transformers_version.0.is_none() =>
+                    {
+                        "gradient_checkpointing_enable's default in transformers 5.x (the only \
+                         release line whose mixture-of-experts path is simulated): use_reentrant=False"
+                    }
                     (None, Framework::HfTrainer | Framework::Axolotl) => {
                         "gradient_checkpointing_enable's default: use_reentrant=True in \
                          transformers 4.x (and when transformers_version is not given), False \

@@ -76,3 +76,29 @@ fn each_framework_checkpoints_with_its_own_default() {
     let (r, source) = reentrant(&["fixtures/frameworks/trainer_lora.json"]);
     assert!(!r && source.contains("as written"), "{source}");
 }
+
+/// A mixture-of-experts model runs on transformers 5.x only (4.x's expert loop is refused), so
+/// without a transformers_version its checkpointing takes 5.x's default: non-reentrant.
+#[test]
+fn a_moe_models_unnamed_release_is_a_5x_one() {
+    let (r, source) = reentrant(&[
+        "--model",
+        "qwen3-30b-a3b",
+        "--",
+        "--activation_checkpointing=True",
+        "--n_layer=1",
+        "--block_size=64",
+    ]);
+    assert!(!r, "{source}");
+    assert!(source.contains("5.x"), "{source}");
+    let (r, _) = reentrant(&[
+        "--model",
+        "llama-3.2-1b",
+        "--",
+        "--activation_checkpointing=True",
+    ]);
+    assert!(
+        r,
+        "a dense model's unnamed release takes 4.x's default, the one that holds more"
+    );
+}

@@ -6,9 +6,25 @@ use crate::config::{
     Quantization, TrainConfig,
 };
 
+/// Which knob: what the search decides by (the labels are for people).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnobId {
+    AsConfigured,
+    WithoutCompile,
+    Compile,
+    Flash,
+    Bf16Autocast,
+    Checkpointing,
+    FusedLoss,
+    AdamW8bit,
+    Qlora,
+    ExpandableSegments,
+}
+
 /// A change of knobs on top of the user's config (batch and accumulation are searched after).
 #[derive(Debug, Clone)]
 pub struct Knob {
+    pub id: KnobId,
     pub label: &'static str,
     /// Label of the same knobs at the largest batch that keeps tokens per step exactly.
     pub exact_label: &'static str,
@@ -37,6 +53,7 @@ fn fused_loss(c: &TrainConfig) -> Option<LossKind> {
 pub fn knobs() -> Vec<Knob> {
     vec![
         Knob {
+            id: KnobId::AsConfigured,
             label: "as configured",
             exact_label: "as configured, exact tokens/step",
             apply: |_| {},
@@ -46,6 +63,7 @@ pub fn knobs() -> Vec<Knob> {
         // torch.compile changes what is alive (fusion.rs): either way can fit more, so where
         // the compile runtime is derived for the config, the other setting is a candidate.
         Knob {
+            id: KnobId::WithoutCompile,
             label: "without torch.compile",
             exact_label: "without torch.compile, exact tokens/step",
             apply: |c| c.compile = false,
@@ -53,6 +71,7 @@ pub fn knobs() -> Vec<Knob> {
             combines: false,
         },
         Knob {
+            id: KnobId::Compile,
             label: "torch.compile",
             exact_label: "torch.compile, exact tokens/step",
             apply: |c| c.compile = true,
@@ -67,6 +86,7 @@ pub fn knobs() -> Vec<Knob> {
             combines: false,
         },
         Knob {
+            id: KnobId::Flash,
             label: "flash attention",
             exact_label: "flash attention, exact tokens/step",
             apply: |c| c.flash = true,
@@ -74,6 +94,7 @@ pub fn knobs() -> Vec<Knob> {
             combines: true,
         },
         Knob {
+            id: KnobId::Bf16Autocast,
             label: "bfloat16 autocast",
             exact_label: "bfloat16 autocast, exact tokens/step",
             apply: |c| c.dtype = Precision::BFloat16,
@@ -81,6 +102,7 @@ pub fn knobs() -> Vec<Knob> {
             combines: true,
         },
         Knob {
+            id: KnobId::Checkpointing,
             label: "activation checkpointing",
             exact_label: "activation checkpointing, exact tokens/step",
             apply: |c| c.activation_checkpointing = true,
@@ -88,6 +110,7 @@ pub fn knobs() -> Vec<Knob> {
             combines: true,
         },
         Knob {
+            id: KnobId::FusedLoss,
             label: "chunked cross-entropy",
             exact_label: "chunked cross-entropy, exact tokens/step",
             // What the printed change runs: Liger's function under the Trainer and axolotl
@@ -97,6 +120,7 @@ pub fn knobs() -> Vec<Knob> {
             combines: true,
         },
         Knob {
+            id: KnobId::AdamW8bit,
             label: "8-bit AdamW",
             exact_label: "8-bit AdamW, exact tokens/step",
             apply: |c| c.optimizer = OptimizerKind::AdamW8bit,
@@ -104,6 +128,7 @@ pub fn knobs() -> Vec<Knob> {
             combines: true,
         },
         Knob {
+            id: KnobId::Qlora,
             label: "4-bit base weights (QLoRA)",
             exact_label: "4-bit base weights (QLoRA), exact tokens/step",
             apply: |c| c.quantization = Quantization::Nf4,
@@ -111,6 +136,7 @@ pub fn knobs() -> Vec<Knob> {
             combines: true,
         },
         Knob {
+            id: KnobId::ExpandableSegments,
             label: "expandable segments",
             exact_label: "expandable segments, exact tokens/step",
             apply: |c| c.alloc_conf = Some("expandable_segments:True".to_string()),

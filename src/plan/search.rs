@@ -8,7 +8,7 @@
 //! batch (best-fit splitting makes it jump), so the first that fits is the maximum: every larger
 //! batch either fails the bound or was simulated and failed.
 
-use super::knobs::{code_changes, command, knobs, Script};
+use super::knobs::{code_changes, command, knobs, KnobId, Script};
 use super::speed::tokens_per_second;
 use crate::budget::{catalogue, Budget, GpuProfile};
 use crate::config::TrainConfig;
@@ -28,6 +28,9 @@ pub const MAX_BATCH: u64 = 1 << 14;
 #[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
     pub label: String,
+    /// What it is, for the search's decisions (not printed: the label says it).
+    #[serde(skip)]
+    pub origin: Origin,
     /// The knob alone, for the table (the label says "exact tokens/step" where this run keeps
     /// the user's tokens per step at a smaller batch; the table's tokens/step column shows it).
     pub knob: String,
@@ -273,6 +276,207 @@ fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Map<String, Value> {
     out
 }
 
+/// What a candidate is, for the search's own decisions (its label is for people).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// One knob of `knobs()` (the plain run is the first, `as configured`).
+    Knob(KnobId),
+    /// Every combinable knob at once, for runs no single knob rescues.
+    EveryKnob,
+    /// A smaller estimate_loss() batch: only the evaluations overflowed.
+    EvalBatch,
+    /// block_size halved: a different model is trained, so it ranks last.
+    ShorterBlock,
+}
+
+/// A set of knobs to search the batch for: labels, origin, config.
+struct Variant {
+    label: &'static str,
+    exact_label: &'static str,
+    origin: Origin,
+    config: TrainConfig,
+}
+
+/// How a found config becomes a Candidate: what it is compared with and how it is printed.
+struct Found<'a> {
+    base: &'a TrainConfig,
+    gpu: &'a GpuProfile,
+    script: &'a Script,
+    base_speed: Option<f64>,
+}
+
+impl Found<'_> {
+    fn candidate(
+        &self,
+        (label, knob): (&str, &str),
+        origin: Origin,
+        cfg: TrainConfig,
+        p: Verdict,
+    ) -> Candidate {
+        let speed = tokens_per_second(&cfg, self.gpu);
+        Candidate {
+            label: label.to_string(),
+            knob: knob.to_string(),
+            origin,
+            changes: changes(&cfg, self.base),
+            tokens_per_step: cfg.tokens_per_step().unwrap_or(0),
+            peak_allocated_bytes: p.allocated.bytes,
+            peak_device_bytes: p.device.band.high,
+            fits: p.fits,
+            relative_throughput: speed.zip(self.base_speed).map(|(s, b)| s / b),
+            command: command(&cfg, self.base, self.script),
+            code_changes: code_changes(&cfg, self.base),
+            config: cfg,
+        }
+    }
+}
+
+/// Each applicable knob alone, then all of them at once when more than two apply.
+fn variants(base: &TrainConfig, bf16: bool) -> Vec<Variant> {
+    let applicable: Vec<_> = knobs()
+        .into_iter()
+        .filter(|k| (k.applies)(base, bf16))
+        .collect();
+    let mut out: Vec<Variant> = applicable
+        .iter()
+        .map(|k| {
+            let mut config = base.clone();
+            (k.apply)(&mut config);
+            Variant {
+                label: k.label,
+                exact_label: k.exact_label,
+                origin: Origin::Knob(k.id),
+                config,
+            }
+        })
+        .collect();
+    if applicable.len() > 2 {
+        let mut config = base.clone();
+        for k in applicable.iter().filter(|k| k.combines) {
+            (k.apply)(&mut config);
+        }
+        out.push(Variant {
+            label: "every memory knob at once",
+            exact_label: "every memory knob at once, exact tokens/step",
+            origin: Origin::EveryKnob,
+            config,
+        });
+    }
+    out
+}
+
+/// The largest batch of one variant that fits at the user's tokens per step, and the largest
+/// smaller one that keeps those tokens exactly when that one does not; with batch or
+/// accumulation kept, the variant as it is, if it fits.
+fn search_variant(
+    ctx: &Ctx,
+    found: &Found,
+    v: Variant,
+    tokens: u64,
+    batch_kept: bool,
+) -> Result<Vec<Candidate>> {
+    let labels = (v.label, v.label);
+    if batch_kept {
+        let p = ctx.peak(&v.config)?;
+        return Ok(match p.fits {
+            true => vec![found.candidate(labels, v.origin, v.config, p)],
+            false => Vec::new(),
+        });
+    }
+    let make = |b: u64| with_batch(&v.config, b, tokens);
+    let cap = tokens.div_ceil(v.config.block_size);
+    let Some((b, p)) = max_batch(ctx, &make, cap)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = vec![found.candidate(labels, v.origin, make(b), p)];
+    if make(b).tokens_per_step() != Some(tokens) {
+        let exact = (1..b)
+            .rev()
+            .find(|&e| make(e).tokens_per_step() == Some(tokens));
+        if let Some(e) = exact {
+            let p = ctx.peak(&make(e))?;
+            if p.fits {
+                out.push(found.candidate((v.exact_label, v.label), v.origin, make(e), p));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// nanoGPT's estimate_loss() uses the training batch: when only the evaluations overflow, a
+/// smaller eval batch fixes it without touching training.
+fn eval_batch(ctx: &Ctx, found: &Found, base_fits: bool) -> Result<Option<Candidate>> {
+    let base = found.base;
+    if base_fits || base.eval_batch_size.is_some() {
+        return Ok(None);
+    }
+    let make = |b: u64| {
+        let mut c = base.clone();
+        c.eval_batch_size = Some(b.min(base.batch_size));
+        c
+    };
+    let label = "smaller eval batch";
+    Ok(max_batch(ctx, &make, base.batch_size)?
+        .filter(|&(b, _)| b < base.batch_size)
+        .map(|(b, p)| found.candidate((label, label), Origin::EvalBatch, make(b), p)))
+}
+
+/// block_size halved, when the user lets it change (and it is at least 256).
+fn shorter_block(ctx: &Ctx, found: &Found, tokens: u64) -> Result<Option<Candidate>> {
+    let mut v = found.base.clone();
+    v.block_size = found.base.block_size / 2;
+    let make = |b: u64| with_batch(&v, b, tokens);
+    let labels = (BLOCK_HALVED, "block_size halved");
+    Ok(max_batch(ctx, &make, tokens.div_ceil(v.block_size))?
+        .map(|(b, p)| found.candidate(labels, Origin::ShorterBlock, make(b), p)))
+}
+
+/// What the table alone does not say: fragmentation that expandable segments would lift, and
+/// accumulation rounded up.
+fn search_notes(found: &[Candidate], tokens: u64) -> Vec<String> {
+    let mut notes = Vec::new();
+    let batch_of = |id| {
+        found
+            .iter()
+            .find(|c| c.origin == Origin::Knob(id))
+            .map(|c| c.config.batch_size)
+    };
+    if let (Some(b), Some(exp)) = (
+        batch_of(KnobId::AsConfigured),
+        batch_of(KnobId::ExpandableSegments),
+    ) {
+        if exp > b {
+            notes.push(format!(
+                "fragmentation: the caching allocator's segments cap batch_size at {b}; with \
+                 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (reserved ≈ allocated, in 2 MiB \
+                 pages) batch_size {exp} fits"
+            ));
+        }
+    }
+    if found.iter().any(|c| c.tokens_per_step != tokens) {
+        notes.push(format!(
+            "accumulation is the smallest that reaches your {tokens} tokens per step; where the \
+             batch does not divide it, a step has a few more tokens (the tokens/step column)"
+        ));
+    }
+    notes
+}
+
+/// Runs that train the same model first (a shorter block_size changes what the model learns),
+/// then predicted tokens/s, then fewer changes; the same config once.
+fn rank(found: &mut Vec<Candidate>) {
+    found.sort_by(|a, b| {
+        let sa = a.relative_throughput.unwrap_or(0.0);
+        let sb = b.relative_throughput.unwrap_or(0.0);
+        let shorter = |c: &Candidate| c.origin == Origin::ShorterBlock;
+        shorter(a)
+            .cmp(&shorter(b))
+            .then(sb.total_cmp(&sa))
+            .then(a.changes.len().cmp(&b.changes.len()))
+    });
+    found.dedup_by(|a, b| a.config == b.config);
+}
+
 /// Search and rank. `script` is how the printed nanoGPT command lines start train.py.
 pub fn suggest(
     base: &TrainConfig,
@@ -284,141 +488,24 @@ pub fn suggest(
     let ctx = Ctx::new(budget);
     let tokens = base.tokens_per_step().unwrap_or(u64::MAX);
     let base_peak = ctx.peak(base)?;
-    let base_speed = tokens_per_second(base, gpu);
     let kept = |k: &str| keep.iter().any(|x| x == k);
-    let mut notes = Vec::new();
-    let mut found: Vec<Candidate> = Vec::new();
-
-    let candidate = |(label, knob): (&str, &str), cfg: TrainConfig, p: Verdict| -> Candidate {
-        let speed = tokens_per_second(&cfg, gpu);
-        Candidate {
-            label: label.to_string(),
-            knob: knob.to_string(),
-            changes: changes(&cfg, base),
-            tokens_per_step: cfg.tokens_per_step().unwrap_or(0),
-            peak_allocated_bytes: p.allocated.bytes,
-            peak_device_bytes: p.device.band.high,
-            fits: p.fits,
-            relative_throughput: speed.zip(base_speed).map(|(s, b)| s / b),
-            command: command(&cfg, base, script),
-            code_changes: code_changes(&cfg, base),
-            config: cfg,
-        }
+    let found_as = Found {
+        base,
+        gpu,
+        script,
+        base_speed: tokens_per_second(base, gpu),
     };
-
-    // Each knob alone, then all of them at once for runs that no single knob rescues.
-    let applicable: Vec<_> = knobs()
-        .into_iter()
-        .filter(|k| (k.applies)(base, gpu.bf16))
-        .collect();
-    let mut variants: Vec<(&str, &str, TrainConfig)> = applicable
-        .iter()
-        .map(|k| {
-            let mut v = base.clone();
-            (k.apply)(&mut v);
-            (k.label, k.exact_label, v)
-        })
-        .collect();
-    if applicable.len() > 2 {
-        let mut v = base.clone();
-        for k in applicable.iter().filter(|k| k.combines) {
-            (k.apply)(&mut v);
-        }
-        variants.push((
-            "every memory knob at once",
-            "every memory knob at once, exact tokens/step",
-            v,
-        ));
+    let batch_kept = kept("batch_size") || kept("gradient_accumulation_steps");
+    let mut found: Vec<Candidate> = Vec::new();
+    for v in variants(base, gpu.bf16) {
+        found.extend(search_variant(&ctx, &found_as, v, tokens, batch_kept)?);
     }
-    let mut plain_max = None;
-    for (label, exact_label, v) in variants {
-        if kept("batch_size") || kept("gradient_accumulation_steps") {
-            let p = ctx.peak(&v)?;
-            if p.fits {
-                found.push(candidate((label, label), v, p));
-            }
-            continue;
-        }
-        let make = |b: u64| with_batch(&v, b, tokens);
-        let cap = tokens.div_ceil(v.block_size);
-        if let Some((b, p)) = max_batch(&ctx, &make, cap)? {
-            if label == "as configured" {
-                plain_max = Some(b);
-            }
-            found.push(candidate((label, label), make(b), p));
-            // The largest smaller batch that keeps the tokens per step exactly, if b does not.
-            if make(b).tokens_per_step() != Some(tokens) {
-                let exact = (1..b)
-                    .rev()
-                    .find(|&e| make(e).tokens_per_step() == Some(tokens));
-                if let Some(e) = exact {
-                    let p = ctx.peak(&make(e))?;
-                    if p.fits {
-                        found.push(candidate((exact_label, label), make(e), p));
-                    }
-                }
-            }
-        }
-    }
-
-    // nanoGPT's estimate_loss() uses the training batch: when only the evals overflow, a smaller
-    // eval batch fixes it without touching training.
-    if !base_peak.fits && base.eval_batch_size.is_none() {
-        let make = |b: u64| {
-            let mut c = base.clone();
-            c.eval_batch_size = Some(b.min(base.batch_size));
-            c
-        };
-        if let Some((b, p)) = max_batch(&ctx, &make, base.batch_size)? {
-            if b < base.batch_size {
-                let label = "smaller eval batch";
-                found.push(candidate((label, label), make(b), p));
-            }
-        }
-    }
-
-    // Shorter blocks, when the user lets us change them.
+    found.extend(eval_batch(&ctx, &found_as, base_peak.fits)?);
     if !kept("block_size") && !kept("batch_size") && base.block_size >= 256 {
-        let mut v = base.clone();
-        v.block_size = base.block_size / 2;
-        let make = |b: u64| with_batch(&v, b, tokens);
-        if let Some((b, p)) = max_batch(&ctx, &make, tokens.div_ceil(v.block_size))? {
-            found.push(candidate((BLOCK_HALVED, "block_size halved"), make(b), p));
-        }
+        found.extend(shorter_block(&ctx, &found_as, tokens)?);
     }
-
-    if let (Some(b), Some(exp)) = (
-        plain_max,
-        found.iter().find(|c| c.label == "expandable segments"),
-    ) {
-        if exp.config.batch_size > b {
-            notes.push(format!(
-                "fragmentation: the caching allocator's segments cap batch_size at {b}; with \
-                 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (reserved ≈ allocated, in 2 MiB \
-                 pages) batch_size {} fits",
-                exp.config.batch_size
-            ));
-        }
-    }
-    if found.iter().any(|c| c.tokens_per_step != tokens) {
-        notes.push(format!(
-            "accumulation is the smallest that reaches your {tokens} tokens per step; where the \
-             batch does not divide it, a step has a few more tokens (the tokens/step column)"
-        ));
-    }
-
-    // Rank: runs that train the same model first (a shorter block_size changes what the model
-    // learns), then predicted tokens/s, then fewer changes.
-    found.sort_by(|a, b| {
-        let sa = a.relative_throughput.unwrap_or(0.0);
-        let sb = b.relative_throughput.unwrap_or(0.0);
-        (a.label == BLOCK_HALVED)
-            .cmp(&(b.label == BLOCK_HALVED))
-            .then(sb.total_cmp(&sa))
-            .then(a.changes.len().cmp(&b.changes.len()))
-    });
-    found.dedup_by(|a, b| a.config == b.config);
-
+    let mut notes = search_notes(&found, tokens);
+    rank(&mut found);
     if found.is_empty() {
         notes.push(nothing_fits(&ctx, base, budget)?);
     }

@@ -13,6 +13,7 @@ pub mod autograd;
 pub mod candle;
 pub mod dtype;
 pub mod engine;
+mod free_list;
 mod fused;
 pub mod ops;
 pub mod optim;

@@ -13,7 +13,7 @@ use super::speed::tokens_per_second;
 use crate::budget::{catalogue, Budget, GpuProfile};
 use crate::config::TrainConfig;
 use crate::error::Result;
-use crate::run::{run, run_timeline, Verdict};
+use crate::run::{run, run_timeline_within, Verdict};
 use crate::sim::replay::{category_peak, live_peak};
 use crate::sim::{Category, Timeline};
 use serde::Serialize;
@@ -81,6 +81,9 @@ pub(super) struct Ctx<'a> {
     /// Verdicts already simulated, by config: the searches meet the same configs again (the
     /// baseline is one of the batches searched), and a config is simulated once.
     verdicts: RefCell<Vec<(TrainConfig, Verdict)>>,
+    /// Configs known not to fit without a verdict: their replay stopped where reserved memory
+    /// passed what can fit (`if_fits`).
+    too_large: RefCell<Vec<TrainConfig>>,
     /// Lower bounds already taken, by config with `alloc_conf` cleared: the Timeline does not
     /// depend on the allocator's configuration, so the expandable-segments knob's search
     /// repeats the plain one's bounds without simulating them.
@@ -92,6 +95,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             budget,
             verdicts: RefCell::new(Vec::new()),
+            too_large: RefCell::new(Vec::new()),
             bounds: RefCell::new(Vec::new()),
         }
     }
@@ -102,7 +106,26 @@ impl<'a> Ctx<'a> {
             return Ok(v);
         }
         let tl = crate::run::timeline(cfg, Some(&self.budget.profile))?;
-        Ok(self.judge_timeline(cfg, tl))
+        Ok(self
+            .judge_timeline(cfg, tl, u64::MAX)
+            .expect("no reserved figure is above u64::MAX"))
+    }
+
+    /// The verdict on `cfg` if it fits, None if it does not: the replay stops where reserved
+    /// memory passes what can fit. `tl`: its Timeline, when it was simulated already.
+    fn if_fits(&self, cfg: &TrainConfig, tl: Option<Timeline>) -> Result<Option<Verdict>> {
+        if let Some(v) = self.known_verdict(cfg) {
+            return Ok(v.fits.then_some(v));
+        }
+        if self.too_large.borrow().contains(cfg) {
+            return Ok(None);
+        }
+        let tl = match tl {
+            Some(tl) => tl,
+            None => crate::run::timeline(cfg, Some(&self.budget.profile))?,
+        };
+        let v = self.judge_timeline(cfg, tl, self.budget.reserved_limit());
+        Ok(v.filter(|v| v.fits))
     }
 
     fn known_verdict(&self, cfg: &TrainConfig) -> Option<Verdict> {
@@ -110,13 +133,22 @@ impl<'a> Ctx<'a> {
         verdicts.iter().find(|(c, _)| c == cfg).map(|&(_, v)| v)
     }
 
-    /// The verdict on `cfg` from its Timeline (simulated for its lower bound).
-    fn judge_timeline(&self, cfg: &TrainConfig, tl: Timeline) -> Verdict {
-        let v = self
-            .budget
-            .judge(&run_timeline(cfg, Some(&self.budget.profile), tl));
+    /// The verdict on `cfg` from its Timeline, kept for the next time; None (and `cfg` kept as
+    /// too large) when reserved memory passed `reserved_limit` and the replay stopped there.
+    fn judge_timeline(
+        &self,
+        cfg: &TrainConfig,
+        tl: Timeline,
+        reserved_limit: u64,
+    ) -> Option<Verdict> {
+        let profile = Some(&self.budget.profile);
+        let Some(run) = run_timeline_within(cfg, profile, tl, reserved_limit) else {
+            self.too_large.borrow_mut().push(cfg.clone());
+            return None;
+        };
+        let v = self.budget.judge(&run);
         self.verdicts.borrow_mut().push((cfg.clone(), v));
-        v
+        Some(v)
     }
 
     /// Whether live bytes + context fit: no larger than the device peak, so a config that
@@ -230,14 +262,8 @@ pub(super) fn max_batch(
     }
     // Full simulation from the bound down.
     for b in (1..=lo).rev() {
-        let cfg = make(b);
-        let p = match top.take() {
-            Some((at, tl)) if at == b && ctx.known_verdict(&cfg).is_none() => {
-                ctx.judge_timeline(&cfg, tl)
-            }
-            _ => ctx.peak(&cfg)?,
-        };
-        if p.fits {
+        let tl = top.take().filter(|(at, _)| *at == b).map(|(_, tl)| tl);
+        if let Some(p) = ctx.if_fits(&make(b), tl)? {
             return Ok(Some((b, p)));
         }
     }
@@ -333,8 +359,7 @@ pub fn suggest(
     let mut plain_max = None;
     for (label, exact_label, v) in variants {
         if kept("batch_size") || kept("gradient_accumulation_steps") {
-            let p = ctx.peak(&v)?;
-            if p.fits {
+            if let Some(p) = ctx.if_fits(&v, None)? {
                 found.push(candidate((label, label), v, p));
             }
             continue;
@@ -352,8 +377,7 @@ pub fn suggest(
                     .rev()
                     .find(|&e| make(e).tokens_per_step() == Some(tokens));
                 if let Some(e) = exact {
-                    let p = ctx.peak(&make(e))?;
-                    if p.fits {
+                    if let Some(p) = ctx.if_fits(&make(e), None)? {
                         found.push(candidate((exact_label, label), make(e), p));
                     }
                 }

@@ -15,7 +15,7 @@ use crate::config::TrainConfig;
 use crate::error::Result;
 use crate::run::{run, run_timeline_within, Verdict};
 use crate::sim::replay::{category_peak, live_peak};
-use crate::sim::{Category, Timeline};
+use crate::sim::{spare, Category, Timeline};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::cell::RefCell;
@@ -142,13 +142,19 @@ impl<'a> Ctx<'a> {
         reserved_limit: u64,
     ) -> Option<Verdict> {
         let profile = Some(&self.budget.profile);
-        let Some(run) = run_timeline_within(cfg, profile, tl, reserved_limit) else {
-            self.too_large.borrow_mut().push(cfg.clone());
-            return None;
-        };
-        let v = self.budget.judge(&run);
-        self.verdicts.borrow_mut().push((cfg.clone(), v));
-        Some(v)
+        match run_timeline_within(cfg, profile, tl, reserved_limit) {
+            Ok(run) => {
+                let v = self.budget.judge(&run);
+                self.verdicts.borrow_mut().push((cfg.clone(), v));
+                spare::give_back(run.timeline);
+                Some(v)
+            }
+            Err(tl) => {
+                self.too_large.borrow_mut().push(cfg.clone());
+                spare::give_back(tl);
+                None
+            }
+        }
     }
 
     /// Whether live bytes + context fit: no larger than the device peak, so a config that
@@ -210,8 +216,13 @@ pub(super) fn max_batch(
     let mut top: Option<(u64, Timeline)> = None;
     let mut bound = |b: u64| -> Result<Bound> {
         let (bound, tl) = ctx.lower_bound(&make(b))?;
-        if let (true, Some(tl)) = (bound.fits, tl) {
-            top = Some((b, tl));
+        let Some(tl) = tl else { return Ok(bound) };
+        if bound.fits {
+            if let Some((_, old)) = top.replace((b, tl)) {
+                spare::give_back(old);
+            }
+        } else {
+            spare::give_back(tl);
         }
         Ok(bound)
     };
@@ -262,7 +273,14 @@ pub(super) fn max_batch(
     }
     // Full simulation from the bound down.
     for b in (1..=lo).rev() {
-        let tl = top.take().filter(|(at, _)| *at == b).map(|(_, tl)| tl);
+        let tl = match top.take() {
+            Some((at, tl)) if at == b => Some(tl),
+            Some((_, tl)) => {
+                spare::give_back(tl);
+                None
+            }
+            None => None,
+        };
         if let Some(p) = ctx.if_fits(&make(b), tl)? {
             return Ok(Some((b, p)));
         }

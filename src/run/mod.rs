@@ -45,25 +45,27 @@ pub fn run(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<Run> {
 /// The Run of `cfg` from its Timeline, already simulated by [`timeline`] with the same `cfg`
 /// and `gpu` (suggest's lower bound simulated it; only the allocator replay is left).
 pub fn run_timeline(cfg: &TrainConfig, gpu: Option<&GpuProfile>, timeline: Timeline) -> Run {
-    run_timeline_within(cfg, gpu, timeline, u64::MAX).expect("no reserved figure is above u64::MAX")
+    match run_timeline_within(cfg, gpu, timeline, u64::MAX) {
+        Ok(run) => run,
+        Err(_) => unreachable!("no reserved figure is above u64::MAX"),
+    }
 }
 
-/// [`run_timeline`], or None as soon as reserved memory passes `reserved_limit` (see
-/// [`replay_within`]): the run's reserved peak is above the limit then.
+/// [`run_timeline`], or the Timeline back (Err) as soon as reserved memory passes
+/// `reserved_limit` (see [`replay_within`]): the run's reserved peak is above the limit then.
 pub fn run_timeline_within(
     cfg: &TrainConfig,
     gpu: Option<&GpuProfile>,
     timeline: Timeline,
     reserved_limit: u64,
-) -> Option<Run> {
+) -> std::result::Result<Run, Timeline> {
     let runtime = Runtime::pytorch(cfg, gpu);
     let decisions = Decisions::pytorch(cfg, gpu, &runtime);
-    let profile = replay_within(
-        &timeline,
-        decisions.allocator.value == AllocatorMode::ExpandableSegments,
-        reserved_limit,
-    )?;
-    Some(Run {
+    let expandable = decisions.allocator.value == AllocatorMode::ExpandableSegments;
+    let Some(profile) = replay_within(&timeline, expandable, reserved_limit) else {
+        return Err(timeline);
+    };
+    Ok(Run {
         decisions,
         runtime,
         timeline,

@@ -20,6 +20,7 @@ pub mod optim;
 pub mod parallel;
 pub mod replay;
 pub mod runtime;
+pub mod spare;
 pub mod timeline;
 
 pub use candle::{candle_phase_peaks, phase_bytes, simulate_candle, PhaseBytes};

@@ -49,5 +49,28 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// `vramplan diagnose fixtures/oom/seed-nanogpt-rtx3060.log --config
+/// fixtures/configs/seed-rtx3060.py` as the command runs it: the log read and parsed, the
+/// config simulated, the culprit matched, the causes ranked, suggest's fixes computed. The
+/// patterns compile once per process, in the first call (before the samples): the whole
+/// process's time is for `/usr/bin/time` to take.
+fn bench_seed_with_config(c: &mut Criterion) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let args = vramplan::cli::DiagnoseArgs {
+        log: dir.join("fixtures/oom/seed-nanogpt-rtx3060.log"),
+        config: Some(dir.join("fixtures/configs/seed-rtx3060.py")),
+        gpu: None,
+        model: None,
+        hf_config: None,
+        json: true,
+        overrides: Vec::new(),
+    };
+    let (d, _) = vramplan::commands::diagnosis(&args).unwrap();
+    assert!(d.is_oom && d.culprit.is_some());
+    c.bench_function("diagnose seed log with its config (whole command)", |b| {
+        b.iter(|| vramplan::commands::diagnosis(black_box(&args)).unwrap())
+    });
+}
+
+criterion_group!(benches, bench, bench_seed_with_config);
 criterion_main!(benches);

@@ -16,6 +16,21 @@ use crate::sim::{MemoryProfile, Phase, Timeline};
 const MIN_CANDIDATE_BYTES: u64 = 1 << 20;
 
 pub fn run(args: &DiagnoseArgs) -> Result<u8> {
+    let (d, mode) = diagnosis(args)?;
+    if args.json {
+        print_json("diagnose", mode, &d)?;
+    } else {
+        print!("{}", render_text(&d));
+    }
+    Ok(0)
+}
+
+/// What `vramplan diagnose` prints, and the mode of the run it describes (None without a
+/// config): the log read and parsed, the config simulated, the culprit matched and the causes
+/// ranked, with suggest's fixes on the card the log describes.
+pub fn diagnosis(
+    args: &DiagnoseArgs,
+) -> Result<(crate::diagnose::Diagnosis, Option<config::Mode>)> {
     let text = read_log(&args.log)?;
     let has_model = args.config.is_some()
         || args.model.is_some()
@@ -34,12 +49,7 @@ pub fn run(args: &DiagnoseArgs) -> Result<u8> {
         d.gpu_candidates = g.names;
         d.notes.push(g.note);
     }
-    if args.json {
-        print_json("diagnose", mode, &d)?;
-    } else {
-        print!("{}", render_text(&d));
-    }
-    Ok(0)
+    Ok((d, mode))
 }
 
 fn read_log(path: &std::path::Path) -> Result<String> {

@@ -15,6 +15,7 @@ use crate::config::{self, Loaded};
 use crate::error::Result;
 use std::io::IsTerminal;
 
+pub use diagnose::diagnosis;
 pub use entry::{one_line, run_cli, run_cli_json};
 
 pub fn run(cli: &Cli) -> Result<u8> {

@@ -13,9 +13,9 @@ use super::speed::tokens_per_second;
 use crate::budget::{catalogue, Budget, GpuProfile};
 use crate::config::TrainConfig;
 use crate::error::Result;
-use crate::run::{run, run_timeline, Verdict};
+use crate::run::{run, run_timeline_within, Verdict};
 use crate::sim::replay::{category_peak, live_peak};
-use crate::sim::{Category, Timeline};
+use crate::sim::{spare, Category, Timeline};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::cell::RefCell;
@@ -84,6 +84,9 @@ pub(super) struct Ctx<'a> {
     /// Verdicts already simulated, by config: the searches meet the same configs again (the
     /// baseline is one of the batches searched), and a config is simulated once.
     verdicts: RefCell<Vec<(TrainConfig, Verdict)>>,
+    /// Configs known not to fit without a verdict: their replay stopped where reserved memory
+    /// passed what can fit (`if_fits`).
+    too_large: RefCell<Vec<TrainConfig>>,
     /// Lower bounds already taken, by config with `alloc_conf` cleared: the Timeline does not
     /// depend on the allocator's configuration, so the expandable-segments knob's search
     /// repeats the plain one's bounds without simulating them.
@@ -95,6 +98,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             budget,
             verdicts: RefCell::new(Vec::new()),
+            too_large: RefCell::new(Vec::new()),
             bounds: RefCell::new(Vec::new()),
         }
     }
@@ -105,7 +109,26 @@ impl<'a> Ctx<'a> {
             return Ok(v);
         }
         let tl = crate::run::timeline(cfg, Some(&self.budget.profile))?;
-        Ok(self.judge_timeline(cfg, tl))
+        Ok(self
+            .judge_timeline(cfg, tl, u64::MAX)
+            .expect("no reserved figure is above u64::MAX"))
+    }
+
+    /// The verdict on `cfg` if it fits, None if it does not: the replay stops where reserved
+    /// memory passes what can fit. `tl`: its Timeline, when it was simulated already.
+    fn if_fits(&self, cfg: &TrainConfig, tl: Option<Timeline>) -> Result<Option<Verdict>> {
+        if let Some(v) = self.known_verdict(cfg) {
+            return Ok(v.fits.then_some(v));
+        }
+        if self.too_large.borrow().contains(cfg) {
+            return Ok(None);
+        }
+        let tl = match tl {
+            Some(tl) => tl,
+            None => crate::run::timeline(cfg, Some(&self.budget.profile))?,
+        };
+        let v = self.judge_timeline(cfg, tl, self.budget.reserved_limit());
+        Ok(v.filter(|v| v.fits))
     }
 
     fn known_verdict(&self, cfg: &TrainConfig) -> Option<Verdict> {
@@ -113,13 +136,28 @@ impl<'a> Ctx<'a> {
         verdicts.iter().find(|(c, _)| c == cfg).map(|&(_, v)| v)
     }
 
-    /// The verdict on `cfg` from its Timeline (simulated for its lower bound).
-    fn judge_timeline(&self, cfg: &TrainConfig, tl: Timeline) -> Verdict {
-        let v = self
-            .budget
-            .judge(&run_timeline(cfg, Some(&self.budget.profile), tl));
-        self.verdicts.borrow_mut().push((cfg.clone(), v));
-        v
+    /// The verdict on `cfg` from its Timeline, kept for the next time; None (and `cfg` kept as
+    /// too large) when reserved memory passed `reserved_limit` and the replay stopped there.
+    fn judge_timeline(
+        &self,
+        cfg: &TrainConfig,
+        tl: Timeline,
+        reserved_limit: u64,
+    ) -> Option<Verdict> {
+        let profile = Some(&self.budget.profile);
+        match run_timeline_within(cfg, profile, tl, reserved_limit) {
+            Ok(run) => {
+                let v = self.budget.judge(&run);
+                self.verdicts.borrow_mut().push((cfg.clone(), v));
+                spare::give_back(run.timeline);
+                Some(v)
+            }
+            Err(tl) => {
+                self.too_large.borrow_mut().push(cfg.clone());
+                spare::give_back(tl);
+                None
+            }
+        }
     }
 
     /// Whether live bytes + context fit: no larger than the device peak, so a config that
@@ -181,8 +219,13 @@ pub(super) fn max_batch(
     let mut top: Option<(u64, Timeline)> = None;
     let mut bound = |b: u64| -> Result<Bound> {
         let (bound, tl) = ctx.lower_bound(&make(b))?;
-        if let (true, Some(tl)) = (bound.fits, tl) {
-            top = Some((b, tl));
+        let Some(tl) = tl else { return Ok(bound) };
+        if bound.fits {
+            if let Some((_, old)) = top.replace((b, tl)) {
+                spare::give_back(old);
+            }
+        } else {
+            spare::give_back(tl);
         }
         Ok(bound)
     };
@@ -233,14 +276,15 @@ pub(super) fn max_batch(
     }
     // Full simulation from the bound down.
     for b in (1..=lo).rev() {
-        let cfg = make(b);
-        let p = match top.take() {
-            Some((at, tl)) if at == b && ctx.known_verdict(&cfg).is_none() => {
-                ctx.judge_timeline(&cfg, tl)
+        let tl = match top.take() {
+            Some((at, tl)) if at == b => Some(tl),
+            Some((_, tl)) => {
+                spare::give_back(tl);
+                None
             }
-            _ => ctx.peak(&cfg)?,
+            None => None,
         };
-        if p.fits {
+        if let Some(p) = ctx.if_fits(&make(b), tl)? {
             return Ok(Some((b, p)));
         }
     }
@@ -377,10 +421,9 @@ fn search_variant(
 ) -> Result<Vec<Candidate>> {
     let labels = (v.label, v.label);
     if batch_kept {
-        let p = ctx.peak(&v.config)?;
-        return Ok(match p.fits {
-            true => vec![found.candidate(labels, v.origin, v.config, p)],
-            false => Vec::new(),
+        return Ok(match ctx.if_fits(&v.config, None)? {
+            Some(p) => vec![found.candidate(labels, v.origin, v.config, p)],
+            None => Vec::new(),
         });
     }
     let make = |b: u64| with_batch(&v.config, b, tokens);
@@ -394,8 +437,7 @@ fn search_variant(
             .rev()
             .find(|&e| make(e).tokens_per_step() == Some(tokens));
         if let Some(e) = exact {
-            let p = ctx.peak(&make(e))?;
-            if p.fits {
+            if let Some(p) = ctx.if_fits(&make(e), None)? {
                 out.push(found.candidate((v.exact_label, v.label), v.origin, make(e), p));
             }
         }

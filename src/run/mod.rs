@@ -25,7 +25,8 @@ pub use verdict::{Band, Figure, Provenance, Verdict};
 use crate::budget::GpuProfile;
 use crate::config::{Mode, TrainConfig};
 use crate::error::Result;
-use crate::sim::{replay, MemoryProfile, Runtime, Timeline};
+use crate::sim::replay::replay_within;
+use crate::sim::{MemoryProfile, Runtime, Timeline};
 
 /// One simulated run: what happened (Timeline), what the allocator made of it (the profile:
 /// peaks, per-event allocated and reserved bytes) and the choices it was simulated under.
@@ -45,18 +46,32 @@ pub fn run(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<Run> {
 /// The Run of `cfg` from its Timeline, already simulated by [`timeline`] with the same `cfg`
 /// and `gpu` (suggest's lower bound simulated it; only the allocator replay is left).
 pub fn run_timeline(cfg: &TrainConfig, gpu: Option<&GpuProfile>, timeline: Timeline) -> Run {
+    match run_timeline_within(cfg, gpu, timeline, u64::MAX) {
+        Ok(run) => run,
+        Err(_) => unreachable!("no reserved figure is above u64::MAX"),
+    }
+}
+
+/// [`run_timeline`], or the Timeline back (Err) as soon as reserved memory passes
+/// `reserved_limit` (see [`replay_within`]): the run's reserved peak is above the limit then.
+pub fn run_timeline_within(
+    cfg: &TrainConfig,
+    gpu: Option<&GpuProfile>,
+    timeline: Timeline,
+    reserved_limit: u64,
+) -> std::result::Result<Run, Timeline> {
     let runtime = Runtime::pytorch(cfg, gpu);
     let decisions = Decisions::pytorch(cfg, gpu, &runtime);
-    let profile = replay(
-        &timeline,
-        decisions.allocator.value == AllocatorMode::ExpandableSegments,
-    );
-    Run {
+    let expandable = decisions.allocator.value == AllocatorMode::ExpandableSegments;
+    let Some(profile) = replay_within(&timeline, expandable, reserved_limit) else {
+        return Err(timeline);
+    };
+    Ok(Run {
         decisions,
         runtime,
         timeline,
         profile,
-    }
+    })
 }
 
 /// Only the Timeline (no allocator replay): what suggest's lower bound needs. It does not

@@ -117,6 +117,13 @@ impl Run {
 }
 
 impl Budget {
+    /// The most reserved memory a run that fits can reach: [`judge`](Budget::judge) reads
+    /// reserved + context against the usable bytes, so a run whose reserved memory ever
+    /// passes this does not fit (reserved never falls).
+    pub fn reserved_limit(&self) -> u64 {
+        self.usable_bytes.saturating_sub(self.profile.context_bytes)
+    }
+
     /// The verdict on `run` for this card: its usable bytes against the pessimistic end of
     /// the run's device peak, with this card's CUDA context. The one place a verdict is made.
     pub fn judge(&self, run: &Run) -> Verdict {

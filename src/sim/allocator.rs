@@ -13,7 +13,7 @@
 //! With `expandable_segments:True` the large pool maps 2 MiB pages on demand and reuses them
 //! without fragmentation: reserved ≈ the high-water mark of large blocks in whole pages.
 
-use std::collections::BTreeSet;
+use super::free_list::FreeList;
 
 const MIN_BLOCK: u64 = 512;
 const SMALL_SIZE: u64 = 1 << 20;
@@ -21,7 +21,6 @@ const SMALL_BUFFER: u64 = 2 << 20;
 const LARGE_BUFFER: u64 = 20 << 20;
 const MIN_LARGE_ALLOC: u64 = 10 << 20;
 const ROUND_LARGE: u64 = 2 << 20;
-const ID_MASK: u128 = (1 << 40) - 1;
 
 /// PyTorch's round_size: at least 512 bytes, a multiple of 512.
 pub fn round_size(bytes: u64) -> u64 {
@@ -65,11 +64,9 @@ pub struct CachingAllocator {
     /// at once instead of growing with every split of the run, which kept it out of the caches
     /// on deep models. An id never decides a best fit (no two free blocks share an address).
     spare: Vec<BlockId>,
-    /// Free blocks by pool as (size, address, block id) packed in one u128 — 40, 48 and 40
-    /// bits — so that the first key at or above (size, 0, 0) is PyTorch's best fit: the
-    /// smallest block, then the lowest address.
-    free_small: BTreeSet<u128>,
-    free_large: BTreeSet<u128>,
+    /// Free blocks by pool, best fit first.
+    free_small: FreeList,
+    free_large: FreeList,
     segments: u32,
     /// Virtual address of the next segment.
     next_base: u64,
@@ -109,17 +106,8 @@ impl CachingAllocator {
                 .max(self.small_reserved + self.large_live_pages);
             return Some(id);
         }
-        let pool = if small {
-            &mut self.free_small
-        } else {
-            &mut self.free_large
-        };
-        let found = pool.range((u128::from(size) << 88)..).next().copied();
-        let id = match found {
-            Some(key) => {
-                pool.remove(&key);
-                (key & ID_MASK) as u32
-            }
+        let id = match self.pool(small).take_best_fit(size) {
+            Some(id) => id,
             None => {
                 let seg = segment_size(size);
                 self.reserved += seg;
@@ -225,27 +213,22 @@ impl CachingAllocator {
         (self.blocks.len() - 1) as BlockId
     }
 
-    fn key(&self, id: BlockId) -> u128 {
-        let b = &self.blocks[id as usize];
-        (u128::from(b.size) << 88) | (u128::from(b.addr) << 40) | u128::from(id)
+    fn pool(&mut self, small: bool) -> &mut FreeList {
+        if small {
+            &mut self.free_small
+        } else {
+            &mut self.free_large
+        }
     }
 
     fn insert_free(&mut self, id: BlockId) {
-        let k = self.key(id);
-        if self.blocks[id as usize].small {
-            self.free_small.insert(k);
-        } else {
-            self.free_large.insert(k);
-        }
+        let b = self.blocks[id as usize];
+        self.pool(b.small).insert(b.size, b.addr, id);
     }
 
     fn remove_free(&mut self, id: BlockId) {
-        let k = self.key(id);
-        if self.blocks[id as usize].small {
-            self.free_small.remove(&k);
-        } else {
-            self.free_large.remove(&k);
-        }
+        let b = self.blocks[id as usize];
+        self.pool(b.small).remove(b.size, b.addr);
     }
 }
 

@@ -108,15 +108,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(rt: Runtime) -> Engine {
         Engine {
-            // Room for a GPT-2 XL-sized run (21,000 tensors, 40,000 events) up front: capacity
-            // never touched is address space only, and growing the tables by reallocation
-            // copied them several times in every simulation (a third of a `suggest` search's
-            // simulation time on GPT-2 XL).
-            tl: Timeline {
-                tensors: Vec::with_capacity(1 << 16),
-                events: Vec::with_capacity(1 << 17),
-                host_bytes: 0,
-            },
+            tl: super::spare::take(),
             rc: Vec::with_capacity(4096),
             fused_inputs: HashMap::new(),
             no_inplace: Vec::with_capacity(4096),

@@ -13,6 +13,7 @@ pub mod autograd;
 pub mod candle;
 pub mod dtype;
 pub mod engine;
+mod free_list;
 mod fused;
 pub mod ops;
 pub mod optim;
@@ -20,6 +21,7 @@ pub mod parallel;
 pub mod replay;
 pub mod runtime;
 pub mod sac;
+pub mod spare;
 pub mod timeline;
 
 pub use candle::{candle_phase_peaks, phase_bytes, simulate_candle, PhaseBytes};

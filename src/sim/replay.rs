@@ -45,6 +45,19 @@ impl MemoryProfile {
 }
 
 pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
+    replay_within(tl, expandable_segments, u64::MAX).expect("no reserved figure is above u64::MAX")
+}
+
+/// The replay, given up (None) as soon as reserved memory passes `reserved_limit`. Segments
+/// are never returned (sim/allocator.rs), so reserved only grows: the run's final and peak
+/// reserved figures are then above the limit too, whatever the rest of the Timeline does.
+/// `suggest` asks only whether a batch fits, and most batches that do not pass the limit well
+/// before their last event.
+pub fn replay_within(
+    tl: &Timeline,
+    expandable_segments: bool,
+    reserved_limit: u64,
+) -> Option<MemoryProfile> {
     let mut alloc = CachingAllocator::new(expandable_segments);
     let mut block: Vec<Option<BlockId>> = vec![None; tl.tensors.len()];
     let mut block_bytes = vec![0u64; tl.tensors.len()];
@@ -93,8 +106,11 @@ pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
         }
         allocated_after.push(alloc.allocated);
         reserved_after.push(alloc.reserved);
+        if alloc.reserved > reserved_limit {
+            return None;
+        }
     }
-    MemoryProfile {
+    Some(MemoryProfile {
         phases,
         peak_allocated: peak,
         peak_event,
@@ -104,7 +120,7 @@ pub fn replay(tl: &Timeline, expandable_segments: bool) -> MemoryProfile {
         block_bytes,
         allocated_after,
         reserved_after,
-    }
+    })
 }
 
 /// The tensors alive just after event `at`, with the allocator block each occupies (what
@@ -160,4 +176,42 @@ pub fn category_peak(tl: &Timeline, categories: &[super::Category]) -> u64 {
         }
     }
     peak
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrainConfig;
+    use crate::sim::engine::Engine;
+    use crate::sim::{Category, DType, Name, Runtime, Shape};
+
+    const MIB: u64 = 1 << 20;
+
+    /// 12 MiB allocated and freed: a segment of 12 MiB (requests of 10 MiB or more get one of
+    /// their own size, rounded to 2 MiB). Then 16 MiB, which the free 12 MiB block cannot hold:
+    /// a second segment, 16 MiB.
+    fn two_segments() -> Timeline {
+        let mut e = Engine::new(Runtime::pytorch(&TrainConfig::default(), None));
+        let f32 = |mib: u64| Shape::new(&[mib * MIB / 4]);
+        let name = Name::top("t", "");
+        let a = e.alloc(name, f32(12), DType::F32, Category::Other);
+        e.release(a);
+        let b = e.alloc(name, f32(16), DType::F32, Category::Other);
+        e.release(b);
+        e.tl
+    }
+
+    #[test]
+    fn a_replay_stops_only_once_reserved_passes_the_limit() {
+        let tl = two_segments();
+        let full = replay(&tl, false);
+        // 12 MiB: a 12 MiB segment; 16 MiB does not fit in it, a 16 MiB segment more.
+        assert_eq!(full.final_reserved, 28 * MIB);
+        assert!(replay_within(&tl, false, 28 * MIB - 1).is_none());
+        assert!(replay_within(&tl, false, 12 * MIB).is_none());
+        let at_limit = replay_within(&tl, false, 28 * MIB).expect("never above 28 MiB");
+        assert_eq!(at_limit.final_reserved, full.final_reserved);
+        assert_eq!(at_limit.reserved_after, full.reserved_after);
+        assert_eq!(at_limit.allocated_after, full.allocated_after);
+    }
 }

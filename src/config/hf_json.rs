@@ -152,43 +152,79 @@ pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<Stri
             origin: f.origin(from),
         })
     };
-    let int = |v: u64| Value::Int(v.into());
     put("model_type", "model_type", Value::Str(name.to_string()));
     if model_type == ModelType::Gpt2 {
-        put("n_layer", "n_layer", int(f.required("n_layer")?));
-        put("n_head", "n_head", int(f.required("n_head")?));
-        let c = f.required("n_embd")?;
-        put("n_embd", "n_embd", int(c));
-        put(
-            "block_size",
-            "n_positions",
-            int(f.int("n_positions")?.unwrap_or(1024)),
-        );
-        put(
-            "vocab_size",
-            "vocab_size",
-            int(f.int("vocab_size")?.unwrap_or(50257)),
-        );
-        put("bias", "model_type", Value::Bool(true));
-        if let Some(tie) = f.boolean("tie_word_embeddings")? {
-            put(
-                "tie_word_embeddings",
-                "tie_word_embeddings",
-                Value::Bool(tie),
-            );
-        }
-        if let Some(inner) = f.int("n_inner")? {
-            if inner != 4 * c {
-                return Err(Error::new(format!(
-                    "{}: \"n_inner\": {inner}: expected null or 4 * n_embd = {} (nanoGPT's GPT has a 4x MLP)",
-                    f.origin("n_inner"),
-                    4 * c
-                )));
-            }
-        }
+        gpt2_fields(&f, &mut put)?;
         return Ok((out, warnings));
     }
-    // A field the file leaves out takes its config class's default where it has one.
+    decoder_fields(&f, model_type, &mut put)?;
+    if model_type == ModelType::GptNeox {
+        neox_fields(&f, &mut put)?;
+    }
+    if matches!(model_type, ModelType::Gemma2 | ModelType::Gemma3) {
+        super::hf_gemma::attention_fields(&f, model_type, &mut put)?;
+    }
+    if matches!(
+        model_type,
+        ModelType::Mixtral | ModelType::Qwen3Moe | ModelType::Qwen2Moe
+    ) {
+        moe_fields(&f, model_type, &mut put)?;
+    }
+    if f.boolean("mlp_bias")? == Some(true) {
+        warnings.push(format!(
+            "{}: mlp_bias = true is not simulated (the MLP is built without biases; they are {} parameters per layer at most)",
+            f.origin("mlp_bias"),
+            "3 x intermediate_size"
+        ));
+    }
+    Ok((out, warnings))
+}
+
+/// GPT-2's GPT2Config: nanoGPT's names, its 4x MLP (n_inner null or 4 · n_embd), biases.
+fn gpt2_fields(f: &Fields, put: &mut impl FnMut(&str, &str, Value)) -> Result<()> {
+    let int = |v: u64| Value::Int(v.into());
+    put("n_layer", "n_layer", int(f.required("n_layer")?));
+    put("n_head", "n_head", int(f.required("n_head")?));
+    let c = f.required("n_embd")?;
+    put("n_embd", "n_embd", int(c));
+    put(
+        "block_size",
+        "n_positions",
+        int(f.int("n_positions")?.unwrap_or(1024)),
+    );
+    put(
+        "vocab_size",
+        "vocab_size",
+        int(f.int("vocab_size")?.unwrap_or(50257)),
+    );
+    put("bias", "model_type", Value::Bool(true));
+    if let Some(tie) = f.boolean("tie_word_embeddings")? {
+        put(
+            "tie_word_embeddings",
+            "tie_word_embeddings",
+            Value::Bool(tie),
+        );
+    }
+    if let Some(inner) = f.int("n_inner")? {
+        if inner != 4 * c {
+            return Err(Error::new(format!(
+                "{}: \"n_inner\": {inner}: expected null or 4 * n_embd = {} (nanoGPT's GPT has a 4x MLP)",
+                f.origin("n_inner"),
+                4 * c
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The decoders' sizes, heads, tied embeddings and attention biases, each field the file
+/// leaves out at its config class's default where it has one.
+fn decoder_fields(
+    f: &Fields,
+    model_type: ModelType,
+    put: &mut impl FnMut(&str, &str, Value),
+) -> Result<()> {
+    let int = |v: u64| Value::Int(v.into());
     let size = |key: &str| -> Result<u64> {
         match super::hf_gemma::class_default(model_type, key) {
             Some(d) => Ok(f.int(key)?.unwrap_or(d)),
@@ -240,39 +276,26 @@ pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<Stri
         _ => f.boolean("attention_bias")?.unwrap_or(false),
     };
     put("bias", "attention_bias", Value::Bool(bias));
-    if model_type == ModelType::GptNeox {
-        let pct = match f.float("rotary_pct")? {
-            Some(p) => Some(("rotary_pct", p)),
-            None => f
-                .float("partial_rotary_factor")?
-                .map(|p| ("partial_rotary_factor", p)),
-        };
-        let (from, pct) = pct.unwrap_or(("model_type", 0.25));
-        put("rotary_pct", from, Value::Float(pct));
-        let par = f.boolean("use_parallel_residual")?.unwrap_or(true);
-        put(
-            "parallel_residual",
-            "use_parallel_residual",
-            Value::Bool(par),
-        );
-    }
-    if matches!(model_type, ModelType::Gemma2 | ModelType::Gemma3) {
-        super::hf_gemma::attention_fields(&f, model_type, &mut put)?;
-    }
-    if matches!(
-        model_type,
-        ModelType::Mixtral | ModelType::Qwen3Moe | ModelType::Qwen2Moe
-    ) {
-        moe_fields(&f, model_type, &mut put)?;
-    }
-    if f.boolean("mlp_bias")? == Some(true) {
-        warnings.push(format!(
-            "{}: mlp_bias = true is not simulated (the MLP is built without biases; they are {} parameters per layer at most)",
-            f.origin("mlp_bias"),
-            "3 x intermediate_size"
-        ));
-    }
-    Ok((out, warnings))
+    Ok(())
+}
+
+/// GPT-NeoX's rotary fraction and parallel residual.
+fn neox_fields(f: &Fields, put: &mut impl FnMut(&str, &str, Value)) -> Result<()> {
+    let pct = match f.float("rotary_pct")? {
+        Some(p) => Some(("rotary_pct", p)),
+        None => f
+            .float("partial_rotary_factor")?
+            .map(|p| ("partial_rotary_factor", p)),
+    };
+    let (from, pct) = pct.unwrap_or(("model_type", 0.25));
+    put("rotary_pct", from, Value::Float(pct));
+    let par = f.boolean("use_parallel_residual")?.unwrap_or(true);
+    put(
+        "parallel_residual",
+        "use_parallel_residual",
+        Value::Bool(par),
+    );
+    Ok(())
 }
 
 /// The experts: Mixtral's `num_local_experts` and `num_experts_per_tok` (MixtralConfig's

@@ -53,6 +53,32 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
     let blame = &Blame(origins);
     super::limits::check(cfg, blame)?;
 
+    sizes(cfg, origins, blame)?;
+    combinations(cfg, blame)?;
+    if cfg.parallelism == super::Parallelism::Tp {
+        tensor_parallel(cfg, blame)?;
+    } else if cfg.world_size > 1
+        && !cfg
+            .gradient_accumulation_steps
+            .is_multiple_of(cfg.world_size)
+    {
+        return Err(Error::bad_value("gradient_accumulation_steps", format!(
+            "{}gradient_accumulation_steps = {} is not a multiple of world_size = {}: expected a multiple (nanoGPT asserts it, then gives each rank gradient_accumulation_steps / world_size micro-steps)",
+            blame.at("gradient_accumulation_steps"),
+            cfg.gradient_accumulation_steps,
+            cfg.world_size
+        )));
+    }
+    scalars(cfg, blame)?;
+    super::model_keys::validate(cfg, origins)?;
+    super::attn_keys::validate(cfg, origins)?;
+    super::moe_keys::validate(cfg, origins)?;
+    super::infer_keys::validate(cfg, origins)?;
+    check_bytes(cfg, blame)
+}
+
+/// The counts that must be positive, and the heads that must divide the width.
+fn sizes(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>, blame: &Blame) -> Result<()> {
     let sizes: [(&str, u64, &str); 9] = [
         ("n_layer", cfg.n_layer, "layers"),
         ("n_head", cfg.n_head, "attention heads"),
@@ -97,21 +123,11 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             cfg.n_head
         )));
     }
-    combinations(cfg, blame)?;
-    if cfg.parallelism == super::Parallelism::Tp {
-        tensor_parallel(cfg, blame)?;
-    } else if cfg.world_size > 1
-        && !cfg
-            .gradient_accumulation_steps
-            .is_multiple_of(cfg.world_size)
-    {
-        return Err(Error::bad_value("gradient_accumulation_steps", format!(
-            "{}gradient_accumulation_steps = {} is not a multiple of world_size = {}: expected a multiple (nanoGPT asserts it, then gives each rank gradient_accumulation_steps / world_size micro-steps)",
-            blame.at("gradient_accumulation_steps"),
-            cfg.gradient_accumulation_steps,
-            cfg.world_size
-        )));
-    }
+    Ok(())
+}
+
+/// Rates, init_from and the allocator's configuration string.
+fn scalars(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
     let floats = [
         ("dropout", cfg.dropout),
         ("weight_decay", cfg.weight_decay),
@@ -149,11 +165,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             )
         })?;
     }
-    super::model_keys::validate(cfg, origins)?;
-    super::attn_keys::validate(cfg, origins)?;
-    super::moe_keys::validate(cfg, origins)?;
-    super::infer_keys::validate(cfg, origins)?;
-    check_bytes(cfg, blame)
+    Ok(())
 }
 
 /// Modes the simulator has no policy for together: a clear error rather than a figure that

@@ -363,6 +363,9 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
     if let Some(r) = super::infer_keys::set(cfg, name, v) {
         return r;
     }
+    if let Some(r) = set_choice(cfg, name, v) {
+        return r;
+    }
     match name {
         "dropout" => cfg.dropout = float(v),
         "weight_decay" => cfg.weight_decay = float(v),
@@ -377,21 +380,46 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
         "offload_params" => cfg.offload_params = boolean(v),
         "init_from" => cfg.init_from = string(v),
         "dataset" => cfg.dataset = string(v),
-        "dtype" => {
-            cfg.dtype = choice(
-                v,
-                &[Precision::Float32, Precision::BFloat16, Precision::Float16],
-                |p| p.as_str(),
-            )?;
-            cfg.dtype_written = super::Written(true);
+        "eval_batch_size" => {
+            cfg.eval_batch_size = opt_count(v, false)?;
         }
-        "precision_mode" => cfg.precision_mode = choice(v, &PrecisionMode::ALL, |m| m.as_str())?,
-        "optimizer" => cfg.optimizer = choice(v, &OptimizerKind::ALL, |o| o.as_str())?,
+        "use_reentrant" => cfg.use_reentrant = (*v != Value::None).then(|| boolean(v)),
+        "alloc_conf" => {
+            cfg.alloc_conf = match v {
+                Value::None => None,
+                v => Some(string(v)),
+            }
+        }
+        _ => set_count(cfg, name, v)?,
+    }
+    Ok(())
+}
+
+/// The keys that take one of a list of names, and the transformers release. None: `name` is
+/// not one of them.
+fn set_choice(cfg: &mut TrainConfig, name: &str, v: &Value) -> Option<Result<(), String>> {
+    let set = |r: Result<(), String>| Some(r);
+    match name {
+        "dtype" => set(choice(
+            v,
+            &[Precision::Float32, Precision::BFloat16, Precision::Float16],
+            |p| p.as_str(),
+        )
+        .map(|d| {
+            cfg.dtype = d;
+            cfg.dtype_written = super::Written(true);
+        })),
+        "precision_mode" => {
+            set(choice(v, &PrecisionMode::ALL, |m| m.as_str()).map(|m| cfg.precision_mode = m))
+        }
+        "optimizer" => {
+            set(choice(v, &OptimizerKind::ALL, |o| o.as_str()).map(|o| cfg.optimizer = o))
+        }
         "loss" => {
             let all = [LossKind::Standard, LossKind::Chunked, LossKind::Liger];
-            cfg.loss = choice(v, &all, |l| l.as_str())?
+            set(choice(v, &all, |l| l.as_str()).map(|l| cfg.loss = l))
         }
-        "framework" => cfg.framework = choice(v, &Framework::ALL, |f| f.as_str())?,
+        "framework" => set(choice(v, &Framework::ALL, |f| f.as_str()).map(|f| cfg.framework = f)),
         "parallelism" => {
             let all = [
                 Parallelism::Ddp,
@@ -402,47 +430,40 @@ pub(crate) fn set(cfg: &mut TrainConfig, spec: &KeySpec, v: &Value) -> Result<()
                 Parallelism::Zero3,
                 Parallelism::Tp,
             ];
-            cfg.parallelism = choice(v, &all, |p| p.as_str())?
-        }
-        "eval_batch_size" => {
-            cfg.eval_batch_size = opt_count(v, false)?;
+            set(choice(v, &all, |p| p.as_str()).map(|p| cfg.parallelism = p))
         }
         "checkpoint_policy" => {
-            cfg.checkpoint_policy = choice(v, &CheckpointPolicy::ALL, |m| m.as_str())?
+            set(choice(v, &CheckpointPolicy::ALL, |m| m.as_str())
+                .map(|m| cfg.checkpoint_policy = m))
         }
-        "use_reentrant" => cfg.use_reentrant = (*v != Value::None).then(|| boolean(v)),
-        "transformers_version" => {
-            cfg.transformers_version = match v {
-                Value::None => super::transformers::TransformersVersion(None),
-                v => super::transformers::TransformersVersion::parse(&string(v)).ok_or(
-                    "expected a release such as '4.44' or '4.46.3', or None (4.49 or later)",
-                )?,
-            }
+        "transformers_version" => set(match v {
+            Value::None => Ok(super::transformers::TransformersVersion(None)),
+            v => super::transformers::TransformersVersion::parse(&string(v)).ok_or_else(|| {
+                "expected a release such as '4.44' or '4.46.3', or None (4.49 or later)".to_string()
+            }),
         }
-        "alloc_conf" => {
-            cfg.alloc_conf = match v {
-                Value::None => None,
-                v => Some(string(v)),
-            }
-        }
-        _ => {
-            let n = count(v)?;
-            match name {
-                "n_layer" => cfg.n_layer = n,
-                "n_head" => cfg.n_head = n,
-                "n_embd" => cfg.n_embd = n,
-                "block_size" => cfg.block_size = n,
-                "vocab_size" => cfg.vocab_size = n,
-                "batch_size" => cfg.batch_size = n,
-                "gradient_accumulation_steps" => cfg.gradient_accumulation_steps = n,
-                "eval_iters" => cfg.eval_iters = n,
-                "eval_interval" => cfg.eval_interval = n,
-                "max_iters" => cfg.max_iters = n,
-                "world_size" => cfg.world_size = n,
-                "checkpoint_every" => cfg.checkpoint_every = n,
-                _ => return Err("is not a TrainConfig field (registry bug)".to_string()),
-            }
-        }
+        .map(|t| cfg.transformers_version = t)),
+        _ => None,
+    }
+}
+
+/// The counts (positive integers are checked by validation, not here).
+fn set_count(cfg: &mut TrainConfig, name: &str, v: &Value) -> Result<(), String> {
+    let n = count(v)?;
+    match name {
+        "n_layer" => cfg.n_layer = n,
+        "n_head" => cfg.n_head = n,
+        "n_embd" => cfg.n_embd = n,
+        "block_size" => cfg.block_size = n,
+        "vocab_size" => cfg.vocab_size = n,
+        "batch_size" => cfg.batch_size = n,
+        "gradient_accumulation_steps" => cfg.gradient_accumulation_steps = n,
+        "eval_iters" => cfg.eval_iters = n,
+        "eval_interval" => cfg.eval_interval = n,
+        "max_iters" => cfg.max_iters = n,
+        "world_size" => cfg.world_size = n,
+        "checkpoint_every" => cfg.checkpoint_every = n,
+        _ => return Err("is not a TrainConfig field (registry bug)".to_string()),
     }
     Ok(())
 }

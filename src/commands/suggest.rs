@@ -1,10 +1,54 @@
 //! `vramplan suggest`: the largest config that fits, ranked by speed.
 
 use super::{load_budget, load_config, model_source, print_json, script, write_file};
+use crate::budget::Budget;
 use crate::cli::SuggestArgs;
+use crate::config::Loaded;
 use crate::error::{Error, Result};
 use crate::plan::{render::render, suggest, suggest_multi};
 use crate::report::svg::sweep_chart;
+
+/// `suggest --mode inference`: transformers' largest batch and contexts on one card, and vLLM's
+/// flags (over several GPUs vLLM's start-up is the answer).
+fn inference(args: &SuggestArgs, loaded: &Loaded, budget: &Budget) -> Result<u8> {
+    if let Some(svg) = &args.svg {
+        crate::bail!(
+            "--svg {}: the sweep chart draws training candidates (batch x accumulation), and \
+             --mode inference has none; draw one run's timeline with `vramplan check --mode \
+             inference ... --svg FILE`, or drop --svg",
+            svg.display()
+        );
+    }
+    // vllm serve loads a Hub id or a directory: the preset's id, or the config's folder.
+    let served = match (&args.run.model, &args.run.hf_config) {
+        (Some(m), _) => Some(crate::config::models::served_name(m)?),
+        (None, Some(path)) => Some(match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.display().to_string(),
+            _ => ".".to_string(),
+        }),
+        (None, None) => None,
+    };
+    let report = crate::plan::infer::suggest_inference(
+        &loaded.config,
+        budget,
+        args.run.model.as_deref(),
+        served.as_deref(),
+    )?;
+    if args.run.json {
+        print_json("suggest", Some(loaded.config.mode), &report)?;
+    } else {
+        for w in &loaded.warnings {
+            eprintln!("warning: {w}");
+        }
+        print!("{}", crate::plan::infer::render(&report));
+    }
+    // Over several GPUs the answer is vLLM's: something fits when it starts.
+    let fits = match report.sharded {
+        true => report.vllm.error.is_none(),
+        false => report.largest_batch.is_some(),
+    };
+    Ok(if fits { 0 } else { 1 })
+}
 
 pub fn run(args: &SuggestArgs) -> Result<u8> {
     let loaded = load_config(&args.run)?;
@@ -17,43 +61,7 @@ pub fn run(args: &SuggestArgs) -> Result<u8> {
         }
     }
     if loaded.config.mode == crate::config::Mode::Inference {
-        if let Some(svg) = &args.svg {
-            crate::bail!(
-                "--svg {}: the sweep chart draws training candidates (batch x accumulation), and \
-                 --mode inference has none; draw one run's timeline with `vramplan check --mode \
-                 inference ... --svg FILE`, or drop --svg",
-                svg.display()
-            );
-        }
-        // vllm serve loads a Hub id or a directory: the preset's id, or the config's folder.
-        let served = match (&args.run.model, &args.run.hf_config) {
-            (Some(m), _) => Some(crate::config::models::served_name(m)?),
-            (None, Some(path)) => Some(match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir.display().to_string(),
-                _ => ".".to_string(),
-            }),
-            (None, None) => None,
-        };
-        let report = crate::plan::infer::suggest_inference(
-            &loaded.config,
-            &budget,
-            args.run.model.as_deref(),
-            served.as_deref(),
-        )?;
-        if args.run.json {
-            print_json("suggest", Some(loaded.config.mode), &report)?;
-        } else {
-            for w in &loaded.warnings {
-                eprintln!("warning: {w}");
-            }
-            print!("{}", crate::plan::infer::render(&report));
-        }
-        // Over several GPUs the answer is vLLM's: something fits when it starts.
-        let fits = match report.sharded {
-            true => report.vllm.error.is_none(),
-            false => report.largest_batch.is_some(),
-        };
-        return Ok(if fits { 0 } else { 1 });
+        return inference(args, &loaded, &budget);
     }
     let script = script(
         args.run.config.as_deref(),

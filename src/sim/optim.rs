@@ -84,28 +84,8 @@ pub(crate) fn state_for(
     kind: OptimizerKind,
     step_tensor: bool,
 ) -> Vec<T> {
-    let state = |e: &mut Engine, what, shape: Shape, dtype| {
-        e.alloc(Name { what, ..name }, shape, dtype, Category::Optimizer)
-    };
+    let state = |e: &mut Engine, what, shape: Shape, dtype| state(e, name, what, shape, dtype);
     let n = shape.numel().unwrap_or(0);
-    // A paged buffer is not PyTorch's: recorded with its shape and dtype, but no bytes the
-    // caching allocator sees (see the module's note).
-    let paged = |e: &mut Engine, what, paged_what, shape: Shape, dtype| {
-        if n >= BNB_MIN_PAGED_SIZE {
-            e.alloc_bytes(
-                Name {
-                    what: paged_what,
-                    ..name
-                },
-                shape,
-                dtype,
-                0,
-                Category::Optimizer,
-            )
-        } else {
-            state(e, what, shape, dtype)
-        }
-    };
     match kind {
         OptimizerKind::AdamW | OptimizerKind::AdamWForeach | OptimizerKind::AdamWSingle => {
             let mut st = Vec::with_capacity(3);
@@ -118,31 +98,24 @@ pub(crate) fn state_for(
             st
         }
         OptimizerKind::AdamW8bit | OptimizerKind::PagedAdamW8bit if n >= BNB_MIN_8BIT_SIZE => {
-            let is_paged = kind == OptimizerKind::PagedAdamW8bit;
-            let moment = |e: &mut Engine, what, paged_what| {
-                if is_paged {
-                    paged(e, what, paged_what, shape, DType::U8)
-                } else {
-                    state(e, what, shape, DType::U8)
-                }
-            };
-            let blocks = Shape::new(&[n.div_ceil(BNB_BLOCK)]);
-            let s1 = moment(e, "adam8bit.state1", "adam8bit.state1(paged)");
-            let s2 = moment(e, "adam8bit.state2", "adam8bit.state2(paged)");
-            let a1 = state(e, "adam8bit.absmax1", blocks, DType::F32);
-            let a2 = state(e, "adam8bit.absmax2", blocks, DType::F32);
-            vec![s1, a1, s2, a2]
+            bnb_8bit_state(e, name, shape, kind == OptimizerKind::PagedAdamW8bit)
         }
         OptimizerKind::AdamW8bit => vec![
             state(e, "adam.exp_avg", shape, DType::F32),
             state(e, "adam.exp_avg_sq", shape, DType::F32),
         ],
         OptimizerKind::PagedAdamW | OptimizerKind::PagedAdamW8bit => vec![
-            paged(e, "adam.exp_avg", "adam.exp_avg(paged)", shape, DType::F32),
             paged(
                 e,
-                "adam.exp_avg_sq",
-                "adam.exp_avg_sq(paged)",
+                name,
+                ["adam.exp_avg", "adam.exp_avg(paged)"],
+                shape,
+                DType::F32,
+            ),
+            paged(
+                e,
+                name,
+                ["adam.exp_avg_sq", "adam.exp_avg_sq(paged)"],
                 shape,
                 DType::F32,
             ),
@@ -164,6 +137,51 @@ pub(crate) fn state_for(
             }
         }
     }
+}
+
+/// One state tensor of the parameter `name`.
+fn state(e: &mut Engine, name: Name, what: &'static str, shape: Shape, dtype: DType) -> T {
+    e.alloc(Name { what, ..name }, shape, dtype, Category::Optimizer)
+}
+
+/// A state tensor bitsandbytes pages (from BNB_MIN_PAGED_SIZE elements): not PyTorch's memory,
+/// recorded with its shape and dtype but no bytes the caching allocator sees (see the module's
+/// note); smaller ones are ordinary device tensors. `[what, paged what]`: its two names.
+fn paged(
+    e: &mut Engine,
+    name: Name,
+    [what, paged_what]: [&'static str; 2],
+    shape: Shape,
+    dtype: DType,
+) -> T {
+    if shape.numel().unwrap_or(0) >= BNB_MIN_PAGED_SIZE {
+        let paged_name = Name {
+            what: paged_what,
+            ..name
+        };
+        e.alloc_bytes(paged_name, shape, dtype, 0, Category::Optimizer)
+    } else {
+        state(e, name, what, shape, dtype)
+    }
+}
+
+/// bitsandbytes' 8-bit AdamW state: two uint8 moments (paged or not) and their fp32 absmax per
+/// BNB_BLOCK elements, in bnb's order.
+fn bnb_8bit_state(e: &mut Engine, name: Name, shape: Shape, is_paged: bool) -> Vec<T> {
+    let moment = |e: &mut Engine, what, paged_what| {
+        if is_paged {
+            paged(e, name, [what, paged_what], shape, DType::U8)
+        } else {
+            state(e, name, what, shape, DType::U8)
+        }
+    };
+    let n = shape.numel().unwrap_or(0);
+    let blocks = Shape::new(&[n.div_ceil(BNB_BLOCK)]);
+    let s1 = moment(e, "adam8bit.state1", "adam8bit.state1(paged)");
+    let s2 = moment(e, "adam8bit.state2", "adam8bit.state2(paged)");
+    let a1 = state(e, name, "adam8bit.absmax1", blocks, DType::F32);
+    let a2 = state(e, name, "adam8bit.absmax2", blocks, DType::F32);
+    vec![s1, a1, s2, a2]
 }
 
 /// `optimizer.step()` over the parameters that have a gradient, in the optimizer's order

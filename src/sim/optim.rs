@@ -318,18 +318,42 @@ fn adafactor_update(e: &mut Engine, p: usize, l: &mut AdafactorLocals) {
         e.release(t);
     }
     l.p_data_fp32 = half.then(|| tmp(e, "adafactor.param_fp32", shape));
-    // `state["RMS"] = self._rms(p_data_fp32)`: norm(2), then the quotient, kept in the state
-    // until the next step replaces it.
+    keep_rms(e, p);
+    // `update = (grad**2) + eps[0]`; the previous parameter's update goes on rebinding.
+    let pow = tmp(e, "adafactor.grad_sq", shape);
+    let update = tmp(e, "adafactor.update", shape);
+    e.release(pow);
+    if let Some(t) = l.update.take() {
+        e.release(t);
+    }
+    let update = second_moment_update(e, p, update);
+    // `update.div_((self._rms(update) / clip_threshold).clamp_(min=1.0))`.
     let norm = tmp(e, "adafactor.norm", Shape::scalar());
-    let rms = e.alloc(
-        Name {
-            what: "adafactor.RMS",
-            ..name
-        },
-        Shape::scalar(),
-        f32,
-        Category::Optimizer,
-    );
+    let q = tmp(e, "adafactor.rms", Shape::scalar());
+    e.release(norm);
+    let clipped = tmp(e, "adafactor.rms", Shape::scalar());
+    e.release(q);
+    e.release(clipped);
+    // `p_data_fp32.add_(-update)`: the negation is a temporary.
+    let neg = tmp(e, "adafactor.neg_update", shape);
+    e.release(neg);
+    l.update = Some(update);
+}
+
+/// `state["RMS"] = self._rms(p_data_fp32)`: norm(2), then the quotient, kept in the state
+/// until the next step replaces it.
+fn keep_rms(e: &mut Engine, p: usize) {
+    let name = e.params[p].name;
+    let scalar = |e: &mut Engine, what| {
+        e.alloc(
+            Name { what, ..name },
+            Shape::scalar(),
+            DType::F32,
+            Category::Optimizer,
+        )
+    };
+    let norm = scalar(e, "adafactor.norm");
+    let rms = scalar(e, "adafactor.RMS");
     e.release(norm);
     if let Some(old) = e.params[p]
         .state
@@ -340,13 +364,21 @@ fn adafactor_update(e: &mut Engine, p: usize, l: &mut AdafactorLocals) {
         e.release(t);
     }
     e.params[p].state.push(rms);
-    // `update = (grad**2) + eps[0]`; the previous parameter's update goes on rebinding.
-    let pow = tmp(e, "adafactor.grad_sq", shape);
-    let mut update = tmp(e, "adafactor.update", shape);
-    e.release(pow);
-    if let Some(t) = l.update.take() {
-        e.release(t);
-    }
+}
+
+/// The update from the second moment: factored for a matrix (row and column means,
+/// `_approx_sq_grad`'s factors), `exp_avg_sq.rsqrt().mul_(grad)` otherwise. Takes `update`
+/// (`grad**2 + eps`) and returns what replaces it.
+fn second_moment_update(e: &mut Engine, p: usize, mut update: T) -> T {
+    let (name, shape) = (e.params[p].name, e.params[p].shape);
+    let tmp = |e: &mut Engine, what, shape: Shape| {
+        e.alloc(
+            Name { what, ..name },
+            shape,
+            DType::F32,
+            Category::Optimizer,
+        )
+    };
     let d = shape.dims();
     if d.len() >= 2 {
         let (row, col) = factored_shapes(d);
@@ -376,17 +408,7 @@ fn adafactor_update(e: &mut Engine, p: usize, l: &mut AdafactorLocals) {
         e.release(update);
         update = rsqrt;
     }
-    // `update.div_((self._rms(update) / clip_threshold).clamp_(min=1.0))`.
-    let norm = tmp(e, "adafactor.norm", Shape::scalar());
-    let q = tmp(e, "adafactor.rms", Shape::scalar());
-    e.release(norm);
-    let clipped = tmp(e, "adafactor.rms", Shape::scalar());
-    e.release(q);
-    e.release(clipped);
-    // `p_data_fp32.add_(-update)`: the negation is a temporary.
-    let neg = tmp(e, "adafactor.neg_update", shape);
-    e.release(neg);
-    l.update = Some(update);
+    update
 }
 
 /// Adafactor's factored second-moment shapes: (shape[:-1], shape[:-2] + shape[-1:]).

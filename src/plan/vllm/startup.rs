@@ -25,33 +25,13 @@ pub fn thousands(n: u64) -> String {
 
 /// The heading and the lines, one figure each.
 pub fn startup_lines(v: &VllmBudget) -> Vec<String> {
-    let source = match v.version {
-        VllmVersion::V1 => "vLLM 0.10 V1, gpu_worker.py determine_available_memory",
-        VllmVersion::V0 => "vLLM 0.6 V0, worker.py determine_num_available_blocks",
-    };
-    let rank = match v.tensor_parallel_size {
-        1 => String::new(),
-        n => format!(", one of {n} tensor-parallel ranks"),
-    };
-    let rank = match &v.pipeline {
-        None => rank,
-        Some(p) => format!(
-            "{rank}; pipeline rank {} of {} binds: the fewest KV-cache blocks; {} GPUs in all",
-            p.binding_rank, v.pipeline_parallel_size, v.world_size
-        ),
-    };
+    let heading = heading(v);
     let activation = match v.version {
         VllmVersion::V1 => "reserved increase over the profile run",
         VllmVersion::V0 => "allocated peak of the profile run less the weights",
     };
     let mut lines = vec![
-        format!(
-            "vLLM {} start-up ({source}{rank}): total_gpu_memory ({}) x gpu_memory_utilization ({:.2}) = {}",
-            v.version.label(),
-            gib(v.total_bytes),
-            v.gpu_memory_utilization,
-            gib(v.budget_bytes)
-        ),
+        heading,
         format!("  model weights take {}  [exact: shapes x dtype, in the caching allocator's blocks]", gib(v.weights_bytes)),
         format!(
             "  non_torch_memory takes {}  [modelled, band {} to {}: {}]",
@@ -95,18 +75,48 @@ pub fn startup_lines(v: &VllmBudget) -> Vec<String> {
     if let Some(p) = &v.pipeline {
         lines.extend(pipeline_lines(p));
     }
-    if let Some(e) = &v.error {
-        let (kind, e) = match e.strip_prefix("AssertionError") {
-            Some(rest) => ("AssertionError", rest.trim_start_matches(' ')),
-            None => ("ValueError", e.as_str()),
-        };
-        let at = match v.pipeline.as_ref().and_then(|p| p.refusing_rank) {
-            Some(r) => format!(" (pipeline rank {r})"),
-            None => String::new(),
-        };
-        lines.push(format!("  vLLM would refuse to start{at}: {kind}: {e}"));
-    }
+    lines.extend(refusal(v));
     lines
+}
+
+/// The heading: the engine, the source read, which rank the figures are, the budget.
+fn heading(v: &VllmBudget) -> String {
+    let source = match v.version {
+        VllmVersion::V1 => "vLLM 0.10 V1, gpu_worker.py determine_available_memory",
+        VllmVersion::V0 => "vLLM 0.6 V0, worker.py determine_num_available_blocks",
+    };
+    let rank = match v.tensor_parallel_size {
+        1 => String::new(),
+        n => format!(", one of {n} tensor-parallel ranks"),
+    };
+    let rank = match &v.pipeline {
+        None => rank,
+        Some(p) => format!(
+            "{rank}; pipeline rank {} of {} binds: the fewest KV-cache blocks; {} GPUs in all",
+            p.binding_rank, v.pipeline_parallel_size, v.world_size
+        ),
+    };
+    format!(
+        "vLLM {} start-up ({source}{rank}): total_gpu_memory ({}) x gpu_memory_utilization ({:.2}) = {}",
+        v.version.label(),
+        gib(v.total_bytes),
+        v.gpu_memory_utilization,
+        gib(v.budget_bytes)
+    )
+}
+
+/// The error vLLM would raise, and on which pipeline rank.
+fn refusal(v: &VllmBudget) -> Option<String> {
+    let e = v.error.as_ref()?;
+    let (kind, e) = match e.strip_prefix("AssertionError") {
+        Some(rest) => ("AssertionError", rest.trim_start_matches(' ')),
+        None => ("ValueError", e.as_str()),
+    };
+    let at = match v.pipeline.as_ref().and_then(|p| p.refusing_rank) {
+        Some(r) => format!(" (pipeline rank {r})"),
+        None => String::new(),
+    };
+    Some(format!("  vLLM would refuse to start{at}: {kind}: {e}"))
 }
 
 /// One line per pipeline rank: its share and its own figures before vLLM unifies the blocks.

@@ -148,38 +148,7 @@ pub fn explanation(what: &str, cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> R
         .iter()
         .find(|(c, _)| c.key() == what || c.label() == what)
     {
-        let mut items: Vec<(u32, u64)> = live
-            .into_iter()
-            .filter(|(t, _)| tl.tensors[*t as usize].category == cat)
-            .collect();
-        items.sort_by_key(|x| std::cmp::Reverse(x.1));
-        let largest = items
-            .iter()
-            .take(8)
-            .map(|&(t, b)| {
-                let r = &tl.tensors[t as usize];
-                Row {
-                    name: r.name.to_string(),
-                    shape: r.shape.dims().to_vec(),
-                    dtype: r.dtype.short(),
-                    bytes: b,
-                }
-            })
-            .collect();
-        return Ok(Explanation {
-            kind: "category",
-            name: cat.key().to_string(),
-            description: format!("{}: {text}", cat.label()),
-            category: cat.key(),
-            shape: None,
-            dtype: None,
-            bytes: items.iter().map(|x| x.1).sum(),
-            peak_phase,
-            alive_at_peak: items.len(),
-            lifetimes: Vec::new(),
-            largest,
-            compiled: None,
-        });
+        return Ok(category_explanation(tl, (cat, text), live, peak_phase));
     }
     let ids: Vec<u32> = (0..tl.tensors.len() as u32)
         .filter(|&t| tl.tensors[t as usize].name.to_string() == what)
@@ -190,8 +159,67 @@ pub fn explanation(what: &str, cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> R
     let r = &tl.tensors[first as usize];
     let compiled =
         (sim.runtime.kind == RuntimeKind::PytorchCompile).then(|| compiled_fate(tl, &ids));
-    // Each instance's birth and death phases, counted by distinct lifetime in order (a fused
-    // value has none: it never occupies memory).
+    let lifetimes = lifetimes(tl, &ids);
+    Ok(Explanation {
+        kind: "tensor",
+        name: what.to_string(),
+        description: describe(what, r.dtype.short(), r.category),
+        category: r.category.key(),
+        shape: Some(r.shape.dims().to_vec()),
+        dtype: Some(r.dtype.short()),
+        bytes: r.bytes,
+        peak_phase,
+        alive_at_peak: live.iter().filter(|(t, _)| ids.contains(t)).count(),
+        lifetimes,
+        largest: Vec::new(),
+        compiled,
+    })
+}
+
+/// A category at the peak: its bytes, how many blocks, the largest eight.
+fn category_explanation(
+    tl: &crate::sim::Timeline,
+    (cat, text): (Category, &str),
+    live: Vec<(u32, u64)>,
+    peak_phase: &'static str,
+) -> Explanation {
+    let mut items: Vec<(u32, u64)> = live
+        .into_iter()
+        .filter(|(t, _)| tl.tensors[*t as usize].category == cat)
+        .collect();
+    items.sort_by_key(|x| std::cmp::Reverse(x.1));
+    let largest = items
+        .iter()
+        .take(8)
+        .map(|&(t, b)| {
+            let r = &tl.tensors[t as usize];
+            Row {
+                name: r.name.to_string(),
+                shape: r.shape.dims().to_vec(),
+                dtype: r.dtype.short(),
+                bytes: b,
+            }
+        })
+        .collect();
+    Explanation {
+        kind: "category",
+        name: cat.key().to_string(),
+        description: format!("{}: {text}", cat.label()),
+        category: cat.key(),
+        shape: None,
+        dtype: None,
+        bytes: items.iter().map(|x| x.1).sum(),
+        peak_phase,
+        alive_at_peak: items.len(),
+        lifetimes: Vec::new(),
+        largest,
+        compiled: None,
+    }
+}
+
+/// Each instance's birth and death phases, counted by distinct lifetime in order (a fused
+/// value has none: it never occupies memory).
+fn lifetimes(tl: &crate::sim::Timeline, ids: &[u32]) -> Vec<Lifetime> {
     let mut lifetimes: Vec<Lifetime> = Vec::new();
     for &t in ids
         .iter()
@@ -214,20 +242,7 @@ pub fn explanation(what: &str, cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> R
             }),
         }
     }
-    Ok(Explanation {
-        kind: "tensor",
-        name: what.to_string(),
-        description: describe(what, r.dtype.short(), r.category),
-        category: r.category.key(),
-        shape: Some(r.shape.dims().to_vec()),
-        dtype: Some(r.dtype.short()),
-        bytes: r.bytes,
-        peak_phase,
-        alive_at_peak: live.iter().filter(|(t, _)| ids.contains(t)).count(),
-        lifetimes,
-        largest: Vec::new(),
-        compiled,
-    })
+    lifetimes
 }
 
 /// What torch.compile does with the instances `ids` of one tensor (fusion.rs).

@@ -340,19 +340,7 @@ fn check_bytes(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
         ("n_head", cfg.n_head),
         ("n_layer", cfg.n_layer),
     );
-    // The widest per-token dimension: the model, the MLP, or all heads' channels.
-    let c = [
-        ("n_embd", Some(cfg.n_embd)),
-        ("intermediate_size", cfg.intermediate_size),
-        (
-            "head_dim",
-            cfg.head_dim.map(|d| d.saturating_mul(cfg.n_head)),
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| Some((k, v?)))
-    .max_by_key(|x| x.1)
-    .unwrap_or(("n_embd", cfg.n_embd));
+    let c = widest(cfg);
     let checks: [Check; 5] = [
         // fp32 logits: batch x block x vocab x 4 bytes (x 16 for the loss chain and its gradients).
         (
@@ -394,6 +382,27 @@ fn check_bytes(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
             ],
         ),
     ];
+    first_overflow(checks, b, blame)
+}
+
+/// The widest per-token dimension: the model, the MLP, or all heads' channels.
+fn widest(cfg: &TrainConfig) -> (&'static str, u64) {
+    [
+        ("n_embd", Some(cfg.n_embd)),
+        ("intermediate_size", cfg.intermediate_size),
+        (
+            "head_dim",
+            cfg.head_dim.map(|d| d.saturating_mul(cfg.n_head)),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k, v?)))
+    .max_by_key(|x| x.1)
+    .unwrap_or(("n_embd", cfg.n_embd))
+}
+
+/// The first product that overflows, blamed on its largest factor.
+fn first_overflow(checks: [Check; 5], b: (&'static str, u64), blame: &Blame) -> Result<()> {
     for (overflows, what, factors) in checks {
         if overflows {
             let (key, value) = factors.iter().copied().max_by_key(|f| f.1).unwrap_or(b);

@@ -230,22 +230,7 @@ pub fn timeline_svg(
     let n = tl.events.len();
     let gib = |b: u64| b as f64 / GIB as f64;
     let peak_total = profile.peak_allocated.saturating_add(context_bytes);
-    let max_stack = s.buckets.iter().map(|b| b.through(LAYERS - 1)).max();
-    let device_peak = s
-        .buckets
-        .iter()
-        .map(|b| b.reserved)
-        .max()
-        .unwrap_or(0)
-        .saturating_add(context_bytes);
-    let top = [
-        max_stack.unwrap_or(0),
-        device_peak,
-        usable_bytes.unwrap_or(0),
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0);
+    let (device_peak, top) = extents(&s.buckets, usable_bytes, context_bytes);
     let yt = ticks(gib(top) * 1.12, 6, false);
     let (xs, ys) = draw::plot_scales(&PLOT, n.max(1) as f64, *yt.last().unwrap_or(&1.0));
     let yb = |b: u64| ys.at(gib(b));
@@ -266,21 +251,7 @@ pub fn timeline_svg(
     axes(&mut svg, &xs, n);
 
     // Where the stack and the device line are, to keep labels off them.
-    let ink = Ink {
-        columns: s
-            .buckets
-            .iter()
-            .map(|b| {
-                (
-                    xs.at(b.start as f64),
-                    xs.at(b.end as f64),
-                    yb(b.through(LAYERS - 1)),
-                    yb(b.reserved.saturating_add(context_bytes)),
-                )
-            })
-            .collect(),
-    };
-
+    let ink = ink_of(&s.buckets, &xs, &yb, context_bytes);
     if let Some(u) = usable_bytes {
         limit_line(&mut svg, u, yb(u), &ink);
     }
@@ -307,6 +278,44 @@ pub fn timeline_svg(
         );
     }
     svg.finish()
+}
+
+/// The device peak (reserved + context) and the top the y axis must reach: the stack, the
+/// device line and the card's usable memory.
+fn extents(buckets: &[Bucket], usable_bytes: Option<u64>, context_bytes: u64) -> (u64, u64) {
+    let max_stack = buckets.iter().map(|b| b.through(LAYERS - 1)).max();
+    let device_peak = buckets
+        .iter()
+        .map(|b| b.reserved)
+        .max()
+        .unwrap_or(0)
+        .saturating_add(context_bytes);
+    let top = [
+        max_stack.unwrap_or(0),
+        device_peak,
+        usable_bytes.unwrap_or(0),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0);
+    (device_peak, top)
+}
+
+/// Each column's x span, the stack's top and the device line's height.
+fn ink_of(buckets: &[Bucket], xs: &Scale, yb: &dyn Fn(u64) -> f64, context_bytes: u64) -> Ink {
+    Ink {
+        columns: buckets
+            .iter()
+            .map(|b| {
+                (
+                    xs.at(b.start as f64),
+                    xs.at(b.end as f64),
+                    yb(b.through(LAYERS - 1)),
+                    yb(b.reserved.saturating_add(context_bytes)),
+                )
+            })
+            .collect(),
+    }
 }
 
 /// "allocated peak … · device peak … · … usable: fits / does not fit".

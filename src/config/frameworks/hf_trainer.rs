@@ -62,70 +62,11 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
             continue;
         }
         match key {
-            "per_device_train_batch_size" | "per_gpu_train_batch_size" => {
-                out.set(doc, key, "batch_size", int(doc.count(key, v)?))
-            }
-            "per_device_eval_batch_size" | "per_gpu_eval_batch_size" => {
-                out.set(doc, key, "eval_batch_size", int(doc.count(key, v)?))
-            }
-            "gradient_accumulation_steps" => out.set(
-                doc,
-                key,
-                "gradient_accumulation_steps",
-                int(doc.count(key, v)?),
-            ),
-            "bf16" => {
-                if doc.bool(key, v)? {
-                    out.set(doc, key, "dtype", Value::Str("bfloat16".into()))
-                }
-            }
-            "fp16" => {
-                if doc.bool(key, v)? {
-                    out.set(doc, key, "dtype", Value::Str("float16".into()))
-                }
-            }
-            "bf16_full_eval" | "fp16_full_eval" => {
-                if doc.bool(key, v)? {
-                    return Err(unsupported(
-                        doc,
-                        key,
-                        v,
-                        "evaluating with the model cast to half precision",
-                    ));
-                }
-            }
-            "gradient_checkpointing" => out.set(
-                doc,
-                key,
-                "activation_checkpointing",
-                Value::Bool(doc.bool(key, v)?),
-            ),
-            "gradient_checkpointing_kwargs" => checkpointing_kwargs(doc, key, v, &mut out)?,
             "optim" => map_trainer_optim(doc, key, v, &mut out)?,
             "max_grad_norm" => out.set(doc, key, "grad_clip", Value::Float(doc.float(key, v)?)),
             "weight_decay" => out.set(doc, key, "weight_decay", Value::Float(doc.float(key, v)?)),
             "eval_strategy" | "evaluation_strategy" => {
                 eval_on = doc.str(key, v)? != "no";
-            }
-            "max_seq_length" | "max_length" => {
-                out.set(doc, key, "block_size", int(doc.count(key, v)?))
-            }
-            "packing" | "padding_free" => {
-                if doc.bool(key, v)? {
-                    out.note(
-                        doc,
-                        key,
-                        "packed sequences fill block_size tokens each, as simulated",
-                    );
-                } else {
-                    out.ignore(doc, key);
-                }
-            }
-            "use_liger_kernel" => {
-                if doc.bool(key, v)? {
-                    out.set(doc, key, "loss", Value::Str("liger".into()));
-                    out.note(doc, key, "Liger's fused linear cross-entropy is simulated (loss = 'liger'); Liger's other kernels (RMSNorm, SwiGLU, RoPE) are not modelled: they keep less than eager PyTorch, so the figures are an upper bound");
-                }
             }
             "fsdp" => fsdp(doc, key, v, &mut out)?,
             "fsdp_config" => fsdp_config(doc, key, v, &mut out)?,
@@ -144,6 +85,7 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
                 };
                 out.deepspeed = Some((r, doc.origin(key)));
             }
+            k if step_key(doc, k, v, &mut out)? => {}
             k if compile_key(doc, k, v, &mut out)? => {}
             k if run_key(doc, k, v, &mut out)? => {}
             k if model_key(doc, k, v, &mut out, &mut model)? => {}
@@ -153,6 +95,72 @@ pub(crate) fn map(doc: &Doc) -> Result<Mapped> {
     }
     finish(doc, &mut out, model, eval_on)?;
     Ok(out)
+}
+
+/// The batch, the sequence length, the precision, checkpointing and Liger. True when `key` was
+/// one of them.
+fn step_key(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<bool> {
+    match key {
+        "per_device_train_batch_size" | "per_gpu_train_batch_size" => {
+            out.set(doc, key, "batch_size", int(doc.count(key, v)?))
+        }
+        "per_device_eval_batch_size" | "per_gpu_eval_batch_size" => {
+            out.set(doc, key, "eval_batch_size", int(doc.count(key, v)?))
+        }
+        "gradient_accumulation_steps" => out.set(
+            doc,
+            key,
+            "gradient_accumulation_steps",
+            int(doc.count(key, v)?),
+        ),
+        "bf16" => {
+            if doc.bool(key, v)? {
+                out.set(doc, key, "dtype", Value::Str("bfloat16".into()))
+            }
+        }
+        "fp16" => {
+            if doc.bool(key, v)? {
+                out.set(doc, key, "dtype", Value::Str("float16".into()))
+            }
+        }
+        "bf16_full_eval" | "fp16_full_eval" => {
+            if doc.bool(key, v)? {
+                return Err(unsupported(
+                    doc,
+                    key,
+                    v,
+                    "evaluating with the model cast to half precision",
+                ));
+            }
+        }
+        "gradient_checkpointing" => out.set(
+            doc,
+            key,
+            "activation_checkpointing",
+            Value::Bool(doc.bool(key, v)?),
+        ),
+        "gradient_checkpointing_kwargs" => checkpointing_kwargs(doc, key, v, out)?,
+        "max_seq_length" | "max_length" => out.set(doc, key, "block_size", int(doc.count(key, v)?)),
+        "packing" | "padding_free" => {
+            if doc.bool(key, v)? {
+                out.note(
+                    doc,
+                    key,
+                    "packed sequences fill block_size tokens each, as simulated",
+                );
+            } else {
+                out.ignore(doc, key);
+            }
+        }
+        "use_liger_kernel" => {
+            if doc.bool(key, v)? {
+                out.set(doc, key, "loss", Value::Str("liger".into()));
+                out.note(doc, key, "Liger's fused linear cross-entropy is simulated (loss = 'liger'); Liger's other kernels (RMSNorm, SwiGLU, RoPE) are not modelled: they keep less than eager PyTorch, so the figures are an upper bound");
+            }
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// torch.compile's keys: only inductor in its default mode is modelled. True when `key` was

@@ -117,6 +117,44 @@ fn operands(
     (xm, wm, bm, half)
 }
 
+/// nn.Linear keeps the input's leading dims: (B, T, K) -> (B, T, N); the matmul itself works
+/// on the (M, K) view. Compiled, the buffer is inductor's 2-D mm output
+/// (`empty_strided_cuda((M, N), ...)`), which the graph reinterprets as (B, T, N): the shape an
+/// OOM in it prints.
+fn out_shape(e: &Engine, x: T, [m, k, n]: [u64; 3]) -> Shape {
+    match e.shape(x).dims() {
+        [b, t, kk] if *kk == k && !e.compiled() => Shape::new(&[*b, *t, n]),
+        _ => Shape::new(&[m, n]),
+    }
+}
+
+/// The matmul's output (the lm_head's is the logits). Under torchtitan's op policy
+/// (sim::sac) a kept matmul's output comes back from the checkpoint's storage in the
+/// recomputation. With a bias, F.linear is addmm (aten/src/ATen/native/Linear.cpp `linear`,
+/// `_flatten_nd_linear` for 3-D inputs).
+fn alloc_out(
+    e: &mut Engine,
+    shape: Shape,
+    dtype: DType,
+    bias: bool,
+    name: impl Fn(&'static str) -> Name,
+) -> T {
+    let sac_op = if bias {
+        SacOp::ComputeIntensive
+    } else {
+        SacOp::Mm
+    };
+    let lm_head = name("").module == "lm_head";
+    let (what, category) = match lm_head {
+        true => ("logits", Category::Logits),
+        false => ("out", Category::Activations),
+    };
+    let [out] = e.sac_outputs(sac_op, |e| {
+        [Some(e.alloc(name(what), shape, dtype, category))]
+    });
+    out.expect("a linear has one output")
+}
+
 /// y = x W^T + b for x of shape (..., K) viewed as (M, K); the output is (M, N).
 pub fn linear(
     e: &mut Engine,
@@ -134,20 +172,7 @@ pub fn linear(
 
     let name = |what| Name::at(layer, module, what);
     let (xm, wm, bm, dtype) = operands(e, x, (w, wv), b.zip(bv), name);
-    let category = if module == "lm_head" {
-        Category::Logits
-    } else {
-        Category::Activations
-    };
-    // nn.Linear keeps the input's leading dims: (B, T, K) -> (B, T, N); the matmul itself
-    // works on the (M, K) view.
-    // Compiled, the buffer is inductor's 2-D mm output (`empty_strided_cuda((M, N), ...)`),
-    // which the graph reinterprets as (B, T, N): the shape an OOM in it prints.
-    let xs = e.shape(x.t);
-    let out_shape = match xs.dims() {
-        [b, t, kk] if *kk == k && !e.compiled() => Shape::new(&[*b, *t, n]),
-        _ => Shape::new(&[m, n]),
-    };
+    let out_shape = out_shape(e, x.t, [m, k, n]);
     // The kernel's operands: fused casts are written into buffers for it (fusion.rs). The
     // backward's matmuls need the same operands, so those buffers are what autograd saves —
     // AOTAutograd's partitioner too: it will not recompute a value its backward would have to
@@ -155,24 +180,7 @@ pub fn linear(
     // `ban_recompute_materialized_backward`).
     let (xo, wo) = (e.materialise(xm.t), e.materialise(wm.t));
     let bo = bm.map(|b| e.materialise(b.t));
-    // Under torchtitan's op policy (sim::sac) a kept matmul's output comes back from the
-    // checkpoint's storage in the recomputation. With a bias, F.linear is addmm
-    // (aten/src/ATen/native/Linear.cpp `linear`, `_flatten_nd_linear` for 3-D inputs).
-    let sac_op = if b.is_some() {
-        SacOp::ComputeIntensive
-    } else {
-        SacOp::Mm
-    };
-    let [out] = e.sac_outputs(sac_op, |e| {
-        let what = if module == "lm_head" { "logits" } else { "out" };
-        [Some(e.alloc(
-            Name::at(layer, module, what),
-            out_shape,
-            dtype,
-            category,
-        ))]
-    });
-    let out = out.expect("a linear has one output");
+    let out = alloc_out(e, out_shape, dtype, b.is_some(), name);
     e.matmul_workspace();
     let (need_x, need_w) = (xm.edge != Edge::None, wm.edge != Edge::None);
     let saved = LinearSaved {

@@ -49,56 +49,72 @@ pub(crate) fn apply(cfg: &mut TrainConfig, assignments: &[Assignment]) -> Result
                 })?;
                 origins.insert(spec.name, a.origin.clone());
             }
-            Effect::Ignored(_) if !spec.ty.accepts(v) => {
-                let msg = format!(
-                    "{}: {} = {}: expected {}, got a {}",
-                    a.origin,
-                    spec.name,
-                    v.brief(),
-                    spec.ty.expected(),
-                    v.type_name()
-                );
-                // nanoGPT's configurator asserts the type of an override; a file it just execs.
-                if matches!(a.origin, Origin::Override(_)) {
-                    let msg = format!("{msg}{}", hint(spec.ty, v, &a.origin));
-                    return Err(Error::bad_value(spec.name, msg));
-                }
-                warnings.push(format!(
-                    "{msg}; ignored ({} does not change memory)",
-                    spec.name
-                ));
-            }
-            Effect::Ignored(_) => {
-                if spec.name == "device" {
-                    if let Value::Str(d) = v {
-                        if !d.starts_with("cuda") {
-                            warnings.push(format!("{}: device = {}: nanoGPT would not use a CUDA GPU; vramplan predicts the run on a CUDA GPU", a.origin, v.brief()));
-                        }
-                    }
-                }
-            }
+            Effect::Ignored(_) => ignored_key(spec, v, a, &mut warnings)?,
         }
     }
-    if let Some((key, a)) = pending.first() {
-        let (text, why) = match &a.rhs {
-            Rhs::Unknown { text, why } => (text.as_str(), why.as_str()),
-            Rhs::Known(_) => ("", ""),
-        };
-        let example = registry::spec(key)
-            .map(|s| registry::get(&TrainConfig::default(), s))
-            .unwrap_or(Value::None);
-        return Err(Error::bad_value(
-            key,
-            format!(
-                "{}: `{text}` {why}, and {key} changes memory: expected a literal (e.g. `{key} = {example}`) or an override --{key}=...",
-                a.origin
-            ),
-        ));
+    if let Some(&(key, a)) = pending.first() {
+        return Err(unevaluated(key, a));
     }
     presets::resolve(&mut work, &mut origins, &mut warnings);
     validate::validate(&work, &origins)?;
     *cfg = work;
     Ok(warnings)
+}
+
+/// A key with no memory effect: a value of the wrong type is an error in an override (nanoGPT's
+/// configurator asserts the type) and a warning in a file; a non-CUDA `device` is a warning.
+fn ignored_key(
+    spec: &registry::KeySpec,
+    v: &Value,
+    a: &Assignment,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    if !spec.ty.accepts(v) {
+        let msg = format!(
+            "{}: {} = {}: expected {}, got a {}",
+            a.origin,
+            spec.name,
+            v.brief(),
+            spec.ty.expected(),
+            v.type_name()
+        );
+        // nanoGPT's configurator asserts the type of an override; a file it just execs.
+        if matches!(a.origin, Origin::Override(_)) {
+            let msg = format!("{msg}{}", hint(spec.ty, v, &a.origin));
+            return Err(Error::bad_value(spec.name, msg));
+        }
+        warnings.push(format!(
+            "{msg}; ignored ({} does not change memory)",
+            spec.name
+        ));
+        return Ok(());
+    }
+    if spec.name == "device" {
+        if let Value::Str(d) = v {
+            if !d.starts_with("cuda") {
+                warnings.push(format!("{}: device = {}: nanoGPT would not use a CUDA GPU; vramplan predicts the run on a CUDA GPU", a.origin, v.brief()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A memory key whose last assignment could not be evaluated (not a literal).
+fn unevaluated(key: &str, a: &Assignment) -> Error {
+    let (text, why) = match &a.rhs {
+        Rhs::Unknown { text, why } => (text.as_str(), why.as_str()),
+        Rhs::Known(_) => ("", ""),
+    };
+    let example = registry::spec(key)
+        .map(|s| registry::get(&TrainConfig::default(), s))
+        .unwrap_or(Value::None);
+    Error::bad_value(
+        key,
+        format!(
+            "{}: `{text}` {why}, and {key} changes memory: expected a literal (e.g. `{key} = {example}`) or an override --{key}=...",
+            a.origin
+        ),
+    )
 }
 
 /// nanoGPT reads `--key=value` with `ast.literal_eval`, and a value that is not a literal

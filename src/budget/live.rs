@@ -155,60 +155,10 @@ pub fn nvml_from_env() -> Result<Box<dyn Nvml>> {
 /// not fit), the card matched to its catalogue profile — or, for a card the catalogue lacks, a
 /// generic profile built from the reading, with a warning — and who holds the rest.
 pub fn live_budget(nvml: &dyn Nvml, index: u32, margin_bytes: u64) -> Result<Budget> {
-    let readings = nvml.devices()?;
-    let reading = match readings.iter().find(|r| r.index == index) {
-        Some(r) => r.clone(),
-        None if readings.is_empty() => return Err(Error::new(NO_CARD_MESSAGE)),
-        None => {
-            let cards: Vec<String> = readings
-                .iter()
-                .map(|r| format!("{} {}", r.index, r.name))
-                .collect();
-            return Err(Error::new(format!(
-                "--gpu-index {index}: no such GPU; this machine has {}",
-                cards.join(", ")
-            )));
-        }
-    };
+    let reading = reading_at(nvml, index)?;
     let cuda_total = reading.cuda_total_bytes();
     let mut warnings = Vec::new();
-    let profile = match match_nvml_name(&reading.name, cuda_total) {
-        Some(profile) => {
-            if profile.total_bytes.abs_diff(cuda_total) > GIB / 2 {
-                warnings.push(format!(
-                    "GPU {index} reports {} for CUDA, the catalogue's {} has {}: the budget uses \
-                     the card's own figure",
-                    human(cuda_total),
-                    profile.key,
-                    human(profile.total_bytes)
-                ));
-            }
-            profile
-        }
-        None => {
-            let profile = generic_profile(&reading);
-            warnings.push(format!(
-                "{} is not in the catalogue: using a profile built from NVML (compute capability \
-                 {}, {} SMs; cuBLAS workspace {}, CUDA context {} by default{}); throughput is \
-                 unknown",
-                crate::plain::quote(&reading.name),
-                profile.compute_capability_string(),
-                if profile.sm_count == 0 {
-                    "unknown".to_string()
-                } else {
-                    profile.sm_count.to_string()
-                },
-                human(profile.cublas_workspace_bytes),
-                human(profile.context_bytes),
-                if profile.compute_capability == (0, 0) {
-                    "; bf16 assumed unsupported"
-                } else {
-                    ""
-                }
-            ));
-            profile
-        }
-    };
+    let profile = profile_of(&reading, index, &mut warnings);
     let usable_bytes = reading.free_bytes.saturating_sub(margin_bytes);
     if reading.free_bytes < margin_bytes {
         warnings.push(format!(
@@ -234,6 +184,68 @@ pub fn live_budget(nvml: &dyn Nvml, index: u32, margin_bytes: u64) -> Result<Bud
         live: Some(reading),
         warnings,
     })
+}
+
+/// The NVML reading of GPU `index`; a plain error when there is none, or no such index.
+fn reading_at(nvml: &dyn Nvml, index: u32) -> Result<LiveReading> {
+    let readings = nvml.devices()?;
+    match readings.iter().find(|r| r.index == index) {
+        Some(r) => Ok(r.clone()),
+        None if readings.is_empty() => Err(Error::new(NO_CARD_MESSAGE)),
+        None => {
+            let cards: Vec<String> = readings
+                .iter()
+                .map(|r| format!("{} {}", r.index, r.name))
+                .collect();
+            Err(Error::new(format!(
+                "--gpu-index {index}: no such GPU; this machine has {}",
+                cards.join(", ")
+            )))
+        }
+    }
+}
+
+/// The catalogue's profile for the card NVML names, else one built from NVML's figures; a
+/// warning where they disagree or the card is unknown.
+fn profile_of(reading: &LiveReading, index: u32, warnings: &mut Vec<String>) -> GpuProfile {
+    let cuda_total = reading.cuda_total_bytes();
+    match match_nvml_name(&reading.name, cuda_total) {
+        Some(profile) => {
+            if profile.total_bytes.abs_diff(cuda_total) > GIB / 2 {
+                warnings.push(format!(
+                    "GPU {index} reports {} for CUDA, the catalogue's {} has {}: the budget uses \
+                     the card's own figure",
+                    human(cuda_total),
+                    profile.key,
+                    human(profile.total_bytes)
+                ));
+            }
+            profile
+        }
+        None => {
+            let profile = generic_profile(reading);
+            warnings.push(format!(
+                "{} is not in the catalogue: using a profile built from NVML (compute capability \
+                 {}, {} SMs; cuBLAS workspace {}, CUDA context {} by default{}); throughput is \
+                 unknown",
+                crate::plain::quote(&reading.name),
+                profile.compute_capability_string(),
+                if profile.sm_count == 0 {
+                    "unknown".to_string()
+                } else {
+                    profile.sm_count.to_string()
+                },
+                human(profile.cublas_workspace_bytes),
+                human(profile.context_bytes),
+                if profile.compute_capability == (0, 0) {
+                    "; bf16 assumed unsupported"
+                } else {
+                    ""
+                }
+            ));
+            profile
+        }
+    }
 }
 
 /// A profile for a card the catalogue lacks, from what NVML says: the generic card

@@ -184,13 +184,8 @@ const WORKSPACE_WHY: &str = "PyTorch's cuBLAS workspaces are 1 to 32 MiB";
 const MAX_SM_COUNT: i64 = 4096;
 
 /// The profile's fields, each problem recorded in `f`; None when the total is missing or wrong.
-fn read_profile(f: &Fields, origin: &str) -> Option<GpuProfile> {
-    f.reject_unknown();
-    let stem = std::path::Path::new(origin)
-        .file_stem()
-        .map(|s| super::catalogue::normalize(&s.to_string_lossy()))
-        .filter(|k| !k.is_empty())
-        .unwrap_or_else(|| "custom".to_string());
+/// `key` (lowercase letters, digits and dashes) and `name` (non-empty), each checked.
+fn key_and_name(f: &Fields) -> (Option<String>, Option<String>) {
     let key = f.string("key", "a short lowercase name such as \"rtx3060\"");
     if let Some(key) = &key {
         let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
@@ -209,20 +204,36 @@ fn read_profile(f: &Fields, origin: &str) -> Option<GpuProfile> {
     if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
         f.bad("name", "a non-empty name", "\"\"");
     }
-    let aliases = f.string_list("aliases");
+    (key, name)
+}
+
+/// `total_bytes`, the one required field, within what a card can be.
+fn total_bytes(f: &Fields) -> Option<u64> {
     if !f.has("total_bytes") {
         f.missing(
             "total_bytes",
             "the total CUDA reports, e.g. \"47.4GiB\"; every other field has a default",
         );
     }
-    let total = f.bytes("total_bytes").filter(|&t| match total_problem(t) {
+    f.bytes("total_bytes").filter(|&t| match total_problem(t) {
         Some(why) => {
             f.push(format!("`total_bytes`: {why}"));
             false
         }
         None => true,
-    });
+    })
+}
+
+fn read_profile(f: &Fields, origin: &str) -> Option<GpuProfile> {
+    f.reject_unknown();
+    let stem = std::path::Path::new(origin)
+        .file_stem()
+        .map(|s| super::catalogue::normalize(&s.to_string_lossy()))
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| "custom".to_string());
+    let (key, name) = key_and_name(f);
+    let aliases = f.string_list("aliases");
+    let total = total_bytes(f);
     let cc = f.compute_capability().unwrap_or((0, 0));
     let sm_count = f.positive_u32("sm_count", MAX_SM_COUNT).unwrap_or(0);
     let bandwidth_gb_s = f.positive_f64("bandwidth_gb_s", "memory bandwidth in GB/s");

@@ -141,33 +141,7 @@ pub(crate) fn validate(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
             "a probability in [0, 1)",
         );
     }
-    if cfg.quantization != Quantization::None {
-        if cfg.model_type == ModelType::Gpt2 {
-            return blame.fail(
-                "quantization",
-                format!("'{}'", cfg.quantization.as_str()),
-                format!(
-                    "'none' for model_type = 'gpt2' (bitsandbytes quantizes Hugging Face models: {})",
-                    ModelType::names()
-                ),
-            );
-        }
-        if cfg.quantization.is_prequantized() && cfg.mode != super::Mode::Inference {
-            return blame.fail(
-                "quantization",
-                format!("'{}'", cfg.quantization.as_str()),
-                "mode = 'inference' ('awq', 'gptq' and 'fp8' are checkpoints vLLM serves), or a bitsandbytes type for training: 'nf4', 'fp4', 'int8'",
-            );
-        }
-        // Serving a quantized model needs no adapters; training one does.
-        if cfg.lora_rank == 0 && cfg.mode != super::Mode::Inference {
-            return blame.fail(
-                "quantization",
-                format!("'{}'", cfg.quantization.as_str()),
-                "lora_rank > 0 with quantized base weights (they are frozen: QLoRA trains adapters), mode = 'inference', or quantization = 'none'",
-            );
-        }
-    }
+    quantization(cfg, blame)?;
     if cfg.lora_rank == 0 {
         return Ok(());
     }
@@ -191,6 +165,45 @@ pub(crate) fn validate(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
             ),
         );
     }
+    targets(cfg, blame)
+}
+
+/// Quantized base weights: bitsandbytes' types for training (with adapters), vLLM's
+/// checkpoint formats for serving; not nanoGPT's GPT.
+fn quantization(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
+    if cfg.quantization == Quantization::None {
+        return Ok(());
+    }
+    if cfg.model_type == ModelType::Gpt2 {
+        return blame.fail(
+            "quantization",
+            format!("'{}'", cfg.quantization.as_str()),
+            format!(
+                "'none' for model_type = 'gpt2' (bitsandbytes quantizes Hugging Face models: {})",
+                ModelType::names()
+            ),
+        );
+    }
+    if cfg.quantization.is_prequantized() && cfg.mode != super::Mode::Inference {
+        return blame.fail(
+            "quantization",
+            format!("'{}'", cfg.quantization.as_str()),
+            "mode = 'inference' ('awq', 'gptq' and 'fp8' are checkpoints vLLM serves), or a bitsandbytes type for training: 'nf4', 'fp4', 'int8'",
+        );
+    }
+    // Serving a quantized model needs no adapters; training one does.
+    if cfg.lora_rank == 0 && cfg.mode != super::Mode::Inference {
+        return blame.fail(
+            "quantization",
+            format!("'{}'", cfg.quantization.as_str()),
+            "lora_rank > 0 with quantized base weights (they are frozen: QLoRA trains adapters), mode = 'inference', or quantization = 'none'",
+        );
+    }
+    Ok(())
+}
+
+/// The Linear layers LoRA wraps must be the model's own (or 'all-linear').
+fn targets(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
     let known = lora_modules(cfg.model_type);
     let targets = cfg.lora_target_list();
     let unknown = targets.iter().find(|t| !known.contains(t));

@@ -276,28 +276,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             return blame.fail(key, "0", "a positive integer or None");
         }
     }
-    if cfg.model_type == ModelType::Gpt2 {
-        // nanoGPT's GPT has none of these: refuse rather than silently ignore.
-        let set: Vec<&str> = [
-            ("n_kv_head", cfg.n_kv_head.is_some()),
-            ("head_dim", cfg.head_dim.is_some()),
-            ("intermediate_size", cfg.intermediate_size.is_some()),
-            ("tie_word_embeddings", !cfg.tie_word_embeddings),
-            ("rotary_pct", cfg.rotary_pct != 1.0),
-            ("parallel_residual", cfg.parallel_residual),
-        ]
-        .into_iter()
-        .filter(|(_, s)| *s)
-        .map(|(k, _)| k)
-        .collect();
-        if let Some(key) = set.first() {
-            return Err(Error::bad_value(key, format!(
-                "{}{key} is set, but model_type = 'gpt2' (nanoGPT's GPT) has no such option: expected model_type = one of {} for it, or leave {key} at its default",
-                blame.at(key),
-                ModelType::names()
-            )));
-        }
-    }
+    gpt2_has_none(cfg, blame)?;
     if cfg.model_type != ModelType::Gpt2 && super::presets::gpt2_shape(&cfg.init_from).is_some() {
         return blame.fail(
             "init_from",
@@ -331,6 +310,38 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             ),
         );
     }
+    rotary(cfg, blame)
+}
+
+/// nanoGPT's GPT has none of the Hugging Face decoders' options: refused rather than ignored.
+fn gpt2_has_none(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
+    if cfg.model_type != ModelType::Gpt2 {
+        return Ok(());
+    }
+    let set: Vec<&str> = [
+        ("n_kv_head", cfg.n_kv_head.is_some()),
+        ("head_dim", cfg.head_dim.is_some()),
+        ("intermediate_size", cfg.intermediate_size.is_some()),
+        ("tie_word_embeddings", !cfg.tie_word_embeddings),
+        ("rotary_pct", cfg.rotary_pct != 1.0),
+        ("parallel_residual", cfg.parallel_residual),
+    ]
+    .into_iter()
+    .filter(|(_, s)| *s)
+    .map(|(k, _)| k)
+    .collect();
+    if let Some(key) = set.first() {
+        return Err(Error::bad_value(key, format!(
+            "{}{key} is set, but model_type = 'gpt2' (nanoGPT's GPT) has no such option: expected model_type = one of {} for it, or leave {key} at its default",
+            blame.at(key),
+            ModelType::names()
+        )));
+    }
+    Ok(())
+}
+
+/// The rotated fraction of each head: in (0, 1], an even number of dims within the head.
+fn rotary(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
     if !(cfg.rotary_pct > 0.0 && cfg.rotary_pct <= 1.0) {
         return blame.fail(
             "rotary_pct",

@@ -131,6 +131,20 @@ fn component<'v>(doc: &Doc, key: &str, v: &'v Json) -> Result<&'v str> {
 }
 
 /// `model:`: the builder names the architecture and whether it is LoRA / QLoRA.
+/// `lora_attn_modules` in the decoders' names (torchtune's `output_proj` is `o_proj`).
+fn attn_targets(doc: &Doc, k: &str, x: &Json) -> Result<Vec<&'static str>> {
+    doc.strings(k, x)?
+        .iter()
+        .map(|t| match t.as_str() {
+            "q_proj" => Ok("q_proj"),
+            "k_proj" => Ok("k_proj"),
+            "v_proj" => Ok("v_proj"),
+            "output_proj" => Ok("o_proj"),
+            _ => Err(doc.fail(k, x, "expected q_proj, k_proj, v_proj or output_proj")),
+        })
+        .collect()
+}
+
 fn model(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<bool> {
     let c = component(doc, key, v)?;
     let builder = c.rsplit('.').next().unwrap_or(c);
@@ -157,23 +171,7 @@ fn model(doc: &Doc, key: &str, v: &Json, out: &mut Mapped) -> Result<bool> {
     for (k, x) in m {
         match k.as_str() {
             "_component_" => {}
-            "lora_attn_modules" => {
-                for t in doc.strings(k, x)? {
-                    targets.push(match t.as_str() {
-                        "q_proj" => "q_proj",
-                        "k_proj" => "k_proj",
-                        "v_proj" => "v_proj",
-                        "output_proj" => "o_proj",
-                        _ => {
-                            return Err(doc.fail(
-                                k,
-                                x,
-                                "expected q_proj, k_proj, v_proj or output_proj",
-                            ))
-                        }
-                    });
-                }
-            }
+            "lora_attn_modules" => targets.extend(attn_targets(doc, k, x)?),
             // torchtune's FeedForward w1 (gate), w2 (down), w3 (up).
             "apply_lora_to_mlp" => {
                 if doc.bool(k, x)? {

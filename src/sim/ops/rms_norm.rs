@@ -234,85 +234,88 @@ impl RmsSaved {
 
 /// The backward of the five ops, in autograd's order (last op first).
 pub(super) fn backward(e: &mut Engine, g: T, s: RmsSaved) -> [Option<T>; 3] {
-    let act = Category::Activations;
-    let f32 = DType::F32;
-    let weight_grad = |e: &mut Engine, full: T| {
-        // The broadcast weight's gradient is reduced to (C,) after the node returns, in the
-        // dtype of the full-size gradient (the weight's for Llama, fp32 for Gemma's
-        // `weight.float()`).
-        let gw = e.alloc(
-            s.named("weight.grad"),
-            Shape::new(&[s.c]),
-            e.dtype(full),
-            Category::Gradients,
-        );
-        e.release(full);
-        gw
-    };
     let (gh, gw) = match s.style {
-        RmsStyle::Llama => {
-            // weight * cast: the weight's full-size gradient, then the cast's (grad * weight,
-            // promoted, then back to the cast's dtype).
-            let gw_full = s
-                .normed
-                .map(|_| e.alloc(s.named("weight.grad"), s.shape, s.w_dtype, act));
-            let mut gc = e.alloc(
-                s.named("normed.grad"),
-                s.shape,
-                promote(s.out_dtype, s.w_dtype),
-                act,
-            );
-            if s.in_dtype != e.dtype(gc) {
-                let c = e.alloc(s.named("normed.grad"), s.shape, s.in_dtype, act);
-                e.release(gc);
-                gc = c;
-            }
-            let gw = gw_full.map(|full| weight_grad(e, full));
-            e.release(g);
-            if let Some(t) = s.normed {
-                e.release(t);
-            }
-            // ToCopyBackward of `.to(input_dtype)`: back to fp32.
-            if s.in_dtype != f32 {
-                let c = e.alloc(s.named("normed.grad"), s.shape, f32, act);
-                e.release(gc);
-                gc = c;
-            }
-            (gc, gw)
-        }
-        RmsStyle::Gemma | RmsStyle::Olmo2 => {
-            let mut g = g;
-            if s.out_dtype != f32 {
-                // ToCopyBackward of `.type_as(x)`.
-                let c = e.alloc(s.named("out.grad"), s.shape, f32, act);
-                e.release(g);
-                g = c;
-            }
-            let gn = e.alloc(s.named("normed.grad"), s.shape, f32, act);
-            let gw_full = s
-                .normed
-                .map(|_| e.alloc(s.named("weight.grad"), s.shape, f32, act));
-            let mut gw = gw_full.map(|full| weight_grad(e, full));
-            // ToCopyBackward of `self.weight.float()`: back to a half weight's dtype (pure).
-            if let Some(w32) = gw.filter(|_| s.w_dtype != f32) {
-                let w = e.alloc(
-                    s.named("weight.grad"),
-                    Shape::new(&[s.c]),
-                    s.w_dtype,
-                    Category::Gradients,
-                );
-                e.release(w32);
-                gw = Some(w);
-            }
-            e.release(g);
-            for t in [s.normed, s.wplus].into_iter().flatten() {
-                e.release(t);
-            }
-            (gn, gw)
-        }
+        RmsStyle::Llama => llama_affine_backward(e, g, s),
+        RmsStyle::Gemma | RmsStyle::Olmo2 => gemma_affine_backward(e, g, s),
     };
     let gx = input_backward(e, gh, s);
     [gx, gw, None]
+}
+
+/// The broadcast weight's gradient, reduced to (C,) after the node returns, in the dtype of
+/// the full-size gradient (the weight's for Llama, fp32 for Gemma's `weight.float()`).
+fn weight_grad(e: &mut Engine, s: &RmsSaved, full: T) -> T {
+    let gw = e.alloc(
+        s.named("weight.grad"),
+        Shape::new(&[s.c]),
+        e.dtype(full),
+        Category::Gradients,
+    );
+    e.release(full);
+    gw
+}
+
+/// `weight * cast`: the weight's full-size gradient, then the cast's (grad * weight, promoted,
+/// then back to the cast's dtype), then ToCopyBackward of `.to(input_dtype)` back to fp32.
+/// Returns (the normalised input's gradient, the weight's).
+fn llama_affine_backward(e: &mut Engine, g: T, s: RmsSaved) -> (T, Option<T>) {
+    let act = Category::Activations;
+    let gw_full = s
+        .normed
+        .map(|_| e.alloc(s.named("weight.grad"), s.shape, s.w_dtype, act));
+    let mut gc = e.alloc(
+        s.named("normed.grad"),
+        s.shape,
+        promote(s.out_dtype, s.w_dtype),
+        act,
+    );
+    if s.in_dtype != e.dtype(gc) {
+        let c = e.alloc(s.named("normed.grad"), s.shape, s.in_dtype, act);
+        e.release(gc);
+        gc = c;
+    }
+    let gw = gw_full.map(|full| weight_grad(e, &s, full));
+    e.release(g);
+    if let Some(t) = s.normed {
+        e.release(t);
+    }
+    if s.in_dtype != DType::F32 {
+        let c = e.alloc(s.named("normed.grad"), s.shape, DType::F32, act);
+        e.release(gc);
+        gc = c;
+    }
+    (gc, gw)
+}
+
+/// Gemma's and Olmo2's: ToCopyBackward of `.type_as(x)`, the multiply's two gradients in fp32,
+/// then ToCopyBackward of `self.weight.float()` back to a half weight's dtype (pure).
+fn gemma_affine_backward(e: &mut Engine, mut g: T, s: RmsSaved) -> (T, Option<T>) {
+    let (act, f32) = (Category::Activations, DType::F32);
+    if s.out_dtype != f32 {
+        let c = e.alloc(s.named("out.grad"), s.shape, f32, act);
+        e.release(g);
+        g = c;
+    }
+    let gn = e.alloc(s.named("normed.grad"), s.shape, f32, act);
+    let gw_full = s
+        .normed
+        .map(|_| e.alloc(s.named("weight.grad"), s.shape, f32, act));
+    let mut gw = gw_full.map(|full| weight_grad(e, &s, full));
+    if let Some(w32) = gw.filter(|_| s.w_dtype != f32) {
+        let w = e.alloc(
+            s.named("weight.grad"),
+            Shape::new(&[s.c]),
+            s.w_dtype,
+            Category::Gradients,
+        );
+        e.release(w32);
+        gw = Some(w);
+    }
+    e.release(g);
+    for t in [s.normed, s.wplus].into_iter().flatten() {
+        e.release(t);
+    }
+    (gn, gw)
 }
 
 /// `x32 * rsqrt(pow(x32, 2).mean(-1) + eps)` backward, then the input cast's: the gradient

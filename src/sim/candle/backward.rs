@@ -64,26 +64,7 @@ pub fn backward(loss: &T) -> Grads {
 /// dropped with the iteration that called this, as candle's is.
 fn node_backward(grads: &mut Grads, node: &T, op: &Op, grad: T) {
     match op {
-        Op::Binary(l, r, Bin::Add) => {
-            grads.acc(l, |s| s.add(&grad));
-            grads.acc(r, |s| s.add(&grad));
-        }
-        Op::Binary(l, r, Bin::Sub) => {
-            grads.acc(l, |s| s.add(&grad));
-            grads.acc(r, |s| s.sub(&grad));
-        }
-        Op::Binary(l, r, Bin::Mul) => {
-            let lg = grad.mul(r);
-            grads.acc(l, |s| s.add(&lg));
-            let rg = grad.mul(l);
-            grads.acc(r, |s| s.add(&rg));
-        }
-        Op::Binary(l, r, Bin::Div) => {
-            let lg = grad.div(r);
-            grads.acc(l, |s| s.add(&lg));
-            let rg = grad.mul(l).div(&r.unary(Un::Sqr));
-            grads.acc(r, |s| s.sub(&rg));
-        }
+        Op::Binary(l, r, b) => binary_backward(grads, [l, r], *b, &grad),
         Op::WhereCond(pred, t, f) => {
             let zeros = grad.zeros_like();
             grads.or_insert(t);
@@ -145,6 +126,32 @@ fn node_backward(grads: &mut Grads, node: &T, op: &Op, grad: T) {
         Op::Cmp(_) => {}
         Op::Unary(_, u) => panic!("backward of {u:?} not replayed"),
         Op::Cat(..) | Op::Indexed3(..) => panic!("backward of cat/index_add not replayed"),
+    }
+}
+
+/// `l op r`'s two gradients (add, sub, mul, div), each accumulated out of place.
+fn binary_backward(grads: &mut Grads, [l, r]: [&T; 2], op: Bin, grad: &T) {
+    match op {
+        Bin::Add => {
+            grads.acc(l, |s| s.add(grad));
+            grads.acc(r, |s| s.add(grad));
+        }
+        Bin::Sub => {
+            grads.acc(l, |s| s.add(grad));
+            grads.acc(r, |s| s.sub(grad));
+        }
+        Bin::Mul => {
+            let lg = grad.mul(r);
+            grads.acc(l, |s| s.add(&lg));
+            let rg = grad.mul(l);
+            grads.acc(r, |s| s.add(&rg));
+        }
+        Bin::Div => {
+            let lg = grad.div(r);
+            grads.acc(l, |s| s.add(&lg));
+            let rg = grad.mul(l).div(&r.unary(Un::Sqr));
+            grads.acc(r, |s| s.sub(&rg));
+        }
     }
 }
 

@@ -78,28 +78,9 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Line>, (usize, String)> {
                 line_no += 1;
             }
             _ => {
-                let start_line = line_no;
-                let l = cur.get_or_insert_with(|| Line {
-                    line: start_line,
-                    indent,
-                    toks: Vec::new(),
-                    text: physical
-                        .get(start_line - 1)
-                        .unwrap_or(&"")
-                        .trim()
-                        .chars()
-                        .take(200)
-                        .collect(),
-                });
-                let (tok, next, newlines) = lex_one(&chars, i).map_err(|e| {
-                    // The column of the token that failed, in characters of its line.
-                    let col = i - chars[..i]
-                        .iter()
-                        .rposition(|&c| c == '\n')
-                        .map_or(0, |p| p + 1)
-                        + 1;
-                    (line_no, format!("{e} at column {col}"))
-                })?;
+                let l = cur.get_or_insert_with(|| new_line(&physical, line_no, indent));
+                let (tok, next, newlines) = lex_one(&chars, i)
+                    .map_err(|e| (line_no, format!("{e} at column {}", column(&chars, i))))?;
                 match tok {
                     Tok::Op("(" | "[" | "{") => depth += 1,
                     Tok::Op(")" | "]" | "}") => depth = depth.saturating_sub(1),
@@ -119,6 +100,31 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Line>, (usize, String)> {
     }
     lines.extend(cur);
     Ok(lines)
+}
+
+/// A logical line starting on physical line `line` (1-based), with its text for messages.
+fn new_line(physical: &[&str], line: usize, indent: usize) -> Line {
+    Line {
+        line,
+        indent,
+        toks: Vec::new(),
+        text: physical
+            .get(line - 1)
+            .unwrap_or(&"")
+            .trim()
+            .chars()
+            .take(200)
+            .collect(),
+    }
+}
+
+/// The 1-based column of `chars[i]` in characters of its line.
+fn column(chars: &[char], i: usize) -> usize {
+    i - chars[..i]
+        .iter()
+        .rposition(|&c| c == '\n')
+        .map_or(0, |p| p + 1)
+        + 1
 }
 
 /// Lex one token at `i`: (token, next index, newlines consumed inside it).

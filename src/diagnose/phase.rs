@@ -25,7 +25,6 @@ struct Res {
     py: Lazy,
     ipy8: Lazy,
     ipy: Lazy,
-    ipy_context: Lazy,
     ipy_code: Lazy,
     rust: Lazy,
     cpp: Lazy,
@@ -54,8 +53,6 @@ fn res() -> &'static Res {
             // IPython 8: `File ~/x/train.py:42, in train_step(model, batch)`.
             ipy8: r(r"^\s*File\s+(?P<file>\S+?):\d+,\s+in\s+(?P<func>[\w<>.]+)"),
             ipy: r(r"^(?P<file>\S+\.py) in (?P<func>[\w<>.]+)\("),
-            // IPython's numbered context lines around the `---->` one: not the running code.
-            ipy_context: r(r"^\s+\d+\s"),
             ipy_code: r(r"^-+>\s*\d+\s+(?P<code>.*)"),
             rust: r(r"^\s*\d+:\s+(?P<func>[\w<:][^\s]*)"),
             cpp: r(r"^frame #\d+:\s*(?P<func>.+?)(?:\s+\+\s+0x|\s*\(0x|$)"),
@@ -124,7 +121,7 @@ pub fn frames_for(n: &Normalized, at: usize) -> Vec<Frame> {
                 ..Frame::default()
             });
         } else if t.starts_with([' ', '\t'])
-            && !r.ipy_context.is_match(t)
+            && !is_ipython_context(t)
             && !t.trim().chars().all(|c| "^~ ".contains(c))
         {
             // A code line (its File line is above it, or was elided by the poster).
@@ -192,6 +189,21 @@ fn matches_folded(re: &Regex, text: &str) -> bool {
     }
 }
 
+/// IPython's numbered context lines around the `---->` one (`^\s+\d+\s`): not the running
+/// code. By hand: the pattern's compile cost more than every line it reads.
+fn is_ipython_context(line: &str) -> bool {
+    let rest = line.trim_start();
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    rest.len() < line.len()
+        && digits > 0
+        && rest[digits..]
+            .chars()
+            .next()
+            .is_some_and(char::is_whitespace)
+}
+
+/// The `*_code` patterns are tried only on code lines with the literal each one needs
+/// (`.step(`, `backward`, `.to(`/`.cuda(`): most tracebacks then never compile them.
 fn specific(f: &Frame) -> Option<Phase> {
     let r = res();
     let file = f.file.to_ascii_lowercase();
@@ -204,7 +216,7 @@ fn specific(f: &Frame) -> Option<Phase> {
         return Some(Phase::Compile);
     }
     if r.optimizer_func.is_match(func)
-        || r.optimizer_code.is_match(&f.code)
+        || (f.code.contains(".step(") && r.optimizer_code.is_match(&f.code))
         || file.contains("/optim/")
         || file.contains("optimizers/")
         || (func == "step" && (file.contains("optim") || file.contains("zero")))
@@ -213,7 +225,7 @@ fn specific(f: &Frame) -> Option<Phase> {
         return Some(Phase::Optimizer);
     }
     if r.backward.is_match(func)
-        || r.backward_code.is_match(&f.code)
+        || (f.code.contains("backward") && r.backward_code.is_match(&f.code))
         || file.contains("torch/autograd/")
     {
         return Some(Phase::Backward);
@@ -230,7 +242,7 @@ fn specific(f: &Frame) -> Option<Phase> {
     if module_apply
         || matches_folded(&r.load, func)
         || matches_folded(&r.load, &f.code)
-        || r.load_code.is_match(&f.code)
+        || ((f.code.contains(".to(") || f.code.contains(".cuda(")) && r.load_code.is_match(&f.code))
     {
         return Some(Phase::ModelLoad);
     }
@@ -342,5 +354,16 @@ torch.OutOfMemoryError: CUDA out of memory."#;
                 "{literals}"
             );
         }
+    }
+
+    #[test]
+    fn ipython_context_lines_are_indented_numbers() {
+        assert!(is_ipython_context("    263     losses = estimate_loss()"));
+        assert!(is_ipython_context("\t1\tx"));
+        assert!(is_ipython_context("\u{a0}12\u{a0}x"));
+        assert!(!is_ipython_context("263 losses"));
+        assert!(!is_ipython_context("    x = 263 "));
+        assert!(!is_ipython_context("    263"));
+        assert!(!is_ipython_context("    263x"));
     }
 }

@@ -53,6 +53,7 @@ impl Normalized {
 
 struct Res {
     ansi: Lazy,
+    sgr_without_esc: Lazy,
     control: Lazy,
     cr: Lazy,
     bold: Lazy,
@@ -63,6 +64,9 @@ struct Res {
     unit_end: Lazy,
 }
 
+/// The `[31m` of an SGR sequence whose ESC byte a paste dropped.
+const SGR_WITHOUT_ESC: &str = r"\[(?:\d{1,3};){0,4}\d{1,3}m";
+
 fn res() -> &'static Res {
     static R: OnceLock<Res> = OnceLock::new();
     R.get_or_init(|| {
@@ -70,7 +74,10 @@ fn res() -> &'static Res {
         Res {
             // CSI and OSC sequences, a lone ESC, and the `[31m` that is left when a paste
             // dropped the ESC byte.
-            ansi: r(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b|\[(?:\d{1,3};){0,4}\d{1,3}m"),
+            ansi: r(format!(
+                r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b|{SGR_WITHOUT_ESC}"
+            ).as_str()),
+            sgr_without_esc: r(SGR_WITHOUT_ESC),
             control: r(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"),
             cr: r(r"\r\n?"),
             bold: r(r"\*\*"),
@@ -182,12 +189,18 @@ fn strip_prefixes(line: &str) -> Phys<'_> {
 fn clean(input: &str) -> String {
     let r = res();
     // Each pass only when its bytes are there (regex is_match: fast even in a debug build).
-    let mut s = if r.ansi.is_match(input) {
-        r.ansi.replace_all(input, "").into_owned()
+    // Without an ESC byte only `ansi`'s last alternative can match, so that alternative alone
+    // removes the same spans and spares `ansi`'s compile time (memchr, like regex, is
+    // optimised in debug builds too).
+    let has_esc = memchr::memchr(0x1b, input.as_bytes()).is_some();
+    let ansi = if has_esc { &r.ansi } else { &r.sgr_without_esc };
+    let mut s = if ansi.is_match(input) {
+        ansi.replace_all(input, "").into_owned()
     } else {
         input.to_string()
     };
-    if r.cr.is_match(&s) {
+    // No `\r`, no compile of `cr`.
+    if memchr::memchr(b'\r', s.as_bytes()).is_some() && r.cr.is_match(&s) {
         s = r.cr.replace_all(&s, "\n").into_owned();
     }
     if r.bold.is_match(&s) {
@@ -322,6 +335,18 @@ mod tests {
             .filter(|t| !t.is_empty())
             .collect();
         assert_eq!(texts, ["torch.OutOfMemoryError: x", "ValueError: y"]);
+    }
+
+    #[test]
+    fn colours_go_with_or_without_their_esc_byte() {
+        // With ESC bytes the whole `ansi` pattern runs, bare `[0m` included.
+        assert_eq!(
+            clean("\x1b[31mred\x1b[0m [1;32mgreen[0m\x1b]0;t\x07."),
+            "red green."
+        );
+        // Without any, only the bare form is removed; `[12]` and `[1;2]x` are not colours.
+        assert_eq!(clean("[1;31mOOM[0m at [12] [1;2]x"), "OOM at [12] [1;2]x");
+        assert_eq!(clean("a\r\nb\rc"), "a\nb\nc");
     }
 
     #[test]

@@ -94,7 +94,6 @@ struct Res {
     runtime_error: Lazy,
     cached: Lazy,
     process: Lazy,
-    compile_stack: Lazy,
 }
 
 fn res() -> &'static Res {
@@ -106,8 +105,21 @@ fn res() -> &'static Res {
             runtime_error: r(r"RuntimeError:\s*(?:CUDA|HIP)\s*out\s*of\s*memory"),
             cached: r(r"cached\s*\)"),
             process: r(r"Process\s*\d+\s*has\s*[\d.]+\s*\w+\s*memory\s*in\s*use"),
-            compile_stack: r(r"torch[/\\]_(?:dynamo|inductor)[/\\]"),
         }
+    })
+}
+
+/// Does the paste have a `torch/_dynamo/` or `torch/_inductor/` path (either slash)? By hand
+/// rather than by regex: the regex's compile cost more than scanning a whole paste for `torch`.
+fn runs_through_compile(paste: &str) -> bool {
+    let bytes = paste.as_bytes();
+    let slash = |b: Option<&u8>| matches!(b, Some(b'/' | b'\\'));
+    memchr::memmem::find_iter(bytes, b"torch").any(|at| {
+        let rest = &bytes[at + "torch".len()..];
+        slash(rest.first())
+            && ["_dynamo", "_inductor"]
+                .iter()
+                .any(|dir| rest[1..].starts_with(dir.as_bytes()) && slash(rest.get(1 + dir.len())))
     })
 }
 
@@ -152,7 +164,7 @@ pub fn judge(layout: Option<MessageLayout>, head: &str, span: &str, paste: &str)
             "it lists other processes (`Process N has … memory in use`): 2.1+",
         );
     }
-    if r.compile_stack.is_match(paste) {
+    if runs_through_compile(paste) {
         range.narrow(
             Release(2, 0),
             None,
@@ -241,6 +253,25 @@ impl VersionRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compile_stack_is_a_torch_dynamo_or_inductor_directory() {
+        assert!(runs_through_compile(
+            "File \"/x/torch/_dynamo/eval_frame.py\", line 1"
+        ));
+        assert!(runs_through_compile(r"C:\py\torch\_inductor\compile_fx.py"));
+        assert!(runs_through_compile("torchvision torch/_inductor/x"));
+        // The directory must be whole, under torch, and followed by a slash.
+        assert!(!runs_through_compile(
+            "torch._dynamo hit config.cache_size_limit"
+        ));
+        assert!(!runs_through_compile(
+            "/x/torch/_dynamo_utils.py torch/_inductor"
+        ));
+        assert!(!runs_through_compile("torch/ _dynamo/ torch/_dynamo"));
+        // As the regex it replaces, `torch` needs no word boundary before it.
+        assert!(runs_through_compile("functorch/_dynamo/"));
+    }
 
     #[test]
     fn the_old_layout_with_the_new_class_is_the_13_to_20_window() {

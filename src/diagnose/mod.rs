@@ -160,34 +160,10 @@ pub fn analyze(text: &str, ctx: Option<&MatchContext>) -> Diagnosis {
     if causes.is_empty() {
         causes.push(fallback_cause(&facts, phase));
     }
-    let mut fixes: Vec<Fix> = ctx_fixes.to_vec();
-    for f in fixes::generic(&causes, &facts, format, phase) {
-        if !fixes.iter().any(|x| x.change == f.change) {
-            fixes.push(f);
-        }
-    }
+    let fixes = all_fixes(ctx_fixes, &causes, &facts, (format, phase));
     let mut notes: Vec<String> = ctx.map_or_else(Vec::new, |c| c.notes.clone());
     notes.extend(primary.notes.iter().cloned());
-    let mut other_reports: Vec<OtherReport> = Vec::new();
-    for r in reports.iter().filter(|r| r.is_oom && r.at != primary.at) {
-        let same = |dev: &Option<String>, f: &Facts| *dev == primary.device && *f == primary.facts;
-        if same(&r.device, &r.facts)
-            || other_reports
-                .iter()
-                .any(|o| o.device == r.device && o.facts == r.facts)
-        {
-            continue;
-        }
-        // A bare follow-up ("CUDA error: out of memory" after the detailed message) adds nothing.
-        if r.facts.is_empty() && r.device.is_none() {
-            continue;
-        }
-        other_reports.push(OtherReport {
-            format: r.format,
-            device: r.device.clone(),
-            facts: r.facts.clone(),
-        });
-    }
+    let other_reports = other_reports(&reports, primary);
     if !other_reports.is_empty() {
         notes.push(format!(
             "{} more out-of-memory report(s) in this log (other ranks or GPUs): see other_reports",
@@ -214,6 +190,48 @@ pub fn analyze(text: &str, ctx: Option<&MatchContext>) -> Diagnosis {
         other_reports,
         notes,
     }
+}
+
+/// The other out-of-memory reports in the paste (other ranks or GPUs), each device and set of
+/// figures once; a bare follow-up ("CUDA error: out of memory") adds nothing.
+fn other_reports(reports: &[Report], primary: &Report) -> Vec<OtherReport> {
+    let mut other_reports: Vec<OtherReport> = Vec::new();
+    for r in reports.iter().filter(|r| r.is_oom && r.at != primary.at) {
+        let same = |dev: &Option<String>, f: &Facts| *dev == primary.device && *f == primary.facts;
+        if same(&r.device, &r.facts)
+            || other_reports
+                .iter()
+                .any(|o| o.device == r.device && o.facts == r.facts)
+        {
+            continue;
+        }
+        // A bare follow-up ("CUDA error: out of memory" after the detailed message) adds nothing.
+        if r.facts.is_empty() && r.device.is_none() {
+            continue;
+        }
+        other_reports.push(OtherReport {
+            format: r.format,
+            device: r.device.clone(),
+            facts: r.facts.clone(),
+        });
+    }
+    other_reports
+}
+
+/// The simulator's fixes first, then the generic ones not already among them.
+fn all_fixes(
+    ctx_fixes: &[Fix],
+    causes: &[Cause],
+    facts: &Facts,
+    (format, phase): (Format, Phase),
+) -> Vec<Fix> {
+    let mut fixes: Vec<Fix> = ctx_fixes.to_vec();
+    for f in fixes::generic(causes, facts, format, phase) {
+        if !fixes.iter().any(|x| x.change == f.change) {
+            fixes.push(f);
+        }
+    }
+    fixes
 }
 
 /// The culprit: the simulator's candidate (with the equal-sized tensor already live, if any),

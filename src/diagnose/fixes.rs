@@ -52,26 +52,7 @@ fn cause_fix(c: &Cause, facts: &Facts, format: Format) -> Option<Fix> {
              GPU programs off this card",
             Some("XLA_PYTHON_CLIENT_PREALLOCATE=false python train.py"),
         ),
-        CauseKind::OtherProcesses => {
-            let held = facts
-                .outside_process_bytes()
-                .map_or_else(String::new, |o| format!(" ({})", human(o)));
-            let pids: Vec<String> =
-                facts.other_processes.iter().map(|p| p.pid.to_string()).collect();
-            let who = if pids.is_empty() {
-                String::new()
-            } else {
-                format!(" (pid {})", pids.join(", "))
-            };
-            fix(
-                format!(
-                    "free the memory held outside this process{held}: stop or move the \
-                     other process{who}; in multi-GPU runs call \
-                     torch.cuda.set_device(local_rank) before any CUDA work"
-                ),
-                Some("nvidia-smi --query-compute-apps=pid,used_memory --format=csv"),
-            )
-        }
+        CauseKind::OtherProcesses => free_other_processes(facts),
         CauseKind::PrivatePools => fix(
             "capture fewer CUDA graphs or share one pool: torch.compile without \
              mode=\"reduce-overhead\", or vLLM's --enforce-eager",
@@ -108,23 +89,55 @@ fn cause_fix(c: &Cause, facts: &Facts, format: Format) -> Option<Fix> {
              suggest` with the run's config prints the exact change and its peak",
             None,
         ),
-        CauseKind::ModelTooLarge if format == Format::Vllm => fix(
-            "give vLLM a budget the model fits: raise --gpu-memory-utilization if the GPU \
-             is not shared, lower --max-model-len / --max-num-seqs, add --enforce-eager",
-            Some("vllm serve MODEL --gpu-memory-utilization 0.95 --max-model-len 8192 --enforce-eager"),
-        ),
-        CauseKind::ModelTooLarge if format == Format::Llamacpp => fix(
-            "offload fewer layers to this GPU, use a smaller context and micro-batch, or a \
-             smaller quantization",
-            Some("llama-server -m MODEL -ngl 20 -c 8192 -ub 256"),
-        ),
-        CauseKind::ModelTooLarge => fix(
-            "fit the weights: quantize them (8/4-bit), shard them across GPUs (FSDP, \
-             ZeRO-3, device_map=\"auto\"), or use a larger card",
-            None,
-        ),
+        CauseKind::ModelTooLarge => fit_the_weights(format),
         _ => return None,
     })
+}
+
+/// Memory held outside this process: how much, by whom, and how to see it.
+fn free_other_processes(facts: &Facts) -> Fix {
+    let held = facts
+        .outside_process_bytes()
+        .map_or_else(String::new, |o| format!(" ({})", human(o)));
+    let pids: Vec<String> = facts
+        .other_processes
+        .iter()
+        .map(|p| p.pid.to_string())
+        .collect();
+    let who = if pids.is_empty() {
+        String::new()
+    } else {
+        format!(" (pid {})", pids.join(", "))
+    };
+    fix(
+        format!(
+            "free the memory held outside this process{held}: stop or move the \
+             other process{who}; in multi-GPU runs call \
+             torch.cuda.set_device(local_rank) before any CUDA work"
+        ),
+        Some("nvidia-smi --query-compute-apps=pid,used_memory --format=csv"),
+    )
+}
+
+/// Weights that do not fit, in the runtime's own terms.
+fn fit_the_weights(format: Format) -> Fix {
+    match format {
+    Format::Vllm => fix(
+        "give vLLM a budget the model fits: raise --gpu-memory-utilization if the GPU \
+         is not shared, lower --max-model-len / --max-num-seqs, add --enforce-eager",
+        Some("vllm serve MODEL --gpu-memory-utilization 0.95 --max-model-len 8192 --enforce-eager"),
+    ),
+    Format::Llamacpp => fix(
+        "offload fewer layers to this GPU, use a smaller context and micro-batch, or a \
+         smaller quantization",
+        Some("llama-server -m MODEL -ngl 20 -c 8192 -ub 256"),
+    ),
+    _ => fix(
+        "fit the weights: quantize them (8/4-bit), shard them across GPUs (FSDP, \
+         ZeRO-3, device_map=\"auto\"), or use a larger card",
+        None,
+    ),
+    }
 }
 
 /// What the failing phase or runtime adds when the causes said nothing about it: a smaller

@@ -108,34 +108,7 @@ pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
         };
         rep.pytorch = Some((layout, version));
         rep.set("tried_to_allocate_bytes", cap_size(c, "v"));
-        rep.set("total_capacity_bytes", first_size(&r.total, span));
-        rep.set("free_bytes", first_size(&r.free, span));
-        rep.set("process_in_use_bytes", first_size(&r.this_process, span));
-        rep.set(
-            "allocated_by_framework_bytes",
-            first_size(&r.allocated, span),
-        );
-        rep.set("private_pools_bytes", find_size(&r.private, span));
-        rep.set(
-            "reserved_unallocated_bytes",
-            find_size(&r.unallocated, span),
-        );
-        rep.set("reserved_total_bytes", find_size(&r.reserved_total, span));
-        if let Some(cached) = find_size(&r.cached, span) {
-            // The old wording's "cached" is the figure later versions call "reserved in total"
-            // (the JSON contract of issue 4). PyTorch 1.0–1.3 printed cached − allocated there,
-            // though: when it is below what is allocated it can only be the reserved-but-
-            // unallocated part, so it is that fact too, and the causes read it as such.
-            let below_allocated = matches!(
-                (cached.bytes, rep.facts.allocated_by_framework_bytes),
-                (Some(c), Some(a)) if c < a
-            );
-            if below_allocated && rep.facts.reserved_unallocated_bytes.is_none() {
-                rep.set("reserved_unallocated_bytes", Some(cached.clone()));
-            }
-            rep.set("reserved_total_bytes", Some(cached));
-        }
-        rep.set("allowed_bytes", find_size(&r.allowed, span));
+        message_figures(&mut rep, r, span);
         rep.device = r
             .device
             .iter()
@@ -143,20 +116,7 @@ pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
             .and_then(|c| c.name("d"))
             .map(|d| d.as_str().to_string())
             .filter(|d| !d.is_empty());
-        for p in r.process.captures_iter(span) {
-            let Some(pid) = p.name("pid").and_then(|x| x.as_str().parse().ok()) else {
-                continue;
-            };
-            let size = cap_size(&p, "v");
-            if let Some(s) = size.as_ref().filter(|s| s.bytes.is_none()) {
-                rep.bogus
-                    .push((format!("process {pid}"), s.printed.clone()));
-            }
-            rep.facts.other_processes.push(OtherProcess {
-                pid,
-                bytes: size.and_then(|s| s.bytes),
-            });
-        }
+        other_processes(&mut rep, r, span);
         rep.in_vllm = m.vllm;
         infer_self(&mut rep);
         rep.tensors = inductor_buffers(n, at);
@@ -172,6 +132,63 @@ pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
         }
         out.push(Report::new(Format::Pytorch1, b.start()));
     }
+    mps_reports(text, r, out);
+}
+
+/// The figures the message states after the requested size: capacity, free, this process,
+/// allocated, private pools, reserved (the old wording's "cached"), allowed.
+fn message_figures(rep: &mut Report, r: &Res, span: &str) {
+    rep.set("total_capacity_bytes", first_size(&r.total, span));
+    rep.set("free_bytes", first_size(&r.free, span));
+    rep.set("process_in_use_bytes", first_size(&r.this_process, span));
+    rep.set(
+        "allocated_by_framework_bytes",
+        first_size(&r.allocated, span),
+    );
+    rep.set("private_pools_bytes", find_size(&r.private, span));
+    rep.set(
+        "reserved_unallocated_bytes",
+        find_size(&r.unallocated, span),
+    );
+    rep.set("reserved_total_bytes", find_size(&r.reserved_total, span));
+    if let Some(cached) = find_size(&r.cached, span) {
+        // The old wording's "cached" is the figure later versions call "reserved in total"
+        // (the JSON contract of issue 4). PyTorch 1.0–1.3 printed cached − allocated there,
+        // though: when it is below what is allocated it can only be the reserved-but-
+        // unallocated part, so it is that fact too, and the causes read it as such.
+        let below_allocated = matches!(
+            (cached.bytes, rep.facts.allocated_by_framework_bytes),
+            (Some(c), Some(a)) if c < a
+        );
+        if below_allocated && rep.facts.reserved_unallocated_bytes.is_none() {
+            rep.set("reserved_unallocated_bytes", Some(cached.clone()));
+        }
+        rep.set("reserved_total_bytes", Some(cached));
+    }
+    rep.set("allowed_bytes", find_size(&r.allowed, span));
+}
+
+/// The other processes the message lists, each with what it holds (a size that does not parse
+/// is kept as bogus evidence).
+fn other_processes(rep: &mut Report, r: &Res, span: &str) {
+    for p in r.process.captures_iter(span) {
+        let Some(pid) = p.name("pid").and_then(|x| x.as_str().parse().ok()) else {
+            continue;
+        };
+        let size = cap_size(&p, "v");
+        if let Some(s) = size.as_ref().filter(|s| s.bytes.is_none()) {
+            rep.bogus
+                .push((format!("process {pid}"), s.printed.clone()));
+        }
+        rep.facts.other_processes.push(OtherProcess {
+            pid,
+            bytes: size.and_then(|s| s.bytes),
+        });
+    }
+}
+
+/// Apple MPS's message: the requested, allocated, other and allowed sizes.
+fn mps_reports(text: &str, r: &Res, out: &mut Vec<Report>) {
     let mps = super::has(text, &["MPS"]).then(|| r.mps.captures_iter(text));
     for c in mps.into_iter().flatten() {
         let mut rep = Report::new(Format::Pytorch2, c.get(0).map_or(0, |x| x.start()));

@@ -56,30 +56,7 @@ pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
     // Compiled only for a log that carries one of the gates' literals.
     let r = res();
     for c in r.shape.captures_iter(text) {
-        let at = c.get(0).map_or(0, |x| x.start());
-        let mut rep = Report::new(Format::Tensorflow, at);
-        let dt = c.name("dt").map_or("float", |d| d.as_str());
-        if let Some(shape) = c.name("shape").and_then(|s| parse_dims(s.as_str())) {
-            if let Some(bytes) = dtype_bytes(dt).and_then(|e| shape_bytes(&shape, e)) {
-                rep.facts.tried_to_allocate_bytes = Some(bytes);
-                rep.tensors.push(LogTensor {
-                    name: "the tensor TensorFlow was allocating".into(),
-                    shape,
-                    dtype: dtype_short(dt),
-                    bytes,
-                });
-            }
-        }
-        rep.device = c
-            .name("dev")
-            .and_then(|d| d.as_str().rsplit_once("GPU:"))
-            .map(|(_, i)| {
-                i.trim_end_matches(|ch: char| !ch.is_ascii_digit())
-                    .to_string()
-            })
-            .or_else(|| bfc_device(c.name("alloc").map_or("", |a| a.as_str())));
-        node_phase(n, at, &mut rep);
-        out.push(rep);
+        out.push(shape_report(n, &c));
     }
     for c in r.bytes.captures_iter(text) {
         let at = c.get(0).map_or(0, |x| x.start());
@@ -114,34 +91,70 @@ pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
     // The BFC warning alone is not a failure ("The caller indicates that this is not a
     // failure"); it only counts when TensorFlow says nothing more specific.
     if m.tensorflow && out.len() == first {
-        for c in r.bfc.captures_iter(text) {
-            let mut rep = Report::new(Format::Tensorflow, c.get(0).map_or(0, |x| x.start()));
-            let exact = c.name("v").and_then(|v| parse_size(v.as_str()));
-            rep.set(
-                "tried_to_allocate_bytes",
-                exact.or_else(|| cap_size(&c, "h")),
-            );
-            rep.device = bfc_device(c.name("a").map_or("", |a| a.as_str()));
-            if c.name("rest")
-                .is_some_and(|x| x.as_str().contains("not a failure"))
-            {
-                rep.notes.push(
-                    "TensorFlow's allocator warned that it ran short but says this is not a \
-                     failure: it retried and went on (slower)"
-                        .into(),
-                );
-                rep.is_oom = false;
-            }
-            out.push(rep);
-        }
+        out.extend(r.bfc.captures_iter(text).map(|c| bfc_report(&c)));
     }
     if m.tensorflow && out.len() == first {
         if let Some(x) = r.exhausted.find(text) {
             out.push(Report::new(Format::Tensorflow, x.start()));
         }
     }
-    // Device totals from TensorFlow's startup lines, when the paste kept them.
-    if out.len() == first {
+    device_totals(text, r, &mut out[first..]);
+}
+
+/// TensorFlow's `OOM when allocating tensor with shape[...]`: the tensor's bytes from its
+/// shape and dtype, the device, the op's phase.
+fn shape_report(n: &Normalized, c: &regex::Captures<'_>) -> Report {
+    let at = c.get(0).map_or(0, |x| x.start());
+    let mut rep = Report::new(Format::Tensorflow, at);
+    let dt = c.name("dt").map_or("float", |d| d.as_str());
+    if let Some(shape) = c.name("shape").and_then(|s| parse_dims(s.as_str())) {
+        if let Some(bytes) = dtype_bytes(dt).and_then(|e| shape_bytes(&shape, e)) {
+            rep.facts.tried_to_allocate_bytes = Some(bytes);
+            rep.tensors.push(LogTensor {
+                name: "the tensor TensorFlow was allocating".into(),
+                shape,
+                dtype: dtype_short(dt),
+                bytes,
+            });
+        }
+    }
+    rep.device = c
+        .name("dev")
+        .and_then(|d| d.as_str().rsplit_once("GPU:"))
+        .map(|(_, i)| {
+            i.trim_end_matches(|ch: char| !ch.is_ascii_digit())
+                .to_string()
+        })
+        .or_else(|| bfc_device(c.name("alloc").map_or("", |a| a.as_str())));
+    node_phase(n, at, &mut rep);
+    rep
+}
+
+/// The BFC allocator's warning that it ran short (not a failure when it says so).
+fn bfc_report(c: &regex::Captures<'_>) -> Report {
+    let mut rep = Report::new(Format::Tensorflow, c.get(0).map_or(0, |x| x.start()));
+    let exact = c.name("v").and_then(|v| parse_size(v.as_str()));
+    rep.set(
+        "tried_to_allocate_bytes",
+        exact.or_else(|| cap_size(&c, "h")),
+    );
+    rep.device = bfc_device(c.name("a").map_or("", |a| a.as_str()));
+    if c.name("rest")
+        .is_some_and(|x| x.as_str().contains("not a failure"))
+    {
+        rep.notes.push(
+            "TensorFlow's allocator warned that it ran short but says this is not a \
+             failure: it retried and went on (slower)"
+                .into(),
+        );
+        rep.is_oom = false;
+    }
+    rep
+}
+
+/// Device totals from TensorFlow's startup lines, when the paste kept them.
+fn device_totals(text: &str, r: &Res, reports: &mut [Report]) {
+    if reports.is_empty() {
         return;
     }
     let total = r.device_props[0]
@@ -150,7 +163,7 @@ pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
     let free = r.device_props[1]
         .captures(text)
         .and_then(|c| cap_size(&c, "v"));
-    for rep in out[first..].iter_mut() {
+    for rep in reports.iter_mut() {
         rep.set("total_capacity_bytes", total.clone());
         rep.set("free_bytes", free.clone());
     }

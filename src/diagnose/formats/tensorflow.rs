@@ -136,7 +136,7 @@ fn bfc_report(c: &regex::Captures<'_>) -> Report {
     let exact = c.name("v").and_then(|v| parse_size(v.as_str()));
     rep.set(
         "tried_to_allocate_bytes",
-        exact.or_else(|| cap_size(&c, "h")),
+        exact.or_else(|| cap_size(c, "h")),
     );
     rep.device = bfc_device(c.name("a").map_or("", |a| a.as_str()));
     if c.name("rest")

@@ -257,7 +257,17 @@ pub(super) fn max_batch(
             hi = 2;
         }
     }
-    // Exponential while no batch above is known to fail, then binary.
+    let lo = widen_and_bisect(&mut bound, (lo, hi), cap)?;
+    first_that_fits(ctx, make, lo, top)
+}
+
+/// Exponential while no batch above is known to fail, then binary: the largest b ≤ cap whose
+/// bound fits, given `lo` (fits) and `hi` (fails; cap + 1 when none is known to).
+fn widen_and_bisect(
+    bound: &mut dyn FnMut(u64) -> Result<Bound>,
+    (mut lo, mut hi): (u64, u64),
+    cap: u64,
+) -> Result<u64> {
     while hi > cap && lo < cap {
         let next = lo.saturating_mul(2).min(cap);
         if bound(next)?.fits {
@@ -274,7 +284,17 @@ pub(super) fn max_batch(
             hi = mid;
         }
     }
-    // Full simulation from the bound down.
+    Ok(lo)
+}
+
+/// The full simulation from the bound down: the first batch that fits, replaying the
+/// Timeline the search kept for `lo` where it has one.
+fn first_that_fits(
+    ctx: &Ctx,
+    make: &dyn Fn(u64) -> TrainConfig,
+    lo: u64,
+    mut top: Option<(u64, Timeline)>,
+) -> Result<Option<(u64, Verdict)>> {
     for b in (1..=lo).rev() {
         let tl = match top.take() {
             Some((at, tl)) if at == b => Some(tl),

@@ -108,18 +108,7 @@ pub fn parse(text: &str) -> Diagnosis {
 pub fn analyze(text: &str, ctx: Option<&MatchContext>) -> Diagnosis {
     let n = normalize::normalize(text);
     let reports = formats::scan(text, &n);
-    // The first VRAM failure in the paste's own order (streams are regrouped in `n.text`).
-    let order = |r: &Report| (n.lines.get(n.line_at(r.at)).map_or(0, |l| l.idx), r.at);
-    let primary = reports
-        .iter()
-        .filter(|r| r.is_oom)
-        .min_by_key(|r| order(r))
-        .or_else(|| {
-            reports
-                .iter()
-                .filter(|r| r.not_vram.is_some())
-                .min_by_key(|r| order(r))
-        });
+    let primary = primary(&reports, &n);
     let Some(primary) = primary else {
         let mut d = Diagnosis::nothing("no out-of-memory message found");
         d.notes.extend(reports.iter().flat_map(|r| r.notes.clone()));
@@ -190,6 +179,22 @@ pub fn analyze(text: &str, ctx: Option<&MatchContext>) -> Diagnosis {
         other_reports,
         notes,
     }
+}
+
+/// The first VRAM failure in the paste's own order (streams are regrouped in `n.text`), else
+/// the first failure that is not VRAM's.
+fn primary<'a>(reports: &'a [Report], n: &normalize::Normalized) -> Option<&'a Report> {
+    let order = |r: &Report| (n.lines.get(n.line_at(r.at)).map_or(0, |l| l.idx), r.at);
+    reports
+        .iter()
+        .filter(|r| r.is_oom)
+        .min_by_key(|r| order(r))
+        .or_else(|| {
+            reports
+                .iter()
+                .filter(|r| r.not_vram.is_some())
+                .min_by_key(|r| order(r))
+        })
 }
 
 /// The other out-of-memory reports in the paste (other ranks or GPUs), each device and set of

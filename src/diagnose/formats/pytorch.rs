@@ -77,6 +77,13 @@ fn first_size(res: &[Lazy], span: &str) -> Option<crate::diagnose::size::Size> {
     res.iter().find_map(|r| find_size(r, span))
 }
 
+/// `find_size` for a pattern every match of which contains the literal `needle`: a span
+/// without it cannot match, and the pattern is then not even compiled (most messages print
+/// only some of the figures).
+fn find_size_with(r: &Lazy, needle: &str, span: &str) -> Option<crate::diagnose::size::Size> {
+    span.contains(needle).then(|| find_size(r, span)).flatten()
+}
+
 pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
     let r = res();
     let text = &n.text;
@@ -145,13 +152,19 @@ fn message_figures(rep: &mut Report, r: &Res, span: &str) {
         "allocated_by_framework_bytes",
         first_size(&r.allocated, span),
     );
-    rep.set("private_pools_bytes", find_size(&r.private, span));
+    rep.set(
+        "private_pools_bytes",
+        find_size_with(&r.private, "private", span),
+    );
     rep.set(
         "reserved_unallocated_bytes",
-        find_size(&r.unallocated, span),
+        find_size_with(&r.unallocated, "unallocated", span),
     );
-    rep.set("reserved_total_bytes", find_size(&r.reserved_total, span));
-    if let Some(cached) = find_size(&r.cached, span) {
+    rep.set(
+        "reserved_total_bytes",
+        find_size_with(&r.reserved_total, "reserved", span),
+    );
+    if let Some(cached) = find_size_with(&r.cached, "cached", span) {
         // The old wording's "cached" is the figure later versions call "reserved in total"
         // (the JSON contract of issue 4). PyTorch 1.0–1.3 printed cached − allocated there,
         // though: when it is below what is allocated it can only be the reserved-but-
@@ -165,12 +178,15 @@ fn message_figures(rep: &mut Report, r: &Res, span: &str) {
         }
         rep.set("reserved_total_bytes", Some(cached));
     }
-    rep.set("allowed_bytes", find_size(&r.allowed, span));
+    rep.set("allowed_bytes", find_size_with(&r.allowed, "allowed", span));
 }
 
 /// The other processes the message lists, each with what it holds (a size that does not parse
 /// is kept as bogus evidence).
 fn other_processes(rep: &mut Report, r: &Res, span: &str) {
+    if !span.contains("Process") {
+        return;
+    }
     for p in r.process.captures_iter(span) {
         let Some(pid) = p.name("pid").and_then(|x| x.as_str().parse().ok()) else {
             continue;

@@ -34,8 +34,7 @@ pub fn simulate(cfg: &TrainConfig, rt: Runtime) -> Result<Timeline> {
     let mut e = Engine::new(rt);
     e.param_dtype = amp::param_dtype(cfg);
     e.reentrant_checkpoint = cfg.reentrant_checkpoint();
-    e.sac_policy = cfg.checkpoint_policy == crate::config::CheckpointPolicy::Op;
-    e.offload_checkpoint_inputs = cfg.checkpoint_policy == crate::config::CheckpointPolicy::Offload;
+    e.checkpoint_policy = cfg.checkpoint_policy;
     let mut scaler = amp::GradScaler::new(cfg, rt);
     parallel::setup(&mut e, cfg);
     let resumed_state = if plan.resume {

@@ -161,7 +161,7 @@ impl Engine {
         self.sac_leave();
         self.grad_mode = grad_mode;
         self.recompute.push(f);
-        if self.offload_checkpoint_inputs {
+        if self.offloads_checkpoint_inputs() {
             // `saved_hidden_states = hidden_states.to("cpu", non_blocking=True)`; only the host
             // copy is saved, so the GPU input goes when its caller lets go of it.
             let bytes = self.record(x.t).bytes;
@@ -188,7 +188,7 @@ impl Engine {
         let captured = self.captured.take();
         let id = f;
         let f = self.recompute[f as usize].clone();
-        let x = if self.offload_checkpoint_inputs {
+        let x = if self.offloads_checkpoint_inputs() {
             // `hidden_states.to("cuda", non_blocking=True).detach()`: a new GPU copy, a local of
             // the backward like the checkpoint's own reference to its input.
             let r = *self.record(x);

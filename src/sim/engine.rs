@@ -11,6 +11,7 @@ use super::runtime::Runtime;
 use super::timeline::{
     Category, Event, EventKind, Name, Phase, Residency, Shape, TensorRecord, Timeline,
 };
+use crate::config::CheckpointPolicy;
 use std::collections::HashMap;
 
 /// A tensor id: index into `Timeline::tensors`.
@@ -89,11 +90,9 @@ pub struct Engine {
     pub param_dtype: DType,
     /// Activation checkpointing runs torch.utils.checkpoint with use_reentrant=True.
     pub reentrant_checkpoint: bool,
-    /// Checkpointed blocks run torchtitan's per-op policy (`sim::sac`).
-    pub sac_policy: bool,
-    /// Checkpointed blocks keep their input in host memory, not on the GPU (axolotl's
-    /// offloading checkpointer).
-    pub offload_checkpoint_inputs: bool,
+    /// What a checkpointed block keeps: its input (full), also torchtitan's per-op kept
+    /// outputs (`sim::sac`), or its input in host memory (axolotl's offloading checkpointer).
+    pub checkpoint_policy: CheckpointPolicy,
     /// Bytes of checkpoint inputs in host memory now, and the most there has been.
     host_checkpoints: [u64; 2],
     /// The block the policy is running, if any.
@@ -130,8 +129,7 @@ impl Engine {
             frozen_view: false,
             param_dtype: DType::F32,
             reentrant_checkpoint: false,
-            sac_policy: false,
-            offload_checkpoint_inputs: false,
+            checkpoint_policy: CheckpointPolicy::Full,
             host_checkpoints: [0; 2],
             sac: None,
             sac_storage: HashMap::new(),
@@ -282,6 +280,11 @@ impl Engine {
     pub fn host(&mut self, elements: u64, dtype: DType) {
         let bytes = elements.saturating_mul(dtype.size());
         self.tl.host_bytes = self.tl.host_bytes.saturating_add(bytes);
+    }
+
+    /// Checkpointed blocks keep their input in host memory, not on the GPU.
+    pub(crate) fn offloads_checkpoint_inputs(&self) -> bool {
+        self.checkpoint_policy == CheckpointPolicy::Offload
     }
 
     /// A checkpoint's input copied to (`to_host`) or back from host memory: the host figure

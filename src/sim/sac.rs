@@ -76,9 +76,9 @@ impl Engine {
         if !keep {
             return make(self);
         }
-        let storage = self.sac_storage.entry(frame.checkpoint).or_default();
         if frame.recompute {
-            if let Some(kept) = storage.pop_front() {
+            let storage = self.sac_storage.get_mut(&frame.checkpoint);
+            if let Some(kept) = storage.and_then(|s| s.pop_front()) {
                 let mut out = [None; N];
                 for (o, t) in out.iter_mut().zip(kept) {
                     *o = t;
@@ -98,9 +98,15 @@ impl Engine {
         out
     }
 
+    /// [`Engine::sac_outputs`] for an op with one output.
+    pub fn sac_output(&mut self, op: SacOp, make: impl FnOnce(&mut Engine) -> T) -> T {
+        let [out] = self.sac_outputs(op, |e| [Some(make(e))]);
+        out.expect("a one-output op stores its one output")
+    }
+
     /// Enter a checkpointed block's forward (`recompute` false) or its recomputation.
     pub(crate) fn sac_enter(&mut self, checkpoint: u32, recompute: bool) {
-        if self.sac_policy {
+        if self.checkpoint_policy == crate::config::CheckpointPolicy::Op {
             self.sac = Some(SacFrame {
                 checkpoint,
                 recompute,

@@ -11,6 +11,7 @@
 //! backward ends with `cat` of dq, dk, dv (SplitBackward).
 
 use super::save;
+use super::sdpa::round_up;
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -52,10 +53,6 @@ pub struct Attention {
     /// Compiled manual attention (attention_compiled.rs): the softmax's row max and sum.
     pub(super) stats: [Option<T>; 2],
     pub(super) compiled: bool,
-}
-
-fn round_up(x: u64, m: u64) -> u64 {
-    x.div_ceil(m) * m
 }
 
 impl Attention {
@@ -309,44 +306,11 @@ fn sdpa_forward(e: &mut Engine, a: &mut Attention, qkv: T) -> T {
     out
 }
 
-/// The kernel's output, its fp32 logsumexp (efficient attention pads it to 32 rows and skips
-/// it when no input needs a gradient; a non-reentrant checkpoint's forward runs with grad on)
-/// and flash's Philox seed/offset as device tensors: uint64[2] and a uint64 scalar.
+/// The kernel's outputs ([`super::sdpa::kernel_outputs`]) in nanoGPT's (B, nh, T, hs) layout.
 fn sdpa_outputs(e: &mut Engine, a: &Attention) -> [Option<T>; 4] {
-    let out = e.alloc(a.name("sdpa.out"), a.bhtd(), a.dtype, Category::Activations);
-    let lse_rows = match a.kind {
-        AttnKind::Flash => a.t,
-        _ if e.grad_mode || e.sac_forward() => round_up(a.t, 32),
-        _ => 0,
-    };
-    let lse = (lse_rows > 0).then(|| {
-        e.alloc(
-            a.name("sdpa.logsumexp"),
-            Shape::new(&[a.b, a.nh, lse_rows]),
-            DType::F32,
-            Category::Activations,
-        )
-    });
-    let [rng_state, rng_offset] = if a.kind == AttnKind::Flash {
-        let other = Category::Other;
-        [
-            Some(e.alloc(
-                a.name("sdpa.rng_state"),
-                Shape::new(&[2]),
-                DType::U64,
-                other,
-            )),
-            Some(e.alloc(
-                a.name("sdpa.rng_offset"),
-                Shape::scalar(),
-                DType::U64,
-                other,
-            )),
-        ]
-    } else {
-        [None, None]
-    };
-    [Some(out), lse, rng_state, rng_offset]
+    let flash = a.kind == AttnKind::Flash;
+    let shapes = (a.bhtd(), a.dtype);
+    super::sdpa::kernel_outputs(e, flash, (a.b, a.nh, a.t), shapes, |w| a.name(w))
 }
 
 fn manual_forward(e: &mut Engine, a: &mut Attention, dropout: f64) -> (T, T) {
@@ -357,10 +321,9 @@ fn manual_forward(e: &mut Engine, a: &mut Attention, dropout: f64) -> (T, T) {
     let q = e.alloc(a.name("q"), a.bhtd(), h, act);
     let k = e.alloc(a.name("k"), a.bhtd(), h, act);
     // Both matmuls are bmm, which torchtitan's op policy keeps (sim::sac).
-    let [s] = e.sac_outputs(SacOp::ComputeIntensive, |e| {
-        [Some(e.alloc(a.name("scores"), a.scores(), h, act))]
+    let s = e.sac_output(SacOp::ComputeIntensive, |e| {
+        e.alloc(a.name("scores"), a.scores(), h, act)
     });
-    let s = s.expect("bmm has an output");
     e.matmul_workspace();
     a.q = Some(save(e, q));
     a.k = Some(save(e, k));
@@ -412,10 +375,9 @@ fn manual_forward(e: &mut Engine, a: &mut Attention, dropout: f64) -> (T, T) {
         att
     };
     let v = e.alloc(a.name("v"), a.bhtd(), h, act);
-    let [y] = e.sac_outputs(SacOp::ComputeIntensive, |e| {
-        [Some(e.alloc(a.name("y"), a.bhtd(), h, act))]
+    let y = e.sac_output(SacOp::ComputeIntensive, |e| {
+        e.alloc(a.name("y"), a.bhtd(), h, act)
     });
-    let y = y.expect("bmm has an output");
     a.att = Some(save(e, att_mm));
     a.v = Some(save(e, v));
     e.release(att_mm);

@@ -121,10 +121,9 @@ fn scores_attention_capped(
     let (qm, ktm, temps) = first_operands(e, [q.t, k.t], kind, &h, mm);
     let vx = repeat_kv(e, v.t, dv, &h, "v_repeat");
     // Both matmuls are bmm, which torchtitan's op policy keeps (sim::sac).
-    let [s] = e.sac_outputs(SacOp::ComputeIntensive, |e| {
-        [Some(e.alloc(h.name("scores"), h.scores(), mm, act))]
+    let s = e.sac_output(SacOp::ComputeIntensive, |e| {
+        e.alloc(h.name("scores"), h.scores(), mm, act)
     });
-    let s = s.expect("bmm has an output");
     e.matmul_workspace();
     let (softmax, tanh, pre_softmax) = scores_softmax(e, s, kind, &h, (mm, mask), softcap, record);
     // `.to(query.dtype)`: a copy only when q is not fp32.
@@ -137,10 +136,9 @@ fn scores_attention_capped(
     let att_dtype = e.dtype(att);
     let attm = to_mm(e, att, h.scores(), mm, &h, "attn_cast");
     let vm = to_mm(e, vx, full, mm, &h, "v_cast");
-    let [y] = e.sac_outputs(SacOp::ComputeIntensive, |e| {
-        [Some(e.alloc(h.name("attn_output"), full, mm, act))]
+    let y = e.sac_output(SacOp::ComputeIntensive, |e| {
+        e.alloc(h.name("attn_output"), full, mm, act)
     });
-    let y = y.expect("bmm has an output");
     let yt = e.alloc(h.name("attn_output_contiguous"), h.out(), mm, act);
     e.release(y);
     if record {

@@ -149,10 +149,7 @@ fn alloc_out(
         true => ("logits", Category::Logits),
         false => ("out", Category::Activations),
     };
-    let [out] = e.sac_outputs(sac_op, |e| {
-        [Some(e.alloc(name(what), shape, dtype, category))]
-    });
-    out.expect("a linear has one output")
+    e.sac_output(sac_op, |e| e.alloc(name(what), shape, dtype, category))
 }
 
 /// y = x W^T + b for x of shape (..., K) viewed as (M, K); the output is (M, N).

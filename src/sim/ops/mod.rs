@@ -308,7 +308,7 @@ impl Op {
                 ..
             } => [Some(input), Some(target), Some(total_weight)],
             // An offloaded input has no GPU reference to let go of, only its host copy.
-            Op::Checkpoint { x, .. } if e.offload_checkpoint_inputs => {
+            Op::Checkpoint { x, .. } if e.offloads_checkpoint_inputs() => {
                 let bytes = e.record(x).bytes;
                 e.host_checkpoint(bytes, false);
                 [None; 3]

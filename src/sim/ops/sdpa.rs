@@ -78,7 +78,8 @@ pub struct SdpaSaved {
     bias: Option<T>,
 }
 
-fn round_up(x: u64, m: u64) -> u64 {
+/// `x` rounded up to a multiple of `m` (the kernels' tile sizes).
+pub(super) fn round_up(x: u64, m: u64) -> u64 {
     x.div_ceil(m) * m
 }
 
@@ -152,38 +153,44 @@ pub fn sdpa_masked(e: &mut Engine, q: V, k: V, v: V, h: Heads) -> V {
 /// to 32 rows and skips it when no input needs a gradient; a non-reentrant checkpoint's forward
 /// runs with grad on, so it computes it there too) and flash's Philox seed and offset as device
 /// tensors (uint64[2] and a uint64 scalar).
-fn kernel_outputs(e: &mut Engine, kernel: SdpaKernel, h: &Heads, dtype: DType) -> [Option<T>; 4] {
-    let out = e.alloc(h.name("sdpa.out"), h.out(), dtype, Category::Activations);
-    let lse_rows = match kernel {
-        SdpaKernel::Flash => h.t,
-        SdpaKernel::Efficient if e.grad_mode || e.sac_forward() => round_up(h.t, 32),
-        SdpaKernel::Efficient => 0,
+pub(super) fn kernel_outputs(
+    e: &mut Engine,
+    flash: bool,
+    (b, nh, t): (u64, u64, u64),
+    (out_shape, dtype): (Shape, DType),
+    name: impl Fn(&'static str) -> Name,
+) -> [Option<T>; 4] {
+    let out = e.alloc(name("sdpa.out"), out_shape, dtype, Category::Activations);
+    let lse_rows = match flash {
+        true => t,
+        false if e.grad_mode || e.sac_forward() => round_up(t, 32),
+        false => 0,
     };
     let lse = (lse_rows > 0).then(|| {
+        let shape = Shape::new(&[b, nh, lse_rows]);
         e.alloc(
-            h.name("sdpa.logsumexp"),
-            Shape::new(&[h.b, h.nh, lse_rows]),
+            name("sdpa.logsumexp"),
+            shape,
             DType::F32,
             Category::Activations,
         )
     });
-    let [rng_state, rng_offset] = if kernel == SdpaKernel::Flash {
-        [
+    let [rng_state, rng_offset] = match flash {
+        true => [
             Some(e.alloc(
-                h.name("sdpa.rng_state"),
+                name("sdpa.rng_state"),
                 Shape::new(&[2]),
                 DType::U64,
                 Category::Other,
             )),
             Some(e.alloc(
-                h.name("sdpa.rng_offset"),
+                name("sdpa.rng_offset"),
                 Shape::scalar(),
                 DType::U64,
                 Category::Other,
             )),
-        ]
-    } else {
-        [None, None]
+        ],
+        false => [None, None],
     };
     [Some(out), lse, rng_state, rng_offset]
 }
@@ -200,7 +207,8 @@ fn run_kernel(
     let training = e.grad_mode;
     // The kernel's outputs; torchtitan's op policy keeps them all (sim::sac).
     let [out, lse, rng_state, rng_offset] = e.sac_outputs(SacOp::ComputeIntensive, |e| {
-        kernel_outputs(e, kernel, &h, dtype)
+        let flash = kernel == SdpaKernel::Flash;
+        kernel_outputs(e, flash, (h.b, h.nh, h.t), (h.out(), dtype), |w| h.name(w))
     });
     let out = out.expect("SDPA has an output");
     let rng = [rng_state, rng_offset];

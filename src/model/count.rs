@@ -16,6 +16,9 @@ pub fn n_params(cfg: &TrainConfig) -> u64 {
 
 /// LoRA's adapters: r × (in + out) for each targeted Linear of each layer.
 pub fn lora_params(cfg: &TrainConfig) -> u64 {
+    if cfg.lora_rank == 0 {
+        return 0;
+    }
     n_params(cfg) - base_params(cfg)
 }
 
@@ -34,8 +37,13 @@ fn built_params(cfg: &TrainConfig, lora_rank: u64) -> u64 {
     logical.world_size = 1;
     let mut e = Engine::new(Runtime::pytorch(&logical, None));
     super::Model::build(&mut e, &logical);
-    e.params
+    let n = e
+        .params
         .iter()
         .map(|p| p.shape.numel().unwrap_or(u64::MAX))
-        .fold(0u64, u64::saturating_add)
+        .fold(0u64, u64::saturating_add);
+    // The tables go back for the next simulation on this thread (sim/spare.rs): suggest
+    // counts parameters for every candidate it ranks.
+    crate::sim::spare::give_back(e.tl);
+    n
 }

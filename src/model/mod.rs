@@ -13,6 +13,7 @@ pub mod lora;
 mod moe;
 pub mod neox;
 pub mod phi3;
+mod pipeline;
 mod variant;
 
 pub use count::{base_params, lora_params, n_params};
@@ -20,6 +21,7 @@ pub use gpt2::Gpt2;
 pub use llama::Llama;
 pub use neox::Neox;
 pub use phi3::Phi3;
+pub use pipeline::pp_layers;
 
 use crate::config::{ModelType, TrainConfig};
 use crate::sim::engine::{Engine, T, V};
@@ -108,7 +110,7 @@ impl Model {
 
 /// One pipeline-parallel rank's share of the model, as vLLM 0.10.1 builds it
 /// (vllm/model_executor/models/): `make_layers` keeps the layers `start..end`
-/// ([`pp_layers`](crate::plan::vllm::pp_layers)), the others are `PPMissingLayer`s without
+/// ([`pp_layers`]), the others are `PPMissingLayer`s without
 /// weights. The ends depend on the model's file ([`Stage::ends_on_every_rank`]). The first
 /// rank embeds and the last runs the final norm, lm_head and sampler either way. The whole
 /// model is one stage, first and last.
@@ -133,7 +135,7 @@ impl Stage {
     /// Rank `rank` of `cfg.pipeline_parallel_size`; None when there is no such rank.
     pub fn of_rank(cfg: &TrainConfig, rank: u64) -> Option<Stage> {
         let size = cfg.pipeline_parallel_size;
-        let layers = crate::plan::vllm::pp_layers(cfg.n_layer, rank, size)?;
+        let layers = pp_layers(cfg.n_layer, rank, size)?;
         Some(Stage {
             start: layers.start,
             end: layers.end,

@@ -73,7 +73,7 @@ impl KvGroups {
     }
 
     /// vLLM V1's grouping of the layers `layers` of `rank` (see the module's comment): every
-    /// layer, or one pipeline-parallel rank's ([`pp_layers`](super::pp_layers)), whose
+    /// layer, or one pipeline-parallel rank's ([`pp_layers`](crate::model::pp_layers)), whose
     /// sliding and full layers are counted by the model's own layer index.
     pub fn v1_layers(rank: &TrainConfig, layers: Range<u64>, page_bytes: u64) -> KvGroups {
         let end = layers.end.min(rank.n_layer).min(u64::from(u32::MAX));

@@ -164,10 +164,7 @@ pub(crate) fn parse(text: &str, path: &str) -> Result<(Vec<Assignment>, Vec<Stri
     if matches!(model_type, ModelType::Gemma2 | ModelType::Gemma3) {
         super::hf_gemma::attention_fields(&f, model_type, &mut put)?;
     }
-    if matches!(
-        model_type,
-        ModelType::Mixtral | ModelType::Qwen3Moe | ModelType::Qwen2Moe
-    ) {
+    if model_type.is_moe() {
         moe_fields(&f, model_type, &mut put)?;
     }
     if f.boolean("mlp_bias")? == Some(true) {

@@ -341,17 +341,19 @@ fn pipeline(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
             ),
         );
     }
-    let llama_family = !matches!(
-        cfg.model_type,
-        super::ModelType::Gpt2 | super::ModelType::GptNeox | super::ModelType::Phi3
-    );
-    if !llama_family {
+    if !cfg.model_type.is_llama_like() {
+        let family: Vec<&str> = super::ModelType::ALL
+            .iter()
+            .filter(|m| m.is_llama_like())
+            .map(|m| m.as_str())
+            .collect();
         return blame.fail(
             key,
             pp.to_string(),
             format!(
-                "1 for model_type '{}' (pipeline-parallel serving is modelled for the decoders on Llama's layers: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, olmo2, mixtral, qwen3_moe)",
-                cfg.model_type.as_str()
+                "1 for model_type '{}' (pipeline-parallel serving is modelled for the decoders on Llama's layers: {})",
+                cfg.model_type.as_str(),
+                family.join(", ")
             ),
         );
     }

@@ -510,14 +510,33 @@ impl TrainConfig {
             CheckpointPolicy::Offload => return true,
             CheckpointPolicy::Full => {}
         }
-        // A mixture-of-experts model runs on 5.x only (4.x's expert loop is refused), so an
-        // unnamed release is a 5.x one there.
-        let five = self.transformers_version.at_least((5, 0))
-            || (self.transformers_version.0.is_none() && self.num_experts.is_some());
         self.use_reentrant.unwrap_or(match self.framework {
-            Framework::HfTrainer | Framework::Axolotl => !five,
+            Framework::HfTrainer | Framework::Axolotl => !self.on_transformers_5(),
             Framework::NanoGpt | Framework::Torchtune | Framework::Litgpt => false,
         })
+    }
+
+    /// The transformers release is 5.x: as written, or, with none written, for a
+    /// mixture-of-experts model, whose path is simulated for 5.x only (moe_keys.rs refuses 4.x);
+    /// any other unnamed release is taken as 4.49+, the form that holds more.
+    pub fn on_transformers_5(&self) -> bool {
+        match self.transformers_version.0 {
+            Some(_) => self.transformers_version.at_least((5, 0)),
+            None => self.num_experts.is_some(),
+        }
+    }
+
+    /// Liger's fused cross-entropy can run this config: `use_liger_kernel` patches the
+    /// decoders Liger has kernels for (liger_kernel/transformers/monkey_patch.py: not GPT-NeoX
+    /// nor transformers' GPT-2), nanoGPT's GPT can call the loss module itself, and there is no
+    /// vocabulary-parallel form.
+    pub fn liger_runs(&self) -> bool {
+        let patched = match self.model_type {
+            ModelType::GptNeox => false,
+            ModelType::Gpt2 => self.framework == Framework::NanoGpt,
+            _ => true,
+        };
+        patched && self.parallelism != Parallelism::Tp
     }
 
     /// PYTORCH_CUDA_ALLOC_CONF asks for expandable segments.

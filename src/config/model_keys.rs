@@ -137,6 +137,14 @@ impl ModelType {
     pub fn qkv_bias_only(self) -> bool {
         matches!(self, ModelType::Qwen2 | ModelType::Qwen2Moe)
     }
+
+    /// The mixture-of-experts decoders (transformers 5.x's grouped_mm path).
+    pub fn is_moe(self) -> bool {
+        matches!(
+            self,
+            ModelType::Mixtral | ModelType::Qwen3Moe | ModelType::Qwen2Moe
+        )
+    }
 }
 
 pub(crate) fn yes() -> bool {

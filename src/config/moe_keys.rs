@@ -80,9 +80,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
         ("num_experts", cfg.num_experts),
         ("experts_per_token", cfg.experts_per_token),
     ];
-    use ModelType as M;
-    let moe = matches!(cfg.model_type, M::Mixtral | M::Qwen3Moe | M::Qwen2Moe);
-    if !moe {
+    if !cfg.model_type.is_moe() {
         let only = "None (only model_type = 'mixtral', 'qwen3_moe' and 'qwen2_moe' read it)";
         let set = [
             ("moe_intermediate_size", cfg.moe_intermediate_size),
@@ -100,7 +98,7 @@ pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin
             None => dense_layers(cfg, blame),
         };
     }
-    if cfg.model_type == M::Mixtral {
+    if cfg.model_type == ModelType::Mixtral {
         mixtral_only(cfg, blame)?;
     }
     shared_expert(cfg, blame)?;
@@ -244,11 +242,6 @@ impl TrainConfig {
             .split(',')
             .any(|x| x.trim().parse::<u64>() == Ok(l));
         (l + 1).is_multiple_of(step) && !dense
-    }
-
-    /// How many layers have the sparse MoE block.
-    pub fn moe_layer_count(&self) -> u64 {
-        (0..self.n_layer).filter(|&l| self.moe_layer(l)).count() as u64
     }
 
     /// Each expert's hidden width: Qwen3-MoE's moe_intermediate_size, else intermediate_size.

@@ -196,30 +196,19 @@ fn combinations(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
     liger_loss(cfg, blame)
 }
 
-/// Liger's `use_liger_kernel` patches the decoders it has kernels for (liger_kernel/
-/// transformers/monkey_patch.py): not GPT-NeoX nor transformers' GPT-2 (nanoGPT's GPT can call
-/// the loss module itself). Its function has no vocabulary-parallel form.
+/// `loss = 'liger'` where it cannot run ([`TrainConfig::liger_runs`]), said in the user's words.
 fn liger_loss(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
-    use super::{Framework, ModelType};
-    if cfg.loss != super::LossKind::Liger {
+    if cfg.loss != super::LossKind::Liger || cfg.liger_runs() {
         return Ok(());
-    }
-    let unpatched = match cfg.model_type {
-        ModelType::GptNeox => true,
-        ModelType::Gpt2 => cfg.framework != Framework::NanoGpt,
-        _ => false,
-    };
-    if unpatched {
-        let why = format!(
-            "'standard' or 'chunked' with model_type '{}' (Liger-Kernel patches no such model)",
-            cfg.model_type.as_str()
-        );
-        return blame.fail("loss", "'liger'", why);
     }
     if cfg.parallelism == super::Parallelism::Tp {
         return blame.fail("loss", "'liger'", "'standard' with parallelism = 'tp'");
     }
-    Ok(())
+    let why = format!(
+        "'standard' or 'chunked' with model_type '{}' (Liger-Kernel patches no such model)",
+        cfg.model_type.as_str()
+    );
+    blame.fail("loss", "'liger'", why)
 }
 
 /// torchtitan's per-op policy (`sim::sac`) is derived for dense decoders whose matmuls are

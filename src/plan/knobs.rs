@@ -41,10 +41,7 @@ pub struct Knob {
 /// there have no such flag); a chunked loss elsewhere.
 fn fused_loss(c: &TrainConfig) -> Option<LossKind> {
     match c.framework {
-        Framework::HfTrainer | Framework::Axolotl => {
-            (!matches!(c.model_type, ModelType::Gpt2 | ModelType::GptNeox))
-                .then_some(LossKind::Liger)
-        }
+        Framework::HfTrainer | Framework::Axolotl => c.liger_runs().then_some(LossKind::Liger),
         _ => Some(LossKind::Chunked),
     }
 }

@@ -134,7 +134,7 @@ impl Decisions {
                     }
                     (Some(_), _) => "use_reentrant as written",
                     (None, Framework::HfTrainer | Framework::Axolotl)
-                        if cfg.num_experts.is_some() && cfg.transformers_version.0.is_none() =>
+                        if cfg.transformers_version.0.is_none() && cfg.on_transformers_5() =>
                     {
                         "gradient_checkpointing_enable's default in transformers 5.x (the only \
                          release line whose mixture-of-experts path is simulated): use_reentrant=False"

@@ -133,14 +133,13 @@ pub fn suggest_inference(
         model: model.map_or(String::new(), |m| format!(" --model {m}")),
     };
     let base_verdict = ctx.judge(&base)?;
-    let sharded = base.tensor_parallel_size > 1 || base.pipeline_parallel_size > 1;
+    let vllm = vllm_startup(&base, Some(&budget.profile), budget.total_bytes)?;
+    let sharded = vllm.sharded();
     let (largest_batch, largest_context_batch1, largest_context) = if sharded {
         (None, None, None)
     } else {
         one_gpu_searches(&ctx, &base)?
     };
-    let total = budget.total_bytes;
-    let vllm = vllm_startup(&base, Some(&budget.profile), total)?;
     let name = served.unwrap_or("MODEL");
     let mut vllm_commands = Vec::new();
     let mut notes = Vec::new();

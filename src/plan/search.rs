@@ -181,10 +181,9 @@ impl<'a> Ctx<'a> {
         Ok((bound, Some(tl)))
     }
 
-    /// Live bytes plus the CUDA context fit the budget.
+    /// Live bytes (a lower bound on reserved) within what a run that fits can reserve.
     fn fits_live(&self, live: u64) -> bool {
-        self.budget
-            .fits(live.saturating_add(self.budget.profile.context_bytes))
+        live <= self.budget.reserved_limit()
     }
 }
 

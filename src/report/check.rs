@@ -222,9 +222,7 @@ pub fn build_from(cfg: &TrainConfig, run: &Run, budget: Option<&Budget>) -> Resu
     };
     // Serving over several GPUs: the simulated run is one GPU holding the whole model, which
     // is not what runs; vLLM's start-up on every rank is the verdict.
-    let sharded = vllm
-        .as_ref()
-        .filter(|_| cfg.tensor_parallel_size > 1 || cfg.pipeline_parallel_size > 1);
+    let sharded = vllm.as_ref().filter(|v| v.sharded());
     // The model's parameter count (adapters included), whatever their storage on the device
     // (4-bit weights pack two per byte).
     let n_params = crate::model::n_params(cfg);

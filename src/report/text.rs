@@ -74,9 +74,7 @@ pub fn verdict(r: &CheckReport, style: Style) -> String {
 /// Serving over several GPUs: whether vLLM starts on every rank, which is the verdict (the
 /// phase table is one GPU holding the whole model, for comparison).
 fn vllm_verdict(card: &str, v: &crate::plan::vllm::VllmBudget, style: Style) -> String {
-    let gpus = v
-        .tensor_parallel_size
-        .saturating_mul(v.pipeline_parallel_size);
+    let gpus = v.world_size;
     match &v.error {
         None => format!(
             "FITS on {gpus} x {card}: vLLM starts on every rank with {} of KV cache ({} tokens) \

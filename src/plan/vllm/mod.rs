@@ -47,12 +47,13 @@ mod pipeline;
 mod profile;
 mod startup;
 
+pub use crate::model::pp_layers;
 pub use defaults::{scheduler, Scheduler};
 pub use kv_groups::KvGroups;
 pub use non_torch::{
     non_torch, NonTorch, NonTorchPart, CUSTOM_ALL_REDUCE_BYTES, NCCL_CONNECTION_BYTES,
 };
-pub use pipeline::{pp_layers, Pipeline, PipelineRank};
+pub use pipeline::{Pipeline, PipelineRank};
 pub use startup::{gib, startup_lines, thousands};
 
 use crate::budget::GpuProfile;
@@ -340,6 +341,12 @@ impl VllmBudget {
             ),
             VllmVersion::V0 => len.div_ceil(BLOCK_TOKENS).checked_mul(self.block_bytes),
         }
+    }
+
+    /// Served over several GPUs (tensor or pipeline parallel): vLLM's start-up on every rank
+    /// is the verdict, not one GPU holding the whole model.
+    pub fn sharded(&self) -> bool {
+        self.world_size > 1
     }
 
     /// The smallest `--gpu-memory-utilization` (rounded up to 0.01) whose budget holds the

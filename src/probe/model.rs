@@ -9,6 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 // The shape and the dtype rule are shared with the simulator's candle runtime, which owns
 // them (sim/candle/shape.rs): the probe depends on the simulator, not the other way round.
+use crate::sim::candle::{candle_dtype, sim_dtype};
 pub use crate::sim::candle::{dtype_of, Shape};
 
 /// nanoGPT's GPT on candle's tensors.
@@ -22,49 +23,12 @@ pub fn gpt(
     device: &Device,
     varmap: &VarMap,
 ) -> Result<Gpt> {
-    let d = Dims {
-        b: shape.batch_size,
-        t: shape.block_size,
-        c: shape.n_embd,
-        h: shape.n_head,
-        v: shape.vocab_size,
-        l: shape.n_layer,
-        bias: shape.bias,
-        dt: sim_dtype(dtype),
-        dropout,
-    };
+    let d = Dims::of(&shape, sim_dtype(dtype), dropout);
     let mut w = VarWeights {
         vb: VarBuilder::from_varmap(varmap, dtype, device),
         device: device.clone(),
     };
     nanogpt::Gpt::new(d, &mut w)
-}
-
-/// The simulator's name of a candle dtype (the model uses float and the two index dtypes).
-fn sim_dtype(dt: DType) -> crate::sim::DType {
-    use crate::sim::DType as S;
-    match dt {
-        DType::BF16 => S::BF16,
-        DType::F16 => S::F16,
-        DType::U8 => S::U8,
-        DType::U32 => S::U32,
-        DType::I64 => S::I64,
-        DType::F64 => S::F64,
-        _ => S::F32,
-    }
-}
-
-fn candle_dtype(dt: crate::sim::DType) -> DType {
-    use crate::sim::DType as S;
-    match dt {
-        S::BF16 => DType::BF16,
-        S::F16 => DType::F16,
-        S::U8 | S::Bool => DType::U8,
-        S::U32 => DType::U32,
-        S::I64 => DType::I64,
-        S::F64 => DType::F64,
-        _ => DType::F32,
-    }
 }
 
 impl CandleTensor for Tensor {

@@ -29,7 +29,7 @@ use backward::{backward, AdamW};
 use gpt::SimWeights;
 use nanogpt::{Dims, Gpt};
 use record::Scope;
-pub use shape::{dtype_of, Shape};
+pub use shape::{candle_dtype, dtype_of, sim_dtype, Shape};
 use tensor::T;
 
 /// The phases the probe measures, as it names them.
@@ -41,22 +41,11 @@ pub const PHASES: [(Phase, &str); 3] = [
 
 fn dims(cfg: &TrainConfig) -> Result<Dims> {
     let s = Shape::of(cfg, cfg.n_layer)?;
-    let dt = match dtype_of(cfg.dtype) {
-        candle_core::DType::BF16 => DType::BF16,
-        candle_core::DType::F16 => DType::F16,
-        _ => DType::F32,
-    };
-    Ok(Dims {
-        b: s.batch_size,
-        t: s.block_size,
-        c: s.n_embd,
-        h: s.n_head,
-        v: s.vocab_size,
-        l: s.n_layer,
-        bias: s.bias,
-        dt,
-        dropout: cfg.dropout as f32,
-    })
+    Ok(Dims::of(
+        &s,
+        sim_dtype(dtype_of(cfg.dtype)),
+        cfg.dropout as f32,
+    ))
 }
 
 /// One training step of the probe in candle, as src/probe/run.rs runs it: the model, AdamW

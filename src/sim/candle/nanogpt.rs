@@ -30,6 +30,23 @@ pub struct Dims {
     pub dropout: f32,
 }
 
+impl Dims {
+    /// The dims of a checked candle shape, in `dt`, with dropout probability `dropout`.
+    pub fn of(s: &super::Shape, dt: DType, dropout: f32) -> Dims {
+        Dims {
+            b: s.batch_size,
+            t: s.block_size,
+            c: s.n_embd,
+            h: s.n_head,
+            v: s.vocab_size,
+            l: s.n_layer,
+            bias: s.bias,
+            dt,
+            dropout,
+        }
+    }
+}
+
 /// Elementwise binary ops, with or without broadcasting.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub enum Bin {

@@ -58,3 +58,31 @@ pub fn dtype_of(p: Precision) -> DType {
         Precision::Float16 => DType::F16,
     }
 }
+
+/// The simulator's name of a candle dtype (the model uses float and the two index dtypes).
+pub fn sim_dtype(dt: DType) -> crate::sim::DType {
+    use crate::sim::DType as S;
+    match dt {
+        DType::BF16 => S::BF16,
+        DType::F16 => S::F16,
+        DType::U8 => S::U8,
+        DType::U32 => S::U32,
+        DType::I64 => S::I64,
+        DType::F64 => S::F64,
+        _ => S::F32,
+    }
+}
+
+/// The candle dtype of a simulator dtype (the model's float and index dtypes).
+pub fn candle_dtype(dt: crate::sim::DType) -> DType {
+    use crate::sim::DType as S;
+    match dt {
+        S::BF16 => DType::BF16,
+        S::F16 => DType::F16,
+        S::U8 | S::Bool => DType::U8,
+        S::U32 => DType::U32,
+        S::I64 => DType::I64,
+        S::F64 => DType::F64,
+        _ => DType::F32,
+    }
+}

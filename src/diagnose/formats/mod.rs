@@ -155,11 +155,27 @@ impl Markers {
 /// A cheap gate before a regex scans a whole megabyte: does the text contain any of these
 /// literals at all? memchr's SIMD substring search (optimised in debug builds too, as every
 /// dependency is, unlike `str::contains`), one pass per literal: a regex over the escaped
-/// literals gave the same answer but cost its compile time, 20-50 µs a gate on every run.
+/// literals gave the same answer but cost its compile time, 20-50 µs a gate on every run. A
+/// needle written `\bword\b` must stand as a word (ASCII `\b`, as the patterns' own), for a
+/// literal that also occurs inside a longer word: `MemoryError` in `OutOfMemoryError`.
 pub fn has(text: &str, needles: &[&str]) -> bool {
-    needles
-        .iter()
-        .any(|n| memchr::memmem::find(text.as_bytes(), n.as_bytes()).is_some())
+    needles.iter().any(
+        |n| match n.strip_prefix(r"\b").and_then(|w| w.strip_suffix(r"\b")) {
+            Some(word) => has_word(text, word),
+            None => memchr::memmem::find(text.as_bytes(), n.as_bytes()).is_some(),
+        },
+    )
+}
+
+/// `word` somewhere with no ASCII word character on either side.
+fn has_word(text: &str, word: &str) -> bool {
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let bytes = text.as_bytes();
+    memchr::memmem::find_iter(bytes, word.as_bytes()).any(|i| {
+        let before = i.checked_sub(1).map(|j| bytes[j]);
+        let after = bytes.get(i + word.len()).copied();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
 }
 
 /// Compile a static pattern, substituting `SIZE` with the printed-size fragment.
@@ -243,5 +259,25 @@ mod tests {
         // Regex metacharacters are plain bytes.
         assert!(has("oom-kill -9", &["oom-kill", "x.y"]));
         assert!(!has("oomXkill", &["oom.kill"]));
+    }
+
+    #[test]
+    fn a_word_needle_opens_only_on_the_word_standing_alone() {
+        let word = [r"\bMemoryError\b"];
+        assert!(has("MemoryError", &word));
+        assert!(has("raise MemoryError: out of RAM", &word));
+        assert!(has("torch.OutOfMemoryError: ... then (MemoryError)", &word));
+        assert!(!has("torch.OutOfMemoryError: CUDA out of memory", &word));
+        assert!(!has("MemoryErrors _MemoryError", &word));
+        // The patterns' own ASCII \b agrees on each.
+        let rule = regex::Regex::new(r"(?-u:\b)MemoryError(?-u:\b)").unwrap();
+        for t in [
+            "MemoryError",
+            "x OutOfMemoryError y",
+            "MemoryError_",
+            "(MemoryError)",
+        ] {
+            assert_eq!(has(t, &word), rule.is_match(t), "{t}");
+        }
     }
 }

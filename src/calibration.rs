@@ -55,9 +55,8 @@ pub fn evaluate(csv: &str) -> Result<Vec<RowResult>> {
         let arch = row.get("arch")?;
         let major: u32 = arch
             .trim_start_matches("sm")
-            .get(..1)
-            .and_then(|d| d.parse().ok())
-            .unwrap_or(9);
+            .parse::<u32>()
+            .map_or(9, |cc| cc / 10);
         let tl = simulate(&cfg, reference_runtime(&cfg, major))?;
         let figures = row.figures(&replay(&tl, false))?;
         out.push(RowResult {
@@ -185,7 +184,7 @@ pub fn reference_runtime(cfg: &TrainConfig, major: u32) -> Runtime {
             Precision::Float16 => Some(DType::F16),
         },
         cublas_workspace_bytes: default_cublas_workspace_bytes((major, 0)),
-        cublaslt_workspace_bytes: 1 << 20,
+        cublaslt_workspace_bytes: crate::budget::CUBLASLT_WORKSPACE_BYTES,
         expandable_segments: false,
         flash_attention: major >= 8,
     }

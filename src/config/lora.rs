@@ -88,7 +88,9 @@ pub fn lora_modules(m: ModelType) -> &'static [&'static str] {
         ModelType::Phi3 => &["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
         // MixtralDecoderLayer (5.x): the router (MixtralTopKRouter) and the experts
         // (MixtralExperts, 3-D parameters) are not nn.Linear; PEFT finds only attention's.
-        ModelType::Mixtral | ModelType::Qwen3Moe => &["q_proj", "k_proj", "v_proj", "o_proj"],
+        // Qwen3-MoE's are the same, but a dense layer (mlp_only_layers, decoder_sparse_step)
+        // has a Qwen3MoeMLP of nn.Linear: its gate/up/down are targets (the default list).
+        ModelType::Mixtral => &["q_proj", "k_proj", "v_proj", "o_proj"],
         // Qwen2MoeSparseMoeBlock: the shared expert (a Qwen2MoeMLP) and shared_expert_gate
         // are nn.Linear, as is a dense layer's MLP; the router and the experts are not.
         ModelType::Qwen2Moe => &[

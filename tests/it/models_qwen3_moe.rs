@@ -151,3 +151,27 @@ fn qwen3_moe_serving_splits_each_experts_width_over_tensor_parallel_ranks() {
     ]);
     assert_eq!(v["vllm"]["weights_bytes"].as_u64(), Some(want));
 }
+
+/// Qwen3-MoE's dense layer (mlp_only_layers) has a Qwen3MoeMLP of nn.Linear, so PEFT's
+/// all-linear wraps its gate, up and down projections: r × (C + I) each, I its
+/// intermediate_size; the sparse layers' experts and router are not nn.Linear.
+#[test]
+fn all_linear_adapters_reach_a_dense_layers_mlp() {
+    let base = [
+        "--n_layer=2",
+        "--lora_rank=8",
+        "--lora_targets=all-linear",
+        "--dtype=bfloat16",
+    ];
+    let sparse = crate::support::hf::preset("qwen3-30b-a3b", &base);
+    let dense = crate::support::hf::preset(
+        "qwen3-30b-a3b",
+        &[&base[..], &["--mlp_only_layers='0'"]].concat(),
+    );
+    let (c, i) = (dense.n_embd, dense.intermediate_size.unwrap());
+    let extra = 3 * 8 * (c + i);
+    assert_eq!(
+        vramplan::model::lora_params(&dense) - vramplan::model::lora_params(&sparse),
+        extra
+    );
+}

@@ -156,9 +156,7 @@ impl Llama {
             }
             shared.done(e);
             // A pipeline rank without the head hands on hidden states only.
-            for l in std::mem::take(&mut e.router_logits) {
-                e.drop_value(l.v);
-            }
+            e.drop_router_logits();
             return StageOutput::Hidden(x);
         };
         let xf = ops::rms_norm(e, x, norm, var.style, Name::top("norm", "out"));
@@ -178,15 +176,13 @@ impl Llama {
     /// router_aux_loss_coef * aux_loss` (ops/moe_aux.rs). Without labels (serving) the logits
     /// go with the output.
     fn router_aux_loss(&self, e: &mut Engine, out: Output) -> Output {
-        let logits = std::mem::take(&mut e.router_logits);
         match (out, self.top_k) {
-            (Output::Loss(l, loss), Some(k)) if !logits.is_empty() => {
+            (Output::Loss(l, loss), Some(k)) if !e.router_logits.is_empty() => {
+                let logits = std::mem::take(&mut e.router_logits);
                 Output::Loss(l, ops::moe_aux::add_aux_loss(e, loss, logits, k))
             }
             (out, _) => {
-                for l in logits {
-                    e.drop_value(l.v);
-                }
+                e.drop_router_logits();
                 out
             }
         }

@@ -38,11 +38,15 @@ pub fn kv_dtype(cfg: &TrainConfig) -> DType {
     }
 }
 
-/// Bytes of keys and values one token of one sequence keeps in the cache:
-/// 2 × n_layer × kv_heads × head_dim × element size. None on overflow.
+/// Bytes of keys and values one token of one sequence keeps in the cache, every layer's.
 pub fn kv_bytes_per_token(cfg: &TrainConfig) -> Option<u64> {
-    2u64.checked_mul(cfg.n_layer)?
-        .checked_mul(cfg.kv_heads())?
+    cfg.n_layer.checked_mul(kv_bytes_per_token_layer(cfg)?)
+}
+
+/// Bytes of keys and values one token of one sequence keeps in one layer's cache:
+/// 2 × kv_heads × head_dim × element size. None on overflow.
+pub fn kv_bytes_per_token_layer(cfg: &TrainConfig) -> Option<u64> {
+    2u64.checked_mul(cfg.kv_heads())?
         .checked_mul(cfg.head_size())?
         .checked_mul(kv_dtype(cfg).size())
 }

@@ -287,6 +287,13 @@ impl Engine {
         self.checkpoint_policy == CheckpointPolicy::Offload
     }
 
+    /// The output holding the router logits goes: each layer's logits with it.
+    pub fn drop_router_logits(&mut self) {
+        for l in std::mem::take(&mut self.router_logits) {
+            self.drop_value(l.v);
+        }
+    }
+
     /// A checkpoint's input copied to (`to_host`) or back from host memory: the host figure
     /// counts the most that was ever there at once on top of the offloading engine's state.
     pub(crate) fn host_checkpoint(&mut self, bytes: u64, to_host: bool) {

@@ -60,7 +60,7 @@ use crate::budget::GpuProfile;
 use crate::config::{Mode, TrainConfig, VllmVersion};
 use crate::error::{Error, Result};
 use crate::model::Stage;
-use crate::run::infer::kv_bytes_per_token;
+use crate::run::infer::kv_bytes_per_token_layer;
 use crate::sim::runtime::effective_precision;
 use profile::profile_run;
 use serde::Serialize;
@@ -222,9 +222,9 @@ fn rank_budget(
     let rank = rank_config(c);
     let run = profile_run(c, &rank, gpu, stage)?;
     let (weights_bytes, activation_bytes) = (run.weights_bytes, run.activation_bytes);
-    let per_token = kv_bytes_per_token(&rank)
+    let per_token = kv_bytes_per_token_layer(&rank)
         .ok_or_else(|| Error::new("the KV cache per token overflows 64 bits"))?;
-    let page_bytes = (per_token / rank.n_layer.max(1)).saturating_mul(BLOCK_TOKENS);
+    let page_bytes = per_token.saturating_mul(BLOCK_TOKENS);
     let layers = stage.start..stage.end;
     let groups = match c.vllm_version {
         VllmVersion::V1 => KvGroups::v1_layers(&rank, layers.clone(), page_bytes),

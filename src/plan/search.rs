@@ -232,58 +232,75 @@ pub(super) fn max_batch(
     if !first.fits {
         return Ok(None);
     }
-    // The largest b whose bound fits: `lo` fits, `hi` does not (cap + 1: none known to fail).
-    let (mut lo, mut hi) = (1, cap + 1);
-    if cap >= 2 {
-        let second = bound(2)?;
-        if second.fits {
-            lo = 2;
-            // Live bytes grow about linearly in the batch (activations, logits): look first
-            // where that line crosses the budget, and one above. The guess only decides where
-            // to look; the answer is the largest b whose bound fits, as the search finds it.
-            let per_sample = second.live.saturating_sub(first.live);
-            let guess = affine_guess(ctx, first.live, per_sample, cap);
-            for b in [guess, guess + 1] {
-                if b > lo && b < hi && b <= cap {
-                    if bound(b)?.fits {
-                        lo = b;
-                    } else {
-                        hi = b;
-                    }
-                }
-            }
-        } else {
-            hi = 2;
-        }
-    }
-    let lo = widen_and_bisect(&mut bound, (lo, hi), cap)?;
+    let lo = largest_fitting_bound(&mut bound, ctx.budget.reserved_limit(), first.live, cap)?;
     first_that_fits(ctx, make, lo, top)
 }
 
-/// Exponential while no batch above is known to fail, then binary: the largest b ≤ cap whose
-/// bound fits, given `lo` (fits) and `hi` (fails; cap + 1 when none is known to).
-fn widen_and_bisect(
+/// Rounds that look where live bytes are predicted to cross the limit before the search
+/// falls back to halving (or, with no failing batch known, doubling) the interval.
+const PREDICTED_ROUNDS: u32 = 4;
+
+/// The largest b ≤ cap whose bound fits, given that b = 1 fits with `live_at_one` bytes.
+///
+/// Live bytes grow about linearly in the batch (activations, logits), so each round looks
+/// where the line through two known points crosses `limit` — the smallest batch known to fail
+/// and the largest known to fit, or with none known to fail, batch 1 and the largest that
+/// fits — and at one batch above that. The prediction only decides where to look: the answer
+/// is the largest b whose bound fits, as the bounds say, with `lo` always fitting and `hi`
+/// always failing (cap + 1 where none is known to).
+fn largest_fitting_bound(
     bound: &mut dyn FnMut(u64) -> Result<Bound>,
-    (mut lo, mut hi): (u64, u64),
+    limit: u64,
+    live_at_one: u64,
     cap: u64,
 ) -> Result<u64> {
-    while hi > cap && lo < cap {
-        let next = lo.saturating_mul(2).min(cap);
-        if bound(next)?.fits {
-            lo = next;
-        } else {
-            hi = next;
+    let mut lo = (1, live_at_one);
+    let mut hi: Option<(u64, u64)> = None;
+    for round in 0.. {
+        let hi_b = hi.map_or(cap + 1, |(b, _)| b);
+        if hi_b - lo.0 <= 1 {
+            break;
+        }
+        // A predicted crossing is probed with the batch above it: where the prediction is
+        // right, that pair ends the search.
+        let (guess, pair) = match (round < PREDICTED_ROUNDS, hi) {
+            (true, Some(h)) => (crossing(lo, h, limit), true),
+            (true, None) if lo.0 > 1 => (crossing((1, live_at_one), lo, limit), true),
+            (true, None) => (lo.0 + 1, false),
+            (false, Some(_)) => (lo.0 + (hi_b - lo.0) / 2, false),
+            (false, None) => (lo.0.saturating_mul(2), false),
+        };
+        let guess = guess.clamp(lo.0 + 1, hi_b - 1);
+        for b in [guess, guess + 1].into_iter().take(1 + usize::from(pair)) {
+            if b >= hi.map_or(cap + 1, |(h, _)| h) {
+                break;
+            }
+            let r = bound(b)?;
+            if !r.fits {
+                hi = Some((b, r.live));
+                break;
+            }
+            lo = (b, r.live);
         }
     }
-    while hi - lo > 1 && lo < cap {
-        let mid = lo + (hi - lo) / 2;
-        if bound(mid)?.fits {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
+    Ok(lo.0)
+}
+
+/// The largest batch at which the line through points `a` and `b` (batch, live bytes) is at
+/// most `limit`; u64::MAX where the line does not rise. A guess: the caller clamps it.
+fn crossing(a: (u64, u64), b: (u64, u64), limit: u64) -> u64 {
+    let ((b0, l0), (b1, l1)) = (a.min(b), a.max(b));
+    if l1 <= l0 || b1 == b0 {
+        return u64::MAX;
     }
-    Ok(lo)
+    let per_batch = (l1 - l0) as f64 / (b1 - b0) as f64;
+    let room = limit as f64 - l0 as f64;
+    let at = b0 as f64 + (room / per_batch).floor();
+    if at <= 0.0 {
+        0
+    } else {
+        at.min(u64::MAX as f64) as u64
+    }
 }
 
 /// The full simulation from the bound down: the first batch that fits, replaying the
@@ -308,21 +325,6 @@ fn first_that_fits(
         }
     }
     Ok(None)
-}
-
-/// The largest b in 2..=cap whose live bytes, `at_one + (b - 1) * per_sample`, would fit.
-fn affine_guess(ctx: &Ctx, at_one: u64, per_sample: u64, cap: u64) -> u64 {
-    let live = |b: u64| at_one.saturating_add((b - 1).saturating_mul(per_sample));
-    let (mut lo, mut hi) = (2, cap + 1);
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if ctx.fits_live(live(mid)) {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
 }
 
 fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Map<String, Value> {

@@ -1,11 +1,14 @@
 //! `suggest`: the largest configuration that fits, keeping the tokens per optimizer step,
 //! ranked by predicted speed. Every candidate is re-simulated; nothing here estimates memory.
 
+pub mod batch;
 pub mod convention;
+mod ctx;
 pub mod hf_args;
 pub mod infer;
 pub mod knobs;
 pub mod multi;
+pub mod parallel;
 pub mod render;
 pub mod search;
 pub mod speed;

@@ -6,8 +6,9 @@
 //! FSDP SHARD_GRAD_OP, FSDP FULL_SHARD, ZeRO-3); the tokens per optimizer step stay the
 //! user's, with gradient_accumulation_steps a multiple of the world size (nanoGPT asserts it).
 
+use super::batch::{max_batch, with_batch};
+use super::ctx::Ctx;
 use super::knobs::{command, Script};
-use super::search::{max_batch, with_batch, Ctx};
 use crate::config::{ModelType, Parallelism, Precision, TrainConfig};
 use crate::error::Result;
 use serde::Serialize;

@@ -1,29 +1,23 @@
 //! The search. For each set of knobs: the largest batch_size whose device peak (reserved +
 //! context, over every phase, both evals included) fits, with gradient accumulation raised so
-//! the tokens per optimizer step stay at least the user's.
-//!
-//! Live bytes grow with the batch and are a lower bound on reserved memory, so they bound the
-//! search from above (binary search, no allocator replay needed); every batch under that bound
-//! is then checked from the top with the full allocator replay — reserved is not monotone in the
-//! batch (best-fit splitting makes it jump), so the first that fits is the maximum: every larger
-//! batch either fails the bound or was simulated and failed.
+//! the tokens per optimizer step stay at least the user's (`batch`). The searches are
+//! independent and run side by side (`parallel`); the candidates are then ranked.
 
+use super::batch::max_batch;
+pub use super::batch::{with_batch, MAX_BATCH};
+pub(super) use super::ctx::Ctx;
 use super::knobs::{code_changes, command, knobs, KnobId, Script};
 use super::speed::tokens_per_second;
 use crate::budget::{catalogue, Budget, GpuProfile};
 use crate::config::TrainConfig;
 use crate::error::Result;
-use crate::run::{run, run_timeline_within, Verdict};
-use crate::sim::replay::{category_peak, live_peak};
-use crate::sim::{spare, Category, Timeline};
+use crate::run::{run, Verdict};
+use crate::sim::replay::category_peak;
+use crate::sim::Category;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::cell::RefCell;
 
 const BLOCK_HALVED: &str = "block_size halved (changes the context length)";
-
-/// The largest micro-batch considered.
-pub const MAX_BATCH: u64 = 1 << 14;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
@@ -79,254 +73,6 @@ pub struct SuggestReport {
     pub multi_gpu: Option<super::multi::MultiReport>,
 }
 
-pub(super) struct Ctx<'a> {
-    pub(super) budget: &'a Budget,
-    /// Verdicts already simulated, by config: the searches meet the same configs again (the
-    /// baseline is one of the batches searched), and a config is simulated once.
-    verdicts: RefCell<Vec<(TrainConfig, Verdict)>>,
-    /// Configs known not to fit without a verdict: their replay stopped where reserved memory
-    /// passed what can fit (`if_fits`).
-    too_large: RefCell<Vec<TrainConfig>>,
-    /// Lower bounds already taken, by config with `alloc_conf` cleared: the Timeline does not
-    /// depend on the allocator's configuration, so the expandable-segments knob's search
-    /// repeats the plain one's bounds without simulating them.
-    bounds: RefCell<Vec<(TrainConfig, Bound)>>,
-}
-
-impl<'a> Ctx<'a> {
-    pub(super) fn new(budget: &'a Budget) -> Ctx<'a> {
-        Ctx {
-            budget,
-            verdicts: RefCell::new(Vec::new()),
-            too_large: RefCell::new(Vec::new()),
-            bounds: RefCell::new(Vec::new()),
-        }
-    }
-
-    /// The verdict on `cfg` on this card.
-    fn peak(&self, cfg: &TrainConfig) -> Result<Verdict> {
-        if let Some(v) = self.known_verdict(cfg) {
-            return Ok(v);
-        }
-        let tl = crate::run::timeline(cfg, Some(&self.budget.profile))?;
-        Ok(self
-            .judge_timeline(cfg, tl, u64::MAX)
-            .expect("no reserved figure is above u64::MAX"))
-    }
-
-    /// The verdict on `cfg` if it fits, None if it does not: the replay stops where reserved
-    /// memory passes what can fit. `tl`: its Timeline, when it was simulated already.
-    fn if_fits(&self, cfg: &TrainConfig, tl: Option<Timeline>) -> Result<Option<Verdict>> {
-        if let Some(v) = self.known_verdict(cfg) {
-            return Ok(v.fits.then_some(v));
-        }
-        if self.too_large.borrow().contains(cfg) {
-            return Ok(None);
-        }
-        let tl = match tl {
-            Some(tl) => tl,
-            None => crate::run::timeline(cfg, Some(&self.budget.profile))?,
-        };
-        let v = self.judge_timeline(cfg, tl, self.budget.reserved_limit());
-        Ok(v.filter(|v| v.fits))
-    }
-
-    fn known_verdict(&self, cfg: &TrainConfig) -> Option<Verdict> {
-        let verdicts = self.verdicts.borrow();
-        verdicts.iter().find(|(c, _)| c == cfg).map(|&(_, v)| v)
-    }
-
-    /// The verdict on `cfg` from its Timeline, kept for the next time; None (and `cfg` kept as
-    /// too large) when reserved memory passed `reserved_limit` and the replay stopped there.
-    fn judge_timeline(
-        &self,
-        cfg: &TrainConfig,
-        tl: Timeline,
-        reserved_limit: u64,
-    ) -> Option<Verdict> {
-        let profile = Some(&self.budget.profile);
-        match run_timeline_within(cfg, profile, tl, reserved_limit) {
-            Ok(run) => {
-                let v = self.budget.judge(&run);
-                self.verdicts.borrow_mut().push((cfg.clone(), v));
-                spare::give_back(run.timeline);
-                Some(v)
-            }
-            Err(tl) => {
-                self.too_large.borrow_mut().push(cfg.clone());
-                spare::give_back(tl);
-                None
-            }
-        }
-    }
-
-    /// Whether live bytes + context fit: no larger than the device peak, so a config that
-    /// fails this fails the verdict too. With the Timeline when it was simulated here (None:
-    /// the bound was known).
-    fn lower_bound(&self, cfg: &TrainConfig) -> Result<(Bound, Option<Timeline>)> {
-        let key = TrainConfig {
-            alloc_conf: None,
-            ..cfg.clone()
-        };
-        if let Some(&(_, bound)) = self.bounds.borrow().iter().find(|(c, _)| *c == key) {
-            return Ok((bound, None));
-        }
-        let tl = crate::run::timeline(cfg, Some(&self.budget.profile))?;
-        let live = live_peak(&tl);
-        let bound = Bound {
-            live,
-            fits: self.fits_live(live),
-        };
-        self.bounds.borrow_mut().push((key, bound));
-        Ok((bound, Some(tl)))
-    }
-
-    /// Live bytes (a lower bound on reserved) within what a run that fits can reserve.
-    fn fits_live(&self, live: u64) -> bool {
-        live <= self.budget.reserved_limit()
-    }
-}
-
-/// A lower bound: the run's largest live bytes, and whether they fit with the context.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Bound {
-    live: u64,
-    fits: bool,
-}
-
-/// `cfg` at micro-batch `b`, with the smallest accumulation that keeps `tokens` per step.
-pub fn with_batch(cfg: &TrainConfig, b: u64, tokens: u64) -> TrainConfig {
-    let mut c = cfg.clone();
-    c.batch_size = b;
-    let per_micro = b.saturating_mul(cfg.block_size).max(1);
-    c.gradient_accumulation_steps = tokens.div_ceil(per_micro).max(1);
-    c
-}
-
-/// The largest batch for which `make(b)` fits, and its peak; None when batch 1 does not.
-/// `cap` bounds the batch (beyond the batch that reaches the tokens per step in one micro-step,
-/// a larger one only changes the optimisation).
-pub(super) fn max_batch(
-    ctx: &Ctx,
-    make: &dyn Fn(u64) -> TrainConfig,
-    cap: u64,
-) -> Result<Option<(u64, Verdict)>> {
-    let cap = cap.clamp(1, MAX_BATCH);
-    // The Timeline of the last batch whose bound fitted: every probe above `lo` that fits
-    // becomes `lo`, so this is the search's `lo` when it ends, where the full check starts (it
-    // needs only the allocator replay then).
-    let mut top: Option<(u64, Timeline)> = None;
-    let mut bound = |b: u64| -> Result<Bound> {
-        let (bound, tl) = ctx.lower_bound(&make(b))?;
-        let Some(tl) = tl else { return Ok(bound) };
-        if bound.fits {
-            if let Some((_, old)) = top.replace((b, tl)) {
-                spare::give_back(old);
-            }
-        } else {
-            spare::give_back(tl);
-        }
-        Ok(bound)
-    };
-    let first = bound(1)?;
-    if !first.fits {
-        return Ok(None);
-    }
-    let lo = largest_fitting_bound(&mut bound, ctx.budget.reserved_limit(), first.live, cap)?;
-    first_that_fits(ctx, make, lo, top)
-}
-
-/// Rounds that look where live bytes are predicted to cross the limit before the search
-/// falls back to halving (or, with no failing batch known, doubling) the interval.
-const PREDICTED_ROUNDS: u32 = 4;
-
-/// The largest b ≤ cap whose bound fits, given that b = 1 fits with `live_at_one` bytes.
-///
-/// Live bytes grow about linearly in the batch (activations, logits), so each round looks
-/// where the line through two known points crosses `limit` — the smallest batch known to fail
-/// and the largest known to fit, or with none known to fail, batch 1 and the largest that
-/// fits — and at one batch above that. The prediction only decides where to look: the answer
-/// is the largest b whose bound fits, as the bounds say, with `lo` always fitting and `hi`
-/// always failing (cap + 1 where none is known to).
-fn largest_fitting_bound(
-    bound: &mut dyn FnMut(u64) -> Result<Bound>,
-    limit: u64,
-    live_at_one: u64,
-    cap: u64,
-) -> Result<u64> {
-    let mut lo = (1, live_at_one);
-    let mut hi: Option<(u64, u64)> = None;
-    for round in 0.. {
-        let hi_b = hi.map_or(cap + 1, |(b, _)| b);
-        if hi_b - lo.0 <= 1 {
-            break;
-        }
-        // A predicted crossing is probed with the batch above it: where the prediction is
-        // right, that pair ends the search.
-        let (guess, pair) = match (round < PREDICTED_ROUNDS, hi) {
-            (true, Some(h)) => (crossing(lo, h, limit), true),
-            (true, None) if lo.0 > 1 => (crossing((1, live_at_one), lo, limit), true),
-            (true, None) => (lo.0 + 1, false),
-            (false, Some(_)) => (lo.0 + (hi_b - lo.0) / 2, false),
-            (false, None) => (lo.0.saturating_mul(2), false),
-        };
-        let guess = guess.clamp(lo.0 + 1, hi_b - 1);
-        for b in [guess, guess + 1].into_iter().take(1 + usize::from(pair)) {
-            if b >= hi.map_or(cap + 1, |(h, _)| h) {
-                break;
-            }
-            let r = bound(b)?;
-            if !r.fits {
-                hi = Some((b, r.live));
-                break;
-            }
-            lo = (b, r.live);
-        }
-    }
-    Ok(lo.0)
-}
-
-/// The largest batch at which the line through points `a` and `b` (batch, live bytes) is at
-/// most `limit`; u64::MAX where the line does not rise. A guess: the caller clamps it.
-fn crossing(a: (u64, u64), b: (u64, u64), limit: u64) -> u64 {
-    let ((b0, l0), (b1, l1)) = (a.min(b), a.max(b));
-    if l1 <= l0 || b1 == b0 {
-        return u64::MAX;
-    }
-    let per_batch = (l1 - l0) as f64 / (b1 - b0) as f64;
-    let room = limit as f64 - l0 as f64;
-    let at = b0 as f64 + (room / per_batch).floor();
-    if at <= 0.0 {
-        0
-    } else {
-        at.min(u64::MAX as f64) as u64
-    }
-}
-
-/// The full simulation from the bound down: the first batch that fits, replaying the
-/// Timeline the search kept for `lo` where it has one.
-fn first_that_fits(
-    ctx: &Ctx,
-    make: &dyn Fn(u64) -> TrainConfig,
-    lo: u64,
-    mut top: Option<(u64, Timeline)>,
-) -> Result<Option<(u64, Verdict)>> {
-    for b in (1..=lo).rev() {
-        let tl = match top.take() {
-            Some((at, tl)) if at == b => Some(tl),
-            Some((_, tl)) => {
-                spare::give_back(tl);
-                None
-            }
-            None => None,
-        };
-        if let Some(p) = ctx.if_fits(&make(b), tl)? {
-            return Ok(Some((b, p)));
-        }
-    }
-    Ok(None)
-}
-
 fn changes(cfg: &TrainConfig, base: &TrainConfig) -> Map<String, Value> {
     let a = serde_json::to_value(cfg).unwrap_or(Value::Null);
     let b = serde_json::to_value(base).unwrap_or(Value::Null);
@@ -351,6 +97,13 @@ pub enum Origin {
     /// A smaller estimate_loss() batch: only the evaluations overflowed.
     EvalBatch,
     /// block_size halved: a different model is trained, so it ranks last.
+    ShorterBlock,
+}
+
+/// One search of `suggest`: the batch of a set of knobs, the eval batch, a shorter block.
+enum Search {
+    Knobs(Box<Variant>),
+    EvalBatch,
     ShorterBlock,
 }
 
@@ -436,14 +189,14 @@ fn variants(base: &TrainConfig, bf16: bool) -> Vec<Variant> {
 fn search_variant(
     ctx: &Ctx,
     found: &Found,
-    v: Variant,
+    v: &Variant,
     tokens: u64,
     batch_kept: bool,
 ) -> Result<Vec<Candidate>> {
     let labels = (v.label, v.label);
     if batch_kept {
         return Ok(match ctx.if_fits(&v.config, None)? {
-            Some(p) => vec![found.candidate(labels, v.origin, v.config, p)],
+            Some(p) => vec![found.candidate(labels, v.origin, v.config.clone(), p)],
             None => Vec::new(),
         });
     }
@@ -559,14 +312,26 @@ pub fn suggest(
         base_speed: tokens_per_second(base, gpu),
     };
     let batch_kept = kept("batch_size") || kept("gradient_accumulation_steps");
-    let mut found: Vec<Candidate> = Vec::new();
-    for v in variants(base, gpu.bf16) {
-        found.extend(search_variant(&ctx, &found_as, v, tokens, batch_kept)?);
-    }
-    found.extend(eval_batch(&ctx, &found_as, base_peak.fits)?);
+    let mut searches: Vec<Search> = variants(base, gpu.bf16)
+        .into_iter()
+        .map(|v| Search::Knobs(Box::new(v)))
+        .collect();
+    searches.push(Search::EvalBatch);
     if !kept("block_size") && !kept("batch_size") && base.block_size >= 256 {
-        found.extend(shorter_block(&ctx, &found_as, tokens)?);
+        searches.push(Search::ShorterBlock);
     }
+    let found = super::parallel::map(&searches, super::parallel::cores(), |search| {
+        Ok(match search {
+            Search::Knobs(v) => search_variant(&ctx, &found_as, v, tokens, batch_kept)?,
+            Search::EvalBatch => eval_batch(&ctx, &found_as, base_peak.fits)?
+                .into_iter()
+                .collect(),
+            Search::ShorterBlock => shorter_block(&ctx, &found_as, tokens)?
+                .into_iter()
+                .collect(),
+        })
+    })?;
+    let mut found: Vec<Candidate> = found.into_iter().flatten().collect();
     let mut notes = search_notes(&found, tokens);
     rank(&mut found);
     if found.is_empty() {

@@ -46,102 +46,106 @@ fn fused_loss(c: &TrainConfig) -> Option<LossKind> {
     }
 }
 
-/// The knobs, in the order they are tried. `bf16` says whether the card has bfloat16.
-pub fn knobs() -> Vec<Knob> {
-    vec![
-        Knob {
-            id: KnobId::AsConfigured,
-            label: "as configured",
-            exact_label: "as configured, exact tokens/step",
-            apply: |_| {},
-            applies: |_, _| true,
-            combines: true,
-        },
-        // torch.compile changes what is alive (fusion.rs): either way can fit more, so where
-        // the compile runtime is derived for the config, the other setting is a candidate.
-        Knob {
-            id: KnobId::WithoutCompile,
-            label: "without torch.compile",
-            exact_label: "without torch.compile, exact tokens/step",
-            apply: |c| c.compile = false,
-            applies: |c, _| c.compile && crate::sim::runtime::compile_fallback(c).is_none(),
-            combines: false,
-        },
-        Knob {
-            id: KnobId::Compile,
-            label: "torch.compile",
-            exact_label: "torch.compile, exact tokens/step",
-            apply: |c| c.compile = true,
-            applies: |c, _| {
-                !c.compile
-                    && crate::sim::runtime::compile_fallback(&TrainConfig {
-                        compile: true,
-                        ..c.clone()
-                    })
-                    .is_none()
-            },
-            combines: false,
-        },
-        Knob {
-            id: KnobId::Flash,
-            label: "flash attention",
-            exact_label: "flash attention, exact tokens/step",
-            apply: |c| c.flash = true,
-            applies: |c, _| !c.flash,
-            combines: true,
-        },
-        Knob {
-            id: KnobId::Bf16Autocast,
-            label: "bfloat16 autocast",
-            exact_label: "bfloat16 autocast, exact tokens/step",
-            apply: |c| c.dtype = Precision::BFloat16,
-            applies: |c, bf16| bf16 && c.dtype == Precision::Float32,
-            combines: true,
-        },
-        Knob {
-            id: KnobId::Checkpointing,
-            label: "activation checkpointing",
-            exact_label: "activation checkpointing, exact tokens/step",
-            apply: |c| c.activation_checkpointing = true,
-            applies: |c, _| !c.activation_checkpointing,
-            combines: true,
-        },
-        Knob {
-            id: KnobId::FusedLoss,
-            label: "chunked cross-entropy",
-            exact_label: "chunked cross-entropy, exact tokens/step",
-            // What the printed change runs: Liger's function under the Trainer and axolotl
-            // (use_liger_kernel / liger_fused_linear_cross_entropy), a chunked loss elsewhere.
-            apply: |c| c.loss = fused_loss(c).unwrap_or(c.loss),
-            applies: |c, _| c.loss == LossKind::Standard && fused_loss(c).is_some(),
-            combines: true,
-        },
-        Knob {
-            id: KnobId::AdamW8bit,
-            label: "8-bit AdamW",
-            exact_label: "8-bit AdamW, exact tokens/step",
-            apply: |c| c.optimizer = OptimizerKind::AdamW8bit,
-            applies: |c, _| c.optimizer == OptimizerKind::AdamW,
-            combines: true,
-        },
-        Knob {
-            id: KnobId::Qlora,
-            label: "4-bit base weights (QLoRA)",
-            exact_label: "4-bit base weights (QLoRA), exact tokens/step",
-            apply: |c| c.quantization = Quantization::Nf4,
-            applies: |c, _| c.lora_rank > 0 && c.quantization == Quantization::None,
-            combines: true,
-        },
-        Knob {
-            id: KnobId::ExpandableSegments,
-            label: "expandable segments",
-            exact_label: "expandable segments, exact tokens/step",
-            apply: |c| c.alloc_conf = Some("expandable_segments:True".to_string()),
-            applies: |c, _| !c.expandable_segments(),
-            combines: true,
-        },
-    ]
+/// The knobs, in the order they are tried.
+pub fn knobs() -> &'static [Knob] {
+    &KNOBS
 }
+
+/// The table behind [`knobs`]: data, one entry per knob (`applies` is told whether the card
+/// has bfloat16).
+static KNOBS: [Knob; 10] = [
+    Knob {
+        id: KnobId::AsConfigured,
+        label: "as configured",
+        exact_label: "as configured, exact tokens/step",
+        apply: |_| {},
+        applies: |_, _| true,
+        combines: true,
+    },
+    // torch.compile changes what is alive (fusion.rs): either way can fit more, so where
+    // the compile runtime is derived for the config, the other setting is a candidate.
+    Knob {
+        id: KnobId::WithoutCompile,
+        label: "without torch.compile",
+        exact_label: "without torch.compile, exact tokens/step",
+        apply: |c| c.compile = false,
+        applies: |c, _| c.compile && crate::sim::runtime::compile_fallback(c).is_none(),
+        combines: false,
+    },
+    Knob {
+        id: KnobId::Compile,
+        label: "torch.compile",
+        exact_label: "torch.compile, exact tokens/step",
+        apply: |c| c.compile = true,
+        applies: |c, _| {
+            !c.compile
+                && crate::sim::runtime::compile_fallback(&TrainConfig {
+                    compile: true,
+                    ..c.clone()
+                })
+                .is_none()
+        },
+        combines: false,
+    },
+    Knob {
+        id: KnobId::Flash,
+        label: "flash attention",
+        exact_label: "flash attention, exact tokens/step",
+        apply: |c| c.flash = true,
+        applies: |c, _| !c.flash,
+        combines: true,
+    },
+    Knob {
+        id: KnobId::Bf16Autocast,
+        label: "bfloat16 autocast",
+        exact_label: "bfloat16 autocast, exact tokens/step",
+        apply: |c| c.dtype = Precision::BFloat16,
+        applies: |c, bf16| bf16 && c.dtype == Precision::Float32,
+        combines: true,
+    },
+    Knob {
+        id: KnobId::Checkpointing,
+        label: "activation checkpointing",
+        exact_label: "activation checkpointing, exact tokens/step",
+        apply: |c| c.activation_checkpointing = true,
+        applies: |c, _| !c.activation_checkpointing,
+        combines: true,
+    },
+    Knob {
+        id: KnobId::FusedLoss,
+        label: "chunked cross-entropy",
+        exact_label: "chunked cross-entropy, exact tokens/step",
+        // What the printed change runs: Liger's function under the Trainer and axolotl
+        // (use_liger_kernel / liger_fused_linear_cross_entropy), a chunked loss elsewhere.
+        apply: |c| c.loss = fused_loss(c).unwrap_or(c.loss),
+        applies: |c, _| c.loss == LossKind::Standard && fused_loss(c).is_some(),
+        combines: true,
+    },
+    Knob {
+        id: KnobId::AdamW8bit,
+        label: "8-bit AdamW",
+        exact_label: "8-bit AdamW, exact tokens/step",
+        apply: |c| c.optimizer = OptimizerKind::AdamW8bit,
+        applies: |c, _| c.optimizer == OptimizerKind::AdamW,
+        combines: true,
+    },
+    Knob {
+        id: KnobId::Qlora,
+        label: "4-bit base weights (QLoRA)",
+        exact_label: "4-bit base weights (QLoRA), exact tokens/step",
+        apply: |c| c.quantization = Quantization::Nf4,
+        applies: |c, _| c.lora_rank > 0 && c.quantization == Quantization::None,
+        combines: true,
+    },
+    Knob {
+        id: KnobId::ExpandableSegments,
+        label: "expandable segments",
+        exact_label: "expandable segments, exact tokens/step",
+        apply: |c| c.alloc_conf = Some("expandable_segments:True".to_string()),
+        applies: |c, _| !c.expandable_segments(),
+        combines: true,
+    },
+];
 
 /// How the user starts train.py: the config file on its command line and what that file alone
 /// sets, so a printed command repeats the user's own overrides (`--compile=False`) as well as

@@ -151,10 +151,7 @@ impl Found<'_> {
 
 /// Each applicable knob alone, then all of them at once when more than two apply.
 fn variants(base: &TrainConfig, bf16: bool) -> Vec<Variant> {
-    let applicable: Vec<_> = knobs()
-        .into_iter()
-        .filter(|k| (k.applies)(base, bf16))
-        .collect();
+    let applicable: Vec<_> = knobs().iter().filter(|k| (k.applies)(base, bf16)).collect();
     let mut out: Vec<Variant> = applicable
         .iter()
         .map(|k| {

@@ -16,7 +16,7 @@ const POINTS: usize = 24;
 pub fn sweep_chart(cfg: &TrainConfig, budget: &Budget, report: &SuggestReport) -> Result<String> {
     let tokens = cfg.tokens_per_step().unwrap_or(u64::MAX);
     let knobs: Vec<_> = knobs()
-        .into_iter()
+        .iter()
         .filter(|k| (k.applies)(cfg, budget.profile.bf16))
         .collect();
     let fits: Vec<u64> = report

@@ -21,6 +21,7 @@ pub mod phase;
 pub mod pytorch_version;
 pub mod render;
 pub mod size;
+mod structural;
 pub mod types;
 pub mod vllm_fixes;
 pub mod wrap;

@@ -77,6 +77,15 @@ fn res() -> &'static Res {
     })
 }
 
+/// Whether `ipy8` can match `t`: its line starts with `File` after white space (`\s` and
+/// `trim_start` both take Unicode's White_Space). The literal tests here and beside `ipy`
+/// (`.py in `) and `ipy_code` (a leading `-`) are what each pattern requires, so a line that
+/// fails them cannot match: they spare the patterns' compile time on the tracebacks (most
+/// logs) that have no IPython frames, and never change a result.
+fn may_be_ipy8(t: &str) -> bool {
+    t.trim_start().starts_with("File")
+}
+
 /// The frames of the stack that belongs to the message at byte `at`, innermost first: the
 /// Python traceback above it (back to its `Traceback` header, never across a chained
 /// exception), else the Rust or C++ backtrace below it.
@@ -106,8 +115,8 @@ pub fn frames_for(n: &Normalized, at: usize) -> Vec<Frame> {
         }
         if let Some(c) =
             r.py.captures(t)
-                .or_else(|| r.ipy8.captures(t))
-                .or_else(|| r.ipy.captures(t))
+                .or_else(|| may_be_ipy8(t).then(|| r.ipy8.captures(t)).flatten())
+                .or_else(|| t.contains(".py in ").then(|| r.ipy.captures(t)).flatten())
         {
             let code = up.pop_if_code().unwrap_or_default();
             up.push(Frame {
@@ -115,7 +124,7 @@ pub fn frames_for(n: &Normalized, at: usize) -> Vec<Frame> {
                 func: c.name("func").map_or("", |m| m.as_str()).to_string(),
                 code,
             });
-        } else if let Some(c) = r.ipy_code.captures(t) {
+        } else if let Some(c) = t.starts_with('-').then(|| r.ipy_code.captures(t)).flatten() {
             up.push(Frame {
                 code: c.name("code").map_or("", |m| m.as_str()).to_string(),
                 ..Frame::default()

@@ -167,6 +167,26 @@ pub fn has(text: &str, needles: &[&str]) -> bool {
     )
 }
 
+/// Whether `words` occur in `text` one after another with nothing but white space between
+/// them (any amount, none included): the literal skeleton of a pattern written `a\s*b\s*c`
+/// (`\s` and `trim_start` both take Unicode's White_Space), so a text without it cannot
+/// match the pattern, which is then not even compiled.
+pub fn has_words(text: &str, words: &[&str]) -> bool {
+    let Some((first, rest)) = words.split_first() else {
+        return true;
+    };
+    memchr::memmem::find_iter(text.as_bytes(), first.as_bytes()).any(|i| {
+        let mut t = &text[i + first.len()..];
+        rest.iter().all(|w| match t.trim_start().strip_prefix(w) {
+            Some(after) => {
+                t = after;
+                true
+            }
+            None => false,
+        })
+    })
+}
+
 /// `word` somewhere with no ASCII word character on either side.
 fn has_word(text: &str, word: &str) -> bool {
     let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';

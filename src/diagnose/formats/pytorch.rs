@@ -77,11 +77,13 @@ fn first_size(res: &[Lazy], span: &str) -> Option<crate::diagnose::size::Size> {
     res.iter().find_map(|r| find_size(r, span))
 }
 
-/// `find_size` for a pattern every match of which contains the literal `needle`: a span
-/// without it cannot match, and the pattern is then not even compiled (most messages print
-/// only some of the figures).
-fn find_size_with(r: &Lazy, needle: &str, span: &str) -> Option<crate::diagnose::size::Size> {
-    span.contains(needle).then(|| find_size(r, span)).flatten()
+/// `find_size` for a pattern every match of which contains `words` separated by white space
+/// only (`super::has_words`): a span without them cannot match, and the pattern is then not
+/// even compiled (most messages print only some of the figures).
+fn find_size_with(r: &Lazy, words: &[&str], span: &str) -> Option<crate::diagnose::size::Size> {
+    super::has_words(span, words)
+        .then(|| find_size(r, span))
+        .flatten()
 }
 
 pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
@@ -116,10 +118,17 @@ pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
         rep.pytorch = Some((layout, version));
         rep.set("tried_to_allocate_bytes", cap_size(c, "v"));
         message_figures(&mut rep, r, span);
+        // Each pattern's words (`has_words`): the old wording's `(GPU 0; …)`, the new `GPU 0 has`.
+        let device_words: [&[&str]; 2] = [&["(", "GPU"], &["GPU"]];
         rep.device = r
             .device
             .iter()
-            .find_map(|d| d.captures(span))
+            .zip(device_words)
+            .find_map(|(d, words)| {
+                super::has_words(span, words)
+                    .then(|| d.captures(span))
+                    .flatten()
+            })
             .and_then(|c| c.name("d"))
             .map(|d| d.as_str().to_string())
             .filter(|d| !d.is_empty());
@@ -154,17 +163,21 @@ fn message_figures(rep: &mut Report, r: &Res, span: &str) {
     );
     rep.set(
         "private_pools_bytes",
-        find_size_with(&r.private, "private", span),
+        find_size_with(&r.private, &["allocated", "in", "private", "pools"], span),
     );
     rep.set(
         "reserved_unallocated_bytes",
-        find_size_with(&r.unallocated, "unallocated", span),
+        find_size_with(
+            &r.unallocated,
+            &["is", "reserved", "by", "PyTorch", "but", "unallocated"],
+            span,
+        ),
     );
     rep.set(
         "reserved_total_bytes",
-        find_size_with(&r.reserved_total, "reserved", span),
+        find_size_with(&r.reserved_total, &["reserved", "in", "total"], span),
     );
-    if let Some(cached) = find_size_with(&r.cached, "cached", span) {
+    if let Some(cached) = find_size_with(&r.cached, &["cached", ")"], span) {
         // The old wording's "cached" is the figure later versions call "reserved in total"
         // (the JSON contract of issue 4). PyTorch 1.0–1.3 printed cached − allocated there,
         // though: when it is below what is allocated it can only be the reserved-but-
@@ -178,7 +191,10 @@ fn message_figures(rep: &mut Report, r: &Res, span: &str) {
         }
         rep.set("reserved_total_bytes", Some(cached));
     }
-    rep.set("allowed_bytes", find_size_with(&r.allowed, "allowed", span));
+    rep.set(
+        "allowed_bytes",
+        find_size_with(&r.allowed, &["allowed", ";"], span),
+    );
 }
 
 /// The other processes the message lists, each with what it holds (a size that does not parse

@@ -19,4 +19,5 @@ pub mod probe;
 pub mod report;
 pub mod run;
 pub mod sim;
+pub mod terminal;
 pub mod units;

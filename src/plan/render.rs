@@ -71,7 +71,7 @@ pub fn render(r: &SuggestReport) -> String {
                 let _ = writeln!(out, "  and in {c}");
             }
             let _ = writeln!(out);
-            let mut t = crate::report::fitted_table(UTF8_BORDERS_ONLY);
+            let mut t = crate::terminal::fitted_table(UTF8_BORDERS_ONLY);
             // Short headers leave the candidate's name room to stay on one line at 80 columns;
             // the line under the table says what each column is.
             t.set_header(vec![

@@ -34,7 +34,7 @@ impl Style {
 }
 
 fn table(header: &[&str]) -> Table {
-    let mut t = super::fitted_table(UTF8_BORDERS_ONLY);
+    let mut t = crate::terminal::fitted_table(UTF8_BORDERS_ONLY);
     t.set_header(header.iter().map(Cell::new));
     t
 }
@@ -288,7 +288,7 @@ fn categories_table(out: &mut String, r: &CheckReport, style: Style) {
     let mut t = table(&["category", "bytes", ""]);
     // The bar takes what the label (38 cells at most), the bytes and the borders leave, so
     // the table fits the width instead of wrapping bars: 30 cells at 90 columns and more.
-    let bar_cells = usize::from(super::terminal_width())
+    let bar_cells = usize::from(crate::terminal::terminal_width())
         .saturating_sub(60)
         .clamp(8, 30);
     for (label, bytes) in rows {

@@ -194,7 +194,13 @@ pub struct RanksReport {
 /// Simulate `cfg` on the budget's card (None: figures without a verdict) and report.
 pub fn build(cfg: &TrainConfig, budget: Option<&Budget>) -> Result<CheckReport> {
     let run = crate::run::run(cfg, budget.map(|b| &b.profile))?;
-    build_from(cfg, &run, budget)
+    let report = build_from(cfg, &run, budget);
+    // The report keeps no reference to the Timeline: its tables serve the next simulation on
+    // this thread (`sim::spare`) instead of going back to the system. On deep models they are
+    // tens of megabytes, which the C allocator maps afresh for each run (page faults were a
+    // third of a 1,000-layer check repeated in one process).
+    crate::sim::spare::give_back(run.timeline);
+    report
 }
 
 /// The report on a run already simulated (`check --svg` draws the same Run).

@@ -2,6 +2,7 @@
 //! ranked by predicted speed. Every candidate is re-simulated; nothing here estimates memory.
 
 pub mod batch;
+mod candidate;
 pub mod convention;
 mod ctx;
 pub mod hf_args;

@@ -218,8 +218,7 @@ impl Backward for RopeSaved {
         [None, None, None]
     }
 
-    fn release_saved(self, e: &mut Engine) {
-        e.release(self.cos);
-        e.release(self.sin);
+    fn saved(&self) -> [Option<T>; 3] {
+        [Some(self.cos), Some(self.sin), None]
     }
 }

@@ -274,14 +274,14 @@ fn top_k_sum(e: &mut Engine, x: V, out: Shape, name: Name) -> V {
             edge: crate::sim::autograd::Edge::None,
         };
     }
-    let op = ops::Op::Pointwise {
+    let op = ops::Op::Pointwise(ops::PointwiseSaved {
         shape: r.shape,
         dtype: r.dtype,
         name: Name {
             what: "grad",
             ..name
         },
-    };
+    });
     let edge = e.push_node(
         op,
         [

@@ -9,7 +9,7 @@
 
 use super::dtype::DType;
 use super::engine::{Engine, T, V};
-use super::ops::Op;
+use super::ops::{Backward, Op};
 use super::timeline::{Category, Name, Phase, Shape};
 
 /// Where a gradient goes.
@@ -170,20 +170,20 @@ impl Engine {
             self.retain(x.t);
         }
         let edge = self.push_node(
-            Op::Checkpoint { f: id, x: x.t },
+            Op::Checkpoint(CheckpointSaved { f: id, x: x.t }),
             [x.edge, Edge::None, Edge::None],
         );
         V { t: out.t, edge }
     }
 
-    /// The backward of a checkpoint: recompute, then backward through the recomputation.
+    /// The backward of a checkpoint (`CheckpointSaved`): recompute, then backward through the recomputation.
     ///
     /// Non-reentrant (`_checkpoint_without_reentrant_generator`), only the gradient flows on:
     /// the recomputed output is not kept. Reentrant (torch/utils/checkpoint.py,
     /// `CheckpointFunction.backward`): `outputs = ctx.run_function(*detached_inputs)` and the
     /// incoming `args` are locals held until `torch.autograd.backward(outputs_with_grad,
     /// args_with_grad)` returns, as are the saved inputs.
-    pub(crate) fn checkpoint_backward(&mut self, f: u32, x: T, g: T) -> T {
+    fn checkpoint_backward(&mut self, f: u32, x: T, g: T) -> T {
         let outer = std::mem::take(&mut self.tape);
         let captured = self.captured.take();
         let id = f;
@@ -262,5 +262,28 @@ impl Engine {
         }
         self.release(root);
         self.phase = saved_phase;
+    }
+}
+
+/// A checkpointed block: recompute `f` on the saved input `x` in the backward.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointSaved {
+    f: u32,
+    x: T,
+}
+
+impl Backward for CheckpointSaved {
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        [Some(e.checkpoint_backward(self.f, self.x, g)), None, None]
+    }
+
+    fn release_saved(self, e: &mut Engine) {
+        if e.offloads_checkpoint_inputs() {
+            // An offloaded input has no GPU reference to let go of, only its host copy.
+            let bytes = e.record(self.x).bytes;
+            e.host_checkpoint(bytes, false);
+        } else {
+            e.release(self.x);
+        }
     }
 }

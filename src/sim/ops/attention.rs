@@ -10,8 +10,8 @@
 //! q, k, v are views of the qkv projection, so any kernel that saves them keeps it alive; the
 //! backward ends with `cat` of dq, dk, dv (SplitBackward).
 
-use super::save;
 use super::sdpa::round_up;
+use super::{save, Backward};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -66,47 +66,6 @@ impl Attention {
 
     pub(super) fn scores(&self) -> Shape {
         Shape::new(&[self.b, self.nh, self.t, self.t])
-    }
-
-    pub fn release_saved(self, e: &mut Engine) {
-        let all = [
-            self.qkv,
-            self.lse,
-            self.out,
-            self.rng[0],
-            self.rng[1],
-            self.stats[0],
-            self.stats[1],
-            self.att,
-            self.v,
-            self.drop_mask,
-            self.softmax,
-            self.mask,
-            self.k,
-            self.q,
-        ];
-        for t in all.into_iter().flatten() {
-            e.release(t);
-        }
-    }
-
-    /// Gradient of the attention output (B·T, C) → gradient of qkv (B, T, 3C).
-    pub fn backward(self, e: &mut Engine, g: T) -> T {
-        let (dq, dk, dv) = match self.kind {
-            AttnKind::Flash | AttnKind::Efficient => self.sdpa_backward(e, g),
-            AttnKind::Manual if self.compiled => super::attention_compiled::backward(self, e, g),
-            AttnKind::Manual => self.manual_backward(e, g),
-        };
-        let cat = e.alloc(
-            self.name("qkv.grad"),
-            Shape::new(&[self.b, self.t, 3 * self.nh * self.hs]),
-            self.dtype,
-            Category::Activations,
-        );
-        for t in [dq, dk, dv].into_iter().flatten() {
-            e.release(t);
-        }
-        cat
     }
 
     fn sdpa_backward(self, e: &mut Engine, g: T) -> (Option<T>, Option<T>, Option<T>) {
@@ -230,6 +189,49 @@ impl Attention {
 
     fn att_was_cast(&self) -> bool {
         self.softmax_input_cast
+    }
+}
+
+impl Backward for Attention {
+    fn release_saved(self, e: &mut Engine) {
+        let all = [
+            self.qkv,
+            self.lse,
+            self.out,
+            self.rng[0],
+            self.rng[1],
+            self.stats[0],
+            self.stats[1],
+            self.att,
+            self.v,
+            self.drop_mask,
+            self.softmax,
+            self.mask,
+            self.k,
+            self.q,
+        ];
+        for t in all.into_iter().flatten() {
+            e.release(t);
+        }
+    }
+
+    /// Gradient of the attention output (B·T, C) → gradient of qkv (B, T, 3C).
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let (dq, dk, dv) = match self.kind {
+            AttnKind::Flash | AttnKind::Efficient => self.sdpa_backward(e, g),
+            AttnKind::Manual if self.compiled => super::attention_compiled::backward(self, e, g),
+            AttnKind::Manual => self.manual_backward(e, g),
+        };
+        let cat = e.alloc(
+            self.name("qkv.grad"),
+            Shape::new(&[self.b, self.t, 3 * self.nh * self.hs]),
+            self.dtype,
+            Category::Activations,
+        );
+        for t in [dq, dk, dv].into_iter().flatten() {
+            e.release(t);
+        }
+        [Some(cat), None, None]
     }
 }
 

@@ -1,6 +1,6 @@
 //! Embedding, residual adds, dropout, GELU, scaling of the loss: each forward with its backward.
 
-use super::{save, Op};
+use super::{save, Backward, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -15,15 +15,46 @@ pub fn embedding(e: &mut Engine, p: usize, idx: T, out: Shape, name: Name) -> V 
     let weight = e.params[p].shape;
     let idx = save(e, idx);
     let edge = e.push_node(
-        Op::Embedding {
+        Op::Embedding(EmbeddingSaved {
             idx,
             weight,
             dtype,
             name,
-        },
+        }),
         [w.edge, Edge::None, Edge::None],
     );
     V { t, edge }
+}
+
+/// EmbeddingBackward's state: the indices, and the table's shape and dtype.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddingSaved {
+    idx: T,
+    weight: Shape,
+    dtype: DType,
+    name: Name,
+}
+
+impl Backward for EmbeddingSaved {
+    /// A dense gradient of the whole table in its dtype; the indices go.
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let gw = e.alloc(
+            Name {
+                what: "grad",
+                ..self.name
+            },
+            self.weight,
+            self.dtype,
+            Category::Gradients,
+        );
+        e.release(g);
+        e.release(self.idx);
+        [Some(gw), None, None]
+    }
+
+    fn saved(&self) -> [Option<T>; 3] {
+        [Some(self.idx), None, None]
+    }
 }
 
 /// `tok_emb + pos_emb`: pos_emb (T, C) broadcasts over the batch.
@@ -35,16 +66,32 @@ pub fn add_broadcast(e: &mut Engine, tok: V, pos: V, name: Name) -> V {
     let d = shape.dims();
     let pos_shape = Shape::new(&[1, d[1], d[2]]);
     let edge = e.push_node(
-        Op::AddBroadcast {
+        Op::AddBroadcast(AddBroadcastSaved {
             pos: pos_shape,
             name: Name {
                 what: "pos_grad",
                 ..name
             },
-        },
+        }),
         [tok.edge, pos.edge, Edge::None],
     );
     V { t, edge }
+}
+
+/// The broadcast add keeps the position embedding's shape only.
+#[derive(Debug, Clone, Copy)]
+pub struct AddBroadcastSaved {
+    pos: Shape,
+    name: Name,
+}
+
+impl Backward for AddBroadcastSaved {
+    /// tok_emb's gradient is the incoming one; pos_emb's is its sum over the batch, in the
+    /// dtype of the trainable position embedding (fp32, or `dtype` when pure).
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let gp = e.alloc(self.name, self.pos, e.param_dtype, Category::Activations);
+        [Some(g), Some(gp), None]
+    }
 }
 
 /// The residual add: fp32 stream + branch (bf16 under autocast) promotes to fp32.
@@ -58,7 +105,7 @@ pub fn add(e: &mut Engine, a: V, b: V, name: Name) -> V {
     let shape = e.shape(a.t);
     let t = e.alloc(name, shape, out, Category::Activations);
     let edge = e.push_node(
-        Op::Add {
+        Op::Add(AddSaved {
             a: da,
             b: db,
             shape,
@@ -66,33 +113,38 @@ pub fn add(e: &mut Engine, a: V, b: V, name: Name) -> V {
                 what: "grad",
                 ..name
             },
-        },
+        }),
         [a.edge, b.edge, Edge::None],
     );
     V { t, edge }
 }
 
-/// AddBackward: the gradient passes through, cast to an input's dtype where it differs.
-pub(super) fn add_backward(
-    e: &mut Engine,
-    g: T,
+/// AddBackward keeps the inputs' dtypes only.
+#[derive(Debug, Clone, Copy)]
+pub struct AddSaved {
     a: DType,
     b: DType,
     shape: Shape,
     name: Name,
-) -> [Option<T>; 3] {
-    let out = e.dtype(g);
-    let mut grads = [None; 3];
-    for (i, dt) in [a, b].into_iter().enumerate() {
-        grads[i] = Some(if dt == out {
-            e.retain(g);
-            g
-        } else {
-            super::fusion::pointwise_out(e, name, shape, dt, Category::Activations, &[g])
-        });
+}
+
+impl Backward for AddSaved {
+    /// The gradient passes through, cast to an input's dtype where it differs.
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let out = e.dtype(g);
+        let mut grads = [None; 3];
+        for (i, dt) in [self.a, self.b].into_iter().enumerate() {
+            grads[i] = Some(if dt == out {
+                e.retain(g);
+                g
+            } else {
+                let (name, shape) = (self.name, self.shape);
+                super::fusion::pointwise_out(e, name, shape, dt, Category::Activations, &[g])
+            });
+        }
+        e.release(g);
+        grads
     }
-    e.release(g);
-    grads
 }
 
 /// `F.dropout` in training with p > 0: `native_dropout` returns the output and a bool mask.
@@ -127,7 +179,7 @@ pub fn dropout(e: &mut Engine, x: V, p: f64, name: Name) -> V {
         };
     }
     let edge = e.push_node(
-        Op::Dropout {
+        Op::Dropout(DropoutSaved {
             mask,
             shape,
             dtype,
@@ -135,10 +187,41 @@ pub fn dropout(e: &mut Engine, x: V, p: f64, name: Name) -> V {
                 what: "grad",
                 ..name
             },
-        },
+        }),
         [x.edge, Edge::None, Edge::None],
     );
     V { t, edge }
+}
+
+/// NativeDropoutBackward keeps the mask.
+#[derive(Debug, Clone, Copy)]
+pub struct DropoutSaved {
+    mask: T,
+    shape: Shape,
+    dtype: DType,
+    name: Name,
+}
+
+impl Backward for DropoutSaved {
+    /// The incoming gradient times the mask (fused compiled); the mask goes.
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let (name, shape, dtype) = (self.name, self.shape, self.dtype);
+        let gx = super::fusion::pointwise_out(
+            e,
+            name,
+            shape,
+            dtype,
+            Category::Activations,
+            &[g, self.mask],
+        );
+        e.release(g);
+        e.release(self.mask);
+        [Some(gx), None, None]
+    }
+
+    fn saved(&self) -> [Option<T>; 3] {
+        [Some(self.mask), None, None]
+    }
 }
 
 /// GELU keeps its input for the backward; output in the input's dtype.
@@ -161,17 +244,48 @@ pub(super) fn activation_as(e: &mut Engine, x: V, shape: Shape, name: Name) -> V
     let t = super::fusion::pointwise_out(e, name, shape, r.dtype, Category::Activations, &[x.t]);
     let xs = save(e, x.t);
     let edge = e.push_node(
-        Op::Activation {
+        Op::Activation(ActivationSaved {
             x: xs,
             shape,
             name: Name {
                 what: "grad",
                 ..name
             },
-        },
+        }),
         [x.edge, Edge::None, Edge::None],
     );
     V { t, edge }
+}
+
+/// A pointwise activation's node: its saved input (or result: tanh, sigmoid); `shape` is the
+/// input's as the op sees it (a chunk of `x`'s storage for Phi-3's gate).
+#[derive(Debug, Clone, Copy)]
+pub struct ActivationSaved {
+    pub(super) x: T,
+    pub(super) shape: Shape,
+    pub(super) name: Name,
+}
+
+impl Backward for ActivationSaved {
+    /// The activation's backward reads its saved input. Compiled, GELU's backward is fused in
+    /// place into the incoming gradient's buffer (its last use: inductor's in-place reuse,
+    /// scheduler.py `decide_inplace_update`).
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let (x, shape) = (self.x, self.shape);
+        let r = *e.record(x);
+        if e.compiled() && e.record(g).shape == shape && e.dtype(g) == r.dtype {
+            e.release(x);
+            return [Some(g), None, None];
+        }
+        let gx = e.alloc(self.name, shape, r.dtype, Category::Activations);
+        e.release(g);
+        e.release(x);
+        [Some(gx), None, None]
+    }
+
+    fn saved(&self) -> [Option<T>; 3] {
+        [Some(self.x), None, None]
+    }
 }
 
 /// `loss / gradient_accumulation_steps`.
@@ -182,87 +296,23 @@ pub fn div_scalar(e: &mut Engine, x: V) -> V {
         DType::F32,
         Category::Logits,
     );
-    let edge = e.push_node(Op::Div, [x.edge, Edge::None, Edge::None]);
+    let edge = e.push_node(Op::Div(DivSaved), [x.edge, Edge::None, Edge::None]);
     V { t, edge }
 }
 
-/// EmbeddingBackward: a dense gradient of the whole table in its dtype; the indices go.
-pub(super) fn embedding_backward(
-    e: &mut Engine,
-    g: T,
-    idx: T,
-    (weight, dtype): (Shape, DType),
-    name: Name,
-) -> [Option<T>; 3] {
-    let gw = e.alloc(
-        Name {
-            what: "grad",
-            ..name
-        },
-        weight,
-        dtype,
-        Category::Gradients,
-    );
-    e.release(g);
-    e.release(idx);
-    [Some(gw), None, None]
-}
+/// DivBackward of the scalar loss by a Python number keeps nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct DivSaved;
 
-/// tok_emb's gradient is the incoming one; pos_emb's is its sum over the batch, in the dtype
-/// of the trainable position embedding (fp32, or `dtype` when pure).
-pub(super) fn add_broadcast_backward(
-    e: &mut Engine,
-    g: T,
-    pos: Shape,
-    name: Name,
-) -> [Option<T>; 3] {
-    let gp = e.alloc(name, pos, e.param_dtype, Category::Activations);
-    [Some(g), Some(gp), None]
-}
-
-/// The incoming gradient times the mask (fused compiled); the mask goes.
-pub(super) fn dropout_backward(
-    e: &mut Engine,
-    g: T,
-    mask: T,
-    (shape, dtype): (Shape, DType),
-    name: Name,
-) -> [Option<T>; 3] {
-    let gx = super::fusion::pointwise_out(e, name, shape, dtype, Category::Activations, &[g, mask]);
-    e.release(g);
-    e.release(mask);
-    [Some(gx), None, None]
-}
-
-/// The activation's backward reads its saved input. Compiled, GELU's backward is fused in
-/// place into the incoming gradient's buffer (its last use: inductor's in-place reuse,
-/// scheduler.py `decide_inplace_update`).
-pub(super) fn activation_backward(
-    e: &mut Engine,
-    g: T,
-    x: T,
-    shape: Shape,
-    name: Name,
-) -> [Option<T>; 3] {
-    let r = *e.record(x);
-    if e.compiled() && e.record(g).shape == shape && e.dtype(g) == r.dtype {
-        e.release(x);
-        return [Some(g), None, None];
+impl Backward for DivSaved {
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let gx = e.alloc(
+            Name::top("loss", "div.grad"),
+            Shape::scalar(),
+            DType::F32,
+            Category::Logits,
+        );
+        e.release(g);
+        [Some(gx), None, None]
     }
-    let gx = e.alloc(name, shape, r.dtype, Category::Activations);
-    e.release(g);
-    e.release(x);
-    [Some(gx), None, None]
-}
-
-/// DivBackward of the scalar loss.
-pub(super) fn div_backward(e: &mut Engine, g: T) -> [Option<T>; 3] {
-    let gx = e.alloc(
-        Name::top("loss", "div.grad"),
-        Shape::scalar(),
-        DType::F32,
-        Category::Logits,
-    );
-    e.release(g);
-    [Some(gx), None, None]
 }

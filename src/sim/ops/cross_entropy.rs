@@ -4,7 +4,8 @@
 //! (bf16 log-probs, B·T × V × 2 bytes), then nll_loss, which autocast runs in fp32 — so the
 //! log-probs are copied to fp32 (B·T × V × 4 bytes) and that copy is saved for backward.
 
-use super::{save, Op};
+use super::pointwise::ToCopySaved;
+use super::{save, Backward, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -28,11 +29,11 @@ pub fn cross_entropy(e: &mut Engine, logits: V, targets: T) -> V {
     );
     let lp_saved = save(e, lp);
     let lp_edge = e.push_node(
-        Op::LogSoftmax {
+        Op::LogSoftmax(LogSoftmaxSaved {
             out: lp_saved,
             shape,
             dtype: r.dtype,
-        },
+        }),
         [logits.edge, Edge::None, Edge::None],
     );
     let (nll_in, nll_edge) = if e.autocast.is_some() && r.dtype != DType::F32 {
@@ -43,12 +44,12 @@ pub fn cross_entropy(e: &mut Engine, logits: V, targets: T) -> V {
             Category::Logits,
         );
         let edge = e.push_node(
-            Op::ToCopy {
+            Op::ToCopy(ToCopySaved {
                 from: r.dtype,
                 shape,
                 name: Name::top("loss", "log_probs.grad"),
                 category: Category::Logits,
-            },
+            }),
             [lp_edge, Edge::None, Edge::None],
         );
         (c, edge)
@@ -72,12 +73,10 @@ pub fn cross_entropy(e: &mut Engine, logits: V, targets: T) -> V {
         let input = save(e, nll_in);
         let target = save(e, targets);
         e.push_node(
-            Op::NllLoss {
-                input,
-                target,
-                total_weight,
+            Op::NllLoss(NllSaved {
+                saved: [input, target, total_weight],
                 shape,
-            },
+            }),
             [nll_edge, Edge::None, Edge::None],
         )
     } else {
@@ -90,37 +89,57 @@ pub fn cross_entropy(e: &mut Engine, logits: V, targets: T) -> V {
     V { t: out, edge }
 }
 
-/// LogSoftmaxBackward: the input's gradient in the log-probs' dtype, then the saved log-probs go.
-pub(super) fn log_softmax_backward(
-    e: &mut Engine,
-    g: T,
+/// LogSoftmaxBackward keeps its output, the log-probs.
+#[derive(Debug, Clone, Copy)]
+pub struct LogSoftmaxSaved {
     out: T,
     shape: Shape,
     dtype: DType,
-) -> [Option<T>; 3] {
-    let gx = e.alloc(
-        Name::top("loss", "log_softmax.grad"),
-        shape,
-        dtype,
-        Category::Logits,
-    );
-    e.release(g);
-    e.release(out);
-    [Some(gx), None, None]
 }
 
-/// NllLossBackward: an fp32 gradient of the (B·T, V) input; the saved input, targets and
-/// total weight go.
-pub(super) fn nll_backward(e: &mut Engine, g: T, saved: [T; 3], shape: Shape) -> [Option<T>; 3] {
-    let gx = e.alloc(
-        Name::top("loss", "nll.grad"),
-        shape,
-        DType::F32,
-        Category::Logits,
-    );
-    e.release(g);
-    for t in saved {
-        e.release(t);
+impl Backward for LogSoftmaxSaved {
+    /// The input's gradient in the log-probs' dtype, then the saved log-probs go.
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let gx = e.alloc(
+            Name::top("loss", "log_softmax.grad"),
+            self.shape,
+            self.dtype,
+            Category::Logits,
+        );
+        e.release(g);
+        e.release(self.out);
+        [Some(gx), None, None]
     }
-    [Some(gx), None, None]
+
+    fn saved(&self) -> [Option<T>; 3] {
+        [Some(self.out), None, None]
+    }
+}
+
+/// NllLossBackward keeps its input, the targets and the total weight.
+#[derive(Debug, Clone, Copy)]
+pub struct NllSaved {
+    saved: [T; 3],
+    shape: Shape,
+}
+
+impl Backward for NllSaved {
+    /// An fp32 gradient of the (B·T, V) input; the saved input, targets and total weight go.
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let gx = e.alloc(
+            Name::top("loss", "nll.grad"),
+            self.shape,
+            DType::F32,
+            Category::Logits,
+        );
+        e.release(g);
+        for t in self.saved {
+            e.release(t);
+        }
+        [Some(gx), None, None]
+    }
+
+    fn saved(&self) -> [Option<T>; 3] {
+        self.saved.map(Some)
+    }
 }

@@ -15,7 +15,7 @@
 //! Each is one backward node here; the backward replays its ops' gradients in autograd order.
 
 use super::sdpa::Heads;
-use super::Op;
+use super::{Backward, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -49,17 +49,6 @@ pub struct EagerSaved {
     v: T,
     /// Gemma 2's soft-capping: tanh's result (B, nh, T, T), kept by TanhBackward.
     tanh: Option<T>,
-}
-
-impl EagerSaved {
-    pub(super) fn release_saved(self, e: &mut Engine) {
-        for t in [self.q, self.kt, self.softmax, self.att, self.v] {
-            e.release(t);
-        }
-        if let Some(t) = self.tanh {
-            e.release(t);
-        }
-    }
 }
 
 /// An autocast cast (a copy) unless `t` already has the matmul's dtype.
@@ -283,82 +272,93 @@ fn softcap_scores(e: &mut Engine, s: T, h: &Heads, mm: DType, record: bool) -> (
     }
 }
 
-/// Gradients of q, k, v, replaying the ops' backward last to first.
-pub(super) fn backward(e: &mut Engine, g: T, s: EagerSaved) -> [Option<T>; 3] {
-    let act = Category::Activations;
-    let h = s.h;
-    let full = h.bhtd(h.nh);
-    let sc = h.scores();
-    // A gradient handed on in another dtype or shape: a new tensor, the old one freed.
-    let convert = |e: &mut Engine, t: T, shape: Shape, dt: DType, what| {
-        let n = e.alloc(h.name(what), shape, dt, act);
-        e.release(t);
-        n
-    };
-    // matmul(att, v): the probabilities' gradient, then v's.
-    let mut ga = e.alloc(h.name("attn.grad"), sc, s.mm, act);
-    e.matmul_workspace();
-    let mut gv = e.alloc(h.name("v.grad"), full, s.mm, act);
-    e.release(g);
-    e.release(s.att);
-    e.release(s.v);
-    if s.dv != s.mm {
-        gv = convert(e, gv, full, s.dv, "v.grad");
-    }
-    if h.nkv != h.nh {
-        gv = convert(e, gv, h.bhtd(h.nkv), s.dv, "v.grad");
-    }
-    if s.att_dtype != s.mm {
-        ga = convert(e, ga, sc, s.att_dtype, "attn.grad");
-    }
-    if s.att_dtype != e.dtype(s.softmax) {
-        ga = convert(e, ga, sc, e.dtype(s.softmax), "attn.grad");
-    }
-    // softmax backward (in the dtype of its input), then the mask add and the scaling.
-    let gs = e.alloc(h.name("softmax.grad"), sc, s.pre_softmax, act);
-    e.release(ga);
-    e.release(s.softmax);
-    let mut gs = gs;
-    if s.kind == ScoresKind::Eager {
-        if s.pre_softmax != s.mm {
-            gs = convert(e, gs, sc, s.mm, "scores.grad");
+impl Backward for EagerSaved {
+    /// Gradients of q, k, v, replaying the ops' backward last to first.
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let act = Category::Activations;
+        let h = self.h;
+        let full = h.bhtd(h.nh);
+        let sc = h.scores();
+        // A gradient handed on in another dtype or shape: a new tensor, the old one freed.
+        let convert = |e: &mut Engine, t: T, shape: Shape, dt: DType, what| {
+            let n = e.alloc(h.name(what), shape, dt, act);
+            e.release(t);
+            n
+        };
+        // matmul(att, v): the probabilities' gradient, then v's.
+        let mut ga = e.alloc(h.name("attn.grad"), sc, self.mm, act);
+        e.matmul_workspace();
+        let mut gv = e.alloc(h.name("v.grad"), full, self.mm, act);
+        e.release(g);
+        e.release(self.att);
+        e.release(self.v);
+        if self.dv != self.mm {
+            gv = convert(e, gv, full, self.dv, "v.grad");
         }
-        if let Some(th) = s.tanh {
-            // `* softcap`'s MulBackward, TanhBackward (then its saved result goes), `/ softcap`.
-            gs = convert(e, gs, sc, s.mm, "scores_capped.grad");
-            gs = convert(e, gs, sc, s.mm, "scores_tanh.grad");
-            e.release(th);
-            gs = convert(e, gs, sc, s.mm, "scores_div.grad");
+        if h.nkv != h.nh {
+            gv = convert(e, gv, h.bhtd(h.nkv), self.dv, "v.grad");
         }
-        gs = convert(e, gs, sc, s.mm, "scores.grad");
+        if self.att_dtype != self.mm {
+            ga = convert(e, ga, sc, self.att_dtype, "attn.grad");
+        }
+        if self.att_dtype != e.dtype(self.softmax) {
+            ga = convert(e, ga, sc, e.dtype(self.softmax), "attn.grad");
+        }
+        // softmax backward (in the dtype of its input), then the mask add and the scaling.
+        let gs = e.alloc(h.name("softmax.grad"), sc, self.pre_softmax, act);
+        e.release(ga);
+        e.release(self.softmax);
+        let mut gs = gs;
+        if self.kind == ScoresKind::Eager {
+            if self.pre_softmax != self.mm {
+                gs = convert(e, gs, sc, self.mm, "scores.grad");
+            }
+            if let Some(th) = self.tanh {
+                // `* softcap`'s MulBackward, TanhBackward (then its saved result goes), `/ softcap`.
+                gs = convert(e, gs, sc, self.mm, "scores_capped.grad");
+                gs = convert(e, gs, sc, self.mm, "scores_tanh.grad");
+                e.release(th);
+                gs = convert(e, gs, sc, self.mm, "scores_div.grad");
+            }
+            gs = convert(e, gs, sc, self.mm, "scores.grad");
+        }
+        // matmul(q, k.T): q's gradient, then k.T's.
+        let mut gq = e.alloc(h.name("q.grad"), full, self.mm, act);
+        let mut gk = e.alloc(h.name("k.grad"), full, self.mm, act);
+        e.release(gs);
+        e.release(self.q);
+        e.release(self.kt);
+        match self.kind {
+            ScoresKind::Eager => {
+                // Autocast's casts back (k first: its nodes were created later), repeat_kv's sum.
+                if self.dk != self.mm {
+                    gk = convert(e, gk, full, self.dk, "k.grad");
+                }
+                if h.nkv != h.nh {
+                    gk = convert(e, gk, h.bhtd(h.nkv), self.dk, "k.grad");
+                }
+                if self.dq != self.mm {
+                    gq = convert(e, gq, full, self.dq, "q.grad");
+                }
+            }
+            ScoresKind::Math => {
+                // k.T * √scale, repeat_interleave's sum, then q * √scale.
+                gk = convert(e, gk, full, self.dk, "k.grad");
+                if h.nkv != h.nh {
+                    gk = convert(e, gk, h.bhtd(h.nkv), self.dk, "k.grad");
+                }
+                gq = convert(e, gq, full, self.dq, "q.grad");
+            }
+        }
+        [Some(gq), Some(gk), Some(gv)]
     }
-    // matmul(q, k.T): q's gradient, then k.T's.
-    let mut gq = e.alloc(h.name("q.grad"), full, s.mm, act);
-    let mut gk = e.alloc(h.name("k.grad"), full, s.mm, act);
-    e.release(gs);
-    e.release(s.q);
-    e.release(s.kt);
-    match s.kind {
-        ScoresKind::Eager => {
-            // Autocast's casts back (k first: its nodes were created later), repeat_kv's sum.
-            if s.dk != s.mm {
-                gk = convert(e, gk, full, s.dk, "k.grad");
-            }
-            if h.nkv != h.nh {
-                gk = convert(e, gk, h.bhtd(h.nkv), s.dk, "k.grad");
-            }
-            if s.dq != s.mm {
-                gq = convert(e, gq, full, s.dq, "q.grad");
-            }
+
+    fn release_saved(self, e: &mut Engine) {
+        for t in [self.q, self.kt, self.softmax, self.att, self.v] {
+            e.release(t);
         }
-        ScoresKind::Math => {
-            // k.T * √scale, repeat_interleave's sum, then q * √scale.
-            gk = convert(e, gk, full, s.dk, "k.grad");
-            if h.nkv != h.nh {
-                gk = convert(e, gk, h.bhtd(h.nkv), s.dk, "k.grad");
-            }
-            gq = convert(e, gq, full, s.dq, "q.grad");
+        if let Some(t) = self.tanh {
+            e.release(t);
         }
     }
-    [Some(gq), Some(gk), Some(gv)]
 }

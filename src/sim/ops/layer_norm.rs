@@ -1,7 +1,7 @@
 //! `F.layer_norm` (nanoGPT's LayerNorm, GPT-NeoX's): its forward in fp32, eager and compiled,
 //! and its backward.
 
-use super::{save, Op};
+use super::{save, Backward, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -73,7 +73,7 @@ fn layer_norm_fp32(e: &mut Engine, x: V, w: usize, b: Option<usize>, name: Name)
     }
     let xs = save(e, x.t);
     let edge = e.push_node(
-        Op::LayerNorm {
+        Op::LayerNorm(LayerNormSaved {
             x: xs,
             mean: Some(mean),
             rstd,
@@ -84,7 +84,7 @@ fn layer_norm_fp32(e: &mut Engine, x: V, w: usize, b: Option<usize>, name: Name)
                 what: "grad",
                 ..name
             },
-        },
+        }),
         [x.edge, wv.edge, bv.map_or(Edge::None, |v| v.edge)],
     );
     V { t, edge }
@@ -116,7 +116,7 @@ fn compiled_layer_norm(
     let rstd = e.alloc(at("rstd"), stat, DType::F32, Category::Activations);
     let t = e.alloc_fused(name, shape, dtype, Category::Activations, &[xhat]);
     let edge = e.push_node(
-        Op::LayerNorm {
+        Op::LayerNorm(LayerNormSaved {
             x: xhat,
             mean: None,
             rstd,
@@ -124,56 +124,77 @@ fn compiled_layer_norm(
             w_grad: wv.edge != Edge::None,
             c: shape.dims()[2],
             name: at("grad"),
-        },
+        }),
         [x.edge, wv.edge, bv.map_or(Edge::None, |v| v.edge)],
     );
     V { t, edge }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn backward(
-    e: &mut Engine,
-    g: T,
+/// NativeLayerNormBackward's state.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerNormSaved {
+    /// The input (eager), or the normalised input x̂ (compiled, fusion.rs).
     x: T,
+    /// None when compiled: the backward reads x̂ and rstd only.
     mean: Option<T>,
     rstd: T,
-    (bias, w_grad): (bool, bool),
+    bias: bool,
+    /// The weight (and bias) need gradients (false when frozen).
+    w_grad: bool,
     c: u64,
     name: Name,
-) -> [Option<T>; 3] {
-    // native_layer_norm_backward: grad_input in the input's dtype (fp32 under autocast, which
-    // cast it), grad_weight and grad_bias in the trainable weight's (fp32, or `dtype` when pure).
-    let shape = e.shape(x);
-    let gx = e.alloc(name, shape, e.dtype(x), Category::Activations);
-    let wdtype = e.param_dtype;
-    let pshape = Shape::new(&[c]);
-    let gw = w_grad.then(|| {
-        e.alloc(
-            Name {
-                what: "weight.grad",
-                ..name
-            },
-            pshape,
-            wdtype,
-            Category::Gradients,
-        )
-    });
-    let gb = (bias && w_grad).then(|| {
-        e.alloc(
-            Name {
-                what: "bias.grad",
-                ..name
-            },
-            pshape,
-            wdtype,
-            Category::Gradients,
-        )
-    });
-    e.release(g);
-    e.release(x);
-    if let Some(mean) = mean {
-        e.release(mean);
+}
+
+impl Backward for LayerNormSaved {
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let LayerNormSaved {
+            x,
+            mean,
+            rstd,
+            bias,
+            w_grad,
+            c,
+            name,
+        } = self;
+        // native_layer_norm_backward: grad_input in the input's dtype (fp32 under autocast,
+        // which cast it), grad_weight and grad_bias in the trainable weight's (fp32, or `dtype`
+        // when pure).
+        let shape = e.shape(x);
+        let gx = e.alloc(name, shape, e.dtype(x), Category::Activations);
+        let wdtype = e.param_dtype;
+        let pshape = Shape::new(&[c]);
+        let gw = w_grad.then(|| {
+            e.alloc(
+                Name {
+                    what: "weight.grad",
+                    ..name
+                },
+                pshape,
+                wdtype,
+                Category::Gradients,
+            )
+        });
+        let gb = (bias && w_grad).then(|| {
+            e.alloc(
+                Name {
+                    what: "bias.grad",
+                    ..name
+                },
+                pshape,
+                wdtype,
+                Category::Gradients,
+            )
+        });
+        e.release(g);
+        e.release(x);
+        if let Some(mean) = mean {
+            e.release(mean);
+        }
+        e.release(rstd);
+        [Some(gx), gw, gb]
     }
-    e.release(rstd);
-    [Some(gx), gw, gb]
+
+    fn saved(&self) -> [Option<T>; 3] {
+        [Some(self.x), self.mean, Some(self.rstd)]
+    }
 }

@@ -25,7 +25,7 @@
 //! fewer than eager PyTorch's, so the figures are an upper bound there.
 
 use super::linear::cast;
-use super::Op;
+use super::{Backward, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -152,9 +152,15 @@ fn chunk(e: &mut Engine, [n, v, h]: [u64; 3], x_dtype: DType, mm: DType, grads: 
     e.release(logits);
 }
 
-/// `fused_linear_cross_entropy_backward`: the saved gradients scaled in place by grad_output,
-/// handed to the hidden states and the weight.
-pub(super) fn backward(e: &mut Engine, g: T, s: LigerSaved) -> [Option<T>; 3] {
-    e.release(g);
-    [Some(s.grad_input), s.grad_weight, None]
+impl Backward for LigerSaved {
+    /// `fused_linear_cross_entropy_backward`: the saved gradients scaled in place by grad_output,
+    /// handed to the hidden states and the weight.
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        e.release(g);
+        [Some(self.grad_input), self.grad_weight, None]
+    }
+
+    fn saved(&self) -> [Option<T>; 3] {
+        [Some(self.grad_input), self.grad_weight, None]
+    }
 }

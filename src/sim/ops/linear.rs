@@ -4,7 +4,8 @@
 //! of parameters are cached until the autocast region ends (so a weight's bf16 copy lives
 //! through the whole forward); the input's cast is a temporary that only the backward keeps.
 
-use super::{save, Op};
+use super::pointwise::ToCopySaved;
+use super::{save, Backward, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -64,7 +65,7 @@ pub(super) fn cast(e: &mut Engine, x: V, to: DType, param: Option<usize>, name: 
         r.category
     };
     let edge = e.push_node(
-        Op::ToCopy {
+        Op::ToCopy(ToCopySaved {
             from: r.dtype,
             shape: r.shape,
             name: Name {
@@ -72,7 +73,7 @@ pub(super) fn cast(e: &mut Engine, x: V, to: DType, param: Option<usize>, name: 
                 ..r.name
             },
             category: grad_category,
-        },
+        }),
         [x.edge, Edge::None, Edge::None],
     );
     V { t, edge }
@@ -211,44 +212,54 @@ pub fn linear(
     V { t: out, edge }
 }
 
-/// AddmmBackward: grad input, grad weight, grad bias. MmBackward: grad weight first.
-pub(super) fn backward(e: &mut Engine, g: T, s: LinearSaved) -> [Option<T>; 3] {
-    // The incoming gradient is the matmuls' operand: a fused one (a cast of the residual
-    // stream's gradient, compiled) is written into a buffer first.
-    let g_op = e.materialise(g);
-    e.release(g);
-    let g = g_op;
-    let wcat = if s.direct_param_grad {
-        Category::Gradients
-    } else {
-        Category::Activations
-    };
-    let name = |what| Name { what, ..s.name };
-    let x_shape = Shape::new(&[s.m, s.k]);
-    let w_shape = Shape::new(&[s.n, s.k]);
-    let (gx, gw, gb);
-    let alloc = |e: &mut Engine, need: bool, what, shape, cat| {
-        need.then(|| e.alloc(name(what), shape, s.dtype, cat))
-    };
-    if s.bias {
-        gx = alloc(e, s.need_x, "input.grad", x_shape, Category::Activations);
-        e.matmul_workspace();
-        gw = alloc(e, s.need_w, "weight.grad", w_shape, wcat);
-        gb = alloc(e, s.need_b, "bias.grad", Shape::new(&[1, s.n]), wcat);
-    } else {
-        gw = alloc(e, s.need_w, "weight.grad", w_shape, wcat);
-        e.matmul_workspace();
-        gx = alloc(e, s.need_x, "input.grad", x_shape, Category::Activations);
-        gb = None;
+impl Backward for LinearSaved {
+    /// AddmmBackward: grad input, grad weight, grad bias. MmBackward: grad weight first.
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        // The incoming gradient is the matmuls' operand: a fused one (a cast of the residual
+        // stream's gradient, compiled) is written into a buffer first.
+        let g_op = e.materialise(g);
+        e.release(g);
+        let g = g_op;
+        let wcat = if self.direct_param_grad {
+            Category::Gradients
+        } else {
+            Category::Activations
+        };
+        let name = |what| Name { what, ..self.name };
+        let x_shape = Shape::new(&[self.m, self.k]);
+        let w_shape = Shape::new(&[self.n, self.k]);
+        let (gx, gw, gb);
+        let alloc = |e: &mut Engine, need: bool, what, shape, cat| {
+            need.then(|| e.alloc(name(what), shape, self.dtype, cat))
+        };
+        if self.bias {
+            gx = alloc(e, self.need_x, "input.grad", x_shape, Category::Activations);
+            e.matmul_workspace();
+            gw = alloc(e, self.need_w, "weight.grad", w_shape, wcat);
+            gb = alloc(e, self.need_b, "bias.grad", Shape::new(&[1, self.n]), wcat);
+        } else {
+            gw = alloc(e, self.need_w, "weight.grad", w_shape, wcat);
+            e.matmul_workspace();
+            gx = alloc(e, self.need_x, "input.grad", x_shape, Category::Activations);
+            gb = None;
+        }
+        if let Some(gw) = gw.filter(|_| self.direct_param_grad) {
+            e.mark_no_inplace(gw);
+        }
+        e.release(g);
+        // AddmmBackward lets go of mat1 then mat2; MmBackward of the weight first.
+        let order = if self.bias {
+            [self.x, self.w]
+        } else {
+            [self.w, self.x]
+        };
+        for t in order.into_iter().flatten() {
+            e.release(t);
+        }
+        [gx, gw, gb]
     }
-    if let Some(gw) = gw.filter(|_| s.direct_param_grad) {
-        e.mark_no_inplace(gw);
+
+    fn saved(&self) -> [Option<T>; 3] {
+        [self.x, self.w, None]
     }
-    e.release(g);
-    // AddmmBackward lets go of mat1 then mat2; MmBackward of the weight first.
-    let order = if s.bias { [s.x, s.w] } else { [s.w, s.x] };
-    for t in order.into_iter().flatten() {
-        e.release(t);
-    }
-    [gx, gw, gb]
 }

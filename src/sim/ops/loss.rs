@@ -2,7 +2,7 @@
 //! of rows (`loss = 'chunked'`) and cross-entropy inside a compiled graph.
 
 use super::linear::cast;
-use super::{save, Op};
+use super::{save, Backward, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -138,73 +138,79 @@ pub fn chunked_cross_entropy(e: &mut Engine, x: V, wte: usize, targets: T) -> V 
     V { t: out, edge }
 }
 
-/// Each chunk is recomputed, its gradient chain runs, and its slices of the input and weight
-/// gradients are accumulated.
-pub(super) fn chunked_backward(e: &mut Engine, g: T, s: ChunkedSaved) -> [Option<T>; 3] {
-    let gx = e.alloc(
-        Name::top("lm_head", "input.grad"),
-        Shape::new(&[s.m, s.c]),
-        s.dtype,
-        Category::Activations,
-    );
-    let mut gw: Option<T> = None;
-    for rows in chunks(s.m) {
-        let [logits, lp, lp32] = chunk_forward(e, rows, &s);
-        let shape = Shape::new(&[rows, s.v]);
-        let mut grad = e.alloc(
-            Name::top("loss", "nll.grad"),
-            shape,
-            DType::F32,
-            Category::Logits,
+impl Backward for ChunkedSaved {
+    /// Each chunk is recomputed, its gradient chain runs, and its slices of the input and weight
+    /// gradients are accumulated.
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let gx = e.alloc(
+            Name::top("lm_head", "input.grad"),
+            Shape::new(&[self.m, self.c]),
+            self.dtype,
+            Category::Activations,
         );
-        if let Some(t) = lp32 {
-            e.release(t);
-            let half = e.alloc(
-                Name::top("loss", "log_probs.grad"),
+        let mut gw: Option<T> = None;
+        for rows in chunks(self.m) {
+            let [logits, lp, lp32] = chunk_forward(e, rows, &self);
+            let shape = Shape::new(&[rows, self.v]);
+            let mut grad = e.alloc(
+                Name::top("loss", "nll.grad"),
                 shape,
-                s.dtype,
+                DType::F32,
+                Category::Logits,
+            );
+            if let Some(t) = lp32 {
+                e.release(t);
+                let half = e.alloc(
+                    Name::top("loss", "log_probs.grad"),
+                    shape,
+                    self.dtype,
+                    Category::Logits,
+                );
+                e.release(grad);
+                grad = half;
+            }
+            let glogits = e.alloc(
+                Name::top("loss", "log_softmax.grad"),
+                shape,
+                self.dtype,
                 Category::Logits,
             );
             e.release(grad);
-            grad = half;
-        }
-        let glogits = e.alloc(
-            Name::top("loss", "log_softmax.grad"),
-            shape,
-            s.dtype,
-            Category::Logits,
-        );
-        e.release(grad);
-        for t in [lp, logits].into_iter().flatten() {
-            e.release(t);
-        }
-        let gw_c = s.w_grad.then(|| {
-            e.alloc(
-                Name::top("lm_head", "weight.grad"),
-                Shape::new(&[s.v, s.c]),
-                s.dtype,
+            for t in [lp, logits].into_iter().flatten() {
+                e.release(t);
+            }
+            let gw_c = self.w_grad.then(|| {
+                e.alloc(
+                    Name::top("lm_head", "weight.grad"),
+                    Shape::new(&[self.v, self.c]),
+                    self.dtype,
+                    Category::Activations,
+                )
+            });
+            let gx_c = e.alloc(
+                Name::top("lm_head", "input.grad_chunk"),
+                Shape::new(&[rows, self.c]),
+                self.dtype,
                 Category::Activations,
-            )
-        });
-        let gx_c = e.alloc(
-            Name::top("lm_head", "input.grad_chunk"),
-            Shape::new(&[rows, s.c]),
-            s.dtype,
-            Category::Activations,
-        );
-        e.release(glogits);
-        e.release(gx_c);
-        match (gw, gw_c) {
-            (None, c) => gw = c,
-            (Some(_), Some(c)) => e.release(c),
-            (Some(_), None) => {}
+            );
+            e.release(glogits);
+            e.release(gx_c);
+            match (gw, gw_c) {
+                (None, c) => gw = c,
+                (Some(_), Some(c)) => e.release(c),
+                (Some(_), None) => {}
+            }
         }
+        e.release(g);
+        e.release(self.x);
+        e.release(self.w);
+        e.release(self.target);
+        [Some(gx), gw, None]
     }
-    e.release(g);
-    e.release(s.x);
-    e.release(s.w);
-    e.release(s.target);
-    [Some(gx), gw, None]
+
+    fn saved(&self) -> [Option<T>; 3] {
+        [Some(self.x), Some(self.w), Some(self.target)]
+    }
 }
 
 /// What the compiled loss keeps for its backward.
@@ -275,30 +281,44 @@ pub(super) fn compiled_cross_entropy(e: &mut Engine, logits: V, targets: T, shap
     V { t: out, edge }
 }
 
-/// The backward of the compiled loss is one kernel: `nll_loss_backward`'s scatter into zeros
-/// becomes a pointwise select (inductor's `scatter_upon_const_tensor` pass,
-/// torch/_inductor/fx_passes/post_grad.py), fused with `_log_softmax_backward_data` and the
-/// cast back to the logits' dtype, so the only new buffer is the logits' gradient in their
-/// dtype. Before it, the compiled backward receives the gradient of its other output,
-/// `logits`: nanoGPT never uses it, so autograd hands AOTAutograd's Function an undefined
-/// gradient, which it materialises as zeros of the logits' shape (fusion.rs); the wrapper
-/// frees it after this kernel.
-pub(super) fn compiled_backward(e: &mut Engine, g: T, s: CompiledCeSaved) -> [Option<T>; 3] {
-    let tangent = e.alloc(
-        Name::top("lm_head", "logits.tangent"),
-        s.shape,
-        s.dtype,
-        Category::Logits,
-    );
-    let gx = e.alloc(
-        Name::top("loss", "logits.grad"),
-        s.shape,
-        s.dtype,
-        Category::Logits,
-    );
-    e.release(g);
-    for t in [s.logits, s.target, s.stats[0], s.stats[1], tangent] {
-        e.release(t);
+impl Backward for CompiledCeSaved {
+    /// The backward of the compiled loss is one kernel: `nll_loss_backward`'s scatter into zeros
+    /// becomes a pointwise select (inductor's `scatter_upon_const_tensor` pass,
+    /// torch/_inductor/fx_passes/post_grad.py), fused with `_log_softmax_backward_data` and the
+    /// cast back to the logits' dtype, so the only new buffer is the logits' gradient in their
+    /// dtype. Before it, the compiled backward receives the gradient of its other output,
+    /// `logits`: nanoGPT never uses it, so autograd hands AOTAutograd's Function an undefined
+    /// gradient, which it materialises as zeros of the logits' shape (fusion.rs); the wrapper
+    /// frees it after this kernel.
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let tangent = e.alloc(
+            Name::top("lm_head", "logits.tangent"),
+            self.shape,
+            self.dtype,
+            Category::Logits,
+        );
+        let gx = e.alloc(
+            Name::top("loss", "logits.grad"),
+            self.shape,
+            self.dtype,
+            Category::Logits,
+        );
+        e.release(g);
+        for t in [
+            self.logits,
+            self.target,
+            self.stats[0],
+            self.stats[1],
+            tangent,
+        ] {
+            e.release(t);
+        }
+        [Some(gx), None, None]
     }
-    [Some(gx), None, None]
+
+    fn release_saved(self, e: &mut Engine) {
+        for t in [self.stats[0], self.stats[1], self.logits, self.target] {
+            e.release(t);
+        }
+    }
 }

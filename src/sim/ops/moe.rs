@@ -9,7 +9,7 @@
 //! indices, the in-place `/=` the sum and a clone of the values before it, each row gather
 //! its index, grouped_mm its weight, offsets and input, the weighting multiply both factors.
 
-use super::{save, Op};
+use super::{save, Backward, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -219,55 +219,6 @@ pub fn weigh(e: &mut Engine, proj: V, weights: V, name: Name) -> V {
 }
 
 impl MoeSaved {
-    pub fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
-        match self {
-            MoeSaved::Router { .. } => [Some(self.router_backward(e, g)), None, None],
-            MoeSaved::Rows {
-                idx,
-                src,
-                dtype,
-                name,
-            } => {
-                // `grad.new_zeros(sizes).index_put(indices, grad, accumulate=True)`: the
-                // out-of-place index_put copies the zeros (aten ops logged with a
-                // TorchDispatchMode, torch 2.15), which then go.
-                let zeros = e.alloc(name, src, dtype, Category::Activations);
-                let gx = e.alloc(name, src, dtype, Category::Activations);
-                e.release(zeros);
-                e.release(g);
-                e.release(idx);
-                [Some(gx), None, None]
-            }
-            MoeSaved::GroupedMm {
-                x,
-                w,
-                offs,
-                x_shape,
-                w_shape,
-                dtype,
-                need_x,
-                need_w,
-                name,
-            } => {
-                // GroupedMmBackward0 (aten ops logged, torch 2.15): mat_b's gradient first
-                // (the weight's, through the transpose: a view of a buffer of its shape),
-                // then mat_a's.
-                let gw = need_w.then(|| e.alloc(name, w_shape, dtype, Category::Gradients));
-                e.matmul_workspace();
-                let gx = need_x.then(|| e.alloc(name, x_shape, dtype, Category::Activations));
-                if let Some(gw) = gw {
-                    e.mark_no_inplace(gw);
-                }
-                e.release(g);
-                for t in [x, w, Some(offs)].into_iter().flatten() {
-                    e.release(t);
-                }
-                [gx, gw, None]
-            }
-            MoeSaved::Weigh { .. } => self.weigh_backward(e, g),
-        }
-    }
-
     /// DivBackward0 when renormalised (self's gradient, then other's: fp32 (N, k), summed to
     /// (N, 1)); the sum's gradient added to self's; TopkBackward's scatter into zeros (N, E)
     /// fp32; SoftmaxBackward's (N, E) in the logits' dtype. The aten ops as a
@@ -363,9 +314,59 @@ impl MoeSaved {
         }
         [g_proj, g_weights, None]
     }
+}
 
-    /// Free the saved tensors of a node that never received a gradient.
-    pub fn release_saved(self, e: &mut Engine) {
+impl Backward for MoeSaved {
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        match self {
+            MoeSaved::Router { .. } => [Some(self.router_backward(e, g)), None, None],
+            MoeSaved::Rows {
+                idx,
+                src,
+                dtype,
+                name,
+            } => {
+                // `grad.new_zeros(sizes).index_put(indices, grad, accumulate=True)`: the
+                // out-of-place index_put copies the zeros (aten ops logged with a
+                // TorchDispatchMode, torch 2.15), which then go.
+                let zeros = e.alloc(name, src, dtype, Category::Activations);
+                let gx = e.alloc(name, src, dtype, Category::Activations);
+                e.release(zeros);
+                e.release(g);
+                e.release(idx);
+                [Some(gx), None, None]
+            }
+            MoeSaved::GroupedMm {
+                x,
+                w,
+                offs,
+                x_shape,
+                w_shape,
+                dtype,
+                need_x,
+                need_w,
+                name,
+            } => {
+                // GroupedMmBackward0 (aten ops logged, torch 2.15): mat_b's gradient first
+                // (the weight's, through the transpose: a view of a buffer of its shape),
+                // then mat_a's.
+                let gw = need_w.then(|| e.alloc(name, w_shape, dtype, Category::Gradients));
+                e.matmul_workspace();
+                let gx = need_x.then(|| e.alloc(name, x_shape, dtype, Category::Activations));
+                if let Some(gw) = gw {
+                    e.mark_no_inplace(gw);
+                }
+                e.release(g);
+                for t in [x, w, Some(offs)].into_iter().flatten() {
+                    e.release(t);
+                }
+                [gx, gw, None]
+            }
+            MoeSaved::Weigh { .. } => self.weigh_backward(e, g),
+        }
+    }
+
+    fn release_saved(self, e: &mut Engine) {
         let saved: [Option<T>; 4] = match self {
             MoeSaved::Router {
                 probs,

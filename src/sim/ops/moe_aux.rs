@@ -21,7 +21,7 @@
 //! mixtral_aux_loss.out: each layer's SoftmaxBackward0 keeps `result=(N, E) bfloat16`; the
 //! backward runs expand, `_to_copy` (N, E) bf16, `_softmax_backward_data` (N, E) bf16).
 
-use super::Op;
+use super::{Backward, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -247,12 +247,12 @@ fn aux_head(e: &mut Engine, prob_sum: V, name: Name) -> V {
     aux
 }
 
-impl AuxSaved {
+impl Backward for AuxSaved {
     /// SumBackward1's expand (a view) of the (E,) gradient, ToCopyBackward0's cast to the
     /// probabilities' dtype where `.float()` copied them ((N, E) contiguous), then
     /// `_softmax_backward_data`: its (N, E) result in the logits' dtype and, on CUDA,
     /// `grad_.contiguous()` of the expanded fp32 gradient (SoftMax.cu host_softmax_backward).
-    pub fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
         let shape = Shape::new(&[self.rows, self.experts]);
         let alloc = |e: &mut Engine, dt| e.alloc(self.name, shape, dt, Category::Activations);
         let copy = if self.probs_dtype != DType::F32 {
@@ -275,7 +275,7 @@ impl AuxSaved {
         [Some(gi), None, None]
     }
 
-    pub fn release_saved(self, e: &mut Engine) {
-        e.release(self.probs);
+    fn saved(&self) -> [Option<T>; 3] {
+        [Some(self.probs), None, None]
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! No autocast rule covers these: their output dtype is PyTorch's type promotion of the inputs.
 
-use super::{save, Op};
+use super::{save, Backward, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -50,14 +50,14 @@ fn result_saving(e: &mut Engine, x: V, name: Name) -> V {
     let t = e.alloc(name, r.shape, r.dtype, Category::Activations);
     let kept = save(e, t);
     let edge = e.push_node(
-        Op::Activation {
+        Op::Activation(super::basic::ActivationSaved {
             x: kept,
             shape: r.shape,
             name: Name {
                 what: "grad",
                 ..name
             },
-        },
+        }),
         [x.edge, Edge::None, Edge::None],
     );
     V { t, edge }
@@ -72,6 +72,27 @@ pub struct MulSaved {
     pub b_dtype: DType,
     pub shape: Shape,
     pub name: Name,
+}
+
+impl Backward for MulSaved {
+    /// MulBackward0: self's gradient (grad × other), then other's (grad × self), each in its
+    /// input's dtype.
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let (shape, name) = (self.shape, self.name);
+        let ga = self
+            .b
+            .map(|_| e.alloc(name, shape, self.a_dtype, Category::Activations));
+        let gb = self
+            .a
+            .map(|_| e.alloc(name, shape, self.b_dtype, Category::Activations));
+        e.release(g);
+        self.release_saved(e);
+        [ga, gb, None]
+    }
+
+    fn saved(&self) -> [Option<T>; 3] {
+        [self.a, self.b, None]
+    }
 }
 
 /// `a * b` for tensors of one shape (the SwiGLU product `act_fn(gate) * up`).
@@ -108,20 +129,6 @@ pub fn mul_as(e: &mut Engine, a: V, b: V, shape: Shape, name: Name) -> V {
     V { t, edge }
 }
 
-/// MulBackward0: self's gradient (grad × other), then other's (grad × self), each in its
-/// input's dtype.
-pub(super) fn mul_backward(e: &mut Engine, g: T, s: MulSaved) -> [Option<T>; 3] {
-    let ga =
-        s.b.map(|_| e.alloc(s.name, s.shape, s.a_dtype, Category::Activations));
-    let gb =
-        s.a.map(|_| e.alloc(s.name, s.shape, s.b_dtype, Category::Activations));
-    e.release(g);
-    for t in [s.a, s.b].into_iter().flatten() {
-        e.release(t);
-    }
-    [ga, gb, None]
-}
-
 /// `x * s` with `s` a 0-dim tensor that needs no gradient (Gemma's `inputs_embeds *
 /// normalizer`): MulBackward0 keeps the scalar only.
 pub fn scale(e: &mut Engine, x: V, name: Name) -> V {
@@ -138,7 +145,7 @@ pub fn scale(e: &mut Engine, x: V, name: Name) -> V {
     let t = e.alloc(name, r.shape, r.dtype, Category::Activations);
     let ss = save(e, s);
     let edge = e.push_node(
-        Op::Scale {
+        Op::Scale(ScaleSaved {
             s: ss,
             shape: r.shape,
             dtype: r.dtype,
@@ -146,12 +153,35 @@ pub fn scale(e: &mut Engine, x: V, name: Name) -> V {
                 what: "grad",
                 ..name
             },
-        },
+        }),
         [x.edge, Edge::None, Edge::None],
     );
     // `normalizer` is a local of the model's forward: it goes when the multiply is done.
     e.release(s);
     V { t, edge }
+}
+
+/// The multiply by a scalar tensor keeps the scalar.
+#[derive(Debug, Clone, Copy)]
+pub struct ScaleSaved {
+    s: T,
+    shape: Shape,
+    dtype: DType,
+    name: Name,
+}
+
+impl Backward for ScaleSaved {
+    /// The input's gradient; the scale goes.
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let gx = e.alloc(self.name, self.shape, self.dtype, Category::Activations);
+        e.release(g);
+        e.release(self.s);
+        [Some(gx), None, None]
+    }
+
+    fn saved(&self) -> [Option<T>; 3] {
+        [Some(self.s), None, None]
+    }
 }
 
 /// `linear(x).view(B, T, h, d).transpose(1, 2)`: a view in the forward (same storage, one more
@@ -178,111 +208,32 @@ pub fn repeat_kv(e: &mut Engine, x: V, shape: Shape, name: Name) -> V {
 fn like_input_grad(e: &mut Engine, x: V, name: Name) -> Edge {
     let r = *e.record(x.t);
     e.push_node(
-        Op::Pointwise {
+        Op::Pointwise(PointwiseSaved {
             shape: r.shape,
             dtype: r.dtype,
             name: Name {
                 what: "grad",
                 ..name
             },
-        },
+        }),
         [x.edge, Edge::None, Edge::None],
     )
 }
 
-/// GPT-NeoX's `qkv.view(B, T, h, 3d).transpose(1, 2).chunk(3, dim=-1)`: three views of one
-/// storage. SplitBackward has one input slot per chunk and runs once all three have arrived:
-/// it concatenates them (B, h, T, 3d), and the reshape back to (B, T, 3C) copies.
-///
-/// Modelled as three nodes created in order q, k, v; the last one (the first to run in the
-/// backward) collects its siblings' gradients from the tape.
-pub fn split3(e: &mut Engine, x: V, name: Name) -> [V; 3] {
-    let r = *e.record(x.t);
-    let mut out = [V {
-        t: x.t,
-        edge: Edge::None,
-    }; 3];
-    let first = e.tape.len() as u32;
-    for (i, o) in out.iter_mut().enumerate() {
-        e.retain(x.t);
-        let op = if i < 2 {
-            Op::SplitPart
-        } else {
-            Op::SplitCat {
-                parts: [Some(first), Some(first + 1)],
-                shape: r.shape,
-                dtype: r.dtype,
-                name: Name {
-                    what: "grad",
-                    ..name
-                },
-                copy: true,
-            }
-        };
-        o.edge = e.push_node(op, [x.edge, Edge::None, Edge::None]);
-    }
-    out
+/// A node that keeps nothing and whose backward allocates one gradient of `shape` in `dtype`.
+#[derive(Debug, Clone, Copy)]
+pub struct PointwiseSaved {
+    pub(crate) shape: Shape,
+    pub(crate) dtype: DType,
+    pub(crate) name: Name,
 }
 
-/// SplitBackward: cat(dq, dk, dv) along the last dim, then (`copy`) the reshape's copy.
-pub(super) fn split_backward(
-    e: &mut Engine,
-    g: T,
-    parts: [Option<u32>; 2],
-    (shape, dtype): (Shape, DType),
-    name: Name,
-    copy: bool,
-) -> T {
-    let mut grads = vec![g];
-    for p in parts.into_iter().flatten() {
-        if let Some(t) = e.tape.get_mut(p as usize).and_then(|n| n.grad.take()) {
-            grads.push(t);
-        }
+impl Backward for PointwiseSaved {
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let gx = e.alloc(self.name, self.shape, self.dtype, Category::Activations);
+        e.release(g);
+        [Some(gx), None, None]
     }
-    let cat = e.alloc(name, shape, dtype, Category::Activations);
-    for t in grads {
-        e.release(t);
-    }
-    if !copy {
-        return cat;
-    }
-    let copied = e.alloc(name, shape, dtype, Category::Activations);
-    e.release(cat);
-    copied
-}
-
-/// `x.chunk(2, dim=-1)` of a contiguous tensor (Phi-3's gate_up_proj output): two views of one
-/// storage; SplitBackward concatenates their gradients, with no copy after it. The views'
-/// own shapes are the caller's to pass to the ops that read them (`silu_as`, `mul_as`).
-pub fn split2(e: &mut Engine, x: V, name: Name) -> [V; 2] {
-    let r = *e.record(x.t);
-    let first = e.tape.len() as u32;
-    e.retain(x.t);
-    let gate_edge = e.push_node(Op::SplitPart, [x.edge, Edge::None, Edge::None]);
-    e.retain(x.t);
-    let up_edge = e.push_node(
-        Op::SplitCat {
-            parts: [Some(first), None],
-            shape: r.shape,
-            dtype: r.dtype,
-            name: Name {
-                what: "grad",
-                ..name
-            },
-            copy: false,
-        },
-        [x.edge, Edge::None, Edge::None],
-    );
-    [
-        V {
-            t: x.t,
-            edge: gate_edge,
-        },
-        V {
-            t: x.t,
-            edge: up_edge,
-        },
-    ]
 }
 
 /// `x.to(dtype)` / `x.float()`: a copy in x's category (ToCopyBackward casts the gradient
@@ -295,7 +246,7 @@ pub fn to_dtype(e: &mut Engine, x: V, to: DType, name: Name) -> V {
     }
     let t = e.alloc(name, r.shape, to, r.category);
     let edge = e.push_node(
-        Op::ToCopy {
+        Op::ToCopy(ToCopySaved {
             from: r.dtype,
             shape: r.shape,
             name: Name {
@@ -303,10 +254,29 @@ pub fn to_dtype(e: &mut Engine, x: V, to: DType, name: Name) -> V {
                 ..name
             },
             category: r.category,
-        },
+        }),
         [x.edge, Edge::None, Edge::None],
     );
     V { t, edge }
+}
+
+/// ToCopyBackward keeps the input's dtype, shape and category.
+#[derive(Debug, Clone, Copy)]
+pub struct ToCopySaved {
+    pub(super) from: DType,
+    pub(super) shape: Shape,
+    pub(super) name: Name,
+    pub(super) category: Category,
+}
+
+impl Backward for ToCopySaved {
+    /// The gradient cast back to the input's dtype (fused compiled).
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let (name, shape, from) = (self.name, self.shape, self.from);
+        let gx = super::fusion::pointwise_out(e, name, shape, from, self.category, &[g]);
+        e.release(g);
+        [Some(gx), None, None]
+    }
 }
 
 /// `x * scaling` with a Python float (LoRA's `alpha / r`): MulBackward1 keeps nothing.
@@ -325,13 +295,25 @@ pub fn requires_grad(e: &mut Engine, x: V) -> V {
         return x;
     }
     e.tape.push(crate::sim::autograd::Node {
-        op: Op::Sink,
+        op: Op::Sink(SinkSaved),
         edges: [Edge::None; 3],
         grad: None,
     });
     V {
         t: x.t,
         edge: Edge::Node((e.tape.len() - 1) as u32),
+    }
+}
+
+/// The gradient of a tensor made to require one is computed by the ops that use it, then
+/// dropped: nothing flows further.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkSaved;
+
+impl Backward for SinkSaved {
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        e.release(g);
+        [None; 3]
     }
 }
 
@@ -347,14 +329,14 @@ pub fn shifted_copy(e: &mut Engine, x: V, name: Name) -> V {
     };
     let t = e.alloc(name, shifted, r.dtype, r.category);
     let edge = e.push_node(
-        Op::Pointwise {
+        Op::Pointwise(PointwiseSaved {
             shape: r.shape,
             dtype: r.dtype,
             name: Name {
                 what: "grad",
                 ..name
             },
-        },
+        }),
         [x.edge, Edge::None, Edge::None],
     );
     V { t, edge }
@@ -364,45 +346,16 @@ pub fn shifted_copy(e: &mut Engine, x: V, name: Name) -> V {
 pub fn clone(e: &mut Engine, x: V, name: Name) -> V {
     let r = *e.record(x.t);
     let t = e.alloc(name, r.shape, r.dtype, r.category);
-    let edge = e.push_node(Op::Clone, [x.edge, Edge::None, Edge::None]);
+    let edge = e.push_node(Op::Clone(CloneSaved), [x.edge, Edge::None, Edge::None]);
     V { t, edge }
 }
 
-/// ToCopyBackward: the gradient cast back to the input's dtype (fused compiled).
-pub(super) fn to_copy_backward(
-    e: &mut Engine,
-    g: T,
-    (shape, from): (Shape, DType),
-    name: Name,
-    category: Category,
-) -> [Option<T>; 3] {
-    let gx = super::fusion::pointwise_out(e, name, shape, from, category, &[g]);
-    e.release(g);
-    [Some(gx), None, None]
-}
+/// CloneBackward keeps nothing and passes the gradient on as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct CloneSaved;
 
-/// A multiply by a saved scale: the input's gradient; the scale goes.
-pub(super) fn scale_backward(
-    e: &mut Engine,
-    g: T,
-    scale: T,
-    (shape, dtype): (Shape, DType),
-    name: Name,
-) -> [Option<T>; 3] {
-    let gx = e.alloc(name, shape, dtype, Category::Activations);
-    e.release(g);
-    e.release(scale);
-    [Some(gx), None, None]
-}
-
-/// A pointwise op that keeps nothing: a gradient of `shape` in `dtype`.
-pub(super) fn pointwise_backward(
-    e: &mut Engine,
-    g: T,
-    (shape, dtype): (Shape, DType),
-    name: Name,
-) -> [Option<T>; 3] {
-    let gx = e.alloc(name, shape, dtype, Category::Activations);
-    e.release(g);
-    [Some(gx), None, None]
+impl Backward for CloneSaved {
+    fn backward(self, _: &mut Engine, g: T) -> [Option<T>; 3] {
+        [Some(g), None, None]
+    }
 }

@@ -31,7 +31,7 @@
 //!   per-tensor fp32 `weight_scale`; the forward quantizes the input to fp8 with one dynamic
 //!   fp32 scale (`scaled_fp8_quant`) and `cutlass_scaled_mm` writes the half output.
 
-use super::{save, Op};
+use super::{save, Backward, Op};
 use crate::config::Quantization;
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
@@ -301,22 +301,28 @@ pub fn quant_matmul(
     V { t: out, edge }
 }
 
-/// grad_A = grad_out @ dequantize(W): the weight dequantized again, the input's gradient.
-pub(super) fn backward(e: &mut Engine, g: T, s: QuantSaved) -> [Option<T>; 3] {
-    let w = dequantize(e, &s.q, s.dtype, s.name);
-    let gx = e.alloc(
-        Name {
-            what: "input.grad",
-            ..s.name
-        },
-        Shape::new(&[s.m, s.q.inp]),
-        s.dtype,
-        Category::Activations,
-    );
-    e.release(w);
-    e.release(g);
-    if let Some(x) = s.x {
-        e.release(x);
+impl Backward for QuantSaved {
+    /// grad_A = grad_out @ dequantize(W): the weight dequantized again, the input's gradient.
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let w = dequantize(e, &self.q, self.dtype, self.name);
+        let gx = e.alloc(
+            Name {
+                what: "input.grad",
+                ..self.name
+            },
+            Shape::new(&[self.m, self.q.inp]),
+            self.dtype,
+            Category::Activations,
+        );
+        e.release(w);
+        e.release(g);
+        if let Some(x) = self.x {
+            e.release(x);
+        }
+        [Some(gx), None, None]
     }
-    [Some(gx), None, None]
+
+    fn saved(&self) -> [Option<T>; 3] {
+        [self.x, None, None]
+    }
 }

@@ -20,7 +20,7 @@
 //! `F.layer_norm`, which keeps only input, mean and rstd.
 
 use super::pointwise::promote;
-use super::Op;
+use super::{Backward, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -218,7 +218,23 @@ fn gemma_affine(
 }
 
 impl RmsSaved {
-    pub(super) fn release_saved(self, e: &mut Engine) {
+    fn named(&self, what: &'static str) -> Name {
+        Name { what, ..self.name }
+    }
+}
+
+impl Backward for RmsSaved {
+    /// The backward of the five ops, in autograd's order (last op first).
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let (gh, gw) = match self.style {
+            RmsStyle::Llama => llama_affine_backward(e, g, self),
+            RmsStyle::Gemma | RmsStyle::Olmo2 => gemma_affine_backward(e, g, self),
+        };
+        let gx = input_backward(e, gh, self);
+        [gx, gw, None]
+    }
+
+    fn release_saved(self, e: &mut Engine) {
         for t in [Some(self.x32), Some(self.rstd), self.normed, self.wplus]
             .into_iter()
             .flatten()
@@ -226,20 +242,6 @@ impl RmsSaved {
             e.release(t);
         }
     }
-
-    fn named(&self, what: &'static str) -> Name {
-        Name { what, ..self.name }
-    }
-}
-
-/// The backward of the five ops, in autograd's order (last op first).
-pub(super) fn backward(e: &mut Engine, g: T, s: RmsSaved) -> [Option<T>; 3] {
-    let (gh, gw) = match s.style {
-        RmsStyle::Llama => llama_affine_backward(e, g, s),
-        RmsStyle::Gemma | RmsStyle::Olmo2 => gemma_affine_backward(e, g, s),
-    };
-    let gx = input_backward(e, gh, s);
-    [gx, gw, None]
 }
 
 /// The broadcast weight's gradient, reduced to (C,) after the node returns, in the dtype of

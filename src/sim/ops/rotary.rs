@@ -19,7 +19,7 @@
 //! and concatenates the rest back (`torch.cat([q_embed, q_pass], dim=-1)`).
 
 use super::pointwise::promote;
-use super::{save, Op};
+use super::{save, Backward, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -88,11 +88,6 @@ pub struct RopeSaved {
 }
 
 impl RopeSaved {
-    pub(super) fn release_saved(self, e: &mut Engine) {
-        e.release(self.cos);
-        e.release(self.sin);
-    }
-
     fn shape(&self, last: u64) -> Shape {
         let [b, h, t, _] = self.dims;
         Shape::new(&[b, h, t, last])
@@ -144,70 +139,86 @@ pub fn rope(e: &mut Engine, x: V, cos: T, sin: T, dims: [u64; 4], rot_dim: u64, 
     V { t: out, edge }
 }
 
-/// The backward of the chain, last node first. Gradients for x arrive in several parts (the
-/// pass-through slice, the two slices of rotate_half, the `x * cos` branch); with partial
-/// rotary they meet in x_rot's buffer first. Each part is delivered as it is produced.
-pub(super) fn backward(e: &mut Engine, g: T, s: RopeSaved) -> [Option<T>; 3] {
-    let act = Category::Activations;
-    let d = s.dims[3];
-    let full = s.shape(d);
-    let rot = s.shape(s.rot_dim);
-    let nm = |what| Name { what, ..s.name };
-    let partial = s.rot_dim < d;
-    // The parts of x_rot's gradient: delivered to x directly when x_rot is x.
-    let mut rot_buf: Option<T> = None;
-    let mut give = |e: &mut Engine, t: T| {
-        if partial {
-            match rot_buf {
-                None => rot_buf = Some(t),
-                Some(_) => e.release(t),
+impl Backward for RopeSaved {
+    /// The backward of the chain, last node first. Gradients for x arrive in several parts (the
+    /// pass-through slice, the two slices of rotate_half, the `x * cos` branch); with partial
+    /// rotary they meet in x_rot's buffer first. Each part is delivered as it is produced.
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let act = Category::Activations;
+        let d = self.dims[3];
+        let full = self.shape(d);
+        let rot = self.shape(self.rot_dim);
+        let nm = |what| Name { what, ..self.name };
+        let partial = self.rot_dim < d;
+        // The parts of x_rot's gradient: delivered to x directly when x_rot is x.
+        let mut rot_buf: Option<T> = None;
+        let mut give = |e: &mut Engine, t: T| {
+            if partial {
+                match rot_buf {
+                    None => rot_buf = Some(t),
+                    Some(_) => e.release(t),
+                }
+            } else {
+                e.deliver(self.x_edge, t);
             }
-        } else {
-            e.deliver(s.x_edge, t);
+        };
+        if partial {
+            // CatBackward: the pass-through part, cast to x's dtype, then SliceBackward's zeros.
+            let mut gp = None;
+            if self.out_dtype != self.x_dtype {
+                gp = Some(e.alloc(
+                    nm("pass.grad"),
+                    self.shape(d - self.rot_dim),
+                    self.x_dtype,
+                    act,
+                ));
+            }
+            let z = e.alloc(nm("pass.grad"), full, self.x_dtype, act);
+            if let Some(t) = gp {
+                e.release(t);
+            }
+            e.deliver(self.x_edge, z);
         }
-    };
-    if partial {
-        // CatBackward: the pass-through part, cast to x's dtype, then SliceBackward's zeros.
-        let mut gp = None;
-        if s.out_dtype != s.x_dtype {
-            gp = Some(e.alloc(nm("pass.grad"), s.shape(d - s.rot_dim), s.x_dtype, act));
+        // rotate_half(x) * sin: (grad * sin).to(x's dtype).
+        let mut gr = e.alloc(nm("rotate_half.grad"), rot, self.out_dtype, act);
+        if self.out_dtype != self.x_dtype {
+            let c = e.alloc(nm("rotate_half.grad"), rot, self.x_dtype, act);
+            e.release(gr);
+            gr = c;
         }
-        let z = e.alloc(nm("pass.grad"), full, s.x_dtype, act);
-        if let Some(t) = gp {
-            e.release(t);
-        }
-        e.deliver(s.x_edge, z);
-    }
-    // rotate_half(x) * sin: (grad * sin).to(x's dtype).
-    let mut gr = e.alloc(nm("rotate_half.grad"), rot, s.out_dtype, act);
-    if s.out_dtype != s.x_dtype {
-        let c = e.alloc(nm("rotate_half.grad"), rot, s.x_dtype, act);
+        // cat((-x2, x1)): NegBackward, then x2's SliceBackward, then x1's.
+        let gn = e.alloc(
+            nm("neg.grad"),
+            self.shape(self.rot_dim / 2),
+            self.x_dtype,
+            act,
+        );
+        let z2 = e.alloc(nm("x2.grad"), rot, self.x_dtype, act);
+        e.release(gn);
+        give(e, z2);
+        let z1 = e.alloc(nm("x1.grad"), rot, self.x_dtype, act);
         e.release(gr);
-        gr = c;
+        give(e, z1);
+        // x * cos: (grad * cos).to(x's dtype).
+        let mut gc = e.alloc(nm("x_cos.grad"), rot, self.out_dtype, act);
+        if self.out_dtype != self.x_dtype {
+            let c = e.alloc(nm("x_cos.grad"), rot, self.x_dtype, act);
+            e.release(gc);
+            gc = c;
+        }
+        e.release(g);
+        give(e, gc);
+        self.release_saved(e);
+        if let Some(buf) = rot_buf {
+            // x_rot's SliceBackward: zeros of x's shape.
+            let z = e.alloc(nm("x_rot.grad"), full, self.x_dtype, act);
+            e.release(buf);
+            e.deliver(self.x_edge, z);
+        }
+        [None, None, None]
     }
-    // cat((-x2, x1)): NegBackward, then x2's SliceBackward, then x1's.
-    let gn = e.alloc(nm("neg.grad"), s.shape(s.rot_dim / 2), s.x_dtype, act);
-    let z2 = e.alloc(nm("x2.grad"), rot, s.x_dtype, act);
-    e.release(gn);
-    give(e, z2);
-    let z1 = e.alloc(nm("x1.grad"), rot, s.x_dtype, act);
-    e.release(gr);
-    give(e, z1);
-    // x * cos: (grad * cos).to(x's dtype).
-    let mut gc = e.alloc(nm("x_cos.grad"), rot, s.out_dtype, act);
-    if s.out_dtype != s.x_dtype {
-        let c = e.alloc(nm("x_cos.grad"), rot, s.x_dtype, act);
-        e.release(gc);
-        gc = c;
+
+    fn saved(&self) -> [Option<T>; 3] {
+        [Some(self.cos), Some(self.sin), None]
     }
-    e.release(g);
-    give(e, gc);
-    s.release_saved(e);
-    if let Some(buf) = rot_buf {
-        // x_rot's SliceBackward: zeros of x's shape.
-        let z = e.alloc(nm("x_rot.grad"), full, s.x_dtype, act);
-        e.release(buf);
-        e.deliver(s.x_edge, z);
-    }
-    [None, None, None]
 }

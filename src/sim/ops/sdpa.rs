@@ -13,7 +13,7 @@
 //! by fp32 cos/sin) are cast to bf16 first, and the kernel keeps the casts.
 
 use super::linear::cast;
-use super::Op;
+use super::{Backward, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -244,8 +244,8 @@ fn run_kernel(
     V { t: out, edge }
 }
 
-impl SdpaSaved {
-    pub(super) fn release_saved(self, e: &mut Engine) {
+impl Backward for SdpaSaved {
+    fn release_saved(self, e: &mut Engine) {
         let all = [
             Some(self.q),
             Some(self.k),
@@ -262,7 +262,7 @@ impl SdpaSaved {
     }
 
     /// dq, dk, dv (each in the layout the kernel writes, then seen through transposes).
-    pub(super) fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
         let h = self.h;
         let act = Category::Activations;
         let mut scratch = Vec::new();

@@ -15,7 +15,8 @@
 //! then takes `loss.mean()`.
 
 use super::linear::cast;
-use super::{save, Op};
+use super::pointwise::PointwiseSaved;
+use super::{save, Backward, Op};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
@@ -87,12 +88,12 @@ pub fn vocab_parallel_cross_entropy(e: &mut Engine, logits: V, targets: T) -> V 
     e.release(sum);
     let saved = (save(e, x.t), save(e, mask), save(e, masked));
     let edge = e.push_node(
-        Op::VocabParallelCe {
+        Op::VocabParallelCe(VocabParallelCeSaved {
             softmax: saved.0,
             target_mask: saved.1,
             masked_target: saved.2,
             rows: n,
-        },
+        }),
         [x.edge, Edge::None, Edge::None],
     );
     e.release(mask);
@@ -101,11 +102,11 @@ pub fn vocab_parallel_cross_entropy(e: &mut Engine, logits: V, targets: T) -> V 
     // loss.mean(): its backward expands the scalar gradient to (N,).
     let mean = e.alloc(name("nll"), Shape::scalar(), DType::F32, Category::Logits);
     let mean_edge = e.push_node(
-        Op::Pointwise {
+        Op::Pointwise(PointwiseSaved {
             shape: rows,
             dtype: DType::F32,
             name: name("per_token.grad"),
-        },
+        }),
         [edge, Edge::None, Edge::None],
     );
     e.release(loss);
@@ -115,27 +116,40 @@ pub fn vocab_parallel_cross_entropy(e: &mut Engine, logits: V, targets: T) -> V 
     }
 }
 
-/// The backward: the saved softmax becomes the gradient in place (`softmax[arange, target]
-/// -= 1 - mask.float()`, then `*= grad_output`).
-pub(super) fn vocab_parallel_ce_backward(
-    e: &mut Engine,
-    g: T,
+/// The fp32 softmax of this rank's logits slice, turned into the gradient in place by the
+/// backward, and the target mask and masked targets.
+#[derive(Debug, Clone, Copy)]
+pub struct VocabParallelCeSaved {
     softmax: T,
     target_mask: T,
     masked_target: T,
     rows: u64,
-) -> [Option<T>; 3] {
-    let s = Shape::new(&[rows]);
-    temporaries(
-        e,
-        &[
-            (Name::top("loss", "arange"), s, DType::I64),
-            (Name::top("loss", "softmax_update"), s, DType::F32),
-        ],
-    );
-    e.release(g);
-    e.release(target_mask);
-    e.release(masked_target);
-    // The saved reference is handed on as the gradient.
-    [Some(softmax), None, None]
+}
+
+impl Backward for VocabParallelCeSaved {
+    /// The saved softmax becomes the gradient in place (`softmax[arange, target] -= 1 -
+    /// mask.float()`, then `*= grad_output`).
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        let s = Shape::new(&[self.rows]);
+        temporaries(
+            e,
+            &[
+                (Name::top("loss", "arange"), s, DType::I64),
+                (Name::top("loss", "softmax_update"), s, DType::F32),
+            ],
+        );
+        e.release(g);
+        e.release(self.target_mask);
+        e.release(self.masked_target);
+        // The saved reference is handed on as the gradient.
+        [Some(self.softmax), None, None]
+    }
+
+    fn saved(&self) -> [Option<T>; 3] {
+        [
+            Some(self.softmax),
+            Some(self.target_mask),
+            Some(self.masked_target),
+        ]
+    }
 }

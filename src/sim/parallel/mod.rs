@@ -32,8 +32,8 @@ mod zero_offload;
 
 use super::autograd::Edge;
 use super::dtype::DType;
-use super::engine::{Engine, V};
-use super::ops::Op;
+use super::engine::{Engine, T, V};
+use super::ops::{Backward, Op};
 use super::timeline::Phase;
 use crate::config::{Parallelism, TrainConfig};
 
@@ -190,11 +190,25 @@ pub fn unit_exit(e: &mut Engine, layer: u32, x: V) -> V {
         return x;
     }
     let edge = e.push_node(
-        Op::Unshard { unit: layer },
+        Op::Unshard(UnshardSaved { unit: layer }),
         [x.edge, Edge::None, Edge::None],
     );
     with_fsdp(e, |f, e| f.exit(e, layer));
     V { t: x.t, edge }
+}
+
+/// The output of an FSDP unit: its backward is the unit's pre-backward hook (gather the
+/// unit's parameters, prefetch the next); the gradient passes through.
+#[derive(Debug, Clone, Copy)]
+pub struct UnshardSaved {
+    unit: u32,
+}
+
+impl Backward for UnshardSaved {
+    fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
+        pre_backward(e, self.unit);
+        [Some(g), None, None]
+    }
 }
 
 /// The backward reached block `layer`'s output (Op::Unshard).

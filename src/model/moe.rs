@@ -119,9 +119,8 @@ fn keep_or_drop_logits(e: &mut Engine, logits: V, keep: bool) {
         e.drop_value(logits);
         return;
     }
-    let in_checkpoint = !e.grad_mode && e.phase == Phase::Forward && e.training;
     let requires_grad = logits.edge != crate::sim::autograd::Edge::None
-        || (in_checkpoint && !e.reentrant_checkpoint);
+        || (e.in_checkpoint_forward && !e.reentrant_checkpoint);
     e.router_logits.push(ops::moe_aux::RouterLogits {
         v: logits,
         requires_grad,

@@ -151,6 +151,7 @@ impl Engine {
         self.grad_mode = false;
         let id = self.recompute.len() as u32;
         self.sac_enter(id, false);
+        let outer = std::mem::replace(&mut self.in_checkpoint_forward, true);
         let out = f(
             self,
             V {
@@ -158,6 +159,7 @@ impl Engine {
                 edge: Edge::None,
             },
         );
+        self.in_checkpoint_forward = outer;
         self.sac_leave();
         self.grad_mode = grad_mode;
         self.recompute.push(f);

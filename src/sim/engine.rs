@@ -90,6 +90,10 @@ pub struct Engine {
     pub param_dtype: DType,
     /// Activation checkpointing runs torch.utils.checkpoint with use_reentrant=True.
     pub reentrant_checkpoint: bool,
+    /// Inside a checkpointed block's first forward (`Engine::checkpoint`), which torch runs
+    /// with autograd on (non-reentrant) or under no_grad (reentrant) and the engine without a
+    /// tape either way.
+    pub(crate) in_checkpoint_forward: bool,
     /// What a checkpointed block keeps: its input (full), also torchtitan's per-op kept
     /// outputs (`sim::sac`), or its input in host memory (axolotl's offloading checkpointer).
     pub checkpoint_policy: CheckpointPolicy,
@@ -129,6 +133,7 @@ impl Engine {
             frozen_view: false,
             param_dtype: DType::F32,
             reentrant_checkpoint: false,
+            in_checkpoint_forward: false,
             checkpoint_policy: CheckpointPolicy::Full,
             host_checkpoints: [0; 2],
             sac: None,

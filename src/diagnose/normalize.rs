@@ -340,6 +340,70 @@ pub fn normalize(input: &str) -> Normalized {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// `may_start_record` is a necessary condition of `record`: checked on a header of each
+        /// kind the pattern knows with a few pieces replaced (so near the edge of a match).
+        #[test]
+        fn every_record_header_passes_the_gate(
+            kind in 0usize..8,
+            edits in proptest::collection::vec((0usize..12, 0usize..14), 0..4)
+        ) {
+            const HEADERS: [&[&str]; 8] = [
+                &["[", "2024-03-01", "T", "12:30:45", ".123", "Z", "]", " ", "|", " "],
+                &["ERROR", " ", "11-18", " ", "18:07:28", " ", "engine.py:366", "]", " "],
+                &["WARNING", " ", "|", " ", "stderr", " ", "|", " "],
+                &["[", "INFO", "]", " ", "[logging.py:96:log_dist]", " "],
+                &["W", "0217", " ", "08:19:10", ".679000", " ", "140475426195264", " ", "file.py:851", "]"],
+                &["E", " ", "c:\\cuda_blas.cc:372", "]", " "],
+                &["1", ".06", ".520", ".077", " ", "E", " "],
+                &["[", "12:30:45", "]", " "],
+            ];
+            const OTHERS: [&str; 14] =
+                ["", " ", "\t", "x", "[", "I", "F", "INFO", "FATAL", "7", "é", "|", ":", "]"];
+            let mut pieces = HEADERS[kind].to_vec();
+            for &(at, with) in &edits {
+                let at = at % pieces.len();
+                pieces[at] = OTHERS[with];
+            }
+            let t = pieces.concat();
+            let header = res().record.find(&t).filter(|m| m.end() > 0);
+            if header.is_some() {
+                proptest::prop_assert!(may_start_record(&t), "{:?}", t);
+            }
+        }
+    }
+
+    #[test]
+    fn the_record_gate_opens_on_each_header_kind_and_not_on_plain_lines() {
+        for t in [
+            "[2024-03-01T12:30:45Z] x",
+            "ERROR 11-18 18:07:28 engine.py:366] x",
+            "WARNING | stderr | x",
+            "[INFO] [logging.py:96:log_dist] x",
+            "W0217 08:19:10.679 1 file.py:851] x",
+            "E c:\\cuda_blas.cc:372] x",
+            "1.06.520.077 E x",
+            "12:30:45 x",
+            "INFO 11-18 18:07:28 engine.py:366] x",
+            "WARN | x",
+            "DEBUG | x",
+            "CRITICAL | x",
+            "FATAL | x",
+        ] {
+            assert!(res().record.find(t).is_some_and(|m| m.end() > 0), "{t:?}");
+            assert!(may_start_record(t), "{t:?}");
+        }
+        for t in [
+            "Traceback (most recent call last):",
+            "RuntimeError: x",
+            "Ix",
+            "torch.x",
+            "",
+        ] {
+            assert!(!may_start_record(t), "{t:?}");
+        }
+    }
+
     #[test]
     fn strips_prefixes_and_colours() {
         let n = normalize("\x1b[31m[rank0]: torch.OutOfMemoryError: x\x1b[0m\r\nvllm-1  | ERROR 11-18 18:07:28 engine.py:366] ValueError: y\n");

@@ -145,3 +145,70 @@ fn first_that_fits(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{largest_fitting_bound, Bound, MAX_BATCH};
+
+    /// The search on a made-up curve of live bytes: its answer and the batches it probed.
+    fn search(live: &dyn Fn(u64) -> u64, limit: u64, cap: u64) -> (u64, Vec<u64>) {
+        let mut probes = Vec::new();
+        let mut bound = |b: u64| {
+            probes.push(b);
+            Ok(Bound {
+                live: live(b),
+                fits: live(b) <= limit,
+            })
+        };
+        let lo = largest_fitting_bound(&mut bound, limit, live(1), cap).unwrap();
+        (lo, probes)
+    }
+
+    /// Live bytes that grow with the batch: linear, convex, flat, in steps, concave.
+    fn curve(kind: u8, at_zero: u64, slope: u64) -> impl Fn(u64) -> u64 {
+        move |b: u64| match kind {
+            0 => at_zero + slope * b,
+            1 => at_zero + slope * b * b / 64,
+            2 => at_zero,
+            3 => at_zero + slope * (b / 7) * 7,
+            _ => at_zero + slope * (b as f64).sqrt() as u64,
+        }
+    }
+
+    proptest::proptest! {
+        /// The answer is the largest batch whose bound fits, as a scan from the top finds it;
+        /// no batch is probed twice, none above the cap, none at or above one known to fail.
+        #[test]
+        fn finds_the_largest_fitting_batch(
+            kind in 0u8..5,
+            at_zero in 1u64..1 << 36,
+            slope in 0u64..1 << 26,
+            cap in 1u64..=MAX_BATCH,
+            room in 0u64..1 << 40,
+        ) {
+            let live = curve(kind, at_zero, slope);
+            let limit = live(1) + room;
+            let (got, probes) = search(&live, limit, cap);
+            let want = (1..=cap).rev().find(|&b| live(b) <= limit).unwrap();
+            proptest::prop_assert_eq!(got, want);
+            let mut failed = u64::MAX;
+            for (i, &b) in probes.iter().enumerate() {
+                proptest::prop_assert!((2..=cap).contains(&b) && b < failed, "{:?}", probes);
+                proptest::prop_assert!(!probes[..i].contains(&b), "{:?}", probes);
+                if live(b) > limit {
+                    failed = failed.min(b);
+                }
+            }
+            // Where live bytes are a line, the line's crossing ends it: 2, then the pair.
+            if kind == 0 {
+                proptest::prop_assert!(probes.len() <= 3, "{:?}", probes);
+            }
+        }
+    }
+
+    #[test]
+    fn a_cap_of_one_probes_nothing() {
+        let (got, probes) = search(&|b| 10 * b, 1_000, 1);
+        assert_eq!((got, probes.len()), (1, 0));
+    }
+}

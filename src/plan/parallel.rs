@@ -27,7 +27,8 @@ pub fn map<I: Sync, O: Send>(
     };
     std::thread::scope(|s| {
         for _ in 1..workers {
-            s.spawn(work);
+            // A thread the system refuses is one worker fewer: this thread takes what is left.
+            let _ = std::thread::Builder::new().spawn_scoped(s, work);
         }
         work();
     });

@@ -172,11 +172,11 @@ pub fn has(text: &str, needles: &[&str]) -> bool {
 /// (`\s` and `trim_start` both take Unicode's White_Space), so a text without it cannot
 /// match the pattern, which is then not even compiled.
 pub fn has_words(text: &str, words: &[&str]) -> bool {
+    debug_assert!(words.iter().all(|w| !w.is_empty()), "an empty word");
     let Some((first, rest)) = words.split_first() else {
         return true;
     };
-    memchr::memmem::find_iter(text.as_bytes(), first.as_bytes()).any(|i| {
-        let mut t = &text[i + first.len()..];
+    let rest_follows = |mut t: &str| {
         rest.iter().all(|w| match t.trim_start().strip_prefix(w) {
             Some(after) => {
                 t = after;
@@ -184,7 +184,17 @@ pub fn has_words(text: &str, words: &[&str]) -> bool {
             }
             None => false,
         })
-    })
+    };
+    // Every occurrence of the first word, overlapping ones included (`find_iter` skips them).
+    let finder = memchr::memmem::Finder::new(first.as_bytes());
+    let mut from = 0;
+    while let Some(i) = finder.find(&text.as_bytes()[from..]).map(|i| from + i) {
+        if rest_follows(&text[i + first.len()..]) {
+            return true;
+        }
+        from = i + 1;
+    }
+    false
 }
 
 /// `word` somewhere with no ASCII word character on either side.
@@ -265,7 +275,29 @@ pub fn context(n: &Normalized, at: usize, before: usize, after: usize) -> String
 
 #[cfg(test)]
 mod tests {
-    use super::has;
+    use super::{has, has_words};
+
+    #[test]
+    fn words_follow_each_other_across_white_space_only() {
+        assert!(has_words(
+            "2.00 GiB reserved in  total by",
+            &["reserved", "in", "total"]
+        ));
+        assert!(has_words(
+            "reserved\u{a0}in\ntotal",
+            &["reserved", "in", "total"]
+        ));
+        assert!(has_words("reservedintotal", &["reserved", "in", "total"]));
+        assert!(!has_words(
+            "reserved by PyTorch in total",
+            &["reserved", "in", "total"]
+        ));
+        // The first word may overlap an earlier occurrence of itself.
+        assert!(has_words("aaab", &["aa", "b"]));
+        assert!(has_words("(x (GPU 0;", &["(", "GPU"]));
+        assert!(!has_words("", &["GPU"]));
+        assert!(has_words("anything", &[]));
+    }
 
     #[test]
     fn a_gate_opens_on_any_of_its_literals_anywhere() {

@@ -77,6 +77,16 @@ fn first_size(res: &[Lazy], span: &str) -> Option<crate::diagnose::size::Size> {
     res.iter().find_map(|r| find_size(r, span))
 }
 
+/// The words each gated pattern requires, white space between (`super::has_words`): the
+/// literal skeleton of the patterns in `res`, checked against them in the tests.
+const PRIVATE_WORDS: &[&str] = &["allocated", "in", "private", "pools"];
+const UNALLOCATED_WORDS: &[&str] = &["is", "reserved", "by", "PyTorch", "but", "unallocated"];
+const RESERVED_TOTAL_WORDS: &[&str] = &["reserved", "in", "total"];
+const CACHED_WORDS: &[&str] = &["cached", ")"];
+const ALLOWED_WORDS: &[&str] = &["allowed", ";"];
+/// `device`'s two patterns: the old wording's `(GPU 0; …)`, the new `GPU 0 has`.
+const DEVICE_WORDS: [&[&str]; 2] = [&["(", "GPU"], &["GPU"]];
+
 /// `find_size` for a pattern every match of which contains `words` separated by white space
 /// only (`super::has_words`): a span without them cannot match, and the pattern is then not
 /// even compiled (most messages print only some of the figures).
@@ -118,12 +128,10 @@ pub fn scan(n: &Normalized, m: Markers, out: &mut Vec<Report>) {
         rep.pytorch = Some((layout, version));
         rep.set("tried_to_allocate_bytes", cap_size(c, "v"));
         message_figures(&mut rep, r, span);
-        // Each pattern's words (`has_words`): the old wording's `(GPU 0; …)`, the new `GPU 0 has`.
-        let device_words: [&[&str]; 2] = [&["(", "GPU"], &["GPU"]];
         rep.device = r
             .device
             .iter()
-            .zip(device_words)
+            .zip(DEVICE_WORDS)
             .find_map(|(d, words)| {
                 super::has_words(span, words)
                     .then(|| d.captures(span))
@@ -163,21 +171,17 @@ fn message_figures(rep: &mut Report, r: &Res, span: &str) {
     );
     rep.set(
         "private_pools_bytes",
-        find_size_with(&r.private, &["allocated", "in", "private", "pools"], span),
+        find_size_with(&r.private, PRIVATE_WORDS, span),
     );
     rep.set(
         "reserved_unallocated_bytes",
-        find_size_with(
-            &r.unallocated,
-            &["is", "reserved", "by", "PyTorch", "but", "unallocated"],
-            span,
-        ),
+        find_size_with(&r.unallocated, UNALLOCATED_WORDS, span),
     );
     rep.set(
         "reserved_total_bytes",
-        find_size_with(&r.reserved_total, &["reserved", "in", "total"], span),
+        find_size_with(&r.reserved_total, RESERVED_TOTAL_WORDS, span),
     );
-    if let Some(cached) = find_size_with(&r.cached, &["cached", ")"], span) {
+    if let Some(cached) = find_size_with(&r.cached, CACHED_WORDS, span) {
         // The old wording's "cached" is the figure later versions call "reserved in total"
         // (the JSON contract of issue 4). PyTorch 1.0–1.3 printed cached − allocated there,
         // though: when it is below what is allocated it can only be the reserved-but-
@@ -193,7 +197,7 @@ fn message_figures(rep: &mut Report, r: &Res, span: &str) {
     }
     rep.set(
         "allowed_bytes",
-        find_size_with(&r.allowed, &["allowed", ";"], span),
+        find_size_with(&r.allowed, ALLOWED_WORDS, span),
     );
 }
 
@@ -312,6 +316,100 @@ mod tests {
     use super::*;
     use crate::diagnose::normalize::normalize;
     use crate::diagnose::size::parse_size;
+
+    /// A match of each gated pattern, piece by piece, and its words.
+    fn gated_matches(r: &Res) -> Vec<(&Lazy, &'static [&'static str], Vec<&'static str>)> {
+        let s = "1.50 GiB";
+        vec![
+            (
+                &r.private,
+                PRIVATE_WORDS,
+                vec![
+                    "with",
+                    " ",
+                    s,
+                    " ",
+                    "allocated",
+                    " ",
+                    "in",
+                    " ",
+                    "private",
+                    " ",
+                    "pools",
+                ],
+            ),
+            (
+                &r.unallocated,
+                UNALLOCATED_WORDS,
+                vec![
+                    s,
+                    " ",
+                    "is",
+                    " ",
+                    "reserved",
+                    " ",
+                    "by",
+                    " ",
+                    "PyTorch",
+                    " ",
+                    "but",
+                    " ",
+                    "unallocated",
+                ],
+            ),
+            (
+                &r.reserved_total,
+                RESERVED_TOTAL_WORDS,
+                vec![s, " ", "reserved", " ", "in", " ", "total"],
+            ),
+            (&r.cached, CACHED_WORDS, vec![s, " ", "cached", ")"]),
+            (&r.allowed, ALLOWED_WORDS, vec![s, " ", "allowed", ";"]),
+            (
+                &r.device[0],
+                DEVICE_WORDS[0],
+                vec!["(", " ", "GPU", " ", "0", ";"],
+            ),
+            (
+                &r.device[1],
+                DEVICE_WORDS[1],
+                vec!["GPU", " ", "0", " ", "has"],
+            ),
+        ]
+    }
+
+    #[test]
+    fn each_gated_pattern_matches_its_words_written_out() {
+        for (re, words, pieces) in gated_matches(res()) {
+            let t = pieces.concat();
+            assert!(
+                re.is_match(&t) && super::super::has_words(&t, words),
+                "{t:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// A gate is a necessary condition: wherever its pattern matches, its words are there.
+        /// Checked on each pattern's match with a few pieces replaced (white space of other
+        /// kinds or none, other words, stray characters), which keeps to the edge of a match.
+        #[test]
+        fn every_gated_pattern_match_has_its_words(
+            edits in proptest::collection::vec((0usize..16, 0usize..13), 0..4)
+        ) {
+            const OTHERS: [&str; 13] =
+                ["", " ", "\u{a0}", "\n", "x", "in", "at", "GPU", "(", ")", ";", "é", "1 MiB"];
+            for (re, words, mut pieces) in gated_matches(res()) {
+                for &(at, with) in &edits {
+                    let at = at % pieces.len();
+                    pieces[at] = OTHERS[with];
+                }
+                let t = pieces.concat();
+                if re.is_match(&t) {
+                    proptest::prop_assert!(super::super::has_words(&t, words), "{:?} {:?}", words, t);
+                }
+            }
+        }
+    }
 
     fn one(t: &str) -> Report {
         let n = normalize(t);

@@ -61,6 +61,14 @@ impl Error {
         &self.kind
     }
 
+    /// The config key at fault, where the error is about one (a bad value, an unknown key).
+    pub fn key(&self) -> Option<&str> {
+        match &self.kind {
+            ErrorKind::BadValue { key } | ErrorKind::UnknownKey { key } => Some(key),
+            _ => None,
+        }
+    }
+
     pub fn message(&self) -> &str {
         &self.message
     }

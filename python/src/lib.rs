@@ -17,12 +17,16 @@ fn run_cli(py: Python<'_>, argv: Vec<String>) -> u8 {
 }
 
 /// `vramplan ARGV... --json` without printing: (exit code, the JSON text or None, the error
-/// line or None). The error line is what the CLI prints after `vramplan: ` for bad input.
+/// line or None, the config key at fault or None). The error line is what the CLI prints
+/// after `vramplan: ` for bad input; the key comes with errors about one key.
 #[pyfunction]
-fn run_json(py: Python<'_>, argv: Vec<String>) -> (u8, Option<String>, Option<String>) {
+fn run_json(
+    py: Python<'_>,
+    argv: Vec<String>,
+) -> (u8, Option<String>, Option<String>, Option<String>) {
     match py.allow_threads(|| vramplan::commands::run_cli_json(argv)) {
-        Ok((code, json)) => (code, json, None),
-        Err(message) => (2, None, Some(message)),
+        Ok((code, json)) => (code, json, None, None),
+        Err(e) => (2, None, Some(e.message), e.key),
     }
 }
 

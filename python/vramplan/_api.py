@@ -8,7 +8,8 @@ from ._config import Args, training_args_overrides
 from ._errors import ConfigError
 from ._results import CheckResult, DiagnoseResult, SuggestResult, make_result
 
-# Where the CLI's one-line messages name the key, most specific first.
+# Where the CLI's one-line messages name a key or option that its error does not carry (a
+# usage error, an unknown card), most specific first.
 _KEY_PATTERNS = [
     re.compile(r"override --([A-Za-z_]\w*)="),
     re.compile(r"unknown key '(\w+)'"),
@@ -29,9 +30,9 @@ def _key_of(message):
 def run_json(argv):
     """``vramplan ARGV --json`` in this process: (exit code, the parsed JSON). Bad input raises
     ConfigError with the CLI's message."""
-    code, text, error = _vramplan.run_json(list(argv) + ["--json"])
+    code, text, error, key = _vramplan.run_json(list(argv) + ["--json"])
     if error is not None:
-        raise ConfigError(error, key=_key_of(error))
+        raise ConfigError(error, key=key if key is not None else _key_of(error))
     return code, json.loads(text) if text else None
 
 

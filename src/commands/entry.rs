@@ -47,8 +47,11 @@ pub fn one_line(message: &str) -> String {
 /// `vramplan ARGS... --json` without printing the JSON: (exit code, the JSON text the CLI
 /// would print, if the command printed one). Bad input or usage is the one-line message the
 /// CLI would print after `vramplan: `.
-pub fn run_cli_json(args: Vec<String>) -> Result<(u8, Option<String>), String> {
-    let cli = parse(args).map_err(|e| usage_error_line(&e))?;
+pub fn run_cli_json(args: Vec<String>) -> Result<(u8, Option<String>), JsonError> {
+    let cli = parse(args).map_err(|e| JsonError {
+        message: usage_error_line(&e),
+        key: None,
+    })?;
     JSON_SINK.with(|s| *s.borrow_mut() = Some(String::new()));
     let outcome = super::run(&cli);
     let json = JSON_SINK
@@ -56,8 +59,20 @@ pub fn run_cli_json(args: Vec<String>) -> Result<(u8, Option<String>), String> {
         .filter(|t| !t.is_empty());
     match outcome {
         Ok(code) => Ok((code, json)),
-        Err(e) => Err(one_line(e.message())),
+        Err(e) => Err(JsonError {
+            message: one_line(e.message()),
+            key: e.key().map(str::to_string),
+        }),
     }
+}
+
+/// Bad input met by [`run_cli_json`]: the line the CLI prints after `vramplan: `, and the
+/// config key at fault where the error names one (`Error::key`), so that a caller (the Python
+/// package) need not read it back out of the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonError {
+    pub message: String,
+    pub key: Option<String>,
 }
 
 /// The JSON text goes to the capture `run_cli_json` set up, else to stdout.

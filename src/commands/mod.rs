@@ -16,7 +16,7 @@ use crate::error::Result;
 use std::io::IsTerminal;
 
 pub use diagnose::diagnosis;
-pub use entry::{one_line, run_cli, run_cli_json};
+pub use entry::{one_line, run_cli, run_cli_json, JsonError};
 
 pub fn run(cli: &Cli) -> Result<u8> {
     match &cli.command {

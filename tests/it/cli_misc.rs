@@ -122,3 +122,28 @@ fn a_reader_that_goes_away_is_not_an_internal_error() {
     assert!(!stderr.contains("internal error"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");
 }
+
+/// The in-process entry the Python package calls: an error about one key carries that key
+/// (the package no longer reads it out of the message), other errors none.
+#[test]
+fn run_cli_json_names_the_key_an_error_is_about() {
+    use vramplan::commands::run_cli_json;
+    let key_of = |args: &[&str]| {
+        let argv = std::iter::once("vramplan")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect();
+        run_cli_json(argv).unwrap_err().key
+    };
+    assert_eq!(
+        key_of(&["check", "--json", "--batchsize=8"]).as_deref(),
+        Some("batchsize")
+    );
+    assert_eq!(
+        key_of(&["check", "--json", "--n_layer=twelve"]).as_deref(),
+        Some("n_layer")
+    );
+    assert_eq!(key_of(&["check", "--json", "--gpu", "rtx9999"]), None);
+    let ok = run_cli_json(["vramplan", "check", "--json"].map(String::from).to_vec());
+    assert!(matches!(ok, Ok((0, Some(_)))));
+}

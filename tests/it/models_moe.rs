@@ -7,7 +7,7 @@
 //! `torch.autograd.graph.saved_tensors_hooks` on CPU; nothing outlives the run.
 
 use crate::support::cli::{explain, forward_end, json, vramplan};
-use crate::support::hf::nothing_left;
+use crate::support::hf::{assert_n_params_from_each, nothing_left};
 
 #[test]
 fn mixtral_8x7b_counts_what_config_json_gives_by_hand() {
@@ -24,21 +24,14 @@ fn mixtral_8x7b_counts_what_config_json_gives_by_hand() {
     let want = 2 * 32000 * 4096 + 32 * layer + 4096;
     // The model card's "46.7B total parameters" (46,702,792,704 as the Hub lists it).
     assert_eq!(want, 46_702_792_704);
-    for args in [
-        &["--model", "mixtral-8x7b"][..],
-        &["--model", "mistralai/Mixtral-8x7B-v0.1"][..],
-        &["--hf-config", "fixtures/hf/mixtral-8x7b.json"][..],
-    ] {
-        let (code, v) = json(
-            &[
-                &["check", "--json", "--batch_size=1", "--block_size=64"],
-                args,
-            ]
-            .concat(),
-        );
-        assert_eq!(code, 0, "{args:?}");
-        assert_eq!(v["n_params"].as_u64(), Some(want), "{args:?}");
-    }
+    assert_n_params_from_each(
+        &[
+            &["--model", "mixtral-8x7b"][..],
+            &["--model", "mistralai/Mixtral-8x7B-v0.1"][..],
+            &["--hf-config", "fixtures/hf/mixtral-8x7b.json"][..],
+        ],
+        want,
+    );
 }
 
 /// A small Mixtral: 2 layers, 2 heads (1 kv head) of 32, width C = 64, experts of width

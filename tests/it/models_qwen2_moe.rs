@@ -9,7 +9,7 @@
 //! SiLU its input, the products both factors, the sigmoid its result.
 
 use crate::support::cli::{explain, forward_end, json, vramplan};
-use crate::support::hf::nothing_left;
+use crate::support::hf::{assert_n_params_from_each, nothing_left};
 use crate::support::hostile::temp;
 
 const FORWARD: &str = "2 x born in forward, freed in forward";
@@ -35,21 +35,14 @@ fn qwen1_5_moe_a2_7b_counts_what_config_json_gives_by_hand() {
     // Activated: 4 of the 60 experts per token, everything else.
     let active = want - 24 * 56 * 3 * 2048 * 1408;
     assert_eq!(active, 2_689_173_504);
-    for args in [
-        &["--model", "qwen1.5-moe-a2.7b"][..],
-        &["--model", "Qwen/Qwen1.5-MoE-A2.7B"][..],
-        &["--hf-config", "fixtures/hf/qwen1.5-moe-a2.7b.json"][..],
-    ] {
-        let (code, v) = json(
-            &[
-                &["check", "--json", "--batch_size=1", "--block_size=64"],
-                args,
-            ]
-            .concat(),
-        );
-        assert_eq!(code, 0, "{args:?}");
-        assert_eq!(v["n_params"].as_u64(), Some(want), "{args:?}");
-    }
+    assert_n_params_from_each(
+        &[
+            &["--model", "qwen1.5-moe-a2.7b"][..],
+            &["--model", "Qwen/Qwen1.5-MoE-A2.7B"][..],
+            &["--hf-config", "fixtures/hf/qwen1.5-moe-a2.7b.json"][..],
+        ],
+        want,
+    );
 }
 
 /// A small Qwen2-MoE: 2 layers, 2 heads (1 kv head) of 32, C = 64, 4 experts of width 48

@@ -5,7 +5,7 @@
 //! models/qwen3_moe/modeling_qwen3_moe.py `Qwen3MoeTopKRouter.forward`).
 
 use crate::support::cli::{explain, json, vramplan};
-use crate::support::hf::nothing_left;
+use crate::support::hf::{assert_n_params_from_each, nothing_left};
 
 const FORWARD: &str = "2 x born in forward, freed in forward";
 const BACKWARD: &str = "2 x born in forward, freed in backward";
@@ -23,20 +23,13 @@ fn qwen3_30b_a3b_counts_what_config_json_gives_by_hand() {
     let want = 2 * 151_936 * 2048 + 48 * layer + 2048;
     // The model card: "Number of Parameters: 30.5B in total and 3.3B activated".
     assert_eq!(want, 30_532_122_624);
-    for args in [
-        &["--model", "qwen3-30b-a3b"][..],
-        &["--hf-config", "fixtures/hf/qwen3-30b-a3b.json"][..],
-    ] {
-        let (code, v) = json(
-            &[
-                &["check", "--json", "--batch_size=1", "--block_size=64"],
-                args,
-            ]
-            .concat(),
-        );
-        assert_eq!(code, 0, "{args:?}");
-        assert_eq!(v["n_params"].as_u64(), Some(want), "{args:?}");
-    }
+    assert_n_params_from_each(
+        &[
+            &["--model", "qwen3-30b-a3b"][..],
+            &["--hf-config", "fixtures/hf/qwen3-30b-a3b.json"][..],
+        ],
+        want,
+    );
 }
 
 /// A small Qwen3-MoE: SMALL_MIXTRAL's shapes with experts of moe_intermediate_size 48.

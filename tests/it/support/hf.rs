@@ -96,3 +96,19 @@ pub fn nothing_left(model: &str, base: &[&str], knobs: &[&[&str]]) {
         }
     }
 }
+
+/// `check --json` reports `want` parameters for the model given each way in `sources` (a
+/// preset, its Hub name, its config.json): one count, however the model is named.
+pub fn assert_n_params_from_each(sources: &[&[&str]], want: u64) {
+    for args in sources {
+        let (code, v) = super::cli::json(
+            &[
+                &["check", "--json", "--batch_size=1", "--block_size=64"],
+                *args,
+            ]
+            .concat(),
+        );
+        assert_eq!(code, 0, "{args:?}");
+        assert_eq!(v["n_params"].as_u64(), Some(want), "{args:?}");
+    }
+}

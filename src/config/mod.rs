@@ -22,6 +22,7 @@ pub mod model_keys;
 pub mod models;
 pub mod moe_keys;
 mod nanogpt_py;
+mod overflow;
 mod overrides;
 pub mod presets;
 mod pyexpr;

@@ -263,31 +263,7 @@ fn experts_mlp(e: &mut Engine, x: V, w: MoeWeights, offsets: T, layer: u32) -> V
 
 /// `weighted_out.view(N, top_k, C).sum(dim=1)` viewed back as the block's (B, T, C):
 /// SumBackward expands the gradient and ViewBackward's reshape of that expand copies it to
-/// (S, C) — the `Pointwise` node's one allocation.
+/// (S, C) — the node's one allocation.
 fn top_k_sum(e: &mut Engine, x: V, out: Shape, name: Name) -> V {
-    let r = *e.record(x.t);
-    let t = e.alloc(name, out, r.dtype, Category::Activations);
-    if !e.grad_mode || x.edge == crate::sim::autograd::Edge::None {
-        return V {
-            t,
-            edge: crate::sim::autograd::Edge::None,
-        };
-    }
-    let op = ops::Op::Pointwise(ops::PointwiseSaved {
-        shape: r.shape,
-        dtype: r.dtype,
-        name: Name {
-            what: "grad",
-            ..name
-        },
-    });
-    let edge = e.push_node(
-        op,
-        [
-            x.edge,
-            crate::sim::autograd::Edge::None,
-            crate::sim::autograd::Edge::None,
-        ],
-    );
-    V { t, edge }
+    ops::copy_reshaped(e, x, out, name)
 }

@@ -40,8 +40,8 @@ pub use liger::fused_linear_cross_entropy;
 pub use linear::linear;
 pub use loss::{chunked_cross_entropy, CHUNK_ROWS};
 pub use pointwise::{
-    clone, heads_view, mul, mul_as, mul_scalar, promote, repeat_kv, requires_grad, scale,
-    shifted_copy, sigmoid, silu, silu_as, tanh, to_dtype, PointwiseSaved,
+    clone, copy_reshaped, heads_view, mul, mul_as, mul_scalar, promote, repeat_kv, requires_grad,
+    scale, shifted_copy, sigmoid, silu, silu_as, tanh, to_dtype,
 };
 pub use rms_norm::{rms_norm, rms_norm_as, RmsStyle};
 pub use rotary::{rope, rotary_tables, rotary_tables_of};

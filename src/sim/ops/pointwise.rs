@@ -197,6 +197,12 @@ pub fn heads_view(e: &mut Engine, x: V, name: Name) -> V {
 /// (B, nkv·n_rep, T, hd) = `shape`, a copy (the expanded view is not contiguous). Its
 /// backward sums the gradient over each group: one tensor shaped like `x`.
 pub fn repeat_kv(e: &mut Engine, x: V, shape: Shape, name: Name) -> V {
+    copy_reshaped(e, x, shape, name)
+}
+
+/// An op that writes a new activation of `shape` in `x`'s dtype (an expand or a sum, copied by
+/// a reshape) and whose backward allocates one gradient shaped like `x`, keeping nothing.
+pub fn copy_reshaped(e: &mut Engine, x: V, shape: Shape, name: Name) -> V {
     let r = *e.record(x.t);
     let t = e.alloc(name, shape, r.dtype, Category::Activations);
     let edge = like_input_grad(e, x, name);

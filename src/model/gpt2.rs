@@ -200,7 +200,7 @@ impl Gpt2 {
     fn head(&self, e: &mut Engine, xf: V, head: Head) -> Output {
         match (head, self.loss) {
             (Head::Loss(targets), LossKind::Standard) => {
-                let logits = ops::linear(e, xf, self.wte, None, None, "lm_head");
+                let logits = ops::lm_head(e, xf, self.wte);
                 let loss = if self.tp > 1 {
                     ops::vocab_parallel_cross_entropy(e, logits, targets)
                 } else {

@@ -336,7 +336,7 @@ fn causal_lm_head(
     match head {
         // The fused losses take the soft-capping into their kernels (Liger's `softcap`).
         Head::Loss(targets) if softcap && loss.kind == LossKind::Standard => {
-            let logits = ops::linear(e, xf, weight, None, None, "lm_head");
+            let logits = ops::lm_head(e, xf, weight);
             let capped = final_softcap(e, logits);
             let (logits, l) = super::hf_loss::loss_from_logits(e, capped, targets, loss.chain);
             Output::Loss(logits, l)

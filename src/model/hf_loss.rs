@@ -39,7 +39,7 @@ pub fn lm_head_and_loss(
         LossKind::Liger => return (None, liger_loss(e, x, weight, targets)),
         LossKind::Standard => {}
     }
-    let logits = ops::linear(e, x, weight, None, None, "lm_head");
+    let logits = ops::lm_head(e, x, weight);
     loss_from_logits(e, logits, targets, loss.chain)
 }
 

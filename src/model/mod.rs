@@ -249,11 +249,11 @@ pub enum Output {
 /// or over all positions.
 pub(crate) fn logits_head(e: &mut Engine, x: V, weight: usize, all: bool, copy: bool) -> V {
     if all {
-        return crate::sim::ops::linear(e, x, weight, None, None, "lm_head");
+        return crate::sim::ops::lm_head(e, x, weight);
     }
     let name = crate::sim::Name::top("lm_head", "input_last");
     let last = crate::sim::ops::last_position(e, x, copy, name);
-    let logits = crate::sim::ops::linear(e, last, weight, None, None, "lm_head");
+    let logits = crate::sim::ops::lm_head(e, last, weight);
     e.drop_value(last);
     logits
 }

@@ -137,7 +137,7 @@ fn alloc_out(
     e: &mut Engine,
     shape: Shape,
     dtype: DType,
-    bias: bool,
+    (bias, output): (bool, Output),
     name: impl Fn(&'static str) -> Name,
 ) -> T {
     let sac_op = if bias {
@@ -145,12 +145,19 @@ fn alloc_out(
     } else {
         SacOp::Mm
     };
-    let lm_head = name("").module == "lm_head";
-    let (what, category) = match lm_head {
-        true => ("logits", Category::Logits),
-        false => ("out", Category::Activations),
+    let (what, category) = match output {
+        Output::Logits => ("logits", Category::Logits),
+        Output::Activation => ("out", Category::Activations),
     };
     e.sac_output(sac_op, |e| e.alloc(name(what), shape, dtype, category))
+}
+
+/// What a linear's output is, as the report groups memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Activation,
+    /// The lm_head's: the logits, which the loss chain reads.
+    Logits,
 }
 
 /// y = x W^T + b for x of shape (..., K) viewed as (M, K); the output is (M, N).
@@ -161,6 +168,22 @@ pub fn linear(
     b: Option<usize>,
     layer: Option<u32>,
     module: &'static str,
+) -> V {
+    linear_to(e, x, (w, b), (layer, module), Output::Activation)
+}
+
+/// The lm_head: `linear` on the weight `w` (no bias) whose output is the logits
+/// (`lm_head.logits`).
+pub fn lm_head(e: &mut Engine, x: V, w: usize) -> V {
+    linear_to(e, x, (w, None), (None, "lm_head"), Output::Logits)
+}
+
+fn linear_to(
+    e: &mut Engine,
+    x: V,
+    (w, b): (usize, Option<usize>),
+    (layer, module): (Option<u32>, &'static str),
+    output: Output,
 ) -> V {
     // The input is viewed as (M, in_features): e.g. attention's (B, nh, T, hs) output.
     let (n, k) = (e.params[w].shape.dims()[0], e.params[w].shape.dims()[1]);
@@ -178,7 +201,7 @@ pub fn linear(
     // `ban_recompute_materialized_backward`).
     let (xo, wo) = (e.materialise(xm.t), e.materialise(wm.t));
     let bo = bm.map(|b| e.materialise(b.t));
-    let out = alloc_out(e, out_shape, dtype, b.is_some(), name);
+    let out = alloc_out(e, out_shape, dtype, (b.is_some(), output), name);
     e.matmul_workspace();
     let (need_x, need_w) = (xm.edge != Edge::None, wm.edge != Edge::None);
     let saved = LinearSaved {

@@ -37,7 +37,7 @@ pub use kv_cache::{
 };
 pub use layer_norm::layer_norm;
 pub use liger::fused_linear_cross_entropy;
-pub use linear::linear;
+pub use linear::{linear, lm_head};
 pub use loss::{chunked_cross_entropy, CHUNK_ROWS};
 pub use pointwise::{
     clone, copy_reshaped, heads_view, mul, mul_as, mul_scalar, promote, repeat_kv, requires_grad,

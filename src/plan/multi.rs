@@ -129,7 +129,8 @@ pub(super) fn search(
 }
 
 /// Every parallelism the run's framework can use that fits at `world` ranks, each at its
-/// largest per-rank batch.
+/// largest per-rank batch. The parallelisms are searched side by side (`parallel`), their
+/// candidates kept in `ORDER`.
 fn fits_at(
     base: &TrainConfig,
     ctx: &Ctx,
@@ -137,34 +138,33 @@ fn fits_at(
     world: u64,
     script: &Script,
 ) -> Result<Vec<MultiCandidate>> {
-    let mut fitting = Vec::new();
-    for mode in ORDER {
-        if !super::convention::runs(base.framework, mode) {
-            continue;
-        }
+    // Modes the run cannot take (LoRA under FSDP or ZeRO) are not candidates.
+    let modes: Vec<Parallelism> = ORDER
+        .into_iter()
+        .filter(|&mode| super::convention::runs(base.framework, mode))
+        .filter(|&mode| per_rank(base, world, mode, 1, tokens).validate().is_ok())
+        .collect();
+    let found = super::parallel::map(&modes, super::parallel::cores(), |&mode| {
         let make = |b: u64| per_rank(base, world, mode, b, tokens);
-        // Modes the run cannot take (LoRA under FSDP or ZeRO) are not candidates.
-        if make(1).validate().is_err() {
-            continue;
-        }
         // Beyond one micro-step per rank reaching the tokens, a larger batch only grows them.
         let cap = tokens.div_ceil(base.block_size.saturating_mul(world));
-        if let Some((b, peak)) = max_batch(ctx, &make, cap)? {
-            let config = make(b);
-            fitting.push(MultiCandidate {
-                world_size: world,
-                parallelism: mode.as_str(),
-                tokens_per_step: config.tokens_per_step().unwrap_or(0),
-                peak_allocated_bytes: peak.allocated.bytes,
-                peak_device_bytes: peak.device.band.high,
-                launch: launch(&config, base, script),
-                code_changes: launch_code_changes(&config, base, script),
-                ds_config: ds_config(&config),
-                config,
-            });
-        }
-    }
-    Ok(fitting)
+        let Some((b, peak)) = max_batch(ctx, &make, cap)? else {
+            return Ok(None);
+        };
+        let config = make(b);
+        Ok(Some(MultiCandidate {
+            world_size: world,
+            parallelism: mode.as_str(),
+            tokens_per_step: config.tokens_per_step().unwrap_or(0),
+            peak_allocated_bytes: peak.allocated.bytes,
+            peak_device_bytes: peak.device.band.high,
+            launch: launch(&config, base, script),
+            code_changes: launch_code_changes(&config, base, script),
+            ds_config: ds_config(&config),
+            config,
+        }))
+    })?;
+    Ok(found.into_iter().flatten().collect())
 }
 
 /// The launch line. nanoGPT's train.py starts its process group from torchrun's environment

@@ -184,11 +184,10 @@ fn clean(input: &str) -> String {
     let has_esc = memchr::memchr(0x1b, input.as_bytes()).is_some();
     let ansi = if has_esc { &r.ansi } else { &r.sgr_without_esc };
     // Without an ESC, a match needs `[` then a digit (SGR_WITHOUT_ESC).
+    let bytes = input.as_bytes();
     let may_match = has_esc
-        || input
-            .as_bytes()
-            .windows(2)
-            .any(|w| w[0] == b'[' && w[1].is_ascii_digit());
+        || memchr::memchr_iter(b'[', bytes)
+            .any(|i| bytes.get(i + 1).is_some_and(u8::is_ascii_digit));
     let mut s = if may_match && ansi.is_match(input) {
         ansi.replace_all(input, "").into_owned()
     } else {

@@ -10,6 +10,7 @@ pub mod hf_loss;
 pub mod llama;
 mod llama_layer;
 pub mod lora;
+mod mlp;
 mod moe;
 pub mod neox;
 pub mod phi3;

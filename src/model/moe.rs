@@ -37,8 +37,8 @@
 //! return expert_output.reshape(batch_size, sequence_length, hidden_dim)
 //! ```
 
-use super::llama_layer::{gated_mlp, GatedNames};
 use super::lora::{self, Proj};
+use super::mlp::{gated_mlp, GatedNames};
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, T, V};
 use crate::sim::ops;

@@ -13,6 +13,7 @@
 //! With `expandable_segments:True` the large pool maps 2 MiB pages on demand and reuses them
 //! without fragmentation: reserved ≈ the high-water mark of large blocks in whole pages.
 
+pub use super::free_list::BlockId;
 use super::free_list::FreeList;
 
 const MIN_BLOCK: u64 = 512;
@@ -53,8 +54,6 @@ struct Block {
     prev: Option<u32>,
     next: Option<u32>,
 }
-
-pub type BlockId = u32;
 
 #[derive(Debug, Default)]
 pub struct CachingAllocator {

@@ -7,7 +7,8 @@
 //! a binary search over the distinct sizes and the last entry of that size's list, kept in
 //! descending address order; a B-tree over every block (size, address) was 60% of the replay.
 
-use super::allocator::BlockId;
+/// A block of the caching allocator (`allocator.rs`), by its index in the allocator's table.
+pub type BlockId = u32;
 
 /// Free blocks by size; each size's blocks as (address, block) in descending address order.
 #[derive(Debug, Default)]

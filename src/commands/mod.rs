@@ -70,8 +70,8 @@ pub(crate) fn script(
     config_path: Option<&std::path::Path>,
     model: Option<config::ModelSource>,
     run: &config::TrainConfig,
-) -> crate::plan::knobs::Script {
-    crate::plan::knobs::Script {
+) -> crate::plan::script::Script {
+    crate::plan::script::Script {
         config_path: config_path.map(|p| p.display().to_string()),
         file_config: config::load_with_model(config_path, model, &[])
             .map_or_else(|_| run.clone(), |l| l.config),

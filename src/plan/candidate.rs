@@ -1,7 +1,9 @@
 //! What `suggest` reports: each candidate config with its peak, speed and the command that
 //! runs it, and how a config the search found becomes one.
 
-use super::knobs::{code_changes, command, KnobId, Script};
+use super::command::{code_changes, command};
+use super::knobs::KnobId;
+use super::script::Script;
 use super::speed::tokens_per_second;
 use crate::budget::GpuProfile;
 use crate::config::TrainConfig;

@@ -2,7 +2,7 @@
 //! change in their own file (JSON or YAML, the framework's key names, accumulation counted as
 //! the framework counts it), and the line that launches it over several GPUs.
 
-use super::knobs::Script;
+use super::script::Script;
 use crate::config::{
     Framework, LossKind, OptimizerKind, Parallelism, Precision, Quantization, TrainConfig,
 };
@@ -37,7 +37,7 @@ pub fn file_changes(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> O
     };
     Some(format!(
         "{}{path}: {body}",
-        super::knobs::env_prefix(cfg, base)
+        super::script::env_prefix(cfg, base)
     ))
 }
 
@@ -276,7 +276,7 @@ pub fn launch(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> Option<
         .as_deref()
         .filter(|p| is_framework_file(p))?;
     let w = cfg.world_size;
-    let env = super::knobs::env_prefix(cfg, base);
+    let env = super::script::env_prefix(cfg, base);
     Some(match cfg.framework {
         Framework::NanoGpt => return None,
         // The Trainer reads its arguments in the user's script; accelerate starts the ranks.

@@ -47,7 +47,7 @@ pub fn command(cfg: &TrainConfig, base: &TrainConfig) -> String {
         // Liger's fused linear cross-entropy never materialises the full logits.
         args.push("use_liger_kernel=True".into());
     }
-    let mut cmd = super::knobs::env_prefix(cfg, base).to_string();
+    let mut cmd = super::script::env_prefix(cfg, base).to_string();
     cmd.push_str(&format!(
         "TrainingArguments({}), sequences of {} tokens",
         args.join(", "),

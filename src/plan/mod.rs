@@ -3,6 +3,7 @@
 
 pub mod batch;
 mod candidate;
+pub mod command;
 pub mod convention;
 mod ctx;
 pub mod hf_args;
@@ -11,6 +12,7 @@ pub mod knobs;
 pub mod multi;
 pub mod parallel;
 pub mod render;
+pub mod script;
 pub mod search;
 pub mod speed;
 pub mod vllm;

@@ -7,8 +7,9 @@
 //! user's, with gradient_accumulation_steps a multiple of the world size (nanoGPT asserts it).
 
 use super::batch::{max_batch, with_batch};
+use super::command::command;
 use super::ctx::Ctx;
-use super::knobs::{command, Script};
+use super::script::Script;
 use crate::config::{ModelType, Parallelism, Precision, TrainConfig};
 use crate::error::Result;
 use serde::Serialize;
@@ -193,7 +194,7 @@ pub fn launch(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> String 
         let torchrun = format!("torchrun --standalone --nproc_per_node={w} train.py");
         return single.replacen("python train.py", &torchrun, 1);
     }
-    let env = super::knobs::env_prefix(cfg, base);
+    let env = super::script::env_prefix(cfg, base);
     match cfg.parallelism {
         Parallelism::Fsdp | Parallelism::FsdpGradOp => format!(
             "{env}accelerate launch --num_processes {w} --use_fsdp --fsdp_sharding_strategy {} \
@@ -220,7 +221,7 @@ pub fn launch(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> String 
 
 /// What the script must change for `cfg`'s parallelism, beyond the single-GPU changes.
 pub fn launch_code_changes(cfg: &TrainConfig, base: &TrainConfig, script: &Script) -> Vec<String> {
-    let mut out = super::knobs::code_changes(cfg, base);
+    let mut out = super::command::code_changes(cfg, base);
     // A framework's own file: its keys, accumulation as that framework counts it.
     if let Some(changes) = super::convention::file_changes(cfg, base, script) {
         out.insert(0, changes);

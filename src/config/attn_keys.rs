@@ -4,8 +4,8 @@
 //! `global_every`). None of them exists for the other architectures, so setting one there is
 //! refused rather than silently ignored.
 
+use super::blame::Blame;
 use super::model_keys::ModelType;
-use super::validate::Blame;
 use super::value::{float, float_repr, opt_count, opt_int, Origin, Value};
 use super::TrainConfig;
 use crate::error::Result;

@@ -4,8 +4,8 @@
 //! may reach (vLLM's `--max-model-len`; the KV cache is sized for it) and `batch_size` the
 //! sequences served together.
 
+use super::blame::Blame;
 use super::kinds::parse_name;
-use super::validate::Blame;
 use super::value::{float, opt_count, opt_int, Origin, Value};
 use super::TrainConfig;
 use crate::error::Result;

@@ -7,7 +7,7 @@
 //! number of layers (one module per layer, simulated op by op, once per candidate in
 //! `suggest`); the other bounds keep the bytes it forms far from u64's range.
 
-use super::validate::Blame;
+use super::blame::Blame;
 use super::TrainConfig;
 use crate::error::Result;
 

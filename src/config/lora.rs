@@ -2,9 +2,9 @@
 //! `target_modules`, PEFT's defaults, bitsandbytes' quantization of the base weights (QLoRA),
 //! and the checks.
 
+use super::blame::Blame;
 use super::kinds::{parse_name, quoted_names};
 use super::model_keys::ModelType;
-use super::validate::Blame;
 use super::TrainConfig;
 use crate::error::Result;
 use serde::{Deserialize, Serialize};

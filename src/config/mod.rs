@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 mod apply;
 pub mod attn_keys;
+mod blame;
 mod fields;
 pub mod frameworks;
 mod hf_gemma;

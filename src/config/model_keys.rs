@@ -2,8 +2,8 @@
 //! Hugging Face's config.json names it) and the shapes nanoGPT's GPTConfig has no names for.
 //! Each defaults to what nanoGPT's GPT has, so a nanoGPT config never needs them.
 
+use super::blame::Blame;
 use super::kinds::{parse_name, quoted_names};
-use super::validate::Blame;
 use super::value::{float, opt_count, opt_int, Origin, Value};
 use super::TrainConfig;
 use crate::error::{Error, Result};

@@ -13,8 +13,8 @@
 //! experts stay frozen (src/config/lora.rs `lora_modules`); so does QLoRA, with only the
 //! nn.Linear layers quantized (`refuse_unsimulated`).
 
+use super::blame::Blame;
 use super::model_keys::ModelType;
-use super::validate::Blame;
 use super::value::{opt_count, opt_int, Origin, Value};
 use super::TrainConfig;
 use crate::error::Result;

@@ -1,7 +1,7 @@
 //! Sizes so absurd that their bytes do not fit in u64: the largest products the simulator
 //! forms, checked before any work, each error blamed on its largest factor (the likely typo).
 
-use super::validate::Blame;
+use super::blame::Blame;
 use super::TrainConfig;
 use crate::error::{Error, Result};
 

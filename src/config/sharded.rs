@@ -2,7 +2,7 @@
 //! adapters over a frozen base, and the CPU offload of ZeRO and FSDP. The combinations they
 //! do not model are refused here with the key to change.
 
-use super::validate::Blame;
+use super::blame::Blame;
 use super::{OptimizerKind, Parallelism, Quantization, TrainConfig};
 use crate::error::Result;
 

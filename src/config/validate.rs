@@ -3,12 +3,12 @@
 //! where the offending value came from (file:line, override, init_from) and says what was
 //! expected.
 
+use super::blame::Blame;
 use super::presets::INIT_FROM;
 use super::value::Origin;
 use super::TrainConfig;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use std::fmt;
 
 /// PYTORCH_CUDA_ALLOC_CONF options PyTorch's caching allocator recognises (c10/cuda/CUDAAllocatorConfig.cpp).
 const ALLOC_OPTIONS: &[&str] = &[
@@ -22,29 +22,6 @@ const ALLOC_OPTIONS: &[&str] = &[
     "pinned_use_background_threads",
     "backend",
 ];
-
-/// Where each key was set: every error about a key starts with it.
-pub(crate) struct Blame<'a>(pub &'a HashMap<&'static str, Origin>);
-
-impl Blame<'_> {
-    /// "path:line: ", "override --key=value: ", ... for `key`; empty when it kept its default.
-    pub fn at(&self, key: &str) -> String {
-        self.0.get(key).map_or(String::new(), |o| format!("{o}: "))
-    }
-
-    /// The error "<where>key = value: expected <expected>".
-    pub fn fail<T>(
-        &self,
-        key: &str,
-        value: impl fmt::Display,
-        expected: impl fmt::Display,
-    ) -> Result<T> {
-        Err(Error::bad_value(
-            key,
-            format!("{}{key} = {value}: expected {expected}", self.at(key)),
-        ))
-    }
-}
 
 pub(crate) fn validate(cfg: &TrainConfig, origins: &HashMap<&'static str, Origin>) -> Result<()> {
     let blame = &Blame(origins);

@@ -2,7 +2,7 @@
 //! peak's marker and label.
 
 use super::draw::{escape, num, place_box, text_width, Anchor, Rect, Scale, Svg};
-use super::timeline::{layer_color, layer_key, layer_label, phase_color, Ink, LAYERS, PLOT, W};
+use super::layout::{layer_color, layer_key, layer_label, phase_color, Ink, LAYERS, PLOT, W};
 use crate::sim::replay::live_blocks_at;
 use crate::sim::{MemoryProfile, Phase, Timeline};
 use crate::units::human;

@@ -10,6 +10,7 @@
 
 mod annotate;
 mod draw;
+mod layout;
 mod sweep;
 mod sweep_chart;
 mod timeline;

@@ -1,7 +1,7 @@
 //! Reading a config file: its format (nanoGPT's Python or TOML, by extension, else by
 //! content), its assignments, then the `--key=value` overrides on top, as train.py does.
 
-use super::{apply, apply_overrides, nanogpt_py, overrides, pyexpr, toml_file, value, TrainConfig};
+use super::{apply, nanogpt_py, overrides, pyexpr, toml_file, value, TrainConfig};
 use std::path::Path;
 
 /// A config as loaded: the resolved `TrainConfig`, what was skipped or derived along the way,
@@ -31,14 +31,12 @@ pub enum Format {
 /// extension (.py, .toml), else the content.
 pub fn load(path: Option<&Path>, overrides: &[String]) -> crate::error::Result<Loaded> {
     let Some(path) = path else {
-        let mut config = TrainConfig::default();
-        let warnings = apply_overrides(&mut config, overrides)?;
-        return Ok(Loaded {
-            config,
-            warnings,
-            source: "nanoGPT defaults".to_string(),
-            ignored: Vec::new(),
-        });
+        return resolve(
+            Vec::new(),
+            Vec::new(),
+            overrides,
+            "nanoGPT defaults".to_string(),
+        );
     };
     let (name, text) = read_text(path, "a UTF-8 text config (.py or .toml)")?;
     load_str(&name, &text, overrides)
@@ -60,8 +58,18 @@ pub(crate) fn read_text(path: &Path, what: &str) -> crate::error::Result<(String
 /// `load` on text already in memory; `name` gives the format (by extension) and names the
 /// file in messages.
 pub fn load_str(name: &str, text: &str, overrides: &[String]) -> crate::error::Result<Loaded> {
-    // Python and TOML both accept a leading UTF-8 byte-order mark; so do we.
-    let (mut assignments, mut warnings) = file_assignments(name, text)?;
+    let (assignments, warnings) = file_assignments(name, text)?;
+    resolve(assignments, warnings, overrides, name.to_string())
+}
+
+/// The layers' assignments with `--key=value` overrides last, applied to nanoGPT's defaults
+/// as one layer and validated once: every loader ends here.
+pub(crate) fn resolve(
+    mut assignments: Vec<value::Assignment>,
+    mut warnings: Vec<String>,
+    overrides: &[String],
+    source: String,
+) -> crate::error::Result<Loaded> {
     for o in overrides {
         assignments.push(overrides::parse_override(o)?);
     }
@@ -70,7 +78,7 @@ pub fn load_str(name: &str, text: &str, overrides: &[String]) -> crate::error::R
     Ok(Loaded {
         config,
         warnings,
-        source: name.to_string(),
+        source,
         ignored: Vec::new(),
     })
 }

@@ -4,7 +4,7 @@
 //! one layer, so that `--model llama-3.1-8b run.toml --batch_size=4` means what it says.
 
 use super::value::Assignment;
-use super::{apply, file_assignments, hf_json, overrides, read_text, Loaded, TrainConfig};
+use super::{file_assignments, hf_json, read_text, Loaded};
 use crate::error::{Error, Result};
 use std::path::Path;
 
@@ -142,29 +142,12 @@ pub fn load_with_model(
         warnings.extend(w);
         source = format!("{name} on {source}");
     }
-    for o in overrides_ {
-        assignments.push(overrides::parse_override(o)?);
-    }
-    let mut config = TrainConfig::default();
-    warnings.extend(apply::apply(&mut config, &assignments)?);
-    Ok(Loaded {
-        config,
-        warnings,
-        source,
-        ignored: Vec::new(),
-    })
+    super::load::resolve(assignments, warnings, overrides_, source)
 }
 
 /// A Hugging Face config.json already in memory, loaded as `--hf-config` loads the file (the
 /// fuzz targets and tests call it without a file); `name` names it in messages.
 pub fn load_hf_str(name: &str, text: &str) -> Result<Loaded> {
-    let (assignments, mut warnings) = hf_json::parse(text, name)?;
-    let mut config = TrainConfig::default();
-    warnings.extend(apply::apply(&mut config, &assignments)?);
-    Ok(Loaded {
-        config,
-        warnings,
-        source: name.to_string(),
-        ignored: Vec::new(),
-    })
+    let (assignments, warnings) = hf_json::parse(text, name)?;
+    super::load::resolve(assignments, warnings, &[], name.to_string())
 }

@@ -150,14 +150,16 @@ pub fn judge(layout: Option<MessageLayout>, head: &str, span: &str, paste: &str)
         let span = if hi.is_some() { "1.x–2.0" } else { "2.1+" };
         range.narrow(lo, hi, &format!("the layout: {span}"));
     }
-    if layout == Some(MessageLayout::Parenthesised) && r.cached.is_match(span) {
+    // Each pattern runs (and is compiled) only where its words are: `formats::has_words`.
+    let cached = super::formats::has_words(span, &["cached", ")"]) && r.cached.is_match(span);
+    if layout == Some(MessageLayout::Parenthesised) && cached {
         range.narrow(
             FIRST,
             Some(Release(1, 3)),
             "it ends with `X cached)`: 1.0–1.3",
         );
     }
-    if r.process.is_match(span) {
+    if span.contains("Process") && r.process.is_match(span) {
         range.narrow(
             Release(2, 1),
             None,

@@ -213,10 +213,9 @@ impl Gpt2 {
             }
             // `LigerFusedLinearCrossEntropyLoss()(self.lm_head.weight, x, targets)` in place of
             // lm_head and F.cross_entropy.
-            (Head::Loss(targets), LossKind::Liger) => Output::Loss(
-                None,
-                ops::fused_linear_cross_entropy(e, xf, self.wte, targets),
-            ),
+            (Head::Loss(_), LossKind::Liger) => {
+                Output::Loss(None, ops::fused_linear_cross_entropy(e, xf, self.wte))
+            }
             (Head::Logits { all }, _) => Output::Logits(logits_head(e, xf, self.wte, all, true)),
         }
     }

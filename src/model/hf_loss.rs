@@ -49,7 +49,7 @@ fn liger_loss(e: &mut Engine, x: V, weight: usize, targets: T) -> V {
     let (b, t) = batch_dims(e, targets);
     let padded = labels(e, "labels_padded", b, t + 1);
     let shift = labels(e, "shift_labels", b, t);
-    let l = ops::fused_linear_cross_entropy(e, x, weight, shift);
+    let l = ops::fused_linear_cross_entropy(e, x, weight);
     // LigerForCausalLMLoss returns: its labels and shift_labels go.
     e.release(padded);
     e.release(shift);

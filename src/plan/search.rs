@@ -4,7 +4,7 @@
 //! independent and run side by side (`parallel`); the candidates are then ranked.
 
 use super::batch::max_batch;
-pub use super::batch::{with_batch, MAX_BATCH};
+pub use super::batch::with_batch;
 use super::candidate::Found;
 pub use super::candidate::{Baseline, Candidate, GpuSummary, Origin, SuggestReport};
 pub(super) use super::ctx::Ctx;

@@ -40,20 +40,16 @@ pub struct Run {
 /// Simulate `cfg` as PyTorch would run it on `gpu` (None: no card known; the architecture
 /// decides the cuBLAS workspaces, the card's bf16 support the precision).
 pub fn run(cfg: &TrainConfig, gpu: Option<&GpuProfile>) -> Result<Run> {
-    Ok(run_timeline(cfg, gpu, timeline(cfg, gpu)?))
-}
-
-/// The Run of `cfg` from its Timeline, already simulated by [`timeline`] with the same `cfg`
-/// and `gpu` (suggest's lower bound simulated it; only the allocator replay is left).
-pub fn run_timeline(cfg: &TrainConfig, gpu: Option<&GpuProfile>, timeline: Timeline) -> Run {
-    match run_timeline_within(cfg, gpu, timeline, u64::MAX) {
-        Ok(run) => run,
+    match run_timeline_within(cfg, gpu, timeline(cfg, gpu)?, u64::MAX) {
+        Ok(run) => Ok(run),
         Err(_) => unreachable!("no reserved figure is above u64::MAX"),
     }
 }
 
-/// [`run_timeline`], or the Timeline back (Err) as soon as reserved memory passes
-/// `reserved_limit` (see [`replay_within`]): the run's reserved peak is above the limit then.
+/// The Run of `cfg` from its Timeline, already simulated by [`timeline`] with the same `cfg`
+/// and `gpu` (suggest's lower bound simulated it; only the allocator replay is left), or the
+/// Timeline back (Err) as soon as reserved memory passes `reserved_limit` (see
+/// [`replay_within`]): the run's reserved peak is above the limit then.
 pub fn run_timeline_within(
     cfg: &TrainConfig,
     gpu: Option<&GpuProfile>,

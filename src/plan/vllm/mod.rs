@@ -47,7 +47,6 @@ mod pipeline;
 mod profile;
 mod startup;
 
-pub use crate::model::pp_layers;
 pub use defaults::{scheduler, Scheduler};
 pub use kv_groups::KvGroups;
 pub use non_torch::{

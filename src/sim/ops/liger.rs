@@ -40,14 +40,14 @@ pub struct LigerSaved {
 }
 
 /// Rows per chunk: the transient logits are bounded by about B·T × H elements.
-pub fn chunk_rows(bt: u64, v: u64, h: u64) -> u64 {
+fn chunk_rows(bt: u64, v: u64, h: u64) -> u64 {
     let inc_factor = v.div_ceil(h.max(1)).max(1);
     bt.div_ceil(inc_factor).next_power_of_two().min(bt).max(1)
 }
 
-/// The loss of `x` (B, T, H) through lm_head `weight` against `targets` (the labels, already
-/// padded and shifted by the caller).
-pub fn fused_linear_cross_entropy(e: &mut Engine, x: V, weight: usize, _targets: T) -> V {
+/// The loss of `x` (B, T, H) through lm_head `weight`. The labels (padded and shifted by the
+/// caller, who holds them) take no memory of the function's own.
+pub fn fused_linear_cross_entropy(e: &mut Engine, x: V, weight: usize) -> V {
     let (v, h) = (
         e.params[weight].shape.dims()[0],
         e.params[weight].shape.dims()[1],

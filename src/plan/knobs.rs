@@ -26,8 +26,6 @@ pub enum KnobId {
 pub struct Knob {
     pub id: KnobId,
     pub label: &'static str,
-    /// Label of the same knobs at the largest batch that keeps tokens per step exactly.
-    pub exact_label: &'static str,
     pub apply: fn(&mut TrainConfig),
     /// Whether this knob applies to the user's config at all.
     pub applies: fn(&TrainConfig, bool) -> bool,
@@ -57,7 +55,6 @@ static KNOBS: [Knob; 10] = [
     Knob {
         id: KnobId::AsConfigured,
         label: "as configured",
-        exact_label: "as configured, exact tokens/step",
         apply: |_| {},
         applies: |_, _| true,
         combines: true,
@@ -67,7 +64,6 @@ static KNOBS: [Knob; 10] = [
     Knob {
         id: KnobId::WithoutCompile,
         label: "without torch.compile",
-        exact_label: "without torch.compile, exact tokens/step",
         apply: |c| c.compile = false,
         applies: |c, _| c.compile && crate::sim::runtime::compile_fallback(c).is_none(),
         combines: false,
@@ -75,7 +71,6 @@ static KNOBS: [Knob; 10] = [
     Knob {
         id: KnobId::Compile,
         label: "torch.compile",
-        exact_label: "torch.compile, exact tokens/step",
         apply: |c| c.compile = true,
         applies: |c, _| {
             !c.compile
@@ -90,7 +85,6 @@ static KNOBS: [Knob; 10] = [
     Knob {
         id: KnobId::Flash,
         label: "flash attention",
-        exact_label: "flash attention, exact tokens/step",
         apply: |c| c.flash = true,
         applies: |c, _| !c.flash,
         combines: true,
@@ -98,7 +92,6 @@ static KNOBS: [Knob; 10] = [
     Knob {
         id: KnobId::Bf16Autocast,
         label: "bfloat16 autocast",
-        exact_label: "bfloat16 autocast, exact tokens/step",
         apply: |c| c.dtype = Precision::BFloat16,
         applies: |c, bf16| bf16 && c.dtype == Precision::Float32,
         combines: true,
@@ -106,7 +99,6 @@ static KNOBS: [Knob; 10] = [
     Knob {
         id: KnobId::Checkpointing,
         label: "activation checkpointing",
-        exact_label: "activation checkpointing, exact tokens/step",
         apply: |c| c.activation_checkpointing = true,
         applies: |c, _| !c.activation_checkpointing,
         combines: true,
@@ -114,7 +106,6 @@ static KNOBS: [Knob; 10] = [
     Knob {
         id: KnobId::FusedLoss,
         label: "chunked cross-entropy",
-        exact_label: "chunked cross-entropy, exact tokens/step",
         // What the printed change runs: Liger's function under the Trainer and axolotl
         // (use_liger_kernel / liger_fused_linear_cross_entropy), a chunked loss elsewhere.
         apply: |c| c.loss = fused_loss(c).unwrap_or(c.loss),
@@ -124,7 +115,6 @@ static KNOBS: [Knob; 10] = [
     Knob {
         id: KnobId::AdamW8bit,
         label: "8-bit AdamW",
-        exact_label: "8-bit AdamW, exact tokens/step",
         apply: |c| c.optimizer = OptimizerKind::AdamW8bit,
         applies: |c, _| c.optimizer == OptimizerKind::AdamW,
         combines: true,
@@ -132,7 +122,6 @@ static KNOBS: [Knob; 10] = [
     Knob {
         id: KnobId::Qlora,
         label: "4-bit base weights (QLoRA)",
-        exact_label: "4-bit base weights (QLoRA), exact tokens/step",
         apply: |c| c.quantization = Quantization::Nf4,
         applies: |c, _| c.lora_rank > 0 && c.quantization == Quantization::None,
         combines: true,
@@ -140,7 +129,6 @@ static KNOBS: [Knob; 10] = [
     Knob {
         id: KnobId::ExpandableSegments,
         label: "expandable segments",
-        exact_label: "expandable segments, exact tokens/step",
         apply: |c| c.alloc_conf = Some("expandable_segments:True".to_string()),
         applies: |c, _| !c.expandable_segments(),
         combines: true,

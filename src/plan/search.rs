@@ -30,7 +30,6 @@ enum Search {
 /// A set of knobs to search the batch for: labels, origin, config.
 struct Variant {
     label: &'static str,
-    exact_label: &'static str,
     origin: Origin,
     config: TrainConfig,
 }
@@ -45,7 +44,6 @@ fn variants(base: &TrainConfig, bf16: bool) -> Vec<Variant> {
             (k.apply)(&mut config);
             Variant {
                 label: k.label,
-                exact_label: k.exact_label,
                 origin: Origin::Knob(k.id),
                 config,
             }
@@ -58,7 +56,6 @@ fn variants(base: &TrainConfig, bf16: bool) -> Vec<Variant> {
         }
         out.push(Variant {
             label: "every memory knob at once",
-            exact_label: "every memory knob at once, exact tokens/step",
             origin: Origin::EveryKnob,
             config,
         });
@@ -95,7 +92,8 @@ fn search_variant(
             .find(|&e| make(e).tokens_per_step() == Some(tokens));
         if let Some(e) = exact {
             if let Some(p) = ctx.if_fits(&make(e), None)? {
-                out.push(found.candidate((v.exact_label, v.label), v.origin, make(e), p));
+                let exact_label = format!("{}, exact tokens/step", v.label);
+                out.push(found.candidate((&exact_label, v.label), v.origin, make(e), p));
             }
         }
     }

@@ -8,7 +8,7 @@ use crate::budget::Budget;
 use crate::config::TrainConfig;
 use crate::error::Result;
 use crate::plan::knobs::knobs;
-use crate::plan::search::{with_batch, SuggestReport};
+use crate::plan::search::{with_batch, Origin, SuggestReport};
 
 /// Batch sizes drawn per curve at most.
 const POINTS: usize = 24;
@@ -23,7 +23,13 @@ pub fn sweep_chart(cfg: &TrainConfig, budget: &Budget, report: &SuggestReport) -
         .best
         .iter()
         .chain(&report.alternatives)
-        .filter(|c| knobs.iter().any(|k| k.label == c.label))
+        // Each knob's own candidate; not the smaller batch that keeps the tokens per step
+        // exactly, whose label says so.
+        .filter(|c| {
+            knobs
+                .iter()
+                .any(|k| c.origin == Origin::Knob(k.id) && c.label == k.label)
+        })
         .map(|c| c.config.batch_size)
         .collect();
     let grid = batch_grid(&fits, POINTS);
@@ -38,7 +44,7 @@ pub fn sweep_chart(cfg: &TrainConfig, budget: &Budget, report: &SuggestReport) -
         };
         let s = sweep_series(knob.label, &grid, &peak)?;
         if let Some(best) = &report.best {
-            if best.label == knob.label || best.label == knob.exact_label {
+            if best.origin == Origin::Knob(knob.id) {
                 chosen = Some((knob.label.to_string(), best.config.batch_size));
             }
         }

@@ -37,7 +37,7 @@ fn mixtral_8x7b_counts_what_config_json_gives_by_hand() {
 /// A small Mixtral: 2 layers, 2 heads (1 kv head) of 32, width C = 64, experts of width
 /// I = 96, E = 4 experts with k = 2 per token, vocabulary 1000, batch 2 × 16 tokens: N = 32
 /// tokens, S = N·k = 64 routed rows. bf16 autocast over fp32 master weights.
-const SMALL_MIXTRAL: &[&str] = &[
+pub(crate) const SMALL_MIXTRAL: &[&str] = &[
     "--model",
     "mixtral-8x7b",
     "--n_layer=2",

@@ -7,26 +7,11 @@
 //! `_softmax_backward_data` (32, 4) bf16 in its backward); the key read from config.json and
 //! from axolotl's `model_config`.
 
+use crate::models_moe::SMALL_MIXTRAL;
 use crate::support::cli::{explain, forward_end, vramplan};
 use crate::support::hf::nothing_left;
 use crate::support::hostile::temp;
 
-const SMALL_MIXTRAL: &[&str] = &[
-    "--model",
-    "mixtral-8x7b",
-    "--n_layer=2",
-    "--n_embd=64",
-    "--n_head=2",
-    "--n_kv_head=1",
-    "--head_dim=32",
-    "--intermediate_size=96",
-    "--vocab_size=1000",
-    "--num_experts=4",
-    "--experts_per_token=2",
-    "--batch_size=2",
-    "--block_size=16",
-    "--dtype=bfloat16",
-];
 const AUX: &str = "--output_router_logits=True";
 
 /// The forward's end minus the same run's without the auxiliary loss.

@@ -8,7 +8,7 @@
 //! (scripts/moe-truth/qwen2_moe_block.py, torch 2.15 CPU): each mm its input and weight,
 //! SiLU its input, the products both factors, the sigmoid its result.
 
-use crate::support::cli::{explain, forward_end, json, vramplan};
+use crate::support::cli::{explain, explains_nothing, forward_end, json, vramplan};
 use crate::support::hf::{assert_n_params_from_each, nothing_left};
 use crate::support::hostile::temp;
 
@@ -73,8 +73,7 @@ fn small(name: &str, extra: &[&str]) -> (String, String) {
 }
 
 fn absent(name: &str, extra: &[&str]) -> bool {
-    let (code, _, _) = vramplan(&[&["explain", name][..], SMALL_QWEN2_MOE, extra].concat());
-    code == 2
+    explains_nothing(name, SMALL_QWEN2_MOE, extra)
 }
 
 #[test]

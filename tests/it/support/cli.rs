@@ -64,6 +64,12 @@ pub fn explain(tensor: &str, base: &[&str], extra: &[&str]) -> (String, String) 
     (first, life)
 }
 
+/// `explain` has no tensor `tensor` in the run `base` + `extra` (it exits 2 naming none).
+pub fn explains_nothing(tensor: &str, base: &[&str], extra: &[&str]) -> bool {
+    let (code, _, _) = vramplan(&[&["explain", tensor][..], base, extra].concat());
+    code == 2
+}
+
 /// The forward phase's allocated bytes at its end (what the forward saved for the backward).
 pub fn forward_end(base: &[&str], extra: &[&str]) -> u64 {
     let (code, v) = json(&[&["check", "--json"][..], base, extra].concat());

@@ -178,11 +178,7 @@ impl<'a> Row<'a> {
 pub fn reference_runtime(cfg: &TrainConfig, major: u32) -> Runtime {
     Runtime {
         kind: RuntimeKind::PytorchEager,
-        autocast: match cfg.dtype {
-            Precision::Float32 => None,
-            Precision::BFloat16 => Some(DType::BF16),
-            Precision::Float16 => Some(DType::F16),
-        },
+        autocast: DType::autocast_of(cfg.dtype),
         cublas_workspace_bytes: default_cublas_workspace_bytes((major, 0)),
         cublaslt_workspace_bytes: crate::budget::CUBLASLT_WORKSPACE_BYTES,
         expandable_segments: false,

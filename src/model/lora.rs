@@ -24,7 +24,7 @@
 //! bitsandbytes LoRA layer then clones that result ("defensively", as its comment says) and,
 //! under autocast, feeds `x` to the adapters without its fp32 cast.
 
-use crate::config::{Mode, Parallelism, Precision, Quantization, TrainConfig};
+use crate::config::{Mode, Parallelism, Quantization, TrainConfig};
 use crate::sim::dtype::DType;
 use crate::sim::engine::{Engine, V};
 use crate::sim::ops::{self, quant::QuantWeight};
@@ -67,11 +67,7 @@ impl Params {
             lora_rank: cfg.lora_rank,
             lora_dropout: cfg.lora_dropout,
             targets: cfg.lora_target_list(),
-            base: match cfg.dtype {
-                Precision::Float32 => DType::F32,
-                Precision::BFloat16 => DType::BF16,
-                Precision::Float16 => DType::F16,
-            },
+            base: DType::of_precision(cfg.dtype),
             quantization: cfg.quantization,
             double_quant: cfg.double_quant,
             sharded: !matches!(cfg.parallelism, Parallelism::Ddp | Parallelism::Tp),

@@ -7,7 +7,7 @@
 
 use crate::config::{Precision, TrainConfig};
 use crate::error::{Error, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use std::time::{Duration, Instant};
 
 /// FLOPs of one probe step with `layers` layers: forward and backward of batch_size sequences
@@ -36,11 +36,7 @@ pub fn cpu_flops_per_second(dtype: Precision) -> Result<f64> {
 
 fn time_matmul(dtype: Precision) -> Result<f64> {
     let n = 256usize;
-    let dt = match dtype {
-        Precision::Float32 => DType::F32,
-        Precision::BFloat16 => DType::BF16,
-        Precision::Float16 => DType::F16,
-    };
+    let dt = crate::sim::candle::dtype_of(dtype);
     let err = |e: candle_core::Error| Error::new(format!("probe: timing a matmul failed: {e}"));
     let a = Tensor::ones((n, n), dt, &Device::Cpu).map_err(err)?;
     let start = Instant::now();

@@ -8,7 +8,7 @@
 //! cache: `max_num_seqs` dummy sequences sharing `max_num_batched_tokens` tokens, then the
 //! sampler of that version.
 
-use crate::config::{KvCacheDtype, Precision, TrainConfig};
+use crate::config::{KvCacheDtype, TrainConfig};
 use crate::error::Result;
 use crate::model::{Model, Output, Stage, StageInput, StageOutput};
 use crate::sim::autograd::Edge;
@@ -20,11 +20,7 @@ use crate::sim::timeline::{Category, Name, Phase, Shape, Timeline};
 
 /// The dtype of the weights (and the activations) of a model served in `cfg.dtype`.
 pub fn weight_dtype(cfg: &TrainConfig) -> DType {
-    match cfg.dtype {
-        Precision::Float32 => DType::F32,
-        Precision::BFloat16 => DType::BF16,
-        Precision::Float16 => DType::F16,
-    }
+    DType::of_precision(cfg.dtype)
 }
 
 /// The KV cache's element type: `kv_cache_dtype`, or the weights'.

@@ -25,6 +25,21 @@ pub enum DType {
 }
 
 impl DType {
+    /// The element type of a config's `dtype`.
+    pub fn of_precision(p: crate::config::Precision) -> DType {
+        use crate::config::Precision;
+        match p {
+            Precision::Float32 => DType::F32,
+            Precision::BFloat16 => DType::BF16,
+            Precision::Float16 => DType::F16,
+        }
+    }
+
+    /// What autocast casts to under a config's `dtype` (None: fp32, no autocast).
+    pub fn autocast_of(p: crate::config::Precision) -> Option<DType> {
+        Some(DType::of_precision(p)).filter(|&d| d != DType::F32)
+    }
+
     pub fn size(self) -> u64 {
         match self {
             DType::F32 | DType::U32 | DType::I32 => 4,

@@ -57,9 +57,7 @@ impl Runtime {
             _ if cfg.mode == Mode::Inference => None,
             // Pure half precision: the weights are already in dtype; nothing is autocast.
             _ if cfg.precision_mode == PrecisionMode::Pure => None,
-            Precision::Float32 => None,
-            Precision::BFloat16 => Some(DType::BF16),
-            Precision::Float16 => Some(DType::F16),
+            p => DType::autocast_of(p),
         };
         let (ws, lt) = match gpu {
             Some(g) => (g.cublas_workspace_bytes, g.cublaslt_workspace_bytes),

@@ -43,7 +43,7 @@ fn dims(cfg: &TrainConfig) -> Result<Dims> {
     let s = Shape::of(cfg, cfg.n_layer)?;
     Ok(Dims::of(
         &s,
-        sim_dtype(dtype_of(cfg.dtype)),
+        DType::of_precision(cfg.dtype),
         cfg.dropout as f32,
     ))
 }

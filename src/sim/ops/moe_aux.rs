@@ -30,11 +30,8 @@ use crate::sim::timeline::{Category, Name, Shape};
 /// What one layer's `routing_weights.float().sum(dim=0)` chain kept for its backward.
 #[derive(Debug, Clone, Copy)]
 pub struct AuxSaved {
-    /// SoftmaxBackward0's result: (N, E) in `probs_dtype`.
+    /// SoftmaxBackward0's result: (N, E), its shape and dtype the backward's.
     probs: T,
-    rows: u64,
-    experts: u64,
-    probs_dtype: DType,
     logits_dtype: DType,
     name: Name,
 }
@@ -160,9 +157,6 @@ fn layer_probs(e: &mut Engine, logits: V, k: u64, name: Name) -> (V, [T; 3]) {
         e.retain(probs);
         let saved = AuxSaved {
             probs,
-            rows,
-            experts,
-            probs_dtype,
             logits_dtype,
             name: Name::top("router_aux_loss.routing_weights", "grad"),
         };
@@ -253,10 +247,10 @@ impl Backward for AuxSaved {
     /// `_softmax_backward_data`: its (N, E) result in the logits' dtype and, on CUDA,
     /// `grad_.contiguous()` of the expanded fp32 gradient (SoftMax.cu host_softmax_backward).
     fn backward(self, e: &mut Engine, g: T) -> [Option<T>; 3] {
-        let shape = Shape::new(&[self.rows, self.experts]);
+        let (shape, probs_dtype) = (e.shape(self.probs), e.dtype(self.probs));
         let alloc = |e: &mut Engine, dt| e.alloc(self.name, shape, dt, Category::Activations);
-        let copy = if self.probs_dtype != DType::F32 {
-            let c = alloc(e, self.probs_dtype);
+        let copy = if probs_dtype != DType::F32 {
+            let c = alloc(e, probs_dtype);
             e.release(g);
             Some(c)
         } else {

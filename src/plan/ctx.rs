@@ -111,15 +111,10 @@ impl<'a> Ctx<'a> {
         let live = live_peak(&tl);
         let bound = Bound {
             live,
-            fits: self.fits_live(live),
+            fits: self.budget.live_within(live),
         };
         locked(&self.bounds).push((key, bound));
         Ok((bound, Some(tl)))
-    }
-
-    /// Live bytes (a lower bound on reserved) within what a run that fits can reserve.
-    pub(super) fn fits_live(&self, live: u64) -> bool {
-        live <= self.budget.reserved_limit()
     }
 }
 

@@ -124,6 +124,13 @@ impl Budget {
         self.usable_bytes.saturating_sub(self.profile.context_bytes)
     }
 
+    /// Whether a run whose live bytes peak at `live` can fit: live bytes are a lower bound
+    /// on reserved memory, so a run above [`reserved_limit`](Budget::reserved_limit) here
+    /// does not fit whatever the allocator does (suggest's lower bound).
+    pub fn live_within(&self, live: u64) -> bool {
+        live <= self.reserved_limit()
+    }
+
     /// The verdict on `run` for this card: its usable bytes against the pessimistic end of
     /// the run's device peak, with this card's CUDA context. The one place a verdict is made.
     pub fn judge(&self, run: &Run) -> Verdict {

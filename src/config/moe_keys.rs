@@ -192,9 +192,7 @@ fn dense_layers(cfg: &TrainConfig, blame: &Blame) -> Result<()> {
         return blame.fail("mlp_only_layers", shown, why);
     }
     let n = cfg.n_layer;
-    let ok = list
-        .split(',')
-        .all(|x| x.trim().parse::<u64>().is_ok_and(|l| l < n));
+    let ok = cfg.mlp_only_indices().all(|x| x.is_ok_and(|l| l < n));
     if ok {
         return Ok(());
     }
@@ -237,11 +235,18 @@ impl TrainConfig {
             return false;
         }
         let step = self.decoder_sparse_step.unwrap_or(1).max(1);
-        let dense = self
-            .mlp_only_layers
-            .split(',')
-            .any(|x| x.trim().parse::<u64>() == Ok(l));
+        let dense = self.mlp_only_indices().any(|x| x == Ok(l));
         (l + 1).is_multiple_of(step) && !dense
+    }
+
+    /// `mlp_only_layers` read as the comma-separated layer indices it lists (validation
+    /// refuses any entry that is not one).
+    fn mlp_only_indices(
+        &self,
+    ) -> impl Iterator<Item = std::result::Result<u64, std::num::ParseIntError>> + '_ {
+        self.mlp_only_layers
+            .split(',')
+            .map(|x| x.trim().parse::<u64>())
     }
 
     /// Each expert's hidden width: Qwen3-MoE's moe_intermediate_size, else intermediate_size.

@@ -122,21 +122,24 @@ fn free_other_processes(facts: &Facts) -> Fix {
 /// Weights that do not fit, in the runtime's own terms.
 fn fit_the_weights(format: Format) -> Fix {
     match format {
-    Format::Vllm => fix(
-        "give vLLM a budget the model fits: raise --gpu-memory-utilization if the GPU \
-         is not shared, lower --max-model-len / --max-num-seqs, add --enforce-eager",
-        Some("vllm serve MODEL --gpu-memory-utilization 0.95 --max-model-len 8192 --enforce-eager"),
-    ),
-    Format::Llamacpp => fix(
-        "offload fewer layers to this GPU, use a smaller context and micro-batch, or a \
-         smaller quantization",
-        Some("llama-server -m MODEL -ngl 20 -c 8192 -ub 256"),
-    ),
-    _ => fix(
-        "fit the weights: quantize them (8/4-bit), shard them across GPUs (FSDP, \
-         ZeRO-3, device_map=\"auto\"), or use a larger card",
-        None,
-    ),
+        Format::Vllm => fix(
+            "give vLLM a budget the model fits: raise --gpu-memory-utilization if the GPU \
+             is not shared, lower --max-model-len / --max-num-seqs, add --enforce-eager",
+            Some(concat!(
+                "vllm serve MODEL --gpu-memory-utilization 0.95 --max-model-len 8192 ",
+                "--enforce-eager"
+            )),
+        ),
+        Format::Llamacpp => fix(
+            "offload fewer layers to this GPU, use a smaller context and micro-batch, or a \
+             smaller quantization",
+            Some("llama-server -m MODEL -ngl 20 -c 8192 -ub 256"),
+        ),
+        _ => fix(
+            "fit the weights: quantize them (8/4-bit), shard them across GPUs (FSDP, \
+             ZeRO-3, device_map=\"auto\"), or use a larger card",
+            None,
+        ),
     }
 }
 

@@ -10,7 +10,7 @@
 //! q, k, v are views of the qkv projection, so any kernel that saves them keeps it alive; the
 //! backward ends with `cat` of dq, dk, dv (SplitBackward).
 
-use super::sdpa::round_up;
+use super::sdpa::flash_backward_scratch;
 use super::{save, Backward};
 use crate::sim::autograd::Edge;
 use crate::sim::dtype::DType;
@@ -71,21 +71,8 @@ impl Attention {
     fn sdpa_backward(self, e: &mut Engine, g: T) -> (Option<T>, Option<T>, Option<T>) {
         let mut scratch = Vec::new();
         if self.kind == AttnKind::Flash {
-            // flash-attn 2: softmax_d (B, nh, T₁₂₈) and dq_accum (B, T₁₂₈, nh, hs₃₂) in fp32.
-            let t128 = round_up(self.t, 128);
-            let hs_r = round_up(self.hs, if self.hs <= 128 { 32 } else { 64 });
-            scratch.push(e.alloc(
-                self.name("softmax_d"),
-                Shape::new(&[self.b, self.nh, t128]),
-                DType::F32,
-                Category::Workspace,
-            ));
-            scratch.push(e.alloc(
-                self.name("dq_accum"),
-                Shape::new(&[self.b, t128, self.nh, hs_r]),
-                DType::F32,
-                Category::Workspace,
-            ));
+            let dims = [self.b, self.nh, self.t, self.hs];
+            scratch.extend(flash_backward_scratch(e, dims, |w| self.name(w)));
         }
         let grads = if self.kind == AttnKind::Flash {
             let dq = e.alloc(

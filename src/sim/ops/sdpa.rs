@@ -78,6 +78,28 @@ pub struct SdpaSaved {
     bias: Option<T>,
 }
 
+/// flash-attn 2's backward scratch, in fp32: softmax_d (B, nh, T₁₂₈) and dq_accum
+/// (B, T₁₂₈, nh, hd₃₂, or hd₆₄ above 128), in that order; the caller frees them.
+pub(super) fn flash_backward_scratch(
+    e: &mut Engine,
+    [b, nh, t, hd]: [u64; 4],
+    name: impl Fn(&'static str) -> Name,
+) -> [T; 2] {
+    let t128 = round_up(t, 128);
+    let hd_r = round_up(hd, if hd <= 128 { 32 } else { 64 });
+    let mut scratch = |what, dims: &[u64]| {
+        e.alloc(
+            name(what),
+            Shape::new(dims),
+            DType::F32,
+            Category::Workspace,
+        )
+    };
+    let softmax_d = scratch("softmax_d", &[b, nh, t128]);
+    let dq_accum = scratch("dq_accum", &[b, t128, nh, hd_r]);
+    [softmax_d, dq_accum]
+}
+
 /// `x` rounded up to a multiple of `m` (the kernels' tile sizes).
 pub(super) fn round_up(x: u64, m: u64) -> u64 {
     x.div_ceil(m) * m
@@ -267,21 +289,9 @@ impl Backward for SdpaSaved {
         let act = Category::Activations;
         let mut scratch = Vec::new();
         if self.kernel == SdpaKernel::Flash {
-            // flash-attn 2: softmax_d (B, nh, T₁₂₈) and dq_accum (B, T₁₂₈, nh, hd₃₂) in fp32.
-            let t128 = round_up(h.t, 128);
-            let hd_r = round_up(h.hd, if h.hd <= 128 { 32 } else { 64 });
-            scratch.push(e.alloc(
-                h.name("softmax_d"),
-                Shape::new(&[h.b, h.nh, t128]),
-                DType::F32,
-                Category::Workspace,
-            ));
-            scratch.push(e.alloc(
-                h.name("dq_accum"),
-                Shape::new(&[h.b, t128, h.nh, hd_r]),
-                DType::F32,
-                Category::Workspace,
-            ));
+            scratch.extend(flash_backward_scratch(e, [h.b, h.nh, h.t, h.hd], |w| {
+                h.name(w)
+            }));
         }
         let dq = e.alloc(h.name("q.grad"), h.bhtd(h.nh), self.dtype, act);
         let dk = e.alloc(h.name("k.grad"), h.bhtd(h.nkv), self.dtype, act);

@@ -46,9 +46,7 @@ pub fn lm_head_and_loss(
 /// Liger's `lce_forward` → `LigerForCausalLMLoss`: labels padded and shifted as
 /// transformers 4.49+ does, the hidden states viewed (B·T, H), then the fused function.
 fn liger_loss(e: &mut Engine, x: V, weight: usize, targets: T) -> V {
-    let (b, t) = batch_dims(e, targets);
-    let padded = labels(e, "labels_padded", b, t + 1);
-    let shift = labels(e, "shift_labels", b, t);
+    let [padded, shift] = shifted_labels(e, targets);
     let l = ops::fused_linear_cross_entropy(e, x, weight);
     // LigerForCausalLMLoss returns: its labels and shift_labels go.
     e.release(padded);
@@ -86,9 +84,7 @@ pub(super) fn loss_from_logits(
 /// returns.
 fn pad_labels(e: &mut Engine, logits: V, targets: T) -> (Option<V>, V) {
     let lf = ops::to_dtype(e, logits, DType::F32, Name::top("loss", "logits_fp32"));
-    let (b, t) = batch_dims(e, targets);
-    let padded = labels(e, "labels_padded", b, t + 1);
-    let shift = labels(e, "shift_labels", b, t);
+    let [padded, shift] = shifted_labels(e, targets);
     let l = ops::cross_entropy(e, lf, shift);
     // ForCausalLMLoss returns: its locals logits (the fp32 copy), labels, shift_labels go.
     e.drop_value(lf);
@@ -148,6 +144,16 @@ fn batch_dims(e: &Engine, targets: T) -> (u64, u64) {
 }
 
 /// An int64 (B, n) labels tensor the loss makes from the batch's labels.
+/// transformers 4.49+'s `labels = F.pad(labels, (0, 1), value=ignore_index)` then
+/// `shift_labels = labels[..., 1:].contiguous()`: (B, T + 1) and (B, T) int64, both locals
+/// of the loss function (the caller releases them when it returns).
+fn shifted_labels(e: &mut Engine, targets: T) -> [T; 2] {
+    let (b, t) = batch_dims(e, targets);
+    let padded = labels(e, "labels_padded", b, t + 1);
+    let shift = labels(e, "shift_labels", b, t);
+    [padded, shift]
+}
+
 fn labels(e: &mut Engine, what: &'static str, b: u64, n: u64) -> T {
     e.alloc(
         Name::top("loss", what),
